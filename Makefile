@@ -1,0 +1,33 @@
+# Two commands for a new user: `make demo` and `make test`. Everything else is detail.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast clean-data help
+
+help:
+	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
+	@echo "make test   - install into .venv (if needed) and run the test suite"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade "pip>=24" -q
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	@test -d .git || (git init -q && echo "initialised a git repo (dvc needs one)")
+	DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+	$(BIN)/editkit summary
+
+test: $(STAMP)
+	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+clean-data:
+	rm -rf data metrics plots

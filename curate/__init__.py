@@ -1,0 +1,1 @@
+"""Data curation: sources, instruction rewriting, edit masks, scores, selection, export (upstream of everything)."""

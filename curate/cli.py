@@ -1,0 +1,14 @@
+"""`editkit curate ...`: one sub-command per data stage; DVC stages call these."""
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(help="Curate edit data: ingest -> rewrite -> masks -> score -> select -> export.", no_args_is_help=True)
+
+# Stage modules keep heavy imports (torch, transformers) inside functions, so `--help` stays fast.
+STAGES = ("ingest", "rewrite", "masks", "score", "select", "export")
+for _name in STAGES:
+    _module = importlib.import_module(f"curate.stages.{_name}")
+    app.command(name=_name)(_module.main)

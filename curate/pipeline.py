@@ -1,0 +1,82 @@
+"""Run a step over every record shard: the uniform interface all record-to-record stages share.
+
+A *step* is a callable ``step(records, images) -> records`` over ONE shard (a batch of ~1,000 records), where
+``images`` is the shard's :class:`curate.store.ImageShard` (or None when the step needs no pixels). Steps are pure
+batch -> batch functions: the same function can run here shard by shard, or under a distributed engine (Ray Data's
+``map_batches``) unchanged. Steps must return every record they were given (rejected ones included, see
+:func:`curate.schema.reject`); the runner checks this, so no record is ever silently dropped.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from curate import schema, store
+
+Step = Callable[[list[dict[str, Any]], Optional[store.ImageShard]], list[dict[str, Any]]]
+
+
+@dataclass
+class StageStats:
+    stage: str
+    records_in: int = 0
+    records_out: int = 0
+    rejected_here: Counter = field(default_factory=Counter)  # reason -> count, rejected by THIS stage
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "rejected_here": dict(sorted(self.rejected_here.items())),
+            "seconds": round(self.seconds, 3),
+            "records_per_s": round(self.records_in / self.seconds, 2) if self.seconds else None,
+        }
+
+
+def run_stage(
+    stage: str,
+    input_dir: Path | str,
+    output_dir: Path | str,
+    step: Step,
+    images_dir: Path | str | None = None,
+    progress: bool = True,
+) -> StageStats:
+    """Apply ``step`` to each shard of ``input_dir`` and write ``output_dir`` atomically."""
+    from tqdm.auto import tqdm
+
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    shards = store.list_shards(input_dir)
+    if not shards:
+        raise FileNotFoundError(f"{stage}: no record shards in {input_dir}; run the previous stage first (dvc repro)")
+    images = store.ImageStore(images_dir) if images_dir is not None else None
+    stats = StageStats(stage)
+    started = time.perf_counter()
+    total = store.count_records(input_dir)
+    with store.atomic_dir(output_dir) as tmp, tqdm(total=total, desc=stage, unit="rec", disable=not progress) as bar:
+        for shard in shards:
+            records = store.read_records(input_dir, shard)
+            was_ok = {r["id"] for r in records if schema.is_ok(r)}
+            image_shard = images.shard(shard) if images is not None else None
+            out = step(records, image_shard)
+            _check_nothing_lost(stage, shard, records, out)
+            for record in out:
+                if record["id"] in was_ok and not schema.is_ok(record):
+                    stats.rejected_here[record.get("reject_reason") or "unknown"] += 1
+            store.write_records(tmp, shard, out)
+            stats.records_in += len(records)
+            stats.records_out += len(out)
+            bar.update(len(records))
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _check_nothing_lost(stage: str, shard: str, before: list[dict], after: list[dict]) -> None:
+    missing = {r["id"] for r in before} - {r["id"] for r in after}
+    if missing:
+        raise RuntimeError(f"{stage}: step dropped {len(missing)} record(s) in {shard} (e.g. {sorted(missing)[:3]}); "
+                           "steps must return every record, marking rejects with curate.schema.reject")

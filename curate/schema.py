@@ -1,0 +1,136 @@
+"""The one record schema every stage reads and writes.
+
+An *edit sample* is a (source image, instruction, edited image) triple plus everything the pipeline learns about it.
+Records are plain ``dict``s in Python (cheap to build, easy to test) and Arrow rows on disk; this module is the only
+place that knows the column types.
+
+Conventions
+-----------
+* ``mask`` marks the pixels that SHOULD change (1 = edit region, 0 = keep). Every reader/writer of a foreign format
+  (Label Studio alpha, ImgEdit's white-is-background, PIE-Bench runs) converts at its boundary.
+* Masks are COCO compressed RLE dicts ``{"size": [h, w], "counts": str}`` (see :mod:`curate.rle`).
+* Images are NOT stored in records. They are written once by ``ingest`` into image shards (see :mod:`curate.store`)
+  and referenced by ``image_shard``; ``export`` embeds the bytes into the final Hugging Face dataset.
+* A record is never dropped: a stage that rejects it sets ``status="rejected"``, ``reject_stage`` and
+  ``reject_reason`` and passes it on; later stages skip rejected records but keep them.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+
+MASK_SOURCES = ("gt", "diff", "grounded", "fused", "human", "whole", "none")
+
+RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
+
+# Column order is the on-disk order. Append new fields at the end of their group; never rename.
+RECORD_SCHEMA = pa.schema(
+    [
+        # identity and provenance
+        ("id", pa.string()),
+        ("origin", pa.string()),  # "sample", "folder:<name>", "hf:<dataset>", "gedit", "imgedit"
+        ("origin_key", pa.string()),  # the id in the origin (file name, dataset row key), for tracing back
+        ("image_shard", pa.string()),  # shard name in the image store, e.g. "shard-00003"
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("has_edited", pa.bool_()),  # False for benchmark items (source + instruction only)
+        # instruction
+        ("instruction", pa.string()),
+        ("instruction_refined", pa.string()),
+        ("rewrite_status", pa.string()),  # "none" (pass-through), "ok", "repaired", "fallback:<reason>"
+        ("edit_type", pa.string()),  # see curate.taxonomy
+        ("scope", pa.string()),  # "local" | "global"
+        ("target_phrases", pa.list_(pa.string())),
+        # masks
+        ("mask", RLE_TYPE),
+        ("mask_source", pa.string()),  # one of MASK_SOURCES
+        ("gt_mask", RLE_TYPE),  # ground truth when known (built-in sample, user-supplied)
+        ("flags", pa.list_(pa.string())),  # non-fatal findings, e.g. "grounding_disagrees"
+        # scores: name -> value; export flattens to score_<name> columns
+        ("scores", pa.map_(pa.string(), pa.float64())),
+        # human review (Label Studio)
+        ("review_status", pa.string()),  # None | "accept" | "fixed" | "reject"
+        ("review_comment", pa.string()),
+        ("mask_predicted", RLE_TYPE),  # the pipeline's mask as shown to the reviewer
+        # outcome
+        ("status", pa.string()),  # STATUS_OK | STATUS_REJECTED
+        ("reject_stage", pa.string()),
+        ("reject_reason", pa.string()),
+        ("meta", pa.string()),  # free-form JSON for stage-specific provenance
+    ]
+)
+
+FIELDS = tuple(RECORD_SCHEMA.names)
+_LIST_FIELDS = {"target_phrases", "flags"}
+
+
+def new_record(**values: Any) -> dict[str, Any]:
+    """A record with every field present (None / empty by default) and ``values`` filled in."""
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+        raise KeyError(f"unknown record field(s) {sorted(unknown)}; the schema is curate.schema.RECORD_SCHEMA")
+    record: dict[str, Any] = {name: None for name in FIELDS}
+    for name in _LIST_FIELDS:
+        record[name] = []
+    record["scores"] = {}
+    record["status"] = STATUS_OK
+    record.update(values)
+    return record
+
+
+def content_id(*parts: bytes | str) -> str:
+    """Stable, content-derived id: the first 16 hex digits of SHA-1 over the parts (length-prefixed)."""
+    digest = hashlib.sha1()
+    for part in parts:
+        data = part.encode("utf-8") if isinstance(part, str) else bytes(part)
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def reject(record: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:
+    """Mark a record rejected (in place) and return it. The first rejection wins."""
+    if record.get("status") != STATUS_REJECTED:
+        record["status"] = STATUS_REJECTED
+        record["reject_stage"] = stage
+        record["reject_reason"] = reason
+    return record
+
+
+def is_ok(record: dict[str, Any]) -> bool:
+    return record.get("status") == STATUS_OK
+
+
+def add_flag(record: dict[str, Any], flag: str) -> None:
+    flags = list(record.get("flags") or [])
+    if flag not in flags:
+        flags.append(flag)
+    record["flags"] = flags
+
+
+def to_table(records: Iterable[dict[str, Any]]) -> pa.Table:
+    """Records -> Arrow table with :data:`RECORD_SCHEMA` (scores dicts become Arrow maps)."""
+    rows = []
+    for record in records:
+        row = {name: record.get(name) for name in FIELDS}
+        scores = row.get("scores") or {}
+        row["scores"] = [(str(k), None if v is None else float(v)) for k, v in scores.items()]
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def from_table(table: pa.Table) -> list[dict[str, Any]]:
+    """Arrow table -> records (maps back to dicts; missing columns filled with defaults)."""
+    records = []
+    for row in table.to_pylist():
+        scores = row.get("scores") or []
+        row["scores"] = dict(scores) if not isinstance(scores, dict) else scores
+        for name in _LIST_FIELDS:
+            row[name] = list(row.get(name) or [])
+        records.append(new_record(**{k: v for k, v in row.items() if k in FIELDS}))
+    return records

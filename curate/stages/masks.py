@@ -1,0 +1,7 @@
+"""The `masks` stage (placeholder: being written)."""
+from __future__ import annotations
+
+
+def main() -> None:
+    """Not implemented yet."""
+    raise NotImplementedError("the masks stage is not implemented yet")

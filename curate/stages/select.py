@@ -1,0 +1,7 @@
+"""The `select` stage (placeholder: being written)."""
+from __future__ import annotations
+
+
+def main() -> None:
+    """Not implemented yet."""
+    raise NotImplementedError("the select stage is not implemented yet")
