@@ -1,7 +1,89 @@
-"""The `rewrite` stage (placeholder: being written)."""
+"""The `rewrite` stage: refine each instruction with an MLLM into strict JSON (refined instruction, edit type,
+target phrases, scope), or pass instructions through unchanged with the explicit ``none`` backend (the default).
+
+Reads ``data/ingest/records``, writes ``data/rewrite/records`` and ``metrics/rewrite.json`` (counts of each
+``rewrite_status``: ``none``, ``ok``, ``repaired``, ``fallback:<reason>``).
+"""
 from __future__ import annotations
 
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
 
-def main() -> None:
-    """Not implemented yet."""
-    raise NotImplementedError("the rewrite stage is not implemented yet")
+import typer
+
+from curate.mllm.config import ClientConfig
+
+STAGE = "rewrite"
+
+
+@dataclass
+class RewriteParams(ClientConfig):
+    prompt_version: str = "v1"  # curate/mllm/prompts/rewrite_<version>.txt
+
+
+def passthrough(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``none`` backend: keep the instruction, edit type and target phrases from ingest."""
+    from curate import schema, taxonomy
+
+    for record in records:
+        if not schema.is_ok(record):
+            continue
+        record["instruction_refined"] = record.get("instruction")
+        record["rewrite_status"] = "none"
+        if record.get("scope") is None and record.get("edit_type") in taxonomy.EDIT_TYPES:
+            record["scope"] = taxonomy.get(record["edit_type"]).scope
+    return records
+
+
+def main(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file (section `rewrite`)"),
+    input_dir: Path = typer.Option(Path("data/ingest/records"), help="record shards written by ingest"),
+    images_dir: Path = typer.Option(Path("data/ingest/images"), help="image shards written by ingest"),
+    output_dir: Path = typer.Option(Path("data/rewrite/records"), help="where to write the rewritten records"),
+    metrics_file: Path = typer.Option(Path("metrics/rewrite.json"), help="outcome counts (JSON)"),
+) -> None:
+    """Refine instructions with an MLLM (backend in params.yaml `rewrite`; default `none` = pass-through)."""
+    from curate import config
+
+    params = config.load_section(RewriteParams, STAGE, params_file)
+    metrics = run(params, input_dir, output_dir, images_dir)
+    from curate import store
+
+    store.write_json(metrics_file, metrics)
+    typer.echo(f"rewrite [{params.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
+
+
+def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Optional[Path] = None) -> dict[str, Any]:
+    """Run the stage and return its metrics."""
+    from curate import schema
+    from curate.pipeline import run_stage
+
+    outcomes: Counter = Counter()
+    started = time.perf_counter()
+
+    def count(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
+
+    if params.backend == "none":
+        def step(records, _images):
+            out = passthrough(records)
+            count(out)
+            return out
+
+        stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=None)
+        note = "backend none: instructions passed through unchanged (set rewrite.backend in params.yaml to refine)"
+    else:
+        raise NotImplementedError(f"rewrite backend {params.backend!r} is not implemented yet")
+    return {
+        "backend": params.backend,
+        "model": params.model or None,
+        "prompt_version": params.prompt_version if params.backend != "none" else None,
+        "records": stats.records_in,
+        "outcomes": dict(sorted(outcomes.items())),
+        "note": note,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
