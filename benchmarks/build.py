@@ -1,0 +1,95 @@
+"""Build a masked benchmark: read the public release, propose masks, write records + images (one DVC stage each).
+
+Output (``data/bench/<bench>/``): ``records/`` and ``images/`` shards (see :mod:`benchmarks.items`). Every item of
+the release is kept: unreadable ones are rejected records with a reason. Masks are proposals until reviewed: the
+review merge (`editkit annotate merge`) turns ``needs_review`` items into ``mask_source="human"`` records.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from benchmarks import gedit, imgedit, proposals
+from benchmarks.items import BenchItem, to_record, write_benchmark
+from benchmarks.phrases import target_phrases
+from curate import schema, store
+
+BENCHES = ("gedit", "imgedit")
+
+
+@dataclass
+class BenchBuildParams:
+    """``params.yaml`` section ``bench`` (see the README, "Benchmarks")."""
+
+    gedit_path: str = "data/bench_fixture/gedit"
+    imgedit_path: str = "data/bench_fixture/imgedit"
+    gedit_languages: list[str] = field(default_factory=lambda: ["en"])
+    imgedit_image_root: str | None = None
+    masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
+    grounding: dict[str, Any] = field(default_factory=dict)  # kwargs for the grounded masker; {} = none
+    fixture_items: int = 4
+
+
+def read_items(bench: str, path: Path | str, params: BenchBuildParams) -> Iterator[tuple[BenchItem, str | None]]:
+    if bench == "gedit":
+        for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
+            yield item, gedit.edit_type(item.category)
+    elif bench == "imgedit":
+        for item in imgedit.read_imgedit(path, params.imgedit_image_root):
+            yield item, imgedit.edit_type(item.category)
+    else:
+        raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
+
+
+def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchBuildParams | None = None,
+          masks_dir: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Read ``path``, propose masks, write ``out_dir``; returns the build statistics (also the DVC metrics)."""
+    from tqdm.auto import tqdm
+
+    params = params or BenchBuildParams()
+    masks_dir = masks_dir or params.masks_dir.get(bench)
+    grounder = proposals.load_grounder(params.grounding)
+    started = time.perf_counter()
+    stats: dict[str, Any] = {"bench": bench, "items": 0, "rejected": {}, "mask_source": {}, "needs_review": 0}
+
+    def records() -> Iterator[tuple[dict[str, Any], bytes]]:
+        for item, edit_type in tqdm(read_items(bench, path, params), desc=f"build {bench}", disable=not progress):
+            record, data = to_record(item, edit_type)
+            if schema.is_ok(record):
+                record["target_phrases"] = target_phrases(record["instruction"])
+                image = store.decode_rgb(data)
+                proposals.propose(record, image, grounder)
+                if masks_dir is not None:
+                    _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
+            _count(stats, record)
+            yield record, data
+
+    write_benchmark(out_dir, records())
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def _apply_mask_file(record: dict[str, Any], path: Path) -> None:
+    if not path.is_file():
+        return
+    from PIL import Image
+
+    with Image.open(io.BytesIO(path.read_bytes())) as image:
+        mask = np.asarray(image.convert("L")) >= 128
+    proposals.apply_known_mask(record, mask)
+
+
+def _count(stats: dict[str, Any], record: dict[str, Any]) -> None:
+    stats["items"] += 1
+    if not schema.is_ok(record):
+        reason = record["reject_reason"].split(":")[0]
+        stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
+        return
+    source = record["mask_source"]
+    stats["mask_source"][source] = stats["mask_source"].get(source, 0) + 1
+    stats["needs_review"] += proposals.NEEDS_REVIEW in record["flags"]

@@ -1,0 +1,93 @@
+"""Read GEdit-Bench (Step1X-Edit; Hugging Face dataset ``stepfun-ai/GEdit-Bench``) from a local copy.
+
+The release is one ``train`` split (1,212 rows: 606 instructions x ``en``/``cn``) with the fields ``task_type, key,
+instruction, instruction_language, input_image, input_image_raw, Intersection_exist``; the two images are ``datasets``
+``Image`` features. Nothing is downloaded here: ``path`` is either
+
+* a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or
+* a local clone of the hub repository (its ``data/train-*.parquet`` files), a folder of such parquet files, or one
+  parquet file.
+
+The source image of an item is ``input_image_raw`` (``input_image`` when the raw one is missing); the evaluation
+resizes each edited image back to the source size, as GEdit's own scorer does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from benchmarks.items import BenchItem
+from curate import taxonomy
+
+FIELDS = ("task_type", "key", "instruction", "instruction_language", "input_image", "input_image_raw",
+          "Intersection_exist")
+IMAGE_FIELDS = ("input_image", "input_image_raw")
+
+
+def load_rows(path: Path | str):
+    """The GEdit table as a ``datasets.Dataset`` with images left encoded (decoded later, per item, with checks)."""
+    import datasets
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"GEdit-Bench not found at {path}: download stepfun-ai/GEdit-Bench elsewhere and "
+                                "pass its local folder (save_to_disk output or the repository's parquet files)")
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        table = datasets.load_from_disk(str(path))
+    else:
+        files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no GEdit-Bench data in {path}: expected a save_to_disk folder or *.parquet files")
+        table = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    if isinstance(table, datasets.DatasetDict):
+        split = "train" if "train" in table else next(iter(table))
+        table = table[split]
+    missing = [f for f in ("task_type", "key", "instruction", "instruction_language") if f not in table.column_names]
+    if missing or not any(f in table.column_names for f in IMAGE_FIELDS):
+        raise ValueError(f"{path} is not GEdit-Bench: missing column(s) {missing or list(IMAGE_FIELDS)}; "
+                         f"expected {list(FIELDS)}, found {table.column_names}")
+    for name in IMAGE_FIELDS:
+        if name in table.column_names:
+            table = table.cast_column(name, datasets.Image(decode=False))
+    return table
+
+
+def read_gedit(path: Path | str, languages: tuple[str, ...] | list[str] = ("en",)) -> Iterator[BenchItem]:
+    """Yield the items whose ``instruction_language`` is in ``languages`` (``()`` = all)."""
+    for row in load_rows(path):
+        if languages and row["instruction_language"] not in languages:
+            continue
+        yield _item(row)
+
+
+def _item(row: dict[str, Any]) -> BenchItem:
+    image = row.get("input_image_raw") or row.get("input_image")
+    data = _image_bytes(image)
+    category = row["task_type"]
+    return BenchItem(
+        origin="gedit",
+        key=str(row["key"]),
+        instruction=str(row["instruction"]),
+        category=category,
+        image_bytes=data,
+        extra={
+            "instruction_language": row["instruction_language"],
+            "intersection_exist": bool(row.get("Intersection_exist", False)),
+            "task_type": category,
+        },
+        error=None if data else "missing source image (input_image_raw and input_image are empty)",
+    )
+
+
+def _image_bytes(image: Any) -> bytes | None:
+    if not image:
+        return None
+    if image.get("bytes"):
+        return image["bytes"]
+    if image.get("path") and Path(image["path"]).is_file():
+        return Path(image["path"]).read_bytes()
+    return None
+
+
+def edit_type(category: str) -> str | None:
+    return taxonomy.GEDIT_TO_EDIT_TYPE.get(category)
