@@ -1,0 +1,104 @@
+"""Advantages, GRPO, NFT and the region regularizer against their formulas."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train.advantages import AdvantageConfig, group_advantages
+from train.objectives.grpo import grpo_loss
+from train.objectives.nft import NFTConfig, nft_loss
+from train.regularizer import RegularizerConfig, region_regularizer, region_weights
+
+
+def test_group_advantages_constructed():
+    rewards = torch.tensor([1.0, 3.0, 2.0, 2.0, 0.0, float("nan"), 4.0, 8.0])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    out = group_advantages(rewards, groups, AdvantageConfig(std="group", clip=5.0, eps=0.0))
+    assert out.values[:2].tolist() == pytest.approx([-1.0, 1.0])
+    assert out.values[6:].tolist() == pytest.approx([-1.0, 1.0])
+    assert out.keep.tolist() == [True, True, False, False, False, False, True, True]  # zero-std and NaN filtered
+    assert out.stats["filtered_groups"] == 2 and out.stats["nonfinite_rewards"] == 1
+    glob = group_advantages(rewards, groups, AdvantageConfig(std="global", clip=0.5, eps=0.0))
+    valid = rewards[torch.isfinite(rewards)]
+    expected = (torch.tensor([1.0, 3.0]) - 2.0) / valid.std(unbiased=False)
+    assert glob.values[:2].tolist() == pytest.approx(expected.clamp(-0.5, 0.5).tolist())
+
+
+def test_grpo_on_policy_ratio_is_one_and_clips():
+    log_prob = torch.randn(6)
+    adv = torch.randn(6)
+    loss, stats = grpo_loss(log_prob, log_prob.clone(), adv, torch.ones(6, dtype=torch.bool), 1e-4)
+    assert stats["ratio_mean"].item() == 1.0
+    assert loss.item() == pytest.approx((-adv).mean().item(), abs=1e-6)
+    # a ratio above 1+eps with positive advantage is clipped (no gradient)
+    new = torch.tensor([0.5], requires_grad=True)
+    loss, _ = grpo_loss(new, torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([True]), 0.1)
+    loss.backward()
+    assert loss.item() == pytest.approx(-1.1) and new.grad.item() == 0.0
+
+
+def test_nft_loss_formula():
+    g = torch.Generator().manual_seed(0)
+    b = 4
+    x0, eps, v_theta, v_old, v_ref = (torch.randn(b, 8, 3, generator=g, dtype=torch.float64) for _ in range(5))
+    t = torch.rand(b, generator=g, dtype=torch.float64)
+    adv = torch.randn(b, generator=g, dtype=torch.float64) * 3
+    cfg = NFTConfig(beta=0.7, adv_max=2.0, ref_weight=0.1)
+    x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+    loss, _ = nft_loss(x_t, t, x0, v_theta, v_old, adv, cfg, v_ref=v_ref)
+    expected = []
+    for i in range(b):
+        r = min(max(adv[i].item() / 2.0 / 2 + 0.5, 0.0), 1.0)
+        vp = 0.7 * v_theta[i] + 0.3 * v_old[i]
+        vn = 1.7 * v_old[i] - 0.7 * v_theta[i]
+        ep, en = x_t[i] - t[i] * vp - x0[i], x_t[i] - t[i] * vn - x0[i]
+        value = r * (ep**2).mean() / ep.abs().mean() + (1 - r) * (en**2).mean() / en.abs().mean()
+        expected.append(value + 0.1 * ((v_theta[i] - v_ref[i]) ** 2).mean())
+    torch.testing.assert_close(loss.double(), torch.stack(expected), rtol=1e-5, atol=1e-6)
+
+
+def _region_setup():
+    mask = torch.zeros(1, 10, 10, dtype=torch.bool)
+    mask[:, 3:8, 3:8] = True
+    bg_w, ed_w = region_weights(mask, radius=1, ring_weight=0.2)
+    return mask, bg_w, ed_w
+
+
+def test_region_weights_ring():
+    mask, bg_w, ed_w = _region_setup()
+    bg_w, ed_w = bg_w.view(10, 10), ed_w.view(10, 10)
+    assert bg_w[0, 0] == 1 and ed_w[0, 0] == 0  # far background
+    assert ed_w[5, 5] == 1 and bg_w[5, 5] == 0  # edit core
+    assert bg_w[3, 3] == pytest.approx(0.2) and ed_w[3, 3] == pytest.approx(0.2)  # on the boundary band
+    assert bg_w[2, 2] == pytest.approx(0.2)
+
+
+def test_regularizer_zero_within_tau_and_gradients_stay_in_region():
+    cfg = RegularizerConfig(enabled=True, lambda_background=1.0, lambda_edit=1.0, tau_positive=1e-3,
+                            tau_negative=3e-2, erode_radius=1, ring_weight=0.2)
+    mask, bg_w, ed_w = _region_setup()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(1, 100, 4, generator=g)
+    x_src = torch.randn(1, 100, 4, generator=g)
+    # positive branch: background within tau -> 0
+    close = (x0 + 0.01 * torch.randn(1, 100, 4, generator=g)).requires_grad_()
+    loss, parts = region_regularizer(close, x_src + 1.0, x0, x_src, torch.ones(1), bg_w, ed_w, cfg)
+    assert parts["reg_d_background"].item() < cfg.tau_positive and loss.item() == 0.0
+    # positive branch far from x0: gradient only on background(+ring) tokens
+    far = (x0 + torch.randn(1, 100, 4, generator=g)).requires_grad_()
+    loss, _ = region_regularizer(far, x_src + 1.0, x0, x_src, torch.ones(1), bg_w, ed_w, cfg)
+    loss.sum().backward()
+    touched = far.grad.abs().sum(-1)[0] > 0
+    assert loss.item() > 0 and touched.any()
+    assert torch.equal(touched, bg_w[0] > 0)
+    # negative branch equal to the source in the edit region: gradient only on edit(+ring) tokens
+    neg = x_src.clone().requires_grad_()
+    loss, _ = region_regularizer(x0.clone(), neg, x0, x_src + 0.0, torch.zeros(1), bg_w, ed_w, cfg)
+    assert loss.item() == pytest.approx(cfg.tau_negative)
+    neg.grad = None
+    # at exactly zero distance the gradient of d is 0; move slightly off the source
+    neg2 = (x_src + 0.01 * torch.randn(1, 100, 4, generator=g)).requires_grad_()
+    loss, _ = region_regularizer(x0.clone(), neg2, x0, x_src, torch.zeros(1), bg_w, ed_w, cfg)
+    loss.sum().backward()
+    touched = neg2.grad.abs().sum(-1)[0] > 0
+    assert torch.equal(touched, ed_w[0] > 0)
