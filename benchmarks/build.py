@@ -18,12 +18,13 @@ from benchmarks import gedit, imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
 from benchmarks.phrases import target_phrases
 from curate import schema, store
+from curate.mllm.config import ClientConfig
 
 BENCHES = ("gedit", "imgedit")
 
 
 @dataclass
-class BenchBuildParams:
+class BenchParams:
     """``params.yaml`` section ``bench`` (see the README, "Benchmarks")."""
 
     gedit_path: str = "data/bench_fixture/gedit"
@@ -33,9 +34,10 @@ class BenchBuildParams:
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
     grounding: dict[str, Any] = field(default_factory=dict)  # kwargs for the grounded masker; {} = none
     fixture_items: int = 4
+    judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
 
 
-def read_items(bench: str, path: Path | str, params: BenchBuildParams) -> Iterator[tuple[BenchItem, str | None]]:
+def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
     if bench == "gedit":
         for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
             yield item, gedit.edit_type(item.category)
@@ -46,12 +48,12 @@ def read_items(bench: str, path: Path | str, params: BenchBuildParams) -> Iterat
         raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
 
 
-def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchBuildParams | None = None,
+def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams | None = None,
           masks_dir: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
     """Read ``path``, propose masks, write ``out_dir``; returns the build statistics (also the DVC metrics)."""
     from tqdm.auto import tqdm
 
-    params = params or BenchBuildParams()
+    params = params or BenchParams()
     masks_dir = masks_dir or params.masks_dir.get(bench)
     grounder = proposals.load_grounder(params.grounding)
     started = time.perf_counter()
@@ -69,7 +71,9 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchBuildP
             _count(stats, record)
             yield record, data
 
-    write_benchmark(out_dir, records())
+    info = {"bench": bench, "source": str(path),
+            "judge_prompts": imgedit.find_prompts(path) if bench == "imgedit" else None}
+    write_benchmark(out_dir, records(), info)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
 

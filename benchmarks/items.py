@@ -22,6 +22,7 @@ import numpy as np
 from curate import schema, store, taxonomy
 
 SHARD_SIZE = 1000
+BENCH_INFO = "bench.json"  # which benchmark, read from where, and its judge rubric when the release ships one
 
 
 @dataclass
@@ -85,11 +86,13 @@ def _decode_checked(data: bytes | None) -> np.ndarray:
     return rgb
 
 
-def write_benchmark(out_dir: Path | str, records: Iterable[tuple[dict[str, Any], bytes]]) -> int:
-    """Write records + source images in shards of :data:`SHARD_SIZE` (atomically); returns the record count."""
+def write_benchmark(out_dir: Path | str, records: Iterable[tuple[dict[str, Any], bytes]],
+                    info: dict[str, Any] | None = None) -> int:
+    """Write records + source images in shards of :data:`SHARD_SIZE` and ``info`` as ``bench.json`` (atomically)."""
     out_dir = Path(out_dir)
     count = 0
     with store.atomic_dir(out_dir) as tmp:
+        store.write_json(tmp / BENCH_INFO, info or {})
         batch: list[tuple[dict[str, Any], bytes]] = []
         for pair in records:
             batch.append(pair)
@@ -123,6 +126,13 @@ def iter_benchmark(bench_dir: Path | str) -> Iterator[tuple[str, list[dict[str, 
 
 def load_records(bench_dir: Path | str) -> list[dict[str, Any]]:
     return [r for _, records in store.iter_records(Path(bench_dir) / "records") for r in records]
+
+
+def bench_info(bench_dir: Path | str) -> dict[str, Any]:
+    path = Path(bench_dir) / BENCH_INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{bench_dir} is not a built benchmark (no {BENCH_INFO}): run `editkit bench build`")
+    return json.loads(path.read_text())
 
 
 def meta(record: dict[str, Any]) -> dict[str, Any]:

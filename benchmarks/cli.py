@@ -1,0 +1,127 @@
+"""`editkit bench ...`: build masked GEdit-Bench / ImgEdit-Bench and evaluate editors on them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Masked GEdit-Bench / ImgEdit-Bench: build (readers + mask proposals), evaluate editors, "
+                       "compare runs.", no_args_is_help=True)
+
+BENCH_HELP = "which benchmark: gedit | imgedit"
+
+
+def _params(params_file: Path):
+    from benchmarks.build import BenchParams
+    from curate.config import from_dict, read_params
+
+    values = read_params(params_file).get("bench") if params_file.exists() else None
+    return from_dict(BenchParams, values, "bench")
+
+
+def _check_bench(bench: str) -> None:
+    from benchmarks.build import BENCHES
+
+    if bench not in BENCHES:
+        raise typer.BadParameter(f"unknown benchmark {bench!r}; choose one of {', '.join(BENCHES)}")
+
+
+@app.command("make-fixture")
+def make_fixture(
+    out: Path = typer.Option(Path("data/bench_fixture"), help="folder to write gedit/ and imgedit/ into"),
+    n: int = typer.Option(4, help="items per benchmark"),
+) -> None:
+    """Write tiny GEdit-Bench and ImgEdit-Bench copies in the public formats, with generated images.
+
+    The real benchmarks cannot be downloaded here; these are the default input of the DVC bench stages. Each also gets
+    reference_masks/<key>.png (white = should change), usable with `bench build --masks`.
+    """
+    from benchmarks.fixtures import make_gedit_fixture, make_imgedit_fixture
+    from curate import store
+
+    with store.atomic_dir(out) as tmp:
+        make_gedit_fixture(tmp / "gedit", n=n)
+        make_imgedit_fixture(tmp / "imgedit", n=n)
+    typer.echo(f"wrote {n}-item fixtures to {out}/gedit and {out}/imgedit")
+
+
+@app.command()
+def build(
+    bench: str = typer.Option(..., help=BENCH_HELP),
+    path: Optional[Path] = typer.Option(None, help="local copy of the benchmark (default: params.yaml bench.<bench>_path)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: data/bench/<bench>)"),
+    masks: Optional[Path] = typer.Option(None, help="folder of known masks <key>.png, white = should change "
+                                                    "(default: params.yaml bench.masks_dir.<bench>)"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
+    metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default: metrics/bench_<bench>.json)"),
+) -> None:
+    """Read a benchmark release, propose edit masks, and write the masked benchmark (records + images).
+
+    Global edits get the whole image; local edits get grounded masks when bench.grounding is configured, otherwise no
+    mask and the needs_review flag (review them in Label Studio, then `editkit annotate merge`).
+    """
+    from benchmarks.build import build as run_build
+    from curate import store
+
+    _check_bench(bench)
+    params = _params(params_file)
+    path = path or Path(getattr(params, f"{bench}_path"))
+    out = out or Path("data/bench") / bench
+    stats = run_build(bench, path, out, params, masks_dir=masks)
+    store.write_json(metrics or Path("metrics") / f"bench_{bench}.json", stats)
+    typer.echo(f"{bench}: {stats['items']} items -> {out} (mask sources {stats['mask_source']}, "
+               f"needs review {stats['needs_review']}, rejected {stats['rejected'] or 0})")
+
+
+@app.command()
+def evaluate(
+    bench: str = typer.Option(..., help=BENCH_HELP),
+    model: str = typer.Option(..., help="diffusers editing pipeline: hub id or local folder (FLUX.1-Kontext, "
+                                        "Qwen-Image-Edit)"),
+    lora: Optional[Path] = typer.Option(None, help="LoRA folder to load into the pipeline (load_lora_weights)"),
+    baseline: Optional[Path] = typer.Option(None, help="an earlier run folder to compare with, side by side"),
+    data: Optional[Path] = typer.Option(None, help="built benchmark (default: data/bench/<bench>)"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<bench>/<model name>[-<lora name>])"),
+    steps: int = typer.Option(28, help="denoising steps"),
+    seed: int = typer.Option(0, help="seed of every item's generator (fixed: outputs do not depend on batching)"),
+    guidance: Optional[float] = typer.Option(None, help="guidance (Kontext) / true CFG (Qwen) scale; default: the "
+                                                         "family's"),
+    resolution: int = typer.Option(512, help="working area = resolution^2 at the source aspect ratio"),
+    batch_size: int = typer.Option(1, help="items per pipeline call (same working size)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:i]"),
+    dtype: str = typer.Option("auto", help="auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16 | float16"),
+    judge_endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible judge URL (overrides bench.judge)"),
+    judge_model: Optional[str] = typer.Option(None, help="judge model name served at the endpoint"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
+) -> None:
+    """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
+
+    Scores: masked PSNR/SSIM on the non-edited region vs the source, change inside the edit region, mask area, and
+    MLLM judge scores when a judge is configured (GEdit: SC, PQ, O on 0-10; ImgEdit: mean of three 1-5 scores).
+    """
+    from dataclasses import replace
+
+    from benchmarks.editor import EditorConfig
+    from benchmarks.evaluate import evaluate as run_evaluate, make_judge
+
+    _check_bench(bench)
+    data = data or Path("data/bench") / bench
+    name = Path(model).name + (f"-{lora.name}" if lora else "")
+    out = out or Path("runs") / bench / name
+    judge_config = _params(params_file).judge
+    if judge_endpoint:
+        judge_config = replace(judge_config, backend="openai", endpoint=judge_endpoint,
+                               model=judge_model or judge_config.model)
+    config = EditorConfig(model=model, lora=str(lora) if lora else None, seed=seed, steps=steps, guidance=guidance,
+                          resolution=resolution, batch_size=batch_size, device=device, dtype=dtype)
+    judge, client = make_judge(bench, data, judge_config)
+    try:
+        result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline)
+    finally:
+        if client is not None:
+            client.close()
+    typer.echo(Path(result["paths"]["markdown"]).read_text())
+    if "compare_markdown" in result["paths"]:
+        typer.echo(Path(result["paths"]["compare_markdown"]).read_text())
+    typer.echo(f"run folder: {out} ({result['stats']})")
