@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,14 +76,35 @@ def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Op
 
         stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=None)
         note = "backend none: instructions passed through unchanged (set rewrite.backend in params.yaml to refine)"
+        client_stats: dict[str, int] = {}
+        model = None
     else:
-        raise NotImplementedError(f"rewrite backend {params.backend!r} is not implemented yet")
+        from curate.mllm.client import Client
+        from curate.mllm.rewrite import rewrite_records
+
+        if images_dir is None:
+            raise ValueError(f"rewrite backend {params.backend!r} needs the ingest image shards (images_dir)")
+        with Client(params) as client:  # probes the endpoint / loads the model: fails fast with a clear message
+            model = client.backend.model_id
+
+            def step(records, images):
+                out = rewrite_records(client, params.prompt_version, records, images)
+                count(out)
+                return out
+
+            stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images_dir)
+            client_stats = dict(client.stats)
+        refined = sum(v for k, v in outcomes.items() if k in ("ok", "repaired"))
+        note = f"backend {params.backend}: {refined} of {stats.records_in} instructions refined"
     return {
         "backend": params.backend,
-        "model": params.model or None,
+        "model": model,
         "prompt_version": params.prompt_version if params.backend != "none" else None,
         "records": stats.records_in,
         "outcomes": dict(sorted(outcomes.items())),
+        "requests_sent": client_stats.get("sent", 0),
+        "cache_hits": client_stats.get("cache_hits", 0),
+        "request_errors": client_stats.get("errors", 0),
         "note": note,
         "seconds": round(time.perf_counter() - started, 3),
     }
