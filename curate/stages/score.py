@@ -1,7 +1,118 @@
-"""The `score` stage (placeholder: being written)."""
+"""The `score` stage: per-pair scores for selection.
+
+Reads ``data/masks/records`` + ``data/ingest/images``, writes ``data/score/records`` and ``metrics/score.json``.
+Scores (``record["scores"]``, see :mod:`curate.scoring`): mask area / components / compactness, PSNR and SSIM of
+source vs edited on the NON-edited region, three 64-bit pHashes (``record["phash"]``) for near-duplicate removal,
+and, when enabled, CLIP image-image and directional similarity. CLIP is off by default because no weights can be
+downloaded here: set ``score.clip.enabled: true`` with a model you have locally.
+"""
 from __future__ import annotations
 
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
 
-def main() -> None:
-    """Not implemented yet."""
-    raise NotImplementedError("the score stage is not implemented yet")
+import typer
+
+STAGE = "score"
+
+
+@dataclass
+class ClipParams:
+    enabled: bool = False  # off by default: needs weights (a hub tag needs a download; this machine has none)
+    model: str = "ViT-B-32"  # open-clip name, or "hf-hub:org/repo", or "local-dir:/path/to/folder"
+    pretrained: Optional[str] = "laion2b_s34b_b79k"  # tag or local checkpoint file (ignored for hf-hub:/local-dir:)
+    batch_size: int = 32
+    cache_dir: Optional[str] = "data/cache/clip"  # embeddings cached by model fingerprint + image bytes; null = off
+
+
+@dataclass
+class ScoreParams:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    clip: ClipParams = field(default_factory=ClipParams)
+
+
+def build_step(params: ScoreParams):
+    """The batch -> batch step: pixel scores, then CLIP (model loaded once, here, not per batch)."""
+    from curate.scoring.pair import score_pairs
+
+    clip = None
+    if params.clip.enabled:
+        from curate.scoring.clip import ClipScorer
+
+        clip = ClipScorer(params.clip.model, params.clip.pretrained, params.device, params.clip.batch_size,
+                          params.clip.cache_dir)
+
+    def step(records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
+        records = score_pairs(records, images)
+        return clip(records, images) if clip is not None else records
+
+    return step, clip
+
+
+def summarize(records_dir: Path) -> dict[str, Any]:
+    """Per edit type: count and mean of each score over the ok records (streams over shards)."""
+    from curate import schema, store
+
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _, records in store.iter_records(records_dir):
+        for record in records:
+            if not schema.is_ok(record):
+                continue
+            for key in (record.get("edit_type") or "unknown", "all"):
+                counts[key]["records"] += 1
+                for name, value in (record.get("scores") or {}).items():
+                    if value is not None and not math.isnan(value):
+                        sums[key][name] += value
+                        counts[key][name] += 1
+    out = {}
+    for key in sorted(counts):
+        means = {f"mean_{n}": round(s / counts[key][n], 4) for n, s in sorted(sums[key].items())}
+        out[key] = {"records": counts[key]["records"], **means}
+    return out
+
+
+def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
+    from curate.pipeline import run_stage
+
+    started = time.perf_counter()
+    step, clip = build_step(params)
+    stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images_dir)
+    metrics: dict[str, Any] = {
+        **stats.as_dict(),
+        "clip_enabled": params.clip.enabled,
+        "clip_model": f"{params.clip.model} ({params.clip.pretrained})" if params.clip.enabled else None,
+        "by_edit_type": summarize(output_dir),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if clip is not None:
+        metrics["clip_device"] = clip.device
+        metrics["clip_cache"] = {"hits": clip.cache.hits, "misses": clip.cache.misses}
+        clip.cache.close()
+    else:
+        metrics["note"] = ("CLIP scores off (score.clip.enabled: false): no CLIP weights configured; "
+                           "the CLIP filters in select are skipped")
+    return metrics
+
+
+def main(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file (section `score`)"),
+    input_dir: Path = typer.Option(Path("data/masks/records"), "--input", help="record shards written by masks"),
+    images_dir: Path = typer.Option(Path("data/ingest/images"), "--images", help="image shards written by ingest"),
+    output_dir: Path = typer.Option(Path("data/score/records"), "--out", help="where to write the scored records"),
+    metrics_file: Path = typer.Option(Path("metrics/score.json"), "--metrics", help="score means per edit type"),
+) -> None:
+    """Score every pair: mask geometry, background PSNR/SSIM outside the mask, pHashes, CLIP (when enabled)."""
+    from curate import config, store
+
+    params = config.load_section(ScoreParams, STAGE, params_file)
+    metrics = run(params, input_dir, images_dir, output_dir)
+    store.write_json(metrics_file, metrics)
+    overall = metrics["by_edit_type"].get("all", {})
+    typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "
+               f"mean bg_psnr={overall.get('mean_bg_psnr')} bg_ssim={overall.get('mean_bg_ssim')}, "
+               f"CLIP {'on' if params.clip.enabled else 'off (no weights configured)'}")

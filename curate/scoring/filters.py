@@ -1,0 +1,70 @@
+"""Threshold filters over score columns, applied in a fixed order so each reject is charged to the first filter.
+
+Each filter reads one score; ``None`` in params disables it. A missing score (NaN: not computed, e.g. CLIP off, or not
+applicable, e.g. background PSNR of a whole-image edit) passes: a filter only rejects what it could measure. Mask-area
+filters apply to local edits only (a global edit's mask is the whole image by definition).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import numpy as np
+
+from curate.scoring import BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, MASK_AREA, MASK_COMPONENTS
+
+
+@dataclass
+class FilterParams:
+    """Thresholds (UltraEdit/ImgEdit/AnyEdit practice as starting points; see DESIGN.md §6)."""
+
+    mask_area_min: Optional[float] = 0.002  # local edits: fraction of the image that changes
+    mask_area_max: Optional[float] = 0.9
+    mask_components_max: Optional[float] = 50
+    bg_psnr_min: Optional[float] = 20.0  # dB outside the mask
+    bg_ssim_min: Optional[float] = 0.7
+    clip_image_sim_min: Optional[float] = 0.7  # only when CLIP scores exist
+    clip_direction_min: Optional[float] = 0.05
+
+
+@dataclass(frozen=True)
+class Filter:
+    score: str
+    bound: str  # "min": reject value < threshold; "max": reject value > threshold
+    local_only: bool = False
+
+
+FILTERS: dict[str, Filter] = {
+    "mask_area_min": Filter(MASK_AREA, "min", local_only=True),
+    "mask_area_max": Filter(MASK_AREA, "max", local_only=True),
+    "mask_components_max": Filter(MASK_COMPONENTS, "max", local_only=True),
+    "bg_psnr_min": Filter(BG_PSNR, "min"),
+    "bg_ssim_min": Filter(BG_SSIM, "min"),
+    "clip_image_sim_min": Filter(CLIP_IMAGE_SIM, "min"),
+    "clip_direction_min": Filter(CLIP_DIRECTION, "min"),
+}
+assert [f.name for f in fields(FilterParams)] == list(FILTERS), "FilterParams and FILTERS must list the same filters"
+
+
+def active_filters(params: FilterParams) -> list[tuple[str, Filter, float]]:
+    return [(name, spec, float(getattr(params, name))) for name, spec in FILTERS.items()
+            if getattr(params, name) is not None]
+
+
+def needed_scores(params: FilterParams) -> list[str]:
+    return sorted({spec.score for _, spec, _ in active_filters(params)})
+
+
+def reason(name: str, spec: Filter, threshold: float) -> str:
+    sign = "<" if spec.bound == "min" else ">"
+    return f"{name}: {spec.score} {sign} {threshold:g}"
+
+
+def fails(spec: Filter, threshold: float, values: np.ndarray, is_local: np.ndarray) -> np.ndarray:
+    """Boolean array: which rows this filter rejects (NaN never fails; local-only filters skip global edits)."""
+    with np.errstate(invalid="ignore"):
+        bad = values < threshold if spec.bound == "min" else values > threshold
+    bad &= ~np.isnan(values)
+    if spec.local_only:
+        bad &= is_local
+    return bad

@@ -1,0 +1,90 @@
+"""Pixel scores of an edit pair: mask geometry, background consistency (PSNR/SSIM outside the mask), pHashes.
+
+``score_pairs(records, images)`` is a stateless batch -> batch function (see the contract in
+:mod:`curate.scoring`). Background scores measure the NON-edited region (``~mask``): a consistent pair changes
+nothing there. Whole-image edits have no such region; they get no background score (the select filters treat a
+missing score as "not applicable", never as a failure).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+
+from curate import rle, schema
+from curate.scoring import BG_PSNR, BG_SSIM, MASK_AREA, MASK_COMPACTNESS, MASK_COMPONENTS, phash
+
+STAGE = "score"
+# Identical pixels give infinite PSNR; cap so the value stays a finite, comparable number (Parquet, JSON, means).
+PSNR_CAP_DB = 100.0
+
+
+def mask_geometry(mask: np.ndarray) -> dict[str, float]:
+    """Area fraction, number of 8-connected components and isoperimetric compactness of a boolean mask."""
+    from scipy import ndimage
+    from skimage.measure import perimeter
+
+    mask = np.asarray(mask, dtype=bool)
+    area = int(mask.sum())
+    _, components = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    scores = {MASK_AREA: area / mask.size, MASK_COMPONENTS: float(components)}
+    if area:
+        edge = perimeter(mask, neighborhood=4)
+        # 4*pi*A/P^2 is 1 for a disc and falls toward 0 for ragged or scattered masks.
+        scores[MASK_COMPACTNESS] = float(min(1.0, 4.0 * math.pi * area / edge**2)) if edge > 0 else 1.0
+    return scores
+
+
+def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Masked PSNR and SSIM of the pair over the NON-edited region; {} when the mask covers everything."""
+    from curate.metrics import masked_psnr, masked_ssim
+
+    region = ~np.asarray(mask, dtype=bool)
+    if not region.any():
+        return {}
+    psnr = float(masked_psnr(source, edited, region))
+    ssim = float(masked_ssim(source, edited, region))
+    return {BG_PSNR: min(psnr, PSNR_CAP_DB) if not math.isnan(psnr) else psnr, BG_SSIM: ssim}
+
+
+def score_pair(record: dict[str, Any], source: np.ndarray, edited: np.ndarray) -> dict[str, Any]:
+    """Score one decoded pair in place; rejects (with a reason) when sizes or mask do not fit."""
+    if source.shape != edited.shape:
+        return schema.reject(record, STAGE, f"source {source.shape[:2]} and edited {edited.shape[:2]} sizes differ")
+    if record.get("mask") is None:
+        return schema.reject(record, STAGE, "no edit mask (the masks stage set none)")
+    mask = rle.decode(record["mask"])
+    if mask.shape != source.shape[:2]:
+        return schema.reject(record, STAGE, f"mask size {mask.shape} does not match the image {source.shape[:2]}")
+    scores = dict(record.get("scores") or {})
+    scores.update(mask_geometry(mask))
+    values = background_consistency(source, edited, mask)
+    if any(math.isnan(v) for v in values.values()):
+        return schema.reject(record, STAGE, "background PSNR/SSIM is NaN")
+    scores.update(values)
+    record["scores"] = scores
+    record["phash"] = phash.pair_hashes(source, edited)
+    return record
+
+
+def score_pairs(records: list[dict[str, Any]], images: Optional[Any]) -> list[dict[str, Any]]:
+    """Batch -> batch: pixel scores for every ok record that has an edited image; others pass through."""
+    if images is None:
+        raise ValueError("score_pairs needs the batch's images (an ImageShard), got None")
+    for record in records:
+        if not schema.is_ok(record) or record.get("has_edited") is False:
+            continue
+        if record["id"] not in images:
+            schema.reject(record, STAGE, "images missing from the image shard")
+            continue
+        try:
+            source, edited = images.source(record["id"]), images.edited(record["id"])
+        except Exception as error:  # ingest validated them; a failure here means the shard was damaged since
+            schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
+            continue
+        if edited is None:
+            schema.reject(record, STAGE, "edited image missing")
+            continue
+        score_pair(record, source, edited)
+    return records
