@@ -59,3 +59,118 @@ def test_unknown_param_key_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         rewrite.main(_params(tmp_path, backend="none", tempreature=0.2), records_dir, images_dir,
                      tmp_path / "out", tmp_path / "m.json")
+
+
+# ---------------------------------------------------------------- MLLM backends
+import re
+
+from curate.mllm.backends import MLLMError
+from curate.mllm.rewrite import RewriteOutput, taxonomy_table
+from curate.mllm.structured import ParseError, parse_json
+from curate.mllm.testing import Reply, ScriptedServer, free_port
+
+VALID = '{"instruction": "Paint the square white", "edit_type": "recolor", "target_phrases": ["Square "], "scope": "local"}'
+
+
+def _record_number(request) -> int:
+    return int(re.search(r"make the box (\d+) white", request.text).group(1))
+
+
+def _run(tmp_path, server_url, **section):
+    records_dir, images_dir = _write_ingest(tmp_path)
+    values = dict(backend="openai", endpoint=server_url, cache_dir=str(tmp_path / "cache"), backoff_s=0.01,
+                  retries=1, max_concurrency=3)
+    values.update(section)
+    params = _params(tmp_path, **values)
+    rewrite.main(params, records_dir, images_dir, tmp_path / "rewrite/records", tmp_path / "metrics/rewrite.json")
+    records = store.read_records(tmp_path / "rewrite/records", "shard-00000")
+    return {r["id"]: r for r in records}, json.loads((tmp_path / "metrics/rewrite.json").read_text())
+
+
+def test_parse_json_tolerates_fences_and_rejects_bad_output():
+    fenced = f"Sure!\n```json\n{VALID}\n```\nanything else?"
+    parsed = parse_json(fenced, RewriteOutput)
+    assert parsed.target_phrases == ["square"] and parsed.instruction == "Paint the square white"
+    cases = {
+        "I cannot help with that": "no_json",
+        '{"instruction": "x", ': "invalid_json",
+        VALID.replace("recolor", "teleport"): "schema",
+        VALID.replace('"local"', '"global"'): "schema",  # scope contradicts the taxonomy
+        VALID.replace('["Square "]', "[]"): "schema",  # a local edit needs a target
+        VALID.replace("}", ', "why": "because"}'): "schema",  # strict: no extra keys
+    }
+    for text, reason in cases.items():
+        with pytest.raises(ParseError) as info:
+            parse_json(text, RewriteOutput)
+        assert info.value.reason == reason, text
+
+
+def test_prompt_lists_the_taxonomy_with_benchmark_mappings():
+    table = taxonomy_table()
+    from curate import taxonomy
+
+    for name in taxonomy.EDIT_TYPES:
+        assert f"- {name} (" in table
+    for key in list(taxonomy.GEDIT_TO_EDIT_TYPE) + list(taxonomy.IMGEDIT_TO_EDIT_TYPE):
+        assert key in table
+
+
+def test_openai_backend_ok_repaired_and_fallbacks_with_metrics_and_cache(tmp_path):
+    # Record i's behaviour: 0, 1 valid; 2 malformed then valid (repaired); 3 malformed twice; 4 fails with HTTP 400.
+    def handler(request):
+        number = _record_number(request)
+        repairing = len(request.body["messages"]) > 2
+        if number in (0, 1) or (number == 2 and repairing):
+            return VALID
+        if number == 2 or number == 3:
+            return '{"instruction": "Paint it", "edit_type": '
+        return Reply(status=400, body={"error": "unsupported"})
+
+    with ScriptedServer(handler) as server:
+        records, metrics = _run(tmp_path, server.url)
+        first_count = server.count
+        repair_requests = [r for r in server.requests if len(r.body["messages"]) > 2]
+        assert all(r.n_images == 2 for r in server.requests if len(r.body["messages"]) == 2)
+        # Rerun: everything that got a reply is cached; only the failed request is sent again.
+        records_again, metrics_again = _run(tmp_path, server.url)
+        assert server.count == first_count + 1
+    assert first_count == 2 + 2 + 2 + 1  # 5 first requests + 2 repairs (400 is neither retried nor repaired)
+    assert len(repair_requests) == 2 and "malformed" in repair_requests[0].body["messages"][-1]["content"]
+    statuses = {k: v["rewrite_status"] for k, v in records.items()}
+    assert statuses == {"r000": "ok", "r001": "ok", "r002": "repaired", "r003": "fallback:invalid_json",
+                        "r004": "fallback:request_failed", "r005": None}
+    good = records["r000"]
+    assert good["instruction_refined"] == "Paint the square white" and good["target_phrases"] == ["square"]
+    assert good["scope"] == "local" and good["instruction"] == "make the box 0 white"
+    for rid in ("r003", "r004"):
+        kept = records[rid]
+        assert kept["instruction_refined"] == kept["instruction"] and kept["target_phrases"] == ["box"]
+        assert json.loads(kept["meta"])["rewrite"]["errors"]
+    assert json.loads(good["meta"])["rewrite"]["model"] == "scripted"
+    assert records["r005"]["status"] == "rejected"
+    assert metrics["outcomes"] == {"fallback:invalid_json": 1, "fallback:request_failed": 1, "ok": 2, "repaired": 1,
+                                   "skipped_rejected": 1}
+    assert metrics["requests_sent"] == 7 and metrics["cache_hits"] == 0 and metrics["request_errors"] == 1
+    assert metrics_again["cache_hits"] == 6 and metrics_again["requests_sent"] == 1
+    assert {k: v["rewrite_status"] for k, v in records_again.items()} == statuses
+
+
+def test_endpoint_down_fails_the_stage_clearly_and_writes_nothing(tmp_path):
+    with pytest.raises(MLLMError, match="not reachable"):
+        _run(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
+    assert not (tmp_path / "rewrite/records").exists()
+
+
+def test_tiny_qwen_garbage_falls_back_end_to_end(tmp_path):
+    from curate.tiny.qwen_vl import build_tiny_qwen2_5_vl
+
+    model = build_tiny_qwen2_5_vl(tmp_path / "tiny-qwen")
+    records, metrics = _run(tmp_path, "", backend="transformers", model=str(model), max_tokens=8,
+                            max_pixels=56 * 56, max_concurrency=4)
+    assert metrics["model"] == str(model) and metrics["requests_sent"] == 10  # 5 prompts + 5 repairs
+    ok = [r for r in records.values() if r["status"] == "ok"]
+    assert len(ok) == 5
+    for record in ok:
+        assert record["rewrite_status"].startswith("fallback:")
+        assert record["instruction_refined"] == record["instruction"] and record["edit_type"] == "recolor"
+    assert sum(v for k, v in metrics["outcomes"].items() if k.startswith("fallback:")) == 5
