@@ -65,7 +65,7 @@ def load_pipeline(config: EditorConfig):
     else:
         dtype = getattr(torch, config.dtype)
     try:
-        pipe = DiffusionPipeline.from_pretrained(config.model, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(config.model, dtype=dtype)
     except (OSError, ValueError) as error:
         raise RuntimeError(f"cannot load the editing pipeline {config.model!r} (a diffusers hub id or a local "
                            f"folder with model_index.json): {error}") from error

@@ -1,0 +1,76 @@
+"""Session fixtures for the benchmark tests: fixture benchmarks in the public formats, built once; one tiny
+FLUX.1-Kontext pipeline (H8's builder) and a LoRA for it, built once and loaded once."""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import build, fixtures
+
+
+@pytest.fixture(scope="session")
+def bench_sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_sources")
+    return {"gedit": fixtures.make_gedit_fixture(root / "gedit", n=4),
+            "imgedit": fixtures.make_imgedit_fixture(root / "imgedit", n=4)}
+
+
+@pytest.fixture(scope="session")
+def built(bench_sources, tmp_path_factory):
+    """Both benchmarks built with the fixtures' reference masks (standing in for reviewed masks)."""
+    root = tmp_path_factory.mktemp("built")
+    out = {}
+    for bench, path in bench_sources.items():
+        build.build(bench, path, root / bench, masks_dir=path / "reference_masks", progress=False)
+        out[bench] = root / bench
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_kontext(tmp_path_factory):
+    from curate.tiny.kontext import build_tiny_kontext
+
+    return build_tiny_kontext(tmp_path_factory.mktemp("tiny_kontext"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_kontext, tmp_path_factory):
+    """A LoRA on the tiny transformer (non-zero B so it changes outputs), saved in the diffusers LoRA format."""
+    import torch
+    from diffusers import FluxKontextPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = FluxKontextPipeline.from_pretrained(tiny_kontext)
+    transformer = pipe.transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    directory = tmp_path_factory.mktemp("tiny_lora")
+    FluxKontextPipeline.save_lora_weights(directory, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def kontext_pipe(tiny_kontext):
+    from benchmarks.editor import EditorConfig, load_pipeline
+
+    return load_pipeline(EditorConfig(model=str(tiny_kontext), device="cpu"))
+
+
+def _bad_inputs():
+    """tests/benchmarks/fixtures.py, loaded by path (pytest runs with --import-mode=importlib: no sys.path entry)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_bad_inputs", Path(__file__).with_name("fixtures.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def broken_sources(bench_sources):
+    bad = _bad_inputs()
+    return {"gedit": bad.break_gedit(bench_sources["gedit"]), "imgedit": bad.break_imgedit(bench_sources["imgedit"])}
