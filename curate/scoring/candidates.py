@@ -52,6 +52,7 @@ class Decision:
     duplicates: int = 0
     warning: str | None = None
     upstream_reasons: Counter = field(default_factory=Counter)
+    skipped_filters: list[str] = field(default_factory=list)  # active filters whose score no record has
 
     def rejected_by_reason(self) -> dict[str, int]:
         counts = Counter(self.upstream_reasons)
@@ -129,7 +130,11 @@ def decide(params, cand: Candidates) -> Decision:
         steps.append(f"rejected upstream ({stage})")
         reasons.append("")
     alive = ~upstream
+    skipped = []
     for name, spec, threshold in filters.active_filters(params.filters):
+        if not np.isfinite(cand.scores[spec.score]).any():  # score never computed (e.g. CLIP off): not a step
+            skipped.append(name)
+            continue
         bad = alive & filters.fails(spec, threshold, cand.scores[spec.score], cand.is_local)
         codes[bad] = len(steps)
         steps.append(name)
@@ -171,7 +176,7 @@ def decide(params, cand: Candidates) -> Decision:
                    "all of them are selected")
         warnings.warn(warning, stacklevel=2)
     decision = Decision(steps, reasons, codes, duplicates=duplicates, warning=warning,
-                        upstream_reasons=cand.upstream_reasons)
+                        upstream_reasons=cand.upstream_reasons, skipped_filters=skipped)
     decision.funnel = funnel.funnel_rows(steps, codes, cand.type_codes, cand.type_names)
     return decision
 

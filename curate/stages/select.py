@@ -61,8 +61,7 @@ def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Pa
         "selected_by_edit_type": {n: int(c) for n, c in zip(cand.type_names, by_type) if c},
         "funnel": decision.funnel,
         "rejected_by_reason": decision.rejected_by_reason(),
-        "clip_filters": "on" if any(np.isfinite(cand.scores.get(s, np.array([np.nan]))).any()
-                                     for s in ("clip_image_sim", "clip_direction")) else "skipped (no CLIP scores)",
+        "skipped_filters": decision.skipped_filters,  # thresholds set but no record has the score (e.g. CLIP off)
         "dedupe_clusters_merged": decision.duplicates,
         "warning": decision.warning,
         "seconds": round(time.perf_counter() - started, 3),

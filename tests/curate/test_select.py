@@ -116,6 +116,7 @@ def test_filters_reasons_funnel_and_rejects_table(tmp_path):
     assert set(table.column_names) == {"id", "stage", "reason", "edit_type"}
     funnel = metrics["funnel"]
     assert [row["filter"] for row in funnel][:3] == ["rejected upstream (ingest)", "mask_area_min", "mask_area_max"]
+    assert metrics["skipped_filters"] == ["clip_image_sim_min", "clip_direction_min"]
     assert sum(row["rejected"] for row in funnel) + metrics["selected"] == metrics["records_in"] == 20
     assert funnel[-1]["remaining"] == metrics["selected"] == 12
     for row in funnel:
