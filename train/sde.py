@@ -104,3 +104,13 @@ def ode_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next) -> torch.Tenso
 
 
 SDE_STEPS = {"flow_sde": flow_sde_step, "cps": cps_step}
+
+
+def sde_transition(kind: str, x, v, sigma, sigma_next, noise_level, noise=None, *, sigma_max=None,
+                   prev_sample=None) -> StepOutput:
+    """Dispatch to the configured SDE (``"flow_sde"`` or ``"cps"``)."""
+    if kind == "flow_sde":
+        return flow_sde_step(x, v, sigma, sigma_next, noise_level, noise, sigma_max=sigma_max, prev_sample=prev_sample)
+    if kind == "cps":
+        return cps_step(x, v, sigma, sigma_next, noise_level, noise, prev_sample=prev_sample)
+    raise ValueError(f"unknown sde {kind!r}; known: {sorted(SDE_STEPS)}")

@@ -16,3 +16,45 @@ def tiny_kontext_pipe(tiny_kontext_dir):
     from diffusers import FluxKontextPipeline
 
     return FluxKontextPipeline.from_pretrained(tiny_kontext_dir)
+
+
+def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0):
+    """A small dataset in the export format: source/edited images, instructions, edit type, COCO-RLE edit mask.
+
+    Each pair recolours a random rectangle (the mask) of a smooth random image; one row has a mask covering the
+    whole image (its pixel-consistency reward is undefined -> NaN -> masked out)."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from curate import rle
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        base = rng.random((4, 4, 3))
+        source = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR))
+        mask = np.zeros((size, size), dtype=bool)
+        if i == count - 1:
+            mask[:] = True
+        else:
+            y, x = rng.integers(0, size // 2, 2)
+            mask[y : y + size // 3, x : x + size // 3] = True
+        edited = source.copy()
+        edited[mask] = (rng.random(3) * 255).astype(np.uint8)
+        rows.append({"id": f"row{i}", "source_image": Image.fromarray(source), "edited_image": Image.fromarray(edited),
+                     "instruction": f"make the box color {i}", "instruction_refined": f"recolour the square {i}",
+                     "edit_type": "color_alter", "mask": rle.encode(mask)})
+    features = datasets.Features({
+        "id": datasets.Value("string"), "source_image": datasets.Image(), "edited_image": datasets.Image(),
+        "instruction": datasets.Value("string"), "instruction_refined": datasets.Value("string"),
+        "edit_type": datasets.Value("string"),
+        "mask": {"size": datasets.Sequence(datasets.Value("int32")), "counts": datasets.Value("string")},
+    })
+    datasets.Dataset.from_list(rows, features=features).save_to_disk(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def edit_dataset_dir(tmp_path_factory):
+    return build_edit_dataset(tmp_path_factory.mktemp("edit_dataset") / "dataset")

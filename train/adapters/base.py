@@ -1,0 +1,104 @@
+"""The model-adapter interface: everything the trainer needs from an editing model, nothing more.
+
+Latents travel as *packed tokens* ``(B, L, C)``: the trainer's samplers, losses and region masks never see the
+model's own layout. An adapter maps images to tokens (VAE + packing), builds the conditioning (prompt embeddings,
+condition-image tokens, position ids), predicts the velocity for target tokens, and decodes tokens back to pixels.
+A new model family (e.g. Qwen-Image-Edit) implements this class and registers itself in ``ADAPTERS``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+ADAPTERS: dict[str, Callable[..., "EditModelAdapter"]] = {}
+
+
+def register_adapter(name: str):
+    def wrap(cls):
+        ADAPTERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_adapter(config, device: torch.device, dtype: torch.dtype) -> "EditModelAdapter":
+    if config.adapter not in ADAPTERS:
+        raise KeyError(f"unknown model adapter {config.adapter!r}; known: {sorted(ADAPTERS)}")
+    return ADAPTERS[config.adapter](config, device=device, dtype=dtype)
+
+
+@dataclass
+class Conditioning:
+    """Per-sample tensors (first dim = batch) plus tensors shared by the batch (position ids, ...)."""
+
+    per_sample: dict[str, torch.Tensor]
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, index: torch.Tensor | slice) -> "Conditioning":
+        return Conditioning({k: v[index] for k, v in self.per_sample.items()}, self.shared)
+
+    def repeat(self, times: int) -> "Conditioning":
+        """Each sample repeated ``times`` in a row (a prompt -> its group)."""
+        return Conditioning({k: v.repeat_interleave(times, dim=0) for k, v in self.per_sample.items()}, self.shared)
+
+    def to(self, device) -> "Conditioning":
+        return Conditioning({k: v.to(device) for k, v in self.per_sample.items()}, self.shared)
+
+
+class EditModelAdapter(ABC):
+    """One editing model behind a uniform, token-level interface."""
+
+    transformer: torch.nn.Module  # the denoiser; LoRA is added to it, and only it is trained
+
+    @abstractmethod
+    def add_lora(self, lora_config) -> None: ...
+
+    @abstractmethod
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> clean packed latent tokens (B, L, C)."""
+
+    @abstractmethod
+    def condition(self, prompts: list[str], source_images: torch.Tensor) -> Conditioning:
+        """Prompt embeddings and the condition image's tokens for a batch of edits."""
+
+    @abstractmethod
+    def noise(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """Initial noise as packed tokens (B, L, C), float32."""
+
+    @abstractmethod
+    def sigmas(self, num_steps: int, height: int, width: int) -> torch.Tensor:
+        """The sampling schedule: ``num_steps + 1`` sigmas from 1 down to 0 (float32, CPU)."""
+
+    @abstractmethod
+    def velocity(self, model: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Predicted velocity for the target tokens (B, L, C); ``model`` is the (possibly DDP-wrapped) transformer."""
+
+    @abstractmethod
+    def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Packed tokens -> images (B, 3, H, W) in [0, 1], float32."""
+
+    @abstractmethod
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, cols) of the packed-token grid; region masks are pooled to it."""
+
+    @abstractmethod
+    def save_lora(self, directory: Path) -> None:
+        """Save the LoRA so the model's own pipeline loads it with ``load_lora_weights``."""
+
+    @abstractmethod
+    def load_lora(self, directory: Path) -> None:
+        """Load a LoRA saved by :meth:`save_lora` into the trained transformer (exact values)."""
+
+    @contextmanager
+    def reference(self) -> Iterator[None]:
+        """The reference policy = the base model: LoRA disabled inside the block."""
+        self.transformer.disable_adapters()
+        try:
+            yield
+        finally:
+            self.transformer.enable_adapters()

@@ -1,0 +1,136 @@
+"""FLUX.1-Kontext behind :class:`~train.adapters.base.EditModelAdapter`, on diffusers' ``FluxKontextPipeline`` parts.
+
+Kontext conditioning: the source image is VAE-encoded and packed; its tokens are concatenated AFTER the target
+tokens along the sequence, with position ids whose first coordinate is 1 (target tokens have 0); the prediction is
+sliced back to the target tokens. Guidance is Kontext's distilled guidance embedding (no true CFG).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from train.adapters.base import Conditioning, EditModelAdapter, register_adapter
+
+
+@register_adapter("flux_kontext")
+class FluxKontextAdapter(EditModelAdapter):
+    def __init__(self, config, device: torch.device, dtype: torch.dtype):
+        from diffusers import FluxKontextPipeline
+
+        self.config = config
+        self.device, self.dtype = device, dtype
+        try:
+            self.pipe = FluxKontextPipeline.from_pretrained(config.path, torch_dtype=dtype)
+        except OSError as error:
+            raise RuntimeError(f"cannot load FLUX.1-Kontext from {config.path!r}: {error}. No weights can be "
+                               "downloaded here; point model.path at a local copy.") from error
+        self.pipe.to(device)
+        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2, self.pipe.transformer):
+            module.requires_grad_(False)
+        self.transformer = self.pipe.transformer
+        if config.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.vae_scale = self.pipe.vae_scale_factor
+
+    # ------------------------------------------------------------------ LoRA
+    def add_lora(self, lora_config) -> None:
+        from peft import LoraConfig
+
+        self.transformer.add_adapter(LoraConfig(r=lora_config.rank, lora_alpha=lora_config.alpha,
+                                                lora_dropout=lora_config.dropout, init_lora_weights="gaussian",
+                                                target_modules=list(lora_config.target_modules)))
+        for parameter in self.transformer.parameters():  # LoRA weights train in fp32 even with a bf16 base
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()
+        if lora_config.init_from:
+            self.load_lora(Path(lora_config.init_from))
+
+    def save_lora(self, directory: Path) -> None:
+        from diffusers import FluxKontextPipeline
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.transformer)
+        FluxKontextPipeline.save_lora_weights(str(directory), transformer_lora_layers=state)
+
+    def load_lora(self, directory: Path) -> None:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(directory) / "pytorch_lora_weights.safetensors"))
+        state = {k.removeprefix("transformer."): v for k, v in state.items()}
+        result = set_peft_model_state_dict(self.transformer, state)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"LoRA in {directory} does not fit this model: unexpected {result.unexpected_keys[:5]}")
+
+    # ------------------------------------------------------------------ latents
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        return height // (self.vae_scale * 2), width // (self.vae_scale * 2)
+
+    def _pack(self, latents: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = latents.shape
+        return self.pipe._pack_latents(latents, b, c, h, w)
+
+    def _unpack(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.pipe._unpack_latents(tokens, height, width, self.vae_scale)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = (images.to(self.device, self.dtype) * 2 - 1).clamp(-1, 1)
+        latents = self.pipe._encode_vae_image(pixels, generator=None)  # the posterior mode: deterministic
+        return self._pack(latents).float()
+
+    def noise(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        rows, cols = self.token_grid(height, width)
+        channels = self.transformer.config.in_channels
+        return torch.randn(batch, rows * cols, channels, generator=generator).to(self.device)
+
+    def sigmas(self, num_steps: int, height: int, width: int) -> torch.Tensor:
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        scheduler = self.pipe.scheduler
+        rows, cols = self.token_grid(height, width)
+        mu = calculate_shift(rows * cols, scheduler.config.get("base_image_seq_len", 256),
+                             scheduler.config.get("max_image_seq_len", 4096),
+                             scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.15))
+        base = np.linspace(1.0, 1 / num_steps, num_steps)
+        kwargs = {"mu": mu} if scheduler.config.get("use_dynamic_shifting") else {}
+        scheduler.set_timesteps(sigmas=base, device="cpu", **kwargs)
+        return scheduler.sigmas.detach().to(torch.float32).cpu().clone()
+
+    # ------------------------------------------------------------------ conditioning and forward
+    @torch.no_grad()
+    def condition(self, prompts: list[str], source_images: torch.Tensor) -> Conditioning:
+        prompt_embeds, pooled, text_ids = self.pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.config.max_sequence_length)
+        image_tokens = self.encode_images(source_images).to(self.dtype)
+        height, width = source_images.shape[-2:]
+        rows, cols = self.token_grid(height, width)
+        target_ids = self.pipe._prepare_latent_image_ids(1, rows, cols, self.device, self.dtype)
+        image_ids = target_ids.clone()
+        image_ids[..., 0] = 1  # condition tokens: first position coordinate 1
+        return Conditioning(
+            per_sample={"prompt_embeds": prompt_embeds, "pooled": pooled, "image_tokens": image_tokens},
+            shared={"text_ids": text_ids, "img_ids": torch.cat([target_ids, image_ids], dim=0)},
+        )
+
+    def velocity(self, model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        batch, target_len = x.shape[0], x.shape[1]
+        hidden = torch.cat([x.to(self.dtype), cond.per_sample["image_tokens"]], dim=1)
+        timestep = sigma.to(self.device, self.dtype).reshape(-1).expand(batch)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((batch,), self.config.guidance_scale, device=self.device, dtype=torch.float32)
+        out = model(hidden_states=hidden, timestep=timestep, guidance=guidance,
+                    pooled_projections=cond.per_sample["pooled"], encoder_hidden_states=cond.per_sample["prompt_embeds"],
+                    txt_ids=cond.shared["text_ids"], img_ids=cond.shared["img_ids"], return_dict=False)[0]
+        return out[:, :target_len]
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        vae = self.pipe.vae
+        latents = self._unpack(tokens.to(self.dtype), height, width)
+        latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+        images = vae.decode(latents, return_dict=False)[0]
+        return ((images.float() + 1) / 2).clamp(0, 1)

@@ -1,0 +1,35 @@
+"""`editkit train ...`: post-train an editing model with region-regularized RL (GRPO or DiffusionNFT)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="Post-train FLUX.1-Kontext (LoRA) with GRPO or DiffusionNFT and the CoCoEdit region "
+                  "regularizer. Multi-GPU: `accelerate launch -m train --config ...`.", no_args_is_help=True)
+
+
+@app.command("run")
+def run_command(
+    config: Optional[str] = typer.Option(None, "--config", help="YAML config, e.g. train/configs/tiny_kontext.yaml"),
+    resume: Optional[str] = typer.Option(None, "--resume",
+                                         help="'auto' (newest complete checkpoint) or a checkpoint directory"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides key.sub=value"),
+) -> None:
+    """Run (or resume) a training run in this process."""
+    from train.main import run
+
+    run(config, list(overrides or []), resume)
+
+
+@app.command("show-config")
+def show_config(
+    config: Optional[str] = typer.Option(None, "--config", help="YAML config to resolve"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides key.sub=value"),
+) -> None:
+    """Print the fully resolved config (defaults + file + overrides) as YAML."""
+    import yaml
+
+    from train.config import load_config, to_dict
+
+    typer.echo(yaml.safe_dump(to_dict(load_config(config, list(overrides or []))), sort_keys=False))

@@ -1,0 +1,176 @@
+"""Typed trainer configuration: nested dataclasses loaded from YAML, with ``key.sub=value`` overrides.
+
+Unknown keys are errors (a typo is not a silently ignored knob). Each algorithmic module owns its config dataclass
+(advantages, GRPO, NFT, regularizer); this file assembles them. See ``train/configs/*.yaml`` and the README's
+"Post-training" section for the reference.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.config import from_dict
+from train.advantages import AdvantageConfig
+from train.objectives.grpo import GRPOConfig
+from train.objectives.nft import NFTConfig
+from train.regularizer import RegularizerConfig
+
+
+@dataclass
+class ModelConfig:
+    adapter: str = "flux_kontext"  # key in train.adapters.ADAPTERS
+    path: str = "black-forest-labs/FLUX.1-Kontext-dev"  # hub id or local dir for from_pretrained
+    guidance_scale: float = 2.5  # Kontext's distilled guidance embedding (no true CFG)
+    max_sequence_length: int = 512  # T5 tokens
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"])
+    init_from: str | None = None  # a saved LoRA dir to start from
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "data/export/dataset"  # a `datasets.save_to_disk` dir from `editkit curate export`
+    resolution: list[int] = field(default_factory=lambda: [512, 512])  # [height, width] of training images
+    eval_size: int = 8  # rows held out (deterministic, by seed) for evaluation
+    source_column: str = "source_image"
+    instruction_columns: list[str] = field(default_factory=lambda: ["instruction_refined", "instruction"])
+    mask_column: str = "mask"  # COCO RLE of the pixels that SHOULD change
+    edit_type_column: str = "edit_type"
+
+
+@dataclass
+class SamplerConfig:
+    num_steps: int = 10  # denoising steps per rollout
+    sde: str = "flow_sde"  # "flow_sde" | "cps" (GRPO); NFT samples with the deterministic ODE
+    noise_level: float = 0.7  # η of the SDE
+    sde_window: list[int] = field(default_factory=lambda: [0, 10])  # [start, end) step indices run as SDE
+    train_steps: int = 0  # GRPO: how many of the window's steps to train on per iteration (0 = all)
+    shift: float | None = None  # fixed time shift; None = the scheduler's resolution-dependent shift
+
+
+@dataclass
+class RewardConfig:
+    weights: dict[str, float] = field(default_factory=lambda: {"pixel_consistency": 1.0})  # name -> weight
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> kwargs of its factory
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "nft"  # "grpo" | "nft"
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    nft: NFTConfig = field(default_factory=NFTConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0  # linear warm-up of the LR, then constant
+    gradient_accumulation: int = 0  # backward passes per optimizer update; 0 = one update per iteration
+
+
+@dataclass
+class TrainLoopConfig:
+    max_steps: int = 100  # iterations (sample -> score -> advantages -> optimise)
+    groups_per_step: int = 4  # prompts per iteration, over all processes
+    group_size: int = 8  # samples per prompt
+    micro_batch_size: int = 2  # rollout AND training batch (same size keeps the first ratio exactly 1)
+    seed: int = 0
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, no on CPU) | "no" | "bf16" | "fp16"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10  # iterations between evaluations (0 = never; always at the end if > 0)
+    num_samples: int = 8  # held-out rows evaluated
+    seed: int = 1234  # fixed noise seed
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 10  # iterations between checkpoints (0 = only at the end)
+    keep_last: int = 3
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb: bool = False  # used only if wandb is installed
+    wandb_project: str = "editkit"
+    plots_csv: str = "plots/train_rewards.csv"  # per-step reward curve for `dvc plots` (relative to output_dir)
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self) -> "TrainConfig":
+        if self.objective.name not in ("grpo", "nft"):
+            raise ValueError(f"objective.name must be 'grpo' or 'nft', got {self.objective.name!r}")
+        if self.objective.regularizer.enabled and self.objective.name != "nft":
+            raise ValueError("objective.regularizer needs the NFT objective (it uses the positive/negative branches)")
+        if len(self.data.resolution) != 2:
+            raise ValueError("data.resolution must be [height, width]")
+        if self.train.group_size < 2:
+            raise ValueError("train.group_size must be >= 2 (advantages compare samples of one prompt)")
+        start, end = self.sampler.sde_window
+        if not 0 <= start < end <= self.sampler.num_steps:
+            raise ValueError(f"sampler.sde_window {self.sampler.sde_window} must lie in [0, {self.sampler.num_steps}]")
+        return self
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} must look like key.sub=value")
+        key, text = override.split("=", 1)
+        node = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {part} is not a section")
+        node[parts[-1]] = _parse_value(text)
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    values = yaml.safe_load(Path(path).read_text()) if path else {}
+    values = apply_overrides(values or {}, list(overrides or []))
+    return from_dict(TrainConfig, values, "train config").validate()
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

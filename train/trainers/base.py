@@ -1,0 +1,205 @@
+"""The trainer lifecycle, shared by every algorithm: sample → score → advantages → optimise → evaluate → checkpoint.
+
+Subclasses (:mod:`train.trainers.grpo`, :mod:`train.trainers.nft`) decide how rollouts are sampled and what is
+optimised; everything else (devices and processes through accelerate, LoRA, data order, rewards, advantages,
+logging, evaluation, checkpoints and exact resume) lives here once.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from train.adapters.base import Conditioning
+from train.advantages import Advantages, gathered_advantages
+from train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from train.config import TrainConfig, to_dict
+from train.data import EditDataset, GroupSampler, iteration_slots
+from train.rewards import RewardInputs, WeightedRewards
+
+
+@dataclass
+class Batch:
+    """One process's samples of one iteration (all tensors share the first dim)."""
+
+    cond: Conditioning
+    sources: torch.Tensor  # (N, 3, H, W) CPU
+    masks: torch.Tensor  # (N, H, W) bool CPU
+    prompts: list[str]
+    edit_types: list[str]
+    group_ids: torch.Tensor  # (N,) int64
+    seeds: list[int]  # per-sample noise seeds
+    samples: dict | None = None  # filled by ``sample``: latents, images, trajectory pieces
+
+
+def sample_seed(seed: int, step: int, index: int, stream: int = 0) -> int:
+    """A per-sample seed independent of process count and batching (stream separates uses)."""
+    return (seed * 1_000_003 + step * 10_007 + index * 101 + stream) % (2**63 - 1)
+
+
+class Trainer(ABC):
+    name = "base"
+
+    def __init__(self, config: TrainConfig):
+        from accelerate import Accelerator
+
+        from train.adapters import build_adapter
+
+        self.config = config
+        precision = config.train.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() else "no"
+        self.accelerator = Accelerator(mixed_precision=precision)
+        torch.manual_seed(config.train.seed)
+        weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        self.adapter = build_adapter(config.model, self.accelerator.device, weight_dtype)
+        self.adapter.add_lora(config.lora)
+        params = [p for p in self.adapter.transformer.parameters() if p.requires_grad]
+        optim = config.optim
+        optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, betas=tuple(optim.betas),
+                                      weight_decay=optim.weight_decay)
+        warmup = optim.warmup_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup > 0 else 1.0)
+        self.model, self.optimizer = self.accelerator.prepare(self.adapter.transformer, optimizer)
+        self.data = EditDataset(config.data, seed=config.train.seed)
+        self.sampler = GroupSampler(self.data.train_rows, seed=config.train.seed)
+        self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
+        self.height, self.width = self.data.height, self.data.width
+        self.sigmas = self.adapter.sigmas(config.sampler.num_steps, self.height, self.width)
+        self.output_dir = Path(config.output_dir)
+        self.advantage_stats: dict = {}
+        from train.logger import RunLogger
+
+        self.logger = RunLogger(self.output_dir, config.logging, to_dict(config), self.accelerator.is_main_process)
+
+    # ------------------------------------------------------------------ the lifecycle
+    def fit(self, resume: str | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.config, self.accelerator
+        start = self._resume(resume)
+        self.logger.truncate_after(start)
+        bar = tqdm(range(start + 1, cfg.train.max_steps + 1), desc=f"{self.name} steps", initial=start,
+                   total=cfg.train.max_steps, disable=not (cfg.logging.progress and acc.is_main_process))
+        for step in bar:
+            began = time.perf_counter()
+            batch = self.make_batch(step)
+            self.sample(batch, step)
+            rewards, parts = self.score(batch)
+            advantages = gathered_advantages(acc, rewards, batch.group_ids, cfg.advantages)
+            self.advantage_stats = advantages.stats
+            stats = self.optimize(batch, advantages, step)
+            scalars = {**advantages.stats, **stats, "lr": self.lr_scheduler.get_last_lr()[0],
+                       "step_seconds": time.perf_counter() - began}
+            scalars.update({f"reward_{k}": float(v[torch.isfinite(v)].mean()) for k, v in parts.items()
+                            if torch.isfinite(v).any()})
+            if cfg.eval.every > 0 and (step % cfg.eval.every == 0 or step == cfg.train.max_steps):
+                scalars.update(self.evaluate(step))
+            self.logger.log(step, scalars)
+            bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}", loss=f"{scalars.get('loss', 0):.4f}")
+            if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps):
+                self.save(step)
+        if acc.is_main_process:
+            self.adapter.save_lora(self.output_dir / "lora")
+        acc.wait_for_everyone()
+        self.logger.close()
+
+    @abstractmethod
+    def sample(self, batch: Batch, step: int) -> None:
+        """Roll out the policy for every sample; fill ``batch.samples`` (``images`` and ``final`` at least)."""
+
+    @abstractmethod
+    def optimize(self, batch: Batch, advantages: Advantages, step: int) -> dict[str, float]:
+        """Gradient updates for this iteration; returns scalars to log (``loss`` at least)."""
+
+    # ------------------------------------------------------------------ shared steps
+    def make_batch(self, step: int) -> Batch:
+        cfg, acc = self.config.train, self.accelerator
+        rows = self.sampler.next_prompts(cfg.groups_per_step)  # identical on every process (same seed)
+        slots = iteration_slots(rows, step, cfg.group_size, acc.process_index, acc.num_processes)
+        examples = {row: self.data.example(row) for row in dict.fromkeys(s.row for s in slots)}
+        unique = list(examples)
+        cond = self.adapter.condition([examples[r].prompt for r in unique],
+                                      torch.stack([examples[r].source for r in unique]))
+        index = torch.tensor([unique.index(s.row) for s in slots])
+        return Batch(cond=cond.select(index.to(acc.device)),
+                     sources=torch.stack([examples[s.row].source for s in slots]),
+                     masks=torch.stack([examples[s.row].edit_mask for s in slots]),
+                     prompts=[examples[s.row].prompt for s in slots],
+                     edit_types=[examples[s.row].edit_type for s in slots],
+                     group_ids=torch.tensor([s.group for s in slots], device=acc.device),
+                     seeds=[sample_seed(cfg.seed, step, s.index) for s in slots])
+
+    def micro_batches(self, count: int) -> list[slice]:
+        size = self.config.train.micro_batch_size
+        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+    def initial_noise(self, seeds: list[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        noise = torch.cat([self.adapter.noise(1, self.height, self.width, g) for g in generators])
+        return noise, generators
+
+    def score(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = RewardInputs(batch.samples["images"], batch.sources, batch.masks, batch.prompts, batch.edit_types)
+        total, parts = self.rewards(inputs)
+        return total.to(torch.float32).to(self.accelerator.device), parts
+
+    def update_schedule(self, units: int) -> list[tuple[bool, int]]:
+        """Per backward unit: (ends an optimizer update?, number of units in its update)."""
+        accumulate = self.config.optim.gradient_accumulation or units
+        plan = []
+        for k in range(units):
+            group_start = (k // accumulate) * accumulate
+            group_size = min(accumulate, units - group_start)
+            plan.append(((k + 1) % accumulate == 0 or k == units - 1, group_size))
+        return plan
+
+    def backward(self, loss: torch.Tensor, ends_update: bool, group_size: int, stats: dict) -> None:
+        """Accumulate ``loss / group_size``; DDP gradient sync only on the last backward of an update."""
+        context = nullcontext() if ends_update else self.accelerator.no_sync(self.model)
+        with context:
+            self.accelerator.backward(loss / group_size)
+        if ends_update:
+            if self.config.optim.max_grad_norm > 0:
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+                stats.setdefault("grad_norm", []).append(float(norm))
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        from train.evaluate import evaluate
+
+        result = evaluate(self) if self.accelerator.is_main_process else {}
+        self.accelerator.wait_for_everyone()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainer_state(self, step: int) -> dict:
+        return {"step": step, "sampler": self.sampler.state_dict(), "advantage_stats": self.advantage_stats,
+                "algorithm": self.name}
+
+    def save(self, step: int) -> None:
+        save_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, self.trainer_state(step),
+                        self.output_dir / "checkpoints", step, self.config.checkpoint.keep_last)
+
+    def _resume(self, resume: str | None) -> int:
+        path = resolve_resume(resume, self.output_dir / "checkpoints")
+        if path is None:
+            return 0
+        state = load_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, path)
+        if state.get("algorithm") != self.name:
+            raise ValueError(f"checkpoint {path} was written by {state.get('algorithm')!r}, this run is {self.name!r}")
+        self.sampler.load_state_dict(state["sampler"])
+        self.advantage_stats = state.get("advantage_stats", {})
+        self.accelerator.print(f"resumed from {path} (step {state['step']})")
+        return int(state["step"])
+
+
+def mean_stats(stats: dict[str, list]) -> dict[str, float]:
+    return {k: float(torch.tensor(v, dtype=torch.float64).mean()) for k, v in stats.items() if len(v)}

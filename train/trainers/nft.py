@@ -1,0 +1,88 @@
+"""DiffusionNFT on an editing model (what CoCoEdit trains with): ODE rollouts, then flow matching on the results
+weighted by advantage, optionally with the CoCoEdit region regularizer."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from train.advantages import Advantages
+from train.objectives.nft import nft_loss
+from train.regularizer import region_regularizer, region_weights
+from train.rollout import per_sample_normal, rollout
+from train.trainers.base import Batch, mean_stats, sample_seed
+from train.trainers.grpo import GRPOTrainer
+
+
+class NFTTrainer(GRPOTrainer):
+    name = "nft"
+
+    def sample(self, batch: Batch, step: int) -> None:
+        noise, generators = self.initial_noise(batch.seeds)
+        finals = [rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb),
+                          noise[mb].to(self.accelerator.device), self.sigmas, sde="flow_sde", noise_level=0.0,
+                          window=(0, 0), generators=generators[mb], autocast=self.accelerator.autocast).final
+                  for mb in self.micro_batches(len(batch.seeds))]
+        final = torch.cat(finals)
+        batch.samples = {"final": final, "images": self.decode(final)}
+        self._prepare_targets(batch, step)
+
+    @torch.no_grad()
+    def _prepare_targets(self, batch: Batch, step: int) -> None:
+        """Fresh noise per trained step, and the sampling policy's (and reference's) velocity there, before any
+        update of this iteration changes the weights."""
+        cfg, samples = self.config, batch.samples
+        start, end = cfg.sampler.sde_window
+        steps = self.trained_steps(list(range(start, end)), step)
+        x0 = samples["final"].float()
+        samples.update(steps=steps, x_t={}, v_old={}, v_ref={})
+        for j in steps:
+            t = float(self.sigmas[j])
+            generators = [torch.Generator().manual_seed(sample_seed(seed, step, j, stream=1)) for seed in batch.seeds]
+            eps = per_sample_normal(tuple(x0.shape[1:]), generators).to(x0.device)
+            x_t = (1 - t) * x0 + t * eps
+            samples["x_t"][j] = x_t
+            v_old, v_ref = [], []
+            for mb in self.micro_batches(x0.shape[0]):
+                sigma = torch.full((x_t[mb].shape[0],), t)
+                with self.accelerator.autocast():
+                    v_old.append(self.adapter.velocity(self.adapter.transformer, x_t[mb], sigma, batch.cond.select(mb)))
+                    if cfg.objective.nft.ref_weight > 0:
+                        with self.adapter.reference():
+                            v_ref.append(self.adapter.velocity(self.adapter.transformer, x_t[mb], sigma,
+                                                               batch.cond.select(mb)))
+            samples["v_old"][j] = torch.cat(v_old).float()
+            samples["v_ref"][j] = torch.cat(v_ref).float() if v_ref else None
+        if cfg.objective.regularizer.enabled:
+            rows, cols = self.adapter.token_grid(self.height, self.width)
+            grid = F.adaptive_avg_pool2d(batch.masks.float().unsqueeze(1), (rows, cols)).squeeze(1) > 0.5
+            reg = cfg.objective.regularizer
+            background, edit = region_weights(grid, reg.erode_radius, reg.ring_weight)
+            samples["weights"] = (background.to(x0.device), edit.to(x0.device))
+            samples["x_source"] = self.adapter.encode_images(batch.sources)
+
+    def optimize(self, batch: Batch, advantages: Advantages, step: int) -> dict[str, float]:
+        cfg, samples = self.config, batch.samples
+        units = [(mb, j) for mb in self.micro_batches(len(batch.seeds)) for j in samples["steps"]]
+        plan = self.update_schedule(len(units))
+        keep = advantages.keep.float()
+        stats: dict[str, list] = {"loss": [], "regularizer": []}
+        self.model.train()
+        for (mb, j), (ends_update, group_size) in zip(units, plan):
+            t = torch.full((keep[mb].shape[0],), float(self.sigmas[j]))
+            x_t = samples["x_t"][j][mb]
+            with self.accelerator.autocast():
+                v = self.adapter.velocity(self.model, x_t, t, batch.cond.select(mb))
+            v_ref = samples["v_ref"][j][mb] if samples["v_ref"][j] is not None else None
+            per_sample, parts = nft_loss(x_t, t.to(x_t.device), samples["final"][mb], v, samples["v_old"][j][mb],
+                                         advantages.values[mb], cfg.objective.nft, v_ref=v_ref)
+            if cfg.objective.regularizer.enabled:
+                background, edit = samples["weights"]
+                reg, _ = region_regularizer(parts["x0_positive"], parts["x0_negative"], samples["final"][mb],
+                                            samples["x_source"][mb], parts["optimality"], background[mb], edit[mb],
+                                            cfg.objective.regularizer)
+                per_sample = per_sample + reg
+                stats["regularizer"].append(float(reg.detach().mean()))
+            loss = (per_sample * keep[mb]).sum() / keep[mb].sum().clamp_min(1.0)
+            stats["loss"].append(float(loss.detach()))
+            self.backward(loss, ends_update, group_size, stats)
+        return mean_stats(stats)
