@@ -1,28 +1,88 @@
-"""`editkit summary`: what the last `dvc repro` produced and where (reads metrics/*.json)."""
+"""`editkit summary`: what the last `dvc repro` produced and where, in a dozen lines (reads metrics/*.json).
+
+Shows records in, rejected by reason, selected per edit type, the masks' mean IoU, where the dataset and its card
+are, and which optional parts were off (CLIP scores, MLLM rewrite, grounded masks), from ``params.yaml``.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+PIPELINE_METRICS = ("ingest", "rewrite", "masks", "score", "select", "export")
+TOP_REASONS = 8
 
 
-def print_summary(metrics_dir: str | Path = "metrics") -> None:
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def optional_parts_off(params: dict[str, Any]) -> list[str]:
+    """Human-readable list of the optional parts that this configuration leaves off."""
+    off = []
+    clip = (params.get("score") or {}).get("clip") or {}
+    if not clip.get("enabled", False):
+        off.append("CLIP scores (score.clip.enabled: false, no CLIP weights configured; CLIP filters skipped)")
+    backend = (params.get("rewrite") or {}).get("backend", "none")
+    if backend == "none":
+        off.append("MLLM instruction rewrite (rewrite.backend: none, instructions passed through)")
+    mode = (params.get("masks") or {}).get("mode", "diff")
+    if mode == "diff":
+        off.append("grounded masks (masks.mode: diff; Grounding-DINO -> SAM2 needs weights)")
+    return off
+
+
+def summary_lines(metrics_dir: Path, params: dict[str, Any]) -> list[str]:
+    m = {name: _load(metrics_dir / f"{name}.json") for name in PIPELINE_METRICS}
+    select, export, masks = m["select"], m["export"], m["masks"]
+    lines = []
+    records_in = select.get("records_in") or next(
+        (m["ingest"].get(k) for k in ("records", "records_in", "records_out", "total") if m["ingest"].get(k)), None)
+    lines.append(f"records in: {records_in if records_in is not None else '?'}")
+    reasons = select.get("rejected_by_reason") or {}
+    if reasons:
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = "; ".join(f"{reason} ({count})" for reason, count in top[:TOP_REASONS])
+        more = f"; +{len(top) - TOP_REASONS} more reasons" if len(top) > TOP_REASONS else ""
+        lines.append(f"rejected: {sum(reasons.values())} — {shown}{more}")
+    if select:
+        per_type = ", ".join(f"{t} {c}" for t, c in select.get("selected_by_edit_type", {}).items())
+        lines.append(f"selected: {select.get('selected')} (target {select.get('target_size')}) — {per_type}")
+        if select.get("warning"):
+            lines.append(f"warning: {select['warning']}")
+    if "mean_iou" in masks:
+        lines.append(f"masks: mean_iou {masks['mean_iou']:.3f} vs ground truth (goal >= 0.90)")
+    if export:
+        lines.append(f"dataset: {export.get('dataset_path')} ({export.get('rows')} rows, {export.get('dataset_mb')} MB; "
+                     f"datasets.load_from_disk), card {export.get('card_path')}, funnel plot plots/funnel.png")
+    off = optional_parts_off(params)
+    if off:
+        lines.append("off: " + "; ".join(off))
+    lines.append(f"all metrics: {metrics_dir}/*.json (`dvc metrics show`), rejects table: data/rejects/")
+    return lines
+
+
+def print_summary(metrics_dir: str | Path = "metrics", params_file: str | Path = "params.yaml") -> None:
+    import yaml
     from rich.console import Console
-    from rich.table import Table
 
-    metrics_dir = Path(metrics_dir)
+    metrics_dir, params_file = Path(metrics_dir), Path(params_file)
     console = Console()
-    files = sorted(metrics_dir.glob("*.json"))
-    if not files:
+    if not any(metrics_dir.glob("*.json")):
         console.print(f"no metrics in {metrics_dir}/ yet: run `dvc repro` first")
         return
-    table = Table(title="editkit: what was produced")
-    table.add_column("stage")
-    table.add_column("key figures")
-    for path in files:
-        data = json.loads(path.read_text())
-        figures = {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-        table.add_row(path.stem, ", ".join(f"{k}={_fmt(v)}" for k, v in list(figures.items())[:8]))
-    console.print(table)
+    params = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+    console.print("[bold]editkit: what `dvc repro` produced[/bold]")
+    for line in summary_lines(metrics_dir, params or {}):
+        console.print("  " + line, highlight=False, soft_wrap=True)
+    others = sorted(p for p in metrics_dir.glob("*.json") if p.stem not in PIPELINE_METRICS)
+    for path in others:  # benchmarks, training...: their top-level figures
+        figures = {k: v for k, v in _load(path).items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        console.print(f"  {path.stem}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in list(figures.items())[:6]),
+                      highlight=False, soft_wrap=True)
 
 
 def _fmt(value: object) -> str:
