@@ -262,3 +262,60 @@ def test_transformers_backend_batches_and_reports_true_logprobs(tiny_qwen, tmp_p
 def test_transformers_backend_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(MLLMError, match="cannot load Qwen2.5-VL"):
         Client(ClientConfig(backend="transformers", model=str(tmp_path / "nowhere"), cache_dir=""))
+
+
+# ---------------------------------------------------------------- scores from log-probs
+def test_expected_score_matches_closed_form_on_random_distributions():
+    from curate.mllm.logprob_scores import expected_score, first_score_position
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        p = rng.dirichlet(np.ones(11))
+        alternatives = [(f" {s}" if s % 2 else str(s), float(np.log(p[s]))) for s in rng.permutation(11)]
+        alternatives.append(("hello", float(np.log(0.3))))  # not a score: ignored
+        token = m.TokenLogprob(alternatives[0][0], alternatives[0][1], alternatives)
+        assert expected_score(token) == pytest.approx(float((p * np.arange(11)).sum() / p.sum()), rel=1e-9)
+    only = m.TokenLogprob("7", -0.5, [("7", -0.5), ("7 ", -1.0), ("x", -2.0)])  # duplicates add up
+    assert expected_score(only) == pytest.approx(7.0)
+    assert expected_score(m.TokenLogprob("x", -0.1, [("x", -0.1)])) is None
+    assert expected_score(m.TokenLogprob("3", -0.1, [])) == pytest.approx(3.0)  # no alternatives: the token itself
+    tokens = [m.TokenLogprob("Score", -0.1), m.TokenLogprob(":", -0.1), m.TokenLogprob(" 8", -0.2)]
+    assert first_score_position(tokens) == 2 and first_score_position(tokens[:2]) is None
+
+
+# ---------------------------------------------------------------- a killed run resumes
+KILLED_CLIENT = """
+import sys
+from curate.mllm import Client, ClientConfig, Request, user
+config = ClientConfig(backend="openai", endpoint=sys.argv[1], cache_dir=sys.argv[2], max_concurrency=1)
+Client(config).generate([Request((user(f"q{i}"),)) for i in range(20)])
+"""
+
+
+def test_killed_run_resumes_from_the_cache(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    victim: dict = {}
+
+    def handler(request):
+        if request.index == 8 and "process" in victim:  # the 9th request: kill the client mid-run
+            os.kill(victim["process"].pid, signal.SIGKILL)
+            return Reply(delay_s=0.5, body=completion("never delivered"))
+        return f"a:{request.text}"
+
+    with ScriptedServer(handler) as server:
+        cache = tmp_path / "cache"
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        victim["process"] = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.url, str(cache)], cwd=root)
+        assert victim["process"].wait(timeout=60) == -signal.SIGKILL
+        time.sleep(0.6)
+        assert server.count == 9
+        victim.clear()
+        with Client(_config(tmp_path, server.url, max_concurrency=1)) as client:
+            responses = client.generate([_request(f"q{i}") for i in range(20)])
+        assert client.stats["cache_hits"] == 8 and client.stats["sent"] == 12 and server.count == 21
+    assert [r.text for r in responses] == [f"a:q{i}" for i in range(20)]
