@@ -14,6 +14,7 @@ Work goes one benchmark shard (~1,000 items) at a time, so memory stays flat on 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,17 +51,24 @@ def evaluate(
     baseline = report.load_report(baseline_dir) if baseline_dir is not None else None  # fail early, not after hours
     cache = editor.OutputCache(run_dir, config.fingerprint())
     results: list[dict[str, Any]] = []
-    stats = {"generated": 0, "cached": 0, "generation_failed": 0, "judged": 0, "judge_failed": 0}
+    stats = {"generated": 0, "cached": 0, "generation_failed": 0, "judged": 0, "judge_failed": 0,
+             "seconds_edit": 0.0, "seconds_score": 0.0, "seconds_judge": 0.0}
     for _, records, images in items.iter_benchmark(bench_dir):
         ok = [r for r in records if schema.is_ok(r)]
         sources = {r["id"]: images.source(r["id"]) for r in ok}
+        started = time.perf_counter()
         outcome = editor.generate([(r, sources[r["id"]]) for r in ok], cache, config, pipe, on_item, progress)
+        stats["seconds_edit"] += time.perf_counter() - started
         stats["generated"] += outcome["generated"]
         stats["cached"] += outcome["cached"]
         stats["generation_failed"] += len(outcome["failures"])
+        started = time.perf_counter()
         shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"]) for r in records]
+        stats["seconds_score"] += time.perf_counter() - started
         if judge is not None:
+            started = time.perf_counter()
             _judge_shard(judge, run_dir, ok, sources, cache, shard_results, stats, progress)
+            stats["seconds_judge"] += time.perf_counter() - started
         results += shard_results
         del sources
     store.atomic_write_text(run_dir / "items.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in results))
@@ -68,6 +76,7 @@ def evaluate(
     built["judge"] = None if judge is None else {"model": judge.model, "prompt_version": judge.prompt_version}
     built["editor"] = config.fingerprint()
     paths = report.write_report(run_dir, built, baseline)
+    stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
     return {"report": built, "paths": paths, "stats": stats}
 
 

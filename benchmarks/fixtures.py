@@ -81,7 +81,7 @@ def _save_mask(path: Path, mask: np.ndarray) -> None:
     path.write_bytes(_png(np.where(mask, 255, 0).astype(np.uint8)))
 
 
-def make_gedit_fixture(root: Path | str, n: int = 4, seed: int = 0) -> Path:
+def make_gedit_fixture(root: Path | str, n: int = 4, seed: int = 0, size: tuple[int, int] = (48, 64)) -> Path:
     """``root/data/train-00000-of-00001.parquet`` like the hub repository (``n`` instructions x en/cn rows)."""
     import datasets
 
@@ -90,7 +90,7 @@ def make_gedit_fixture(root: Path | str, n: int = 4, seed: int = 0) -> Path:
                                                   "input_image", "input_image_raw", "Intersection_exist")}
     for i in range(n):
         task_type, kind = GEDIT_KINDS[i % len(GEDIT_KINDS)]
-        scene = make_scene(seed + i)
+        scene = make_scene(seed + i, *size)
         english, chinese, mask = _edit(kind, scene)
         key = f"{seed + i:032x}"[-32:]
         for language, text in (("en", english), ("cn", chinese)):
@@ -122,7 +122,7 @@ FIXTURE_RUBRIC = (
 )
 
 
-def make_imgedit_fixture(root: Path | str, n: int = 4, seed: int = 100) -> Path:
+def make_imgedit_fixture(root: Path | str, n: int = 4, seed: int = 100, size: tuple[int, int] = (48, 64)) -> Path:
     """``root/Benchmark/Basic/{basic_edit,prompts}.json`` + ``root/Benchmark/singleturn/<category>/<file>.jpg``."""
     root = Path(root)
     basic = root / "Benchmark" / "Basic"
@@ -130,7 +130,7 @@ def make_imgedit_fixture(root: Path | str, n: int = 4, seed: int = 100) -> Path:
     entries, prompts = {}, {}
     for i in range(n):
         edit_type, kind = IMGEDIT_KINDS[i % len(IMGEDIT_KINDS)]
-        scene = make_scene(seed + i)
+        scene = make_scene(seed + i, *size)
         english, _, mask = _edit(kind, scene)
         image_id = f"{'animal' if i % 2 else 'daily object'}/{seed + i:09d}.jpg"
         (images / image_id).parent.mkdir(parents=True, exist_ok=True)
