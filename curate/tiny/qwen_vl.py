@@ -33,16 +33,10 @@ CHAT_TEMPLATE = (
 
 
 def _byte_vocab() -> dict[str, int]:
-    """GPT-2 style byte -> printable unicode table: every byte string is encodable with zero merges."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars, extra = [], 0
-    for byte in range(256):
-        if byte in printable:
-            chars.append(chr(byte))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return {char: index for index, char in enumerate(chars)}
+    """The byte-level alphabet (256 printable stand-ins for the bytes): every string encodes with zero merges."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    return {char: index for index, char in enumerate(sorted(ByteLevel.alphabet()))}
 
 
 def build_tiny_qwen2_5_vl(directory: str | Path, *, hidden_size: int = 32, num_layers: int = 1, seed: int = 0,
