@@ -1,8 +1,9 @@
 """Pixel metrics of one benchmark output against its source, using the item's edit mask.
 
-* ``psnr_bg`` / ``ssim_bg``: masked PSNR and SSIM over the NON-edited region only (content consistency), from
-  :mod:`benchmarks.metrics` (the region's pixels only, not images multiplied by (1 - mask), which dilutes the error
-  as the mask grows).
+* ``psnr_bg`` / ``ssim_bg``: masked PSNR and SSIM over the NON-edited region only (content consistency), exactly as
+  the curation's pair scores compute them (:func:`curate.scoring.pair.background_consistency`: the region's pixels
+  only, not images multiplied by (1 - mask), which dilutes the error as the mask grows; PSNR capped at 100 dB so an
+  untouched background stays a finite number in the means).
 * ``edit_l1``: mean absolute difference (0-1 scale) inside the edit region: did the edit change anything there.
 * ``mask_area``: the edit region's share of the image, reported beside the scores.
 
@@ -28,7 +29,8 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def pixel_metrics(source: np.ndarray, output: np.ndarray, mask: np.ndarray | None,
                   pixel_aligned: bool = True) -> dict[str, Any]:
     """-> ``{"scores": {name: value}, "skipped": {name: reason}}`` for one item (``mask``: True = should change)."""
-    from benchmarks.metrics import masked_psnr, masked_ssim
+    from curate.scoring import BG_PSNR, BG_SSIM
+    from curate.scoring.pair import background_consistency
 
     height, width = source.shape[:2]
     output = resize_to(output, height, width)
@@ -53,6 +55,6 @@ def pixel_metrics(source: np.ndarray, output: np.ndarray, mask: np.ndarray | Non
     elif not keep.any():
         skipped.update(psnr_bg="no_unedited_region", ssim_bg="no_unedited_region")
     else:
-        scores["psnr_bg"] = float(masked_psnr(source, output, keep))
-        scores["ssim_bg"] = float(masked_ssim(source, output, keep))
+        background = background_consistency(source, output, mask)
+        scores["psnr_bg"], scores["ssim_bg"] = background[BG_PSNR], background[BG_SSIM]
     return {"scores": scores, "skipped": skipped}

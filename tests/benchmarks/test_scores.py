@@ -30,6 +30,14 @@ def test_pixel_metrics_match_reference_on_random_inputs():
         assert got["edit_l1"] == pytest.approx(edit) and got["mask_area"] == pytest.approx(mask.mean())
 
 
+def test_untouched_background_scores_capped_not_infinite():
+    image = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    mask = np.zeros((24, 24), bool)
+    mask[:5, :5] = True
+    got = scoring.pixel_metrics(image, image, mask)["scores"]
+    assert got["psnr_bg"] == 100.0 and got["ssim_bg"] == pytest.approx(1.0) and got["edit_l1"] == 0
+
+
 def test_pixel_metrics_no_uint8_wraparound_and_resize():
     source = np.full((16, 16, 3), 10, np.uint8)
     output = np.full((32, 32, 3), 250, np.uint8)  # other size: resized to the source first
