@@ -48,8 +48,14 @@ def main(
     """Refine instructions with an MLLM (backend in params.yaml `rewrite`; default `none` = pass-through)."""
     from curate import config
 
+    from curate.mllm.backends import MLLMError
+
     params = config.load_section(RewriteParams, STAGE, params_file)
-    metrics = run(params, input_dir, output_dir, images_dir)
+    try:
+        metrics = run(params, input_dir, output_dir, images_dir)
+    except MLLMError as error:  # endpoint down, model missing, key unset: say what to do, no traceback
+        typer.echo(f"rewrite [{params.backend}]: {error}", err=True)
+        raise typer.Exit(code=2) from None
     from curate import store
 
     store.write_json(metrics_file, metrics)

@@ -155,10 +155,17 @@ def test_openai_backend_ok_repaired_and_fallbacks_with_metrics_and_cache(tmp_pat
     assert {k: v["rewrite_status"] for k, v in records_again.items()} == statuses
 
 
-def test_endpoint_down_fails_the_stage_clearly_and_writes_nothing(tmp_path):
-    with pytest.raises(MLLMError, match="not reachable"):
+def test_endpoint_down_fails_the_stage_clearly_and_writes_nothing(tmp_path, capsys):
+    import typer
+
+    with pytest.raises(typer.Exit) as info:
         _run(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
-    assert not (tmp_path / "rewrite/records").exists()
+    assert info.value.exit_code == 2
+    assert "not reachable" in capsys.readouterr().err
+    assert not (tmp_path / "rewrite/records").exists() and not (tmp_path / "metrics/rewrite.json").exists()
+    with pytest.raises(MLLMError, match="not reachable"):  # the library call raises the error itself
+        rewrite.run(rewrite.RewriteParams(backend="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1"),
+                    tmp_path / "ingest/records", tmp_path / "out", tmp_path / "ingest/images")
 
 
 def test_tiny_qwen_garbage_falls_back_end_to_end(tmp_path):
