@@ -319,3 +319,13 @@ def test_killed_run_resumes_from_the_cache(tmp_path):
             responses = client.generate([_request(f"q{i}") for i in range(20)])
         assert client.stats["cache_hits"] == 8 and client.stats["sent"] == 12 and server.count == 21
     assert [r.text for r in responses] == [f"a:q{i}" for i in range(20)]
+
+
+def test_transformers_backend_isolates_a_bad_request_in_a_batch(tiny_qwen, tmp_path):
+    config = ClientConfig(backend="transformers", model=str(tiny_qwen), cache_dir="", max_tokens=2,
+                          max_concurrency=3, max_pixels=56 * 56)
+    sliver = np.zeros((1, 300, 3), np.uint8)  # aspect ratio 300:1, which Qwen2-VL's resize refuses
+    with Client(config) as client:
+        responses = client.generate([_request("a"), _request("b", sliver), _request("c")])
+    assert responses[0].ok and responses[2].ok
+    assert not responses[1].ok and "generation failed" in responses[1].error
