@@ -93,6 +93,8 @@ def evaluate(
     dtype: str = typer.Option("auto", help="auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16 | float16"),
     judge_endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible judge URL (overrides bench.judge)"),
     judge_model: Optional[str] = typer.Option(None, help="judge model name served at the endpoint"),
+    judge_repeats: int = typer.Option(1, help="judge each item this many times; report mean and spread (set a "
+                                              "temperature > 0 in bench.judge)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
 ) -> None:
     """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
@@ -115,7 +117,7 @@ def evaluate(
                                model=judge_model or judge_config.model)
     config = EditorConfig(model=model, lora=str(lora) if lora else None, seed=seed, steps=steps, guidance=guidance,
                           resolution=resolution, batch_size=batch_size, device=device, dtype=dtype)
-    judge, client = make_judge(bench, data, judge_config)
+    judge, client = make_judge(bench, data, judge_config, judge_repeats)
     try:
         result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline)
     finally:

@@ -23,7 +23,7 @@ from benchmarks.judge import Judge
 from curate import rle, schema, store, taxonomy
 
 
-def make_judge(bench: str, bench_dir: Path | str, client_config: Any) -> tuple[Judge | None, Any]:
+def make_judge(bench: str, bench_dir: Path | str, client_config: Any, repeats: int = 1) -> tuple[Judge | None, Any]:
     """(Judge, client) from a :class:`curate.mllm.config.ClientConfig`; (None, None) when the backend is none."""
     if client_config is None or client_config.backend == "none":
         return None, None
@@ -31,7 +31,7 @@ def make_judge(bench: str, bench_dir: Path | str, client_config: Any) -> tuple[J
 
     client = Client(client_config)
     rubric = items.bench_info(bench_dir).get("judge_prompts") if bench == "imgedit" else None
-    return Judge(bench, client.generate, client.backend.model_id, rubric), client
+    return Judge(bench, client.generate, client.backend.model_id, rubric, repeats), client
 
 
 def evaluate(
@@ -73,7 +73,8 @@ def evaluate(
         del sources
     store.atomic_write_text(run_dir / "items.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in results))
     built = report.build_report(bench, run_dir.name, results)
-    built["judge"] = None if judge is None else {"model": judge.model, "prompt_version": judge.prompt_version}
+    built["judge"] = None if judge is None else {"model": judge.model, "prompt_version": judge.prompt_version,
+                                                 "repeats": judge.repeats}
     built["editor"] = config.fingerprint()
     paths = report.write_report(run_dir, built, baseline)
     stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}

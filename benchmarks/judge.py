@@ -7,8 +7,9 @@
   when present, else our own rubric), answered as ``Name: <score>`` lines; the three scores are averaged.
 
 Judges drift, so the prompt version is pinned (``PROMPT_VERSIONS``; an ImgEdit rubric file is pinned by its hash)
-and every raw answer is cached in ``<run>/judge/<id>.json`` beside the parsed scores. A malformed answer gives no score
-and a recorded reason; nothing is guessed.
+and every raw answer is cached in ``<run>/judge/<id>.json`` beside the parsed scores. ``repeats`` > 1 judges each
+item several times and reports the mean and spread. A malformed answer gives no score and a recorded reason;
+nothing is guessed.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -87,8 +89,11 @@ def gedit_scores(sc_pair: tuple[float, float], pq_pair: tuple[float, float]) -> 
 class Judge:
     """Scores one benchmark's outputs; ``complete`` is the shared client's batch call."""
 
-    def __init__(self, bench: str, complete: Complete, model: str, rubric: dict[str, str] | None = None):
-        self.bench, self.complete, self.model = bench, complete, model
+    def __init__(self, bench: str, complete: Complete, model: str, rubric: dict[str, str] | None = None,
+                 repeats: int = 1):
+        if repeats < 1:
+            raise ValueError(f"judge repeats must be >= 1, got {repeats}")
+        self.bench, self.complete, self.model, self.repeats = bench, complete, model, repeats
         self.rubric = rubric
         self.prompt_version = PROMPT_VERSIONS[bench]
         if bench == "imgedit" and rubric:
@@ -115,42 +120,56 @@ class Judge:
 
     def score(self, run_dir: Path | str, work: Sequence[tuple[dict[str, Any], str, np.ndarray, np.ndarray]],
               progress: bool = True) -> dict[str, dict[str, Any]]:
-        """``work`` = (record, category, source, edited); returns id -> {"scores": {...}} or {"error": reason}."""
+        """``work`` = (record, category, source, edited); returns id -> {"scores": {...}} or {"error": reason}.
+
+        With ``repeats`` > 1 every item is judged that many times (distinct cache keys; use a temperature > 0),
+        the scores are the means over the parsable repeats and ``<score>_std`` their spread.
+        """
         from tqdm.auto import tqdm
 
         cache_dir = Path(run_dir) / "judge"
         results: dict[str, dict[str, Any]] = {}
         todo = []
         for record, category, source, edited in work:
-            cached = _read_cache(cache_dir / f"{record['id']}.json", self.prompt_version, self.model)
+            cached = _read_cache(cache_dir / f"{record['id']}.json", self.prompt_version, self.model, self.repeats)
             if cached is not None:
                 results[record["id"]] = cached
-            else:
-                todo.append((record, self.requests(record, category, source, edited)))
-        flat = [request for _, requests in todo for request in requests]
+                continue
+            base = self.requests(record, category, source, edited)
+            todo.append((record, [[replace(r, prompt_version=f"{r.prompt_version}#repeat{k}") if k else r for r in base]
+                                  for k in range(self.repeats)]))
+        flat = [request for _, repeats in todo for requests in repeats for request in requests]
         responses = iter(self.complete(flat) if flat else [])
-        for record, requests in tqdm(todo, desc="judge", disable=not progress):
-            answers = [next(responses) for _ in requests]
+        for record, repeats in tqdm(todo, desc="judge", disable=not progress):
+            answers = [[next(responses) for _ in requests] for requests in repeats]
             entry: dict[str, Any] = {"prompt_version": self.prompt_version, "model": self.model,
-                                     "raw": [a.text for a in answers]}
-            failed = [a.error or "empty answer" for a in answers if not a.ok]
+                                     "repeats": self.repeats, "raw": [[a.text for a in run] for run in answers]}
+            failed = [a.error or "empty answer" for run in answers for a in run if not a.ok]
             if failed:
                 entry["error"] = f"judge request failed: {failed[0]}"
                 results[record["id"]] = entry  # not cached: a later run retries it
                 continue
-            try:
-                entry["scores"] = self.parse([a.text for a in answers])
-            except JudgeError as error:
-                entry["error"] = f"malformed judge answer: {error}"
+            parsed, errors = [], []
+            for run in answers:
+                try:
+                    parsed.append(self.parse([a.text for a in run]))
+                except JudgeError as error:
+                    errors.append(str(error))
+            if parsed:
+                entry["scores"] = {k: float(np.mean([p[k] for p in parsed])) for k in parsed[0]}
+                if self.repeats > 1:
+                    entry["scores"].update({f"{k}_std": float(np.std([p[k] for p in parsed])) for k in parsed[0]})
+            if errors:
+                entry["error" if not parsed else "partial"] = f"malformed judge answer: {errors[0]}"
             store.write_json(cache_dir / f"{record['id']}.json", entry)
             results[record["id"]] = entry
         return results
 
 
-def _read_cache(path: Path, prompt_version: str, model: str) -> dict[str, Any] | None:
+def _read_cache(path: Path, prompt_version: str, model: str, repeats: int) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     entry = json.loads(path.read_text())
-    if entry.get("prompt_version") != prompt_version or entry.get("model") != model:
+    if (entry.get("prompt_version"), entry.get("model"), entry.get("repeats")) != (prompt_version, model, repeats):
         return None
     return entry

@@ -25,6 +25,8 @@ METRICS = [
     ("judge_pq", "PQ ↑", True),
     ("judge_o", "O ↑", True),
     ("judge_avg", "judge 1-5 ↑", True),
+    ("judge_o_std", "O spread", None),  # std over repeated judge runs (--judge-repeats)
+    ("judge_avg_std", "judge spread", None),
 ]
 NOTES = [
     "PSNR/SSIM bg: over the NON-edited region only (mask = pixels that should change), output resized to the source.",

@@ -161,4 +161,29 @@ def test_judge_scores_through_scripted_server(bench, built, tiny_kontext, kontex
         assert all(r["scores"]["judge_avg"] == 4 for r in rows.values())
         # the benchmark's own rubric (prompts.json of the local copy) was used, pinned by its hash
         assert result["report"]["judge"]["prompt_version"].startswith("imgedit-prompts-")
-        assert json.loads(next((tmp_path / "run" / "judge").glob("*.json")).read_text())["raw"][0].startswith("Looks")
+        assert json.loads(next((tmp_path / "run" / "judge").glob("*.json")).read_text())["raw"][0][0].startswith("Looks")
+
+
+def test_judge_repeats_report_mean_and_spread(built, tiny_kontext, kontext_pipe, tmp_path):
+    from curate.mllm.config import ClientConfig
+    from curate.mllm.testing import ScriptedServer
+
+    answers = iter([3, 5] * 100)
+
+    def reply(request):
+        k = next(answers)
+        return f"ok\nPrompt Compliance: {k}\nVisual Seamlessness: {k}\nPhysical & Detail Fidelity: {k}"
+
+    with ScriptedServer(reply) as server:
+        config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir=str(tmp_path / "c"),
+                              retries=0, max_concurrency=1)
+        judge, client = evaluate.make_judge("imgedit", built["imgedit"], config, repeats=2)
+        try:
+            result = evaluate.evaluate(built["imgedit"], tmp_path / "run", _config(tiny_kontext), judge=judge,
+                                       pipe=kontext_pipe, progress=False)
+        finally:
+            client.close()
+        assert server.count == 8  # 4 items x 2 repeats: the repeats are not served from the client's cache
+    row = result["report"]["subsets"]["full"]["all"]
+    assert row["judge_avg"] == 4 and row["judge_avg_std"] == 1
+    assert "judge spread" in (tmp_path / "run" / "report.md").read_text()
