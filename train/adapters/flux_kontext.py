@@ -21,7 +21,7 @@ class FluxKontextAdapter(EditModelAdapter):
         self.config = config
         self.device, self.dtype = device, dtype
         try:
-            self.pipe = FluxKontextPipeline.from_pretrained(config.path, torch_dtype=dtype)
+            self.pipe = FluxKontextPipeline.from_pretrained(config.path, dtype=dtype)
         except OSError as error:
             raise RuntimeError(f"cannot load FLUX.1-Kontext from {config.path!r}: {error}. No weights can be "
                                "downloaded here; point model.path at a local copy.") from error

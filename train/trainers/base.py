@@ -53,7 +53,8 @@ class Trainer(ABC):
         precision = config.train.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
-        self.accelerator = Accelerator(mixed_precision=precision)
+        # cpu=True without CUDA makes torchrun/`accelerate launch --multi_gpu` processes a gloo MULTI_CPU group
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
         torch.manual_seed(config.train.seed)
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         self.adapter = build_adapter(config.model, self.accelerator.device, weight_dtype)
@@ -93,7 +94,7 @@ class Trainer(ABC):
             rewards, parts = self.score(batch)
             advantages = gathered_advantages(acc, rewards, batch.group_ids, cfg.advantages)
             self.advantage_stats = advantages.stats
-            stats = self.optimize(batch, advantages, step)
+            stats = self.reduce_mean(self.optimize(batch, advantages, step))
             scalars = {**advantages.stats, **stats, "lr": self.lr_scheduler.get_last_lr()[0],
                        "step_seconds": time.perf_counter() - began}
             scalars.update({f"reward_{k}": float(v[torch.isfinite(v)].mean()) for k, v in parts.items()
@@ -171,6 +172,15 @@ class Trainer(ABC):
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+
+    def reduce_mean(self, stats: dict[str, float]) -> dict[str, float]:
+        """Average per-process scalars over processes (every process logs the same keys)."""
+        if self.accelerator.num_processes == 1 or not stats:
+            return stats
+        keys = sorted(stats)
+        values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        values = self.accelerator.reduce(values, reduction="mean")
+        return {k: float(v) for k, v in zip(keys, values.tolist())}
 
     def evaluate(self, step: int) -> dict[str, float]:
         from train.evaluate import evaluate
