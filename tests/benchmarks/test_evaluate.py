@@ -187,3 +187,19 @@ def test_judge_repeats_report_mean_and_spread(built, tiny_kontext, kontext_pipe,
     row = result["report"]["subsets"]["full"]["all"]
     assert row["judge_avg"] == 4 and row["judge_avg_std"] == 1
     assert "judge spread" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_qwen_image_edit_pipeline(built, tiny_qwen_edit, tmp_path, monkeypatch):
+    """The Qwen-Image-Edit family (true CFG with a negative prompt per item), loaded by DiffusionPipeline."""
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit as qwen_edit
+
+    # the pipeline resizes its condition image to ~1024² whatever the output size; keep the tiny test tiny
+    original = qwen_edit.calculate_dimensions
+    monkeypatch.setattr(qwen_edit, "calculate_dimensions", lambda area, ratio: original(32 * 32, ratio))
+    config = EditorConfig(model=str(tiny_qwen_edit), steps=2, resolution=32, multiple_of=16, device="cpu",
+                          batch_size=2)
+    result = evaluate.evaluate(built["imgedit"], tmp_path / "run", config, progress=False)
+    assert result["stats"]["generated"] == 4 and result["stats"]["generation_failed"] == 0
+    rows = _items_by_id(tmp_path / "run")
+    assert sum("psnr_bg" in r["scores"] for r in rows.values()) == 3  # extract has none
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["editor"]["model"] == str(tiny_qwen_edit)
