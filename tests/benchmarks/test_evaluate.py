@@ -203,3 +203,18 @@ def test_qwen_image_edit_pipeline(built, tiny_qwen_edit, tmp_path, monkeypatch):
     rows = _items_by_id(tmp_path / "run")
     assert sum("psnr_bg" in r["scores"] for r in rows.values()) == 3  # extract has none
     assert json.loads((tmp_path / "run" / "run.json").read_text())["editor"]["model"] == str(tiny_qwen_edit)
+
+
+def test_unreviewed_benchmark_scores_only_what_it_can(bench_sources, tiny_kontext, kontext_pipe, tmp_path):
+    """Without masks (no grounding, no review yet) local items get no masked scores, with the reason recorded."""
+    from benchmarks import build
+
+    build.build("gedit", bench_sources["gedit"], tmp_path / "bench", progress=False)
+    result = evaluate.evaluate(tmp_path / "bench", tmp_path / "run", _config(tiny_kontext), pipe=kontext_pipe,
+                               progress=False)
+    rows = _items_by_id(tmp_path / "run")
+    no_mask = [r for r in rows.values() if r["mask_source"] == "none"]
+    assert len(no_mask) == 3 and all(r["skipped"]["psnr_bg"] == "no_mask" and "l1_all" in r["scores"] for r in no_mask)
+    whole = [r for r in rows.values() if r["mask_source"] == "whole"]
+    assert whole[0]["skipped"]["psnr_bg"] == "no_unedited_region" and whole[0]["scores"]["mask_area"] == 1
+    assert result["report"]["subsets"]["full"]["all"]["psnr_bg_n"] == 0
