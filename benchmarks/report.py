@@ -59,7 +59,11 @@ def build_report(bench: str, run_name: str, items: list[dict[str, Any]]) -> dict
     subsets = {"full": aggregate(items)}
     if bench == "gedit":
         subsets["intersection"] = aggregate(i for i in items if i.get("intersection_exist"))
-    return {"bench": bench, "run": run_name, "items": len(items), "subsets": subsets, "notes": NOTES}
+    areas = [i["scores"]["mask_area"] for i in items if i.get("scores", {}).get("mask_area") is not None]
+    counts, edges = np.histogram(areas, bins=10, range=(0.0, 1.0))
+    histogram = {"edges": [round(float(e), 2) for e in edges], "counts": [int(c) for c in counts]}
+    return {"bench": bench, "run": run_name, "items": len(items), "subsets": subsets, "notes": NOTES,
+            "mask_area_histogram": histogram}
 
 
 def _columns(report: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -129,15 +133,21 @@ def comparison_markdown(comparison: dict[str, Any], run: dict[str, Any], baselin
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict[str, Any], path: Path | str, baseline: dict[str, Any] | None = None) -> Path:
-    """Bar charts of each metric per category (the full set), with the baseline's bars beside when given."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["subsets"]["full"]
-    base_rows = baseline["subsets"]["full"] if baseline else {}
+    return plt
+
+
+def plot(report: dict[str, Any], path: Path | str, baseline: dict[str, Any] | None = None,
+         subset: str = "full") -> Path:
+    """Bar charts of each metric per category of one subset, with the baseline's bars beside when given."""
+    plt = _pyplot()
+    rows = report["subsets"][subset]
+    base_rows = baseline["subsets"].get(subset, {}) if baseline else {}
     columns = [m for m in _columns(report) if m[0] != "mask_area"] or METRICS[:1]
     categories = list(rows)
     fig, axes = plt.subplots(len(columns), 1, figsize=(max(6, 0.9 * len(categories) + 2), 2.6 * len(columns)),
@@ -154,7 +164,23 @@ def plot(report: dict[str, Any], path: Path | str, baseline: dict[str, Any] | No
             ax.bar(x, values, 0.6, color="#3a6fb0")
         ax.set_ylabel(header, fontsize=8)
         ax.set_xticks(x, categories, rotation=30, ha="right", fontsize=7)
-    fig.suptitle(f"{report['bench']} — {report['run']}", fontsize=9)
+    fig.suptitle(f"{report['bench']} — {report['run']} ({subset})", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def plot_mask_areas(report: dict[str, Any], path: Path | str) -> Path:
+    """The distribution of edit-mask areas behind the scores (PSNR on a small background is easier)."""
+    plt = _pyplot()
+    histogram = report["mask_area_histogram"]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    edges = np.asarray(histogram["edges"])
+    ax.bar(edges[:-1], histogram["counts"], width=np.diff(edges), align="edge", color="#3a6fb0", edgecolor="white")
+    ax.set_xlabel("edit mask area (share of the image)", fontsize=8)
+    ax.set_ylabel("items", fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path | str) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +195,10 @@ def write_report(run_dir: Path | str, report: dict[str, Any], baseline: dict[str
     store.write_json(paths["json"], report)
     store.atomic_write_text(paths["markdown"], to_markdown(report))
     plot(report, paths["plot"])
+    for subset in report["subsets"]:
+        if subset != "full":
+            paths[f"plot_{subset}"] = plot(report, run_dir / "plots" / f"{subset}.png", subset=subset)
+    paths["plot_mask_area"] = plot_mask_areas(report, run_dir / "plots" / "mask_area.png")
     if baseline is not None:
         comparison = compare(report, baseline)
         paths["compare_json"] = run_dir / "compare.json"

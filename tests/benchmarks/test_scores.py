@@ -73,9 +73,10 @@ def test_judge_parsers():
 
 def _items(offset):
     return [
-        {"category": "remove", "intersection_exist": True, "scores": {"psnr_bg": 30 + offset, "ssim_bg": 0.9}},
+        {"category": "remove", "intersection_exist": True, "scores": {"psnr_bg": 30 + offset, "ssim_bg": 0.9,
+                                                                             "mask_area": 0.15}},
         {"category": "remove", "intersection_exist": False, "scores": {"psnr_bg": 20 + offset}},
-        {"category": "style", "intersection_exist": True, "scores": {"edit_l1": 0.3}},
+        {"category": "style", "intersection_exist": True, "scores": {"edit_l1": 0.3, "mask_area": 1.0}},
         {"category": "style", "intersection_exist": False, "scores": {}, "error": "generation failed: x"},
     ]
 
@@ -87,6 +88,7 @@ def test_report_tables_and_comparison(tmp_path):
     assert rows["remove"]["psnr_bg"] == 25 and rows["remove"]["psnr_bg_n"] == 2 and rows["remove"]["ssim_bg_n"] == 1
     assert rows["style"]["psnr_bg"] is None and rows["style"]["failed"] == 1 and rows["all"]["n"] == 4
     assert base["subsets"]["intersection"]["remove"]["psnr_bg"] == 30
+    assert base["mask_area_histogram"]["counts"] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
     markdown = report.to_markdown(base)
     assert "| remove | 2 | 25.00 | 0.900 |" in markdown and "## intersection" in markdown
     paths = report.write_report(tmp_path, run, baseline=base)
@@ -95,5 +97,6 @@ def test_report_tables_and_comparison(tmp_path):
     compare_md = paths["compare_markdown"].read_text()
     assert "25.00 → 27.00 (+2.000 ✓)" in compare_md
     assert paths["plot"].stat().st_size > 1000 and paths["compare_plot"].stat().st_size > 1000
+    assert paths["plot_intersection"].is_file() and paths["plot_mask_area"].is_file()
     with pytest.raises(ValueError, match="cannot compare"):
         report.compare(run, report.build_report("imgedit", "x", _items(0)))
