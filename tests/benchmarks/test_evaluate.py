@@ -218,3 +218,48 @@ def test_unreviewed_benchmark_scores_only_what_it_can(bench_sources, tiny_kontex
     whole = [r for r in rows.values() if r["mask_source"] == "whole"]
     assert whole[0]["skipped"]["psnr_bg"] == "no_unedited_region" and whole[0]["scores"]["mask_area"] == 1
     assert result["report"]["subsets"]["full"]["all"]["psnr_bg_n"] == 0
+
+
+def test_generation_failures_are_recorded_and_retried(built, tiny_kontext, kontext_pipe, tmp_path):
+    """An exception (e.g. OOM) or a NaN output fails only its items, with the reason; a rerun retries just those."""
+    from types import SimpleNamespace
+
+    class Flaky:
+        def __getattr__(self, name):
+            return getattr(kontext_pipe, name)
+
+        def __call__(self, **kwargs):
+            prompt = kwargs["prompt"][0]
+            if "red" in prompt:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            result = kontext_pipe(**kwargs)
+            if "blue" in prompt:
+                return SimpleNamespace(images=np.full_like(np.asarray(result.images), np.nan))
+            return result
+
+    flaky = Flaky()
+    flaky.__class__.__name__ = "FluxKontextPipeline"
+    first = evaluate.evaluate(built["gedit"], tmp_path / "run", _config(tiny_kontext), pipe=flaky, progress=False)
+    assert first["stats"]["generated"] == 2 and first["stats"]["generation_failed"] == 2
+    errors = sorted(r["error"] for r in _items_by_id(tmp_path / "run").values() if r["error"])
+    assert "CUDA out of memory" in errors[0] and "non-finite" in errors[1]
+    assert first["report"]["subsets"]["full"]["all"]["failed"] == 2
+    second = evaluate.evaluate(built["gedit"], tmp_path / "run", _config(tiny_kontext), pipe=kontext_pipe,
+                               progress=False)
+    assert second["stats"] == {**second["stats"], "cached": 2, "generated": 2, "generation_failed": 0}
+
+
+def test_judge_server_down_is_recorded_not_cached(built, tiny_kontext, kontext_pipe, tmp_path):
+    from curate.mllm.config import ClientConfig
+    from curate.mllm.testing import Reply, ScriptedServer
+
+    with ScriptedServer(lambda request: Reply(status=503)) as server:
+        config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)
+        judge, client = evaluate.make_judge("imgedit", built["imgedit"], config)
+        try:
+            result = evaluate.evaluate(built["imgedit"], tmp_path / "run", _config(tiny_kontext), judge=judge,
+                                       pipe=kontext_pipe, progress=False)
+        finally:
+            client.close()
+    assert result["stats"]["judge_failed"] == 4 and not list((tmp_path / "run" / "judge").glob("*.json"))
+    assert all("judge request failed" in r["skipped"]["judge"] for r in _items_by_id(tmp_path / "run").values())
