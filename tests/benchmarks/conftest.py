@@ -107,3 +107,39 @@ def tiny_qwen_edit(tmp_path_factory):
     )
     pipe.save_pretrained(root / "pipe")
     return root / "pipe"
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_kontext):
+    """The editor settings every evaluate test uses (2 steps at 32², CPU), with overrides."""
+    from benchmarks.editor import EditorConfig
+
+    def make(**overrides):
+        values = dict(model=str(tiny_kontext), steps=2, resolution=32, multiple_of=16, device="cpu")
+        return EditorConfig(**{**values, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def base_runs(built, tiny_config, kontext_pipe, tmp_path_factory):
+    """One full evaluate run per benchmark (batch size 1), shared: tests that only need outputs copy them."""
+    from benchmarks import evaluate
+
+    root = tmp_path_factory.mktemp("base_runs")
+    return {bench: evaluate.evaluate(built[bench], root / bench / "base", tiny_config(), pipe=kontext_pipe,
+                                     progress=False) | {"dir": root / bench / "base"} for bench in built}
+
+
+@pytest.fixture
+def warm_run(base_runs, tmp_path):
+    """``warm_run(bench)`` -> a fresh run folder already holding the shared run's outputs (nothing to generate)."""
+    import shutil
+
+    def make(bench):
+        run = tmp_path / "run"
+        shutil.copytree(base_runs[bench]["dir"] / "outputs", run / "outputs")
+        shutil.copy(base_runs[bench]["dir"] / "run.json", run / "run.json")
+        return run
+
+    return make

@@ -11,22 +11,13 @@ from benchmarks.editor import EditorConfig, working_size
 from benchmarks.judge import Judge
 from curate import rle, store, taxonomy
 
-STEPS = 2
-
-
-def _config(tiny_kontext, **kw):
-    return EditorConfig(model=str(tiny_kontext), steps=STEPS, resolution=32, multiple_of=16, device="cpu", **kw)
-
-
 def _items_by_id(run_dir):
     return {row["id"]: row for row in map(json.loads, (run_dir / "items.jsonl").read_text().splitlines())}
 
 
 @pytest.mark.parametrize("bench", ["gedit", "imgedit"])
-def test_full_run_metrics_match_independent_computation(bench, built, tiny_kontext, kontext_pipe, tmp_path):
-    run = tmp_path / "run"
-    result = evaluate.evaluate(built[bench], run, _config(tiny_kontext, batch_size=2), pipe=kontext_pipe,
-                               progress=False)
+def test_full_run_metrics_match_independent_computation(bench, built, base_runs):
+    run, result = base_runs[bench]["dir"], base_runs[bench]
     assert result["stats"]["generated"] == 4 and result["stats"]["generation_failed"] == 0
     rows = _items_by_id(run)
     from PIL import Image
@@ -60,7 +51,7 @@ def test_full_run_metrics_match_independent_computation(bench, built, tiny_konte
     assert "PSNR bg" in markdown and (run / "plots" / "full.png").stat().st_size > 1000
 
 
-def test_resume_after_interruption(built, tiny_kontext, kontext_pipe, tmp_path):
+def test_resume_after_interruption(built, tiny_config, kontext_pipe, tmp_path):
     run = tmp_path / "run"
     done = []
 
@@ -70,7 +61,7 @@ def test_resume_after_interruption(built, tiny_kontext, kontext_pipe, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate.evaluate(built["gedit"], run, _config(tiny_kontext), pipe=kontext_pipe, on_item=stop_after_two,
+        evaluate.evaluate(built["gedit"], run, tiny_config(), pipe=kontext_pipe, on_item=stop_after_two,
                           progress=False)
     assert sorted(p.stem for p in (run / "outputs").glob("*.png")) == sorted(done)
     first = {d: (run / "outputs" / f"{d}.png").read_bytes() for d in done}
@@ -87,30 +78,28 @@ def test_resume_after_interruption(built, tiny_kontext, kontext_pipe, tmp_path):
 
     counting = Counting()
     counting.__class__.__name__ = "FluxKontextPipeline"  # the family table is keyed by class name
-    result = evaluate.evaluate(built["gedit"], run, _config(tiny_kontext), pipe=counting, progress=False)
+    result = evaluate.evaluate(built["gedit"], run, tiny_config(), pipe=counting, progress=False)
     assert result["stats"]["cached"] == 2 and result["stats"]["generated"] == 2 and sum(calls) == 2
     assert all((run / "outputs" / f"{d}.png").read_bytes() == data for d, data in first.items())
     with pytest.raises(ValueError, match="other settings"):
-        evaluate.evaluate(built["gedit"], run, _config(tiny_kontext, seed=1), pipe=kontext_pipe, progress=False)
+        evaluate.evaluate(built["gedit"], run, tiny_config(seed=1), pipe=kontext_pipe, progress=False)
 
 
-def test_outputs_do_not_depend_on_batching(built, tiny_kontext, kontext_pipe, tmp_path):
-    for batch_size in (1, 4):
-        evaluate.evaluate(built["imgedit"], tmp_path / f"b{batch_size}", _config(tiny_kontext, batch_size=batch_size),
-                          pipe=kontext_pipe, progress=False)
-    for path in (tmp_path / "b1" / "outputs").glob("*.png"):
+def test_outputs_do_not_depend_on_batching(built, tiny_config, kontext_pipe, base_runs, tmp_path):
+    evaluate.evaluate(built["imgedit"], tmp_path / "b4", tiny_config(batch_size=4), pipe=kontext_pipe, progress=False)
+    for path in (base_runs["imgedit"]["dir"] / "outputs").glob("*.png"):  # made with batch size 1
         a = store.decode_rgb(path.read_bytes()).astype(int)
         b = store.decode_rgb((tmp_path / "b4" / "outputs" / path.name).read_bytes()).astype(int)
         assert np.abs(a - b).max() <= 2  # same seed per item; batched matmuls may differ in the last bit
 
 
-def test_lora_run_compared_with_base(built, tiny_kontext, tiny_lora, tmp_path):
+def test_lora_run_compared_with_base(built, tiny_config, tiny_lora, base_runs, tmp_path):
     """A real LoRA loaded through load_lora_weights changes the outputs; --baseline gives the side-by-side table."""
-    base = evaluate.evaluate(built["gedit"], tmp_path / "base", _config(tiny_kontext), progress=False)
-    lora = evaluate.evaluate(built["gedit"], tmp_path / "lora", _config(tiny_kontext, lora=str(tiny_lora)),
-                             baseline_dir=tmp_path / "base", progress=False)
-    some = next((tmp_path / "base" / "outputs").glob("*.png")).name
-    assert (tmp_path / "base" / "outputs" / some).read_bytes() != (tmp_path / "lora" / "outputs" / some).read_bytes()
+    base = base_runs["gedit"]
+    lora = evaluate.evaluate(built["gedit"], tmp_path / "lora", tiny_config(lora=str(tiny_lora)),
+                             baseline_dir=base["dir"], progress=False)
+    some = next((base["dir"] / "outputs").glob("*.png")).name
+    assert (base["dir"] / "outputs" / some).read_bytes() != (tmp_path / "lora" / "outputs" / some).read_bytes()
     compare = json.loads((tmp_path / "lora" / "compare.json").read_text())
     cell = compare["subsets"]["full"]["all"]["psnr_bg"]
     assert cell["baseline"] == pytest.approx(base["report"]["subsets"]["full"]["all"]["psnr_bg"])
@@ -130,7 +119,8 @@ def _judge_reply(request):
 
 
 @pytest.mark.parametrize("bench", ["gedit", "imgedit"])
-def test_judge_scores_through_scripted_server(bench, built, tiny_kontext, kontext_pipe, tmp_path):
+def test_judge_scores_through_scripted_server(bench, built, tiny_config, kontext_pipe, warm_run):
+    run = warm_run(bench)
     from curate.mllm.config import ClientConfig
     from curate.mllm.testing import ScriptedServer
 
@@ -138,17 +128,18 @@ def test_judge_scores_through_scripted_server(bench, built, tiny_kontext, kontex
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)
         judge, client = evaluate.make_judge(bench, built[bench], config)
         try:
-            result = evaluate.evaluate(built[bench], tmp_path / "run", _config(tiny_kontext), judge=judge,
+            result = evaluate.evaluate(built[bench], run, tiny_config(), judge=judge,
                                        pipe=kontext_pipe, progress=False)
             sent = server.count
+            assert result["stats"]["generated"] == 0  # outputs came from the shared run
             # the raw answers are cached per item: a rerun sends nothing
-            evaluate.evaluate(built[bench], tmp_path / "run", _config(tiny_kontext), judge=judge, pipe=kontext_pipe,
+            evaluate.evaluate(built[bench], run, tiny_config(), judge=judge, pipe=kontext_pipe,
                               progress=False)
             assert server.count == sent
         finally:
             client.close()
         assert all(r.n_images == (2 if "naturalness" not in r.text else 1) for r in server.requests)
-    rows = _items_by_id(tmp_path / "run")
+    rows = _items_by_id(run)
     if bench == "gedit":
         assert sent == 8  # SC + PQ per item
         red = [r for r in rows.values() if r["key"].endswith("0")]  # item 0 is "Remove the red square."
@@ -161,10 +152,11 @@ def test_judge_scores_through_scripted_server(bench, built, tiny_kontext, kontex
         assert all(r["scores"]["judge_avg"] == 4 for r in rows.values())
         # the benchmark's own rubric (prompts.json of the local copy) was used, pinned by its hash
         assert result["report"]["judge"]["prompt_version"].startswith("imgedit-prompts-")
-        assert json.loads(next((tmp_path / "run" / "judge").glob("*.json")).read_text())["raw"][0][0].startswith("Looks")
+        assert json.loads(next((run / "judge").glob("*.json")).read_text())["raw"][0][0].startswith("Looks")
 
 
-def test_judge_repeats_report_mean_and_spread(built, tiny_kontext, kontext_pipe, tmp_path):
+def test_judge_repeats_report_mean_and_spread(built, tiny_config, kontext_pipe, warm_run, tmp_path):
+    run = warm_run("imgedit")
     from curate.mllm.config import ClientConfig
     from curate.mllm.testing import ScriptedServer
 
@@ -179,14 +171,14 @@ def test_judge_repeats_report_mean_and_spread(built, tiny_kontext, kontext_pipe,
                               retries=0, max_concurrency=1)
         judge, client = evaluate.make_judge("imgedit", built["imgedit"], config, repeats=2)
         try:
-            result = evaluate.evaluate(built["imgedit"], tmp_path / "run", _config(tiny_kontext), judge=judge,
+            result = evaluate.evaluate(built["imgedit"], run, tiny_config(), judge=judge,
                                        pipe=kontext_pipe, progress=False)
         finally:
             client.close()
         assert server.count == 8  # 4 items x 2 repeats: the repeats are not served from the client's cache
     row = result["report"]["subsets"]["full"]["all"]
     assert row["judge_avg"] == 4 and row["judge_avg_std"] == 1
-    assert "judge spread" in (tmp_path / "run" / "report.md").read_text()
+    assert "judge spread" in (run / "report.md").read_text()
 
 
 def test_qwen_image_edit_pipeline(built, tiny_qwen_edit, tmp_path, monkeypatch):
@@ -205,14 +197,15 @@ def test_qwen_image_edit_pipeline(built, tiny_qwen_edit, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["editor"]["model"] == str(tiny_qwen_edit)
 
 
-def test_unreviewed_benchmark_scores_only_what_it_can(bench_sources, tiny_kontext, kontext_pipe, tmp_path):
+def test_unreviewed_benchmark_scores_only_what_it_can(bench_sources, tiny_config, kontext_pipe, warm_run, tmp_path):
     """Without masks (no grounding, no review yet) local items get no masked scores, with the reason recorded."""
+    run = warm_run("gedit")
     from benchmarks import build
 
     build.build("gedit", bench_sources["gedit"], tmp_path / "bench", progress=False)
-    result = evaluate.evaluate(tmp_path / "bench", tmp_path / "run", _config(tiny_kontext), pipe=kontext_pipe,
+    result = evaluate.evaluate(tmp_path / "bench", run, tiny_config(), pipe=kontext_pipe,
                                progress=False)
-    rows = _items_by_id(tmp_path / "run")
+    rows = _items_by_id(run)
     no_mask = [r for r in rows.values() if r["mask_source"] == "none"]
     assert len(no_mask) == 3 and all(r["skipped"]["psnr_bg"] == "no_mask" and "l1_all" in r["scores"] for r in no_mask)
     whole = [r for r in rows.values() if r["mask_source"] == "whole"]
@@ -220,7 +213,7 @@ def test_unreviewed_benchmark_scores_only_what_it_can(bench_sources, tiny_kontex
     assert result["report"]["subsets"]["full"]["all"]["psnr_bg_n"] == 0
 
 
-def test_generation_failures_are_recorded_and_retried(built, tiny_kontext, kontext_pipe, tmp_path):
+def test_generation_failures_are_recorded_and_retried(built, tiny_config, kontext_pipe, tmp_path):
     """An exception (e.g. OOM) or a NaN output fails only its items, with the reason; a rerun retries just those."""
     from types import SimpleNamespace
 
@@ -239,17 +232,18 @@ def test_generation_failures_are_recorded_and_retried(built, tiny_kontext, konte
 
     flaky = Flaky()
     flaky.__class__.__name__ = "FluxKontextPipeline"
-    first = evaluate.evaluate(built["gedit"], tmp_path / "run", _config(tiny_kontext), pipe=flaky, progress=False)
+    first = evaluate.evaluate(built["gedit"], tmp_path / "run", tiny_config(), pipe=flaky, progress=False)
     assert first["stats"]["generated"] == 2 and first["stats"]["generation_failed"] == 2
     errors = sorted(r["error"] for r in _items_by_id(tmp_path / "run").values() if r["error"])
     assert "CUDA out of memory" in errors[0] and "non-finite" in errors[1]
     assert first["report"]["subsets"]["full"]["all"]["failed"] == 2
-    second = evaluate.evaluate(built["gedit"], tmp_path / "run", _config(tiny_kontext), pipe=kontext_pipe,
+    second = evaluate.evaluate(built["gedit"], tmp_path / "run", tiny_config(), pipe=kontext_pipe,
                                progress=False)
     assert second["stats"] == {**second["stats"], "cached": 2, "generated": 2, "generation_failed": 0}
 
 
-def test_judge_server_down_is_recorded_not_cached(built, tiny_kontext, kontext_pipe, tmp_path):
+def test_judge_server_down_is_recorded_not_cached(built, tiny_config, kontext_pipe, warm_run):
+    run = warm_run("imgedit")
     from curate.mllm.config import ClientConfig
     from curate.mllm.testing import Reply, ScriptedServer
 
@@ -257,9 +251,9 @@ def test_judge_server_down_is_recorded_not_cached(built, tiny_kontext, kontext_p
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)
         judge, client = evaluate.make_judge("imgedit", built["imgedit"], config)
         try:
-            result = evaluate.evaluate(built["imgedit"], tmp_path / "run", _config(tiny_kontext), judge=judge,
+            result = evaluate.evaluate(built["imgedit"], run, tiny_config(), judge=judge,
                                        pipe=kontext_pipe, progress=False)
         finally:
             client.close()
-    assert result["stats"]["judge_failed"] == 4 and not list((tmp_path / "run" / "judge").glob("*.json"))
-    assert all("judge request failed" in r["skipped"]["judge"] for r in _items_by_id(tmp_path / "run").values())
+    assert result["stats"]["judge_failed"] == 4 and not list((run / "judge").glob("*.json"))
+    assert all("judge request failed" in r["skipped"]["judge"] for r in _items_by_id(run).values())
