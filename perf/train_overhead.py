@@ -39,7 +39,7 @@ def _tiny_trainer(workdir: Path, args):
     from train.trainers import trainer_class
 
     model = build_tiny_kontext(workdir / "model", num_layers=2, num_single_layers=2, attention_head_dim=32)
-    dataset = build_edit_dataset(workdir / "dataset", count=12, size=args.resolution)
+    dataset = build_edit_dataset(workdir / "dataset", count=12, size=args.resolution, corrupt=False)
     config = load_config(REPO / "train" / "configs" / "tiny_kontext.yaml", [
         f"model.path={model}", f"data.dataset={dataset}", f"output_dir={workdir / 'out'}",
         f"data.resolution=[{args.resolution}, {args.resolution}]", f"objective.name={args.objective}",

@@ -60,17 +60,23 @@ class EditDataset:
 
         from curate import rle
 
-        record = self.table[row]
-        image = record[self.config.source_column]
-        if image is None:
-            raise ValueError(f"dataset row {row}: no source image")
-        image = image.convert("RGB").resize((self.width, self.height), Image.BICUBIC)
+        try:
+            record = self.table[row]
+            image = record[self.config.source_column]
+            if image is None:
+                raise ValueError("no source image")
+            image = image.convert("RGB").resize((self.width, self.height), Image.BICUBIC)
+        except Exception as error:  # corrupt bytes, unreadable file: the caller records and skips the row
+            raise ValueError(f"dataset row {row}: cannot read the source image ({error})") from error
         source = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
         mask_rle = record[self.config.mask_column]
         if not mask_rle or not mask_rle.get("counts"):
             raise ValueError(f"dataset row {row}: no edit mask (column {self.config.mask_column!r})")
-        mask = Image.fromarray(rle.decode(mask_rle).astype(np.uint8) * 255).resize((self.width, self.height),
-                                                                                   Image.NEAREST)
+        try:
+            mask = rle.decode(mask_rle)
+        except Exception as error:
+            raise ValueError(f"dataset row {row}: undecodable mask RLE ({error})") from error
+        mask = Image.fromarray(mask.astype(np.uint8) * 255).resize((self.width, self.height), Image.NEAREST)
         prompt = next((record[c] for c in self.instruction_columns if record.get(c)), None)
         if not prompt:
             raise ValueError(f"dataset row {row}: empty instruction in {self.instruction_columns}")

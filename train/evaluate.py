@@ -13,25 +13,25 @@ def evaluate(trainer) -> dict[str, float]:
     from curate.metrics import masked_psnr
 
     cfg = trainer.config
-    rows = trainer.data.eval_rows[: cfg.eval.num_samples]
-    if not rows:
+    examples = [e for e in map(trainer.checked_example, trainer.data.eval_rows[: cfg.eval.num_samples]) if e]
+    if not examples:
         return {}
     adapter = trainer.adapter
     was_training = adapter.transformer.training
     adapter.transformer.eval()
     totals, psnrs = [], []
-    for start in range(0, len(rows), cfg.train.micro_batch_size):
-        examples = [trainer.data.example(r) for r in rows[start : start + cfg.train.micro_batch_size]]
-        sources = torch.stack([e.source for e in examples])
-        masks = torch.stack([e.edit_mask for e in examples])
-        cond = adapter.condition([e.prompt for e in examples], sources)
-        generators = [torch.Generator().manual_seed(cfg.eval.seed + e.row) for e in examples]
+    for start in range(0, len(examples), cfg.train.micro_batch_size):
+        chunk = examples[start : start + cfg.train.micro_batch_size]
+        sources = torch.stack([e.source for e in chunk])
+        masks = torch.stack([e.edit_mask for e in chunk])
+        cond = adapter.condition([e.prompt for e in chunk], sources)
+        generators = [torch.Generator().manual_seed(cfg.eval.seed + e.row) for e in chunk]
         noise = torch.cat([adapter.noise(1, trainer.height, trainer.width, g) for g in generators])
         final = rollout(adapter, adapter.transformer, cond, noise, trainer.sigmas, sde="flow_sde", noise_level=0.0,
                         window=(0, 0), generators=generators, autocast=trainer.accelerator.autocast).final
         images = adapter.decode(final, trainer.height, trainer.width).cpu()
-        total, _ = trainer.rewards(RewardInputs(images, sources, masks, [e.prompt for e in examples],
-                                                [e.edit_type for e in examples]))
+        total, _ = trainer.rewards(RewardInputs(images, sources, masks, [e.prompt for e in chunk],
+                                                [e.edit_type for e in chunk]))
         totals.append(total)
         psnrs.append(torch.as_tensor(masked_psnr(images, sources, ~masks), dtype=torch.float64).reshape(-1))
     adapter.transformer.train(was_training)

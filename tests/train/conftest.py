@@ -18,11 +18,12 @@ def tiny_kontext_pipe(tiny_kontext_dir):
     return FluxKontextPipeline.from_pretrained(tiny_kontext_dir)
 
 
-def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0):
+def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0, corrupt: bool = True):
     """A small dataset in the export format: source/edited images, instructions, edit type, COCO-RLE edit mask.
 
     Each pair recolours a random rectangle (the mask) of a smooth random image; one row has a mask covering the
-    whole image (its pixel-consistency reward is undefined -> NaN -> masked out)."""
+    whole image (its pixel-consistency reward is undefined -> NaN -> masked out) and, with ``corrupt``, one more
+    row has undecodable image bytes."""
     import datasets
     import numpy as np
     from PIL import Image
@@ -51,6 +52,8 @@ def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0)
         "edit_type": datasets.Value("string"),
         "mask": {"size": datasets.Sequence(datasets.Value("int32")), "counts": datasets.Value("string")},
     })
+    if corrupt:  # undecodable image bytes: the trainer must record and skip this row, not crash
+        rows.append({**rows[0], "id": "corrupt", "source_image": {"bytes": b"not an image", "path": None}})
     datasets.Dataset.from_list(rows, features=features).save_to_disk(str(directory))
     return directory
 

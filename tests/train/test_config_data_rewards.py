@@ -48,9 +48,11 @@ def test_dataset_split_and_examples(edit_dataset_dir):
     from train.config import DataConfig
 
     data = EditDataset(DataConfig(dataset=str(edit_dataset_dir), resolution=[24, 32], eval_size=2), seed=0)
-    assert len(data.eval_rows) == 2 and len(data.train_rows) == 4
+    assert len(data.eval_rows) == 2 and len(data.train_rows) == 5
     assert not set(data.eval_rows) & set(data.train_rows)
-    example = data.example(data.train_rows[0])
+    with pytest.raises(ValueError, match="row 6: cannot read the source image"):
+        data.example(6)
+    example = data.example(0)
     assert example.source.shape == (3, 24, 32) and example.edit_mask.shape == (24, 32)
     assert example.edit_mask.dtype == torch.bool and example.prompt.startswith("recolour")
     with pytest.raises(FileNotFoundError, match="curate export"):

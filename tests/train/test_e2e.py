@@ -46,6 +46,8 @@ def test_train_writes_loadable_lora_and_logs(reference_run, tiny_kontext_pipe):
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
     assert any(m["nonfinite_rewards"] > 0 for m in metrics)  # the full-mask row: NaN reward, masked out, counted
     assert "eval_bg_psnr" in metrics[2] and "regularizer" in metrics[0]
+    skipped = json.loads((reference_run / "skipped_rows.json").read_text())
+    assert list(skipped) == ["6"] and "cannot read the source image" in skipped["6"]
     csv_lines = (reference_run / "plots" / "train_rewards.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,reward_mean") and len(csv_lines) == 6
     assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
@@ -80,8 +82,9 @@ def test_sigkill_and_resume_reproduce_losses(reference_run, tiny_kontext_dir, ed
 
 @pytest.mark.integration
 def test_accelerate_two_processes_match_one(tiny_kontext_dir, edit_dataset_dir, tmp_path):
-    # one group of 4 per step, 2 per process: the group spans both processes
-    extra = ["objective.name=grpo", "objective.regularizer.enabled=false", "train.groups_per_step=1",
+    # one group of 4 per step, 2 per process: the group spans both processes (seed 1 draws a row with a
+    # finite reward first; seed 0 would draw the full-mask row, whose rewards are all NaN)
+    extra = ["objective.name=grpo", "objective.regularizer.enabled=false", "train.groups_per_step=1", "train.seed=1",
              "train.group_size=4", "train.micro_batch_size=2", "train.max_steps=1", "eval.every=0"]
     single, double = tmp_path / "one", tmp_path / "two"
     _train(*_args(tiny_kontext_dir, edit_dataset_dir, single, *extra))
@@ -94,7 +97,7 @@ def test_accelerate_two_processes_match_one(tiny_kontext_dir, edit_dataset_dir, 
     one, two = _metrics(single)[0], _metrics(double)[0]
     for key in ("reward_mean", "reward_std", "kept_fraction", "grad_norm"):
         assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-9), key
-    assert two["ratio_first"] == 1.0
+    assert one["kept_fraction"] == 1.0 and two["ratio_first"] == 1.0
     from safetensors.torch import load_file
 
     a = load_file(single / "lora" / "pytorch_lora_weights.safetensors")

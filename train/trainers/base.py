@@ -74,6 +74,7 @@ class Trainer(ABC):
         self.sigmas = self.adapter.sigmas(config.sampler.num_steps, self.height, self.width)
         self.output_dir = Path(config.output_dir)
         self.advantage_stats: dict = {}
+        self.skipped_rows: dict[int, str] = {}  # unreadable dataset rows -> reason (recorded, never trained on)
         from train.logger import RunLogger
 
         self.logger = RunLogger(self.output_dir, config.logging, to_dict(config), self.accelerator.is_main_process)
@@ -121,10 +122,15 @@ class Trainer(ABC):
     # ------------------------------------------------------------------ shared steps
     def make_batch(self, step: int) -> Batch:
         cfg, acc = self.config.train, self.accelerator
-        rows = self.sampler.next_prompts(cfg.groups_per_step)  # identical on every process (same seed)
+        examples = {}
+        while len(examples) < cfg.groups_per_step:  # every process draws and validates the same rows
+            row = self.sampler.next_prompts(1)[0]
+            example = self.checked_example(row)
+            if example is not None:
+                examples[row] = example
+        rows = list(examples)
         slots = iteration_slots(rows, step, cfg.group_size, acc.process_index, acc.num_processes)
-        examples = {row: self.data.example(row) for row in dict.fromkeys(s.row for s in slots)}
-        unique = list(examples)
+        unique = list(dict.fromkeys(s.row for s in slots))
         cond = self.adapter.condition([examples[r].prompt for r in unique],
                                       torch.stack([examples[r].source for r in unique]))
         index = torch.tensor([unique.index(s.row) for s in slots])
@@ -135,6 +141,23 @@ class Trainer(ABC):
                      edit_types=[examples[s.row].edit_type for s in slots],
                      group_ids=torch.tensor([s.group for s in slots], device=acc.device),
                      seeds=[sample_seed(cfg.seed, step, s.index) for s in slots])
+
+    def checked_example(self, row: int):
+        """The row's example, or None if it is unreadable; the reason goes to ``skipped_rows.json``, once."""
+        if row in self.skipped_rows:
+            return None
+        try:
+            return self.data.example(row)
+        except ValueError as error:
+            self.skipped_rows[row] = str(error)
+            if len(self.skipped_rows) >= len(self.data.train_rows) + len(self.data.eval_rows):
+                raise ValueError(f"every dataset row is unreadable, e.g. {error}") from error
+            if self.accelerator.is_main_process:
+                from curate.store import write_json
+
+                write_json(self.output_dir / "skipped_rows.json", {str(k): v for k, v in self.skipped_rows.items()})
+                self.accelerator.print(f"skipping {error}")
+            return None
 
     def micro_batches(self, count: int) -> list[slice]:
         size = self.config.train.micro_batch_size
@@ -192,7 +215,7 @@ class Trainer(ABC):
     # ------------------------------------------------------------------ checkpoints
     def trainer_state(self, step: int) -> dict:
         return {"step": step, "sampler": self.sampler.state_dict(), "advantage_stats": self.advantage_stats,
-                "algorithm": self.name}
+                "skipped_rows": self.skipped_rows, "algorithm": self.name}
 
     def save(self, step: int) -> None:
         save_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, self.trainer_state(step),
@@ -207,6 +230,7 @@ class Trainer(ABC):
             raise ValueError(f"checkpoint {path} was written by {state.get('algorithm')!r}, this run is {self.name!r}")
         self.sampler.load_state_dict(state["sampler"])
         self.advantage_stats = state.get("advantage_stats", {})
+        self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
         self.accelerator.print(f"resumed from {path} (step {state['step']})")
         return int(state["step"])
 
