@@ -1,6 +1,7 @@
 """`editkit bench ...`: build masked GEdit-Bench / ImgEdit-Bench and evaluate editors on them."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,16 @@ app = typer.Typer(help="Masked GEdit-Bench / ImgEdit-Bench: build (readers + mas
                        "compare runs.", no_args_is_help=True)
 
 BENCH_HELP = "which benchmark: gedit | imgedit"
+
+
+@contextmanager
+def _user_errors():
+    """Missing inputs and bad settings end the command with their message (exit 2), not a traceback."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _params(params_file: Path):
@@ -68,7 +79,8 @@ def build(
     params = _params(params_file)
     path = path or Path(getattr(params, f"{bench}_path"))
     out = out or Path("data/bench") / bench
-    stats = run_build(bench, path, out, params, masks_dir=masks)
+    with _user_errors():
+        stats = run_build(bench, path, out, params, masks_dir=masks)
     store.write_json(metrics or Path("metrics") / f"bench_{bench}.json", stats)
     typer.echo(f"{bench}: {stats['items']} items -> {out} (mask sources {stats['mask_source']}, "
                f"needs review {stats['needs_review']}, rejected {stats['rejected'] or 0})")
@@ -117,13 +129,27 @@ def evaluate(
                                model=judge_model or judge_config.model)
     config = EditorConfig(model=model, lora=str(lora) if lora else None, seed=seed, steps=steps, guidance=guidance,
                           resolution=resolution, batch_size=batch_size, device=device, dtype=dtype)
-    judge, client = make_judge(bench, data, judge_config, judge_repeats)
-    try:
-        result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline)
-    finally:
-        if client is not None:
-            client.close()
+    with _user_errors():
+        judge, client = make_judge(bench, data, judge_config, judge_repeats)
+        try:
+            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline)
+        finally:
+            if client is not None:
+                client.close()
     typer.echo(Path(result["paths"]["markdown"]).read_text())
     if "compare_markdown" in result["paths"]:
         typer.echo(Path(result["paths"]["compare_markdown"]).read_text())
     typer.echo(f"run folder: {out} ({result['stats']})")
+
+
+@app.command()
+def compare(
+    run: Path = typer.Argument(..., help="run folder (written by `bench evaluate`)"),
+    baseline: Path = typer.Argument(..., help="the run folder to compare against"),
+) -> None:
+    """Compare two finished runs side by side (baseline → run, Δ) without re-running anything."""
+    from benchmarks.report import load_report, write_comparison
+
+    with _user_errors():
+        paths = write_comparison(run, load_report(run), load_report(baseline))
+    typer.echo(paths["compare_markdown"].read_text())

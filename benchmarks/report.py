@@ -200,13 +200,19 @@ def write_report(run_dir: Path | str, report: dict[str, Any], baseline: dict[str
             paths[f"plot_{subset}"] = plot(report, run_dir / "plots" / f"{subset}.png", subset=subset)
     paths["plot_mask_area"] = plot_mask_areas(report, run_dir / "plots" / "mask_area.png")
     if baseline is not None:
-        comparison = compare(report, baseline)
-        paths["compare_json"] = run_dir / "compare.json"
-        paths["compare_markdown"] = run_dir / "compare.md"
-        paths["compare_plot"] = run_dir / "plots" / "compare.png"
-        store.write_json(paths["compare_json"], comparison)
-        store.atomic_write_text(paths["compare_markdown"], comparison_markdown(comparison, report, baseline))
-        plot(report, paths["compare_plot"], baseline)
+        paths.update(write_comparison(run_dir, report, baseline))
+    return paths
+
+
+def write_comparison(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Path]:
+    """``compare.json`` / ``compare.md`` / ``plots/compare.png`` in the run folder."""
+    run_dir = Path(run_dir)
+    comparison = compare(report, baseline)
+    paths = {"compare_json": run_dir / "compare.json", "compare_markdown": run_dir / "compare.md",
+             "compare_plot": run_dir / "plots" / "compare.png"}
+    store.write_json(paths["compare_json"], comparison)
+    store.atomic_write_text(paths["compare_markdown"], comparison_markdown(comparison, report, baseline))
+    plot(report, paths["compare_plot"], baseline)
     return paths
 
 

@@ -23,5 +23,13 @@ def test_cli_fixture_build_evaluate_compare(tmp_path, tiny_kontext, tiny_lora, m
     result = runner.invoke(app, common + ["--lora", str(tiny_lora), "--out", "runs/lora", "--baseline", "runs/base"])
     assert result.exit_code == 0, result.output
     assert "lora vs baseline base" in result.output and (tmp_path / "runs/lora/compare.md").is_file()
+    (tmp_path / "runs/lora/compare.md").unlink()
+    result = runner.invoke(app, ["bench", "compare", "runs/lora", "runs/base"])
+    assert result.exit_code == 0 and "lora vs baseline base" in result.output
+    assert (tmp_path / "runs/lora/compare.md").is_file()
+    result = runner.invoke(app, ["bench", "compare", "runs/lora", "runs/missing"])
+    assert result.exit_code == 2 and "no report at runs/missing" in result.output
+    result = runner.invoke(app, ["bench", "build", "--bench", "gedit", "--path", "nowhere"])
+    assert result.exit_code == 2 and "GEdit-Bench not found at nowhere" in result.output
     result = runner.invoke(app, ["bench", "build", "--bench", "nope"])
     assert result.exit_code != 0 and "unknown benchmark" in result.output
