@@ -183,7 +183,8 @@ def run_full(args) -> dict:
         for i, x_i, x_next, old in stored:
             v = velocity(x_i, sigmas[i])
             out = flow_sde_step(x_i, v, sigmas[i], sigmas[i + 1], 0.7, sigma_max=sigmas[1], prev_sample=x_next)
-            loss, _ = grpo_loss(out.log_prob, old, torch.ones(micro, device=device), torch.ones(micro, dtype=torch.bool, device=device), 1e-4)
+            ones = torch.ones(micro, device=device)
+            loss, _ = grpo_loss(out.log_prob, old, ones, ones.bool(), 1e-4)
             loss.backward()
     optimizer.step()
     torch.cuda.synchronize()

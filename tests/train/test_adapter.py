@@ -35,7 +35,8 @@ def test_ode_rollout_matches_pipeline(adapter, tiny_kontext_pipe):
     ours = rollout(adapter, adapter.transformer, cond, noise, sigmas, sde="flow_sde", noise_level=0.0, window=(0, 0),
                    generators=[torch.Generator()], autocast=contextlib.nullcontext).final
     theirs = tiny_kontext_pipe(image=image, prompt="make it red", height=32, width=32, max_area=32 * 32,
-                               _auto_resize=False, num_inference_steps=3, latents=noise.clone(), max_sequence_length=32, guidance_scale=2.5,
+                               _auto_resize=False, num_inference_steps=3, latents=noise.clone(), max_sequence_length=32,
+                               guidance_scale=2.5,
                                output_type="latent").images
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     decoded = adapter.decode(ours, 32, 32)

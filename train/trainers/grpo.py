@@ -19,8 +19,9 @@ class GRPOTrainer(Trainer):
         noise, generators = self.initial_noise(batch.seeds)
         parts = []
         for mb in self.micro_batches(len(batch.seeds)):
-            parts.append(rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb), noise[mb].to(self.accelerator.device),
-                                 self.sigmas, sde=cfg.sde, noise_level=cfg.noise_level, window=tuple(cfg.sde_window),
+            x = noise[mb].to(self.accelerator.device)
+            parts.append(rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb), x, self.sigmas,
+                                 sde=cfg.sde, noise_level=cfg.noise_level, window=tuple(cfg.sde_window),
                                  generators=generators[mb], autocast=self.accelerator.autocast))
         steps = sorted(parts[0].states)
         batch.samples = {
