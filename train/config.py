@@ -55,8 +55,7 @@ class SamplerConfig:
     sde: str = "flow_sde"  # "flow_sde" | "cps" (GRPO); NFT samples with the deterministic ODE
     noise_level: float = 0.7  # η of the SDE
     sde_window: list[int] = field(default_factory=lambda: [0, 10])  # [start, end) step indices run as SDE
-    train_steps: int = 0  # GRPO: how many of the window's steps to train on per iteration (0 = all)
-    shift: float | None = None  # fixed time shift; None = the scheduler's resolution-dependent shift
+    train_steps: int = 0  # how many of the window's steps to train on per iteration (0 = all; else seeded subset)
 
 
 @dataclass

@@ -5,6 +5,8 @@ Conventions (Flow-GRPO): ``x_σ = (1 − σ)·x0 + σ·ε``, the model predicts 
 ``x_next ~ N(mean, std²)`` and ``log_prob`` is that Gaussian log-density averaged over all non-batch dimensions.
 All math runs in float32 whatever the input dtype (bf16 log-probs make importance ratios noisy).
 A step with ``std == 0`` is deterministic: its log-prob is defined as 0 (it carries no policy gradient).
+Per-token log-probs (for per-token advantages) come from the returned mean/std:
+``gaussian_log_prob(x_next, mean, std, per_token=True)``.
 """
 from __future__ import annotations
 
@@ -29,13 +31,15 @@ def _as_batch(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return value.reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """log N(sample; mean, std²), averaged over non-batch dims; 0 where std is 0."""
+def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                      per_token: bool = False) -> torch.Tensor:
+    """log N(sample; mean, std²), averaged over non-batch dims (``per_token``: over the last dim only, giving
+    (B, L) for packed tokens, for per-token advantages); 0 where std is 0."""
     std = std.expand_as(mean)
     safe = torch.where(std > 0, std, torch.ones_like(std))
     log_density = -((sample.detach() - mean) ** 2) / (2 * safe**2) - torch.log(safe) - 0.5 * math.log(2 * math.pi)
     log_density = torch.where(std > 0, log_density, torch.zeros_like(log_density))
-    return log_density.mean(dim=tuple(range(1, sample.ndim)))
+    return log_density.mean(dim=-1) if per_token else log_density.mean(dim=tuple(range(1, sample.ndim)))
 
 
 def _finish(x, mean, std, noise, prev_sample):

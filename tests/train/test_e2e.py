@@ -85,6 +85,7 @@ def test_accelerate_two_processes_match_one(tiny_kontext_dir, edit_dataset_dir, 
     # one group of 4 per step, 2 per process: the group spans both processes (seed 1 draws a row with a
     # finite reward first; seed 0 would draw the full-mask row, whose rewards are all NaN)
     extra = ["objective.name=grpo", "objective.regularizer.enabled=false", "train.groups_per_step=1", "train.seed=1",
+             "model.gradient_checkpointing=true",
              "train.group_size=4", "train.micro_batch_size=2", "train.max_steps=1", "eval.every=0"]
     single, double = tmp_path / "one", tmp_path / "two"
     _train(*_args(tiny_kontext_dir, edit_dataset_dir, single, *extra))

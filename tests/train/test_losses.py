@@ -37,6 +37,21 @@ def test_grpo_on_policy_ratio_is_one_and_clips():
     assert loss.item() == pytest.approx(-1.1) and new.grad.item() == 0.0
 
 
+def test_grpo_per_token_advantages():
+    from train.sde import gaussian_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    mean, sample = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+    std = torch.full((2, 1, 1), 0.5)
+    per_token = gaussian_log_prob(sample, mean, std, per_token=True)
+    assert per_token.shape == (2, 5)
+    torch.testing.assert_close(per_token.mean(1), gaussian_log_prob(sample, mean, std))
+    token_adv = torch.randn(2, 5, generator=g)
+    loss, stats = grpo_loss(per_token, per_token.clone(), token_adv, torch.ones(2, dtype=torch.bool), 1e-4)
+    assert stats["ratio_mean"].item() == 1.0
+    assert loss.item() == pytest.approx((-token_adv).mean().item(), abs=1e-6)
+
+
 def test_nft_loss_formula():
     g = torch.Generator().manual_seed(0)
     b = 4

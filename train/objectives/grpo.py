@@ -25,11 +25,19 @@ def grpo_loss(
     keep: torch.Tensor,
     clip_range: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate (scalar, mean over kept samples) and its diagnostics."""
+    """Clipped surrogate (scalar, mean over kept samples) and its diagnostics.
+
+    ``log_prob``/``old_log_prob`` are (B,) or per token (B, L); ``advantages`` (B,) or (B, L) broadcast against
+    them (region-specific advantages give each latent token its own value); per-token terms are averaged per sample.
+    """
     ratio = torch.exp(log_prob - old_log_prob.detach())
+    if advantages.ndim < ratio.ndim:
+        advantages = advantages.reshape(*advantages.shape, *([1] * (ratio.ndim - advantages.ndim)))
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     per_sample = torch.maximum(unclipped, clipped)
+    if per_sample.ndim > 1:
+        per_sample = per_sample.flatten(1).mean(dim=1)
     weight = keep.to(per_sample.dtype)
     loss = (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
     stats = {
