@@ -19,7 +19,8 @@ def tiny_kontext_pipe(tiny_kontext_dir):
 
 
 def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0, corrupt: bool = True):
-    """A small dataset in the export format: source/edited images, instructions, edit type, COCO-RLE edit mask.
+    """A small dataset in the export stage's format (its ``features``): source/edited images, instructions, edit
+    type, COCO-RLE edit mask, mask PNG, a score column.
 
     Each pair recolours a random rectangle (the mask) of a smooth random image; one row has a mask covering the
     whole image (its pixel-consistency reward is undefined -> NaN -> masked out) and, with ``corrupt``, one more
@@ -46,12 +47,13 @@ def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0,
         rows.append({"id": f"row{i}", "source_image": Image.fromarray(source), "edited_image": Image.fromarray(edited),
                      "instruction": f"make the box color {i}", "instruction_refined": f"recolour the square {i}",
                      "edit_type": "color_alter", "mask": rle.encode(mask)})
-    features = datasets.Features({
-        "id": datasets.Value("string"), "source_image": datasets.Image(), "edited_image": datasets.Image(),
-        "instruction": datasets.Value("string"), "instruction_refined": datasets.Value("string"),
-        "edit_type": datasets.Value("string"),
-        "mask": {"size": datasets.Sequence(datasets.Value("int32")), "counts": datasets.Value("string")},
-    })
+    from curate.stages.export import TEXT_COLUMNS, features as export_features
+
+    features = export_features(["clip_direction"], mask_png=True)  # exactly the export stage's schema
+    for row in rows:
+        row.update({name: row.get(name, "x") for name in TEXT_COLUMNS}, target_phrases=["square"],
+                   mask_image=Image.fromarray(rle.decode(row["mask"]).astype(np.uint8) * 255),
+                   score_clip_direction=0.3)
     if corrupt:  # undecodable image bytes: the trainer must record and skip this row, not crash
         rows.append({**rows[0], "id": "corrupt", "source_image": {"bytes": b"not an image", "path": None}})
     datasets.Dataset.from_list(rows, features=features).save_to_disk(str(directory))
