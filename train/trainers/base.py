@@ -6,6 +6,7 @@ logging, evaluation, checkpoints and exact resume) lives here once.
 """
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
@@ -189,11 +190,15 @@ class Trainer(ABC):
         with context:
             self.accelerator.backward(loss / group_size)
         if ends_update:
-            if self.config.optim.max_grad_norm > 0:
-                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
-                stats.setdefault("grad_norm", []).append(float(norm))
-            self.optimizer.step()
-            self.lr_scheduler.step()
+            max_norm = self.config.optim.max_grad_norm if self.config.optim.max_grad_norm > 0 else float("inf")
+            norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+            # NaN/inf gradients (all-reduced, so every process agrees) would poison the LoRA: skip that update
+            skipped = not math.isfinite(norm)
+            stats.setdefault("skipped_updates", []).append(float(skipped))
+            if not skipped:
+                stats.setdefault("grad_norm", []).append(norm)
+                self.optimizer.step()
+                self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
 
     def reduce_mean(self, stats: dict[str, float]) -> dict[str, float]:
