@@ -131,10 +131,23 @@ def run_full(args) -> dict:
     from train.objectives.grpo import grpo_loss
     from train.sde import flow_sde_step
 
-    if not torch.cuda.is_available():
-        raise SystemExit("--full needs a CUDA GPU (none here); run it on a GPU machine")
-    device, dtype = torch.device("cuda"), torch.bfloat16
-    model = FluxTransformer2DModel(**FLUX_KONTEXT_DEV).to(device, dtype)
+    import contextlib
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        raise SystemExit("--full needs a CUDA GPU (none here); run it on a GPU machine (--smoke: tiny dims on CPU)")
+    device, dtype = torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32
+    config = dict(FLUX_KONTEXT_DEV)
+    if args.smoke:  # same code path, toy dimensions: checks the script itself on a CPU box
+        config.update(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                      joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 6, 6))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build directly in bf16 on the GPU: no 48 GB fp32 copy in host memory
+    try:
+        with torch.device(device):
+            model = FluxTransformer2DModel(**config)
+    finally:
+        torch.set_default_dtype(previous)
     model.requires_grad_(False)
     model.add_adapter(LoraConfig(r=32, lora_alpha=64, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
     for p in model.parameters():
@@ -144,8 +157,8 @@ def run_full(args) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     tokens = (args.full_resolution // 16) ** 2
     group, micro, steps, window = args.group_size, args.micro_batch_size, 10, (0, 3)
-    text = torch.randn(micro, 512, 4096, device=device, dtype=dtype)
-    pooled = torch.randn(micro, 768, device=device, dtype=dtype)
+    text = torch.randn(micro, 512, config["joint_attention_dim"], device=device, dtype=dtype)
+    pooled = torch.randn(micro, config["pooled_projection_dim"], device=device, dtype=dtype)
     cond_tokens = torch.randn(micro, tokens, 64, device=device, dtype=dtype)
     side = args.full_resolution // 16
     ids = torch.zeros(side, side, 3)
@@ -157,16 +170,22 @@ def run_full(args) -> dict:
     img_ids = torch.cat([ids, cond_ids]).to(device, dtype)
     txt_ids = torch.zeros(512, 3, device=device, dtype=dtype)
 
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+
     def velocity(x, sigma):
         hidden = torch.cat([x.to(dtype), cond_tokens[: x.shape[0]]], dim=1)
-        out = model(hidden_states=hidden, timestep=torch.full((x.shape[0],), sigma, device=device, dtype=dtype),
+        with autocast():
+            out = model(hidden_states=hidden, timestep=torch.full((x.shape[0],), sigma, device=device, dtype=dtype),
                     guidance=torch.full((x.shape[0],), 2.5, device=device), pooled_projections=pooled[: x.shape[0]],
-                    encoder_hidden_states=text[: x.shape[0]], txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+                        encoder_hidden_states=text[: x.shape[0]], txt_ids=txt_ids, img_ids=img_ids,
+                        return_dict=False)[0]
         return out[:, : x.shape[1]]
 
     sigmas = torch.linspace(1, 0, steps + 1).tolist()
-    torch.cuda.reset_peak_memory_stats()
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync()
     began = time.perf_counter()
     for start in range(0, group, micro):
         x = torch.randn(micro, tokens, 64, device=device)
@@ -187,12 +206,13 @@ def run_full(args) -> dict:
             loss, _ = grpo_loss(out.log_prob, old, ones, ones.bool(), 1e-4)
             loss.backward()
     optimizer.step()
-    torch.cuda.synchronize()
+    sync()
     seconds = time.perf_counter() - began
     return {"model": "FLUX.1-Kontext-dev transformer config, random bf16 weights, LoRA r32, grad checkpointing",
-            "device": torch.cuda.get_device_name(), "resolution": args.full_resolution, "group_size": group,
+            "smoke": bool(args.smoke), "device": torch.cuda.get_device_name() if cuda else "cpu", "resolution": args.full_resolution, "group_size": group,
             "micro_batch_size": micro, "sampling_steps": steps, "trained_steps": window[1] - window[0],
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "seconds_per_sample": seconds / group}
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+            "seconds_per_sample": seconds / group}
 
 
 def main() -> None:
@@ -203,11 +223,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="full-size FLUX.1-Kontext transformer on a CUDA GPU")
     parser.add_argument("--full-resolution", type=int, default=512)
+    parser.add_argument("--smoke", action="store_true", help="with --full: toy dimensions on CPU (checks the script)")
     parser.add_argument("--group-size", type=int, default=12)
     parser.add_argument("--micro-batch-size", type=int, default=2)
     args = parser.parse_args()
     result = run_full(args) if args.full else run_tiny(args)
-    name = "train_overhead_full" if args.full else f"train_overhead_{args.objective}"
+    name = ("train_overhead_full_smoke" if args.smoke else "train_overhead_full") if args.full \
+        else f"train_overhead_{args.objective}"
     width = max(len(k) for k in result)
     print(f"{'metric':<{width}}  value")
     for key, value in result.items():
