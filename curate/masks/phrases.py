@@ -7,7 +7,7 @@ parse) :func:`phrases_from_instruction` derives them from the instruction with a
 2. ``change|make|paint|color ... X (to|into|red|...)``              -> ``[X]``   (the object changed in place)
 3. ``add|put|place|insert|draw X (on|to|in|... Z)``                 -> ``[X]``   (the new object; Z is only context)
 4. ``remove|delete|erase|take away|get rid of X (from ...)``        -> ``[X]``
-5. otherwise: the first noun phrase introduced by an article (``the cat``, ``a red car``)
+5. no verb matched: the first noun phrase introduced by an article (``the cat``, ``a red car``)
 
 Phrases are short noun phrases without articles; the heuristic never invents words that are not in the instruction.
 An empty list means "nothing groundable", and the caller flags the record.
@@ -50,9 +50,7 @@ def phrases_from_instruction(instruction: str | None) -> list[str]:
         match = pattern.search(text)
         if match:
             phrases = [_noun_phrase(match.group(g)) for g in groups]
-            phrases = [p for p in phrases if p]
-            if phrases:
-                return _unique(phrases)
+            return _unique([p for p in phrases if p])  # a matched verb decides, even when its object is "it"
     match = _FIRST_NOUN_PHRASE.search(text)
     phrase = _noun_phrase(match.group(1)) if match else ""
     return [phrase] if phrase else []

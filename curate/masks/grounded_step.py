@@ -1,0 +1,155 @@
+"""The grounded-mask step over one shard: plan what to ground per record, run the masker in batches, fuse, record.
+
+Runs AFTER the diff step of the ``masks`` stage (``masks.mode: grounded``): a record's current mask, when its
+``mask_source`` is ``"diff"``, is the diff mask that :func:`curate.masks.fusion.fuse` compares against. Masks that
+came from elsewhere (``gt``, ``human``, ...) are never overwritten. Per record it writes ``mask``, ``mask_source``,
+``flags``, ``scores`` (``grounding_diff_iou``, ``grounding_boxes``, ``grounding_max_score``) and the boxes, phrases
+and rule under ``meta["grounding"]`` (JSON), so every decision can be traced.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curate import rle, schema, taxonomy
+from curate.masks import fusion
+from curate.masks.grounded import GroundedMasker, Grounding, GroundingParams
+from curate.masks.phrases import record_phrases
+
+STAGE = "masks"
+REPLACEABLE_SOURCES = (None, "none", "diff")  # masks the grounded step may replace
+
+
+@dataclass
+class _Plan:
+    record: dict[str, Any]
+    rule: str
+    phrases: list[str]
+    images: dict[str, np.ndarray]  # "source"/"edited" -> pixels to ground in
+
+
+def grounded_step(records: list[dict[str, Any]], images: Any, params: GroundingParams,
+                  masker: GroundedMasker | None = None) -> list[dict[str, Any]]:
+    """Ground + fuse every eligible record of one shard; returns all records (none dropped).
+
+    ``masker`` should be created once per stage run and passed in; a new one is loaded when it is None.
+    """
+    from tqdm.auto import tqdm
+
+    plans = [plan for plan in (_plan(record, images, params) for record in records) if plan is not None]
+    if not plans:
+        return records
+    masker = masker or GroundedMasker(params)
+    jobs = [(plan, which) for plan in plans for which in plan.images]
+    found: dict[tuple[int, str], Grounding] = {}
+    with tqdm(total=len(jobs), desc="grounding", unit="img", disable=not params.progress) as bar:
+        for start in range(0, len(jobs), params.batch_size):
+            chunk = jobs[start:start + params.batch_size]
+            results = masker.ground_batch([plan.images[which] for plan, which in chunk],
+                                          [plan.phrases for plan, _ in chunk])
+            for (plan, which), result in zip(chunk, results):
+                found[(id(plan), which)] = result
+            bar.update(len(chunk))
+    for plan in plans:
+        _apply(plan, {which: found[(id(plan), which)] for which in plan.images}, params)
+    return records
+
+
+def _plan(record: dict[str, Any], images: Any, params: GroundingParams) -> _Plan | None:
+    """What to ground for one record, or None when the record needs no grounding (decided and recorded here)."""
+    if not schema.is_ok(record) or record.get("mask_source") not in REPLACEABLE_SOURCES:
+        return None
+    edit_type = taxonomy.EDIT_TYPES.get(record.get("edit_type") or "")
+    if edit_type is None:
+        schema.add_flag(record, "edit_type_unknown")  # conservative: the object may change in either image
+    rule = edit_type.mask_rule if edit_type else "union"
+    height, width = int(record["height"]), int(record["width"])
+    if rule == "whole":
+        _store(record, fusion.fuse(rule, {}, None, (height, width), params.min_iou))
+        return None
+    phrases = record_phrases(record)
+    if rule == "complement" and not record.get("target_phrases"):
+        phrases = [params.foreground_prompt]  # a background edit names the new background, not the kept subject
+    if not phrases:
+        schema.add_flag(record, "no_target_phrases")  # the diff mask (if any) stays
+        return None
+    wanted = fusion.images_to_ground(rule, bool(record.get("has_edited")))
+    if not wanted:
+        schema.add_flag(record, "grounding_needs_edited")  # e.g. "add" on a benchmark item: nothing to ground in
+        return None
+    if images is None:
+        raise ValueError("grounded masks need the shard's images; run the masks stage with its images directory")
+    pixels: dict[str, np.ndarray] = {}
+    try:
+        for which in wanted:
+            pixels[which] = images.source(record["id"]) if which == "source" else images.edited(record["id"])
+    except Exception as err:  # a corrupt or missing image fails this record only, with the reason kept
+        schema.reject(record, STAGE, f"grounding: cannot read the {which} image ({type(err).__name__}: {err})")
+        return None
+    for which, image in pixels.items():
+        if image is None or image.shape[:2] != (height, width):
+            got = None if image is None else image.shape[:2]
+            schema.reject(record, STAGE, f"grounding: {which} image is {got}, the record says {(height, width)}")
+            return None
+    return _Plan(record, rule, phrases, pixels)
+
+
+def _apply(plan: _Plan, found: dict[str, Grounding], params: GroundingParams) -> None:
+    record = plan.record
+    shape = (int(record["height"]), int(record["width"]))
+    masks = {which: refine_grounded(result.mask, params) for which, result in found.items()}
+    diff = None
+    if record.get("mask_source") == "diff" and record.get("mask") is not None:
+        diff = rle.decode(record["mask"])
+    fused = fusion.fuse(plan.rule, masks, diff, shape, params.min_iou)
+    _store(record, fused)
+    scores = [s for result in found.values() for s in result.scores]
+    record["scores"] = {**(record.get("scores") or {}), "grounding_boxes": float(len(scores)),
+                        "grounding_max_score": max(scores) if scores else 0.0}
+    if any(result.dropped_boxes for result in found.values()):
+        schema.add_flag(record, "grounding_bad_boxes")  # malformed detector output was discarded
+    _add_meta(record, {
+        "rule": plan.rule, "phrases": plan.phrases,
+        **{which: {"boxes": r.boxes, "scores": [round(s, 4) for s in r.scores], "labels": r.labels}
+           for which, r in found.items()},
+    })
+
+
+def refine_grounded(mask: np.ndarray, params: GroundingParams) -> np.ndarray:
+    """Clean one grounded mask with the shared morphology helpers (:mod:`curate.masks.refine`)."""
+    from curate.masks import refine
+
+    if not mask.any():
+        return mask
+    if params.fill_holes:
+        mask = refine.fill_holes(mask)
+    if params.min_component_fraction > 0:
+        mask = refine.remove_small_components(mask, int(params.min_component_fraction * mask.size))
+    if params.dilate_px > 0:
+        mask = refine.dilate(mask, params.dilate_px)
+    return mask
+
+
+def _store(record: dict[str, Any], fused: fusion.Fused) -> None:
+    if fused.mask is not None:
+        record["mask"] = rle.encode(fused.mask)
+        record["mask_source"] = fused.mask_source
+    elif record.get("mask") is None:
+        record["mask_source"] = "none"
+    for flag in fused.flags:
+        schema.add_flag(record, flag)
+    record["scores"] = {**(record.get("scores") or {}), **fused.scores}
+
+
+def _add_meta(record: dict[str, Any], grounding: dict[str, Any]) -> None:
+    try:
+        meta = json.loads(record.get("meta") or "{}")
+    except json.JSONDecodeError:
+        meta = {"previous_meta": record.get("meta")}  # keep unparseable meta rather than lose it
+    if not isinstance(meta, dict):
+        meta = {"previous_meta": meta}
+    meta["grounding"] = grounding
+    record["meta"] = json.dumps(meta, sort_keys=True)
