@@ -16,7 +16,6 @@ import numpy as np
 
 from benchmarks import gedit, imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
-from benchmarks.phrases import target_phrases
 from curate import schema, store
 from curate.mllm.config import ClientConfig
 
@@ -32,7 +31,7 @@ class BenchParams:
     gedit_languages: list[str] = field(default_factory=lambda: ["en"])
     imgedit_image_root: str | None = None
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
-    grounding: dict[str, Any] = field(default_factory=dict)  # kwargs for the grounded masker; {} = none
+    grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
     fixture_items: int = 4
     judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
 
@@ -55,21 +54,32 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
 
     params = params or BenchParams()
     masks_dir = masks_dir or params.masks_dir.get(bench)
-    grounder = proposals.load_grounder(params.grounding)
+    masker = proposals.load_masker(params.grounding)
+    foreground = masker.params.foreground_prompt if masker is not None else "main subject"
+    chunk = masker.params.batch_size if masker is not None else 64
     started = time.perf_counter()
     stats: dict[str, Any] = {"bench": bench, "items": 0, "rejected": {}, "mask_source": {}, "needs_review": 0}
 
-    def records() -> Iterator[tuple[dict[str, Any], bytes]]:
-        for item, edit_type in tqdm(read_items(bench, path, params), desc=f"build {bench}", disable=not progress):
-            record, data = to_record(item, edit_type)
-            if schema.is_ok(record):
-                record["target_phrases"] = target_phrases(record["instruction"])
-                image = store.decode_rgb(data)
-                proposals.propose(record, image, grounder)
-                if masks_dir is not None:
-                    _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
+    def finish(batch: list[tuple[BenchItem, dict[str, Any], bytes]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+        ok = [(item, record, store.decode_rgb(data)) for item, record, data in batch if schema.is_ok(record)]
+        for _, record, _ in ok:
+            record["target_phrases"] = proposals.grounding_phrases(record, foreground)
+        proposals.propose([r for _, r, _ in ok], [image for _, _, image in ok], masker)
+        if masks_dir is not None:
+            for item, record, _ in ok:
+                _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
+        for _, record, data in batch:
             _count(stats, record)
             yield record, data
+
+    def records() -> Iterator[tuple[dict[str, Any], bytes]]:
+        batch: list[tuple[BenchItem, dict[str, Any], bytes]] = []
+        for item, edit_type in tqdm(read_items(bench, path, params), desc=f"build {bench}", disable=not progress):
+            batch.append((item, *to_record(item, edit_type)))
+            if len(batch) == chunk:
+                yield from finish(batch)
+                batch = []
+        yield from finish(batch)
 
     info = {"bench": bench, "source": str(path),
             "judge_prompts": imgedit.find_prompts(path) if bench == "imgedit" else None}

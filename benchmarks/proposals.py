@@ -1,55 +1,89 @@
 """Mask proposals for benchmark items (source image + instruction, no edited image).
 
-The taxonomy's mask rule of the item's edit type decides what can be proposed:
+The taxonomy's mask rule of the item's edit type decides what can be proposed (the rules themselves are
+:mod:`curate.masks.fusion`'s, with no edited image and so no diff mask):
 
 =============  ==========================================================================================
 rule           proposal
 =============  ==========================================================================================
 whole          the whole image (style, tone, extraction), ``mask_source="whole"``; nothing to review
-source/union   the target phrase grounded in the source image (``grounded``) when a grounder is configured
+source/union   the target phrases grounded in the source image (``grounded``) when a masker is configured
 complement     the complement of the kept subject grounded in the source (background edits)
 edited         nothing: the object exists only after the edit (additions); left to review
 =============  ==========================================================================================
 
-Anything not proposed gets ``mask=None``, ``mask_source="none"`` and the ``needs_review`` flag: a reviewer draws it in
-Label Studio (`editkit annotate ...`), or known masks are supplied with ``bench build --masks``.
+Anything not proposed gets ``mask=None``, ``mask_source="none"`` and the ``needs_review`` flag; grounded masks keep
+the flag too (machine proposals until a person accepts them in Label Studio, `editkit annotate ...`). Known masks can
+be supplied instead (``bench build --masks``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import re
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from curate import rle, schema, taxonomy
 
-# image (HxWx3 uint8), phrases -> HxW bool mask of the phrases' objects, or None when nothing was found.
-Grounder = Callable[[np.ndarray, list[str]], Optional[np.ndarray]]
 NEEDS_REVIEW = "needs_review"
+_KEEP = re.compile(r"\b(?:keep|keeping|preserve|preserving)\s+(?:the\s+|a\s+|an\s+)?(.+?)(?=\s+(?:in|on|at|as|and|while|"
+                   r"unchanged|intact|the same)\b|[.,;!]|$)", re.I)
 
 
-def propose(record: dict[str, Any], image: np.ndarray, grounder: Grounder | None = None) -> dict[str, Any]:
-    """Fill ``mask`` / ``mask_source`` / flags of one (ok) benchmark record, in place; returns it."""
-    if not schema.is_ok(record):
-        return record
-    kind = taxonomy.get(record["edit_type"])
-    height, width = image.shape[:2]
-    if kind.mask_rule == "whole" or not kind.pixel_aligned:
-        record["mask"], record["mask_source"] = rle.full(height, width), "whole"
-        return record
-    mask = None
-    if grounder is not None and kind.mask_rule in ("source", "union", "complement") and record["target_phrases"]:
-        found = grounder(image, list(record["target_phrases"]))
-        if found is not None and found.any():
-            mask = ~found if kind.mask_rule == "complement" else found
+def kept_subject(instruction: str) -> list[str]:
+    """The subject a background edit says to keep ("..., keep the blue square" -> "blue square"), or []."""
+    match = _KEEP.search(" ".join((instruction or "").split()))
+    phrase = match.group(1).strip(" .,;:!\"'").lower() if match else ""
+    return [phrase] if phrase and phrase not in {"it", "them", "everything else", "the rest"} else []
+
+
+def grounding_phrases(record: dict[str, Any], foreground_prompt: str = "main subject") -> list[str]:
+    """What to ground in the source: the target phrases, or for background edits the subject to keep."""
+    from curate.masks.phrases import record_phrases
+
+    if taxonomy.get(record["edit_type"]).mask_rule == "complement":
+        return kept_subject(record["instruction"]) or [foreground_prompt]
+    return record_phrases(record)
+
+
+def propose(records: Sequence[dict[str, Any]], images: Sequence[np.ndarray], masker: Any = None) -> None:
+    """Fill ``mask`` / ``mask_source`` / flags of a batch of benchmark records in place (one masker forward).
+
+    ``masker`` is a :class:`curate.masks.grounded.GroundedMasker` (or anything with its ``ground_batch`` and
+    ``params.min_iou``); None means no grounding weights are configured.
+    """
+    from curate.masks import fusion
+
+    grounding = []
+    for record, image in zip(records, images):
+        if not schema.is_ok(record):
+            continue
+        rule = taxonomy.get(record["edit_type"]).mask_rule
+        wants_source = "source" in fusion.images_to_ground(rule, has_edited=False)
+        if rule != "whole" and masker is not None and wants_source and record["target_phrases"]:
+            grounding.append((record, image))
         else:
-            schema.add_flag(record, "grounding_found_nothing")
-    if mask is None:
+            _apply(record, fusion.fuse(rule, {}, None, image.shape[:2], 0.0) if rule == "whole" else None)
+    if grounding:
+        found = masker.ground_batch([image for _, image in grounding], [r["target_phrases"] for r, _ in grounding])
+        for (record, image), result in zip(grounding, found):
+            rule = taxonomy.get(record["edit_type"]).mask_rule
+            _apply(record, fusion.fuse(rule, {"source": result.mask}, None, image.shape[:2], masker.params.min_iou))
+
+
+def _apply(record: dict[str, Any], fused: Optional[Any]) -> None:
+    """Write a fusion outcome (None: nothing could be proposed) into the record."""
+    if fused is not None and fused.mask_source == "whole":
+        record["mask"], record["mask_source"] = rle.encode(fused.mask), "whole"
+        return
+    if fused is not None:
+        for flag in fused.flags:
+            schema.add_flag(record, flag)
+    if fused is None or fused.mask is None:
         record["mask"], record["mask_source"] = None, "none"
-        schema.add_flag(record, NEEDS_REVIEW)
     else:
-        record["mask"], record["mask_source"] = rle.encode(mask), "grounded"
-        schema.add_flag(record, NEEDS_REVIEW)  # machine masks are proposals until a person accepts them
-    return record
+        record["mask"], record["mask_source"] = rle.encode(fused.mask), fused.mask_source
+    schema.add_flag(record, NEEDS_REVIEW)
 
 
 def apply_known_mask(record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
@@ -65,13 +99,11 @@ def apply_known_mask(record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]
     return record
 
 
-def load_grounder(spec: dict[str, Any] | None) -> Grounder | None:
-    """The grounded masker (Grounding-DINO -> SAM2, :mod:`curate.masks.grounded`) when weights are configured."""
+def load_masker(spec: dict[str, Any] | None) -> Any:
+    """The grounded masker (Grounding-DINO -> SAM2) from ``bench.grounding`` (GroundingParams keys); {} = none."""
     if not spec:
         return None
-    try:
-        from curate.masks import grounded
-    except ModuleNotFoundError as error:
-        raise RuntimeError("bench.grounding is set but curate.masks.grounded is not available; "
-                           "leave bench.grounding empty to build without grounded proposals") from error
-    return grounded.make_grounder(**spec)
+    from curate.config import from_dict
+    from curate.masks.grounded import GroundedMasker, GroundingParams
+
+    return GroundedMasker(from_dict(GroundingParams, spec, "bench.grounding"))

@@ -1,12 +1,12 @@
 """Readers of the public formats, mask proposals and the masked benchmark build, on generated fixtures."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from benchmarks import build, gedit, imgedit, proposals
 from benchmarks.items import bench_info, iter_benchmark, load_records, meta
-from benchmarks.phrases import target_phrases
 from curate import rle, schema
 
 
@@ -96,40 +96,78 @@ def test_built_benchmark_records_and_images(built, bench_sources):
     assert meta(load_records(built["gedit"])[0])["task_type"] == "subject-remove"
 
 
-def test_grounder_proposals_follow_mask_rules():
+class FakeMasker:
+    """Stands in for curate.masks.grounded.GroundedMasker: a fixed mask for every phrase list, calls recorded."""
+
+    def __init__(self, found):
+        self.found, self.calls = found, []
+        self.params = SimpleNamespace(min_iou=0.1, foreground_prompt="main subject", batch_size=8)
+
+    def ground_batch(self, images, phrases):
+        self.calls.append(list(phrases))
+        return [SimpleNamespace(mask=self.found) for _ in images]
+
+
+def test_masker_proposals_follow_mask_rules():
     image = np.zeros((20, 30, 3), np.uint8)
     found = np.zeros((20, 30), bool)
     found[5:10, 5:10] = True
-    calls = []
 
-    def grounder(img, phrases):
-        calls.append(phrases)
-        return found
+    def record(edit_type, phrases=("cup",)):
+        return schema.new_record(id=edit_type, edit_type=edit_type, target_phrases=list(phrases), height=20, width=30)
 
-    def record(edit_type):
-        return schema.new_record(id=edit_type, edit_type=edit_type, target_phrases=["cup"], height=20, width=30)
-
-    removed = proposals.propose(record("remove"), image, grounder)
+    records = [record("remove"), record("background"), record("add"), record("style"), record("recolor", ())]
+    masker = FakeMasker(found)
+    proposals.propose(records, [image] * len(records), masker)
+    removed, background, added, style, no_phrase = records
+    assert masker.calls == [[["cup"], ["cup"]]]  # one batch: only what the rules can ground in the source
     np.testing.assert_array_equal(rle.decode(removed["mask"]), found)
-    background = proposals.propose(record("background"), image, grounder)
     np.testing.assert_array_equal(rle.decode(background["mask"]), ~found)
-    added = proposals.propose(record("add"), image, grounder)  # target exists only after the edit
-    assert added["mask"] is None and added["mask_source"] == "none"
-    assert calls == [["cup"], ["cup"]]
+    assert removed["mask_source"] == background["mask_source"] == "grounded"
     assert proposals.NEEDS_REVIEW in removed["flags"]  # machine masks still await review
-    nothing = proposals.propose(record("replace"), image, lambda img, p: None)
-    assert nothing["mask_source"] == "none" and "grounding_found_nothing" in nothing["flags"]
+    assert added["mask"] is None and added["mask_source"] == "none"  # the object exists only after the edit
+    assert style["mask_source"] == "whole" and proposals.NEEDS_REVIEW not in style["flags"]
+    assert no_phrase["mask_source"] == "none" and proposals.NEEDS_REVIEW in no_phrase["flags"]
+    nothing = [record("replace")]
+    proposals.propose(nothing, [image], FakeMasker(np.zeros((20, 30), bool)))
+    assert nothing[0]["mask_source"] == "none" and "grounding_empty" in nothing[0]["flags"]
     wrong = proposals.apply_known_mask(record("remove"), np.ones((5, 5), bool))
     assert wrong["status"] == "rejected" and "supplied mask" in wrong["reject_reason"]
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("Remove the red car from the street.", ["red car"]),
-    ("Replace the deer in the image with a lion.", ["deer"]),
-    ("Change the color of the old bicycle to blue.", ["old bicycle"]),
     ("Change the background to a beach, keep the blue square.", ["blue square"]),
-    ("Transfer the image into a watercolor style.", []),
-    ("", []),
+    ("Replace the background with a forest while preserving the dog in the center.", ["dog"]),
+    ("Change the background to a beach.", []),
 ])
-def test_target_phrases(text, expected):
-    assert target_phrases(text) == expected
+def test_kept_subject(text, expected):
+    assert proposals.kept_subject(text) == expected
+
+
+def test_grounding_phrases_per_rule():
+    background = schema.new_record(edit_type="background", instruction="Change the background to snow.")
+    assert proposals.grounding_phrases(background, "main subject") == ["main subject"]
+    removal = schema.new_record(edit_type="remove", instruction="Remove the red car from the street.")
+    assert proposals.grounding_phrases(removal) == ["red car"]
+
+
+def test_build_with_tiny_grounding_models(bench_sources, tmp_path):
+    """bench.grounding loads the real masker (tiny random Grounding-DINO + SAM2): proposals follow the rules."""
+    from curate.tiny.grounding_dino import build_tiny_grounding_dino
+    from curate.tiny.sam2 import build_tiny_sam2
+
+    grounding = {"detector": str(build_tiny_grounding_dino(tmp_path / "gd")),
+                 "segmenter": str(build_tiny_sam2(tmp_path / "sam")), "device": "cpu", "progress": False,
+                 "box_threshold": 0.0, "text_threshold": 0.0}
+    stats = build.build("gedit", bench_sources["gedit"], tmp_path / "g", build.BenchParams(grounding=grounding),
+                        progress=False)
+    by_type = {r["edit_type"]: r for r in load_records(tmp_path / "g")}
+    assert by_type["style"]["mask_source"] == "whole"
+    for local in ("remove", "recolor", "background"):
+        record = by_type[local]
+        assert record["mask_source"] in ("grounded", "none") and proposals.NEEDS_REVIEW in record["flags"]
+        if record["mask"] is not None:
+            assert rle.decode(record["mask"]).shape == (record["height"], record["width"])
+    assert by_type["background"]["target_phrases"] == ["green square"]  # the subject to keep, then complemented
+    # thresholds 0: the random detector always returns boxes, so every local item takes the grounded path
+    assert stats["mask_source"] == {"grounded": 3, "whole": 1} and stats["needs_review"] == 3
