@@ -17,7 +17,7 @@ import torch
 
 from train.adapters.base import Conditioning
 from train.advantages import Advantages, gathered_advantages
-from train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from train.config import TrainConfig, to_dict
 from train.data import EditDataset, GroupSampler, iteration_slots
 from train.rewards import RewardInputs, WeightedRewards
@@ -51,6 +51,7 @@ class Trainer(ABC):
         from train.adapters import build_adapter
 
         self.config = config
+        self.data = EditDataset(config.data, seed=config.train.seed)  # first: a bad path fails before model loading
         precision = config.train.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
@@ -68,7 +69,6 @@ class Trainer(ABC):
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup > 0 else 1.0)
         self.model, self.optimizer = self.accelerator.prepare(self.adapter.transformer, optimizer)
-        self.data = EditDataset(config.data, seed=config.train.seed)
         self.sampler = GroupSampler(self.data.train_rows, seed=config.train.seed)
         self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
         self.height, self.width = self.data.height, self.data.width
@@ -227,8 +227,12 @@ class Trainer(ABC):
                         self.output_dir / "checkpoints", step, self.config.checkpoint.keep_last)
 
     def _resume(self, resume: str | None) -> int:
-        path = resolve_resume(resume, self.output_dir / "checkpoints")
+        root = self.output_dir / "checkpoints"
+        path = resolve_resume(resume, root)
         if path is None:
+            if resume != "auto" and list_checkpoints(root):
+                raise FileExistsError(f"{root} holds checkpoints of an earlier run: pass --resume auto to continue "
+                                      "it, or use a new output_dir")
             return 0
         state = load_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, path)
         if state.get("algorithm") != self.name:
