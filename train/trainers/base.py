@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from curate.store import atomic_dir
 from train.adapters.base import Conditioning
 from train.advantages import Advantages, gathered_advantages
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
@@ -99,8 +100,10 @@ class Trainer(ABC):
             stats = self.reduce_mean(self.optimize(batch, advantages, step))
             scalars = {**advantages.stats, **stats, "lr": self.lr_scheduler.get_last_lr()[0],
                        "step_seconds": time.perf_counter() - began}
-            scalars.update({f"reward_{k}": float(v[torch.isfinite(v)].mean()) for k, v in parts.items()
-                            if torch.isfinite(v).any()})
+            for name, values in parts.items():  # each reward's mean over all processes' finite values
+                values = acc.gather(values.to(acc.device, torch.float32).contiguous())
+                if torch.isfinite(values).any():
+                    scalars[f"reward_{name}"] = float(values[torch.isfinite(values)].mean())
             if cfg.eval.every > 0 and (step % cfg.eval.every == 0 or step == cfg.train.max_steps):
                 scalars.update(self.evaluate(step))
             self.logger.log(step, scalars)
@@ -108,7 +111,8 @@ class Trainer(ABC):
             if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps):
                 self.save(step)
         if acc.is_main_process:
-            self.adapter.save_lora(self.output_dir / "lora")
+            with atomic_dir(self.output_dir / "lora") as tmp:
+                self.adapter.save_lora(tmp)
         acc.wait_for_everyone()
         self.logger.close()
 
@@ -124,11 +128,16 @@ class Trainer(ABC):
     def make_batch(self, step: int) -> Batch:
         cfg, acc = self.config.train, self.accelerator
         examples = {}
-        while len(examples) < cfg.groups_per_step:  # every process draws and validates the same rows
-            row = self.sampler.next_prompts(1)[0]
+        for _ in range(2 * len(self.data.train_rows) + cfg.groups_per_step):  # 2 epochs at most
+            if len(examples) == cfg.groups_per_step:
+                break
+            row = self.sampler.next_prompts(1)[0]  # every process draws and validates the same rows
             example = self.checked_example(row)
             if example is not None:
                 examples[row] = example
+        else:
+            raise ValueError(f"cannot find {cfg.groups_per_step} distinct readable training rows for one step "
+                             f"({len(self.data.train_rows)} rows, {len(self.skipped_rows)} unreadable)")
         rows = list(examples)
         slots = iteration_slots(rows, step, cfg.group_size, acc.process_index, acc.num_processes)
         unique = list(dict.fromkeys(s.row for s in slots))
