@@ -42,6 +42,7 @@ class GroundingParams:
     fill_holes: bool = True  # refinement of each grounded mask (curate.masks.refine)
     min_component_fraction: float = 0.0005  # drop blobs smaller than this fraction of the image
     dilate_px: int = 0  # optional dilation after refinement
+    local_files_only: bool = False  # never contact the hub: only local dirs and the HF cache (offline machines)
     progress: bool = True
 
 
@@ -70,10 +71,13 @@ class GroundedMasker:
         self.params = params = params or GroundingParams()
         self.device = torch.device(_resolve_device(params.device))
         self.autocast_dtype = _resolve_autocast(params.dtype, self.device)
-        self.detector_processor = _load("detector", params.detector, AutoProcessor)
-        self.detector = _load("detector", params.detector, GroundingDinoForObjectDetection).to(self.device).eval()
-        self.segmenter_processor = _load("segmenter", params.segmenter, Sam2Processor)
-        self.segmenter = _load("segmenter", params.segmenter, Sam2Model).to(self.device).eval()
+        local_only = params.local_files_only
+        self.detector_processor = _load("detector", params.detector, AutoProcessor, local_only)
+        self.detector = _load("detector", params.detector, GroundingDinoForObjectDetection, local_only)
+        self.segmenter_processor = _load("segmenter", params.segmenter, Sam2Processor, local_only)
+        self.segmenter = _load("segmenter", params.segmenter, Sam2Model, local_only)
+        for model in (self.detector, self.segmenter):
+            model.to(self.device).eval()
 
     # ------------------------------------------------------------------ public
     def ground(self, items: Iterable[tuple[np.ndarray, list[str]]], total: int | None = None) -> Iterator[Grounding]:
@@ -165,22 +169,23 @@ class GroundedMasker:
 
 
 # ---------------------------------------------------------------------- helpers
-def _load(role: str, name: str, cls: Any) -> Any:
+def _load(role: str, name: str, cls: Any, local_files_only: bool = False) -> Any:
     """``cls.from_pretrained(name)`` with a message that says what failed, where it looked, and the way out."""
     local = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or local.exists()
     if looks_local and not local.is_dir():
         raise WeightsUnavailableError(_missing_message(role, name, f"the local directory {local} (it does not exist)"))
     try:
-        return cls.from_pretrained(str(local) if looks_local else name)
+        return cls.from_pretrained(str(local) if looks_local else name, local_files_only=local_files_only)
     except (OSError, ValueError, EnvironmentError) as err:
         if looks_local:
             where = f"the local directory {local}"
         else:
             from huggingface_hub import constants
 
-            offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
-            where = f"the Hugging Face cache {constants.HF_HUB_CACHE} and the hub{offline}"
+            offline = constants.HF_HUB_OFFLINE or local_files_only
+            hub = " (not the hub: offline / local_files_only)" if offline else " and the hub"
+            where = f"the Hugging Face cache {constants.HF_HUB_CACHE}{hub}"
         raise WeightsUnavailableError(_missing_message(role, name, where, err)) from err
 
 

@@ -35,7 +35,8 @@ def grounded_step(records: list[dict[str, Any]], images: Any, params: GroundingP
                   masker: GroundedMasker | None = None) -> list[dict[str, Any]]:
     """Ground + fuse every eligible record of one shard; returns all records (none dropped).
 
-    ``masker`` should be created once per stage run and passed in; a new one is loaded when it is None.
+    ``masker`` should be created once per stage run (from the same ``params``: its detection thresholds and device
+    are fixed when it is built) and passed in; a new one is loaded when it is None.
     """
     from tqdm.auto import tqdm
 
@@ -120,10 +121,10 @@ def _apply(plan: _Plan, found: dict[str, Grounding], params: GroundingParams) ->
 
 def refine_grounded(mask: np.ndarray, params: GroundingParams) -> np.ndarray:
     """Clean one grounded mask with the shared morphology helpers (:mod:`curate.masks.refine`)."""
+    if not mask.any() or not (params.fill_holes or params.min_component_fraction > 0 or params.dilate_px > 0):
+        return mask
     from curate.masks import refine
 
-    if not mask.any():
-        return mask
     if params.fill_holes:
         mask = refine.fill_holes(mask)
     if params.min_component_fraction > 0:

@@ -1,0 +1,166 @@
+"""Grounded masks with tiny random Grounding-DINO + SAM2 saved to a temp dir and loaded with from_pretrained."""
+import json
+
+import numpy as np
+import pytest
+
+from curate import rle, schema, store
+from curate.masks.grounded import GroundedMasker, GroundingParams, WeightsUnavailableError
+from curate.masks.grounded_step import grounded_step
+from curate.tiny.grounding_dino import build_tiny_grounding_dino
+from curate.tiny.sam2 import build_tiny_sam2
+
+SIZES = [(140, 200), (160, 130), (128, 128)]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grounding_models")
+    return build_tiny_grounding_dino(root / "gdino"), build_tiny_sam2(root / "sam2")
+
+
+def make_params(tiny_dirs, **overrides):
+    detector, segmenter = tiny_dirs
+    values = dict(detector=str(detector), segmenter=str(segmenter), device="cpu", batch_size=4, progress=False,
+                  box_threshold=0.0, text_threshold=0.0, max_boxes=3,
+                  fill_holes=False, min_component_fraction=0.0)  # refinement is tested with the refine helpers
+    values.update(overrides)
+    return GroundingParams(**values)
+
+
+@pytest.fixture(scope="module")
+def masker(tiny_dirs):
+    return GroundedMasker(make_params(tiny_dirs))
+
+
+def images(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
+
+
+def test_tiny_checkpoints_load_from_disk_on_cpu_fp32(masker):
+    assert masker.device.type == "cpu" and masker.autocast_dtype is None
+    assert type(masker.detector).__name__ == "GroundingDinoForObjectDetection"
+    assert type(masker.segmenter).__name__ == "Sam2Model"
+
+
+def test_batch_gives_masks_at_original_size_and_boxes_inside(masker):
+    results = masker.ground_batch(images(), [["cat"], ["red car", "dog"], []])
+    for (h, w), result in zip(SIZES, results):
+        assert result.mask.shape == (h, w) and result.mask.dtype == bool
+    assert not results[2].mask.any() and results[2].boxes == []  # no phrases: nothing grounded, nothing run
+    for (h, w), result in zip(SIZES[:2], results[:2]):
+        assert 1 <= len(result.boxes) <= 3 and len(result.scores) == len(result.boxes) == len(result.labels)
+        assert result.scores == sorted(result.scores, reverse=True)
+        boxes = np.array(result.boxes)
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+
+
+def test_batched_equals_one_image_at_a_time(masker):
+    """Batching must not change results: same-size images so padding cannot differ."""
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (150, 150, 3), dtype=np.uint8) for _ in range(3)]
+    phrases = [["cat"], ["dog"], ["hat"]]
+    batched = masker.ground_batch(imgs, phrases)
+    single = [masker.ground_batch([image], [p])[0] for image, p in zip(imgs, phrases)]
+    for b, s in zip(batched, single):
+        np.testing.assert_allclose(b.boxes, s.boxes, atol=0.05)
+        np.testing.assert_allclose(b.scores, s.scores, atol=1e-4)
+        assert rle.iou(b.mask, s.mask) > 0.99
+
+
+def test_streaming_ground_keeps_order(masker):
+    imgs = images(2)
+    out = list(masker.ground(zip(imgs, [["cat"]] * 3), total=3))
+    assert [r.mask.shape for r in out] == SIZES
+
+
+def test_missing_weights_message_names_model_place_and_diff_mode(tiny_dirs, tmp_path):
+    with pytest.raises(WeightsUnavailableError) as err:
+        GroundedMasker(make_params(tiny_dirs, detector=str(tmp_path / "nowhere")))
+    message = str(err.value)
+    assert "detector" in message and str(tmp_path / "nowhere") in message and "masks: mode: diff" in message
+    with pytest.raises(WeightsUnavailableError) as err:  # a hub id that is not in the cache, hub not contacted
+        GroundedMasker(make_params(tiny_dirs, segmenter="facebook/sam2.1-hiera-large", local_files_only=True))
+    message = str(err.value)
+    assert "segmenter" in message and "facebook/sam2.1-hiera-large" in message and "Hugging Face cache" in message
+    assert "masks.grounding.segmenter" in message and "masks: mode: diff" in message
+
+
+def test_bad_image_is_a_clear_error(masker):
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        masker.ground_batch([np.zeros((32, 32), np.uint8)], [["cat"]])
+
+
+# ---------------------------------------------------------------- the step on records in an image shard
+def shard_with_records(tmp_path):
+    rng = np.random.default_rng(3)
+    h, w = 140, 180
+    specs = [  # (id, edit_type, has_edited, instruction)
+        ("add", "add", True, "add a red hat to the man"),
+        ("remove", "remove", True, "remove the dog"),
+        ("replace", "replace", True, "replace the cat with a dog"),
+        ("background", "background", True, "change the background to a beach"),
+        ("style", "style", True, "make it look like a painting"),
+        ("unknown", None, True, "do something to the cup"),
+        ("bench", "recolor", False, "make the car red"),
+        ("bench_add", "add", False, "add a ball"),
+        ("nophrase", "remove", True, "remove it"),
+        ("rejected", "remove", True, "remove the tree"),
+    ]
+    rows, records = [], []
+    diff = np.zeros((h, w), bool)
+    diff[30:90, 40:120] = True
+    for rid, edit_type, has_edited, instruction in specs:
+        source = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        edited = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if has_edited else None
+        rows.append({"id": rid, "source": store.encode_png(source),
+                     "edited": None if edited is None else store.encode_png(edited)})
+        record = schema.new_record(id=rid, image_shard="shard-00000", width=w, height=h, has_edited=has_edited,
+                                   instruction=instruction, edit_type=edit_type, meta=json.dumps({"diff": "x"}))
+        if has_edited:
+            record.update(mask=rle.encode(diff), mask_source="diff")
+        records.append(record)
+    schema.reject(records[-1], "ingest", "corrupt image")
+    store.write_image_shard(tmp_path, "shard-00000", rows)
+    return records, store.ImageShard(tmp_path / "shard-00000.parquet"), diff
+
+
+def test_step_with_nothing_found_keeps_diff_and_flags(tiny_dirs, tmp_path):
+    records, shard, diff = shard_with_records(tmp_path)
+    params = make_params(tiny_dirs, box_threshold=1.0)  # boxes need score > 1.0: nothing is ever detected
+    out = {r["id"]: r for r in grounded_step(records, shard, params)}  # the step loads its own masker
+    assert len(out) == len(records)
+    for rid in ("add", "remove", "replace", "background", "unknown"):
+        assert out[rid]["mask_source"] == "diff" and "grounding_empty" in out[rid]["flags"], rid
+        np.testing.assert_array_equal(rle.decode(out[rid]["mask"]), diff)
+        meta = json.loads(out[rid]["meta"])
+        assert meta["diff"] == "x" and meta["grounding"]["phrases"]  # existing meta kept, decision traceable
+    assert json.loads(out["background"]["meta"])["grounding"]["phrases"] == ["main subject"]
+    assert "edit_type_unknown" in out["unknown"]["flags"]
+    assert out["style"]["mask_source"] == "whole" and rle.decode(out["style"]["mask"]).all()
+    assert out["bench"]["mask"] is None and out["bench"]["mask_source"] == "none"
+    assert "grounding_empty" in out["bench"]["flags"]
+    assert "grounding_needs_edited" in out["bench_add"]["flags"] and out["bench_add"]["mask"] is None
+    assert "no_target_phrases" in out["nophrase"]["flags"] and out["nophrase"]["mask_source"] == "diff"
+    assert out["rejected"]["reject_reason"] == "corrupt image" and out["rejected"]["mask_source"] == "diff"
+    assert "grounding_empty" not in out["rejected"]["flags"]  # rejected records are passed on untouched
+
+
+def test_step_with_detections_lands_in_schema(masker, tiny_dirs, tmp_path):
+    records, shard, diff = shard_with_records(tmp_path)
+    out = grounded_step(records, shard, make_params(tiny_dirs, min_iou=0.0), masker)
+    by_id = {r["id"]: r for r in out}
+    for rid in ("add", "remove", "replace", "background", "unknown"):
+        record = by_id[rid]
+        mask = rle.decode(record["mask"])
+        assert mask.shape == (140, 180) and mask.dtype == bool
+        assert record["mask_source"] in ("fused", "diff") and record["mask_source"] in schema.MASK_SOURCES
+        assert 0.0 <= record["scores"]["grounding_diff_iou"] <= 1.0
+        assert record["scores"]["grounding_boxes"] >= 1
+        if record["mask_source"] == "fused":  # min_iou=0: fused unless the rule's region was empty
+            assert (mask | diff).sum() == mask.sum()  # fused always contains the diff
+    assert by_id["bench"]["mask_source"] in ("grounded", "none")
+    restored = {r["id"]: r for r in schema.from_table(schema.to_table(out))}
+    assert restored["replace"]["mask"] == by_id["replace"]["mask"]
+    assert restored["replace"]["scores"] == pytest.approx(by_id["replace"]["scores"])
