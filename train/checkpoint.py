@@ -62,9 +62,6 @@ def save_checkpoint(accelerator, adapter, optimizer, lr_scheduler, trainer_state
     """Collective: every process calls it (RNG states are gathered); the main process writes."""
     from accelerate.utils import gather_object
 
-    if accelerator.distributed_type.name.startswith("FSDP"):
-        raise NotImplementedError("checkpointing sharded (FSDP) optimizer state is not implemented; "
-                                  "set checkpoint.every: 0 or train with DDP")
     states = gather_object([rng_state()])
     final = Path(root) / f"step-{step:06d}"
     if accelerator.is_main_process:

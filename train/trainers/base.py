@@ -58,6 +58,10 @@ class Trainer(ABC):
             precision = "bf16" if torch.cuda.is_available() else "no"
         # cpu=True without CUDA makes torchrun/`accelerate launch --multi_gpu` processes a gloo MULTI_CPU group
         self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        if self.accelerator.distributed_type.name.startswith("FSDP"):
+            raise NotImplementedError(
+                "FSDP is not supported yet: saving the LoRA and checkpoints from sharded parameters is not "
+                "implemented. Use DDP (LoRA on the bf16 FLUX.1-Kontext base fits one 80 GB GPU per process).")
         torch.manual_seed(config.train.seed)
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         self.adapter = build_adapter(config.model, self.accelerator.device, weight_dtype)
