@@ -61,7 +61,7 @@ class Trainer(ABC):
         if self.accelerator.distributed_type.name.startswith("FSDP"):
             raise NotImplementedError(
                 "FSDP is not supported yet: saving the LoRA and checkpoints from sharded parameters is not "
-                "implemented. Use DDP (LoRA on the bf16 FLUX.1-Kontext base fits one 80 GB GPU per process).")
+                "implemented. Use DDP (one full bf16 copy of the base model per GPU, LoRA trained).")
         torch.manual_seed(config.train.seed)
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         self.adapter = build_adapter(config.model, self.accelerator.device, weight_dtype)
