@@ -12,7 +12,8 @@ def _reference(source, output, keep):
     """Closed-form PSNR and scikit-image's SSIM map, both over the kept region's pixels only."""
     diff = source.astype(np.float64) - output.astype(np.float64)
     psnr = 10 * math.log10(255.0 ** 2 / (diff[keep] ** 2).mean())
-    _, ssim_map = structural_similarity(source, output, channel_axis=2, data_range=255, full=True)
+    _, ssim_map = structural_similarity(source, output, channel_axis=2, data_range=255, full=True,
+                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     return psnr, float(ssim_map.mean(axis=2)[keep].mean())
 
 
