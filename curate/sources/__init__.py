@@ -1,0 +1,32 @@
+"""Where edit pairs come from: the built-in sample, a folder with ``pairs.jsonl``, or a Hugging Face dataset.
+
+Every source yields :class:`RawPair` objects: raw, unvalidated bytes plus what the source knows (instruction, edit
+type, a ground-truth mask). Validation and normalisation happen in one place, :mod:`curate.images`, called by the
+``ingest`` stage, so every source gets the same policies and reject reasons.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+
+@dataclass
+class RawPair:
+    origin: str  # "sample", "folder:<name>", "hf:<dataset>"
+    origin_key: str  # the pair's key in its origin (line number + user id, row index, sample index)
+    instruction: str | None
+    source: bytes | None  # encoded image bytes as found (None: could not be read, see ``error``)
+    edited: bytes | None
+    edit_type: str | None = None
+    target_phrases: list[str] = field(default_factory=list)
+    gt_mask: np.ndarray | bytes | None = None  # bool HxW (sample) or encoded mask image (white = change)
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a problem found while reading, "category: detail" (e.g. a missing file)
+
+
+class Source(Protocol):
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[RawPair]: ...

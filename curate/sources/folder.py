@@ -1,0 +1,83 @@
+"""A folder of user pairs described by ``pairs.jsonl``.
+
+One JSON object per line::
+
+    {"source": "rel/path.jpg", "edited": "rel/path.png", "instruction": "make the car red",
+     "id": "optional-user-key", "mask": "optional/mask.png", "edit_type": "optional, see curate.taxonomy"}
+
+Paths are relative to the folder (absolute paths are accepted too). ``mask`` is an image where white marks the
+pixels that change. A line that cannot be used (bad JSON, a missing key, a missing file) still yields a pair, with
+``error`` set, so ingest records it as rejected with the reason instead of dropping it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from curate.sources import RawPair
+
+
+@dataclass
+class FolderParams:
+    path: str = ""  # the folder holding pairs.jsonl and the images
+    pairs_file: str = "pairs.jsonl"
+
+
+class FolderSource:
+    def __init__(self, params: FolderParams):
+        if not params.path:
+            raise ValueError("ingest.folder.path is empty: set it to a folder containing pairs.jsonl")
+        self.root = Path(params.path)
+        self.pairs_path = self.root / params.pairs_file
+        if not self.pairs_path.is_file():
+            raise FileNotFoundError(f"{self.pairs_path} not found: a folder source needs a {params.pairs_file}")
+        self.origin = f"folder:{self.root.resolve().name}"
+
+    def _lines(self) -> list[tuple[int, str]]:
+        text = self.pairs_path.read_text(encoding="utf-8")
+        return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+    def __len__(self) -> int:
+        return len(self._lines())
+
+    def __iter__(self) -> Iterator[RawPair]:
+        for line_number, line in self._lines():
+            yield self._pair(line_number, line)
+
+    def _pair(self, line_number: int, line: str) -> RawPair:
+        key = f"line {line_number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            return RawPair(self.origin, key, None, None, None, error=f"malformed pairs line: {error}")
+        if not isinstance(entry, dict):
+            return RawPair(self.origin, key, None, None, None, error="malformed pairs line: not a JSON object")
+        if entry.get("id") is not None:
+            key = str(entry["id"])
+        missing = [k for k in ("source", "edited", "instruction") if not entry.get(k)]
+        pair = RawPair(self.origin, key, entry.get("instruction"), None, None, edit_type=entry.get("edit_type"),
+                       meta={"source_path": entry.get("source"), "edited_path": entry.get("edited"), "line": line_number})
+        if missing:
+            pair.error = f"malformed pairs line: missing {', '.join(missing)}"
+            return pair
+        errors = []
+        pair.source = self._read(entry["source"], "source", errors)
+        pair.edited = self._read(entry["edited"], "edited", errors)
+        if entry.get("mask"):
+            pair.gt_mask = self._read(entry["mask"], "mask", errors)
+            pair.meta["mask_path"] = entry["mask"]
+        if errors:
+            pair.error = errors[0]
+        return pair
+
+    def _read(self, relative: str, role: str, errors: list[str]) -> bytes | None:
+        path = self.root / relative
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            errors.append(f"missing {role} image: {relative} not found")
+        except OSError as error:
+            errors.append(f"missing {role} image: {relative}: {error.strerror or error}")
+        return None

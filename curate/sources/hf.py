@@ -1,0 +1,105 @@
+"""A Hugging Face dataset of edit pairs: a hub id, a ``save_to_disk`` folder, or a local data folder/file.
+
+Column names are mapped in ``params.yaml`` (``ingest.hf``). Image columns may be ``datasets.Image`` features, raw
+bytes, ``{"bytes", "path"}`` dicts or file paths; they are read as encoded bytes (never decoded here) so that
+:mod:`curate.images` validates every source the same way.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from curate.sources import RawPair
+
+
+@dataclass
+class HFParams:
+    path: str = ""  # hub id ("org/name") or a local path
+    split: str = "train"
+    source_column: str = "source_image"
+    edited_column: str = "edited_image"
+    instruction_column: str = "instruction"
+    id_column: Optional[str] = None
+    mask_column: Optional[str] = None  # mask image, white = change
+    edit_type_column: Optional[str] = None
+
+
+def load(params: HFParams):
+    """The dataset split named by ``params`` (``load_from_disk`` for saved datasets, else ``load_dataset``)."""
+    import datasets
+
+    if not params.path:
+        raise ValueError("ingest.hf.path is empty: set a hub id or a local dataset path")
+    local = Path(params.path)
+    if local.is_dir() and any((local / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        loaded = datasets.load_from_disk(str(local))
+        if isinstance(loaded, datasets.DatasetDict):
+            if params.split not in loaded:
+                raise ValueError(f"split {params.split!r} not in {params.path} (has {sorted(loaded)})")
+            loaded = loaded[params.split]
+        return loaded
+    return datasets.load_dataset(params.path, split=params.split)
+
+
+class HFSource:
+    def __init__(self, params: HFParams, dataset=None):
+        import datasets
+
+        self.params = params
+        dataset = load(params) if dataset is None else dataset
+        wanted = [params.source_column, params.edited_column, params.instruction_column,
+                  params.id_column, params.mask_column, params.edit_type_column]
+        missing = [c for c in wanted if c and c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"column(s) {missing} not in the dataset (columns: {dataset.column_names}); "
+                             "map them in params.yaml under ingest.hf")
+        for column in (params.source_column, params.edited_column, params.mask_column):
+            if column and isinstance(dataset.features[column], datasets.Image):
+                dataset = dataset.cast_column(column, datasets.Image(decode=False))  # keep the encoded bytes
+        self.dataset = dataset
+        self.origin = f"hf:{Path(params.path).name if Path(params.path).exists() else params.path}"
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[RawPair]:
+        p = self.params
+        for index, row in enumerate(self.dataset):
+            key = str(row[p.id_column]) if p.id_column and row.get(p.id_column) is not None else f"row {index}"
+            errors: list[str] = []
+            pair = RawPair(
+                self.origin, key, row.get(p.instruction_column),
+                _bytes(row.get(p.source_column), "source", errors), _bytes(row.get(p.edited_column), "edited", errors),
+                edit_type=row.get(p.edit_type_column) if p.edit_type_column else None, meta={"row": index},
+            )
+            if p.mask_column and row.get(p.mask_column) is not None:
+                pair.gt_mask = _bytes(row[p.mask_column], "mask", errors)
+            pair.error = errors[0] if errors else None
+            yield pair
+
+
+def _bytes(value: Any, role: str, errors: list[str]) -> bytes | None:
+    """An image cell -> encoded bytes (None + an error when it is empty or unreadable)."""
+    if value is None:
+        errors.append(f"missing {role} image: empty cell")
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        value = value.get("path")
+    if isinstance(value, str) and value:
+        try:
+            return Path(value).read_bytes()
+        except OSError as error:
+            errors.append(f"missing {role} image: {value}: {error.strerror or error}")
+            return None
+    if hasattr(value, "save"):  # a decoded PIL image (datasets with decode=True features)
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return buffer.getvalue()
+    errors.append(f"missing {role} image: unsupported cell type {type(value).__name__}")
+    return None
