@@ -1,0 +1,202 @@
+"""Scores: pHash, mask geometry, background PSNR/SSIM outside the mask, CLIP with a tiny open-clip model."""
+import io
+import math
+
+import numpy as np
+import pytest
+
+from curate import rle, schema, store
+from curate.scoring import phash
+from curate.scoring.pair import PSNR_CAP_DB, mask_geometry, score_pairs
+
+
+def _jpeg(image, quality=90):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def _photo(seed, size=128):
+    """A smooth random 'photo' (low-frequency content, like real images)."""
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    return (resize(rng.random((8, 8, 3)), (size, size, 3), order=3) * 255).clip(0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- pHash
+def test_phash_matches_a_closed_form_dct():
+    from PIL import Image
+
+    image = _photo(0)
+    gray = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    small = np.asarray(Image.fromarray(gray, mode="F").resize((32, 32), Image.Resampling.BOX), dtype=np.float64)
+    n = np.arange(32)  # orthonormal DCT-II basis written out
+    basis = np.sqrt(2 / 32) * np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)
+    basis[0] /= np.sqrt(2)
+    low = (basis @ small @ basis.T)[:8, :8].ravel()
+    expected = int("".join("1" if v > np.median(low) else "0" for v in low), 2)
+    assert phash.phash(image) == expected
+
+
+def test_phash_is_robust_to_reencoding_and_separates_images():
+    a, b = _photo(1), _photo(2)
+    assert phash.hamming(phash.phash(a), phash.phash(_jpeg(a, 70))) <= 4
+    assert phash.hamming(phash.phash(a), phash.phash(np.clip(a.astype(int) + 6, 0, 255).astype(np.uint8))) <= 4
+    assert phash.hamming(phash.phash(a), phash.phash(b)) > 12
+
+
+def test_hamming_against_python_popcount():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 2**63, 100, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    b = rng.integers(0, 2**63, 100, dtype=np.int64).astype(np.uint64)
+    assert list(phash.hamming(a, b)) == [bin(int(x) ^ int(y)).count("1") for x, y in zip(a, b)]
+
+
+def test_change_hash_tells_two_edits_of_one_photo_apart():
+    source = _photo(4)
+    left, right = source.copy(), source.copy()
+    left[10:40, 10:40] = [255, 0, 0]
+    right[80:110, 80:110] = [255, 0, 0]
+    h_left, h_right = phash.pair_hashes(source, left), phash.pair_hashes(source, right)
+    assert h_left["source"] == h_right["source"]
+    assert phash.hamming(h_left["change"], h_right["change"]) > 4
+
+
+# ---------------------------------------------------------------- mask geometry
+def test_mask_geometry_against_closed_forms_and_skimage():
+    from skimage.measure import label
+
+    yy, xx = np.mgrid[:200, :200]
+    disc = (yy - 100) ** 2 + (xx - 100) ** 2 <= 60**2
+    square = np.zeros((200, 200), bool)
+    square[50:150, 50:150] = True
+    strip = np.zeros((200, 200), bool)
+    strip[90:110, 10:190] = True
+    # closed form 4*pi*A/P^2; digital perimeter estimates overshoot curved boundaries by ~5% (so ~10% on a disc)
+    assert mask_geometry(disc)["mask_compactness"] == pytest.approx(1.0, abs=0.12)
+    assert mask_geometry(square)["mask_compactness"] == pytest.approx(math.pi / 4, abs=0.03)
+    assert mask_geometry(strip)["mask_compactness"] == pytest.approx(4 * math.pi * 3600 / 400**2, abs=0.02)
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        mask = rng.random((40, 50)) > 0.7
+        geometry = mask_geometry(mask)
+        assert geometry["mask_area"] == mask.mean()
+        assert geometry["mask_components"] == label(mask, connectivity=2).max()
+    assert mask_geometry(np.zeros((4, 4), bool)) == {"mask_area": 0.0, "mask_components": 0.0}
+
+
+# ---------------------------------------------------------------- score_pairs over an image shard
+def _shard(tmp_path, pairs):
+    store.write_image_shard(tmp_path, "shard-00000", [
+        {"id": rid, "source": store.encode_png(s), "edited": store.encode_png(e)} for rid, (s, e) in pairs.items()])
+    return store.ImageShard(tmp_path / "shard-00000.parquet")
+
+
+def test_score_pairs_background_scores_and_rejects(tmp_path):
+    pytest.importorskip("curate.metrics", reason="curate/metrics.py (masked PSNR/SSIM) not landed yet")
+    rng = np.random.default_rng(6)
+    source = _photo(6, 64)
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 20:50] = True
+    edited = source.copy()
+    edited[mask] = 255 - edited[mask]
+    noisy = edited.copy()
+    noisy[~mask] = np.clip(noisy[~mask].astype(int) + rng.integers(-8, 9, noisy[~mask].shape), 0, 255)
+    pairs = {"clean": (source, edited), "noisy": (source, noisy), "global": (source, 255 - source),
+             "sizes": (source, source[:32]), "nomask": (source, edited)}
+    images = _shard(tmp_path, pairs)
+    full = np.ones((64, 64), bool)
+    records = [schema.new_record(id=rid, has_edited=True, mask=None if rid == "nomask" else rle.encode(
+        full if rid == "global" else mask)) for rid in pairs]
+    out = {r["id"]: r for r in score_pairs(records, images)}
+    from skimage.metrics import structural_similarity
+
+    assert out["clean"]["scores"]["bg_psnr"] == PSNR_CAP_DB  # identical background: +inf, capped
+    diff = (noisy.astype(float) - source.astype(float))[~mask]
+    expected = 10 * math.log10(255**2 / np.mean(diff**2))  # closed form over the NON-edited pixels only
+    assert out["noisy"]["scores"]["bg_psnr"] == pytest.approx(expected, abs=1e-3)
+    for rid in ("clean", "noisy"):  # reference: scikit-image's full SSIM map averaged over the NON-edited region
+        _, ssim_map = structural_similarity(source, pairs[rid][1], full=True, gaussian_weights=True, sigma=1.5,
+                                            use_sample_covariance=False, data_range=255, channel_axis=-1)
+        assert out[rid]["scores"]["bg_ssim"] == pytest.approx(ssim_map[~mask].mean(), abs=1e-4)
+    assert out["noisy"]["scores"]["bg_ssim"] < out["clean"]["scores"]["bg_ssim"]
+    assert "bg_psnr" not in out["global"]["scores"] and out["global"]["scores"]["mask_area"] == 1.0
+    assert out["sizes"]["status"] == "rejected" and "sizes differ" in out["sizes"]["reject_reason"]
+    assert out["nomask"]["status"] == "rejected" and "no edit mask" in out["nomask"]["reject_reason"]
+    assert set(out["clean"]["phash"]) == {"source", "edited", "change"}
+    assert len(out) == len(records)  # nothing dropped
+
+
+# ---------------------------------------------------------------- CLIP
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import torch
+
+    from curate.tiny.clip import build_clip
+
+    # Tiny ops on a shared 2-core machine: one thread avoids oversubscription stalls (10x slower otherwise).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield "local-dir:" + str(build_clip(tmp_path_factory.mktemp("tiny-clip")))
+    torch.set_num_threads(threads)
+
+
+def _steer(model, preprocess_size, image, text_embedding, sign, steps=60):
+    """Edit ``image`` by gradient steps on its pixels so its CLIP embedding moves toward (+1) / away (-1) from text."""
+    import torch
+
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)[None] / 255
+    x.requires_grad_(True)
+    for _ in range(steps):
+        small = torch.nn.functional.interpolate(x, size=preprocess_size, mode="bilinear", antialias=True)
+        emb = torch.nn.functional.normalize(model.encode_image((small - mean) / std), dim=-1)
+        (-(sign * emb @ text_embedding.T).sum()).backward()
+        with torch.no_grad():
+            x -= 0.02 * x.grad.sign()
+            x.clamp_(0, 1)
+            x.grad.zero_()
+    return (x[0].permute(1, 2, 0).detach().numpy() * 255).round().astype(np.uint8)
+
+
+def test_directional_clip_sign_on_a_constructed_case(tiny_clip, tmp_path):
+    import torch
+
+    from curate.scoring.clip import ClipScorer
+
+    scorer = ClipScorer(tiny_clip, device="cpu", batch_size=2, cache_dir=tmp_path / "cache")
+    instruction = "make the sky purple"
+    text = torch.tensor(scorer.embed_texts([instruction]))
+    source = _photo(7, 32)
+    toward = _steer(scorer.model, (32, 32), source, text, +1)
+    away = _steer(scorer.model, (32, 32), source, text, -1)
+    images = _shard(tmp_path, {"toward": (source, toward), "away": (source, away)})
+    records = [schema.new_record(id=i, has_edited=True, instruction="x", instruction_refined=instruction)
+               for i in ("toward", "away")]
+    out = {r["id"]: r["scores"] for r in scorer(records, images)}
+    assert out["toward"]["clip_direction"] > 0.2 and out["away"]["clip_direction"] < -0.2
+    assert -1 <= out["toward"]["clip_image_sim"] <= 1
+    # independent reference: the same cosines from the model directly
+    from PIL import Image
+
+    emb = lambda a: torch.nn.functional.normalize(scorer.model.encode_image(scorer.preprocess(Image.fromarray(a))[None]), dim=-1)[0]
+    with torch.no_grad():
+        d = emb(toward) - emb(source)
+        assert out["toward"]["clip_direction"] == pytest.approx(float(d @ text[0] / d.norm()), abs=1e-4)
+        assert out["toward"]["clip_image_sim"] == pytest.approx(float(emb(toward) @ emb(source)), abs=1e-4)
+    # second scorer on the same cache: every embedding is a hit and the scores are identical
+    again = ClipScorer(tiny_clip, device="cpu", cache_dir=tmp_path / "cache")
+    records = [schema.new_record(id=i, has_edited=True, instruction=instruction) for i in ("toward", "away")]
+    assert {r["id"]: r["scores"] for r in again(records, images)} == out  # cached vectors: bit-identical
+    assert again.cache.misses == 0 and again.cache.hits == 4  # unique keys: one source, two edits, one text
+
+
+def test_clip_load_failure_is_a_clear_error(tmp_path):
+    from curate.scoring.clip import ClipScorer
+
+    with pytest.raises((RuntimeError, FileNotFoundError), match="local-dir|enabled: false"):
+        ClipScorer(f"local-dir:{tmp_path / 'missing'}", device="cpu")
