@@ -39,7 +39,8 @@ def per_image_loop(masker: GroundedMasker, images: list[np.ndarray], phrases: li
     for image, words in zip(images, phrases):
         pil = Image.fromarray(image)
         size = [(image.shape[0], image.shape[1])]
-        inputs = masker.detector_processor(images=pil, text=detector_prompt(words), return_tensors="pt").to(masker.device)
+        inputs = masker.detector_processor(images=pil, text=detector_prompt(words), return_tensors="pt")
+        inputs = inputs.to(masker.device)
         with torch.inference_mode(), masker._autocast():
             out = masker.detector(**inputs)
         out.logits, out.pred_boxes = out.logits.float(), out.pred_boxes.float()
@@ -82,11 +83,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=None, help="image side in px (default 256 tiny / 1024 full)")
     parser.add_argument("--batch-sizes", default=None, help="comma-separated (default 4,16 tiny / 8,16 full)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", default="perf/results/grounded_masks.json")
     args = parser.parse_args(argv)
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.full and not torch.cuda.is_available():
         parser.error("--full needs a CUDA GPU (random-init grounding-dino-base + sam2.1-hiera-large in bf16)")
     n = args.images or (64 if args.full else 32)
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         row["images_per_s"] = round(n / row["seconds"], 2)
         row["speedup"] = round(base / row["seconds"], 2)
         row["seconds"] = round(row["seconds"], 3)
-    device = torch.cuda.get_device_name() if masker.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    device = torch.cuda.get_device_name() if masker.device.type == "cuda" else f"cpu ({threads} threads)"
     result = {"models": "full-size random (grounding-dino-base, sam2.1-hiera-large)" if args.full else "tiny random",
               "device": device, "dtype": "bf16 autocast" if masker.autocast_dtype is not None else "fp32",
               "images": n, "image_size": [side * 3 // 4, side], "max_boxes": params.max_boxes, "rows": rows}

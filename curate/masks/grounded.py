@@ -100,14 +100,16 @@ class GroundedMasker:
             return results
         work = {i: _resize_longest(images[i], self.params.max_side) for i in todo}
         detections = self._detect([work[i] for i in todo], [detector_prompt(phrases[i]) for i in todo])
+        work_boxes = {}
         for i, (boxes, scores, labels, dropped) in zip(todo, detections):
             scale = np.array([sizes[i][1] / work[i].width, sizes[i][0] / work[i].height] * 2)
-            results[i].boxes = (boxes * scale).round(2).tolist()
+            results[i].boxes = (boxes * scale).round(2).tolist()  # reported in original pixels
             results[i].scores, results[i].labels, results[i].dropped_boxes = scores, labels, dropped
-        with_boxes = [i for i in todo if results[i].boxes]
+            work_boxes[i] = boxes.tolist()  # SAM2 gets them in the working image's pixels
+        with_boxes = [i for i in todo if work_boxes[i]]
         if with_boxes:
-            boxes = [[list(b) for b in _working_boxes(results[i].boxes, sizes[i], work[i])] for i in with_boxes]
-            masks = self._segment([work[i] for i in with_boxes], boxes, [sizes[i] for i in with_boxes])
+            masks = self._segment([work[i] for i in with_boxes], [work_boxes[i] for i in with_boxes],
+                                  [sizes[i] for i in with_boxes])
             for i, mask in zip(with_boxes, masks):
                 results[i].mask = mask
         return results
@@ -147,7 +149,8 @@ class GroundedMasker:
                                int((~valid).sum())))
         return detections
 
-    def _segment(self, images: list[Any], boxes: list[list[list[float]]], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    def _segment(self, images: list[Any], boxes: list[list[list[float]]],
+                 sizes: list[tuple[int, int]]) -> list[np.ndarray]:
         import torch
 
         counts = [len(b) for b in boxes]
@@ -232,12 +235,6 @@ def _resize_longest(image: np.ndarray, max_side: int):
     if scale < 1:
         pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.BILINEAR)
     return pil
-
-
-def _working_boxes(boxes: list[list[float]], size: tuple[int, int], work: Any) -> np.ndarray:
-    """Original-pixel boxes back to the working image's pixels (SAM2 normalises prompts by its input size)."""
-    scale = np.array([work.width / size[1], work.height / size[0]] * 2)
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

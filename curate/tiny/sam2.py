@@ -18,7 +18,8 @@ def build_tiny_sam2(directory: Path | str, seed: int = 0, image_size: int = 128)
     backbone = Sam2HieraDetConfig(
         hidden_size=8, num_attention_heads=1, image_size=[image_size, image_size], blocks_per_stage=[1, 1, 2, 1],
         embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
-        window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3], window_positional_embedding_background_size=[2, 2],
+        window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3],
+        window_positional_embedding_background_size=[2, 2],
     )
     return _save(directory, backbone, image_size, hidden=32, mlp_dim=64, heads=2, seed=seed)
 
