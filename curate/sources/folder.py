@@ -62,6 +62,11 @@ class FolderSource:
         if missing:
             pair.error = f"malformed pairs line: missing {', '.join(missing)}"
             return pair
+        not_text = [k for k in ("source", "edited", "instruction", "mask", "edit_type") if k in entry
+                    and entry[k] is not None and not isinstance(entry[k], str)]
+        if not_text:
+            pair.error = f"malformed pairs line: {', '.join(not_text)} must be strings"
+            return pair
         errors = []
         pair.source = self._read(entry["source"], "source", errors)
         pair.edited = self._read(entry["edited"], "edited", errors)
