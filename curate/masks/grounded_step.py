@@ -154,3 +154,17 @@ def _add_meta(record: dict[str, Any], grounding: dict[str, Any]) -> None:
         meta = {"previous_meta": meta}
     meta["grounding"] = grounding
     record["meta"] = json.dumps(meta, sort_keys=True)
+
+
+def make_grounded_step(params: GroundingParams, masker: GroundedMasker | None = None):
+    """A ``step(records, images)`` for :func:`curate.pipeline.run_stage` holding ONE masker for the whole run.
+
+    Loading happens here, before any shard is read, so missing weights fail the stage at once with
+    :class:`~curate.masks.grounded.WeightsUnavailableError`.
+    """
+    masker = masker or GroundedMasker(params)
+
+    def step(records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
+        return grounded_step(records, images, params, masker)
+
+    return step
