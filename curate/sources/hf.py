@@ -40,7 +40,12 @@ def load(params: HFParams):
                 raise ValueError(f"split {params.split!r} not in {params.path} (has {sorted(loaded)})")
             loaded = loaded[params.split]
         return loaded
-    return datasets.load_dataset(params.path, split=params.split)
+    try:
+        return datasets.load_dataset(params.path, split=params.split)
+    except Exception as error:  # hub unreachable, unknown id, bad split: say what was tried
+        raise RuntimeError(f"could not load the Hugging Face dataset {params.path!r} (split {params.split!r}): "
+                           f"{type(error).__name__}: {error}. Without internet, use a local path "
+                           "(a save_to_disk folder or a folder of data files)") from error
 
 
 class HFSource:

@@ -109,6 +109,38 @@ def _gt_mask(mask, width: int, height: int, policy: images.ImagePolicy):
     return mask
 
 
+class _ImageShardWriter:
+    """Streams one image shard (:data:`curate.store.IMAGE_SCHEMA`) in row groups of 64 pairs, so ingest holds 64
+    pairs' bytes in memory instead of a whole shard (1,000 pairs of large photos would be gigabytes)."""
+
+    ROW_GROUP = 64
+
+    def __init__(self, path: Path):
+        self.path, self.rows, self.writer = path, [], None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.ROW_GROUP:
+            self._write()
+
+    def _write(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, store.IMAGE_SCHEMA, compression="none")
+        image = lambda data: None if data is None else {"bytes": data, "path": None}  # noqa: E731
+        rows = [{"id": r["id"], "source_image": image(r["source"]), "edited_image": image(r["edited"])} for r in self.rows]
+        self.writer.write_table(pa.Table.from_pylist(rows, schema=store.IMAGE_SCHEMA))
+        self.rows = []
+
+    def close(self) -> None:
+        if self.rows or self.writer is None:  # the file exists even for a shard whose records were all rejected
+            self._write()
+        self.writer.close()
+
+
 def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total: int | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Ingest ``pairs`` into ``out_dir`` (records/ + images/, atomically) and return the metrics."""
@@ -122,15 +154,8 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
     flags: Counter = Counter()
     count = 0
     with store.atomic_dir(out_dir) as tmp, tqdm(total=total, desc=STAGE, unit="pair", disable=not progress) as bar:
-        shard_index, records, rows = 0, [], []
-
-        def flush() -> None:
-            nonlocal shard_index, records, rows
-            name = store.shard_name(shard_index)
-            store.write_records(tmp / "records", name, records)
-            store.write_image_shard(tmp / "images", name, rows)
-            shard_index, records, rows = shard_index + 1, [], []
-
+        shard_index, records = 0, []
+        image_writer = _ImageShardWriter(tmp / "images" / f"{store.shard_name(0)}.parquet")
         for pair in pairs:
             record, row = to_record(pair, policy)
             if record["id"] in seen and schema.is_ok(record):
@@ -139,7 +164,7 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
             seen.setdefault(record["id"], record["origin_key"])
             if row is not None:
                 record["image_shard"] = store.shard_name(shard_index)
-                rows.append(row)
+                image_writer.add(row)
                 edit_types[record["edit_type"] or "unknown"] += 1
                 flags.update(record["flags"])
             else:
@@ -148,9 +173,14 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
             count += 1
             bar.update(1)
             if len(records) >= params.shard_size:
-                flush()
+                store.write_records(tmp / "records", store.shard_name(shard_index), records)
+                image_writer.close()
+                shard_index, records = shard_index + 1, []
+                image_writer = _ImageShardWriter(tmp / "images" / f"{store.shard_name(shard_index)}.parquet")
         if records or shard_index == 0:  # always at least one shard, so an empty source is visible, not missing
-            flush()
+            store.write_records(tmp / "records", store.shard_name(shard_index), records)
+            image_writer.close()
+            shard_index += 1
     return {
         "source": params.source,
         "records": count,

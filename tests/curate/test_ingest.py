@@ -60,6 +60,14 @@ def test_shards_ids_and_images_line_up(tmp_path):
             np.testing.assert_array_equal(rle.decode(record["gt_mask"]), pair.gt_mask)
 
 
+def test_a_shard_of_only_rejects_still_has_its_image_file(tmp_path):
+    bad = [RawPair("test", f"k{i}", "x", b"junk", b"junk" + bytes([i])) for i in range(3)]
+    metrics = run_ingest(bad, tmp_path / "out", IngestParams(shard_size=2), progress=False)
+    assert metrics == {**metrics, "records": 3, "ok": 0, "rejected": 3, "shards": 2}
+    assert store.list_shards(tmp_path / "out/images") == ["shard-00000", "shard-00001"]
+    assert store.count_records(tmp_path / "out/images") == 0 and store.count_records(tmp_path / "out/records") == 3
+
+
 def test_rerun_writes_identical_files(tmp_path):
     params = SampleParams(n=6, size=64, seed=2)
     run_ingest(SampleSource(params), tmp_path / "a", IngestParams(), progress=False)

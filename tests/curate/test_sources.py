@@ -133,6 +133,13 @@ def test_bad_bytes_are_clear_problems(source, category):
     assert problem.value.category == category
 
 
+def test_pixel_limit_is_checked_from_the_header():
+    with pytest.raises(images.ImageProblem, match="image too large: source is 64x48 = 3072 pixels > 1000"):
+        images.normalize_pair(encode(photo()), encode(photo()), images.ImagePolicy(max_pixels=1000))
+    with pytest.raises(ValueError, match="max_pixels"):
+        images.ImagePolicy(max_pixels=10**12)
+
+
 def test_size_policy_resizes_same_aspect_and_rejects_other_aspect():
     src = encode(photo(48, 64))
     ok = images.normalize_pair(src, encode(photo(96, 128, seed=1)), POLICY)
@@ -250,3 +257,5 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     assert records[2]["reject_reason"].startswith("missing edited image")
     with pytest.raises(ValueError, match="not in the dataset"):
         HFSource(HFParams(path=str(tmp_path / "ds")))
+    with pytest.raises(RuntimeError, match="could not load the Hugging Face dataset"):
+        HFSource(HFParams(path=str(tmp_path / "no_such_dataset_dir")))
