@@ -35,7 +35,7 @@ class Candidates:
     ids: np.ndarray  # bytes, dtype S
     type_codes: np.ndarray  # int32 index into type_names
     type_names: list[str]
-    is_local: np.ndarray
+    is_region_edit: np.ndarray  # mask-shape filters apply (see curate.scoring.filters)
     upstream_stage: np.ndarray  # object: reject_stage of records rejected before select, None when ok
     scores: dict[str, np.ndarray]  # name -> float64 (NaN = missing)
     hashes: np.ndarray  # (n, 3) uint64: source, edited, change
@@ -76,7 +76,7 @@ def load(input_dir: Path, score_names: list[str]) -> Candidates:
         raise FileNotFoundError(f"{STAGE}: no record shards in {input_dir}; run the score stage first (dvc repro)")
     columns = ["id", "edit_type", "scope", "status", "reject_stage", "reject_reason", "scores", "phash"]
     type_index: dict[str, int] = {}
-    parts: dict[str, list] = {k: [] for k in ("ids", "types", "local", "upstream", "hashes", "has_hash")}
+    parts: dict[str, list] = {k: [] for k in ("ids", "types", "region", "upstream", "hashes", "has_hash")}
     score_parts: dict[str, list] = {name: [] for name in score_names}
     upstream_reasons: Counter = Counter()
     sizes = []
@@ -87,7 +87,7 @@ def load(input_dir: Path, score_names: list[str]) -> Candidates:
         types = [t or "unknown" for t in table["edit_type"].to_pylist()]
         parts["types"].append(np.array([type_index.setdefault(t, len(type_index)) for t in types], dtype=np.int32))
         scope = table["scope"].to_pylist()
-        parts["local"].append(np.array([(s or _default_scope(t)) == "local" for s, t in zip(scope, types)], bool))
+        parts["region"].append(np.array([filters.is_region_edit(t, s) for t, s in zip(types, scope)], dtype=bool))
         ok = np.asarray(pc.equal(table["status"], schema.STATUS_OK).fill_null(False))
         stage = table["reject_stage"].to_numpy(zero_copy_only=False).astype(object)
         stage[ok] = None
@@ -106,16 +106,11 @@ def load(input_dir: Path, score_names: list[str]) -> Candidates:
     return Candidates(
         shards=shards, shard_sizes=sizes, ids=np.concatenate(parts["ids"]).astype("S"),
         type_codes=np.concatenate(parts["types"]), type_names=list(type_index),
-        is_local=np.concatenate(parts["local"]), upstream_stage=np.concatenate(parts["upstream"]),
+        is_region_edit=np.concatenate(parts["region"]), upstream_stage=np.concatenate(parts["upstream"]),
         scores={n: np.concatenate(p) for n, p in score_parts.items()},
         hashes=np.concatenate(parts["hashes"]), has_hash=np.concatenate(parts["has_hash"]),
         upstream_reasons=upstream_reasons,
     )
-
-
-def _default_scope(edit_type: str) -> str:
-    known = taxonomy.EDIT_TYPES.get(edit_type)
-    return known.scope if known else "local"
 
 
 # ---------------------------------------------------------------- decisions
@@ -135,7 +130,7 @@ def decide(params, cand: Candidates) -> Decision:
         if not np.isfinite(cand.scores[spec.score]).any():  # score never computed (e.g. CLIP off): not a step
             skipped.append(name)
             continue
-        bad = alive & filters.fails(spec, threshold, cand.scores[spec.score], cand.is_local)
+        bad = alive & filters.fails(spec, threshold, cand.scores[spec.score], cand.is_region_edit)
         codes[bad] = len(steps)
         steps.append(name)
         reasons.append(f"{STAGE}: " + filters.reason(name, spec, threshold))

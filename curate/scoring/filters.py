@@ -1,8 +1,9 @@
 """Threshold filters over score columns, applied in a fixed order so each reject is charged to the first filter.
 
 Each filter reads one score; ``None`` in params disables it. A missing score (NaN: not computed, e.g. CLIP off, or not
-applicable, e.g. background PSNR of a whole-image edit) passes: a filter only rejects what it could measure. Mask-area
-filters apply to local edits only (a global edit's mask is the whole image by definition).
+applicable, e.g. background PSNR of a whole-image edit) passes: a filter only rejects what it could measure. Mask-shape
+filters apply to *region edits* only: local edits whose mask is the edited object (not global edits, whose mask is
+the whole image, nor background replacement, whose mask is the complement of a possibly small subject).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from curate.scoring import BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, MAS
 class FilterParams:
     """Thresholds (UltraEdit/ImgEdit/AnyEdit practice as starting points; see DESIGN.md §6)."""
 
-    mask_area_min: Optional[float] = 0.002  # local edits: fraction of the image that changes
+    mask_area_min: Optional[float] = 0.002  # region edits: fraction of the image that changes
     mask_area_max: Optional[float] = 0.9
     mask_components_max: Optional[float] = 50
     bg_psnr_min: Optional[float] = 20.0  # dB outside the mask
@@ -31,13 +32,13 @@ class FilterParams:
 class Filter:
     score: str
     bound: str  # "min": reject value < threshold; "max": reject value > threshold
-    local_only: bool = False
+    region_edits_only: bool = False
 
 
 FILTERS: dict[str, Filter] = {
-    "mask_area_min": Filter(MASK_AREA, "min", local_only=True),
-    "mask_area_max": Filter(MASK_AREA, "max", local_only=True),
-    "mask_components_max": Filter(MASK_COMPONENTS, "max", local_only=True),
+    "mask_area_min": Filter(MASK_AREA, "min", region_edits_only=True),
+    "mask_area_max": Filter(MASK_AREA, "max", region_edits_only=True),
+    "mask_components_max": Filter(MASK_COMPONENTS, "max", region_edits_only=True),
     "bg_psnr_min": Filter(BG_PSNR, "min"),
     "bg_ssim_min": Filter(BG_SSIM, "min"),
     "clip_image_sim_min": Filter(CLIP_IMAGE_SIM, "min"),
@@ -60,11 +61,21 @@ def reason(name: str, spec: Filter, threshold: float) -> str:
     return f"{name}: {spec.score} {sign} {threshold:g}"
 
 
-def fails(spec: Filter, threshold: float, values: np.ndarray, is_local: np.ndarray) -> np.ndarray:
-    """Boolean array: which rows this filter rejects (NaN never fails; local-only filters skip global edits)."""
+def is_region_edit(edit_type: str, scope: str | None) -> bool:
+    """Local edit whose mask is the changed object itself (see the module docstring); unknown types count as such."""
+    from curate import taxonomy
+
+    known = taxonomy.EDIT_TYPES.get(edit_type)
+    if (scope or (known.scope if known else "local")) != "local":
+        return False
+    return known is None or known.mask_rule not in ("complement", "whole")
+
+
+def fails(spec: Filter, threshold: float, values: np.ndarray, is_region_edit: np.ndarray) -> np.ndarray:
+    """Boolean array: which rows this filter rejects (NaN never fails; region-only filters skip other edits)."""
     with np.errstate(invalid="ignore"):
         bad = values < threshold if spec.bound == "min" else values > threshold
     bad &= ~np.isnan(values)
-    if spec.local_only:
-        bad &= is_local
+    if spec.region_edits_only:
+        bad &= is_region_edit
     return bad

@@ -102,12 +102,14 @@ def test_filters_reasons_funnel_and_rejects_table(tmp_path):
     records[3]["scope"] = "global"
     records[3]["edit_type"] = "style"
     schema.reject(records[4], "ingest", "corrupt image: truncated")
+    records[5]["edit_type"], records[5]["scores"]["mask_area"] = "background", 0.97  # complement of a small subject
     metrics, out = _run(tmp_path, records, target_size=12)
     by_id = {r["id"]: r for r in out}
     assert by_id["r000000"]["reject_reason"] == "select: mask_area_min: mask_area < 0.002"
     assert by_id["r000001"]["reject_reason"].startswith("select: bg_psnr_min")
     assert by_id["r000002"]["status"] == "ok" or by_id["r000002"]["reject_reason"].startswith("select: balance")
     assert by_id["r000003"]["status"] == "ok"  # the only style record, under quota
+    assert by_id["r000005"]["status"] == "ok"  # mask-shape filters skip background replacement
     assert by_id["r000004"]["reject_stage"] == "ingest" and by_id["r000004"]["reject_reason"] == "corrupt image: truncated"
     rejected = [r for r in out if r["status"] == "rejected"]
     assert all(r["reject_reason"] and r["reject_stage"] for r in rejected)
