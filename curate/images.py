@@ -96,12 +96,21 @@ def decode(data: bytes | None, role: str, policy: ImagePolicy) -> _Decoded:
         raise ImageProblem(f"{category} {role} image", str(error)) from None
     except Exception as error:
         raise ImageProblem(f"corrupt {role} image", f"{type(error).__name__}: {error}") from None
-    original_format = image.format
-    orientation = image.getexif().get(0x0112, 1)
-    upright = ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
-    rgb = to_rgb(upright, role)
-    kept = original_format in KEEP_FORMATS and image.mode == "RGB" and orientation in (None, 1)
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+        upright = ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
+        rgb = to_rgb(upright, role)
+    except ImageProblem:
+        raise
+    except Exception as error:  # malformed EXIF or a mode PIL cannot convert
+        raise ImageProblem(f"corrupt {role} image", f"{type(error).__name__}: {error}") from None
+    kept = image.format in KEEP_FORMATS and image.mode == "RGB" and orientation in (None, 1) and not _is_16bit_png(data)
     return _Decoded(rgb, kept, upright)
+
+
+def _is_16bit_png(data: bytes) -> bool:
+    """PIL opens 48-bit RGB PNGs as 8-bit "RGB"; the stored bytes must then be re-encoded (IHDR bit depth, byte 24)."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[24] != 8
 
 
 def to_rgb(image, role: str = "image"):

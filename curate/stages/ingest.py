@@ -65,25 +65,29 @@ def open_source(params: IngestParams, params_path: Path | str = config.DEFAULT_P
 
 def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One raw pair -> (record, image row or None when rejected)."""
+    # Cells of user datasets may hold anything; records hold strings (a non-string is rejected below).
+    instruction = pair.instruction if isinstance(pair.instruction, str) else None
+    edit_type = None if pair.edit_type is None else str(pair.edit_type)
     if pair.source is not None and pair.edited is not None:
-        record_id = schema.content_id(pair.source, pair.edited, pair.instruction or "")
+        record_id = schema.content_id(pair.source, pair.edited, instruction or "")
     else:  # unreadable input: derive the id from where it came from, so it is still stable and unique
         record_id = schema.content_id(pair.origin, pair.origin_key, pair.error or "")
     record = schema.new_record(
         id=record_id, origin=pair.origin, origin_key=pair.origin_key, has_edited=True,
-        instruction=pair.instruction, edit_type=pair.edit_type, target_phrases=list(pair.target_phrases),
+        instruction=instruction, edit_type=edit_type, target_phrases=[str(p) for p in pair.target_phrases],
         meta=json.dumps(pair.meta, sort_keys=True, default=str),
     )
     try:
         if pair.error:
             category, _, detail = pair.error.partition(": ")
             raise images.ImageProblem(category, detail)
-        if not (pair.instruction or "").strip():
-            raise images.ImageProblem("missing instruction")
-        if pair.edit_type is not None:
-            if pair.edit_type not in taxonomy.EDIT_TYPES:
-                raise images.ImageProblem("unknown edit type", f"{pair.edit_type!r}; known: {sorted(taxonomy.EDIT_TYPES)}")
-            record["scope"] = taxonomy.get(pair.edit_type).scope
+        if not (instruction or "").strip():
+            detail = "" if pair.instruction is None or instruction is not None else f"not text: {type(pair.instruction).__name__}"
+            raise images.ImageProblem("missing instruction", detail)
+        if edit_type is not None:
+            if edit_type not in taxonomy.EDIT_TYPES:
+                raise images.ImageProblem("unknown edit type", f"{edit_type!r}; known: {sorted(taxonomy.EDIT_TYPES)}")
+            record["scope"] = taxonomy.get(edit_type).scope
         normalized = images.normalize_pair(pair.source, pair.edited, policy)
         record.update(width=normalized.width, height=normalized.height)
         for flag in normalized.flags:

@@ -105,6 +105,23 @@ def test_mode_conversions_follow_the_documented_policy():
     assert gray.mode == "RGB" and np.asarray(gray)[0, 0].tolist() == [77, 77, 77]
 
 
+def _png48(rgb16: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (PIL cannot write one)."""
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_48bit_png_is_reencoded_as_8bit():
+    rgb16 = np.random.default_rng(1).integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    pair = images.normalize_pair(_png48(rgb16), encode(photo(5, 7)), POLICY)
+    stored = Image.open(io.BytesIO(pair.source))
+    assert stored.mode == "RGB" and pair.source[24] == 8
+    assert np.abs(np.asarray(stored).astype(int) - rgb16 / 257).max() <= 1
+
+
 def test_exif_orientation_is_applied():
     image = Image.fromarray(photo(20, 40))
     exif = image.getexif()
@@ -218,6 +235,16 @@ def test_folder_source_every_input_ends_ok_or_rejected_with_its_reason(tmp_path)
     assert by_key["good"]["scope"] == "local" and "edited_resized" in by_key["resized"]["flags"]
     assert metrics["ok"] == sum(1 for c in expected.values() if not c)
     assert metrics["rejects"]["size mismatch"] == 1 and metrics["rejects"]["malformed pairs line"] == 3
+
+
+def test_non_text_cells_are_rejected_not_crashing():
+    from curate.sources import RawPair
+
+    record, row = to_record(RawPair("hf:x", "row 0", 5, encode(photo()), encode(photo()), edit_type=3), POLICY)
+    assert row is None and record["reject_reason"] == "missing instruction: not text: int"
+    record, _ = to_record(RawPair("hf:x", "row 1", "ok", encode(photo()), encode(photo()), edit_type=3), POLICY)
+    assert record["reject_reason"].startswith("unknown edit type: '3'")
+    schema.to_table([record])  # still writable
 
 
 def test_folder_source_config_errors_are_clear(tmp_path):
