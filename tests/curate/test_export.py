@@ -79,3 +79,37 @@ def test_unknown_format_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not implemented"):
         export_stage.run(export_stage.ExportParams(format="webdataset"), tmp_path, tmp_path, tmp_path / "o",
                          tmp_path / "m.json", tmp_path / "f.png")
+
+
+def test_sample_through_score_select_export_loses_nothing(sample_ingest_dir, tmp_path):
+    """The built-in sample (real photos) with its ground-truth masks standing in for the masks stage."""
+    from datasets import load_from_disk
+
+    from curate.pipeline import run_stage
+    from curate.stages import score as score_stage
+    from curate.stages import select as select_stage
+
+    def gt_masks(records, _images):
+        for record in records:
+            if schema.is_ok(record):
+                record["mask"], record["mask_source"] = record["gt_mask"], "gt"
+        return records
+
+    run_stage("masks", sample_ingest_dir / "records", tmp_path / "masks", gt_masks, progress=False)
+    images = sample_ingest_dir / "images"
+    score_metrics = score_stage.run(score_stage.ScoreParams(), tmp_path / "masks", images, tmp_path / "score")
+    assert score_metrics["clip_enabled"] is False and "CLIP scores off" in score_metrics["note"]
+    select_metrics = select_stage.run(select_stage.SelectParams(target_size=12), tmp_path / "score",
+                                      tmp_path / "select", tmp_path / "rejects")
+    (tmp_path / "select.json").write_text(json.dumps(select_metrics))
+    export_metrics = export_stage.run(export_stage.ExportParams(mask_png=False), tmp_path / "select", images,
+                                      tmp_path / "export", tmp_path / "select.json", tmp_path / "none.png")
+    ingested = {r["id"] for _, shard in store.iter_records(sample_ingest_dir / "records") for r in shard}
+    exported = set(load_from_disk(str(tmp_path / "export" / "dataset"))["id"])
+    import pyarrow.parquet as pq
+
+    rejected = set(pq.read_table(tmp_path / "rejects" / "rejects.parquet")["id"].to_pylist())
+    assert exported.isdisjoint(rejected) and exported | rejected == ingested
+    assert len(exported) == export_metrics["rows"] == select_metrics["selected"] == 12
+    counts = export_metrics["by_edit_type"].values()
+    assert max(counts) - min(counts) <= 1  # balanced over the sample's edit types
