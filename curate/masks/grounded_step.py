@@ -76,11 +76,11 @@ def _plan(record: dict[str, Any], images: Any, params: GroundingParams) -> _Plan
         phrases = [params.foreground_prompt]  # a background edit names the new background, not the kept subject
     if not phrases:
         schema.add_flag(record, "no_target_phrases")  # the diff mask (if any) stays
-        return None
+        return _no_grounding(record)
     wanted = fusion.images_to_ground(rule, bool(record.get("has_edited")))
     if not wanted:
         schema.add_flag(record, "grounding_needs_edited")  # e.g. "add" on a benchmark item: nothing to ground in
-        return None
+        return _no_grounding(record)
     if images is None:
         raise ValueError("grounded masks need the shard's images; run the masks stage with its images directory")
     pixels: dict[str, np.ndarray] = {}
@@ -96,6 +96,12 @@ def _plan(record: dict[str, Any], images: Any, params: GroundingParams) -> _Plan
             schema.reject(record, STAGE, f"grounding: {which} image is {got}, the record says {(height, width)}")
             return None
     return _Plan(record, rule, phrases, pixels)
+
+
+def _no_grounding(record: dict[str, Any]) -> None:
+    if record.get("mask") is None:
+        record["mask_source"] = "none"
+    return None
 
 
 def _apply(plan: _Plan, found: dict[str, Grounding], params: GroundingParams) -> None:

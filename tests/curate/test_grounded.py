@@ -189,3 +189,18 @@ def test_step_on_built_in_sample_records(masker, tiny_dirs, sample_ingest_dir, t
     assert {"add", "remove", "background"} <= grounded_types
     store.write_records(tmp_path, shard, out)  # lands in the schema
     assert [r["mask"] for r in store.read_records(tmp_path, shard)] == [r["mask"] for r in out]
+
+
+def test_run_stage_with_one_masker_for_all_shards(tiny_dirs, tmp_path):
+    from curate.masks.grounded_step import make_grounded_step
+    from curate.pipeline import run_stage
+
+    records, _, _ = shard_with_records(tmp_path / "images")
+    store.write_records(tmp_path / "in", "shard-00000", records)
+    step = make_grounded_step(make_params(tiny_dirs))
+    stats = run_stage("masks", tmp_path / "in", tmp_path / "out", step, images_dir=tmp_path / "images", progress=False)
+    assert stats.records_in == stats.records_out == len(records)
+    out = store.read_records(tmp_path / "out", "shard-00000")
+    assert {r["mask_source"] for r in out} <= set(schema.MASK_SOURCES)
+    with pytest.raises(WeightsUnavailableError):  # loads before any shard is read: fails at once
+        make_grounded_step(make_params(tiny_dirs, segmenter=str(tmp_path / "missing")))
