@@ -113,3 +113,29 @@ def test_sample_through_score_select_export_loses_nothing(sample_ingest_dir, tmp
     assert len(exported) == export_metrics["rows"] == select_metrics["selected"] == 12
     counts = export_metrics["by_edit_type"].values()
     assert max(counts) - min(counts) <= 1  # balanced over the sample's edit types
+
+
+def test_summary_says_what_was_produced_and_what_was_off(tmp_path, capsys):
+    from curate import summary
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "ingest.json").write_text(json.dumps({"records": 200}))
+    (metrics / "masks.json").write_text(json.dumps({"mean_iou": 0.934}))
+    (metrics / "select.json").write_text(json.dumps({
+        "records_in": 200, "selected": 180, "target_size": 40000, "selected_by_edit_type": {"add": 90, "style": 90},
+        "rejected_by_reason": {"select: bg_psnr_min: bg_psnr < 20": 15, "corrupt image": 5},
+        "warning": "only 180 records pass the filters (target_size 40000): all of them are selected"}))
+    (metrics / "export.json").write_text(json.dumps({"rows": 180, "dataset_path": "data/export/dataset",
+                                                      "card_path": "data/export/README.md", "dataset_mb": 9.5}))
+    params = tmp_path / "params.yaml"
+    params.write_text("score:\n  clip:\n    enabled: false\nrewrite:\n  backend: none\nmasks:\n  mode: diff\n")
+    summary.print_summary(metrics, params)
+    text = capsys.readouterr().out
+    for expected in ("records in: 200", "rejected: 20", "select: bg_psnr_min: bg_psnr < 20 (15)", "selected: 180",
+                     "add 90", "mean_iou 0.934", "data/export/dataset", "CLIP scores", "MLLM instruction rewrite",
+                     "grounded masks", "only 180 records pass"):
+        assert expected in text, expected
+    params.write_text("score:\n  clip:\n    enabled: true\nrewrite:\n  backend: openai\nmasks:\n  mode: grounded\n")
+    summary.print_summary(metrics, params)
+    assert "off:" not in capsys.readouterr().out

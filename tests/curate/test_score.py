@@ -200,3 +200,26 @@ def test_clip_load_failure_is_a_clear_error(tmp_path):
 
     with pytest.raises((RuntimeError, FileNotFoundError), match="local-dir|enabled: false"):
         ClipScorer(f"local-dir:{tmp_path / 'missing'}", device="cpu")
+
+
+def test_score_stage_with_clip_on_the_sample(sample_ingest_dir, tiny_clip, tmp_path):
+    """The stage end to end on real photos, CLIP enabled through params exactly as for a real checkpoint."""
+    from curate.pipeline import run_stage
+    from curate.stages import score as score_stage
+
+    def gt_masks(records, _images):
+        for record in records:
+            if schema.is_ok(record):
+                record["mask"] = record["gt_mask"]
+        return records
+
+    run_stage("masks", sample_ingest_dir / "records", tmp_path / "masks", gt_masks, progress=False)
+    params = score_stage.ScoreParams(device="cpu", clip=score_stage.ClipParams(
+        enabled=True, model=tiny_clip, pretrained=None, cache_dir=str(tmp_path / "cache")))
+    metrics = score_stage.run(params, tmp_path / "masks", sample_ingest_dir / "images", tmp_path / "score")
+    assert metrics["clip_enabled"] and metrics["clip_device"] == "cpu" and metrics["clip_cache"]["misses"] > 0
+    records = [r for _, shard in store.iter_records(tmp_path / "score") for r in shard if schema.is_ok(r)]
+    assert records and all({"clip_image_sim", "clip_direction", "mask_area"} <= set(r["scores"]) for r in records)
+    assert all(r["phash"] is not None for r in records)
+    overall = metrics["by_edit_type"]["all"]
+    assert overall["records"] == len(records) and -1 <= overall["mean_clip_direction"] <= 1
