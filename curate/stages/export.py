@@ -185,7 +185,10 @@ def main(
     funnel_png: Path = typer.Option(Path("plots/funnel.png"), help="the funnel plot, embedded in the card"),
     metrics_file: Path = typer.Option(Path("metrics/export.json"), "--metrics", help="rows per edit type (JSON)"),
 ) -> None:
-    """Export the selected records as a `datasets` dataset (images embedded, RLE + PNG masks) with a dataset card."""
+    """Export the selected records as a `datasets` dataset (images embedded, RLE + PNG masks) with a dataset card.
+
+    Load it with `datasets.load_from_disk("data/export/dataset")`; the card is data/export/README.md.
+    """
     from curate import config, store
 
     params = config.load_section(ExportParams, STAGE, params_file)

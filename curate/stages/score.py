@@ -106,7 +106,11 @@ def main(
     output_dir: Path = typer.Option(Path("data/score/records"), "--out", help="where to write the scored records"),
     metrics_file: Path = typer.Option(Path("metrics/score.json"), "--metrics", help="score means per edit type"),
 ) -> None:
-    """Score every pair: mask geometry, background PSNR/SSIM outside the mask, pHashes, CLIP (when enabled)."""
+    """Score every pair: mask geometry, background PSNR/SSIM outside the mask, pHashes, CLIP (when enabled).
+
+    CLIP needs weights (params.yaml `score.clip`): an open-clip name + pretrained tag/file, `hf-hub:org/repo` or
+    `local-dir:/folder`; it is off by default because nothing can be downloaded here. Embeddings are cached on disk.
+    """
     from curate import config, store
 
     params = config.load_section(ScoreParams, STAGE, params_file)

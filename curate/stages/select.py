@@ -77,7 +77,13 @@ def main(
     metrics_file: Path = typer.Option(Path("metrics/select.json"), "--metrics", help="counts and the funnel (JSON)"),
     plots_dir: Path = typer.Option(Path("plots"), "--plots", help="funnel.csv (dvc plots) and funnel.png"),
 ) -> None:
-    """Select the training set: score thresholds, near-duplicate removal, balance over edit types, exactly N."""
+    """Select the training set: score thresholds, near-duplicate removal, balance over edit types, exactly N.
+
+    Steps in order (params.yaml `select`): records rejected upstream; thresholds in `filters` (a missing score
+    passes); near-duplicates (pHashes within `dedupe.max_hamming` bits, best `keep_by` kept); balancing to exactly
+    `target_size` toward `balance.target` (uniform if empty), deterministic for `seed`. Every record keeps its
+    reason; all rejects go to the rejects table; the funnel goes to metrics and plots/.
+    """
     from curate import config, store
     from curate.scoring import funnel
 
