@@ -96,7 +96,6 @@ def _shard(tmp_path, pairs):
 
 
 def test_score_pairs_background_scores_and_rejects(tmp_path):
-    pytest.importorskip("curate.metrics", reason="curate/metrics.py (masked PSNR/SSIM) not landed yet")
     rng = np.random.default_rng(6)
     source = _photo(6, 64)
     mask = np.zeros((64, 64), bool)
