@@ -1,6 +1,7 @@
 """Sources and image validation: the built-in sample's masks, every kind of bad input, folder and HF sources."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -271,7 +272,10 @@ def test_hf_dataset_saved_to_disk(tmp_path):
         "m": [{"bytes": encode(mask), "path": None}, None, None],
         "kind": ["recolor", "add", "add"],
     }
-    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "ds"))
+    dataset = datasets.Dataset.from_dict(rows, features=features)
+    dataset.save_to_disk(str(tmp_path / "ds"))
+    (tmp_path / "files").mkdir()
+    dataset.to_parquet(str(tmp_path / "files" / "train.parquet"))  # a data folder, read by load_dataset
     params = HFParams(path=str(tmp_path / "ds"), source_column="src", edited_column="out", instruction_column="prompt",
                       id_column="key", mask_column="m", edit_type_column="kind")
     source = HFSource(params)
@@ -282,6 +286,9 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     assert rle.decode(records[0]["gt_mask"])[:8].all() and rle.area(records[0]["gt_mask"]) == 8 * 32
     assert records[1]["reject_reason"].startswith("corrupt edited image")
     assert records[2]["reject_reason"].startswith("missing edited image")
+    from_files = [to_record(pair, POLICY)[0] for pair in HFSource(dataclasses.replace(params, path=str(tmp_path / "files")))]
+    assert [r["id"] for r in from_files][:2] == [r["id"] for r in records][:2]  # same content, same id
+    assert [r["reject_reason"] for r in from_files] == [r["reject_reason"] for r in records]
     with pytest.raises(ValueError, match="not in the dataset"):
         HFSource(HFParams(path=str(tmp_path / "ds")))
     with pytest.raises(RuntimeError, match="could not load the Hugging Face dataset"):
