@@ -118,6 +118,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.integration  # spawns a Python process and SIGKILLs it
 def test_sigkill_mid_run_leaves_no_partial_output(tmp_path):
     out = tmp_path / "ingest"
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_RUN), str(out)], cwd=REPO,
