@@ -222,3 +222,18 @@ def test_score_stage_with_clip_on_the_sample(sample_ingest_dir, tiny_clip, tmp_p
     assert all(r["phash"] is not None for r in records)
     overall = metrics["by_edit_type"]["all"]
     assert overall["records"] == len(records) and -1 <= overall["mean_clip_direction"] <= 1
+
+
+def test_damaged_image_bytes_are_rejected_with_a_reason(tmp_path):
+    source = _photo(8, 32)
+    store.write_image_shard(tmp_path, "shard-00000", [
+        {"id": "bad", "source": store.encode_png(source), "edited": store.encode_png(source)[:40]},
+        {"id": "gone", "source": store.encode_png(source), "edited": None}])
+    images = store.ImageShard(tmp_path / "shard-00000.parquet")
+    full = rle.encode(np.ones((32, 32), bool))
+    records = [schema.new_record(id=i, has_edited=True, mask=full) for i in ("bad", "gone", "unknown")]
+    out = {r["id"]: r for r in score_pairs(records, images)}
+    assert out["bad"]["reject_reason"].startswith("cannot decode image")
+    assert out["gone"]["reject_reason"] == "edited image missing"
+    assert out["unknown"]["reject_reason"] == "images missing from the image shard"
+    assert all(r["reject_stage"] == "score" for r in out.values())
