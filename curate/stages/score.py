@@ -53,40 +53,52 @@ def build_step(params: ScoreParams):
     return step, clip
 
 
-def summarize(records_dir: Path) -> dict[str, Any]:
-    """Per edit type: count and mean of each score over the ok records (streams over shards)."""
-    from curate import schema, store
+class ScoreMeans:
+    """Running count and mean of each score per edit type over the ok records (fed batch by batch, no second pass)."""
 
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for _, records in store.iter_records(records_dir):
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        from curate import schema
+
         for record in records:
             if not schema.is_ok(record):
                 continue
             for key in (record.get("edit_type") or "unknown", "all"):
-                counts[key]["records"] += 1
+                self.counts[key]["records"] += 1
                 for name, value in (record.get("scores") or {}).items():
                     if value is not None and not math.isnan(value):
-                        sums[key][name] += value
-                        counts[key][name] += 1
-    out = {}
-    for key in sorted(counts):
-        means = {f"mean_{n}": round(s / counts[key][n], 4) for n, s in sorted(sums[key].items())}
-        out[key] = {"records": counts[key]["records"], **means}
-    return out
+                        self.sums[key][name] += value
+                        self.counts[key][name] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {}
+        for key in sorted(self.counts):
+            means = {f"mean_{n}": round(s / self.counts[key][n], 4) for n, s in sorted(self.sums[key].items())}
+            out[key] = {"records": self.counts[key]["records"], **means}
+        return out
 
 
 def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
     from curate.pipeline import run_stage
 
     started = time.perf_counter()
-    step, clip = build_step(params)
+    score_step, clip = build_step(params)
+    means = ScoreMeans()
+
+    def step(records, images):
+        records = score_step(records, images)
+        means.add(records)
+        return records
+
     stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images_dir)
     metrics: dict[str, Any] = {
         **stats.as_dict(),
         "clip_enabled": params.clip.enabled,
         "clip_model": f"{params.clip.model} ({params.clip.pretrained})" if params.clip.enabled else None,
-        "by_edit_type": summarize(output_dir),
+        "by_edit_type": means.as_dict(),
         "seconds": round(time.perf_counter() - started, 3),
     }
     if clip is not None:
