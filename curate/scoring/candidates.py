@@ -83,7 +83,7 @@ def load(input_dir: Path, score_names: list[str]) -> Candidates:
     for shard in shards:
         table = pq.read_table(Path(input_dir) / f"{shard}.parquet", columns=columns)
         sizes.append(table.num_rows)
-        parts["ids"].append(table["id"].to_numpy(zero_copy_only=False).astype("S"))
+        parts["ids"].append(_id_bytes(table["id"]))
         types = [t or "unknown" for t in table["edit_type"].to_pylist()]
         parts["types"].append(np.array([type_index.setdefault(t, len(type_index)) for t in types], dtype=np.int32))
         scope = table["scope"].to_pylist()
@@ -187,7 +187,7 @@ def write_outputs(cand: Candidates, decision: Decision, input_dir: Path, output_
             for shard, size in zip(cand.shards, cand.shard_sizes):
                 table = pq.read_table(Path(input_dir) / f"{shard}.parquet")
                 codes = decision.step_codes[offset : offset + size]
-                if not np.array_equal(table["id"].to_numpy(zero_copy_only=False).astype("S"),
+                if not np.array_equal(_id_bytes(table["id"]),
                                       cand.ids[offset : offset + size]):
                     raise RuntimeError(f"{STAGE}: {shard} changed between the two passes; rerun the stage")
                 offset += size
@@ -203,6 +203,11 @@ def write_outputs(cand: Candidates, decision: Decision, input_dir: Path, output_
                     "edit_type": rejected["edit_type"]}, schema=REJECTS_SCHEMA))
         finally:
             writer.close()
+
+
+def _id_bytes(ids) -> np.ndarray:
+    """Ids as a fixed-width bytes array (UTF-8, so any user-supplied id works) for sorting and hashing."""
+    return ids.cast(pa.binary()).to_numpy(zero_copy_only=False).astype("S")
 
 
 def _set(table: pa.Table, name: str, values) -> pa.Table:
