@@ -17,7 +17,8 @@ def pixel_consistency(ssim_weight: float = 0.35, psnr_weight: float = 0.65, psnr
         from curate.metrics import masked_psnr, masked_ssim
 
         region = ~inputs.edit_masks.bool()
-        images, sources = inputs.images.float().clamp(0, 1), inputs.sources.float().clamp(0, 1)
+        # float64 inputs select the metrics' float64 path: run-to-run identical rewards (exact resume)
+        images, sources = inputs.images.double().clamp(0, 1), inputs.sources.double().clamp(0, 1)
         psnr = torch.as_tensor(masked_psnr(images, sources, region), dtype=torch.float64).reshape(-1)
         ssim = torch.as_tensor(masked_ssim(images, sources, region), dtype=torch.float64).reshape(-1)
         value = ssim_weight * ssim + psnr_weight * (psnr / psnr_scale_db).clamp(0, 1)
