@@ -79,7 +79,6 @@ def load(input_dir: Path, score_names: list[str]) -> Candidates:
     parts: dict[str, list] = {k: [] for k in ("ids", "types", "region", "upstream", "hashes", "has_hash")}
     score_parts: dict[str, list] = {name: [] for name in score_names}
     upstream_reasons: Counter = Counter()
-    region_cache: dict[tuple, bool] = {}  # (edit_type, scope) -> is a region edit
     sizes = []
     for shard in shards:
         table = pq.read_table(Path(input_dir) / f"{shard}.parquet", columns=columns)
@@ -88,9 +87,7 @@ def load(input_dir: Path, score_names: list[str]) -> Candidates:
         types = [t or "unknown" for t in table["edit_type"].to_pylist()]
         parts["types"].append(np.array([type_index.setdefault(t, len(type_index)) for t in types], dtype=np.int32))
         scope = table["scope"].to_pylist()
-        parts["region"].append(np.array([region_cache.setdefault((t, s), filters.is_region_edit(t, s))
-                                         if (t, s) not in region_cache else region_cache[(t, s)]
-                                         for t, s in zip(types, scope)], dtype=bool))
+        parts["region"].append(np.array([filters.is_region_edit(t, s) for t, s in zip(types, scope)], dtype=bool))
         ok = np.asarray(pc.equal(table["status"], schema.STATUS_OK).fill_null(False))
         stage = table["reject_stage"].to_numpy(zero_copy_only=False).astype(object)
         stage[ok] = None

@@ -7,6 +7,7 @@ the whole image, nor background replacement, whose mask is the complement of a p
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -61,6 +62,7 @@ def reason(name: str, spec: Filter, threshold: float) -> str:
     return f"{name}: {spec.score} {sign} {threshold:g}"
 
 
+@functools.lru_cache(maxsize=4096)  # called once per record at 10^6 scale; few distinct (type, scope) pairs
 def is_region_edit(edit_type: str, scope: str | None) -> bool:
     """Local edit whose mask is the changed object itself (see the module docstring); unknown types count as such."""
     from curate import taxonomy
