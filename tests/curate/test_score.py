@@ -237,3 +237,18 @@ def test_damaged_image_bytes_are_rejected_with_a_reason(tmp_path):
     assert out["gone"]["reject_reason"] == "edited image missing"
     assert out["unknown"]["reject_reason"] == "images missing from the image shard"
     assert all(r["reject_stage"] == "score" for r in out.values())
+
+
+def test_embedding_cache_round_trip_and_keys(tmp_path):
+    from curate.scoring.cache import EmbeddingCache, content_key
+
+    assert content_key("model-a", "image", b"x") != content_key("model-b", "image", b"x")
+    assert content_key("m", "image", b"x") != content_key("m", "text", b"x")
+    vectors = {content_key("m", "image", bytes([i])): np.random.default_rng(i).random(7).astype(np.float32)
+               for i in range(600)}  # more than one SQLite parameter chunk
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many(vectors)
+    cache.close()
+    found = EmbeddingCache(tmp_path).get_many(list(vectors) + ["missing"])
+    assert set(found) == set(vectors) and all(np.array_equal(found[k], v) for k, v in vectors.items())
+    assert EmbeddingCache(None).get_many(list(vectors)[:3]) == {}
