@@ -244,7 +244,7 @@ def test_embedding_cache_round_trip_and_keys(tmp_path):
 
     assert content_key("model-a", "image", b"x") != content_key("model-b", "image", b"x")
     assert content_key("m", "image", b"x") != content_key("m", "text", b"x")
-    vectors = {content_key("m", "image", bytes([i])): np.random.default_rng(i).random(7).astype(np.float32)
+    vectors = {content_key("m", "image", i.to_bytes(2, "little")): np.random.default_rng(i).random(7).astype(np.float32)
                for i in range(600)}  # more than one SQLite parameter chunk
     cache = EmbeddingCache(tmp_path)
     cache.put_many(vectors)
