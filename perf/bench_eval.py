@@ -15,7 +15,7 @@ figures are the toolkit's overhead around the model, not a model's speed):
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
 import statistics
 import sys
@@ -53,6 +53,7 @@ def main() -> None:
     from curate.tiny.kontext import build_tiny_kontext
 
     shutil.rmtree(args.workdir, ignore_errors=True)
+    load_before = os.getloadavg()[0]  # the dev machine is shared: report how busy it was
     rows = []
     for side, repeats in ((512, 20), (1024, 8)):
         rows.append((f"pixel_metrics {side}²", f"{time_pixel_metrics(side, repeats):.1f} ms/item"))
@@ -73,6 +74,7 @@ def main() -> None:
         ("evaluate: scoring at 512x384", f"{first['seconds_score']:.1f} s ({n / first['seconds_score']:.1f} items/s)"),
         ("evaluate rerun, all outputs cached", f"{cached_s:.1f} s total, {second['generated']} regenerated"),
     ]
+    rows.append(("1-min load average (2 cores) before / after", f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  result")
     for name, value in rows:

@@ -8,7 +8,6 @@ from skimage.metrics import structural_similarity
 
 from benchmarks import evaluate, items
 from benchmarks.editor import EditorConfig, working_size
-from benchmarks.judge import Judge
 from curate import rle, store, taxonomy
 
 def _items_by_id(run_dir):

@@ -1,5 +1,4 @@
 """Readers of the public formats, mask proposals and the masked benchmark build, on generated fixtures."""
-import json
 from types import SimpleNamespace
 
 import numpy as np
