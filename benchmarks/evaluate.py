@@ -97,9 +97,12 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
     elif not cache.has(record["id"]):
         result["error"] = "no output (generation did not run for this item)"
     else:
-        mask = rle.decode(record["mask"]) if record["mask"] is not None else None
+        rejected_in_review = record["review_status"] == "reject"  # the reviewer found no usable mask
+        mask = rle.decode(record["mask"]) if record["mask"] is not None and not rejected_in_review else None
         aligned = taxonomy.get(record["edit_type"]).pixel_aligned
         metrics = scoring.pixel_metrics(source, cache.load(record["id"]), mask, aligned)
+        if rejected_in_review:
+            metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}
         result["scores"], result["skipped"] = metrics["scores"], metrics["skipped"]
     return result
 

@@ -257,3 +257,17 @@ def test_judge_server_down_is_recorded_not_cached(built, tiny_config, kontext_pi
             client.close()
     assert result["stats"]["judge_failed"] == 4 and not list((run / "judge").glob("*.json"))
     assert all("judge request failed" in r["skipped"]["judge"] for r in _items_by_id(run).values())
+
+
+def test_mask_rejected_in_review_is_not_scored(built, base_runs):
+    """A reviewer's "reject" (no usable mask) removes the masked scores, with that reason."""
+    from benchmarks.editor import OutputCache
+
+    record = next(r for r in items.load_records(built["gedit"]) if r["mask_source"] == "gt")
+    record["review_status"] = "reject"
+    run = base_runs["gedit"]["dir"]
+    cache = OutputCache(run, json.loads((run / "run.json").read_text())["editor"])
+    source = next(images.source(record["id"]) for _, _, images in items.iter_benchmark(built["gedit"]))
+    result = evaluate._score_item(record, source, cache, {})
+    assert "psnr_bg" not in result["scores"] and result["skipped"]["psnr_bg"] == "mask_rejected_in_review"
+    assert "l1_all" in result["scores"]
