@@ -60,7 +60,8 @@ def make_fixture(
 @app.command()
 def build(
     bench: str = typer.Option(..., help=BENCH_HELP),
-    path: Optional[Path] = typer.Option(None, help="local copy of the benchmark (default: params.yaml bench.<bench>_path)"),
+    path: Optional[Path] = typer.Option(None, help="local copy of the benchmark "
+                                                   "(default: params.yaml bench.<bench>_path)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: data/bench/<bench>)"),
     masks: Optional[Path] = typer.Option(None, help="folder of known masks <key>.png, white = should change "
                                                     "(default: params.yaml bench.masks_dir.<bench>)"),

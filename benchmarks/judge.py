@@ -74,7 +74,8 @@ def parse_score_pair(text: str, low: float = 0, high: float = 10) -> tuple[float
 
 def parse_rubric_scores(text: str, expected: int = 3, low: int = 1, high: int = 5) -> list[float]:
     """``Name: <int>`` lines -> the scores (ImgEdit's answer format); exactly ``expected`` of them in range."""
-    scores = [int(m.group(1)) for m in re.finditer(r"^[^:\n]*[A-Za-z][^:\n]*:\s*\**\s*(\d+)\s*\**\s*$", text or "", re.M)]
+    line = re.compile(r"^[^:\n]*[A-Za-z][^:\n]*:\s*\**\s*(\d+)\s*\**\s*$", re.M)  # "Name: 4" (markdown bold ok)
+    scores = [int(m.group(1)) for m in line.finditer(text or "")]
     if len(scores) != expected or not all(low <= s <= high for s in scores):
         raise JudgeError(f"expected {expected} 'Name: score' lines with scores {low}-{high}, got {scores}: "
                          f"{text!r:.200}")

@@ -26,7 +26,8 @@ import numpy as np
 from curate import rle, schema, taxonomy
 
 NEEDS_REVIEW = "needs_review"
-_KEEP = re.compile(r"\b(?:keep|keeping|preserve|preserving)\s+(?:the\s+|a\s+|an\s+)?(.+?)(?=\s+(?:in|on|at|as|and|while|"
+_KEEP = re.compile(r"\b(?:keep|keeping|preserve|preserving)\s+(?:the\s+|a\s+|an\s+)?"
+                   r"(.+?)(?=\s+(?:in|on|at|as|and|while|"
                    r"unchanged|intact|the same)\b|[.,;!]|$)", re.I)
 
 

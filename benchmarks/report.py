@@ -189,7 +189,8 @@ def _save(plt: Any, fig: Any, path: Path | str) -> Path:
     return path
 
 
-def write_report(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(run_dir: Path | str, report: dict[str, Any],
+                 baseline: dict[str, Any] | None = None) -> dict[str, Path]:
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "report.json", "markdown": run_dir / "report.md", "plot": run_dir / "plots" / "full.png"}
     store.write_json(paths["json"], report)

@@ -70,7 +70,8 @@ def main() -> None:
     cached_s = time.perf_counter() - started
     n = stats["items"]
     rows += [
-        ("evaluate: tiny-model editing (64², 2 steps)", f"{first['seconds_edit']:.1f} s ({n / first['seconds_edit']:.1f} items/s)"),
+        ("evaluate: tiny-model editing (64², 2 steps)",
+         f"{first['seconds_edit']:.1f} s ({n / first['seconds_edit']:.1f} items/s)"),
         ("evaluate: scoring at 512x384", f"{first['seconds_score']:.1f} s ({n / first['seconds_score']:.1f} items/s)"),
         ("evaluate rerun, all outputs cached", f"{cached_s:.1f} s total, {second['generated']} regenerated"),
     ]

@@ -21,7 +21,10 @@ def test_gedit_reader_parquet_and_save_to_disk(bench_sources, tmp_path):
     table = datasets.load_dataset("parquet", data_files=str(bench_sources["gedit"] / "data" / "*.parquet"))
     table.save_to_disk(str(tmp_path / "disk"))
     again = list(gedit.read_gedit(tmp_path / "disk", ("en",)))
-    assert [(i.key, i.instruction, i.image_bytes) for i in again] == [(i.key, i.instruction, i.image_bytes) for i in items]
+    def fields(rows):
+        return [(i.key, i.instruction, i.image_bytes) for i in rows]
+
+    assert fields(again) == fields(items)
 
 
 def test_gedit_reader_rejects_wrong_layout(tmp_path):
