@@ -124,10 +124,9 @@ def comparison_markdown(comparison: dict[str, Any], run: dict[str, Any], baselin
                 if cell["delta"] is None:
                     parts.append(f"{_fmt(cell['baseline'], key)} → {_fmt(cell['run'], key)}")
                 else:
-                    mark = "" if higher is None or abs(cell["delta"]) < 1e-12 else (
-                        " ✓" if (cell["delta"] > 0) == higher else " ✗")
-                    parts.append(f"{_fmt(cell['baseline'], key)} → {_fmt(cell['run'], key)} "
-                                 f"({cell['delta']:+.3f}{mark})")
+                    delta = round(cell["delta"], 3) + 0.0  # as shown; + 0.0 turns -0.0 into 0.0
+                    mark = "" if higher is None or delta == 0 else (" ✓" if (delta > 0) == higher else " ✗")
+                    parts.append(f"{_fmt(cell['baseline'], key)} → {_fmt(cell['run'], key)} ({delta:+.3f}{mark})")
             lines.append(f"| {category} | " + " | ".join(parts) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
