@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from curate.masks.phrases import detector_prompt
+from curate.masks.refine import RefineParams
 
 
 @dataclass
@@ -39,9 +40,7 @@ class GroundingParams:
     dtype: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu) | bfloat16 | float32
     min_iou: float = 0.1  # grounded vs diff IoU below this: keep the diff mask, flag grounding_disagrees
     foreground_prompt: str = "main subject"  # what background edits ground (then complement) without target phrases
-    fill_holes: bool = True  # refinement of each grounded mask (curate.masks.refine)
-    min_component_fraction: float = 0.0005  # drop blobs smaller than this fraction of the image
-    dilate_px: int = 0  # optional dilation after refinement
+    refine: RefineParams = field(default_factory=RefineParams)  # clean-up of each grounded mask before fusion
     local_files_only: bool = False  # never contact the hub: only local dirs and the HF cache (offline machines)
     progress: bool = True
 

@@ -126,18 +126,10 @@ def _apply(plan: _Plan, found: dict[str, Grounding], params: GroundingParams) ->
 
 
 def refine_grounded(mask: np.ndarray, params: GroundingParams) -> np.ndarray:
-    """Clean one grounded mask with the shared morphology helpers (:mod:`curate.masks.refine`)."""
-    if not mask.any() or not (params.fill_holes or params.min_component_fraction > 0 or params.dilate_px > 0):
-        return mask
+    """Clean one grounded mask with the shared morphology helpers (holes, small blobs, optional dilation)."""
     from curate.masks import refine
 
-    if params.fill_holes:
-        mask = refine.fill_holes(mask)
-    if params.min_component_fraction > 0:
-        mask = refine.remove_small_components(mask, int(params.min_component_fraction * mask.size))
-    if params.dilate_px > 0:
-        mask = refine.dilate(mask, params.dilate_px)
-    return mask
+    return refine.refine(mask, params.refine) if mask.any() else mask
 
 
 def _store(record: dict[str, Any], fused: fusion.Fused) -> None:

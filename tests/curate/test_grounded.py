@@ -6,7 +6,8 @@ import pytest
 
 from curate import rle, schema, store
 from curate.masks.grounded import GroundedMasker, GroundingParams, WeightsUnavailableError
-from curate.masks.grounded_step import grounded_step
+from curate.masks.grounded_step import grounded_step, refine_grounded
+from curate.masks.refine import RefineParams
 from curate.tiny.grounding_dino import build_tiny_grounding_dino
 from curate.tiny.sam2 import build_tiny_sam2
 
@@ -22,8 +23,7 @@ def tiny_dirs(tmp_path_factory):
 def make_params(tiny_dirs, **overrides):
     detector, segmenter = tiny_dirs
     values = dict(detector=str(detector), segmenter=str(segmenter), device="cpu", batch_size=4, progress=False,
-                  box_threshold=0.0, text_threshold=0.0, max_boxes=3,
-                  fill_holes=False, min_component_fraction=0.0)  # refinement is tested with the refine helpers
+                  box_threshold=0.0, text_threshold=0.0, max_boxes=3)
     values.update(overrides)
     return GroundingParams(**values)
 
@@ -85,6 +85,21 @@ def test_missing_weights_message_names_model_place_and_diff_mode(tiny_dirs, tmp_
     message = str(err.value)
     assert "segmenter" in message and "facebook/sam2.1-hiera-large" in message and "Hugging Face cache" in message
     assert "masks.grounding.segmenter" in message and "masks: mode: diff" in message
+
+
+def test_grounded_masks_are_refined_with_the_shared_helpers():
+    mask = np.zeros((100, 100), bool)
+    mask[20:60, 20:60] = True
+    mask[30:33, 30:33] = False  # a 9-px hole: filled (limit 2% of the image)
+    mask[90, 90] = True  # a 1-px speck: removed (min component 0.05% = 5 px)
+    params = GroundingParams(refine=RefineParams(fill_holes=True, max_hole_fraction=0.02,
+                                                 min_component_fraction=0.0005, dilate_px=1))
+    expected = np.zeros((100, 100), bool)
+    expected[19:61, 20:60] = True  # the 40x40 square dilated by a radius-1 disc: a plus-shaped border
+    expected[20:60, 19:61] = True
+    np.testing.assert_array_equal(refine_grounded(mask, params), expected)
+    empty = np.zeros((8, 8), bool)
+    assert not refine_grounded(empty, params).any()
 
 
 def test_bad_image_is_a_clear_error(masker):
