@@ -7,7 +7,6 @@ import pytest
 from curate import rle, schema, store
 from curate.masks.grounded import GroundedMasker, GroundingParams, WeightsUnavailableError
 from curate.masks.grounded_step import grounded_step, refine_grounded
-from curate.masks.refine import RefineParams
 from curate.tiny.grounding_dino import build_tiny_grounding_dino
 from curate.tiny.sam2 import build_tiny_sam2
 
@@ -92,8 +91,8 @@ def test_grounded_masks_are_refined_with_the_shared_helpers():
     mask[20:60, 20:60] = True
     mask[30:33, 30:33] = False  # a 9-px hole: filled (limit 2% of the image)
     mask[90, 90] = True  # a 1-px speck: removed (min component 0.05% = 5 px)
-    params = GroundingParams(refine=RefineParams(fill_holes=True, max_hole_fraction=0.02,
-                                                 min_component_fraction=0.0005, dilate_px=1))
+    params = GroundingParams(refine={"fill_holes": True, "max_hole_fraction": 0.02,
+                                     "min_component_fraction": 0.0005, "dilate_px": 1})
     expected = np.zeros((100, 100), bool)
     expected[19:61, 20:60] = True  # the 40x40 square dilated by a radius-1 disc: a plus-shaped border
     expected[20:60, 19:61] = True
@@ -219,3 +218,5 @@ def test_run_stage_with_one_masker_for_all_shards(tiny_dirs, tmp_path):
     assert {r["mask_source"] for r in out} <= set(schema.MASK_SOURCES)
     with pytest.raises(WeightsUnavailableError):  # loads before any shard is read: fails at once
         make_grounded_step(make_params(tiny_dirs, segmenter=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="masks.grounding.refine"):  # so does a typo in the refine knobs
+        make_grounded_step(make_params(tiny_dirs, refine={"dilate": 2}))
