@@ -220,3 +220,15 @@ def test_run_stage_with_one_masker_for_all_shards(tiny_dirs, tmp_path):
         make_grounded_step(make_params(tiny_dirs, segmenter=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="masks.grounding.refine"):  # so does a typo in the refine knobs
         make_grounded_step(make_params(tiny_dirs, refine={"dilate": 2}))
+
+
+def test_params_yaml_grounding_section_loads():
+    from pathlib import Path
+
+    from curate.config import from_dict, read_params
+
+    section = read_params(Path(__file__).resolve().parents[2] / "params.yaml")["masks"]
+    assert section["mode"] == "diff"  # the demo runs without weights
+    params = from_dict(GroundingParams, section["grounding"], "masks.grounding")
+    assert params.detector == "IDEA-Research/grounding-dino-base" and params.segmenter == "facebook/sam2.1-hiera-large"
+    params.refine_params()
