@@ -28,7 +28,8 @@ class _Plan:
     record: dict[str, Any]
     rule: str
     phrases: list[str]
-    images: dict[str, np.ndarray]  # "source"/"edited" -> pixels to ground in
+    wanted: tuple[str, ...]  # "source"/"edited": the images to ground in (decoded only when their batch runs)
+    failed: bool = False
 
 
 def grounded_step(records: list[dict[str, Any]], images: Any, params: GroundingParams,
@@ -36,30 +37,34 @@ def grounded_step(records: list[dict[str, Any]], images: Any, params: GroundingP
     """Ground + fuse every eligible record of one shard; returns all records (none dropped).
 
     ``masker`` should be created once per stage run (from the same ``params``: its detection thresholds and device
-    are fixed when it is built) and passed in; a new one is loaded when it is None.
+    are fixed when it is built) and passed in; a new one is loaded when it is None. Images are decoded batch by
+    batch and a record is fused as soon as its images are grounded, so memory stays at one batch of pixels.
     """
     from tqdm.auto import tqdm
 
-    plans = [plan for plan in (_plan(record, images, params) for record in records) if plan is not None]
+    plans = [plan for plan in (_plan(record, params) for record in records) if plan is not None]
     if not plans:
         return records
+    if images is None:
+        raise ValueError("grounded masks need the shard's images; run the masks stage with its images directory")
     masker = masker or GroundedMasker(params)
-    jobs = [(plan, which) for plan in plans for which in plan.images]
+    jobs = [(plan, which) for plan in plans for which in plan.wanted]
     found: dict[tuple[int, str], Grounding] = {}
     with tqdm(total=len(jobs), desc="grounding", unit="img", disable=not params.progress) as bar:
         for start in range(0, len(jobs), params.batch_size):
-            chunk = jobs[start:start + params.batch_size]
-            results = masker.ground_batch([plan.images[which] for plan, which in chunk],
-                                          [plan.phrases for plan, _ in chunk])
-            for (plan, which), result in zip(chunk, results):
+            batch = jobs[start:start + params.batch_size]
+            chunk = [(plan, which, _pixels(plan, which, images)) for plan, which in batch]
+            chunk = [(plan, which, pixels) for plan, which, pixels in chunk if not plan.failed]
+            results = masker.ground_batch([pixels for _, _, pixels in chunk], [plan.phrases for plan, _, _ in chunk])
+            for (plan, which, _), result in zip(chunk, results):
                 found[(id(plan), which)] = result
-            bar.update(len(chunk))
-    for plan in plans:
-        _apply(plan, {which: found[(id(plan), which)] for which in plan.images}, params)
+                if all((id(plan), w) in found for w in plan.wanted):
+                    _apply(plan, {w: found.pop((id(plan), w)) for w in plan.wanted}, params)
+            bar.update(len(batch))
     return records
 
 
-def _plan(record: dict[str, Any], images: Any, params: GroundingParams) -> _Plan | None:
+def _plan(record: dict[str, Any], params: GroundingParams) -> _Plan | None:
     """What to ground for one record, or None when the record needs no grounding (decided and recorded here)."""
     if not schema.is_ok(record) or record.get("mask_source") not in REPLACEABLE_SOURCES:
         return None
@@ -67,9 +72,9 @@ def _plan(record: dict[str, Any], images: Any, params: GroundingParams) -> _Plan
     if edit_type is None:
         schema.add_flag(record, "edit_type_unknown")  # conservative: the object may change in either image
     rule = edit_type.mask_rule if edit_type else "union"
-    height, width = int(record["height"]), int(record["width"])
     if rule == "whole":
-        _store(record, fusion.fuse(rule, {}, None, (height, width), params.min_iou))
+        shape = (int(record["height"]), int(record["width"]))
+        _store(record, fusion.fuse(rule, {}, None, shape, params.min_iou))
         return None
     phrases = record_phrases(record)
     if rule == "complement" and not record.get("target_phrases"):
@@ -81,21 +86,29 @@ def _plan(record: dict[str, Any], images: Any, params: GroundingParams) -> _Plan
     if not wanted:
         schema.add_flag(record, "grounding_needs_edited")  # e.g. "add" on a benchmark item: nothing to ground in
         return _no_grounding(record)
-    if images is None:
-        raise ValueError("grounded masks need the shard's images; run the masks stage with its images directory")
-    pixels: dict[str, np.ndarray] = {}
-    try:
-        for which in wanted:
-            pixels[which] = images.source(record["id"]) if which == "source" else images.edited(record["id"])
-    except Exception as err:  # a corrupt or missing image fails this record only, with the reason kept
-        schema.reject(record, STAGE, f"grounding: cannot read the {which} image ({type(err).__name__}: {err})")
+    return _Plan(record, rule, phrases, wanted)
+
+
+def _pixels(plan: _Plan, which: str, images: Any) -> np.ndarray | None:
+    """Decode one image of a plan; a corrupt, missing or wrongly sized image rejects that record only."""
+    if plan.failed:
         return None
-    for which, image in pixels.items():
-        if image is None or image.shape[:2] != (height, width):
-            got = None if image is None else image.shape[:2]
-            schema.reject(record, STAGE, f"grounding: {which} image is {got}, the record says {(height, width)}")
-            return None
-    return _Plan(record, rule, phrases, pixels)
+    record = plan.record
+    expected = (int(record["height"]), int(record["width"]))
+    try:
+        image = images.source(record["id"]) if which == "source" else images.edited(record["id"])
+    except Exception as err:
+        return _fail(plan, f"grounding: cannot read the {which} image ({type(err).__name__}: {err})")
+    if image is None or image.shape[:2] != expected:
+        got = None if image is None else image.shape[:2]
+        return _fail(plan, f"grounding: {which} image is {got}, the record says {expected}")
+    return image
+
+
+def _fail(plan: _Plan, reason: str) -> None:
+    plan.failed = True
+    schema.reject(plan.record, STAGE, reason)
+    return None
 
 
 def _no_grounding(record: dict[str, Any]) -> None:

@@ -107,7 +107,7 @@ def test_bad_image_is_a_clear_error(masker):
 
 
 # ---------------------------------------------------------------- the step on records in an image shard
-def shard_with_records(tmp_path):
+def shard_with_records(tmp_path, corrupt=()):
     rng = np.random.default_rng(3)
     h, w = 140, 180
     specs = [  # (id, edit_type, has_edited, instruction)
@@ -128,7 +128,7 @@ def shard_with_records(tmp_path):
     for rid, edit_type, has_edited, instruction in specs:
         source = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         edited = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if has_edited else None
-        rows.append({"id": rid, "source": store.encode_png(source),
+        rows.append({"id": rid, "source": b"not an image" if rid in corrupt else store.encode_png(source),
                      "edited": None if edited is None else store.encode_png(edited)})
         record = schema.new_record(id=rid, image_shard="shard-00000", width=w, height=h, has_edited=has_edited,
                                    instruction=instruction, edit_type=edit_type, meta=json.dumps({"diff": "x"}))
@@ -203,6 +203,14 @@ def test_step_on_built_in_sample_records(masker, tiny_dirs, sample_ingest_dir, t
     assert {"add", "remove", "background"} <= grounded_types
     store.write_records(tmp_path, shard, out)  # lands in the schema
     assert [r["mask"] for r in store.read_records(tmp_path, shard)] == [r["mask"] for r in out]
+
+
+def test_corrupt_image_rejects_only_its_record(masker, tiny_dirs, tmp_path):
+    records, shard, _ = shard_with_records(tmp_path, corrupt=("remove",))
+    out = {r["id"]: r for r in grounded_step(records, shard, make_params(tiny_dirs, batch_size=2), masker)}
+    assert out["remove"]["status"] == "rejected" and out["remove"]["reject_stage"] == "masks"
+    assert "cannot read the source image" in out["remove"]["reject_reason"]
+    assert out["replace"]["status"] == "ok" and out["replace"]["scores"]["grounding_boxes"] >= 1
 
 
 def test_run_stage_with_one_masker_for_all_shards(tiny_dirs, tmp_path):
