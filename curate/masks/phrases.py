@@ -30,13 +30,13 @@ _PRONOUNS = {"it", "them", "him", "her", "everything", "image", "picture", "phot
 _MAX_WORDS = 4
 
 _PATTERNS: list[tuple[re.Pattern[str], tuple[int, ...]]] = [
-    (re.compile(rf"\b(?:replace|swap|substitute)\s+(.+?)\s+(?:with|for|by)\s+(.+)"), (1, 2)),
-    (re.compile(rf"\b(?:turn|transform|convert)\s+(.+?)\s+into\s+(.+)"), (1, 2)),
-    (re.compile(rf"\b(?:change|alter)\s+(?:the\s+)?(?:colou?r|material|texture|shape|size)\s+of\s+(.+)"), (1,)),
-    (re.compile(rf"\b(?:change|make|paint|colou?r|recolou?r|dye|alter|adjust|modify|resize)\s+(.+)"), (1,)),
-    (re.compile(rf"\b(?:add|put|place|insert|draw|include|give)\s+(.+)"), (1,)),
-    (re.compile(rf"\b(?:remove|delete|erase|eliminate)\s+(.+)"), (1,)),
-    (re.compile(rf"\b(?:take away|get rid of)\s+(.+)"), (1,)),
+    (re.compile(r"\b(?:replace|swap|substitute)\s+(.+?)\s+(?:with|for|by)\s+(.+)"), (1, 2)),
+    (re.compile(r"\b(?:turn|transform|convert)\s+(.+?)\s+into\s+(.+)"), (1, 2)),
+    (re.compile(r"\b(?:change|alter)\s+(?:the\s+)?(?:colou?r|material|texture|shape|size)\s+of\s+(.+)"), (1,)),
+    (re.compile(r"\b(?:change|make|paint|colou?r|recolou?r|dye|alter|adjust|modify|resize)\s+(.+)"), (1,)),
+    (re.compile(r"\b(?:add|put|place|insert|draw|include|give)\s+(.+)"), (1,)),
+    (re.compile(r"\b(?:remove|delete|erase|eliminate)\s+(.+)"), (1,)),
+    (re.compile(r"\b(?:take away|get rid of)\s+(.+)"), (1,)),
 ]
 _FIRST_NOUN_PHRASE = re.compile(rf"\b{_ARTICLES}\s+(.+)")
 
