@@ -1,0 +1,193 @@
+"""A local Label Studio server: its own virtualenv, 127.0.0.1 only, secrets via env vars, stopped by PID.
+
+Label Studio pins ``label-studio-sdk`` and Django versions that conflict with ours, so it is installed on first use
+into ``.venv-labelstudio/`` (about a minute from a warm pip cache, ~1 GB). Its database, our credentials file, logs
+and task maps live under ``<data_root>/labelstudio/``; it may serve local files from ``<data_root>`` only.
+
+Secrets: the login and API token come from ``EDITKIT_LS_USERNAME`` / ``EDITKIT_LS_PASSWORD`` / ``EDITKIT_LS_TOKEN``,
+or are generated once and kept in ``credentials.json`` (mode 0600). They reach the server through its environment,
+never its argv, and are never printed or logged (the password is printed only when you ask: ``serve --show-password``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotate.settings import AnnotateParams
+
+HOST = "127.0.0.1"
+# Unprefixed variables Label Studio's settings read from the environment (they would leak in from the shell).
+_LEAKING_ENV = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG", "SECRET_KEY", "DJANGO_DB", "DATABASE_URL")
+
+
+@dataclass
+class Credentials:
+    username: str
+    password: str
+    token: str
+
+
+def credentials(params: AnnotateParams) -> Credentials:
+    """From EDITKIT_LS_* env vars, else from (or newly into) the 0600 credentials file."""
+    path = params.state_dir / "credentials.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    creds = Credentials(
+        username=os.environ.get("EDITKIT_LS_USERNAME") or stored.get("username") or "reviewer@editkit.local",
+        password=os.environ.get("EDITKIT_LS_PASSWORD") or stored.get("password") or secrets.token_urlsafe(12),
+        token=os.environ.get("EDITKIT_LS_TOKEN") or stored.get("token") or secrets.token_hex(20),
+    )
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(creds.__dict__, handle)
+    return creds
+
+
+def base_url(params: AnnotateParams) -> str:
+    return f"http://{HOST}:{params.port}"
+
+
+def ensure_installed(params: AnnotateParams) -> Path:
+    """Path of the `label-studio` executable, creating the virtualenv on first use."""
+    venv = Path(params.venv).resolve()
+    exe = venv / "bin" / "label-studio"
+    if exe.exists():
+        return exe
+    print(f"installing label-studio=={params.label_studio_version} into {venv} (first use only, ~1-2 min)", flush=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                    f"label-studio=={params.label_studio_version}"], check=True)
+    print(f"installed in {time.perf_counter() - started:.0f} s", flush=True)
+    return exe
+
+
+def server_env(params: AnnotateParams, creds: Credentials) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKING_ENV and not k.startswith("LABEL_STUDIO_")}
+    env.update({
+        "LABEL_STUDIO_BASE_DATA_DIR": str(params.state_dir.resolve() / "server"),
+        "LABEL_STUDIO_USERNAME": creds.username,
+        "LABEL_STUDIO_PASSWORD": creds.password,
+        "LABEL_STUDIO_USER_TOKEN": creds.token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # must be set at the FIRST start, else the token gets 401
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(Path(params.data_root).resolve()),
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
+    })
+    return env
+
+
+def _pid_path(params: AnnotateParams) -> Path:
+    return params.state_dir / "server.pid"
+
+
+def running_pid(params: AnnotateParams) -> int | None:
+    path = _pid_path(params)
+    if not path.exists():
+        return None
+    pid = int(path.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink()
+        return None
+    return pid
+
+
+def start(params: AnnotateParams) -> int:
+    """Start the server (or reuse ours if it is running) and wait until it answers API calls. Returns its PID."""
+    creds = credentials(params)
+    pid = running_pid(params)
+    if pid is not None:
+        wait_healthy(params, creds, pid)
+        return pid
+    exe = ensure_installed(params)
+    params.state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(params.state_dir / "server.log", "ab")
+    process = subprocess.Popen(
+        [str(exe), "start", "--internal-host", HOST, "--port", str(params.port), "--no-browser"],
+        env=server_env(params, creds), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: `stop` ends the server and its workers, nothing else
+    )
+    _pid_path(params).write_text(f"{process.pid}\n")
+    try:
+        wait_healthy(params, creds, process.pid)
+    except BaseException:
+        stop(params)
+        raise
+    return process.pid
+
+
+def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int) -> None:
+    import httpx
+
+    deadline = time.monotonic() + params.start_timeout_s
+    url = base_url(params)
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise RuntimeError(f"Label Studio exited during start-up; see {params.state_dir / 'server.log'}") from None
+        try:
+            health = httpx.get(f"{url}/health", timeout=5)
+            if health.status_code == 200:
+                api = httpx.get(f"{url}/api/projects", headers={"Authorization": f"Token {creds.token}"}, timeout=10)
+                if api.status_code == 200:
+                    return
+                last_error = f"/api/projects answered {api.status_code}"
+                if api.status_code == 401:  # the token is fixed at the first start; a different one never works
+                    raise RuntimeError("Label Studio rejected the API token: the server's data dir was created with "
+                                       f"other credentials ({params.state_dir / 'credentials.json'} / EDITKIT_LS_TOKEN)")
+            else:
+                last_error = f"/health answered {health.status_code}"
+        except httpx.TransportError as error:
+            last_error = type(error).__name__
+        time.sleep(1.0)
+    raise TimeoutError(f"Label Studio not healthy after {params.start_timeout_s:.0f} s ({last_error}); "
+                       f"see {params.state_dir / 'server.log'}")
+
+
+def stop(params: AnnotateParams, timeout_s: float = 30.0) -> bool:
+    """Stop the server we started (its process group, by the recorded PID). False if none was running."""
+    pid = running_pid(params)
+    if pid is None:
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        _reap(pid)
+        time.sleep(0.2)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+    _pid_path(params).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the server is our child (else it lingers as a zombie and looks alive)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def client(params: AnnotateParams):
+    """An SDK client for the running server, authenticated with the (never printed) API token."""
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=base_url(params), api_key=credentials(params).token)
