@@ -1,0 +1,59 @@
+"""Merging reviews into records: accept / fixed / reject / missing / invalid."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from annotate.merge import load_reviews, merge_step, review_metrics
+from curate import pipeline, rle, schema, store
+
+
+def _records():
+    mask = np.zeros((6, 8), dtype=bool)
+    mask[1:4, 2:6] = True
+    return [schema.new_record(id=name, width=8, height=6, edit_type="recolor", mask=rle.encode(mask), mask_source="diff")
+            for name in ("a", "b", "c", "d", "e")], mask
+
+
+def test_merge_statuses_masks_and_metrics(tmp_path):
+    records, predicted = _records()
+    fixed = predicted.copy()
+    fixed[4, :] = True
+    reviews = [
+        {"sample_id": "a", "choice": "accept", "comment": "", "mask": rle.encode(predicted)},
+        {"sample_id": "b", "choice": "fixed", "comment": "missed the row", "mask": rle.encode(fixed)},
+        {"sample_id": "c", "choice": "reject", "comment": "edit failed", "mask": None},
+        {"sample_id": "e", "choice": "fixed", "comment": "", "mask": rle.full(3, 3)},  # wrong size: unusable
+        {"sample_id": "zz", "choice": "accept", "comment": "", "mask": None},  # no such record
+    ]
+    path = tmp_path / "reviews.json"
+    path.write_text(json.dumps(reviews))
+    store.write_records(tmp_path / "in", "shard-00000", records)
+    loaded = load_reviews(path)
+    pipeline.run_stage("review", tmp_path / "in", tmp_path / "out", merge_step(loaded), progress=False)
+    out = {r["id"]: r for r in store.read_records(tmp_path / "out", "shard-00000")}
+
+    assert out["a"]["review_status"] == "accept" and out["a"]["mask_source"] == "diff"
+    assert np.array_equal(rle.decode(out["a"]["mask"]), predicted)
+    assert out["b"]["review_status"] == "fixed" and out["b"]["mask_source"] == "human"
+    assert np.array_equal(rle.decode(out["b"]["mask"]), fixed)
+    assert np.array_equal(rle.decode(out["b"]["mask_predicted"]), predicted)
+    expected_iou = (predicted & fixed).sum() / (predicted | fixed).sum()
+    assert abs(out["b"]["scores"]["review_iou"] - expected_iou) < 1e-12
+    assert out["c"]["status"] == schema.STATUS_REJECTED and out["c"]["reject_stage"] == "review"
+    assert "edit failed" in out["c"]["reject_reason"]
+    assert out["d"]["review_status"] is None and schema.is_ok(out["d"])  # missing review: passes through
+    assert "review_invalid" in out["e"]["flags"] and out["e"]["mask_source"] == "diff"
+
+    metrics = review_metrics(tmp_path / "out", loaded)
+    assert metrics["status"] == {"accept": 1, "fixed": 1, "reject": 1, "unreviewed": 2}
+    assert metrics["reviews_without_record"] == 1
+    assert metrics["iou_by_edit_type"]["recolor"]["n"] == 2
+    assert abs(metrics["iou_by_edit_type"]["recolor"]["mean_iou"] - (1 + expected_iou) / 2) < 1e-12
+
+
+def test_no_reviews_file_means_pass_through(tmp_path):
+    assert load_reviews(tmp_path / "missing.json") == {}
+    records, _ = _records()
+    assert merge_step({})(records) == records
