@@ -1,0 +1,81 @@
+"""`editkit annotate ...`: review the pipeline's masks in a local Label Studio and merge the reviews back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
+                  "(the `review` DVC stage).", no_args_is_help=True)
+
+PARAMS = typer.Option("params.yaml", help="params file; section `annotate`")
+
+
+def _params(path: str):
+    from annotate.settings import load_params
+
+    return load_params(path)
+
+
+@app.command()
+def serve(params: str = PARAMS) -> None:
+    """Start Label Studio on 127.0.0.1 (installing it into its own virtualenv on first use) and wait until healthy."""
+    from annotate import server
+
+    p = _params(params)
+    pid = server.start(p)
+    creds = server.credentials(p)
+    typer.echo(f"Label Studio is up: {server.base_url(p)}  (pid {pid}; stop with `editkit annotate stop`)")
+    typer.echo(f"login: {creds.username}; password: $EDITKIT_LS_PASSWORD or {p.state_dir / 'credentials.json'} (0600)")
+
+
+@app.command()
+def stop(params: str = PARAMS) -> None:
+    """Stop the server started by `serve` (by its recorded PID)."""
+    from annotate import server
+
+    typer.echo("stopped" if server.stop(_params(params)) else "no server of ours was running")
+
+
+@app.command()
+def push(params: str = PARAMS, records: str = typer.Option(None, help="records dir (default: annotate.records)"),
+         limit: int = typer.Option(0, help="push at most this many records (0 = all)")) -> None:
+    """Create/reuse the project and push records as tasks with their mask as a prediction. Safe to repeat."""
+    import itertools
+
+    from annotate import project, server
+    from curate import store
+
+    p = _params(params)
+    rows = (r for _, shard in store.iter_records(records or p.records) for r in shard)
+    if limit:
+        rows = itertools.islice(rows, limit)
+    counts = project.push(server.client(p), p, rows, store.ImageStore(p.images))
+    typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@app.command()
+def pull(params: str = PARAMS) -> None:
+    """Export the annotations (raw JSON under the data folder) and write the reviews file the `review` stage reads."""
+    from annotate import project, server
+    from curate import store
+
+    p = _params(params)
+    export = p.state_dir / "exports" / f"{p.project_title.replace(' ', '_')}.json"
+    reviews = project.pull(server.client(p), p, export)
+    store.write_json(p.reviews, reviews)
+    typer.echo(f"{len(reviews)} reviews -> {p.reviews} (raw export: {export})")
+
+
+@app.command()
+def merge(params: str = PARAMS) -> None:
+    """DVC stage `review`: merge the reviews file into the mask records (no server needed)."""
+    from annotate.merge import load_reviews, merge_step, review_metrics
+    from curate import pipeline, store
+
+    p = _params(params)
+    reviews = load_reviews(p.reviews)
+    stats = pipeline.run_stage("review", p.records, p.out, merge_step(reviews))
+    metrics = {**review_metrics(p.out, reviews), "stage": stats.as_dict()}
+    store.write_json(Path(p.metrics), metrics)
+    typer.echo(f"review: {metrics['status']}")
