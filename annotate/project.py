@@ -24,11 +24,11 @@ LABEL_CONFIG = f"""<View>
   <View style="display: flex; gap: 12px">
     <View style="flex: 1">
       <Header value="Source: paint the pixels that should change" size="5"/>
-      <Image name="{IMAGE}" value="$source" zoom="true" zoomControl="true"/>
+      <Image name="{IMAGE}" value="$source_image" zoom="true" zoomControl="true"/>
     </View>
     <View style="flex: 1">
       <Header value="$edited_caption" size="5"/>
-      <Image name="edited" value="$edited"/>
+      <Image name="edited" value="$edited_image"/>
     </View>
   </View>
   <BrushLabels name="{BRUSH}" toName="{IMAGE}">
@@ -88,7 +88,8 @@ def _task(record: dict[str, Any], images: store.ImageStore, params: AnnotatePara
     if edited_pixels is not None:
         edited = folder / f"{record['id']}_edited.png"
         edited.write_bytes(store.encode_png(edited_pixels))
-    data = {"sample_id": record["id"], "source": _local_url(source, params), "edited": _local_url(edited, params),
+    # Not "$source": Label Studio resolves that name to the task itself.
+    data = {"sample_id": record["id"], "source_image": _local_url(source, params), "edited_image": _local_url(edited, params),
             "edited_caption": "Edited" if edited_pixels is not None else "No edited image (benchmark item): source",
             "instruction": record.get("instruction_refined") or record.get("instruction") or "",
             "edit_type": record.get("edit_type") or ""}

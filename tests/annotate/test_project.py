@@ -16,7 +16,7 @@ def test_labeling_config_is_valid_xml_with_the_expected_tags():
     tags = {el.tag: el for el in root.iter()}
     assert {"Image", "BrushLabels", "Choices", "TextArea", "Header"} <= set(tags)
     images = {el.get("name"): el.get("value") for el in root.iter("Image")}
-    assert images == {"source": "$source", "edited": "$edited"}
+    assert images == {"source": "$source_image", "edited": "$edited_image"}
     assert tags["BrushLabels"].get("toName") == "source" and tags["BrushLabels"].get("name") == project.BRUSH
     assert [c.get("value") for c in root.iter("Choice")] == ["accept", "fixed", "reject"]
     assert any(el.get("value") == "$instruction" for el in root.iter("Header"))
@@ -97,6 +97,6 @@ def test_round_trip_on_a_real_server(ls_server):
     import httpx
 
     task = next(t for t in ls.tasks.list(project=project_id) if t.data["sample_id"] == "sample0")
-    image = httpx.get(server.base_url(params) + task.data["source"],
+    image = httpx.get(server.base_url(params) + task.data["source_image"],
                       headers={"Authorization": f"Token {server.credentials(params).token}"})
     assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
