@@ -57,3 +57,22 @@ def test_no_reviews_file_means_pass_through(tmp_path):
     assert load_reviews(tmp_path / "missing.json") == {}
     records, _ = _records()
     assert merge_step({})(records) == records
+
+
+def test_merge_command_writes_records_and_metrics(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from annotate.cli import app
+
+    records, predicted = _records()
+    store.write_records(tmp_path / "masks", "shard-00000", records)
+    (tmp_path / "reviews.json").write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": "blurry"}]))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"annotate": {"records": str(tmp_path / "masks"), "reviews": str(tmp_path / "reviews.json"),
+                                                   "out": str(tmp_path / "review"), "metrics": str(tmp_path / "m.json")}}))
+    result = CliRunner().invoke(app, ["merge", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["status"] == {"reject": 1, "unreviewed": 4}
+    assert store.count_records(tmp_path / "review") == 5
