@@ -37,22 +37,22 @@ def disc(radius: int) -> np.ndarray:
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    import cv2
-
-    mask = _bool(mask)
-    if radius <= 0 or not mask.any():
-        return mask.copy()
-    out = cv2.dilate(mask.view(np.uint8), disc(radius), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.astype(bool)
+    return _morph(mask, radius, erode=False)
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _morph(mask, radius, erode=True)
+
+
+def _morph(mask: np.ndarray, radius: int, erode: bool) -> np.ndarray:
     import cv2
 
     mask = _bool(mask)
     if radius <= 0 or not mask.any():
         return mask.copy()
-    out = cv2.erode(mask.view(np.uint8), disc(radius), borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    op = cv2.erode if erode else cv2.dilate
+    # Border value 1 for erosion, 0 for dilation: the outside never changes the image (module docstring).
+    out = op(mask.view(np.uint8), disc(radius), borderType=cv2.BORDER_CONSTANT, borderValue=int(erode))
     return out.astype(bool)
 
 
