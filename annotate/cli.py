@@ -79,3 +79,19 @@ def merge(params: str = PARAMS) -> None:
     metrics = {**review_metrics(p.out, reviews), "stage": stats.as_dict()}
     store.write_json(Path(p.metrics), metrics)
     typer.echo(f"review: {metrics['status']}")
+
+
+@app.command()
+def screenshot(sample_id: str = typer.Argument(..., help="a pushed sample's id"),
+               out: str = typer.Option("docs/review.png", help="PNG to write"), params: str = PARAMS) -> None:
+    """Capture the labeling page of one pushed sample with headless Chromium (needs `chromium`)."""
+    import json
+
+    from annotate import project, screenshot as shot, server
+
+    p = _params(params)
+    project_id = project.get_or_create_project(server.client(p), p)
+    task_map = json.loads((p.state_dir / f"tasks-{project_id}.json").read_text())
+    if sample_id not in task_map:
+        raise typer.BadParameter(f"{sample_id} was not pushed to project {project_id}")
+    typer.echo(shot.capture(p, project_id, task_map[sample_id]["task"], Path(out)))
