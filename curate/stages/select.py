@@ -1,7 +1,7 @@
 """The `select` stage: thresholds -> near-duplicate removal -> balanced, exactly-N selection; funnel report.
 
 Streams in two passes and never holds full records: pass 1 reads only compact columns (id, edit type, scope, status,
-the needed scores, pHashes) from each shard into numpy arrays (~100 bytes/record: 10^6 records in ~100 MB); the
+the needed scores, pHashes) from each shard into numpy arrays (~300 bytes/record: 10^6 records in ~0.5 GB peak); the
 decisions are vectorised; pass 2 rewrites each shard with the new status/reason (Arrow columns, no Python dicts) and
 appends every rejected record to the rejects table ``data/rejects/rejects.parquet`` (id, stage, reason, edit_type).
 Each rejected record is charged to the first step that rejected it; the funnel counts per step and edit type.
