@@ -5,6 +5,8 @@ Reads ``data/rewrite/records`` + ``data/ingest/images``, writes ``data/masks/rec
 * ``mode: diff`` - pixel-difference masks (:mod:`curate.masks.diff`): ``mask``, ``mask_source="diff"`` (or
   ``"whole"`` for a global edit, whose mask is the whole image), and ``diff_*`` statistics in ``scores``.
 * Records without an edited image (benchmark items) get no diff mask: flag ``no_edited_image``, not rejected.
+* ``mode: grounded`` - after the diff step, Grounding-DINO -> SAM2 masks fused with the diff per edit type
+  (:mod:`curate.masks.grounded_step`, params ``masks.grounding``); missing weights stop the stage with a message.
 * A mask that came with the data (``mask_source`` gt/human) is kept; the diff mask is still computed for the metrics.
 * ``metrics/masks.json``: ``mean_iou`` of the diff masks against ``gt_mask`` (where known), overall and per edit
   type, with counts. A whole-image edit counts like any other: a whole mask vs a whole-image gt has IoU 1.
@@ -20,7 +22,7 @@ from typing import Any
 import typer
 
 STAGE = "masks"
-MODES = ("diff",)
+MODES = ("diff", "grounded")
 KEPT_SOURCES = ("gt", "human")  # masks supplied with the data are never overwritten
 IOU_SCORE = "diff_gt_iou"
 
@@ -38,6 +40,11 @@ class MasksParams:
             raise ValueError(f"masks.mode must be one of {MODES}, got {self.mode!r}")
         if not isinstance(self.diff, DiffParams):
             self.diff = DiffParams(**(self.diff or {}))
+        from curate.config import from_dict
+        from curate.masks.grounded import GroundingParams
+
+        if not isinstance(self.grounding, GroundingParams):
+            self.grounding = from_dict(GroundingParams, self.grounding, "masks.grounding")
 
 
 def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:
@@ -79,10 +86,17 @@ def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -
 
 
 def build_step(params: MasksParams):
-    """The stage's step. A further mode (e.g. grounded) combines with the diff masks here, after `diff_step`."""
+    """The stage's step. ``mode: grounded`` grounds + fuses after `diff_step` (curate.masks.grounded_step), with one
+    masker loaded here for the whole run (missing weights fail here, before any shard is read)."""
+    grounded = None
+    if params.mode == "grounded":
+        from curate.masks.grounded_step import make_grounded_step
+
+        grounded = make_grounded_step(params.grounding)
 
     def step(records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
-        return diff_step(records, images, params)
+        records = diff_step(records, images, params)
+        return grounded(records, images) if grounded is not None else records
 
     return step
 
@@ -130,8 +144,14 @@ def main(
     """Edit masks by pixel difference (robust to JPEG and photometric jitter); IoU vs ground truth where known."""
     from curate import config, store
 
+    from curate.masks.grounded import WeightsUnavailableError
+
     params = config.load_section(MasksParams, STAGE, params_file)
-    metrics = run(params, input_dir, images_dir, output_dir)
+    try:
+        metrics = run(params, input_dir, images_dir, output_dir)
+    except WeightsUnavailableError as error:  # say which model, where it looked, and how to run diff-only
+        typer.echo(f"masks: {error}", err=True)
+        raise typer.Exit(2) from None
     store.write_json(metrics_file, metrics)
     typer.echo(f"masks: {metrics['records_in']} records, mean_iou={metrics['mean_iou']} over {metrics['with_gt']} "
                f"with gt, rejected here {metrics['rejected_here']}")

@@ -240,3 +240,33 @@ def test_params_yaml_grounding_section_loads():
     params = from_dict(GroundingParams, section["grounding"], "masks.grounding")
     assert params.detector == "IDEA-Research/grounding-dino-base" and params.segmenter == "facebook/sam2.1-hiera-large"
     params.refine_params()
+
+
+def test_masks_stage_grounded_mode_and_cli_message(tiny_dirs, sample_ingest_dir, tmp_path):
+    """`masks.mode: grounded` through the real stage (diff step, then grounding + fusion) and its CLI."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.stages.masks import MasksParams, run
+
+    detector, segmenter = tiny_dirs
+    grounding = {"detector": str(detector), "segmenter": str(segmenter), "device": "cpu", "progress": False,
+                 "box_threshold": 0.0, "text_threshold": 0.0, "max_boxes": 2, "min_iou": 0.0}
+    out = tmp_path / "out"
+    metrics = run(MasksParams(mode="grounded", grounding=grounding), sample_ingest_dir / "records",
+                  sample_ingest_dir / "images", out)
+    records = [r for _, shard in store.iter_records(out) for r in shard]
+    assert metrics["mode"] == "grounded" and metrics["records_out"] == len(records) > 0
+    sources = {r["mask_source"] for r in records if schema.is_ok(r)}
+    assert "fused" in sources and sources <= {"fused", "diff", "whole"}
+    for r in records:
+        if r["mask_source"] == "fused":
+            assert "grounding_diff_iou" in r["scores"] and rle.decode(r["mask"]).shape == (r["height"], r["width"])
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"masks:\n  mode: grounded\n  grounding: {{detector: {tmp_path / 'no-such-model'}}}\n")
+    result = CliRunner().invoke(app, ["masks", "--params", str(params), "--input", str(sample_ingest_dir / "records"),
+                                      "--images", str(sample_ingest_dir / "images"), "--out", str(tmp_path / "o2"),
+                                      "--metrics", str(tmp_path / "m.json")])
+    assert result.exit_code == 2
+    assert "no-such-model" in result.output and "masks: mode: diff" in result.output
