@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -68,12 +69,22 @@ def pull(params: str = PARAMS) -> None:
 
 
 @app.command()
-def merge(params: str = PARAMS) -> None:
-    """DVC stage `review`: merge the reviews file into the mask records (no server needed)."""
+def merge(
+    params: str = PARAMS,
+    records: Optional[str] = typer.Option(None, help="records to merge into (default: annotate.records)"),
+    reviews: Optional[str] = typer.Option(None, help="reviews file from `pull` (default: annotate.reviews)"),
+    out: Optional[str] = typer.Option(None, help="output records dir (default: annotate.out)"),
+    metrics: Optional[str] = typer.Option(None, help="metrics JSON (default: annotate.metrics)"),
+) -> None:
+    """DVC stage `review` (and the benchmarks' review stages): merge a reviews file into records, no server needed."""
+    import dataclasses
+
     from annotate.merge import load_reviews, merge_step, review_metrics
     from curate import pipeline, store
 
     p = _params(params)
+    overrides = {"records": records, "reviews": reviews, "out": out, "metrics": metrics}
+    p = dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
     reviews = load_reviews(p.reviews)
     stats = pipeline.run_stage("review", p.records, p.out, merge_step(reviews))
     metrics = {**review_metrics(p.out, reviews), "stage": stats.as_dict()}
