@@ -76,3 +76,23 @@ def test_merge_command_writes_records_and_metrics(tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["status"] == {"reject": 1, "unreviewed": 4}
     assert store.count_records(tmp_path / "review") == 5
+
+
+def test_merge_command_options_override_params(tmp_path):
+    """The benchmarks' review stages point the same command at other records/reviews via options."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from annotate.cli import app
+
+    records, _ = _records()
+    store.write_records(tmp_path / "bench", "shard-00000", records)
+    (tmp_path / "r.json").write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": "wrong object"}]))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"annotate": {"records": str(tmp_path / "nowhere")}}))
+    result = CliRunner().invoke(app, ["merge", "--params", str(params), "--records", str(tmp_path / "bench"),
+                                      "--reviews", str(tmp_path / "r.json"), "--out", str(tmp_path / "out"),
+                                      "--metrics", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == {"reject": 1, "unreviewed": 4}
+    assert not (tmp_path / "nowhere").exists() and store.count_records(tmp_path / "out") == 5
