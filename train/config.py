@@ -18,6 +18,7 @@ from train.advantages import AdvantageConfig
 from train.objectives.grpo import GRPOConfig
 from train.objectives.nft import NFTConfig
 from train.regularizer import RegularizerConfig
+from train.region_advantages import RegionAdvantageConfig
 
 
 @dataclass
@@ -56,6 +57,7 @@ class SamplerConfig:
     noise_level: float = 0.7  # η of the SDE
     sde_window: list[int] = field(default_factory=lambda: [0, 10])  # [start, end) step indices run as SDE
     train_steps: int = 0  # how many of the window's steps to train on per iteration (0 = all; else seeded subset)
+    region_noise: bool = False  # RC-GRPO: a group shares the initial noise outside the edit mask (GRPO only)
 
 
 @dataclass
@@ -123,6 +125,7 @@ class TrainConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
+    region_advantages: RegionAdvantageConfig = field(default_factory=RegionAdvantageConfig)  # Edit-GRPO
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
@@ -139,6 +142,10 @@ class TrainConfig:
             raise ValueError("data.resolution must be [height, width]")
         if self.train.group_size < 2:
             raise ValueError("train.group_size must be >= 2 (advantages compare samples of one prompt)")
+        if (self.region_advantages.enabled or self.sampler.region_noise) and self.objective.name != "grpo":
+            raise ValueError("region_advantages.enabled and sampler.region_noise are implemented for the GRPO objective only")
+        if self.region_advantages.enabled:
+            self.region_advantages.check(self.rewards.weights)
         start, end = self.sampler.sde_window
         if not 0 <= start < end <= self.sampler.num_steps:
             raise ValueError(f"sampler.sde_window {self.sampler.sde_window} must lie in [0, {self.sampler.num_steps}]")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from train.sde import ode_step, sde_transition
+from train.sde import gaussian_log_prob, ode_step, sde_transition
 
 
 @dataclass
@@ -28,7 +28,8 @@ def per_sample_normal(shape: tuple[int, ...], generators: list[torch.Generator])
 
 @torch.no_grad()
 def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde: str, noise_level: float,
-            window: tuple[int, int], generators: list[torch.Generator], autocast) -> Trajectory:
+            window: tuple[int, int], generators: list[torch.Generator], autocast, per_token: bool = False) -> Trajectory:
+    """``per_token`` records (B, L) log-probs (one per packed token, for per-token advantages) instead of (B,)."""
     trajectory = Trajectory(final=x)
     sigma_max = float(sigmas[1]) if len(sigmas) > 1 else None
     for i in range(len(sigmas) - 1):
@@ -39,7 +40,8 @@ def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde:
             noise = per_sample_normal(tuple(x.shape[1:]), generators).to(x.device)
             out = sde_transition(sde, x, v, sigma, sigma_next, noise_level, noise, sigma_max=sigma_max)
             trajectory.states[i], trajectory.next_states[i] = x, out.x_next
-            trajectory.log_probs[i] = out.log_prob
+            trajectory.log_probs[i] = gaussian_log_prob(out.x_next, out.mean, out.std, per_token=True) if per_token \
+                else out.log_prob
             x = out.x_next
         else:
             x = ode_step(x.float(), v, sigma, sigma_next)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from train.advantages import Advantages
+from train.advantages import Advantages, gathered_advantages
 from train.objectives.grpo import gaussian_kl, grpo_loss
 from train.rollout import rollout
-from train.sde import sde_transition
+from train.region_advantages import per_token_advantages, reward_mix, token_mask
+from train.region_noise import group_shared_noise, region_decoupled_noise
+from train.sde import gaussian_log_prob, sde_transition
 from train.trainers.base import Batch, Trainer, mean_stats
 
 
@@ -15,14 +17,18 @@ class GRPOTrainer(Trainer):
     name = "grpo"
 
     def sample(self, batch: Batch, step: int) -> None:
-        cfg = self.config.sampler
+        cfg, region = self.config.sampler, self.config.region_advantages.enabled
         noise, generators = self.initial_noise(batch.seeds)
+        if cfg.region_noise:  # RC-GRPO: the group shares the background noise
+            shared = group_shared_noise(self.adapter, self.height, self.width, batch.group_ids.cpu(),
+                                        self.config.train.seed, step)
+            noise = region_decoupled_noise(noise, batch.group_ids.cpu(), self.token_masks(batch), shared)
         parts = []
         for mb in self.micro_batches(len(batch.seeds)):
             x = noise[mb].to(self.accelerator.device)
             parts.append(rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb), x, self.sigmas,
                                  sde=cfg.sde, noise_level=cfg.noise_level, window=tuple(cfg.sde_window),
-                                 generators=generators[mb], autocast=self.accelerator.autocast))
+                                 generators=generators[mb], autocast=self.accelerator.autocast, per_token=region))
         steps = sorted(parts[0].states)
         batch.samples = {
             "final": torch.cat([p.final for p in parts]),
@@ -31,6 +37,25 @@ class GRPOTrainer(Trainer):
             "log_probs": {i: torch.cat([p.log_probs[i] for p in parts]) for i in steps},
         }
         batch.samples["images"] = self.decode(batch.samples["final"])
+
+    def token_masks(self, batch: Batch) -> torch.Tensor:
+        """The edit masks on the packed-token grid, (N, L) bool."""
+        return token_mask(batch.masks, *self.adapter.token_grid(self.height, self.width))
+
+    def score(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, parts = super().score(batch)
+        batch.samples["reward_parts"] = parts  # region-specific advantages need each reward
+        return total, parts
+
+    def region_advantages(self, batch: Batch) -> Advantages:
+        """Edit-GRPO: edit-reward advantages on edit-mask tokens, preservation-reward advantages elsewhere."""
+        cfg, device = self.config, self.accelerator.device
+        parts, weights = batch.samples["reward_parts"], cfg.rewards.weights
+        mixes = [reward_mix(parts, weights, names).to(torch.float32).to(device)
+                 for names in (cfg.region_advantages.edit_rewards, cfg.region_advantages.preservation_rewards)]
+        edit, preservation = (gathered_advantages(self.accelerator, m, batch.group_ids, cfg.advantages) for m in mixes)
+        finite = torch.isfinite(mixes[0]) & torch.isfinite(mixes[1])
+        return per_token_advantages(edit, preservation, self.token_masks(batch).to(device), finite)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.adapter.decode(latents[mb], self.height, self.width).cpu()
@@ -52,6 +77,9 @@ class GRPOTrainer(Trainer):
         units = [(mb, j) for mb in self.micro_batches(len(batch.seeds)) for j in steps]
         plan = self.update_schedule(len(units))
         sigma_max = float(self.sigmas[1])
+        region = cfg.region_advantages.enabled
+        if region:
+            advantages = self.region_advantages(batch)
         adv, keep = advantages.values, advantages.keep
         stats: dict[str, list] = {"loss": [], "ratio": [], "clip_fraction": [], "kl": []}
         self.model.train()
@@ -63,7 +91,8 @@ class GRPOTrainer(Trainer):
                 v = self.adapter.velocity(self.model, x, torch.full((x.shape[0],), sigma), cond)
             out = sde_transition(cfg.sampler.sde, x, v, sigma, sigma_next, cfg.sampler.noise_level,
                                  sigma_max=sigma_max, prev_sample=x_next)
-            loss, parts = grpo_loss(out.log_prob, samples["log_probs"][j][mb], adv[mb], keep[mb],
+            log_prob = gaussian_log_prob(x_next, out.mean, out.std, per_token=True) if region else out.log_prob
+            loss, parts = grpo_loss(log_prob, samples["log_probs"][j][mb], adv[mb], keep[mb],
                                     cfg.objective.grpo.clip_range)
             if cfg.objective.grpo.kl_beta > 0:
                 with torch.no_grad(), self.adapter.reference(), self.accelerator.autocast():
@@ -79,4 +108,6 @@ class GRPOTrainer(Trainer):
             self.backward(loss, ends_update, group_size, stats)
         result = mean_stats(stats)
         result["ratio_first"] = stats["ratio"][0]  # on-policy: exactly 1
+        if region:
+            result.update({k: v for k, v in advantages.stats.items() if isinstance(v, float)})
         return result
