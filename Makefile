@@ -20,11 +20,11 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	@test -d .git || (git init -q && echo "initialised a git repo (dvc needs one)")
-	DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
 	$(BIN)/editkit summary
 
 test: $(STAMP)
-	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
