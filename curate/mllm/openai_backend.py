@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from curate.mllm.backends import Backend, MLLMError
 from curate.mllm.config import ClientConfig
-from curate.mllm.messages import ImagePart, Request, Response, TokenLogprob
+from curate.mllm.messages import Request, Response, TokenLogprob
 
 log = logging.getLogger("curate.mllm")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -105,8 +105,8 @@ class OpenAIBackend(Backend):
         """Check the endpoint answers; return the model name to use. Raises MLLMError with what to do."""
         import httpx
 
-        hint = (f"start the server (e.g. `vllm serve Qwen/Qwen2.5-VL-7B-Instruct --port 8000` and "
-                f"endpoint: http://127.0.0.1:8000/v1) or set backend: none")
+        hint = ("start the server (e.g. `vllm serve Qwen/Qwen2.5-VL-7B-Instruct --port 8000` and "
+                "endpoint: http://127.0.0.1:8000/v1) or set backend: none")
         try:
             answer = self._http.get(f"{self.endpoint}/models", timeout=min(10.0, self.config.timeout_s))
         except httpx.HTTPError as error:
