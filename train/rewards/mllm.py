@@ -1,0 +1,113 @@
+"""MLLM judge reward: a vision-language model scores each edit (source + edited image + instruction) from 0 to 10.
+
+The judge is asked for the integer score alone. When the backend returns log-probs, the reward is the
+probability-weighted expectation over the score tokens at the position where the score is stated
+(:func:`curate.mllm.logprob_scores.expected_score`): smoother than the sampled number. A multi-token score
+("10" split into "1", "0" by digit-wise tokenizers) cannot be read from one position, so then the parsed number is
+used. The score is normalised to [0, 1] over ``[score_min, score_max]``. A failed request or an unparseable /
+out-of-range answer gives NaN for that sample (masked out of the advantages, never a crash) and is counted in
+``reward.failures`` by reason. The client probes the endpoint at construction: a down server fails fast.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import torch
+
+from train.rewards import RewardInputs, register_reward
+
+MLLM_PROMPT = (
+    "You are a strict evaluator of instruction-based image edits. The first image is the original, the second is "
+    "the edited result. The editing instruction was: \"{instruction}\"\n"
+    "Rate from {low} to {high} how well the edit follows the instruction while leaving everything else unchanged "
+    "and looking natural ({low} = failed, {high} = perfect). Answer with the integer score only."
+)
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def make_client(endpoint: str, model: str, backend: str, timeout_s: float, retries: int, max_concurrency: int,
+                cache_dir: str, max_tokens: int):
+    """The shared MLLM client (imported here, not at module import: the trainer's CLI must start fast)."""
+    from curate.mllm import Client, ClientConfig
+
+    # temperature 0: a reward must not depend on sampling luck
+    return Client(ClientConfig(backend=backend, model=model, endpoint=endpoint, timeout_s=timeout_s, retries=retries,
+                               max_concurrency=max_concurrency, cache_dir=cache_dir, max_tokens=max_tokens,
+                               temperature=0.0))
+
+
+def to_uint8(image: torch.Tensor):
+    """(3, H, W) float in [0, 1] -> HxWx3 uint8 array (what the message model encodes as PNG)."""
+    if not torch.isfinite(image).all():
+        raise ValueError("image has non-finite values")
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def parse_score(response, low: int, high: int) -> float:
+    """A :class:`Response` -> the judge's score in [low, high]; ValueError with the reason otherwise."""
+    from curate.mllm.logprob_scores import expected_score, first_score_position
+
+    if not response.ok:
+        raise ValueError(f"request_failed: {response.error or 'empty answer'}")
+    match = NUMBER.search(response.text)
+    if match is None:
+        raise ValueError(f"no_number: {response.text!r:.120}")
+    number = float(match.group(0))
+    if not (low <= number <= high):
+        raise ValueError(f"out_of_range: {number} not in [{low}, {high}]")
+    scores = range(low, high + 1)
+    if response.logprobs:
+        position = first_score_position(response.logprobs, scores)
+        if position is not None and response.logprobs[position].token.strip() == match.group(0):
+            expected = expected_score(response.logprobs[position], scores)
+            if expected is not None:
+                return expected
+    return number
+
+
+class MLLMReward:
+    def __init__(self, client, prompt_version: str, score_min: int, score_max: int, top_logprobs: int):
+        if score_max <= score_min:
+            raise ValueError(f"score_max ({score_max}) must be > score_min ({score_min})")
+        self.client, self.prompt_version = client, prompt_version
+        self.score_min, self.score_max, self.top_logprobs = score_min, score_max, top_logprobs
+        self.failures: Counter = Counter()  # reason -> count over the reward's life (for logging)
+        self.last_errors: list[str | None] = []  # per sample of the last call: None or the reason
+
+    def request(self, instruction: str, source: torch.Tensor, image: torch.Tensor):
+        from curate.mllm import Request, user
+
+        text = MLLM_PROMPT.format(instruction=instruction, low=self.score_min, high=self.score_max)
+        return Request((user(text, to_uint8(source), to_uint8(image)),), top_logprobs=self.top_logprobs,
+                       prompt_version=self.prompt_version)
+
+    def __call__(self, inputs: RewardInputs) -> torch.Tensor:
+        values = torch.full((inputs.images.shape[0],), float("nan"), dtype=torch.float64)
+        self.last_errors = [None] * len(values)
+        requests, asked = [], []
+        for index, (prompt, source, image) in enumerate(zip(inputs.prompts, inputs.sources, inputs.images)):
+            try:
+                requests.append(self.request(prompt, source, image))
+                asked.append(index)
+            except ValueError as error:  # a NaN image: nothing to ask about
+                self._fail(index, f"bad_image: {error}")
+        for index, response in zip(asked, self.client.generate(requests) if requests else []):
+            try:
+                score = parse_score(response, self.score_min, self.score_max)
+                values[index] = (score - self.score_min) / (self.score_max - self.score_min)
+            except ValueError as error:
+                self._fail(index, str(error))
+        return values
+
+    def _fail(self, index: int, reason: str) -> None:
+        self.failures[reason.split(":")[0]] += 1
+        self.last_errors[index] = reason
+
+
+@register_reward("mllm")
+def mllm_judge(endpoint: str = "", model: str = "", backend: str = "openai", prompt_version: str = "mllm-reward-v1",
+               timeout_s: float = 60.0, retries: int = 2, max_concurrency: int = 8, score_min: int = 0,
+               score_max: int = 10, top_logprobs: int = 20, cache_dir: str = "") -> MLLMReward:
+    client = make_client(endpoint, model, backend, timeout_s, retries, max_concurrency, cache_dir, max_tokens=8)
+    return MLLMReward(client, prompt_version, score_min, score_max, top_logprobs)
