@@ -3,10 +3,10 @@ weighted by advantage, optionally with the CoCoEdit region regularizer."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from train.advantages import Advantages
 from train.objectives.nft import nft_loss
+from train.region_advantages import token_mask
 from train.regularizer import region_regularizer, region_weights
 from train.rollout import per_sample_normal, rollout
 from train.trainers.base import Batch, mean_stats, sample_seed
@@ -54,7 +54,7 @@ class NFTTrainer(GRPOTrainer):
             samples["v_ref"][j] = torch.cat(v_ref).float() if v_ref else None
         if cfg.objective.regularizer.enabled:
             rows, cols = self.adapter.token_grid(self.height, self.width)
-            grid = F.adaptive_avg_pool2d(batch.masks.float().unsqueeze(1), (rows, cols)).squeeze(1) > 0.5
+            grid = token_mask(batch.masks, rows, cols).view(-1, rows, cols)
             reg = cfg.objective.regularizer
             background, edit = region_weights(grid, reg.erode_radius, reg.ring_weight)
             samples["weights"] = (background.to(x0.device), edit.to(x0.device))
