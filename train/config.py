@@ -48,6 +48,8 @@ class DataConfig:
     instruction_columns: list[str] = field(default_factory=lambda: ["instruction_refined", "instruction"])
     mask_column: str = "mask"  # COCO RLE of the pixels that SHOULD change
     edit_type_column: str = "edit_type"
+    target_column: str | None = "edited_image"  # ground-truth edited image (optional; rewards that need it say so)
+    phrases_column: str | None = "target_phrases"  # the edit's target phrases (optional; attention reward)
 
 
 @dataclass

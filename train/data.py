@@ -10,7 +10,7 @@ processes (advantages are then normalised over gathered rewards).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,8 @@ class Example:
     edit_mask: torch.Tensor  # (H, W) bool, True = should change
     prompt: str
     edit_type: str
+    target: torch.Tensor | None = None  # (3, H, W) the dataset's edited image (ground truth), if the column exists
+    phrases: list[str] = field(default_factory=list)  # the edit's target phrases (e.g. "the red car"), may be empty
 
 
 class EditDataset:
@@ -81,7 +83,23 @@ class EditDataset:
         if not prompt:
             raise ValueError(f"dataset row {row}: empty instruction in {self.instruction_columns}")
         edit_type = str(record.get(self.config.edit_type_column) or "unknown")
-        return Example(row, source, torch.from_numpy(np.asarray(mask) > 127), prompt, edit_type)
+        target = self._image(record, self.config.target_column, row, required=False)
+        phrases = [str(p) for p in (record.get(self.config.phrases_column) or []) if p]
+        return Example(row, source, torch.from_numpy(np.asarray(mask) > 127), prompt, edit_type, target, phrases)
+
+    def _image(self, record: dict, column: str | None, row: int, required: bool) -> torch.Tensor | None:
+        """An image column resized to the training resolution, (3, H, W) in [0, 1]; None if absent and optional."""
+        from PIL import Image
+
+        if not column or column not in self.table.column_names or record.get(column) is None:
+            if required:
+                raise ValueError(f"dataset row {row}: no image in column {column!r}")
+            return None
+        try:
+            image = record[column].convert("RGB").resize((self.width, self.height), Image.BICUBIC)
+        except Exception as error:
+            raise ValueError(f"dataset row {row}: cannot read the {column} image ({error})") from error
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 @dataclass

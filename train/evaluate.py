@@ -6,6 +6,7 @@ import torch
 
 from train.rewards import RewardInputs
 from train.rollout import rollout
+from train.trainers.base import stacked_targets
 
 
 @torch.no_grad()
@@ -31,7 +32,8 @@ def evaluate(trainer) -> dict[str, float]:
                         window=(0, 0), generators=generators, autocast=trainer.accelerator.autocast).final
         images = adapter.decode(final, trainer.height, trainer.width).cpu()
         total, _ = trainer.rewards(RewardInputs(images, sources, masks, [e.prompt for e in chunk],
-                                                [e.edit_type for e in chunk]))
+                                                [e.edit_type for e in chunk], targets=stacked_targets(chunk),
+                                                phrases=[list(e.phrases) for e in chunk]))
         totals.append(total)
         psnrs.append(torch.as_tensor(masked_psnr(images, sources, ~masks), dtype=torch.float64).reshape(-1))
     adapter.transformer.train(was_training)

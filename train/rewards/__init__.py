@@ -7,8 +7,8 @@ with :func:`register_reward` and need nothing else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -23,6 +23,9 @@ class RewardInputs:
     edit_masks: torch.Tensor  # (B, H, W) bool, True = pixels that SHOULD change
     prompts: list[str]
     edit_types: list[str]
+    targets: torch.Tensor | None = None  # (B, 3, H, W) ground-truth edited images, when the dataset has them
+    phrases: list[list[str]] | None = None  # per sample: the edit's target phrases (may be empty lists)
+    extras: dict[str, Any] = field(default_factory=dict)  # rollout by-products, e.g. "attention" maps
 
 
 def register_reward(name: str):

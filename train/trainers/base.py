@@ -35,6 +35,8 @@ class Batch:
     edit_types: list[str]
     group_ids: torch.Tensor  # (N,) int64
     seeds: list[int]  # per-sample noise seeds
+    targets: torch.Tensor | None = None  # (N, 3, H, W) ground-truth edited images when every row has one
+    phrases: list[list[str]] | None = None  # per sample: the edit's target phrases
     samples: dict | None = None  # filled by ``sample``: latents, images, trajectory pieces
 
 
@@ -154,7 +156,9 @@ class Trainer(ABC):
                      prompts=[examples[s.row].prompt for s in slots],
                      edit_types=[examples[s.row].edit_type for s in slots],
                      group_ids=torch.tensor([s.group for s in slots], device=acc.device),
-                     seeds=[sample_seed(cfg.seed, step, s.index) for s in slots])
+                     seeds=[sample_seed(cfg.seed, step, s.index) for s in slots],
+                     targets=stacked_targets([examples[s.row] for s in slots]),
+                     phrases=[list(examples[s.row].phrases) for s in slots])
 
     def checked_example(self, row: int):
         """The row's example, or None if it is unreadable; the reason goes to ``skipped_rows.json``, once."""
@@ -183,7 +187,8 @@ class Trainer(ABC):
         return noise, generators
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        inputs = RewardInputs(batch.samples["images"], batch.sources, batch.masks, batch.prompts, batch.edit_types)
+        inputs = RewardInputs(batch.samples["images"], batch.sources, batch.masks, batch.prompts, batch.edit_types,
+                              targets=batch.targets, phrases=batch.phrases, extras=batch.samples.get("extras", {}))
         total, parts = self.rewards(inputs)
         return total.to(torch.float32).to(self.accelerator.device), parts
 
@@ -255,6 +260,13 @@ class Trainer(ABC):
         self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
         self.accelerator.print(f"resumed from {path} (step {state['step']})")
         return int(state["step"])
+
+
+def stacked_targets(examples) -> torch.Tensor | None:
+    """The examples' ground-truth edited images stacked, or None unless every example has one."""
+    if not examples or any(e.target is None for e in examples):
+        return None
+    return torch.stack([e.target for e in examples])
 
 
 def mean_stats(stats: dict[str, list]) -> dict[str, float]:
