@@ -86,6 +86,12 @@ class EditModelAdapter(ABC):
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of the packed-token grid; region masks are pooled to it."""
 
+    def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
+        """(B, T) bool over the text sequence the transformer sees: the tokens of each sample's target phrase(s)
+        (a string or a list of strings per prompt), for attention recording."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement phrase_token_mask "
+                                  "(needed by the attention_concentration reward)")
+
     @abstractmethod
     def save_lora(self, directory: Path) -> None:
         """Save the LoRA so the model's own pipeline loads it with ``load_lora_weights``."""

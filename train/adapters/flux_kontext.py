@@ -67,6 +67,27 @@ class FluxKontextAdapter(EditModelAdapter):
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         return height // (self.vae_scale * 2), width // (self.vae_scale * 2)
 
+    phrase_fallbacks = 0  # prompts whose target phrase was not found: their whole prompt was used instead
+
+    def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
+        """(B, max_sequence_length) bool: the T5 tokens of each sample's phrase(s) in its prompt, tokenised exactly
+        as :meth:`condition` does; a phrase not found (or truncated away) falls back to all non-padding tokens."""
+        from train.attention import phrase_char_spans, tokens_in_spans
+
+        if len(prompts) != len(phrases):
+            raise ValueError(f"{len(prompts)} prompts but {len(phrases)} phrase entries")
+        encoded = self.pipe.tokenizer_2(list(prompts), padding="max_length", max_length=self.config.max_sequence_length,
+                                        truncation=True, return_offsets_mapping=True, return_tensors="pt")
+        masks = []
+        for prompt, phrase, offsets, present in zip(prompts, phrases, encoded["offset_mapping"],
+                                                    encoded["attention_mask"]):
+            selected = tokens_in_spans(offsets, phrase_char_spans(prompt, phrase))
+            if not selected.any():
+                self.phrase_fallbacks += 1
+                selected = present.bool()
+            masks.append(selected)
+        return torch.stack(masks)
+
     def _pack(self, latents: torch.Tensor) -> torch.Tensor:
         b, c, h, w = latents.shape
         return self.pipe._pack_latents(latents, b, c, h, w)

@@ -1,0 +1,251 @@
+"""Record where the edit target phrase looks: text→image attention maps for RC-GRPO's attention-concentration reward.
+
+:class:`AttentionRecorder` wraps the attention processors of a FLUX transformer (no model fork): the wrapped
+processor calls the original one, so outputs are bit-identical, and while a :meth:`AttentionRecorder.recording`
+block is open it also captures the processor's normalised queries and keys (forward hooks on ``norm_q``/``norm_k``
+and, in the dual-stream blocks, ``norm_added_q``/``norm_added_k``), applies the same rotary embedding and computes,
+for the selected text-token queries only, ``softmax(q·kᵀ/√d)`` over ALL keys (as the model does). The probability
+mass that falls on the target-image tokens is summed per sample over heads, selected tokens, layers and calls.
+
+Sequence layout in FLUX(-Kontext) joint attention: ``[text (T) | target image (L) | condition image (rest)]`` in
+both the dual-stream blocks (text queries/keys are concatenated in front) and the single-stream blocks (the text
+is concatenated in front of the hidden states before the block).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+# Query rows are processed in chunks so that one chunk's scores (heads × rows × keys) stay around this many floats.
+SCORE_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class _Session:
+    """One open recording: which text tokens to follow and the running sums of their target-token attention."""
+
+    text_token_mask: torch.Tensor  # (B, T) bool
+    num_target_tokens: int  # L
+    sums: torch.Tensor | None = None  # (B, L) float32, created at the first recorded call (on the model's device)
+
+
+class AttentionRecorder:
+    """Accumulates text→target-image attention maps of a FLUX transformer (dual- and single-stream blocks).
+
+    ``AttentionRecorder(transformer)`` installs the recording processors (again on an already-instrumented
+    transformer it takes the existing wrappers over instead of wrapping twice); :meth:`remove` restores the original
+    processors. Nothing is recorded outside ``with recorder.recording(text_token_mask, num_target_tokens):``;
+    :meth:`take` returns the map accumulated since the last ``take``.
+    """
+
+    def __init__(self, transformer: torch.nn.Module):
+        self.transformer = transformer
+        self._wrapped: list[tuple[torch.nn.Module, _RecordingProcessor]] = []
+        self._session: _Session | None = None
+        self._pending: _Session | None = None  # closed sessions accumulate here until take()
+        self.install()
+
+    # ------------------------------------------------------------------ processors
+    def install(self) -> None:
+        """Wrap every attention module's processor (idempotent)."""
+        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+        modules = [m for m in self.transformer.modules() if hasattr(m, "set_processor") and hasattr(m, "processor")]
+        if not modules:
+            raise NotImplementedError(f"{type(self.transformer).__name__} has no diffusers attention modules: "
+                                      "attention recording supports FLUX transformers only")
+        for module in modules:
+            current = module.processor
+            if isinstance(current, _RecordingProcessor):
+                if current.recorder is self:
+                    continue
+                current = current.inner  # another recorder's wrapper: take it over, never wrap twice
+            if type(current) is not FluxAttnProcessor:
+                raise NotImplementedError(
+                    f"attention recording supports diffusers' FluxAttnProcessor (FLUX / FLUX-Kontext); "
+                    f"{type(module).__name__} uses {type(current).__name__}")
+        for module in modules:
+            current = module.processor
+            if isinstance(current, _RecordingProcessor) and current.recorder is self:
+                continue
+            inner = current.inner if isinstance(current, _RecordingProcessor) else current
+            wrapper = _RecordingProcessor(inner, self)
+            module.set_processor(wrapper)
+            self._wrapped.append((module, wrapper))
+
+    def remove(self) -> None:
+        """Put the original processors back (where this recorder's wrapper is still in place)."""
+        for module, wrapper in self._wrapped:
+            if module.processor is wrapper:
+                module.set_processor(wrapper.inner)
+        self._wrapped.clear()
+
+    # ------------------------------------------------------------------ recording
+    @contextmanager
+    def recording(self, text_token_mask: torch.Tensor, num_target_tokens: int) -> Iterator[AttentionRecorder]:
+        """Record every transformer call inside the block.
+
+        ``text_token_mask``: (B, T) bool over the text sequence fed to the transformer (the tokens whose attention
+        is followed, e.g. the edit target phrase); ``num_target_tokens``: L, the image tokens right after the text.
+        """
+        mask = torch.as_tensor(text_token_mask)
+        if mask.dim() != 2 or mask.dtype != torch.bool:
+            raise ValueError(f"text_token_mask must be a (B, T) bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+        if int(num_target_tokens) <= 0:
+            raise ValueError(f"num_target_tokens must be positive, got {num_target_tokens}")
+        if self._session is not None:
+            raise RuntimeError("a recording is already open on this AttentionRecorder")
+        if not self._wrapped:
+            raise RuntimeError("the recorder was removed: create a new AttentionRecorder to record again")
+        pending = self._pending
+        if pending is not None and (not torch.equal(pending.text_token_mask, mask)
+                                    or pending.num_target_tokens != int(num_target_tokens)):
+            raise ValueError("a recording with another text_token_mask / num_target_tokens is not taken yet: "
+                             "call take() before recording a new batch")
+        self._session = pending or _Session(mask, int(num_target_tokens))
+        try:
+            yield self
+        finally:
+            self._pending, self._session = self._session, None
+
+    def take(self) -> torch.Tensor:
+        """The accumulated (B, L) map on the CPU, each row renormalised to sum 1 (NaN where nothing was recorded,
+        e.g. a sample without selected text tokens); resets the accumulation."""
+        if self._session is not None:
+            raise RuntimeError("take() inside an open recording block")
+        if self._pending is None:
+            raise RuntimeError("nothing recorded: call the transformer inside `with recorder.recording(...)` first")
+        session, self._pending = self._pending, None
+        batch = session.text_token_mask.shape[0]
+        sums = session.sums if session.sums is not None else torch.zeros(batch, session.num_target_tokens)
+        sums = sums.detach().float().cpu()
+        return sums / sums.sum(dim=1, keepdim=True)  # 0/0 -> NaN for rows that never got attention
+
+    # ------------------------------------------------------------------ accumulation (called by the processors)
+    def _accumulate(self, text_queries: torch.Tensor, keys: torch.Tensor) -> None:
+        """``text_queries`` (B, T, H, D) and ``keys`` (B, S, H, D), rotary embedding applied, keys in sequence
+        order ``[text | target | condition]``."""
+        session = self._session
+        mask = session.text_token_mask.to(text_queries.device)
+        batch, text_len, heads, head_dim = text_queries.shape
+        target = session.num_target_tokens
+        if mask.shape != (batch, text_len):
+            raise ValueError(f"text_token_mask has shape {tuple(mask.shape)} but the transformer saw {batch} "
+                             f"samples with {text_len} text tokens")
+        if text_len + target > keys.shape[1]:
+            raise ValueError(f"num_target_tokens={target} does not fit a sequence of {keys.shape[1]} tokens "
+                             f"with {text_len} text tokens")
+        if session.sums is None:
+            session.sums = torch.zeros(batch, target, device=text_queries.device, dtype=torch.float32)
+        scale = 1.0 / math.sqrt(head_dim)  # the scaled-dot-product default the processor uses
+        chunk = max(1, SCORE_CHUNK_ELEMENTS // (heads * keys.shape[1]))
+        for sample in range(batch):
+            rows = mask[sample].nonzero().squeeze(1)
+            sample_keys = keys[sample].float()
+            for start in range(0, rows.numel(), chunk):
+                queries = text_queries[sample, rows[start:start + chunk]].float()  # (n, H, D)
+                probs = (torch.einsum("nhd,shd->hns", queries, sample_keys) * scale).softmax(dim=-1)
+                session.sums[sample] += probs[..., text_len:text_len + target].sum(dim=(0, 1))
+
+
+class _RecordingProcessor:
+    """Calls the wrapped FluxAttnProcessor unchanged; while recording, captures its normalised q/k on the way."""
+
+    def __init__(self, inner, recorder: AttentionRecorder):
+        self.inner = inner
+        self.recorder = recorder
+
+    # diffusers sets the attention backend / parallel config on the processor object: forward them to the inner one
+    @property
+    def _attention_backend(self):
+        return self.inner._attention_backend
+
+    @_attention_backend.setter
+    def _attention_backend(self, value):
+        self.inner._attention_backend = value
+
+    @property
+    def _parallel_config(self):
+        return self.inner._parallel_config
+
+    @_parallel_config.setter
+    def _parallel_config(self, value):
+        self.inner._parallel_config = value
+
+    # Same signature as FluxAttnProcessor.__call__: FluxAttention.forward filters kwargs by inspecting it.
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        if self.recorder._session is None:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if attention_mask is not None:
+            raise NotImplementedError("attention recording with an attention_mask is not implemented "
+                                      "(FLUX-Kontext pipelines pass none)")
+        captured: dict[str, torch.Tensor] = {}
+        names = ["norm_q", "norm_k"] + (["norm_added_q", "norm_added_k"] if encoder_hidden_states is not None else [])
+        handles = [getattr(attn, name).register_forward_hook(_store(captured, name)) for name in names]
+        try:
+            output = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        finally:
+            for handle in handles:
+                handle.remove()
+        with torch.no_grad():
+            if encoder_hidden_states is not None:  # dual stream: text q/k come from the added projections
+                text_queries = captured["norm_added_q"]
+                keys = torch.cat([captured["norm_added_k"], captured["norm_k"]], dim=1)
+            else:  # single stream: the text is already the first T tokens of the sequence
+                text_len = self.recorder._session.text_token_mask.shape[1]
+                text_queries, keys = captured["norm_q"][:, :text_len], captured["norm_k"]
+            if image_rotary_emb is not None:
+                from diffusers.models.embeddings import apply_rotary_emb
+
+                cos, sin = image_rotary_emb
+                text_len = text_queries.shape[1]
+                text_queries = apply_rotary_emb(text_queries, (cos[:text_len], sin[:text_len]), sequence_dim=1)
+                keys = apply_rotary_emb(keys, image_rotary_emb, sequence_dim=1)
+            self.recorder._accumulate(text_queries, keys)
+        return output
+
+
+def _store(captured: dict, name: str):
+    def hook(module, inputs, output):
+        captured[name] = output.detach()
+
+    return hook
+
+
+def attention_fraction_inside(maps: torch.Tensor, token_masks: torch.Tensor) -> torch.Tensor:
+    """The fraction of each (B, L) attention map's mass on the True tokens of ``token_masks`` (B, L) -> (B,).
+
+    Maps need not be normalised; a NaN row (nothing recorded) stays NaN."""
+    if maps.shape != token_masks.shape:
+        raise ValueError(f"attention maps {tuple(maps.shape)} and token masks {tuple(token_masks.shape)} differ")
+    maps = maps.double()
+    inside = torch.where(token_masks.bool().to(maps.device), maps, torch.zeros_like(maps)).sum(dim=1)
+    return inside / maps.sum(dim=1)
+
+
+def phrase_char_spans(prompt: str, phrases: str | list[str] | None) -> list[tuple[int, int]]:
+    """Character spans of every whole-word, case-insensitive occurrence of the phrase(s) in ``prompt``."""
+    import re
+
+    phrases = [phrases] if isinstance(phrases, str) else list(phrases or [])
+    spans = []
+    for phrase in phrases:
+        phrase = phrase.strip()
+        if phrase:
+            pattern = r"(?<!\w)" + re.escape(phrase) + r"(?!\w)"
+            spans += [match.span() for match in re.finditer(pattern, prompt, flags=re.IGNORECASE)]
+    return spans
+
+
+def tokens_in_spans(offsets: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """(T,) bool: tokens whose character offsets ``(T, 2)`` overlap one of ``spans`` (special/padding tokens have
+    empty offsets and never match)."""
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    selected = torch.zeros(offsets.shape[0], dtype=torch.bool)
+    for start, end in spans:
+        selected |= (starts < end) & (ends > start) & (ends > starts)
+    return selected
