@@ -27,6 +27,8 @@ class ModelConfig:
     path: str = "black-forest-labs/FLUX.1-Kontext-dev"  # hub id or local dir for from_pretrained
     guidance_scale: float = 2.5  # Kontext's distilled guidance embedding (no true CFG)
     max_sequence_length: int = 512  # T5 tokens
+    true_cfg_scale: float = 4.0  # Qwen-Image-Edit true CFG with norm rescale (> 1 enables it); Kontext ignores it
+    negative_prompt: str = " "  # Qwen-Image-Edit's negative prompt for true CFG (the pipeline's usual " ")
     gradient_checkpointing: bool = False
 
 
@@ -59,13 +61,16 @@ class SamplerConfig:
     noise_level: float = 0.7  # η of the SDE
     sde_window: list[int] = field(default_factory=lambda: [0, 10])  # [start, end) step indices run as SDE
     train_steps: int = 0  # how many of the window's steps to train on per iteration (0 = all; else seeded subset)
-    region_noise: bool = False  # RC-GRPO: a group shares the initial noise outside the edit mask (GRPO only)
+    region_noise: bool = False  # RC-GRPO: a group shares the initial noise outside the edit mask (GRPO and NFT)
 
 
 @dataclass
 class RewardConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"pixel_consistency": 1.0})  # name -> weight
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> kwargs of its factory
+    # score each rollout micro-batch on a background thread while the next one rolls out (hides an HTTP judge's
+    # latency; same values, same order); false: score the whole batch after the rollout
+    overlap: bool = True
 
 
 @dataclass
@@ -144,8 +149,8 @@ class TrainConfig:
             raise ValueError("data.resolution must be [height, width]")
         if self.train.group_size < 2:
             raise ValueError("train.group_size must be >= 2 (advantages compare samples of one prompt)")
-        if (self.region_advantages.enabled or self.sampler.region_noise) and self.objective.name != "grpo":
-            raise ValueError("region_advantages.enabled and sampler.region_noise are implemented for the GRPO objective only")
+        if self.region_advantages.enabled and self.objective.name != "grpo":
+            raise ValueError("region_advantages.enabled is implemented for the GRPO objective only")
         if self.region_advantages.enabled:
             self.region_advantages.check(self.rewards.weights)
         start, end = self.sampler.sde_window

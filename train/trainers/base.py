@@ -21,6 +21,7 @@ from train.advantages import Advantages, gathered_advantages
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from train.config import TrainConfig, to_dict
 from train.data import EditDataset, GroupSampler, iteration_slots
+from train.reward_overlap import RewardScheduler
 from train.rewards import RewardInputs, WeightedRewards
 
 
@@ -78,6 +79,7 @@ class Trainer(ABC):
         self.model, self.optimizer = self.accelerator.prepare(self.adapter.transformer, optimizer)
         self.sampler = GroupSampler(self.data.train_rows, seed=config.train.seed)
         self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
+        self.reward_scheduler = RewardScheduler(self.rewards, config.rewards.overlap)  # scores during rollout
         self.height, self.width = self.data.height, self.data.width
         self.sigmas = self.adapter.sigmas(config.sampler.num_steps, self.height, self.width)
         self.output_dir = Path(config.output_dir)
@@ -120,6 +122,7 @@ class Trainer(ABC):
             with atomic_dir(self.output_dir / "lora") as tmp:
                 self.adapter.save_lora(tmp)
         acc.wait_for_everyone()
+        self.reward_scheduler.close()
         self.logger.close()
 
     @abstractmethod
@@ -187,9 +190,13 @@ class Trainer(ABC):
         return noise, generators
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        inputs = RewardInputs(batch.samples["images"], batch.sources, batch.masks, batch.prompts, batch.edit_types,
-                              targets=batch.targets, phrases=batch.phrases, extras=batch.samples.get("extras", {}))
-        total, parts = self.rewards(inputs)
+        pending = batch.samples.pop("pending_rewards", None)  # micro-batches already scored during the rollout
+        if pending is not None:
+            total, parts = pending.join()
+        else:
+            total, parts = self.rewards(RewardInputs(
+                batch.samples["images"], batch.sources, batch.masks, batch.prompts, batch.edit_types,
+                targets=batch.targets, phrases=batch.phrases, extras=batch.samples.get("extras", {})))
         return total.to(torch.float32).to(self.accelerator.device), parts
 
     def update_schedule(self, units: int) -> list[tuple[bool, int]]:

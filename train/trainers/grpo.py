@@ -9,6 +9,7 @@ from train.objectives.grpo import gaussian_kl, grpo_loss
 from train.rollout import rollout
 from train.region_advantages import per_token_advantages, reward_mix, token_mask
 from train.region_noise import group_shared_noise, region_decoupled_noise
+from train.reward_overlap import sample_micro_batches
 from train.sde import gaussian_log_prob, sde_transition
 from train.trainers.base import Batch, Trainer, mean_stats
 
@@ -18,25 +19,33 @@ class GRPOTrainer(Trainer):
 
     def sample(self, batch: Batch, step: int) -> None:
         cfg, region = self.config.sampler, self.config.region_advantages.enabled
-        noise, generators = self.initial_noise(batch.seeds)
-        if cfg.region_noise:  # RC-GRPO: the group shares the background noise
-            shared = group_shared_noise(self.adapter, self.height, self.width, batch.group_ids.cpu(),
-                                        self.config.train.seed, step)
-            noise = region_decoupled_noise(noise, batch.group_ids.cpu(), self.token_masks(batch), shared)
-        parts = []
-        for mb in self.micro_batches(len(batch.seeds)):
-            x = noise[mb].to(self.accelerator.device)
-            parts.append(rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb), x, self.sigmas,
-                                 sde=cfg.sde, noise_level=cfg.noise_level, window=tuple(cfg.sde_window),
-                                 generators=generators[mb], autocast=self.accelerator.autocast, per_token=region))
+        noise, generators = self.rollout_noise(batch, step)
+
+        def roll_out(mb: slice):
+            return rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb),
+                           noise[mb].to(self.accelerator.device), self.sigmas, sde=cfg.sde,
+                           noise_level=cfg.noise_level, window=tuple(cfg.sde_window), generators=generators[mb],
+                           autocast=self.accelerator.autocast, per_token=region)
+
+        parts, samples = sample_micro_batches(self, batch, roll_out)
         steps = sorted(parts[0].states)
         batch.samples = {
             "final": torch.cat([p.final for p in parts]),
             "states": {i: torch.cat([p.states[i] for p in parts]) for i in steps},
             "next_states": {i: torch.cat([p.next_states[i] for p in parts]) for i in steps},
             "log_probs": {i: torch.cat([p.log_probs[i] for p in parts]) for i in steps},
+            **samples,
         }
-        batch.samples["images"] = self.decode(batch.samples["final"])
+
+    def rollout_noise(self, batch: Batch, step: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Per-sample initial noise and generators; with ``sampler.region_noise`` (RC-GRPO) a group shares the
+        noise outside the edit mask."""
+        noise, generators = self.initial_noise(batch.seeds)
+        if self.config.sampler.region_noise:
+            shared = group_shared_noise(self.adapter, self.height, self.width, batch.group_ids.cpu(),
+                                        self.config.train.seed, step)
+            noise = region_decoupled_noise(noise, batch.group_ids.cpu(), self.token_masks(batch), shared)
+        return noise, generators
 
     def token_masks(self, batch: Batch) -> torch.Tensor:
         """The edit masks on the packed-token grid, (N, L) bool."""
@@ -56,10 +65,6 @@ class GRPOTrainer(Trainer):
         edit, preservation = (gathered_advantages(self.accelerator, m, batch.group_ids, cfg.advantages) for m in mixes)
         finite = torch.isfinite(mixes[0]) & torch.isfinite(mixes[1])
         return per_token_advantages(edit, preservation, self.token_masks(batch).to(device), finite)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.adapter.decode(latents[mb], self.height, self.width).cpu()
-                          for mb in self.micro_batches(latents.shape[0])])
 
     def trained_steps(self, available: list[int], step: int) -> list[int]:
         """The window's steps trained this iteration: all, or a seeded subset (same on every process)."""

@@ -8,6 +8,7 @@ from train.advantages import Advantages
 from train.objectives.nft import nft_loss
 from train.region_advantages import token_mask
 from train.regularizer import region_regularizer, region_weights
+from train.reward_overlap import sample_micro_batches
 from train.rollout import per_sample_normal, rollout
 from train.trainers.base import Batch, mean_stats, sample_seed
 from train.trainers.grpo import GRPOTrainer
@@ -17,13 +18,15 @@ class NFTTrainer(GRPOTrainer):
     name = "nft"
 
     def sample(self, batch: Batch, step: int) -> None:
-        noise, generators = self.initial_noise(batch.seeds)
-        finals = [rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb),
-                          noise[mb].to(self.accelerator.device), self.sigmas, sde="flow_sde", noise_level=0.0,
-                          window=(0, 0), generators=generators[mb], autocast=self.accelerator.autocast).final
-                  for mb in self.micro_batches(len(batch.seeds))]
-        final = torch.cat(finals)
-        batch.samples = {"final": final, "images": self.decode(final)}
+        noise, generators = self.rollout_noise(batch, step)
+
+        def roll_out(mb: slice):
+            return rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb),
+                           noise[mb].to(self.accelerator.device), self.sigmas, sde="flow_sde", noise_level=0.0,
+                           window=(0, 0), generators=generators[mb], autocast=self.accelerator.autocast)
+
+        parts, samples = sample_micro_batches(self, batch, roll_out)
+        batch.samples = {"final": torch.cat([p.final for p in parts]), **samples}
         self._prepare_targets(batch, step)
 
     @torch.no_grad()

@@ -1,0 +1,240 @@
+"""Reward calls overlapped with rollout (train/reward_overlap.py) and region-decoupled noise in the NFT trainer.
+
+The overlapped scores must be exactly the sequential ones (same values, same order, NaNs where they were), a
+reward exception must come back with its own message, and the reward thread must run calls one at a time in
+submission order."""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from curate.mllm.testing import Reply, ScriptedServer, completion
+from train.reward_overlap import PendingRewards, RewardScheduler, merge_extras
+from train.rewards import RewardInputs
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
+
+
+def _edited_image(request) -> np.ndarray:
+    """The second image of the judge request (the edited one), decoded from its data URL."""
+    from PIL import Image
+
+    urls = [part["image_url"]["url"] for message in request.body["messages"] if not isinstance(message["content"], str)
+            for part in message["content"] if part.get("type") == "image_url"]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(urls[1].split(",", 1)[1]))))
+
+
+def image_judge(request):
+    """A judge whose verdict depends on the edited image (so a reordering changes the values); every fifth image
+    gets an unparseable answer (a NaN reward, masked out)."""
+    total = int(_edited_image(request).astype(np.int64).sum())
+    text = "no idea" if total % 5 == 0 else str(total % 11)
+    return Reply(body=completion(text), delay_s=0.01)
+
+
+def _config(model, dataset, out, *extra):
+    from train.config import load_config
+
+    return load_config(REPO_CONFIG, [
+        f"model.path={model}", f"data.dataset={dataset}", f"output_dir={out}", "logging.progress=false",
+        "logging.tensorboard=false", "train.max_steps=1", "eval.every=0", "checkpoint.every=0",
+        "train.groups_per_step=2", "train.group_size=3", "train.micro_batch_size=2", *extra])
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    with ScriptedServer(image_judge) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def grpo_trainer(tiny_kontext_dir, edit_dataset_dir, judge_server, tmp_path_factory):
+    from train.trainers.grpo import GRPOTrainer
+
+    config = _config(tiny_kontext_dir, edit_dataset_dir, tmp_path_factory.mktemp("overlap"), "objective.name=grpo",
+                     "objective.regularizer.enabled=false", "rewards.weights={pixel_consistency: 1.0, mllm: 0.5}",
+                     f"rewards.options={{mllm: {{endpoint: '{judge_server.url}', retries: 0, timeout_s: 10}}}}")
+    assert config.rewards.overlap  # the default
+    trainer = GRPOTrainer(config)
+    yield trainer
+    trainer.reward_scheduler.close()
+
+
+def _sample_and_score(trainer, step):
+    batch = trainer.make_batch(step)
+    trainer.sample(batch, step)
+    pending = batch.samples.get("pending_rewards")
+    submitted = len(pending.futures) if pending is not None else 0
+    total, parts = trainer.score(batch)
+    return batch, total, parts, submitted
+
+
+def test_overlapped_scores_equal_sequential(grpo_trainer, judge_server):
+    trainer = grpo_trainer
+    micro_batches = len(trainer.micro_batches(6))
+    start = trainer.sampler.state_dict()
+    overlapped = [_sample_and_score(trainer, step) for step in (1, 2)]
+    assert all(result[3] == micro_batches == 3 for result in overlapped)  # one reward call per micro-batch
+    overlapping = trainer.reward_scheduler
+    trainer.reward_scheduler = RewardScheduler(trainer.rewards, overlap=False)
+    try:
+        trainer.sampler.load_state_dict(start)  # the same rows and seeds again
+        before = judge_server.count
+        batch = trainer.make_batch(1)
+        trainer.sample(batch, 1)
+        assert judge_server.count == before and "pending_rewards" not in batch.samples  # nothing scored yet
+        sequential = [(batch, *trainer.score(batch))]
+        sequential.append(_sample_and_score(trainer, 2)[:3])
+    finally:
+        trainer.reward_scheduler = overlapping
+    saw_nan = False
+    for (b1, total1, parts1, _), (b2, total2, parts2) in zip(overlapped, sequential):
+        assert b1.prompts == b2.prompts and torch.equal(b1.samples["images"], b2.samples["images"])
+        torch.testing.assert_close(total1, total2, rtol=0, atol=0, equal_nan=True)
+        assert list(parts1) == list(parts2) == ["pixel_consistency", "mllm"]
+        for name in parts1:
+            torch.testing.assert_close(parts1[name], parts2[name], rtol=0, atol=0, equal_nan=True)
+        saw_nan |= bool(torch.isnan(total1).any())
+        assert torch.isfinite(parts1["mllm"]).sum() >= 2  # the judge answered most images
+    assert saw_nan  # the NaN path (full-mask row or unparseable verdicts) was exercised
+
+
+def test_reward_exception_propagates_with_its_message(grpo_trainer):
+    trainer, calls = grpo_trainer, []
+
+    def exploding(inputs: RewardInputs):
+        calls.append(len(inputs.prompts))
+        if len(calls) == 2:
+            raise RuntimeError("judge exploded on micro-batch 2")
+        return trainer.rewards(inputs)
+
+    overlapping = trainer.reward_scheduler
+    trainer.reward_scheduler = RewardScheduler(exploding, overlap=True)
+    try:
+        batch = trainer.make_batch(3)
+        began = time.monotonic()
+        with pytest.raises(RuntimeError, match="^judge exploded on micro-batch 2$"):
+            trainer.sample(batch, 3)  # fails fast during the rollout, or ...
+            trainer.score(batch)  # ... at the join
+        assert time.monotonic() - began < 120
+        assert calls[:2] == [2, 2]
+    finally:
+        trainer.reward_scheduler.close()
+        trainer.reward_scheduler = overlapping
+
+
+def _inputs(count: int, offset: float) -> RewardInputs:
+    return RewardInputs(torch.full((count, 3, 2, 2), offset), torch.zeros(count, 3, 2, 2),
+                        torch.zeros(count, 2, 2, dtype=torch.bool), ["p"] * count, ["t"] * count)
+
+
+def test_reward_thread_runs_calls_one_at_a_time_in_order():
+    active, log, lock = [0], [], threading.Lock()
+
+    def score(inputs):
+        with lock:
+            active[0] += 1
+            assert active[0] == 1, "two reward calls ran at once"
+        offset = float(inputs.images[0, 0, 0, 0])
+        time.sleep(0.05 if offset == 0 else 0.001)  # the first call is the slowest: later ones must still wait
+        log.append((offset, threading.current_thread().name))
+        with lock:
+            active[0] -= 1
+        values = inputs.images[:, 0, 0, 0].double() + torch.arange(inputs.images.shape[0])
+        return values, {"a": values, "b": -values}
+
+    scheduler = RewardScheduler(score, overlap=True)
+    try:
+        pending = scheduler.start()
+        for k, count in enumerate([2, 3, 1]):
+            pending.submit(_inputs(count, float(k * 10)))
+        total, parts = pending.join()
+    finally:
+        scheduler.close()
+    assert [offset for offset, _ in log] == [0.0, 10.0, 20.0]
+    assert all(name.startswith("reward") for _, name in log)  # not the caller's thread
+    expected = torch.tensor([0, 1, 10, 11, 12, 20], dtype=torch.float64)
+    assert torch.equal(total, expected) and torch.equal(parts["a"], expected) and torch.equal(parts["b"], -expected)
+    assert RewardScheduler(score, overlap=False).start() is None
+
+
+def test_submit_returns_before_the_reward_finishes_and_queued_calls_are_cancelled_on_error():
+    release, started, hold = threading.Event(), threading.Event(), threading.Event()
+
+    def score(inputs):
+        which = float(inputs.images[0, 0, 0, 0])
+        if which == 0:
+            started.set()
+            assert release.wait(10)
+            raise ValueError("bad verdict")
+        assert hold.wait(10)  # the second call is still running when the error is seen
+        return inputs.images[:, 0, 0, 0].double(), {}
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        pending = PendingRewards(executor, score)
+        pending.submit(_inputs(1, 0.0))
+        assert started.wait(10)  # the call runs while the caller goes on (the next rollout)
+        pending.submit(_inputs(1, 1.0))
+        pending.submit(_inputs(1, 2.0))  # queued behind both
+        release.set()
+        with pytest.raises(ValueError, match="^bad verdict$"):
+            pending.join()
+        assert pending.futures[2].cancelled() and not pending.futures[1].cancelled()
+        with pytest.raises(ValueError, match="bad verdict"):  # a later submit fails fast as well
+            pending.submit(_inputs(1, 3.0))
+        hold.set()
+    with pytest.raises(ValueError, match="no micro-batch"):
+        PendingRewards(None, score).join()
+
+
+def test_merge_extras_concatenates_per_sample_maps_and_keeps_shared_values():
+    parts = [{"attention": torch.ones(2, 4), "attention_grid": (2, 2)},
+             {"attention": torch.zeros(1, 4), "attention_grid": (2, 2)}]
+    merged = merge_extras(parts)
+    assert merged["attention"].shape == (3, 4) and merged["attention"][2].sum() == 0
+    assert merged["attention_grid"] == (2, 2) and merge_extras([{}, {}]) == {}
+
+
+def test_nft_region_noise_shares_the_background_within_a_group(tiny_kontext_dir, edit_dataset_dir, tmp_path,
+                                                                monkeypatch):
+    """NFT with sampler.region_noise: the rollouts start from noise identical outside the edit mask within a
+    group and different inside it (region_advantages stays GRPO-only)."""
+    import train.trainers.nft as nft
+    from train.config import load_config
+
+    with pytest.raises(ValueError, match="GRPO objective only"):
+        load_config(None, ["region_advantages.enabled=true", "objective.name=nft"])
+    config = _config(tiny_kontext_dir, edit_dataset_dir, tmp_path / "nft", "objective.name=nft",
+                     "sampler.region_noise=true", "train.group_size=4")
+    trainer = nft.NFTTrainer(config)
+    starts, real_rollout = [], nft.rollout
+
+    def spy(adapter, model, cond, x, *args, **kwargs):
+        starts.append(x.detach().clone())
+        return real_rollout(adapter, model, cond, x, *args, **kwargs)
+
+    monkeypatch.setattr(nft, "rollout", spy)
+    batch = trainer.make_batch(1)
+    trainer.sample(batch, 1)
+    noise, inside = torch.cat(starts), trainer.token_masks(batch)
+    assert noise.shape[:2] == inside.shape and 0 < inside.float().mean() < 1
+    groups = batch.group_ids.cpu()
+    for group in groups.unique():
+        members = torch.nonzero(groups == group).flatten().tolist()
+        first, outside = noise[members[0]], ~inside[members[0]]
+        for other in members[1:]:
+            assert torch.equal(noise[other][outside], first[outside])
+            if inside[other].any():
+                assert not torch.allclose(noise[other][inside[other]], first[inside[other]])
+    rewards, _ = trainer.score(batch)
+    assert rewards.shape == (8,)
+    trainer.reward_scheduler.close()
