@@ -79,34 +79,9 @@ def broken_sources(bench_sources):
 @pytest.fixture(scope="session")
 def tiny_qwen_edit(tmp_path_factory):
     """A tiny random QwenImageEditPipeline (tiny Qwen2.5-VL text encoder from curate.tiny.qwen_vl), saved to disk."""
-    import torch
-    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageEditPipeline,
-                           QwenImageTransformer2DModel)
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
 
-    from curate.tiny.qwen_vl import build_tiny_qwen2_5_vl
-
-    root = tmp_path_factory.mktemp("tiny_qwen_edit")
-    vl = build_tiny_qwen2_5_vl(root / "vl")
-    loaded = AutoProcessor.from_pretrained(vl)
-    processor = Qwen2VLProcessor(image_processor=loaded.image_processor, video_processor=loaded.video_processor,
-                                 tokenizer=loaded.tokenizer, chat_template=loaded.chat_template)
-    torch.manual_seed(0)
-    pipe = QwenImageEditPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                  max_image_seq_len=4096, base_shift=0.5, max_shift=1.15),
-        # z_dim 4, no temporal downsampling: VAE scale factor 1; the transformer's 2x2 patches pack 4*4 channels
-        vae=AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1], num_res_blocks=1, temperal_downsample=[],
-                                   latents_mean=[0.0] * 4, latents_std=[1.0] * 4),
-        text_encoder=Qwen2_5_VLForConditionalGeneration.from_pretrained(vl),
-        tokenizer=loaded.tokenizer,
-        processor=processor,
-        transformer=QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
-                                                attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                                                axes_dims_rope=(4, 6, 6)),
-    )
-    pipe.save_pretrained(root / "pipe")
-    return root / "pipe"
+    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen_edit") / "pipe")
 
 
 @pytest.fixture(scope="session")

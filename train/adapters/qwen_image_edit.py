@@ -1,0 +1,169 @@
+"""Qwen-Image-Edit behind :class:`~train.adapters.base.EditModelAdapter`, on diffusers' ``QwenImageEditPipeline``
+(or ``QwenImageEditPlusPipeline``, picked from the checkpoint's ``model_index.json``) parts.
+
+Conditioning, as the pipeline does it: the instruction is encoded by Qwen2.5-VL together with the source image
+(``pipe.encode_prompt``), giving variable-length embeddings with a text mask; the source image is VAE-encoded,
+normalised with the VAE's ``latents_mean/std``, packed and concatenated AFTER the target tokens; ``img_shapes``
+lists the target grid and the condition grid (RoPE). Guidance is true CFG with a negative prompt and Qwen's norm
+rescale (:func:`true_cfg`), in every forward (rollout and training), when ``model.true_cfg_scale > 1``.
+
+Unlike the pipeline, the condition image is NOT resized to ~1024²: it is encoded at the training resolution (the
+target and condition grids are the same). Each prompt is encoded on its own, so a sample's conditioning does not
+depend on its batch neighbours; the batch is then zero-padded to one text length with the mask marking the padding.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from train.adapters.base import Conditioning, register_adapter
+from train.adapters.flux_kontext import FluxKontextAdapter
+
+PIPELINES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline")
+
+
+def true_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Qwen-Image's true CFG with norm rescale: ``comb = uncond + s·(cond − uncond)``, then
+    ``comb·‖cond‖/‖comb‖`` with norms over the channel dim of each token (keeps the conditional prediction's
+    magnitude). Computed in float32."""
+    cond, uncond = cond.float(), uncond.float()
+    combined = uncond + scale * (cond - uncond)
+    return combined * (cond.norm(dim=-1, keepdim=True) / combined.norm(dim=-1, keepdim=True))
+
+
+def pipeline_class_name(path: str) -> str:
+    """The pipeline class that ``model_index.json`` of ``path`` (local dir or hub id) names; clear errors."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        name = DiffusionPipeline.load_config(path)["_class_name"]
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"cannot load Qwen-Image-Edit from {path!r}: {error}. No weights can be downloaded here; "
+                           "point model.path at a local copy.") from error
+    if name not in PIPELINES:
+        raise ValueError(f"{path!r} holds a {name}; the qwen_image_edit adapter supports {', '.join(PIPELINES)}")
+    return name
+
+
+def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample (1, T_i, D) embeddings and (1, T_i) masks -> (B, length, D) zero-padded and (B, length) masks."""
+    embeds = torch.cat([torch.nn.functional.pad(e, (0, 0, 0, length - e.shape[1])) for e, _ in pairs])
+    masks = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for _, m in pairs])
+    return embeds, masks
+
+
+@register_adapter("qwen_image_edit")
+class QwenImageEditAdapter(FluxKontextAdapter):
+    """Shares the model-agnostic parts with the Kontext adapter: LoRA add/load, token grid (VAE scale × 2×2
+    patches), packed noise and the dynamic-shift sigma schedule (the same ``calculate_shift`` as the pipeline)."""
+
+    def __init__(self, config, device: torch.device, dtype: torch.dtype):
+        import diffusers
+
+        self.config = config
+        self.device, self.dtype = device, dtype
+        pipeline_class = getattr(diffusers, pipeline_class_name(config.path))
+        try:
+            self.pipe = pipeline_class.from_pretrained(config.path, dtype=dtype)
+        except OSError as error:
+            raise RuntimeError(f"cannot load Qwen-Image-Edit from {config.path!r}: {error}. No weights can be "
+                               "downloaded here; point model.path at a local copy.") from error
+        self.pipe.to(device)
+        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.transformer):
+            module.requires_grad_(False)
+        self.transformer = self.pipe.transformer
+        if config.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.vae_scale = self.pipe.vae_scale_factor
+        self.plus = pipeline_class.__name__ == "QwenImageEditPlusPipeline"
+
+    def save_lora(self, directory: Path) -> None:
+        from peft.utils import get_peft_model_state_dict
+
+        type(self.pipe).save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(
+            self.transformer))
+
+    # ------------------------------------------------------------------ latents
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vae = self.pipe.vae
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
+        std = torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
+        return mean, std
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = (images.to(self.device, self.dtype) * 2 - 1).clamp(-1, 1).unsqueeze(2)  # (B, 3, frames=1, H, W)
+        latents = self.pipe._encode_vae_image(pixels, generator=None)  # posterior mode, (x − mean) / std
+        b, c, _, h, w = latents.shape
+        return self.pipe._pack_latents(latents, b, c, h, w).float()
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        latents = self.pipe._unpack_latents(tokens.to(self.dtype), height, width, self.vae_scale)
+        mean, std = self._latent_stats(latents)
+        latents = latents / (1.0 / std) + mean  # written as the pipeline writes it: identical rounding
+        images = self.pipe.vae.decode(latents, return_dict=False)[0][:, :, 0]
+        return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ conditioning and forward
+    def _vl_image(self, image):
+        """The source image as the pipeline hands it to Qwen2.5-VL (Plus: resized to its condition area)."""
+        if not self.plus:
+            return image
+        from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as plus
+
+        width, height = plus.calculate_dimensions(plus.CONDITION_IMAGE_SIZE, image.width / image.height)[:2]
+        return [self.pipe.image_processor.resize(image, height, width)]
+
+    def _encode_prompt(self, prompt: str, vl_image) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, mask = self.pipe.encode_prompt(prompt=[prompt], image=vl_image, device=self.device)
+        if mask is None:  # the pipeline drops an all-ones mask
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return embeds.to(self.dtype), mask
+
+    @torch.no_grad()
+    def condition(self, prompts: list[str], source_images: torch.Tensor) -> Conditioning:
+        from PIL import Image
+
+        if len(prompts) != source_images.shape[0]:
+            raise ValueError(f"{len(prompts)} prompts for {source_images.shape[0]} source images")
+        pixels = (source_images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        vl_images = [self._vl_image(Image.fromarray(p.permute(1, 2, 0).cpu().numpy())) for p in pixels]
+        encoded = {"prompt": [self._encode_prompt(p, image) for p, image in zip(prompts, vl_images)]}
+        if self.config.true_cfg_scale > 1:
+            encoded["negative"] = [self._encode_prompt(self.config.negative_prompt, image) for image in vl_images]
+        # one text length for positive and negative: velocity() runs both in one forward
+        length = max(embeds.shape[1] for pairs in encoded.values() for embeds, _ in pairs)
+        per_sample = {"image_tokens": self.encode_images(source_images).to(self.dtype)}
+        for name, pairs in encoded.items():
+            per_sample[f"{name}_embeds"], per_sample[f"{name}_mask"] = _pad(pairs, length)
+        grid = (1, *self.token_grid(*source_images.shape[-2:]))
+        return Conditioning(per_sample=per_sample, shared={"img_shapes": [grid, grid]})  # target, condition
+
+    def velocity(self, model, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        batch, target_len = x.shape[0], x.shape[1]
+        target_shape, condition_shape = cond.shared["img_shapes"]
+        if target_len != target_shape[1] * target_shape[2]:
+            raise ValueError(f"{target_len} target tokens, but the conditioning was built for a "
+                             f"{target_shape[1]}x{target_shape[2]} grid (train at the source images' size)")
+        embeds, mask = cond.per_sample["prompt_embeds"], cond.per_sample["prompt_mask"]
+        guided = "negative_embeds" in cond.per_sample
+        copies = 2 if guided else 1
+        if guided:  # conditional and unconditional branches in one forward (same text length by construction)
+            embeds = torch.cat([embeds, cond.per_sample["negative_embeds"]])
+            mask = torch.cat([mask, cond.per_sample["negative_mask"]])
+        hidden = torch.cat([x.to(self.dtype), cond.per_sample["image_tokens"]], dim=1).repeat(copies, 1, 1)
+        timestep = sigma.to(self.device, self.dtype).reshape(-1).expand(batch).repeat(copies)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((batch * copies,), self.config.guidance_scale, device=self.device)
+        out = model(hidden_states=hidden, timestep=timestep, guidance=guidance, encoder_hidden_states=embeds,
+                    # no mask without padding: the pipeline passes None then, and attention stays unmasked (faster)
+                    encoder_hidden_states_mask=None if bool(mask.all()) else mask,
+                    img_shapes=[[target_shape, condition_shape]] * (batch * copies), return_dict=False)[0]
+        out = out[:, :target_len]
+        if not guided:
+            return out
+        return true_cfg(out[:batch], out[batch:], self.config.true_cfg_scale)
