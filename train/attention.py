@@ -39,7 +39,8 @@ class AttentionRecorder:
     ``AttentionRecorder(transformer)`` installs the recording processors (again on an already-instrumented
     transformer it takes the existing wrappers over instead of wrapping twice); :meth:`remove` restores the original
     processors. Nothing is recorded outside ``with recorder.recording(text_token_mask, num_target_tokens):``;
-    :meth:`take` returns the map accumulated since the last ``take``.
+    :meth:`take` returns the map accumulated since the last ``take``. Record rollout forwards (``torch.no_grad``);
+    a backward inside the block with gradient checkpointing on would re-run the processors and count them again.
     """
 
     def __init__(self, transformer: torch.nn.Module):
