@@ -128,7 +128,7 @@ def test_true_cfg_matches_closed_form():
         np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_clear_errors_for_missing_or_foreign_checkpoints(tmp_path):
+def test_clear_errors_for_missing_or_foreign_checkpoints(adapter, tmp_path):
     from train.adapters import build_adapter
 
     def build(path):
@@ -140,6 +140,8 @@ def test_clear_errors_for_missing_or_foreign_checkpoints(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxKontextPipeline"}))
     with pytest.raises(ValueError, match="holds a FluxKontextPipeline"):
         build(tmp_path)
+    with pytest.raises(NotImplementedError, match="Qwen2.5-VL tokens of the source image"):
+        adapter.phrase_token_mask(["make the cat red"], [["cat"]])  # not the Kontext adapter's T5 version
 
 
 @pytest.mark.parametrize("objective", ["grpo", "nft"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import Conditioning, register_adapter
+from train.adapters.base import Conditioning, EditModelAdapter, register_adapter
 from train.adapters.flux_kontext import FluxKontextAdapter
 
 PIPELINES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline")
@@ -54,9 +54,15 @@ def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[t
 
 
 @register_adapter("qwen_image_edit")
-class QwenImageEditAdapter(FluxKontextAdapter):
-    """Shares the model-agnostic parts with the Kontext adapter: LoRA add/load, token grid (VAE scale × 2×2
-    patches), packed noise and the dynamic-shift sigma schedule (the same ``calculate_shift`` as the pipeline)."""
+class QwenImageEditAdapter(EditModelAdapter):
+    # The model-agnostic parts are the Kontext adapter's, borrowed by name (not inherited, so nothing
+    # Kontext-specific leaks in): LoRA add/load (same diffusers LoRA format), the token grid (VAE scale × 2×2
+    # patches), packed Gaussian noise, and the dynamic-shift sigma schedule (the same ``calculate_shift``).
+    add_lora = FluxKontextAdapter.add_lora
+    load_lora = FluxKontextAdapter.load_lora
+    token_grid = FluxKontextAdapter.token_grid
+    noise = FluxKontextAdapter.noise
+    sigmas = FluxKontextAdapter.sigmas
 
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
         import diffusers
@@ -77,6 +83,12 @@ class QwenImageEditAdapter(FluxKontextAdapter):
             self.transformer.enable_gradient_checkpointing()
         self.vae_scale = self.pipe.vae_scale_factor
         self.plus = pipeline_class.__name__ == "QwenImageEditPlusPipeline"
+
+    def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
+        raise NotImplementedError(
+            "phrase_token_mask is not implemented for Qwen-Image-Edit: its text sequence also holds the Qwen2.5-VL "
+            "tokens of the source image (their number depends on the image size) and true CFG doubles the batch; "
+            "the attention_concentration reward supports FLUX-Kontext only")
 
     def save_lora(self, directory: Path) -> None:
         from peft.utils import get_peft_model_state_dict
