@@ -153,6 +153,10 @@ class AttentionRecorder:
                 session.sums[sample] += probs[..., text_len:text_len + target].sum(dim=(0, 1))
 
 
+def _forwarded_to_inner(name: str) -> property:
+    return property(lambda self: getattr(self.inner, name), lambda self, value: setattr(self.inner, name, value))
+
+
 class _RecordingProcessor:
     """Calls the wrapped FluxAttnProcessor unchanged; while recording, captures its normalised q/k on the way."""
 
@@ -161,21 +165,8 @@ class _RecordingProcessor:
         self.recorder = recorder
 
     # diffusers sets the attention backend / parallel config on the processor object: forward them to the inner one
-    @property
-    def _attention_backend(self):
-        return self.inner._attention_backend
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.inner._attention_backend = value
-
-    @property
-    def _parallel_config(self):
-        return self.inner._parallel_config
-
-    @_parallel_config.setter
-    def _parallel_config(self, value):
-        self.inner._parallel_config = value
+    _attention_backend = _forwarded_to_inner("_attention_backend")
+    _parallel_config = _forwarded_to_inner("_parallel_config")
 
     # Same signature as FluxAttnProcessor.__call__: FluxAttention.forward filters kwargs by inspecting it.
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):

@@ -219,6 +219,10 @@ def test_misuse_and_unsupported_models_get_clear_errors(adapter):
     other = FluxAttention(query_dim=8, heads=2, dim_head=4, processor=SimpleNamespace())
     with pytest.raises(NotImplementedError, match="SimpleNamespace"):
         AttentionRecorder(torch.nn.Sequential(other))
+    supported = FluxAttention(query_dim=8, heads=2, dim_head=4)
+    AttentionRecorder(torch.nn.Sequential(supported))
+    supported.set_attention_backend("native")  # diffusers sets it on the processor: it reaches the wrapped one
+    assert supported.processor.inner._attention_backend == "native"
     with pytest.raises(NotImplementedError, match="FLUX transformers only"):
         AttentionRecorder(torch.nn.Linear(2, 2))
     recorder = AttentionRecorder(adapter.transformer)
