@@ -100,8 +100,9 @@ class AttentionRecorder:
             raise ValueError(f"num_target_tokens must be positive, got {num_target_tokens}")
         if self._session is not None:
             raise RuntimeError("a recording is already open on this AttentionRecorder")
-        if not self._wrapped:
-            raise RuntimeError("the recorder was removed: create a new AttentionRecorder to record again")
+        if not any(module.processor is wrapper for module, wrapper in self._wrapped):
+            raise RuntimeError("this recorder was removed or taken over by another AttentionRecorder: "
+                               "call install() (or use the other recorder) to record again")
         pending = self._pending
         if pending is not None and (not torch.equal(pending.text_token_mask, mask)
                                     or pending.num_target_tokens != int(num_target_tokens)):

@@ -140,6 +140,8 @@ def test_outputs_and_gradients_are_bit_identical(adapter, batch):
     plain, plain_grads = forward_and_grads()
     recorder = AttentionRecorder(adapter.transformer)
     AttentionRecorder(adapter.transformer)  # a second recorder takes the wrappers over: never wrapped twice
+    with pytest.raises(RuntimeError, match="taken over"), recorder.recording(torch.ones(3, 32, dtype=torch.bool), 1):
+        pass
     recorder.install()
     assert first_attention.processor.inner is original
     try:
