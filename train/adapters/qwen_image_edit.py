@@ -32,18 +32,26 @@ def true_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Te
     return combined * (cond.norm(dim=-1, keepdim=True) / combined.norm(dim=-1, keepdim=True))
 
 
-def pipeline_class_name(path: str) -> str:
-    """The pipeline class that ``model_index.json`` of ``path`` (local dir or hub id) names; clear errors."""
-    from diffusers import DiffusionPipeline
+def load_pipeline(path: str, dtype: torch.dtype):
+    """The pipeline at ``path`` (local dir or hub id), of the class its ``model_index.json`` names (Edit or
+    Edit-Plus); clear errors for a missing checkpoint or another model family."""
+    import diffusers
 
     try:
-        name = DiffusionPipeline.load_config(path)["_class_name"]
+        name = diffusers.DiffusionPipeline.load_config(path)["_class_name"]
     except (OSError, ValueError) as error:
-        raise RuntimeError(f"cannot load Qwen-Image-Edit from {path!r}: {error}. No weights can be downloaded here; "
-                           "point model.path at a local copy.") from error
+        raise _not_loadable(path, error) from error
     if name not in PIPELINES:
         raise ValueError(f"{path!r} holds a {name}; the qwen_image_edit adapter supports {', '.join(PIPELINES)}")
-    return name
+    try:
+        return getattr(diffusers, name).from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise _not_loadable(path, error) from error
+
+
+def _not_loadable(path: str, error: Exception) -> RuntimeError:
+    return RuntimeError(f"cannot load Qwen-Image-Edit from {path!r}: {error}. No weights can be downloaded here; "
+                        "point model.path at a local copy.")
 
 
 def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,24 +73,16 @@ class QwenImageEditAdapter(EditModelAdapter):
     sigmas = FluxKontextAdapter.sigmas
 
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
-        import diffusers
-
         self.config = config
         self.device, self.dtype = device, dtype
-        pipeline_class = getattr(diffusers, pipeline_class_name(config.path))
-        try:
-            self.pipe = pipeline_class.from_pretrained(config.path, dtype=dtype)
-        except OSError as error:
-            raise RuntimeError(f"cannot load Qwen-Image-Edit from {config.path!r}: {error}. No weights can be "
-                               "downloaded here; point model.path at a local copy.") from error
-        self.pipe.to(device)
+        self.pipe = load_pipeline(config.path, dtype).to(device)
+        self.plus = type(self.pipe).__name__ == "QwenImageEditPlusPipeline"
         for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.transformer):
-            module.requires_grad_(False)
+            module.requires_grad_(False)  # only the LoRA trains
         self.transformer = self.pipe.transformer
         if config.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
         self.vae_scale = self.pipe.vae_scale_factor
-        self.plus = pipeline_class.__name__ == "QwenImageEditPlusPipeline"
 
     def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
         raise NotImplementedError(
