@@ -33,3 +33,16 @@ def show_config(
     from train.config import load_config, to_dict
 
     typer.echo(yaml.safe_dump(to_dict(load_config(config, list(overrides or []))), sort_keys=False))
+
+
+@app.command("pretrain")
+def pretrain_command(
+    config: Optional[str] = typer.Option(None, "--config", help="YAML, e.g. train/configs/ablation_base.yaml"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides key.sub=value"),
+) -> None:
+    """Train the miniature ablation's base editor from scratch (VAE, then flow matching of a small
+    FLUX.1-Kontext transformer) on the exported dataset; writes a pipeline dir and pretrain.json (reused when the
+    config is unchanged)."""
+    from train.pretrain import load_pretrain_config, pretrain
+
+    pretrain(load_pretrain_config(config, list(overrides or [])))

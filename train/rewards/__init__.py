@@ -40,7 +40,7 @@ class WeightedRewards:
     """The configured mix: ``total = Σ weight_k · reward_k``; every component is also returned for logging."""
 
     def __init__(self, weights: dict[str, float], options: dict[str, dict] | None = None):
-        from train.rewards import attention, clip_direction, mllm, pixel, verifier  # noqa: F401  (register the built-ins)
+        from train.rewards import attention, clip_direction, edit_region, mllm, pixel, verifier  # noqa: F401  (register the built-ins)
 
         unknown = sorted(set(weights) - set(REWARDS))
         if unknown:

@@ -1,0 +1,91 @@
+"""The ablation's data: the exported dataset shrunk to the miniature resolution and split once into train/held-out.
+
+Images are area-downsampled (``Image.BOX``); the edit mask is downsampled so that a low-resolution pixel is in the
+edit region when ANY of its full-resolution pixels is (a box-filtered mask > 0). That keeps the background honest:
+outside the small mask, the small source and the small target are averages of exactly the same pixels.
+
+Rows whose mask covers (almost) the whole image (global edits such as style transfer) have no background to
+preserve, so the ablation leaves them out; each one is listed with its reason in ``excluded.json`` (never silently
+dropped). The pretraining stage and every RL run train on ``train/``; every evaluation uses ``heldout/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class AblationDataConfig:
+    dataset: str = "data/export/dataset"  # a `datasets.save_to_disk` dir from `editkit curate export`
+    resolution: int = 32  # square side of the miniature images (pixels)
+    heldout: int = 24  # rows held out for every evaluation (chosen by seed)
+    seed: int = 0
+    max_mask_fraction: float = 0.95  # rows whose edit mask covers more are excluded (no background to keep)
+    limit: int = 0  # use only the first N usable rows (0 = all); for smoke runs
+
+
+def small_image(image, size: int) -> "Image.Image":
+    from PIL import Image
+
+    return image.convert("RGB").resize((size, size), Image.BOX)
+
+
+def small_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool -> (size, size) bool: True where any covered full-resolution pixel is True."""
+    from PIL import Image
+
+    coverage = Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.BOX)
+    return np.asarray(coverage) > 0
+
+
+def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]:
+    """Write ``out_dir/train`` and ``out_dir/heldout`` (datasets at ``config.resolution``) and ``excluded.json``."""
+    import datasets
+
+    from curate import rle
+    from curate.store import write_json
+
+    source = Path(config.dataset)
+    if not source.exists():
+        raise FileNotFoundError(f"dataset {source} not found: build it with `dvc repro export` (or `make ablation`)")
+    table = datasets.load_from_disk(str(source))
+    if isinstance(table, datasets.DatasetDict):
+        table = table["train"]
+    rows, excluded = [], {}
+    for index in range(len(table)):
+        record = table[index]
+        try:
+            mask = rle.decode(record["mask"]).astype(bool)
+            if record.get("edited_image") is None:
+                raise ValueError("no ground-truth edited image")
+            fraction = float(mask.mean())
+            if fraction > config.max_mask_fraction:
+                raise ValueError(f"edit mask covers {fraction:.0%} of the image (global edit: no background)")
+            small = small_mask(mask, config.resolution)
+            if not small.any():
+                raise ValueError("edit mask vanishes at the miniature resolution")
+            rows.append({"id": str(record.get("id", index)), "instruction": record["instruction"],
+                         "instruction_refined": record.get("instruction_refined") or record["instruction"],
+                         "edit_type": str(record.get("edit_type") or "unknown"),
+                         "target_phrases": list(record.get("target_phrases") or []),
+                         "source_image": small_image(record["source_image"], config.resolution),
+                         "edited_image": small_image(record["edited_image"], config.resolution),
+                         "mask": rle.encode(small)})
+        except Exception as error:  # a corrupt row is recorded, not fatal
+            excluded[str(record.get("id", index)) if isinstance(record, dict) else str(index)] = str(error)
+    if config.limit:
+        rows = rows[: config.limit]
+    if len(rows) <= config.heldout:
+        raise ValueError(f"only {len(rows)} usable rows in {source}; need more than data.heldout={config.heldout}")
+    order = np.random.default_rng(config.seed).permutation(len(rows))
+    held = set(int(i) for i in order[: config.heldout])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, members in (("train", [r for i, r in enumerate(rows) if i not in held]),
+                          ("heldout", [r for i, r in enumerate(rows) if i in held])):
+        paths[name] = out_dir / name
+        datasets.Dataset.from_list(members).save_to_disk(str(paths[name]))
+    write_json(out_dir / "excluded.json", excluded)
+    return paths
