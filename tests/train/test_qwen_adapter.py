@@ -78,14 +78,19 @@ def test_ode_rollout_with_true_cfg_matches_pipeline(adapter, small_condition_siz
 
 
 def test_plus_pipeline_checkpoint_matches_its_pipeline(adapter, tmp_path, small_condition_size):
-    from diffusers import QwenImageEditPlusPipeline
+    """A QwenImageEditPlusPipeline checkpoint whose transformer has ``zero_cond_t`` (as Qwen-Image-Edit-2511's):
+    the condition tokens get timestep 0, which the transformer reads from ``img_shapes``."""
+    from diffusers import QwenImageEditPlusPipeline, QwenImageTransformer2DModel
 
     from train.adapters import build_adapter
 
-    QwenImageEditPlusPipeline(**adapter.pipe.components).save_pretrained(tmp_path / "plus")
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel.from_config({**adapter.transformer.config, "zero_cond_t": True})
+    components = {**adapter.pipe.components, "transformer": transformer}
+    QwenImageEditPlusPipeline(**components).save_pretrained(tmp_path / "plus")
     plus = build_adapter(ModelConfig(adapter="qwen_image_edit", path=str(tmp_path / "plus")), torch.device("cpu"),
                          torch.float32)
-    assert type(plus.pipe).__name__ == "QwenImageEditPlusPipeline"
+    assert type(plus.pipe).__name__ == "QwenImageEditPlusPipeline" and plus.transformer.config.zero_cond_t
     image, tensor = _source(1)
     noise = plus.noise(1, SIZE, SIZE, torch.Generator().manual_seed(4))
     ours = _ode(plus, plus.condition(["add a hat"], tensor), noise, 2)
@@ -179,6 +184,19 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, tiny_
         torch.testing.assert_close(match, saved[name])
     finally:
         pipe.unload_lora_weights()
+    if objective == "nft":  # the adapter's own loader (resume, lora.init_from) restores the exact values
+        from peft.utils import get_peft_model_state_dict
+
+        from train.adapters import build_adapter
+        from train.config import LoraConfig
+
+        fresh = build_adapter(ModelConfig(adapter="qwen_image_edit", path=str(tiny_qwen_dir)), torch.device("cpu"),
+                              torch.float32)
+        fresh.add_lora(LoraConfig(rank=4, alpha=4, init_from=str(out / "lora")))
+        restored = get_peft_model_state_dict(fresh.transformer)
+        assert restored.keys() == {k.removeprefix("transformer.") for k in saved}
+        for key, value in restored.items():
+            assert torch.equal(value, saved[f"transformer.{key}"]), key
 
 
 def test_every_train_config_validates():
