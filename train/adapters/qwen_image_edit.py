@@ -172,7 +172,8 @@ class QwenImageEditAdapter(EditModelAdapter):
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((batch * copies,), self.config.guidance_scale, device=self.device)
         out = model(hidden_states=hidden, timestep=timestep, guidance=guidance, encoder_hidden_states=embeds,
-                    # no mask without padding: the pipeline passes None then, and attention stays unmasked (faster)
+                    # the transformer derives the text lengths (txt_seq_lens) and the attention mask from it; no
+                    # mask without padding: the pipeline passes None then, and attention stays unmasked (faster)
                     encoder_hidden_states_mask=None if bool(mask.all()) else mask,
                     img_shapes=[[target_shape, condition_shape]] * (batch * copies), return_dict=False)[0]
         out = out[:, :target_len]
