@@ -10,10 +10,14 @@ One worker thread, on purpose: reward calls run one at a time and in submission 
 (failure counters, ``last_errors``) see the same sequence of calls as without overlap and need no locks. A reward
 exception is re-raised with its original type and message by ``score()`` — or earlier, by the rollout loop, as
 soon as it is known — and the micro-batches still queued are cancelled, so nothing waits on a dead step.
+
+With the ``attention_concentration`` reward configured, :class:`AttentionWiring` records each micro-batch's
+target-phrase attention during its rollout and hands it to that micro-batch's reward as ``extras``.
 """
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any, Callable
 
 import torch
@@ -79,6 +83,36 @@ class RewardScheduler:
             self._executor = None
 
 
+class AttentionWiring:
+    """RC-GRPO's attention-concentration reward needs the rollout's text→image attention of the edit's target
+    phrase: one :class:`train.attention.AttentionRecorder` on the transformer, opened around each rollout."""
+
+    def __init__(self, adapter, height: int, width: int):
+        from train.attention import AttentionRecorder
+
+        self.adapter = adapter
+        self.grid = tuple(int(n) for n in adapter.token_grid(height, width))
+        self.recorder = AttentionRecorder(adapter.transformer)  # unsupported transformers fail here, at start-up
+
+    def record(self, prompts: list[str], phrases: list, run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+        """``run()`` with the prompts' phrase attention recorded -> (its result, ``{"attention": (B, L) maps,
+        "attention_grid": (rows, cols)}``)."""
+        text_mask = self.adapter.phrase_token_mask(prompts, phrases)
+        try:
+            with self.recorder.recording(text_mask, self.grid[0] * self.grid[1]):
+                result = run()
+        except BaseException:
+            with suppress(RuntimeError):  # drop a partial recording so the next one starts clean
+                self.recorder.take()
+            raise
+        return result, {"attention": self.recorder.take(), "attention_grid": self.grid}
+
+
+def attention_wiring(adapter, reward_weights: dict[str, float], height: int, width: int) -> AttentionWiring | None:
+    """The recorder wiring when the ``attention_concentration`` reward is configured, else None (no hooks)."""
+    return AttentionWiring(adapter, height, width) if "attention_concentration" in reward_weights else None
+
+
 def micro_batch_inputs(batch, mb: slice, images: torch.Tensor, extras: dict[str, Any]) -> RewardInputs:
     """The reward inputs of samples ``mb`` of ``batch`` (a :class:`train.trainers.base.Batch`)."""
     return RewardInputs(images, batch.sources[mb], batch.masks[mb], batch.prompts[mb], batch.edit_types[mb],
@@ -98,16 +132,18 @@ def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Any]) -> tu
     """Roll out every micro-batch with ``roll_out(mb) -> Trajectory``, decode it, and with overlap submit its
     rewards before the next micro-batch starts.
 
-    Returns the trajectories and the batch's ``samples`` entries: ``images`` (N, 3, H, W) CPU, ``extras`` (rollout
-    by-products such as attention maps, when recorded) and ``pending_rewards`` (with overlap).
+    Returns the trajectories and the batch's ``samples`` entries: ``images`` (N, 3, H, W) CPU, ``extras`` (the
+    attention maps when ``trainer.attention`` records them; each micro-batch's reward gets its own slice) and
+    ``pending_rewards`` (with overlap).
     """
     pending = trainer.reward_scheduler.start()
-    recorder = getattr(trainer, "attention", None)
+    attention: AttentionWiring | None = trainer.attention
     trajectories, images, extras = [], [], []
     try:
         for mb in trainer.micro_batches(len(batch.seeds)):
-            if recorder is not None:
-                trajectory, mb_extras = recorder.roll_out(batch, mb, roll_out)
+            if attention is not None:
+                phrases = batch.phrases[mb] if batch.phrases is not None else [[] for _ in batch.prompts[mb]]
+                trajectory, mb_extras = attention.record(batch.prompts[mb], phrases, lambda: roll_out(mb))
             else:
                 trajectory, mb_extras = roll_out(mb), {}
             trajectories.append(trajectory)

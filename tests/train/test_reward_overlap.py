@@ -204,8 +204,20 @@ def test_merge_extras_concatenates_per_sample_maps_and_keeps_shared_values():
     assert merged["attention_grid"] == (2, 2) and merge_extras([{}, {}]) == {}
 
 
-def test_nft_region_noise_shares_the_background_within_a_group(tiny_kontext_dir, edit_dataset_dir, tmp_path,
-                                                                monkeypatch):
+@pytest.fixture(scope="module")
+def nft_trainer(tiny_kontext_dir, edit_dataset_dir, tmp_path_factory):
+    """NFT with region-decoupled noise and the attention-concentration reward (attention recorded in the rollout)."""
+    from train.trainers.nft import NFTTrainer
+
+    config = _config(tiny_kontext_dir, edit_dataset_dir, tmp_path_factory.mktemp("nft"), "objective.name=nft",
+                     "sampler.region_noise=true", "train.group_size=4",
+                     "rewards.weights={pixel_consistency: 1.0, attention_concentration: 0.5}")
+    trainer = NFTTrainer(config)
+    yield trainer
+    trainer.reward_scheduler.close()
+
+
+def test_nft_region_noise_shares_the_background_within_a_group(nft_trainer, monkeypatch):
     """NFT with sampler.region_noise: the rollouts start from noise identical outside the edit mask within a
     group and different inside it (region_advantages stays GRPO-only)."""
     import train.trainers.nft as nft
@@ -213,10 +225,7 @@ def test_nft_region_noise_shares_the_background_within_a_group(tiny_kontext_dir,
 
     with pytest.raises(ValueError, match="GRPO objective only"):
         load_config(None, ["region_advantages.enabled=true", "objective.name=nft"])
-    config = _config(tiny_kontext_dir, edit_dataset_dir, tmp_path / "nft", "objective.name=nft",
-                     "sampler.region_noise=true", "train.group_size=4")
-    trainer = nft.NFTTrainer(config)
-    starts, real_rollout = [], nft.rollout
+    trainer, starts, real_rollout = nft_trainer, [], nft.rollout
 
     def spy(adapter, model, cond, x, *args, **kwargs):
         starts.append(x.detach().clone())
@@ -235,6 +244,36 @@ def test_nft_region_noise_shares_the_background_within_a_group(tiny_kontext_dir,
             assert torch.equal(noise[other][outside], first[outside])
             if inside[other].any():
                 assert not torch.allclose(noise[other][inside[other]], first[inside[other]])
-    rewards, _ = trainer.score(batch)
-    assert rewards.shape == (8,)
-    trainer.reward_scheduler.close()
+
+
+def test_attention_is_recorded_per_micro_batch_and_scored(nft_trainer):
+    """Each rollout micro-batch records its phrase attention; every micro-batch's reward gets its own slice, and
+    the joined values equal the reward of the whole batch's maps. Recording does not change the rollout."""
+    trainer = nft_trainer
+    start = trainer.sampler.state_dict()
+    batch = trainer.make_batch(2)
+    trainer.sample(batch, 2)
+    extras = batch.samples["extras"]
+    rows, cols = trainer.adapter.token_grid(trainer.height, trainer.width)
+    assert extras["attention_grid"] == (rows, cols) and extras["attention"].shape == (8, rows * cols)
+    torch.testing.assert_close(extras["attention"].sum(1), torch.ones(8, dtype=extras["attention"].dtype))
+    total, parts = trainer.score(batch)
+    whole, whole_parts = trainer.rewards(RewardInputs(batch.samples["images"], batch.sources, batch.masks,
+                                                      batch.prompts, batch.edit_types, extras=extras))
+    torch.testing.assert_close(parts["attention_concentration"], whole_parts["attention_concentration"], rtol=0,
+                               atol=0, equal_nan=True)
+    concentration = parts["attention_concentration"]
+    assert ((concentration >= 0) & (concentration <= 1)).all() and concentration.std() > 0
+    wiring, overlapping = trainer.attention, trainer.reward_scheduler
+    wiring.recorder.remove()  # the same step again without hooks (and without scoring): the same images
+    trainer.attention, trainer.reward_scheduler = None, RewardScheduler(trainer.rewards, overlap=False)
+    try:
+        trainer.sampler.load_state_dict(start)
+        plain = trainer.make_batch(2)
+        trainer.sample(plain, 2)
+        assert plain.samples["extras"] == {} and torch.equal(plain.samples["images"], batch.samples["images"])
+        with pytest.raises(KeyError, match="did not record attention"):  # the reward says what is missing
+            trainer.score(plain)
+    finally:
+        wiring.recorder.install()
+        trainer.attention, trainer.reward_scheduler = wiring, overlapping

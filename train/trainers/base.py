@@ -21,7 +21,7 @@ from train.advantages import Advantages, gathered_advantages
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from train.config import TrainConfig, to_dict
 from train.data import EditDataset, GroupSampler, iteration_slots
-from train.reward_overlap import RewardScheduler
+from train.reward_overlap import RewardScheduler, attention_wiring
 from train.rewards import RewardInputs, WeightedRewards
 
 
@@ -81,6 +81,7 @@ class Trainer(ABC):
         self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
         self.reward_scheduler = RewardScheduler(self.rewards, config.rewards.overlap)  # scores during rollout
         self.height, self.width = self.data.height, self.data.width
+        self.attention = attention_wiring(self.adapter, config.rewards.weights, self.height, self.width)
         self.sigmas = self.adapter.sigmas(config.sampler.num_steps, self.height, self.width)
         self.output_dir = Path(config.output_dir)
         self.advantage_stats: dict = {}
