@@ -223,3 +223,27 @@ def test_every_train_config_validates():
         assert (config.train.groups_per_step, config.train.group_size, config.sampler.num_steps) == (24, 12, 10)
         assert config.data.resolution == [512, 512]
 
+
+
+def test_qwen_config_runs_with_a_scripted_judge(tiny_qwen_dir, edit_dataset_dir, tmp_path):
+    """train/configs/qwen_image_edit.yaml as shipped (NFT, λ 0.8/0.5, 0.2 pixel + 0.8 MLLM judge), shrunk to the
+    tiny model: only the model path, the judge endpoint and the sizes are overridden."""
+    from curate.mllm.testing import ScriptedServer
+    from train.main import run
+
+    config_path = REPO / "train" / "configs" / "qwen_image_edit.yaml"
+    judge = yaml.safe_load(config_path.read_text())["rewards"]["options"]["mllm"]["model"]
+    with ScriptedServer(lambda request: str(2 + request.index % 7), models=(judge,)) as server:
+        out = tmp_path / "run"
+        run(str(config_path), [
+            f"model.path={tiny_qwen_dir}", f"rewards.options.mllm.endpoint={server.url}", f"output_dir={out}",
+            f"data.dataset={edit_dataset_dir}", "data.resolution=[32, 32]", "data.eval_size=2", "lora.rank=4",
+            "lora.alpha=4", "sampler.num_steps=2", "sampler.sde_window=[0, 2]", "sampler.train_steps=1",
+            "train.max_steps=1", "train.groups_per_step=1", "train.group_size=3", "train.micro_batch_size=3",
+            "train.seed=1", "eval.every=0", "checkpoint.every=0", "logging.progress=false",
+            "logging.tensorboard=false"])
+        assert server.count == 3 and all(r.n_images == 2 for r in server.requests)  # source + edit per sample
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert np.isfinite(metrics["reward_mllm"]) and np.isfinite(metrics["reward_pixel_consistency"])
+    assert metrics["kept_fraction"] == 1.0 and metrics["grad_norm"] > 0 and "regularizer" in metrics
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").exists()
