@@ -55,8 +55,10 @@ def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]
         table = table["train"]
     rows, excluded = [], {}
     for index in range(len(table)):
-        record = table[index]
+        if config.limit and len(rows) >= config.limit:
+            break
         try:
+            record = table[index]  # decodes the images: a corrupt one raises here
             mask = rle.decode(record["mask"]).astype(bool)
             if record.get("edited_image") is None:
                 raise ValueError("no ground-truth edited image")
@@ -74,9 +76,7 @@ def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]
                          "edited_image": small_image(record["edited_image"], config.resolution),
                          "mask": rle.encode(small)})
         except Exception as error:  # a corrupt row is recorded, not fatal
-            excluded[str(record.get("id", index)) if isinstance(record, dict) else str(index)] = str(error)
-    if config.limit:
-        rows = rows[: config.limit]
+            excluded[f"row {index}"] = f"{type(error).__name__}: {error}"
     if len(rows) <= config.heldout:
         raise ValueError(f"only {len(rows)} usable rows in {source}; need more than data.heldout={config.heldout}")
     order = np.random.default_rng(config.seed).permutation(len(rows))

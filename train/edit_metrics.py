@@ -52,11 +52,12 @@ def edit_metrics(images: torch.Tensor, examples) -> dict[str, list[float]]:
 
 
 def summarize(per_row: dict[str, list[float]]) -> dict[str, float]:
-    """Mean of each metric over the rows where it is finite (NaN: nothing to measure; inf PSNR: identical)."""
+    """Mean of each metric over the rows where it is defined (NaN: nothing to measure). A +inf PSNR (identical
+    pixels) makes the mean +inf: an honest "perfect", not a number averaged away."""
     out = {}
     for name, values in per_row.items():
-        finite = [v for v in values if math.isfinite(v)]
-        out[name] = sum(finite) / len(finite) if finite else float("nan")
+        defined = [v for v in values if not math.isnan(v)]
+        out[name] = sum(defined) / len(defined) if defined else float("nan")
     return out
 
 

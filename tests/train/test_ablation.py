@@ -1,0 +1,104 @@
+"""The miniature ablation: the edit_region reward against numpy, and the whole command at --smoke size (CI)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.train.conftest import build_edit_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def reference_edit_reward(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """clip(PSNR over the mask's pixels and all channels / 40, 0, 1), written out in numpy."""
+    if not mask.any():
+        return float("nan")
+    mse = ((image - target) ** 2)[:, mask].mean()
+    return 1.0 if mse == 0 else float(np.clip(10 * np.log10(1.0 / mse) / 40.0, 0, 1))
+
+
+def reward_inputs(images, sources, masks, targets):
+    from train.rewards import RewardInputs
+
+    return RewardInputs(images, sources, masks, ["p"] * len(images), ["recolor"] * len(images), targets=targets)
+
+
+def test_edit_region_reward_matches_numpy_and_ignores_the_background():
+    from train.rewards import REWARDS, WeightedRewards
+
+    WeightedRewards({"edit_region": 1.0})  # registers the built-ins
+    reward = REWARDS["edit_region"]()
+    rng = np.random.default_rng(0)
+    count, size = 6, 20
+    targets = torch.from_numpy(rng.random((count, 3, size, size)))
+    images = (targets + torch.from_numpy(rng.normal(0, 0.05, targets.shape))).clamp(0, 1)
+    masks = torch.from_numpy(rng.random((count, size, size)) < 0.3)
+    masks[4] = False  # empty edit region -> NaN
+    images[5] = targets[5]  # identical edit region -> 1
+    sources = torch.from_numpy(rng.random(targets.shape))
+    value = reward(reward_inputs(images, sources, masks, targets))
+    expected = [reference_edit_reward(images[i].numpy(), targets[i].numpy(), masks[i].numpy()) for i in range(count)]
+    assert math.isnan(value[4]) and math.isnan(expected[4]) and value[5] == 1.0
+    finite = [i for i in range(count) if i != 4]
+    np.testing.assert_allclose(value[finite].numpy(), np.array(expected)[finite], rtol=1e-9)
+    # change only the background (and the sources): the reward must not move
+    repainted = torch.where(masks[:, None], images, torch.from_numpy(rng.random(images.shape)))
+    again = reward(reward_inputs(repainted, torch.zeros_like(sources), masks, targets))
+    np.testing.assert_allclose(again[finite].numpy(), value[finite].numpy(), rtol=1e-12)
+    # and the edit region does move it
+    worse = images.clone()
+    worse[0][:, masks[0]] = 1 - worse[0][:, masks[0]]
+    assert reward(reward_inputs(worse, sources, masks, targets))[0] < value[0]
+
+
+def test_edit_region_reward_needs_targets():
+    from train.rewards import REWARDS, WeightedRewards
+
+    WeightedRewards({"edit_region": 1.0})
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="ground-truth edited images"):
+        REWARDS["edit_region"]()(reward_inputs(images, images, torch.ones(2, 8, 8, dtype=torch.bool), None))
+
+
+def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
+    from train.ablation import deep_merge, load_ablation_config, run_ablation
+
+    dataset = build_edit_dataset(tmp_path / "dataset", count=14, size=40)
+    config = load_ablation_config(ROOT / "train/configs/ablation.yaml", smoke=True)
+    config.base_config = str(ROOT / config.base_config)
+    config.base = deep_merge(config.base, {"data": {"dataset": str(dataset)}})
+    config.work_dir = str(tmp_path / "work")
+    out = tmp_path / "results"
+    report = run_ablation(config, out)
+
+    table = json.loads((out / "table.json").read_text())
+    assert (out / "curves.png").stat().st_size > 1000
+    markdown = (out / "table.md").read_text()
+    assert {"base_model", "copy_source", "vae_round_trip_of_ground_truth"} <= set(table["base"])
+    assert table["heldout_rows"] == 3 and table["seeds"] == [0]
+    names = [arm.name for arm in config.arms]
+    assert [arm["name"] for arm in table["arms"]] == names
+    ran = [arm for arm in table["arms"] if "unavailable" not in arm]
+    assert {"a_edit_only", "b_pixel", "c_regularizer", "b2_pixel", "d_region_advantages"} <= {a["name"] for a in ran}
+    for arm in ran:
+        assert math.isfinite(arm["bg_psnr"][0]) and 0 <= arm["edit_reward"][0] <= 1
+        assert arm["bg_psnr"][1] == 0.0  # one seed: std 0
+        assert len(arm["curves"]["0"]["edit_region"]) == 2  # one value per RL step
+        assert f"| {arm['family']} | {arm['name']}" in markdown
+    for arm in table["arms"]:
+        if "unavailable" in arm:
+            assert "not available" in markdown and arm["unavailable"]
+    # the full-mask row and the corrupt row are recorded, not silently dropped
+    excluded = json.loads((tmp_path / "work/base/data/excluded.json").read_text())
+    assert len(excluded) == 2 and any("global edit" in v for v in excluded.values())
+    assert report["total_seconds"] > 0
+    # the base editor is a full pipeline directory that diffusers loads
+    from diffusers import FluxKontextPipeline
+
+    pipe = FluxKontextPipeline.from_pretrained(tmp_path / "work/base/model")
+    assert pipe.vae_scale_factor == 2
