@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean-data help
+.PHONY: setup demo test test-fast clean-data help ablation
 
 help:
 	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+# The miniature region-regularization ablation (README "Does it work?"): builds the sample data if missing.
+ablation: $(STAMP)
+	@test -d data/export/dataset || (test -d .git || git init -q; PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro export)
+	$(BIN)/python -m train.ablation --config train/configs/ablation.yaml
 
 clean-data:
 	rm -rf data metrics plots
