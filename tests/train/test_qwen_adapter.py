@@ -117,6 +117,26 @@ def test_padded_batch_equals_single_samples(adapter):
     assert adapter.velocity(adapter.transformer, x[[1, 1, 0]], sigma, group).shape == (3, 256, 16)
 
 
+def test_phrase_token_mask_marks_the_phrase_in_the_encoded_sequence(adapter):
+    """Checked against the token ids the text encoder really received (the pipeline's processor call, minus the
+    dropped template prefix): the tiny tokenizer has one token per character, so the marked ids spell the phrase."""
+    prompts = ["make the cat red", "Turn the SKY blue, the sky", "add a hat"]
+    images = [_source(seed) for seed in (4, 5, 6)]
+    cond = adapter.condition(prompts, torch.cat([tensor for _, tensor in images]))
+    before = adapter.phrase_fallbacks
+    mask = adapter.phrase_token_mask(prompts, [["cat"], "sky", ["dog"]], cond)
+    assert mask.shape == cond.per_sample["prompt_embeds"].shape[:2] and mask.dtype == torch.bool
+    pipe = adapter.pipe
+    for row, (prompt, (image, _)) in enumerate(zip(prompts, images)):
+        ids = pipe.processor(text=[pipe.prompt_template_encode.format(prompt)], images=image, padding=True,
+                             return_tensors="pt")["input_ids"][0][pipe.prompt_template_encode_start_idx :]
+        length = int(cond.per_sample["prompt_mask"][row].sum())
+        assert ids.shape[0] == length and not mask[row, length:].any()
+        marked = pipe.tokenizer.decode(ids[mask[row, :length]])
+        assert marked == ["cat", "SKYsky", "add a hat"][row]  # "dog" is absent: the whole prompt instead
+    assert adapter.phrase_fallbacks == before + 1
+
+
 def test_true_cfg_matches_closed_form():
     from train.adapters.qwen_image_edit import true_cfg
 
@@ -145,7 +165,7 @@ def test_clear_errors_for_missing_or_foreign_checkpoints(adapter, tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxKontextPipeline"}))
     with pytest.raises(ValueError, match="holds a FluxKontextPipeline"):
         build(tmp_path)
-    with pytest.raises(NotImplementedError, match="Qwen2.5-VL tokens of the source image"):
+    with pytest.raises(NotImplementedError, match="needs the batch's Conditioning"):
         adapter.phrase_token_mask(["make the cat red"], [["cat"]])  # not the Kontext adapter's T5 version
 
 

@@ -84,11 +84,38 @@ class QwenImageEditAdapter(EditModelAdapter):
             self.transformer.enable_gradient_checkpointing()
         self.vae_scale = self.pipe.vae_scale_factor
 
-    def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
-        raise NotImplementedError(
-            "phrase_token_mask is not implemented for Qwen-Image-Edit: its text sequence also holds the Qwen2.5-VL "
-            "tokens of the source image (their number depends on the image size) and true CFG doubles the batch; "
-            "the attention_concentration reward supports FLUX-Kontext only")
+    phrase_fallbacks = 0  # prompts whose target phrase was not found: their whole prompt was used instead
+
+    def phrase_token_mask(self, prompts: list[str], phrases: list, cond: Conditioning | None = None) -> torch.Tensor:
+        """(B, T) bool over the conditional text sequence of ``cond`` (what :meth:`velocity` feeds; T its padded
+        length): the tokens of each sample's phrase(s) in its prompt. That sequence also holds the template and the
+        source image's Qwen2.5-VL tokens, whose number depends on the image, so ``cond`` (:meth:`condition` of
+        these prompts) is required. The prompt's tokens sit right before the template's closing tokens (special
+        tokens split the text, so the prompt is tokenised as on its own). A phrase not found falls back to all of
+        the prompt's tokens. With true CFG the transformer sees 2B rows: the first B are these."""
+        from train.attention import phrase_char_spans, tokens_in_spans
+
+        if cond is None:
+            raise NotImplementedError("Qwen-Image-Edit's phrase_token_mask needs the batch's Conditioning (cond=): "
+                                      "the text sequence holds the source image's tokens before the prompt")
+        text_mask = cond.per_sample["prompt_mask"]
+        if not len(prompts) == len(phrases) == text_mask.shape[0]:
+            raise ValueError(f"{len(prompts)} prompts, {len(phrases)} phrase entries, {text_mask.shape[0]} "
+                             "conditioned samples")
+        tokenizer = self.pipe.tokenizer
+        closing = self.pipe.prompt_template_encode.split("{}")[1]  # "<|im_end|>\n<|im_start|>assistant\n"
+        closing_length = len(tokenizer(closing, add_special_tokens=False)["input_ids"])
+        mask = torch.zeros(text_mask.shape, dtype=torch.bool)
+        for row, (prompt, phrase, length) in enumerate(zip(prompts, phrases, text_mask.sum(dim=1).tolist())):
+            offsets = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True,
+                                return_tensors="pt")["offset_mapping"][0]
+            selected = tokens_in_spans(offsets, phrase_char_spans(prompt, phrase))
+            if not selected.any():
+                self.phrase_fallbacks += 1
+                selected = torch.ones_like(selected)
+            end = int(length) - closing_length
+            mask[row, end - selected.numel() : end] = selected
+        return mask
 
     def save_lora(self, directory: Path) -> None:
         from peft.utils import get_peft_model_state_dict
