@@ -66,10 +66,15 @@ def test_ode_rollout_with_true_cfg_matches_pipeline(adapter, small_condition_siz
     ours = _ode(adapter, cond, noise, 3)
     call = {"image": image, "prompt": "make it red", "negative_prompt": " ", "true_cfg_scale": 4.0, "height": SIZE,
             "width": SIZE, "num_inference_steps": 3, "latents": noise.clone()}
-    theirs = adapter.pipe(**call, output_type="latent").images
-    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    latents = []  # the pipeline's latents after each step, then its decoded image
+
+    def keep_latents(pipe, step, timestep, tensors):
+        latents.append(tensors["latents"].clone())
+        return {}
+
+    pixels = adapter.pipe(**call, output_type="pt", callback_on_step_end=keep_latents).images
+    torch.testing.assert_close(ours, latents[-1], rtol=1e-4, atol=1e-4)
     # decoding (latents_mean/std are not 0/1 in the tiny VAE) equals the pipeline's own output image
-    pixels = adapter.pipe(**call, output_type="pt").images
     torch.testing.assert_close(adapter.decode(ours, SIZE, SIZE), pixels, rtol=1e-4, atol=1e-4)
     # without guidance the rollout differs: the negative branch really takes part
     plain = adapter.condition(["make it red"], tensor)
