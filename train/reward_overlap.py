@@ -16,9 +16,11 @@ target-phrase attention during its rollout and hands it to that micro-batch's re
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from typing import Any, Callable
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -143,7 +145,7 @@ def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Any]) -> tu
         for mb in trainer.micro_batches(len(batch.seeds)):
             if attention is not None:
                 phrases = batch.phrases[mb] if batch.phrases is not None else [[] for _ in batch.prompts[mb]]
-                trajectory, mb_extras = attention.record(batch.prompts[mb], phrases, lambda: roll_out(mb))
+                trajectory, mb_extras = attention.record(batch.prompts[mb], phrases, partial(roll_out, mb))
             else:
                 trajectory, mb_extras = roll_out(mb), {}
             trajectories.append(trajectory)

@@ -6,10 +6,10 @@ import torch
 
 from train.advantages import Advantages, gathered_advantages
 from train.objectives.grpo import gaussian_kl, grpo_loss
-from train.rollout import rollout
 from train.region_advantages import per_token_advantages, reward_mix, token_mask
 from train.region_noise import group_shared_noise, region_decoupled_noise
 from train.reward_overlap import sample_micro_batches
+from train.rollout import rollout
 from train.sde import gaussian_log_prob, sde_transition
 from train.trainers.base import Batch, Trainer, mean_stats
 
