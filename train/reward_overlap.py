@@ -6,9 +6,12 @@ its :class:`RewardInputs` slice to the reward thread, go on with the next micro-
 micro-batches' results in order (:meth:`PendingRewards.join`). Rewards are per sample, so the values are exactly
 those of one call on the whole batch, which is what ``rewards.overlap = false`` still does.
 
+It pays when judging takes time proportional to the number of images (a served judge with limited batch slots):
+all but the last micro-batch's judging hide behind rollouts (``perf/reward_overlap.py``).
+
 One worker thread, on purpose: reward calls run one at a time and in submission order, so stateful rewards
-(failure counters, ``last_errors``) see the same sequence of calls as without overlap and need no locks. A reward
-exception is re-raised with its original type and message by ``score()`` — or earlier, by the rollout loop, as
+(failure counters) need no locks; per-call state (``MLLMReward.last_errors``) describes the last micro-batch.
+A reward exception is re-raised with its original type and message by ``score()`` — or earlier, by the rollout loop, as
 soon as it is known — and the micro-batches still queued are cancelled, so nothing waits on a dead step.
 
 With the ``attention_concentration`` reward configured, :class:`AttentionWiring` records each micro-batch's
