@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import shutil
@@ -130,6 +131,8 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) ->
     trainer.fit()
     seconds = time.perf_counter() - began
     metrics = evaluate_model(trainer.adapter, heldout, base.eval_steps, base.eval_seed)
+    del trainer
+    gc.collect()  # 14+ runs in one process: free each model before the next
     return {"metrics": metrics, "seconds": round(seconds, 1), "curves": reward_curves(run_dir)}
 
 
@@ -160,6 +163,8 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
                 print(f"arm {arm.name}: unavailable ({result['unavailable']})")
                 break
             runs[seed] = result
+            print(f"arm {arm.name} seed {seed} ({result['seconds']} s): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()), flush=True)
         summary = {"name": arm.name, "family": arm.family, "description": arm.description, "seeds": list(runs),
                    "overrides": arm.overrides}
         if not runs:
