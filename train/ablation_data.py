@@ -26,7 +26,8 @@ class AblationDataConfig:
     limit: int = 0  # use only the first N usable rows (0 = all); for smoke runs
 
 
-def small_image(image, size: int) -> "Image.Image":
+def small_image(image, size: int):
+    """A PIL image, area-downsampled to (size, size) RGB."""
     from PIL import Image
 
     return image.convert("RGB").resize((size, size), Image.BOX)
@@ -75,12 +76,12 @@ def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]
                          "source_image": small_image(record["source_image"], config.resolution),
                          "edited_image": small_image(record["edited_image"], config.resolution),
                          "mask": rle.encode(small)})
-        except Exception as error:  # a corrupt row is recorded, not fatal
+        except Exception as error:  # noqa: BLE001  (any unreadable row is recorded with its reason, not fatal)
             excluded[f"row {index}"] = f"{type(error).__name__}: {error}"
     if len(rows) <= config.heldout:
         raise ValueError(f"only {len(rows)} usable rows in {source}; need more than data.heldout={config.heldout}")
     order = np.random.default_rng(config.seed).permutation(len(rows))
-    held = set(int(i) for i in order[: config.heldout])
+    held = {int(i) for i in order[: config.heldout]}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, members in (("train", [r for i, r in enumerate(rows) if i not in held]),

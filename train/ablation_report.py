@@ -22,8 +22,8 @@ def _cell(pair, digits: int) -> str:
 
 def markdown_table(report: dict) -> str:
     seeds = ", ".join(str(s) for s in report["seeds"])
-    lines = [f"Held-out rows: {report['heldout_rows']}; seeds: {seeds}; mean ± std over seeds. bg = the NON-edited "
-             "region vs the source; edit reward = clip(masked PSNR of the edit region vs the ground truth / 40, 0, 1).",
+    lines = [(f"Held-out rows: {report['heldout_rows']}; seeds: {seeds}; mean ± std over seeds. bg = the NON-edited "
+              "region vs the source; edit reward = clip(masked PSNR of the edit region vs the ground truth / 40, 0, 1)."),
              "Arms are compared within their family (same objective and budget).", "",
              "| family | arm | " + " | ".join(c[1] for c in COLUMNS) + " | RL s/run |",
              "|---|---|" + "---:|" * (len(COLUMNS) + 1)]
