@@ -1,22 +1,32 @@
 """Record where the edit target phrase looks: text→image attention maps for RC-GRPO's attention-concentration reward.
 
-:class:`AttentionRecorder` wraps the attention processors of a FLUX transformer (no model fork): the wrapped
-processor calls the original one, so outputs are bit-identical, and while a :meth:`AttentionRecorder.recording`
-block is open it also captures the processor's normalised queries and keys (forward hooks on ``norm_q``/``norm_k``
-and, in the dual-stream blocks, ``norm_added_q``/``norm_added_k``), applies the same rotary embedding and computes,
-for the selected text-token queries only, ``softmax(q·kᵀ/√d)`` over ALL keys (as the model does). The probability
-mass that falls on the target-image tokens is summed per sample over heads, selected tokens, layers and calls.
+:class:`AttentionRecorder` wraps the attention processors of a FLUX or Qwen-Image transformer (no model fork): the
+wrapped processor calls the original one, so outputs are bit-identical, and while a
+:meth:`AttentionRecorder.recording` block is open it also captures the processor's normalised queries and keys
+(forward hooks on ``norm_q``/``norm_k`` and, in the dual-stream blocks, ``norm_added_q``/``norm_added_k``), applies
+the same rotary embedding (the model's own function) and computes, for the selected text-token queries only,
+``softmax(q·kᵀ/√d)`` over ALL keys the model lets them see (keys masked by the model's attention mask get zero
+probability). The mass that falls on the target-image tokens is summed per sample over heads, selected tokens,
+layers and calls.
 
-Sequence layout in FLUX(-Kontext) joint attention: ``[text (T) | target image (L) | condition image (rest)]`` in
-both the dual-stream blocks (text queries/keys are concatenated in front) and the single-stream blocks (the text
-is concatenated in front of the hidden states before the block).
+Sequence layout of the joint attention, text first in both families: ``[text (T) | target image (L) | condition
+image (rest)]``. FLUX(-Kontext): dual-stream blocks concatenate the text queries/keys in front, single-stream blocks
+get the text already in front of the hidden states. Qwen-Image(-Edit): one dual-stream processor, ``[text, image]``
+with complex RoPE (separate text / image frequencies) and, when the text is padded, a joint key mask
+``[text mask | all image tokens]``.
+
+Batch rule: the transformer batch may be k × B rows for a (B, T) text-token mask; the FIRST B rows are recorded and
+the rest ignored. This is true CFG's layout (Qwen-Image-Edit's ``velocity`` stacks the conditional branch first, the
+negative prompt after), so the map is the conditional branch's. Any other batch size is an error.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -53,28 +63,28 @@ class AttentionRecorder:
     # ------------------------------------------------------------------ processors
     def install(self) -> None:
         """Wrap every attention module's processor (idempotent)."""
-        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
-
+        wrappers = _recording_wrappers()
         modules = [m for m in self.transformer.modules() if hasattr(m, "set_processor") and hasattr(m, "processor")]
         if not modules:
             raise NotImplementedError(f"{type(self.transformer).__name__} has no diffusers attention modules: "
-                                      "attention recording supports FLUX transformers only")
+                                      "attention recording supports FLUX and Qwen-Image transformers only")
         for module in modules:
             current = module.processor
             if isinstance(current, _RecordingProcessor):
                 if current.recorder is self:
                     continue
                 current = current.inner  # another recorder's wrapper: take it over, never wrap twice
-            if type(current) is not FluxAttnProcessor:
+            if type(current) not in wrappers:
                 raise NotImplementedError(
-                    f"attention recording supports diffusers' FluxAttnProcessor (FLUX / FLUX-Kontext); "
-                    f"{type(module).__name__} uses {type(current).__name__}")
+                    f"attention recording supports diffusers' {' and '.join(t.__name__ for t in wrappers)} "
+                    f"(FLUX / FLUX-Kontext, Qwen-Image / -Edit); {type(module).__name__} uses "
+                    f"{type(current).__name__}")
         for module in modules:
             current = module.processor
             if isinstance(current, _RecordingProcessor) and current.recorder is self:
                 continue
             inner = current.inner if isinstance(current, _RecordingProcessor) else current
-            wrapper = _RecordingProcessor(inner, self)
+            wrapper = wrappers[type(inner)](inner, self)
             module.set_processor(wrapper)
             self._wrapped.append((module, wrapper))
 
@@ -92,6 +102,7 @@ class AttentionRecorder:
 
         ``text_token_mask``: (B, T) bool over the text sequence fed to the transformer (the tokens whose attention
         is followed, e.g. the edit target phrase); ``num_target_tokens``: L, the image tokens right after the text.
+        A transformer call on k × B rows records its first B rows (true CFG: the conditional branch, stacked first).
         """
         mask = torch.as_tensor(text_token_mask)
         if mask.dim() != 2 or mask.dtype != torch.bool:
@@ -128,9 +139,20 @@ class AttentionRecorder:
         return sums / sums.sum(dim=1, keepdim=True)  # 0/0 -> NaN for rows that never got attention
 
     # ------------------------------------------------------------------ accumulation (called by the processors)
-    def _accumulate(self, text_queries: torch.Tensor, keys: torch.Tensor) -> None:
-        """``text_queries`` (B, T, H, D) and ``keys`` (B, S, H, D), rotary embedding applied, keys in sequence
-        order ``[text | target | condition]``."""
+    def _recorded_rows(self, batch: int) -> int:
+        """B, the rows of a k × B transformer batch that are recorded (the first block; see the module doc)."""
+        rows = self._session.text_token_mask.shape[0]
+        if batch % rows:
+            raise ValueError(f"text_token_mask has {rows} rows but the transformer batch has {batch}: the batch "
+                             f"must be the samples themselves or k stacked copies of them (true CFG: conditional "
+                             f"rows first), whose first block is recorded")
+        return rows
+
+    def _accumulate(self, text_queries: torch.Tensor, keys: torch.Tensor,
+                    key_mask: torch.Tensor | None = None) -> None:
+        """``text_queries`` (B, T, H, D) and ``keys`` (B, S, H, D) of the recorded rows, rotary embedding applied,
+        keys in sequence order ``[text | target | condition]``; ``key_mask`` (B, S) bool: keys the model attends
+        to (None: all)."""
         session = self._session
         mask = session.text_token_mask.to(text_queries.device)
         batch, text_len, heads, head_dim = text_queries.shape
@@ -143,14 +165,17 @@ class AttentionRecorder:
                              f"with {text_len} text tokens")
         if session.sums is None:
             session.sums = torch.zeros(batch, target, device=text_queries.device, dtype=torch.float32)
-        scale = 1.0 / math.sqrt(head_dim)  # the scaled-dot-product default the processor uses
+        scale = 1.0 / math.sqrt(head_dim)  # the scaled-dot-product default the processors use
         chunk = max(1, SCORE_CHUNK_ELEMENTS // (heads * keys.shape[1]))
         for sample in range(batch):
             rows = mask[sample].nonzero().squeeze(1)
             sample_keys = keys[sample].float()
             for start in range(0, rows.numel(), chunk):
                 queries = text_queries[sample, rows[start:start + chunk]].float()  # (n, H, D)
-                probs = (torch.einsum("nhd,shd->hns", queries, sample_keys) * scale).softmax(dim=-1)
+                scores = torch.einsum("nhd,shd->hns", queries, sample_keys) * scale
+                if key_mask is not None:  # masked keys (text padding) get zero probability, as in the model
+                    scores = scores.masked_fill(~key_mask[sample].to(scores.device), float("-inf"))
+                probs = scores.softmax(dim=-1)
                 session.sums[sample] += probs[..., text_len:text_len + target].sum(dim=(0, 1))
 
 
@@ -169,22 +194,34 @@ class _RecordingProcessor:
     _attention_backend = _forwarded_to_inner("_attention_backend")
     _parallel_config = _forwarded_to_inner("_parallel_config")
 
-    # Same signature as FluxAttnProcessor.__call__: FluxAttention.forward filters kwargs by inspecting it.
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        if self.recorder._session is None:
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        if attention_mask is not None:
-            raise NotImplementedError("attention recording with an attention_mask is not implemented "
-                                      "(FLUX-Kontext pipelines pass none)")
+    def _run_capturing(self, attn, names: list[str], call: Callable[[], Any]) -> tuple[Any, dict[str, torch.Tensor]]:
+        """``call()`` (the inner processor) with the outputs of ``attn``'s q/k norm modules ``names`` captured."""
+        missing = [name for name in names if getattr(attn, name, None) is None]
+        if missing:
+            raise NotImplementedError(f"attention recording captures q/k after the QK norms; this attention module "
+                                      f"has none for {missing} (qk_norm=None is not supported)")
         captured: dict[str, torch.Tensor] = {}
-        names = ["norm_q", "norm_k"] + (["norm_added_q", "norm_added_k"] if encoder_hidden_states is not None else [])
         handles = [getattr(attn, name).register_forward_hook(_store(captured, name)) for name in names]
         try:
-            output = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+            output = call()
         finally:
             for handle in handles:
                 handle.remove()
+        return output, captured
+
+    # Same signature as FluxAttnProcessor.__call__: FluxAttention.forward filters kwargs by inspecting it.
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        call = partial(self.inner, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if self.recorder._session is None:
+            return call()
+        if attention_mask is not None:
+            raise NotImplementedError("attention recording with an attention_mask is not implemented for FLUX "
+                                      "(FLUX-Kontext pipelines pass none)")
+        names = ["norm_q", "norm_k"] + (["norm_added_q", "norm_added_k"] if encoder_hidden_states is not None else [])
+        output, captured = self._run_capturing(attn, names, call)
         with torch.no_grad():
+            rows = self.recorder._recorded_rows(hidden_states.shape[0])
+            captured = {name: value[:rows] for name, value in captured.items()}
             if encoder_hidden_states is not None:  # dual stream: text q/k come from the added projections
                 text_queries = captured["norm_added_q"]
                 keys = torch.cat([captured["norm_added_k"], captured["norm_k"]], dim=1)
@@ -200,6 +237,50 @@ class _RecordingProcessor:
                 keys = apply_rotary_emb(keys, image_rotary_emb, sequence_dim=1)
             self.recorder._accumulate(text_queries, keys)
         return output
+
+
+class _QwenRecordingProcessor(_RecordingProcessor):
+    """The same for QwenDoubleStreamAttnProcessor2_0: joint ``[text, image]`` attention, complex RoPE with separate
+    image / text frequencies, and the text padding mask (``encoder_hidden_states_mask``) the model turns into a
+    joint key mask."""
+
+    # Same signature as QwenDoubleStreamAttnProcessor2_0.__call__: Attention.forward filters kwargs by inspecting it.
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, encoder_hidden_states_mask=None,
+                 attention_mask=None, image_rotary_emb=None):
+        call = partial(self.inner, attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                       encoder_hidden_states_mask=encoder_hidden_states_mask, attention_mask=attention_mask,
+                       image_rotary_emb=image_rotary_emb)
+        if self.recorder._session is None or encoder_hidden_states is None:
+            return call()  # without a text stream the processor itself raises its own error
+        names = ["norm_k", "norm_added_q", "norm_added_k"]  # image queries are not needed
+        output, captured = self._run_capturing(attn, names, call)
+        with torch.no_grad():
+            from diffusers.models.transformers.transformer_qwenimage import (
+                apply_rotary_emb_qwen,
+            )
+
+            rows = self.recorder._recorded_rows(hidden_states.shape[0])
+            image_k, text_q, text_k = (captured[name][:rows] for name in names)
+            if image_rotary_emb is not None:
+                image_freqs, text_freqs = image_rotary_emb
+                image_k = apply_rotary_emb_qwen(image_k, image_freqs, use_real=False)
+                text_q, text_k = (apply_rotary_emb_qwen(x, text_freqs, use_real=False) for x in (text_q, text_k))
+            key_mask = None
+            if encoder_hidden_states_mask is not None:  # the processor's joint mask: [text mask | all image]
+                image_mask = torch.ones(rows, image_k.shape[1], dtype=torch.bool, device=image_k.device)
+                key_mask = torch.cat([encoder_hidden_states_mask[:rows].bool(), image_mask], dim=1)
+            self.recorder._accumulate(text_q, torch.cat([text_k, image_k], dim=1), key_mask)
+        return output
+
+
+def _recording_wrappers() -> dict[type, type[_RecordingProcessor]]:
+    """The supported diffusers processors -> their recording wrapper."""
+    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+    from diffusers.models.transformers.transformer_qwenimage import (
+        QwenDoubleStreamAttnProcessor2_0,
+    )
+
+    return {FluxAttnProcessor: _RecordingProcessor, QwenDoubleStreamAttnProcessor2_0: _QwenRecordingProcessor}
 
 
 def _store(captured: dict, name: str):

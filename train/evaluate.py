@@ -1,6 +1,9 @@
 """Periodic evaluation on the held-out rows: deterministic ODE edits with fixed seeds, rewards and the masked
-PSNR of the region that should not change (vs the source). Same seeds every time, so curves compare checkpoints."""
+PSNR of the region that should not change (vs the source). Same seeds every time, so curves compare checkpoints.
+With the ``attention_concentration`` reward, each eval rollout is recorded through ``trainer.attention`` too."""
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
@@ -28,12 +31,16 @@ def evaluate(trainer) -> dict[str, float]:
         cond = adapter.condition([e.prompt for e in chunk], sources)
         generators = [torch.Generator().manual_seed(cfg.eval.seed + e.row) for e in chunk]
         noise = torch.cat([adapter.noise(1, trainer.height, trainer.width, g) for g in generators])
-        final = rollout(adapter, adapter.transformer, cond, noise, trainer.sigmas, sde="flow_sde", noise_level=0.0,
-                        window=(0, 0), generators=generators, autocast=trainer.accelerator.autocast).final
-        images = adapter.decode(final, trainer.height, trainer.width).cpu()
-        total, _ = trainer.rewards(RewardInputs(images, sources, masks, [e.prompt for e in chunk],
-                                                [e.edit_type for e in chunk], targets=stacked_targets(chunk),
-                                                phrases=[list(e.phrases) for e in chunk]))
+        prompts, phrases = [e.prompt for e in chunk], [list(e.phrases) for e in chunk]
+        run = partial(rollout, adapter, adapter.transformer, cond, noise, trainer.sigmas, sde="flow_sde",
+                      noise_level=0.0, window=(0, 0), generators=generators, autocast=trainer.accelerator.autocast)
+        if trainer.attention is not None:  # the attention_concentration reward needs this rollout's phrase attention
+            trajectory, extras = trainer.attention.record(prompts, phrases, run, cond=cond)
+        else:
+            trajectory, extras = run(), {}
+        images = adapter.decode(trajectory.final, trainer.height, trainer.width).cpu()
+        total, _ = trainer.rewards(RewardInputs(images, sources, masks, prompts, [e.edit_type for e in chunk],
+                                                targets=stacked_targets(chunk), phrases=phrases, extras=extras))
         totals.append(total)
         psnrs.append(torch.as_tensor(masked_psnr(images, sources, ~masks), dtype=torch.float64).reshape(-1))
     adapter.transformer.train(was_training)

@@ -99,10 +99,12 @@ class AttentionWiring:
         self.grid = tuple(int(n) for n in adapter.token_grid(height, width))
         self.recorder = AttentionRecorder(adapter.transformer)  # unsupported transformers fail here, at start-up
 
-    def record(self, prompts: list[str], phrases: list, run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    def record(self, prompts: list[str], phrases: list, run: Callable[[], Any],
+               cond=None) -> tuple[Any, dict[str, Any]]:
         """``run()`` with the prompts' phrase attention recorded -> (its result, ``{"attention": (B, L) maps,
-        "attention_grid": (rows, cols)}``)."""
-        text_mask = self.adapter.phrase_token_mask(prompts, phrases)
+        "attention_grid": (rows, cols)}``). ``cond``: these prompts' Conditioning (what ``run`` feeds the model);
+        Qwen-Image-Edit locates the phrase tokens in it. With true CFG the maps are the conditional branch's."""
+        text_mask = self.adapter.phrase_token_mask(prompts, phrases, cond=cond)
         try:
             with self.recorder.recording(text_mask, self.grid[0] * self.grid[1]):
                 result = run()
@@ -148,7 +150,8 @@ def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Any]) -> tu
         for mb in trainer.micro_batches(len(batch.seeds)):
             if attention is not None:
                 phrases = batch.phrases[mb] if batch.phrases is not None else [[] for _ in batch.prompts[mb]]
-                trajectory, mb_extras = attention.record(batch.prompts[mb], phrases, partial(roll_out, mb))
+                trajectory, mb_extras = attention.record(batch.prompts[mb], phrases, partial(roll_out, mb),
+                                                         cond=batch.cond.select(mb))
             else:
                 trajectory, mb_extras = roll_out(mb), {}
             trajectories.append(trajectory)

@@ -3,6 +3,7 @@ recorded maps equal to a brute-force softmax(QKᵀ/√d) over the q/k that diffu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -42,33 +43,39 @@ def batch(adapter):
 
 
 class AttentionSpy:
-    """Wraps diffusers' ``dispatch_attention_fn`` in the FLUX module: keeps the (q, k, v, output) of every call."""
+    """Wraps diffusers' ``dispatch_attention_fn`` in a transformer module (FLUX by default): keeps the (q, k, v,
+    attention mask, output) of every call."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, module=None):
         import diffusers.models.transformers.transformer_flux as flux
 
-        self.calls, real = [], flux.dispatch_attention_fn
+        module = module or flux
+        self.calls, real = [], module.dispatch_attention_fn
 
-        def spy(query, key, value, **kwargs):
-            output = real(query, key, value, **kwargs)
-            self.calls.append((query.detach(), key.detach(), value.detach(), output.detach()))
+        def spy(query, key, value, attn_mask=None, **kwargs):
+            output = real(query, key, value, attn_mask=attn_mask, **kwargs)
+            mask = None if attn_mask is None else attn_mask.detach()
+            self.calls.append((query.detach(), key.detach(), value.detach(), mask, output.detach()))
             return output
 
-        monkeypatch.setattr(flux, "dispatch_attention_fn", spy)
+        monkeypatch.setattr(module, "dispatch_attention_fn", spy)
 
-    def reference_map(self, text_mask: torch.Tensor, num_target: int) -> torch.Tensor:
-        """Brute force: the full attention matrix of every call in float64, the selected text rows' mass on the
-        target tokens summed over heads, rows and calls, renormalised per sample."""
+    def reference_map(self, text_mask: torch.Tensor, num_target: int, rows: slice = slice(None)) -> torch.Tensor:
+        """Brute force: the full attention matrix of every call in float64 (a bool attention mask: False keys get
+        no probability), the selected text rows' mass on the target tokens summed over heads, rows and calls,
+        renormalised per sample. ``rows``: the batch rows the samples of ``text_mask`` are (true CFG: a half)."""
         sums = torch.zeros(text_mask.shape[0], num_target, dtype=torch.float64)
         text_len = text_mask.shape[1]
-        for query, key, value, output in self.calls:  # (B, S, H, D), text tokens first
-            query, key = query.double(), key.double()
-            probs = (torch.einsum("bqhd,bkhd->bhqk", query, key) / math.sqrt(query.shape[-1])).softmax(-1)
+        for query, key, value, attn_mask, output in self.calls:  # (B, S, H, D), text tokens first
+            scores = torch.einsum("bqhd,bkhd->bhqk", query.double(), key.double()) / math.sqrt(query.shape[-1])
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask.bool(), float("-inf"))
+            probs = scores.softmax(-1)
             # the reconstructed attention IS the model's: it reproduces the attention output
             torch.testing.assert_close(torch.einsum("bhqk,bkhd->bqhd", probs, value.double()), output.double(),
                                        rtol=1e-4, atol=1e-5)
-            rows = probs[:, :, :text_len, text_len:text_len + num_target] * text_mask[:, None, :, None]
-            sums += rows.sum(dim=(1, 2))
+            selected = probs[rows, :, :text_len, text_len:text_len + num_target] * text_mask[:, None, :, None]
+            sums += selected.sum(dim=(1, 2))
         return sums / sums.sum(dim=1, keepdim=True)
 
 
@@ -225,7 +232,7 @@ def test_misuse_and_unsupported_models_get_clear_errors(adapter):
     AttentionRecorder(torch.nn.Sequential(supported))
     supported.set_attention_backend("native")  # diffusers sets it on the processor: it reaches the wrapped one
     assert supported.processor.inner._attention_backend == "native"
-    with pytest.raises(NotImplementedError, match="FLUX transformers only"):
+    with pytest.raises(NotImplementedError, match="FLUX and Qwen-Image transformers only"):
         AttentionRecorder(torch.nn.Linear(2, 2))
     recorder = AttentionRecorder(adapter.transformer)
     try:
@@ -238,3 +245,178 @@ def test_misuse_and_unsupported_models_get_clear_errors(adapter):
         assert torch.isnan(recorder.take()).all()  # a block without any transformer call recorded nothing
     finally:
         recorder.remove()
+
+
+# ---------------------------------------------------------------------------------------------- Qwen-Image-Edit
+QWEN_SIZE = 32  # a 16x16 token grid on the tiny Qwen VAE (scale factor 1)
+# different lengths: the short prompt is padded, so the transformer gets a text mask (masked keys)
+QWEN_PROMPTS = ["make the cat red", "turn the small sky above the old wooden house into a deep blue"]
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
+
+    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen") / "pipe")
+
+
+@pytest.fixture(scope="module")
+def qwen_adapter(qwen_dir):
+    """The tiny Qwen-Image-Edit model with true CFG and a LoRA whose up-projections are random."""
+    from train.adapters import build_adapter
+
+    adapter = build_adapter(ModelConfig(adapter="qwen_image_edit", path=str(qwen_dir), true_cfg_scale=4.0),
+                            torch.device("cpu"), torch.float32)
+    adapter.add_lora(LoraConfig(rank=2, alpha=2))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in adapter.transformer.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return adapter
+
+
+@pytest.fixture(scope="module")
+def qwen_batch(qwen_adapter):
+    sources = torch.rand(len(QWEN_PROMPTS), 3, QWEN_SIZE, QWEN_SIZE, generator=torch.Generator().manual_seed(1))
+    cond = qwen_adapter.condition(QWEN_PROMPTS, sources)
+    noise = qwen_adapter.noise(len(QWEN_PROMPTS), QWEN_SIZE, QWEN_SIZE, torch.Generator().manual_seed(2))
+    text_mask = qwen_adapter.phrase_token_mask(QWEN_PROMPTS, [["cat"], ["sky", "house"]], cond=cond)
+    return cond, noise, text_mask
+
+
+def test_qwen_outputs_and_gradients_are_bit_identical_with_true_cfg(qwen_adapter, qwen_batch):
+    cond, noise, text_mask = qwen_batch
+    sigma = torch.tensor([0.6])
+    first_attention = qwen_adapter.transformer.transformer_blocks[0].attn
+    original = first_attention.processor
+
+    def forward_and_grads():
+        qwen_adapter.transformer.zero_grad(set_to_none=True)
+        out = qwen_adapter.velocity(qwen_adapter.transformer, noise, sigma, cond)
+        (out ** 2).mean().backward()
+        return out.detach(), [p.grad.clone() for p in qwen_adapter.transformer.parameters() if p.requires_grad]
+
+    plain, plain_grads = forward_and_grads()
+    recorder = AttentionRecorder(qwen_adapter.transformer)
+    try:
+        idle, idle_grads = forward_and_grads()
+        with recorder.recording(text_mask, noise.shape[1]):
+            recorded, recorded_grads = forward_and_grads()
+        maps = recorder.take()
+    finally:
+        recorder.remove()
+    assert first_attention.processor is original
+    assert maps.shape == (len(QWEN_PROMPTS), noise.shape[1]) and torch.isfinite(maps).all()
+    for output, grads in ((idle, idle_grads), (recorded, recorded_grads)):
+        assert torch.equal(output, plain)
+        assert all(torch.equal(a, b) for a, b in zip(grads, plain_grads))
+
+
+def test_qwen_map_is_the_conditional_branch_and_equals_brute_force(qwen_adapter, qwen_batch, monkeypatch):
+    """True CFG runs 2B rows (conditional first): the map equals a float64 softmax over the model's own q/k and
+    attention mask on the FIRST B rows, over every layer and two denoising calls, and equals the map of a forward
+    without the negative branch; the negative half gives a different map."""
+    import diffusers.models.transformers.transformer_qwenimage as qwen
+
+    cond, noise, text_mask = qwen_batch
+    batch = len(QWEN_PROMPTS)
+    recorder = AttentionRecorder(qwen_adapter.transformer)
+    spy = AttentionSpy(monkeypatch, qwen)
+    unguided = cond.select(slice(None))
+    for name in ("negative_embeds", "negative_mask"):
+        del unguided.per_sample[name]
+    try:
+        with torch.no_grad():
+            with recorder.recording(text_mask, noise.shape[1]):
+                for sigma in (0.9, 0.4):
+                    qwen_adapter.velocity(qwen_adapter.transformer, noise, torch.tensor([sigma]), cond)
+            maps = recorder.take()
+            guided_calls, spy.calls = spy.calls, []
+            with recorder.recording(text_mask, noise.shape[1]):
+                for sigma in (0.9, 0.4):
+                    qwen_adapter.velocity(qwen_adapter.transformer, noise, torch.tensor([sigma]), unguided)
+            unguided_maps = recorder.take()
+    finally:
+        recorder.remove()
+    spy.calls = guided_calls
+    assert len(guided_calls) == 2 * len(qwen_adapter.transformer.transformer_blocks)
+    query, _, _, attn_mask, _ = guided_calls[0]
+    assert query.shape[0] == 2 * batch  # conditional + negative rows in one forward
+    assert attn_mask is not None and not attn_mask[:batch].all()  # padded text keys are masked out
+    torch.testing.assert_close(maps.double(), spy.reference_map(text_mask, noise.shape[1], slice(0, batch)),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(unguided_maps, maps, rtol=1e-4, atol=1e-6)
+    negative = spy.reference_map(text_mask, noise.shape[1], slice(batch, None))
+    assert (negative - maps.double()).abs().max() > 1e-3
+
+
+def test_qwen_batch_rule_records_the_first_block_only(qwen_adapter):
+    """One attention layer on random inputs: a 2B-row call records what a B-row call of its first block records;
+    a batch that is not a multiple of B is refused."""
+    transformer = qwen_adapter.transformer
+    attention = transformer.transformer_blocks[0].attn
+    generator = torch.Generator().manual_seed(3)
+    text_len, grid = 5, (1, 3, 4)
+    rotary = transformer.pos_embed([[grid, grid]] * 4, max_txt_seq_len=text_len, device=torch.device("cpu"))
+    text = torch.randn(4, text_len, transformer.inner_dim, generator=generator)
+    image = torch.randn(4, 24, transformer.inner_dim, generator=generator)
+    padding = torch.ones(4, text_len, dtype=torch.bool)
+    padding[1, 3:] = False
+    mask = torch.zeros(2, text_len, dtype=torch.bool)
+    mask[:, :3] = True
+
+    def record(rows):
+        with torch.no_grad(), recorder.recording(mask, 12):
+            attention(hidden_states=image[rows], encoder_hidden_states=text[rows],
+                      encoder_hidden_states_mask=padding[rows], image_rotary_emb=rotary)
+        return recorder.take()
+
+    recorder = AttentionRecorder(transformer)
+    try:
+        stacked, first = record(slice(0, 4)), record(slice(0, 2))
+        torch.testing.assert_close(stacked, first, rtol=1e-5, atol=1e-7)
+        assert (stacked - record(slice(2, 4))).abs().max() > 1e-3
+        with pytest.raises(ValueError, match="stacked copies"):
+            record(slice(0, 3))
+    finally:
+        recorder.remove()
+
+
+# ---------------------------------------------------------------------------------------------- training + eval
+@pytest.mark.parametrize(("model", "objective"), [("qwen_image_edit", "grpo"), ("flux_kontext", "nft")])
+def test_training_step_and_eval_with_the_attention_reward(model, objective, request, edit_dataset_dir, tmp_path,
+                                                          monkeypatch):
+    """One step with only ``attention_concentration`` (Qwen: GRPO with true CFG) and eval.every=1: training and the
+    eval rollouts record the phrase attention, and the eval reward is the recorded maps' concentration."""
+    import json
+
+    import train.evaluate as evaluation
+    from train.main import run
+    from train.rewards import REWARDS
+
+    eval_inputs = []
+
+    def capture(*args, **kwargs):
+        eval_inputs.append(RewardInputs(*args, **kwargs))
+        return eval_inputs[-1]
+
+    monkeypatch.setattr(evaluation, "RewardInputs", capture)
+    path = request.getfixturevalue("qwen_dir" if model == "qwen_image_edit" else "tiny_kontext_dir")
+    config = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
+    extra = ["objective.regularizer.enabled=false"] if objective == "grpo" else []
+    run(str(config), [f"objective.name={objective}", f"model.adapter={model}", f"model.path={path}",
+                      f"data.dataset={edit_dataset_dir}", f"output_dir={tmp_path}", "train.max_steps=1",
+                      "train.groups_per_step=1", "train.seed=1", "sampler.num_steps=2", "sampler.sde_window=[0, 2]",
+                      "sampler.train_steps=1", "eval.num_samples=2", "eval.every=1", "checkpoint.every=0",
+                      "rewards.weights={attention_concentration: 1.0}", "logging.progress=false",
+                      "logging.tensorboard=false", *extra])
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1] and np.isfinite(metrics[0]["loss"])
+    assert 0 <= metrics[0]["reward_attention_concentration"] <= 1
+    (inputs,) = eval_inputs  # two eval samples, one micro-batch
+    maps, grid = inputs.extras["attention"], inputs.extras["attention_grid"]
+    assert maps.shape == (2, grid[0] * grid[1]) and torch.isfinite(maps).all()
+    torch.testing.assert_close(maps.sum(1), torch.ones(2))
+    concentration = REWARDS["attention_concentration"]()(inputs)
+    assert metrics[0]["eval_reward_mean"] == pytest.approx(float(concentration.nanmean()))

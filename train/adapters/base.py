@@ -86,7 +86,7 @@ class EditModelAdapter(ABC):
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of the packed-token grid; region masks are pooled to it."""
 
-    def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
+    def phrase_token_mask(self, prompts: list[str], phrases: list, cond: Conditioning | None = None) -> torch.Tensor:
         """(B, T) bool over the text sequence the transformer sees: the tokens of each sample's target phrase(s)
         (a string or a list of strings per prompt), for attention recording."""
         raise NotImplementedError(f"{type(self).__name__} does not implement phrase_token_mask "

@@ -69,7 +69,7 @@ class FluxKontextAdapter(EditModelAdapter):
 
     phrase_fallbacks = 0  # prompts whose target phrase was not found: their whole prompt was used instead
 
-    def phrase_token_mask(self, prompts: list[str], phrases: list) -> torch.Tensor:
+    def phrase_token_mask(self, prompts: list[str], phrases: list, cond=None) -> torch.Tensor:  # cond: unused
         """(B, max_sequence_length) bool: the T5 tokens of each sample's phrase(s) in its prompt, tokenised exactly
         as :meth:`condition` does; a phrase not found (or truncated away) falls back to all non-padding tokens."""
         from train.attention import phrase_char_spans, tokens_in_spans
