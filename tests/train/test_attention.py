@@ -18,13 +18,11 @@ SIZE = 16  # pixels; the tiny VAE has scale 1, so an 8x8 token grid
 PROMPTS = ["make the cat red", "turn the sky blue", "add a hat"]
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_kontext_dir):
-    """The tiny Kontext model with a LoRA whose up-projections are random (so LoRA changes q/k/v/out)."""
+def adapter_with_random_lora(config: ModelConfig):
+    """The model of ``config`` with a LoRA whose up-projections are random (so LoRA changes q/k/v/out)."""
     from train.adapters import build_adapter
 
-    adapter = build_adapter(ModelConfig(path=str(tiny_kontext_dir), max_sequence_length=32), torch.device("cpu"),
-                            torch.float32)
+    adapter = build_adapter(config, torch.device("cpu"), torch.float32)
     adapter.add_lora(LoraConfig(rank=2, alpha=2))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -32,6 +30,19 @@ def adapter(tiny_kontext_dir):
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
     return adapter
+
+
+def forward_and_grads(adapter, noise, sigma, cond):
+    """One velocity forward and backward of a squared loss: (output, LoRA gradients)."""
+    adapter.transformer.zero_grad(set_to_none=True)
+    out = adapter.velocity(adapter.transformer, noise, sigma, cond)
+    (out ** 2).mean().backward()
+    return out.detach(), [p.grad.clone() for p in adapter.transformer.parameters() if p.requires_grad]
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_kontext_dir):
+    return adapter_with_random_lora(ModelConfig(path=str(tiny_kontext_dir), max_sequence_length=32))
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +149,7 @@ def test_outputs_and_gradients_are_bit_identical(adapter, batch):
     first_attention = adapter.transformer.transformer_blocks[0].attn
     original = first_attention.processor
 
-    def forward_and_grads():
-        adapter.transformer.zero_grad(set_to_none=True)
-        out = adapter.velocity(adapter.transformer, noise, sigma, cond)
-        (out ** 2).mean().backward()
-        return out.detach(), [p.grad.clone() for p in adapter.transformer.parameters() if p.requires_grad]
-
-    plain, plain_grads = forward_and_grads()
+    plain, plain_grads = forward_and_grads(adapter, noise, sigma, cond)
     recorder = AttentionRecorder(adapter.transformer)
     AttentionRecorder(adapter.transformer)  # a second recorder takes the wrappers over: never wrapped twice
     with pytest.raises(RuntimeError, match="taken over"), recorder.recording(torch.ones(3, 32, dtype=torch.bool), 1):
@@ -152,11 +157,11 @@ def test_outputs_and_gradients_are_bit_identical(adapter, batch):
     recorder.install()
     assert first_attention.processor.inner is original
     try:
-        idle, idle_grads = forward_and_grads()
+        idle, idle_grads = forward_and_grads(adapter, noise, sigma, cond)
         mask = adapter.phrase_token_mask(PROMPTS, ["cat", "sky", "hat"])
         recorder = AttentionRecorder(adapter.transformer)
         with recorder.recording(mask, noise.shape[1]):
-            recorded, recorded_grads = forward_and_grads()
+            recorded, recorded_grads = forward_and_grads(adapter, noise, sigma, cond)
             with torch.no_grad():
                 recorded_no_grad = adapter.velocity(adapter.transformer, noise, sigma, cond)
         assert recorder.take().shape == (len(PROMPTS), noise.shape[1])
@@ -262,18 +267,8 @@ def qwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen_adapter(qwen_dir):
-    """The tiny Qwen-Image-Edit model with true CFG and a LoRA whose up-projections are random."""
-    from train.adapters import build_adapter
-
-    adapter = build_adapter(ModelConfig(adapter="qwen_image_edit", path=str(qwen_dir), true_cfg_scale=4.0),
-                            torch.device("cpu"), torch.float32)
-    adapter.add_lora(LoraConfig(rank=2, alpha=2))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in adapter.transformer.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return adapter
+    """The tiny Qwen-Image-Edit model with true CFG (a 2B-row transformer batch) and a random LoRA."""
+    return adapter_with_random_lora(ModelConfig(adapter="qwen_image_edit", path=str(qwen_dir), true_cfg_scale=4.0))
 
 
 @pytest.fixture(scope="module")
@@ -291,18 +286,12 @@ def test_qwen_outputs_and_gradients_are_bit_identical_with_true_cfg(qwen_adapter
     first_attention = qwen_adapter.transformer.transformer_blocks[0].attn
     original = first_attention.processor
 
-    def forward_and_grads():
-        qwen_adapter.transformer.zero_grad(set_to_none=True)
-        out = qwen_adapter.velocity(qwen_adapter.transformer, noise, sigma, cond)
-        (out ** 2).mean().backward()
-        return out.detach(), [p.grad.clone() for p in qwen_adapter.transformer.parameters() if p.requires_grad]
-
-    plain, plain_grads = forward_and_grads()
+    plain, plain_grads = forward_and_grads(qwen_adapter, noise, sigma, cond)
     recorder = AttentionRecorder(qwen_adapter.transformer)
     try:
-        idle, idle_grads = forward_and_grads()
+        idle, idle_grads = forward_and_grads(qwen_adapter, noise, sigma, cond)
         with recorder.recording(text_mask, noise.shape[1]):
-            recorded, recorded_grads = forward_and_grads()
+            recorded, recorded_grads = forward_and_grads(qwen_adapter, noise, sigma, cond)
         maps = recorder.take()
     finally:
         recorder.remove()
