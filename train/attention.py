@@ -44,7 +44,7 @@ class _Session:
 
 
 class AttentionRecorder:
-    """Accumulates text→target-image attention maps of a FLUX transformer (dual- and single-stream blocks).
+    """Accumulates text→target-image attention maps of a FLUX (dual- and single-stream) or Qwen-Image transformer.
 
     ``AttentionRecorder(transformer)`` installs the recording processors (again on an already-instrumented
     transformer it takes the existing wrappers over instead of wrapping twice); :meth:`remove` restores the original
