@@ -18,6 +18,14 @@ def tiny_kontext_pipe(tiny_kontext_dir):
     return FluxKontextPipeline.from_pretrained(tiny_kontext_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory):
+    """One tiny Qwen-Image-Edit pipeline per session (curate/tiny/qwen_image_edit.py)."""
+    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
+
+    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen_image_edit") / "pipe")
+
+
 def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0, corrupt: bool = True):
     """A small dataset in the export stage's format (its ``features``): source/edited images, instructions, edit
     type, COCO-RLE edit mask, mask PNG, a score column.

@@ -259,16 +259,9 @@ QWEN_PROMPTS = ["make the cat red", "turn the small sky above the old wooden hou
 
 
 @pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
-
-    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen") / "pipe")
-
-
-@pytest.fixture(scope="module")
-def qwen_adapter(qwen_dir):
+def qwen_adapter(tiny_qwen_dir):
     """The tiny Qwen-Image-Edit model with true CFG (a 2B-row transformer batch) and a random LoRA."""
-    return adapter_with_random_lora(ModelConfig(adapter="qwen_image_edit", path=str(qwen_dir), true_cfg_scale=4.0))
+    return adapter_with_random_lora(ModelConfig(adapter="qwen_image_edit", path=str(tiny_qwen_dir), true_cfg_scale=4.0))
 
 
 @pytest.fixture(scope="module")
@@ -391,7 +384,7 @@ def test_training_step_and_eval_with_the_attention_reward(model, objective, requ
         return eval_inputs[-1]
 
     monkeypatch.setattr(evaluation, "RewardInputs", capture)
-    path = request.getfixturevalue("qwen_dir" if model == "qwen_image_edit" else "tiny_kontext_dir")
+    path = request.getfixturevalue("tiny_qwen_dir" if model == "qwen_image_edit" else "tiny_kontext_dir")
     config = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
     extra = ["objective.regularizer.enabled=false"] if objective == "grpo" else []
     run(str(config), [f"objective.name={objective}", f"model.adapter={model}", f"model.path={path}",

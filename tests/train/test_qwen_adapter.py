@@ -20,13 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 SIZE = 32  # training resolution of the tests: a 16x16 token grid on the tiny VAE (scale factor 1)
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen_dir(tmp_path_factory):
-    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
-
-    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen_image_edit") / "pipe")
-
-
 @pytest.fixture(scope="module")
 def adapter(tiny_qwen_dir):
     from train.adapters import build_adapter
