@@ -39,16 +39,19 @@ def edit_images(adapter, examples, num_steps: int, seed: int, batch_size: int) -
 def edit_metrics(images: torch.Tensor, examples) -> dict[str, list[float]]:
     """Per-row metrics of ``images`` (the edits of ``examples``)."""
     from curate.metrics import masked_psnr, masked_ssim
+    from train.rewards import RewardInputs, WeightedRewards
 
     sources = torch.stack([e.source for e in examples]).double()
     targets = torch.stack([e.target for e in examples]).double()
     masks = torch.stack([e.edit_mask for e in examples]).bool()
     images = images.double().clamp(0, 1)
-    edit_psnr = masked_psnr(images, targets, masks)
+    edit_reward = WeightedRewards({"edit_region": 1.0}).functions["edit_region"]  # the RL reward, one definition
+    inputs = RewardInputs(images, sources, masks, [e.prompt for e in examples], [e.edit_type for e in examples],
+                          targets=targets)
     return {"bg_psnr": masked_psnr(images, sources, ~masks).tolist(),
             "bg_ssim": masked_ssim(images, sources, ~masks).tolist(),
-            "edit_psnr": edit_psnr.tolist(),
-            "edit_reward": (edit_psnr / 40.0).clamp(0, 1).tolist()}
+            "edit_psnr": masked_psnr(images, targets, masks).tolist(),
+            "edit_reward": edit_reward(inputs).tolist()}
 
 
 def summarize(per_row: dict[str, list[float]]) -> dict[str, float]:
