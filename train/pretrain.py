@@ -99,9 +99,21 @@ def model_config(config: PretrainConfig, path: Path):
                        max_sequence_length=config.max_sequence_length)
 
 
+def build_vae(arch: ArchitectureConfig, seed: int):
+    """A random ``AutoencoderKL`` with one level per ``vae_channels`` entry (scale factor ``2**(levels-1)``)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    levels = len(arch.vae_channels)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(arch.vae_channels),
+                         layers_per_block=1, latent_channels=arch.latent_channels, norm_num_groups=4,
+                         use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
+
+
 def build_pipeline(config: PretrainConfig, scratch: Path):
     """Random-initialised FluxKontextPipeline: tiny text encoders + our transformer size + a multi-level VAE."""
-    from diffusers import AutoencoderKL, FluxKontextPipeline
+    from diffusers import FluxKontextPipeline
 
     from curate.tiny.kontext import build_tiny_kontext
 
@@ -110,13 +122,7 @@ def build_pipeline(config: PretrainConfig, scratch: Path):
                        attention_head_dim=arch.attention_head_dim, num_attention_heads=arch.num_attention_heads,
                        latent_channels=arch.latent_channels, text_hidden=arch.text_hidden, seed=config.seed)
     pipe = FluxKontextPipeline.from_pretrained(scratch)
-    torch.manual_seed(config.seed)
-    levels = len(arch.vae_channels)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
-                        up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(arch.vae_channels),
-                        layers_per_block=1, latent_channels=arch.latent_channels, norm_num_groups=4,
-                        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0, scaling_factor=1.0)
-    pipe = FluxKontextPipeline(**{**pipe.components, "vae": vae})
+    pipe = FluxKontextPipeline(**{**pipe.components, "vae": build_vae(arch, config.seed)})
     shutil.rmtree(scratch)
     return pipe
 

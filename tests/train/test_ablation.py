@@ -97,8 +97,40 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     excluded = json.loads((tmp_path / "work/base/data/excluded.json").read_text())
     assert len(excluded) == 2 and any("global edit" in v for v in excluded.values())
     assert report["total_seconds"] > 0
+    # same base config -> the saved base editor is reused, not retrained; a changed config retrains
+    from train.ablation import base_config
+    from train.pretrain import config_hash, pretrain
+
+    base = base_config(config)
+    stamp = (tmp_path / "work/base/pretrain.json").stat().st_mtime_ns
+    pretrain(base)
+    assert (tmp_path / "work/base/pretrain.json").stat().st_mtime_ns == stamp
+    base.transformer.steps += 1
+    assert config_hash(base) != json.loads((tmp_path / "work/base/pretrain.json").read_text())["config_hash"]
     # the base editor is a full pipeline directory that diffusers loads
     from diffusers import FluxKontextPipeline
 
     pipe = FluxKontextPipeline.from_pretrained(tmp_path / "work/base/model")
     assert pipe.vae_scale_factor == 2
+
+
+def test_fit_vae_learns_and_normalises_the_latents():
+    from train.pretrain import (
+        ArchitectureConfig,
+        PretrainConfig,
+        StageConfig,
+        build_vae,
+        fit_vae,
+    )
+
+    config = PretrainConfig(vae=StageConfig(steps=40, batch_size=8, learning_rate=3e-3), progress=False)
+    vae = build_vae(ArchitectureConfig(), seed=0)
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(16, 3, 4, 4, generator=generator)
+    images = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
+    curve = fit_vae(vae, images, config)
+    assert np.mean(curve[-5:]) < 0.5 * np.mean(curve[:5])
+    with torch.no_grad():
+        latents = vae.encode(images * 2 - 1).latent_dist.mode()
+    scaled = (latents - vae.config.shift_factor) * vae.config.scaling_factor  # what the pipeline feeds the model
+    assert abs(float(scaled.mean())) < 1e-4 and abs(float(scaled.std()) - 1) < 1e-4
