@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
 	@echo "make test   - install into .venv (if needed) and run the test suite"
+	@echo "make ablation - the miniature region-regularization ablation on CPU (~15-20 min, results/ablation/)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
