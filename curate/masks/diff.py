@@ -21,6 +21,7 @@ Everything is vectorised (numpy + OpenCV over whole images); no per-pixel Python
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,7 +114,13 @@ class Alignment:
     @staticmethod
     def identity(source: np.ndarray, edited: np.ndarray, params: DiffParams) -> "Alignment":
         s, e = _sample(source, edited, params.align_sample)
-        inliers = _inliers(np.abs(s - e).max(1), params)
+        return Alignment._identity_of_sample(edited, s, e, _channel_max(np.abs(s - e)), params)
+
+    @staticmethod
+    def _identity_of_sample(edited: np.ndarray, s: np.ndarray, e: np.ndarray, residual: np.ndarray,
+                            params: DiffParams) -> "Alignment":
+        """The identity from an already drawn sample and its |s - e| channel max (align_photometry has both)."""
+        inliers = _inliers(residual, params)
         return Alignment(edited, False, 0.0, _median_delta_e(s[inliers], e[inliers]))
 
 
@@ -135,7 +142,7 @@ def align_photometry(source: np.ndarray, edited: np.ndarray, params: DiffParams)
     ``explained_tolerance`` in every channel) than the identity does: a pixel-exact pair stays untouched.
     """
     s, e = _sample(source, edited, params.align_sample)
-    residual = np.abs(s - e).max(1)
+    residual = identity_residual = _channel_max(np.abs(s - e))
     identity_explained = float((residual <= params.explained_tolerance).mean())
     inliers = residual < _START_RESIDUAL
     coefficients = np.tile(np.array([0.0, 1.0, 0.0]), (s.shape[1], 1))
@@ -145,10 +152,10 @@ def align_photometry(source: np.ndarray, edited: np.ndarray, params: DiffParams)
         powers = np.stack([np.ones_like(e[inliers]), e[inliers], e[inliers] ** 2], axis=-1)  # (K, C, 3)
         for c in range(s.shape[1]):
             coefficients[c] = np.linalg.lstsq(powers[:, c], s[inliers, c], rcond=None)[0]
-        residual = np.abs(_apply_curve(e, coefficients) - s).max(1)
+        residual = _channel_max(np.abs(_apply_curve(e, coefficients) - s))
         inliers = _inliers(residual, params, inliers)
     if float((residual <= params.explained_tolerance).mean()) <= identity_explained:
-        return Alignment.identity(source, edited, params)
+        return Alignment._identity_of_sample(edited, s, e, identity_residual, params)
     h, w, channels = edited.shape
     aligned = _apply_curve(edited.reshape(-1, channels), coefficients.astype(np.float32))
     aligned = np.clip(aligned, 0, 1).reshape(h, w, channels).astype(np.float32)
@@ -160,9 +167,22 @@ def align_photometry(source: np.ndarray, edited: np.ndarray, params: DiffParams)
 def _sample(source: np.ndarray, edited: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The same pseudo-random pixel sample of both images (fixed seed: a pair always gives the same mask)."""
     h, w, channels = source.shape
-    pick = np.random.default_rng(0).choice(h * w, size=min(size, h * w), replace=False)
+    pick = _sample_index(h * w, min(size, h * w))
     return (source.reshape(-1, channels)[pick].astype(np.float64),
             edited.reshape(-1, channels)[pick].astype(np.float64))
+
+
+@functools.lru_cache(maxsize=16)
+def _sample_index(pixels: int, size: int) -> np.ndarray:
+    """Which pixels `_sample` takes; drawn once per image size (a dataset has few sizes), read-only."""
+    pick = np.random.default_rng(0).choice(pixels, size=size, replace=False)
+    pick.flags.writeable = False
+    return pick
+
+
+def _channel_max(values: np.ndarray) -> np.ndarray:
+    """``values.max(1)`` of a (K, C) array: same result, ~20x faster (numpy's reduce over a short inner axis is slow)."""
+    return functools.reduce(np.maximum, (values[:, c] for c in range(1, values.shape[1])), values[:, 0])
 
 
 def _median_delta_e(source: np.ndarray, edited: np.ndarray) -> float:
