@@ -130,7 +130,10 @@ def _inliers(residual: np.ndarray, params: DiffParams, inliers: np.ndarray | Non
     for _ in range(params.align_iterations):
         if not inliers.any():
             break
-        inliers = residual <= max(3.0 * float(np.median(residual[inliers])), params.explained_tolerance)
+        updated = residual <= max(3.0 * float(np.median(residual[inliers])), params.explained_tolerance)
+        if np.array_equal(updated, inliers):
+            break  # converged: further iterations would repeat this one exactly
+        inliers = updated
     return inliers
 
 
@@ -153,7 +156,10 @@ def align_photometry(source: np.ndarray, edited: np.ndarray, params: DiffParams)
         for c in range(s.shape[1]):
             coefficients[c] = np.linalg.lstsq(powers[:, c], s[inliers, c], rcond=None)[0]
         residual = _channel_max(np.abs(_apply_curve(e, coefficients) - s))
-        inliers = _inliers(residual, params, inliers)
+        updated = _inliers(residual, params, inliers)
+        if np.array_equal(updated, inliers):
+            break  # converged: the next fit would be on the same pixels, giving the same curve
+        inliers = updated
     if float((residual <= params.explained_tolerance).mean()) <= identity_explained:
         return Alignment._identity_of_sample(edited, s, e, identity_residual, params)
     h, w, channels = edited.shape
