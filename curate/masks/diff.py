@@ -152,9 +152,7 @@ def align_photometry(source: np.ndarray, edited: np.ndarray, params: DiffParams)
     for _ in range(params.align_iterations):
         if inliers.sum() < 64:
             break  # too few unchanged pixels to fit anything: keep the current curve
-        powers = np.stack([np.ones_like(e[inliers]), e[inliers], e[inliers] ** 2], axis=-1)  # (K, C, 3)
-        for c in range(s.shape[1]):
-            coefficients[c] = np.linalg.lstsq(powers[:, c], s[inliers, c], rcond=None)[0]
+        coefficients = _fit_quadratics(e[inliers], s[inliers])
         residual = _channel_max(np.abs(_apply_curve(e, coefficients) - s))
         updated = _inliers(residual, params, inliers)
         if np.array_equal(updated, inliers):
@@ -168,6 +166,33 @@ def align_photometry(source: np.ndarray, edited: np.ndarray, params: DiffParams)
     shift = float(np.abs(aligned - edited).mean())
     fitted_sample = np.clip(_apply_curve(e, coefficients), 0, 1)
     return Alignment(aligned, True, shift, _median_delta_e(s[inliers], fitted_sample[inliers]))
+
+
+_MAX_GRAM_CONDITION = 1e6  # above: solve by SVD (lstsq) instead of the normal equations (error ~ condition x eps)
+
+
+def _fit_quadratics(e: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Least-squares ``s ~ c0 + c1 e + c2 e^2`` per channel of (K, C) samples -> (C, 3) coefficients.
+
+    Solved from the 3x3 normal equations of all channels at once (moments of e up to e^4): ~10x cheaper than one
+    SVD-based lstsq per channel and equal to it to ~1e-12 when well conditioned. A badly conditioned system (e.g. a
+    channel with only one or two distinct values, where the fit is not unique) falls back to lstsq's minimum-norm
+    solution.
+    """
+    e, s = np.ascontiguousarray(e.T), np.ascontiguousarray(s.T)  # (C, K): sums over a long contiguous axis are fast
+    e2 = e * e
+    powers = [np.full(len(e), float(e.shape[1])), e.sum(1), e2.sum(1), (e2 * e).sum(1), (e2 * e2).sum(1)]
+    gram = np.stack([np.stack(powers[i:i + 3], -1) for i in range(3)], -2)  # (C, 3, 3): sum of e^(i+j)
+    rhs = np.stack([s.sum(1), (s * e).sum(1), (s * e2).sum(1)], -1)  # (C, 3)
+    coefficients = np.empty((len(e), 3))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a singular system has condition inf
+        well = np.linalg.cond(gram) < _MAX_GRAM_CONDITION
+    if well.any():
+        coefficients[well] = np.linalg.solve(gram[well], rhs[well][..., None])[..., 0]
+    for c in np.flatnonzero(~well):
+        design = np.stack([np.ones_like(e[c]), e[c], e2[c]], -1)
+        coefficients[c] = np.linalg.lstsq(design, s[c], rcond=None)[0]
+    return coefficients
 
 
 def _sample(source: np.ndarray, edited: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,59 @@
+"""The fast paths of the diff-mask alignment agree with the straightforward computations they replace."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curate.masks.diff import DiffParams, _channel_max, _fit_quadratics, _inliers, _sample_index
+
+
+def _lstsq_per_channel(e: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.array([np.linalg.lstsq(np.stack([np.ones_like(e[:, c]), e[:, c], e[:, c] ** 2], -1), s[:, c],
+                                     rcond=None)[0] for c in range(e.shape[1])])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_normal_equation_fit_matches_lstsq_on_random_curves(seed):
+    rng = np.random.default_rng(seed)
+    e = rng.random((rng.integers(100, 5000), 3)) * rng.uniform(0.2, 1.0)  # narrow ranges are worse conditioned
+    truth = rng.normal(size=(3, 3)) * [0.05, 1, 0.3]
+    s = truth[:, 0] + truth[:, 1] * e + truth[:, 2] * e * e + rng.normal(scale=0.01, size=e.shape)
+    fitted, reference = _fit_quadratics(e, s), _lstsq_per_channel(e, s)
+    assert np.abs(fitted - reference).max() < 1e-9
+    # what the mask depends on: the fitted values at the sample
+    curve = lambda c: c[:, 0] + c[:, 1] * e + c[:, 2] * e * e  # noqa: E731
+    assert np.abs(curve(fitted) - curve(reference)).max() < 1e-12
+
+
+def test_degenerate_channels_fall_back_to_the_minimum_norm_solution():
+    rng = np.random.default_rng(0)
+    e = rng.random((500, 3))
+    e[:, 0] = 0.4  # one distinct value: any curve through (0.4, mean) fits
+    e[:, 1] = np.where(np.arange(500) % 2, 0.2, 0.7)  # two distinct values: the quadratic is not unique
+    s = 0.1 + 0.8 * e + rng.normal(scale=0.01, size=e.shape)
+    assert np.allclose(_fit_quadratics(e, s), _lstsq_per_channel(e, s), atol=1e-12)
+
+
+def test_channel_max_and_sample_index():
+    values = np.random.default_rng(1).random((1000, 3))
+    assert np.array_equal(_channel_max(values), values.max(1))
+    pick = _sample_index(5000, 300)
+    assert np.array_equal(pick, np.random.default_rng(0).choice(5000, size=300, replace=False))
+    assert _sample_index(5000, 300) is pick and not pick.flags.writeable  # cached, so nobody may modify it
+
+
+def test_inliers_stop_early_only_when_converged():
+    def iterated(residual, params, inliers):  # the loop without the early exit
+        for _ in range(params.align_iterations):
+            if not inliers.any():
+                break
+            inliers = residual <= max(3.0 * float(np.median(residual[inliers])), params.explained_tolerance)
+        return inliers
+
+    rng = np.random.default_rng(2)
+    for iterations in (1, 3, 8):
+        params = DiffParams(align_iterations=iterations)
+        for _ in range(20):
+            residual = np.abs(rng.standard_cauchy(2000)) * rng.uniform(0.001, 0.1)
+            start = residual < rng.uniform(0.01, 0.5)
+            assert np.array_equal(_inliers(residual, params, start), iterated(residual, params, start))
