@@ -75,6 +75,32 @@ def run_stage(
     return stats
 
 
+def for_each_record(work: Callable[[dict[str, Any]], Any], records: list[dict[str, Any]], workers: int = 0) -> None:
+    """Call ``work(record)`` for every record, on ``workers`` threads (0: one per available CPU core; 1: inline).
+
+    For a step's per-record pixel work: image decoding (PIL), numpy, OpenCV and pycocotools release the GIL for
+    most of it, so threads overlap without the cost of shipping images to processes. ``work`` must change only its
+    own record; results do not depend on the thread count. The first exception raised by ``work`` propagates.
+    """
+    workers = available_cores() if workers <= 0 else workers
+    if workers == 1 or len(records) < 2:
+        for record in records:
+            work(record)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(records))) as pool:
+        for _ in pool.map(work, records):  # consumes the results: re-raises the first failure
+            pass
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one, e.g. in a container)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _check_nothing_lost(stage: str, shard: str, before: list[dict], after: list[dict]) -> None:
     missing = {r["id"] for r in before} - {r["id"] for r in after}
     if missing:

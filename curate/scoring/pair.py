@@ -68,23 +68,31 @@ def score_pair(record: dict[str, Any], source: np.ndarray, edited: np.ndarray) -
     return record
 
 
-def score_pairs(records: list[dict[str, Any]], images: Optional[Any]) -> list[dict[str, Any]]:
-    """Batch -> batch: pixel scores for every ok record that has an edited image; others pass through."""
+def score_pairs(records: list[dict[str, Any]], images: Optional[Any], workers: int = 0) -> list[dict[str, Any]]:
+    """Batch -> batch: pixel scores for every ok record that has an edited image; others pass through.
+
+    Records are independent: they are scored on ``workers`` threads (0: one per CPU core; see
+    curate.pipeline.for_each_record)."""
+    from curate.pipeline import for_each_record
+
     if images is None:
         raise ValueError("score_pairs needs the batch's images (an ImageShard), got None")
-    for record in records:
-        if not schema.is_ok(record) or record.get("has_edited") is False:
-            continue
-        if record["id"] not in images:
-            schema.reject(record, STAGE, "images missing from the image shard")
-            continue
-        try:
-            source, edited = images.source(record["id"]), images.edited(record["id"])
-        except Exception as error:  # ingest validated them; a failure here means the shard was damaged since
-            schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
-            continue
-        if edited is None:
-            schema.reject(record, STAGE, "edited image missing")
-            continue
-        score_pair(record, source, edited)
+    for_each_record(lambda record: _score_record(record, images), records, workers)
     return records
+
+
+def _score_record(record: dict[str, Any], images: Any) -> None:
+    if not schema.is_ok(record) or record.get("has_edited") is False:
+        return
+    if record["id"] not in images:
+        schema.reject(record, STAGE, "images missing from the image shard")
+        return
+    try:
+        source, edited = images.source(record["id"]), images.edited(record["id"])
+    except Exception as error:  # ingest validated them; a failure here means the shard was damaged since
+        schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
+        return
+    if edited is None:
+        schema.reject(record, STAGE, "edited image missing")
+        return
+    score_pair(record, source, edited)

@@ -32,12 +32,15 @@ class MasksParams:
     mode: str = "diff"
     diff: Any = None  # curate.masks.diff.DiffParams (built lazily: keeps `editkit --help` fast)
     grounding: Any = None  # masks.grounding (curate.masks.grounded.GroundingParams), used by mode: grounded
+    workers: int = 0  # threads for the per-record diff work; 0 = one per available CPU core (results do not change)
 
     def __post_init__(self) -> None:
         from curate.masks.diff import DiffParams
 
         if self.mode not in MODES:
             raise ValueError(f"masks.mode must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"masks.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
         if not isinstance(self.diff, DiffParams):
             self.diff = DiffParams(**(self.diff or {}))
         from curate.config import from_dict
@@ -48,41 +51,49 @@ class MasksParams:
 
 
 def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:
-    """Batch -> batch: a diff mask for every ok record that has an edited image (all records returned)."""
+    """Batch -> batch: a diff mask for every ok record that has an edited image (all records returned).
+
+    Records are independent: they are processed on ``params.workers`` threads (curate.pipeline.for_each_record)."""
+    from curate.pipeline import for_each_record
+
+    for_each_record(lambda record: _diff_record(record, images, params), records, params.workers)
+    return records
+
+
+def _diff_record(record: dict[str, Any], images: Any, params: MasksParams) -> None:
+    """One record's diff mask, IoU vs gt and ``diff_*`` scores, in place (or a flag / a rejection)."""
     from curate import rle, schema
     from curate.masks.diff import diff_mask
 
-    for record in records:
-        if not schema.is_ok(record):
-            continue
-        if record.get("has_edited") is False:
-            schema.add_flag(record, "no_edited_image")  # benchmark item: nothing to difference
-            if record.get("mask") is None:
-                record["mask_source"] = "none"
-            continue
-        try:
-            source, edited = images.source(record["id"]), images.edited(record["id"])
-        except Exception as error:  # ingest validated them; a failure means the shard was damaged since
-            schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
-            continue
-        if edited is None:
-            schema.reject(record, STAGE, "edited image missing from the image shard")
-            continue
-        if source.shape != edited.shape:
-            schema.reject(record, STAGE, f"source {source.shape[:2]} and edited {edited.shape[:2]} sizes differ")
-            continue
-        result = diff_mask(source, edited, params.diff)
-        scores = {**(record.get("scores") or {}), **{k: float(v) for k, v in result.stats.items()}}
-        if record.get("gt_mask") is not None:
-            gt = rle.decode(record["gt_mask"])
-            if gt.shape == result.mask.shape:
-                scores[IOU_SCORE] = rle.iou(result.mask, gt)
-        record["scores"] = scores
-        if record.get("mask") is not None and record.get("mask_source") in KEPT_SOURCES:
-            continue
-        record["mask"] = rle.encode(result.mask)
-        record["mask_source"] = "whole" if result.whole else "diff"
-    return records
+    if not schema.is_ok(record):
+        return
+    if record.get("has_edited") is False:
+        schema.add_flag(record, "no_edited_image")  # benchmark item: nothing to difference
+        if record.get("mask") is None:
+            record["mask_source"] = "none"
+        return
+    try:
+        source, edited = images.source(record["id"]), images.edited(record["id"])
+    except Exception as error:  # ingest validated them; a failure means the shard was damaged since
+        schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
+        return
+    if edited is None:
+        schema.reject(record, STAGE, "edited image missing from the image shard")
+        return
+    if source.shape != edited.shape:
+        schema.reject(record, STAGE, f"source {source.shape[:2]} and edited {edited.shape[:2]} sizes differ")
+        return
+    result = diff_mask(source, edited, params.diff)
+    scores = {**(record.get("scores") or {}), **{k: float(v) for k, v in result.stats.items()}}
+    if record.get("gt_mask") is not None:
+        gt = rle.decode(record["gt_mask"])
+        if gt.shape == result.mask.shape:
+            scores[IOU_SCORE] = rle.iou(result.mask, gt)
+    record["scores"] = scores
+    if record.get("mask") is not None and record.get("mask_source") in KEPT_SOURCES:
+        return
+    record["mask"] = rle.encode(result.mask)
+    record["mask_source"] = "whole" if result.whole else "diff"
 
 
 def build_step(params: MasksParams):

@@ -33,6 +33,11 @@ class ClipParams:
 class ScoreParams:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     clip: ClipParams = field(default_factory=ClipParams)
+    workers: int = 0  # threads for the per-record pixel scores; 0 = one per available CPU core (same results)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"score.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
 
 
 def build_step(params: ScoreParams):
@@ -47,7 +52,7 @@ def build_step(params: ScoreParams):
                           params.clip.cache_dir)
 
     def step(records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
-        records = score_pairs(records, images)
+        records = score_pairs(records, images, params.workers)
         return clip(records, images) if clip is not None else records
 
     return step, clip
