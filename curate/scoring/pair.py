@@ -22,18 +22,38 @@ PSNR_CAP_DB = 100.0
 
 def mask_geometry(mask: np.ndarray) -> dict[str, float]:
     """Area fraction, number of 8-connected components and isoperimetric compactness of a boolean mask."""
-    from scipy import ndimage
-    from skimage.measure import perimeter
+    import cv2
 
-    mask = np.asarray(mask, dtype=bool)
+    mask = np.ascontiguousarray(mask, dtype=bool)
     area = int(mask.sum())
-    _, components = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    components = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)[0] - 1  # label 0: the background
     scores = {MASK_AREA: area / mask.size, MASK_COMPONENTS: float(components)}
     if area:
-        edge = perimeter(mask, neighborhood=4)
+        edge = perimeter(mask)
         # 4*pi*A/P^2 is 1 for a disc and falls toward 0 for ragged or scattered masks.
         scores[MASK_COMPACTNESS] = float(min(1.0, 4.0 * math.pi * area / edge**2)) if edge > 0 else 1.0
     return scores
+
+
+# skimage.measure.perimeter(neighborhood=4): each border pixel's 3x3 neighbourhood code -> a length contribution
+_PERIMETER_WEIGHTS = np.zeros(50)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
+_PERIMETER_WEIGHTS[[21, 33]] = math.sqrt(2)
+_PERIMETER_WEIGHTS[[13, 23]] = (1 + math.sqrt(2)) / 2
+_PERIMETER_CODES = np.array([[10, 2, 10], [2, 1, 2], [10, 2, 10]], dtype=np.float32)
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
+
+
+def perimeter(mask: np.ndarray) -> float:
+    """skimage.measure.perimeter(mask, neighborhood=4), the same algorithm on OpenCV filters: equal to it, ~5x
+    faster, and the score stage need not import skimage.measure (~0.4 s)."""
+    import cv2
+
+    pixels = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    # pixels outside the image count as background (skimage: border_value=0 / mode='constant', cval=0)
+    eroded = cv2.erode(pixels, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    codes = cv2.filter2D(pixels - eroded, -1, _PERIMETER_CODES, borderType=cv2.BORDER_CONSTANT)  # symmetric kernel
+    return float(np.bincount(codes.ravel(), minlength=50) @ _PERIMETER_WEIGHTS)
 
 
 def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -56,3 +56,4 @@ def test_masks_and_scores_do_not_depend_on_the_thread_count(sample_ingest_dir):
     scored = {w: score_pairs(copy.deepcopy(masked[1]), images, workers=w) for w in (1, 3)}
     assert scored[1] == scored[3]
     assert sum("bg_ssim" in (r.get("scores") or {}) for r in scored[1]) > 5
+
