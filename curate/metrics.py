@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["masked_psnr", "masked_ssim", "SSIM_SIGMA", "SSIM_RADIUS"]
+__all__ = ["masked_psnr", "masked_ssim", "sum_channels", "SSIM_SIGMA", "SSIM_RADIUS"]
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)  # skimage: truncate=3.5 -> 11 taps
@@ -56,11 +56,23 @@ def masked_ssim(a: Any, b: Any, region: Any) -> Any:
         return pair.finish(pair.region_sum(ssim) / pair.count)
 
 
+def sum_channels(values: np.ndarray) -> np.ndarray:
+    """``values.sum(-1)`` over a short last (channel) axis, added in the same order (bit-identical, tested) but
+    ~20x faster: numpy's reduction over a length-3 inner axis pays its per-row loop overhead on every pixel."""
+    total = values[..., 0].copy()
+    for channel in range(1, values.shape[-1]):
+        total += values[..., channel]
+    return total
+
+
 # ---------------------------------------------------------------- SSIM map
 def _gaussian_kernel() -> np.ndarray:
     taps = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (taps / SSIM_SIGMA) ** 2)
     return kernel / kernel.sum()  # as scipy.ndimage.gaussian_filter builds it
+
+
+_KERNELS = {np.dtype(t): _gaussian_kernel().astype(t) for t in (np.float32, np.float64)}  # built once, not per blur
 
 
 def _ssim_from_moments(ux: Any, uy: Any, uxx: Any, uyy: Any, uxy: Any) -> Any:
@@ -99,7 +111,11 @@ def _cv_blur(image: np.ndarray) -> np.ndarray:
     """Gaussian window over (H, W) of an (H, W, C) array, scipy 'reflect' border (OpenCV's BORDER_REFLECT)."""
     import cv2
 
-    kernel = _gaussian_kernel().astype(image.dtype)
+    kernel = _KERNELS.get(image.dtype)
+    kernel = _gaussian_kernel().astype(image.dtype) if kernel is None else kernel
+    if image.shape[-1] <= _CV_MAX_CHANNELS:  # one call, no copy (the common case)
+        return cv2.sepFilter2D(np.ascontiguousarray(image), -1, kernel, kernel,
+                               borderType=cv2.BORDER_REFLECT).reshape(image.shape)
     out = np.empty_like(image)
     for start in range(0, image.shape[-1], _CV_MAX_CHANNELS):  # OpenCV takes at most 512 channels per call
         chunk = np.ascontiguousarray(image[..., start:start + _CV_MAX_CHANNELS])

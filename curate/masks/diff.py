@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curate.masks import refine
+from curate.metrics import sum_channels
 
 
 _START_RESIDUAL = 0.15  # fits start from pixels that barely differ: jitter is small, edits mostly are not
@@ -219,7 +220,7 @@ def _median_delta_e(source: np.ndarray, edited: np.ndarray) -> float:
     if len(source) == 0:
         return 0.0
     lab = [cv2.cvtColor(np.ascontiguousarray(p, np.float32)[None], cv2.COLOR_RGB2Lab)[0] for p in (source, edited)]
-    return float(np.median(np.sqrt(((lab[0] - lab[1]) ** 2).sum(1))))
+    return float(np.median(np.sqrt(sum_channels((lab[0] - lab[1]) ** 2))))
 
 
 def perceptual_distance(source: np.ndarray, edited: np.ndarray, lightness_weight: float = 1.0, blur_sigma: float = 0.0,
@@ -235,7 +236,7 @@ def perceptual_distance(source: np.ndarray, edited: np.ndarray, lightness_weight
     lab_edt = cv2.cvtColor(np.ascontiguousarray(edited, np.float32), cv2.COLOR_RGB2Lab)
     delta = lab_src - lab_edt
     delta[..., 0] *= lightness_weight
-    distance = np.sqrt((delta * delta).sum(-1))
+    distance = np.sqrt(sum_channels(delta * delta))
     if texture_weight > 0:
         distance -= texture_weight * _local_std(lab_src[..., 0], texture_sigma)
         np.maximum(distance, 0, out=distance)

@@ -1,4 +1,4 @@
-"""The fast paths of the diff-mask alignment agree with the straightforward computations they replace."""
+"""Fast paths of the diff masks and metrics agree with the straightforward computations they replace."""
 from __future__ import annotations
 
 import numpy as np
@@ -55,3 +55,13 @@ def test_inliers_stop_early_only_when_converged():
             residual = np.abs(rng.standard_cauchy(2000)) * rng.uniform(0.001, 0.1)
             start = residual < rng.uniform(0.01, 0.5)
             assert np.array_equal(_inliers(residual, params, start), iterated(residual, params, start))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_channels_is_bit_identical_to_numpy_sum(dtype):
+    from curate.metrics import sum_channels
+
+    rng = np.random.default_rng(4)
+    for shape in ((50_000, 3), (64, 48, 3), (1000, 1), (300, 4)):
+        values = (rng.random(shape) * rng.choice([1e-4, 1.0, 1e4], shape)).astype(dtype)
+        assert np.array_equal(sum_channels(values), values.sum(-1))
