@@ -122,7 +122,10 @@ class Alignment:
                             params: DiffParams) -> "Alignment":
         """The identity from an already drawn sample and its |s - e| channel max (align_photometry has both)."""
         inliers = _inliers(residual, params)
-        return Alignment(edited, False, 0.0, _median_delta_e(s[:, inliers].T, e[:, inliers].T))
+        # identical pixels (residual 0: common in lossless pairs) have ΔE exactly 0: convert only the others
+        differ = inliers & (residual > 0)
+        return Alignment(edited, False, 0.0, _median_delta_e(s[:, differ].T, e[:, differ].T,
+                                                             zeros=int(inliers.sum() - differ.sum())))
 
 
 def _inliers(residual: np.ndarray, params: DiffParams, inliers: np.ndarray | None = None) -> np.ndarray:
@@ -213,14 +216,18 @@ def _sample_index(pixels: int, size: int) -> np.ndarray:
     return pick
 
 
-def _median_delta_e(source: np.ndarray, edited: np.ndarray) -> float:
-    """Median CIE76 ΔE of two (K, 3) float RGB pixel lists (0.0 when empty)."""
+def _median_delta_e(source: np.ndarray, edited: np.ndarray, zeros: int = 0) -> float:
+    """Median CIE76 ΔE of two (K, 3) float RGB pixel lists plus ``zeros`` pixel pairs known to be identical
+    (0.0 when there are none at all)."""
     import cv2
 
-    if len(source) == 0:
+    if len(source) + zeros == 0:
         return 0.0
-    lab = [cv2.cvtColor(np.ascontiguousarray(p, np.float32)[None], cv2.COLOR_RGB2Lab)[0] for p in (source, edited)]
-    return float(np.median(np.sqrt(sum_channels((lab[0] - lab[1]) ** 2))))
+    distances = np.zeros(len(source) + zeros, dtype=np.float32)
+    if len(source):
+        lab = [cv2.cvtColor(np.ascontiguousarray(p, np.float32)[None], cv2.COLOR_RGB2Lab)[0] for p in (source, edited)]
+        distances[zeros:] = np.sqrt(sum_channels((lab[0] - lab[1]) ** 2))
+    return float(np.median(distances))
 
 
 def perceptual_distance(source: np.ndarray, edited: np.ndarray, lightness_weight: float = 1.0, blur_sigma: float = 0.0,

@@ -65,3 +65,18 @@ def test_sum_channels_is_bit_identical_to_numpy_sum(dtype):
     for shape in ((50_000, 3), (64, 48, 3), (1000, 1), (300, 4)):
         values = (rng.random(shape) * rng.choice([1e-4, 1.0, 1e4], shape)).astype(dtype)
         assert np.array_equal(sum_channels(values), values.sum(-1))
+
+
+def test_median_delta_e_skipping_identical_pixels_is_exact():
+    from curate.masks.diff import _median_delta_e
+
+    rng = np.random.default_rng(6)
+    for size in (1, 2, 101, 5000):
+        source = rng.random((size, 3))
+        edited = np.clip(source + rng.normal(scale=0.05, size=source.shape), 0, 1)
+        same = rng.random(size) < 0.6
+        edited[same] = source[same]
+        full = _median_delta_e(source, edited)
+        assert _median_delta_e(source[~same], edited[~same], zeros=int(same.sum())) == full
+    assert _median_delta_e(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+    assert _median_delta_e(np.zeros((0, 3)), np.zeros((0, 3)), zeros=5) == 0.0
