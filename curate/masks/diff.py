@@ -131,10 +131,14 @@ class Alignment:
 def _inliers(residual: np.ndarray, params: DiffParams, inliers: np.ndarray | None = None) -> np.ndarray:
     """Pixels a model explains: residual under 3x the inliers' median (iterated), never under the tolerance."""
     inliers = residual < _START_RESIDUAL if inliers is None else inliers
+    zero = residual == 0  # residuals are >= 0: exact zeros (identical pixels of lossless pairs) are the smallest
     for _ in range(params.align_iterations):
-        if not inliers.any():
+        count = int(np.count_nonzero(inliers))
+        if not count:
             break
-        updated = residual <= max(3.0 * float(np.median(residual[inliers])), params.explained_tolerance)
+        # more than half the inliers at exactly 0: that is the median, no partial sort needed
+        median = 0.0 if np.count_nonzero(zero & inliers) > count // 2 else float(np.median(residual[inliers]))
+        updated = residual <= max(3.0 * median, params.explained_tolerance)
         if np.array_equal(updated, inliers):
             break  # converged: further iterations would repeat this one exactly
         inliers = updated
