@@ -7,33 +7,20 @@ The same rows and the same noise for every model, so numbers compare models, not
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 
 METRICS = ("bg_psnr", "bg_ssim", "edit_psnr", "edit_reward")
 
 
-@torch.no_grad()
 def edit_images(adapter, examples, num_steps: int, seed: int, batch_size: int) -> torch.Tensor:
-    """The model's edits of ``examples`` (B, 3, H, W) by the deterministic ODE, noise seeded by ``seed + row``."""
-    from train.rollout import rollout
+    """The model's edits of ``examples`` (B, 3, H, W) by the deterministic ODE, noise seeded by ``seed + row``
+    (the trainer's held-out evaluation, :func:`train.evaluate.ode_edits`)."""
+    from train.evaluate import ode_edits
 
     height, width = examples[0].source.shape[-2:]
     sigmas = adapter.sigmas(num_steps, height, width)
-    was_training = adapter.transformer.training
-    adapter.transformer.eval()
-    images = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        cond = adapter.condition([e.prompt for e in chunk], torch.stack([e.source for e in chunk]))
-        generators = [torch.Generator().manual_seed(seed + e.row) for e in chunk]
-        noise = torch.cat([adapter.noise(1, height, width, g) for g in generators])
-        final = rollout(adapter, adapter.transformer, cond, noise, sigmas, sde="flow_sde", noise_level=0.0,
-                        window=(0, 0), generators=generators, autocast=nullcontext).final
-        images.append(adapter.decode(final, height, width).float().cpu())
-    adapter.transformer.train(was_training)
-    return torch.cat(images)
+    return torch.cat([images for _, images, _ in ode_edits(adapter, examples, sigmas, seed, batch_size)])
 
 
 def edit_metrics(images: torch.Tensor, examples) -> dict[str, list[float]]:

@@ -3,13 +3,39 @@ PSNR of the region that should not change (vs the source). Same seeds every time
 With the ``attention_concentration`` reward, each eval rollout is recorded through ``trainer.attention`` too."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 
 import torch
 
+from train.reward_overlap import recorded_rollout
 from train.rewards import RewardInputs
 from train.rollout import rollout
 from train.trainers.base import stacked_targets
+
+
+@torch.no_grad()
+def ode_edits(adapter, examples, sigmas: torch.Tensor, seed: int, batch_size: int, autocast=nullcontext,
+              attention=None) -> list[tuple[list, torch.Tensor, dict]]:
+    """The model's deterministic ODE edits of ``examples``, noise seeded by ``seed + row`` (the same for every
+    model and checkpoint), in chunks of ``batch_size``: ``[(chunk, images (b, 3, H, W) CPU float32, extras)]``.
+    ``attention`` (an :class:`~train.reward_overlap.AttentionWiring`) records each rollout's phrase attention."""
+    height, width = examples[0].source.shape[-2:]
+    was_training = adapter.transformer.training
+    adapter.transformer.eval()
+    results = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        cond = adapter.condition([e.prompt for e in chunk], torch.stack([e.source for e in chunk]))
+        generators = [torch.Generator().manual_seed(seed + e.row) for e in chunk]
+        noise = torch.cat([adapter.noise(1, height, width, g) for g in generators])
+        run = partial(rollout, adapter, adapter.transformer, cond, noise, sigmas, sde="flow_sde", noise_level=0.0,
+                      window=(0, 0), generators=generators, autocast=autocast)
+        trajectory, extras = recorded_rollout(attention, [e.prompt for e in chunk],
+                                              [list(e.phrases) for e in chunk], run, cond)
+        results.append((chunk, adapter.decode(trajectory.final, height, width).float().cpu(), extras))
+    adapter.transformer.train(was_training)
+    return results
 
 
 @torch.no_grad()
@@ -20,30 +46,17 @@ def evaluate(trainer) -> dict[str, float]:
     examples = [e for e in map(trainer.checked_example, trainer.data.eval_rows[: cfg.eval.num_samples]) if e]
     if not examples:
         return {}
-    adapter = trainer.adapter
-    was_training = adapter.transformer.training
-    adapter.transformer.eval()
     totals, psnrs = [], []
-    for start in range(0, len(examples), cfg.train.micro_batch_size):
-        chunk = examples[start : start + cfg.train.micro_batch_size]
+    for chunk, images, extras in ode_edits(trainer.adapter, examples, trainer.sigmas, cfg.eval.seed,
+                                           cfg.train.micro_batch_size, trainer.accelerator.autocast,
+                                           trainer.attention):
         sources = torch.stack([e.source for e in chunk])
         masks = torch.stack([e.edit_mask for e in chunk])
-        cond = adapter.condition([e.prompt for e in chunk], sources)
-        generators = [torch.Generator().manual_seed(cfg.eval.seed + e.row) for e in chunk]
-        noise = torch.cat([adapter.noise(1, trainer.height, trainer.width, g) for g in generators])
-        prompts, phrases = [e.prompt for e in chunk], [list(e.phrases) for e in chunk]
-        run = partial(rollout, adapter, adapter.transformer, cond, noise, trainer.sigmas, sde="flow_sde",
-                      noise_level=0.0, window=(0, 0), generators=generators, autocast=trainer.accelerator.autocast)
-        if trainer.attention is not None:  # the attention_concentration reward needs this rollout's phrase attention
-            trajectory, extras = trainer.attention.record(prompts, phrases, run, cond=cond)
-        else:
-            trajectory, extras = run(), {}
-        images = adapter.decode(trajectory.final, trainer.height, trainer.width).cpu()
-        total, _ = trainer.rewards(RewardInputs(images, sources, masks, prompts, [e.edit_type for e in chunk],
-                                                targets=stacked_targets(chunk), phrases=phrases, extras=extras))
+        total, _ = trainer.rewards(RewardInputs(images, sources, masks, [e.prompt for e in chunk],
+                                                [e.edit_type for e in chunk], targets=stacked_targets(chunk),
+                                                phrases=[list(e.phrases) for e in chunk], extras=extras))
         totals.append(total)
         psnrs.append(torch.as_tensor(masked_psnr(images, sources, ~masks), dtype=torch.float64).reshape(-1))
-    adapter.transformer.train(was_training)
     total, psnr = torch.cat(totals), torch.cat(psnrs)
     finite_total, finite_psnr = total[torch.isfinite(total)], psnr[torch.isfinite(psnr)]
     return {"eval_reward_mean": float(finite_total.mean()) if finite_total.numel() else float("nan"),

@@ -115,6 +115,13 @@ class AttentionWiring:
         return result, {"attention": self.recorder.take(), "attention_grid": self.grid}
 
 
+def recorded_rollout(attention: AttentionWiring | None, prompts: list[str], phrases: list, run: Callable[[], Any],
+                     cond=None) -> tuple[Any, dict[str, Any]]:
+    """``run()`` and its reward extras: recorded through ``attention`` when the attention reward is configured,
+    else no extras."""
+    return attention.record(prompts, phrases, run, cond=cond) if attention is not None else (run(), {})
+
+
 def attention_wiring(adapter, reward_weights: dict[str, float], height: int, width: int) -> AttentionWiring | None:
     """The recorder wiring when the ``attention_concentration`` reward is configured, else None (no hooks)."""
     return AttentionWiring(adapter, height, width) if "attention_concentration" in reward_weights else None
@@ -148,12 +155,9 @@ def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Any]) -> tu
     trajectories, images, extras = [], [], []
     try:
         for mb in trainer.micro_batches(len(batch.seeds)):
-            if attention is not None:
-                phrases = batch.phrases[mb] if batch.phrases is not None else [[] for _ in batch.prompts[mb]]
-                trajectory, mb_extras = attention.record(batch.prompts[mb], phrases, partial(roll_out, mb),
-                                                         cond=batch.cond.select(mb))
-            else:
-                trajectory, mb_extras = roll_out(mb), {}
+            phrases = batch.phrases[mb] if batch.phrases is not None else [[] for _ in batch.prompts[mb]]
+            trajectory, mb_extras = recorded_rollout(attention, batch.prompts[mb], phrases, partial(roll_out, mb),
+                                                     batch.cond.select(mb))
             trajectories.append(trajectory)
             images.append(trainer.adapter.decode(trajectory.final, trainer.height, trainer.width).cpu())
             extras.append(mb_extras)

@@ -21,8 +21,8 @@ from train.advantages import Advantages, gathered_advantages
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from train.config import TrainConfig, to_dict
 from train.data import EditDataset, GroupSampler, iteration_slots
-from train.reward_overlap import RewardScheduler, attention_wiring
-from train.rewards import RewardInputs, WeightedRewards
+from train.reward_overlap import RewardScheduler, attention_wiring, micro_batch_inputs
+from train.rewards import WeightedRewards
 
 
 @dataclass
@@ -195,9 +195,8 @@ class Trainer(ABC):
         if pending is not None:
             total, parts = pending.join()
         else:
-            total, parts = self.rewards(RewardInputs(
-                batch.samples["images"], batch.sources, batch.masks, batch.prompts, batch.edit_types,
-                targets=batch.targets, phrases=batch.phrases, extras=batch.samples.get("extras", {})))
+            total, parts = self.rewards(micro_batch_inputs(batch, slice(None), batch.samples["images"],
+                                                           batch.samples.get("extras", {})))
         return total.to(torch.float32).to(self.accelerator.device), parts
 
     def update_schedule(self, units: int) -> list[tuple[bool, int]]:
