@@ -45,7 +45,7 @@ def push(params: str = PARAMS, records: str = typer.Option(None, help="records d
     import itertools
 
     from annotate import project, server
-    from curate import store
+    from editkit import store
 
     p = _params(params)
     rows = (r for _, shard in store.iter_records(records or p.records) for r in shard)
@@ -59,7 +59,7 @@ def push(params: str = PARAMS, records: str = typer.Option(None, help="records d
 def pull(params: str = PARAMS) -> None:
     """Export the annotations (raw JSON under the data folder) and write the reviews file the `review` stage reads."""
     from annotate import project, server
-    from curate import store
+    from editkit import store
 
     p = _params(params)
     export = p.state_dir / "exports" / f"{p.project_title.replace(' ', '_')}.json"
@@ -80,7 +80,7 @@ def merge(
     import dataclasses
 
     from annotate.merge import load_reviews, merge_step, review_metrics
-    from curate import pipeline, store
+    from editkit import pipeline, store
 
     p = _params(params)
     overrides = {"records": records, "reviews": reviews, "out": out, "metrics": metrics}

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from curate import rle, schema
+from editkit import rle, schema
 
 STAGE = "review"
 CHOICES = ("accept", "fixed", "reject")
@@ -66,7 +66,7 @@ def merge_record(record: dict[str, Any], review: dict[str, Any] | None) -> dict[
 
 
 def merge_step(reviews: dict[str, dict[str, Any]]):
-    """A pure batch -> batch step for :func:`curate.pipeline.run_stage`."""
+    """A pure batch -> batch step for :func:`editkit.pipeline.run_stage`."""
 
     def step(records: list[dict[str, Any]], _images=None) -> list[dict[str, Any]]:
         return [merge_record(record, reviews.get(record["id"])) for record in records]
@@ -76,7 +76,7 @@ def merge_step(reviews: dict[str, dict[str, Any]]):
 
 def review_metrics(records_dir: str | Path, reviews: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Counts per review status and mean predicted-vs-reviewed IoU per edit type."""
-    from curate import store
+    from editkit import store
 
     statuses: dict[str, int] = defaultdict(int)
     ious: dict[str, list[float]] = defaultdict(list)

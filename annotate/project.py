@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from annotate.rle import mask_to_rle, rle_to_mask
 from annotate.settings import AnnotateParams
-from curate import rle, schema, store
+from editkit import rle, schema, store
 
 BRUSH, CHOICES, COMMENT, IMAGE = "mask", "review", "comment", "source"
 BRUSH_LABEL = "edit region"

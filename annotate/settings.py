@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from curate.config import load_section
+from editkit.config import load_section
 
 
 @dataclass

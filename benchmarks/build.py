@@ -16,8 +16,8 @@ import numpy as np
 
 from benchmarks import gedit, imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
-from curate import schema, store
-from curate.mllm.config import ClientConfig
+from editkit import schema, store
+from editkit.mllm.config import ClientConfig
 
 BENCHES = ("gedit", "imgedit")
 

@@ -25,7 +25,7 @@ def _user_errors():
 
 def _params(params_file: Path):
     from benchmarks.build import BenchParams
-    from curate.config import from_dict, read_params
+    from editkit.config import from_dict, read_params
 
     values = read_params(params_file).get("bench") if params_file.exists() else None
     return from_dict(BenchParams, values, "bench")
@@ -49,7 +49,7 @@ def make_fixture(
     reference_masks/<key>.png (white = should change), usable with `bench build --masks`.
     """
     from benchmarks.fixtures import make_gedit_fixture, make_imgedit_fixture
-    from curate import store
+    from editkit import store
 
     with store.atomic_dir(out) as tmp:
         make_gedit_fixture(tmp / "gedit", n=n)
@@ -74,7 +74,7 @@ def build(
     mask and the needs_review flag (review them in Label Studio, then `editkit annotate merge`).
     """
     from benchmarks.build import build as run_build
-    from curate import store
+    from editkit import store
 
     _check_bench(bench)
     params = _params(params_file)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from curate import store
+from editkit import store
 
 # Per pipeline family: call arguments beyond image/prompt/size. Kontext uses its distilled guidance (no true CFG)
 # and must not snap the condition image to its preferred resolutions; Qwen-Image-Edit uses true CFG.

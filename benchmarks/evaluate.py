@@ -20,14 +20,14 @@ from typing import Any, Callable
 
 from benchmarks import editor, items, report, scoring
 from benchmarks.judge import Judge
-from curate import rle, schema, store, taxonomy
+from editkit import rle, schema, store, taxonomy
 
 
 def make_judge(bench: str, bench_dir: Path | str, client_config: Any, repeats: int = 1) -> tuple[Judge | None, Any]:
-    """(Judge, client) from a :class:`curate.mllm.config.ClientConfig`; (None, None) when the backend is none."""
+    """(Judge, client) from a :class:`editkit.mllm.config.ClientConfig`; (None, None) when the backend is none."""
     if client_config is None or client_config.backend == "none":
         return None, None
-    from curate.mllm.client import Client
+    from editkit.mllm.client import Client
 
     client = Client(client_config)
     rubric = items.bench_info(bench_dir).get("judge_prompts") if bench == "imgedit" else None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from benchmarks.items import BenchItem
-from curate import taxonomy
+from editkit import taxonomy
 
 FIELDS = ("task_type", "key", "instruction", "instruction_language", "input_image", "input_image_raw",
           "Intersection_exist")

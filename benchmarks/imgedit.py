@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from benchmarks.items import BenchItem
-from curate import taxonomy
+from editkit import taxonomy
 
 EDIT_JSON = "basic_edit.json"
 PROMPTS_JSON = "prompts.json"

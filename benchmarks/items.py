@@ -3,8 +3,8 @@
 A reader (:mod:`benchmarks.gedit`, :mod:`benchmarks.imgedit`) yields :class:`BenchItem`s; :func:`to_record` turns one
 into a record (source image only, ``has_edited=False``) and :func:`write_benchmark` stores records + images::
 
-    <out>/records/shard-00000.parquet   # curate.schema.RECORD_SCHEMA, origin "gedit" / "imgedit"
-    <out>/images/shard-00000.parquet    # curate.store image shards (source image only)
+    <out>/records/shard-00000.parquet   # editkit.schema.RECORD_SCHEMA, origin "gedit" / "imgedit"
+    <out>/images/shard-00000.parquet    # editkit.store image shards (source image only)
 
 Benchmark-specific fields (GEdit ``task_type``, ``instruction_language``, ``Intersection_exist``; ImgEdit
 ``edit_type`` and image path) live in the record's ``meta`` JSON, read back with :func:`meta`.
@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from curate import schema, store, taxonomy
+from editkit import schema, store, taxonomy
 
 SHARD_SIZE = 1000
 BENCH_INFO = "bench.json"  # which benchmark, read from where, and its judge rubric when the release ships one

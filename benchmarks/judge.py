@@ -1,4 +1,4 @@
-"""MLLM judge scores for benchmark outputs, through the shared MLLM client (:mod:`curate.mllm`).
+"""MLLM judge scores for benchmark outputs, through the shared MLLM client (:mod:`editkit.mllm`).
 
 * **GEdit** (VIEScore-style, 0-10): a semantic-consistency request (source + edited image + instruction) returns two
   scores, editing success and over-editing; a perceptual-quality request (edited image only) returns naturalness and
@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from curate import store
+from editkit import store
 
 PROMPT_VERSIONS = {"gedit": "gedit-viescore-v1", "imgedit": "imgedit-rubric-v1"}
 
@@ -50,7 +50,7 @@ IMGEDIT_RUBRIC = (
     "Prompt Compliance: <score>\nVisual Seamlessness: <score>\nPhysical & Detail Fidelity: <score>"
 )
 
-Complete = Callable[[list[Any]], list[Any]]  # list[curate.mllm.messages.Request] -> list[Response]
+Complete = Callable[[list[Any]], list[Any]]  # list[editkit.mllm.messages.Request] -> list[Response]
 
 
 class JudgeError(ValueError):
@@ -102,7 +102,7 @@ class Judge:
             self.prompt_version = f"imgedit-prompts-{digest}"
 
     def requests(self, record: dict[str, Any], category: str, source: np.ndarray, edited: np.ndarray) -> list[Any]:
-        from curate.mllm.messages import Request, user
+        from editkit.mllm.messages import Request, user
 
         version = self.prompt_version
         if self.bench == "gedit":

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from curate import rle, schema, taxonomy
+from editkit import rle, schema, taxonomy
 
 NEEDS_REVIEW = "needs_review"
 _KEEP = re.compile(r"\b(?:keep|keeping|preserve|preserving)\s+(?:the\s+|a\s+|an\s+)?"
@@ -104,7 +104,7 @@ def load_masker(spec: dict[str, Any] | None) -> Any:
     """The grounded masker (Grounding-DINO -> SAM2) from ``bench.grounding`` (GroundingParams keys); {} = none."""
     if not spec:
         return None
-    from curate.config import from_dict
+    from editkit.config import from_dict
     from curate.masks.grounded import GroundedMasker, GroundingParams
 
     return GroundedMasker(from_dict(GroundingParams, spec, "bench.grounding"))

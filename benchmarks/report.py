@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from curate import store
+from editkit import store
 
 # (key, header, higher is better?) in table order; the judge columns appear only when present.
 METRICS = [

@@ -29,7 +29,7 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def pixel_metrics(source: np.ndarray, output: np.ndarray, mask: np.ndarray | None,
                   pixel_aligned: bool = True) -> dict[str, Any]:
     """-> ``{"scores": {name: value}, "skipped": {name: reason}}`` for one item (``mask``: True = should change)."""
-    from curate.scoring import BG_PSNR, BG_SSIM
+    from editkit.scores import BG_PSNR, BG_SSIM
     from curate.scoring.pair import background_consistency
 
     height, width = source.shape[:2]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import typer
 
+from annotate.cli import app as annotate_app
+from benchmarks.cli import app as bench_app
 from curate.cli import app as curate_app
+from train.cli import app as train_app
 
 app = typer.Typer(
     help="Content-consistent image editing: curate edit data with masks, review masks in Label Studio, "
@@ -14,22 +17,9 @@ app = typer.Typer(
 app.add_typer(curate_app, name="curate")
 
 
-def _add_optional(module: str, name: str) -> None:
-    """Sub-apps of downstream packages; each package owns its `cli.py`."""
-    import importlib
-
-    try:
-        sub = importlib.import_module(module)
-    except ModuleNotFoundError as error:  # package not written yet
-        if error.name != module:
-            raise
-        return
-    app.add_typer(sub.app, name=name)
-
-
-_add_optional("annotate.cli", "annotate")
-_add_optional("benchmarks.cli", "bench")
-_add_optional("train.cli", "train")
+app.add_typer(annotate_app, name="annotate")
+app.add_typer(bench_app, name="bench")
+app.add_typer(train_app, name="train")
 
 
 @app.command()

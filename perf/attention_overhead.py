@@ -2,7 +2,7 @@
 
     .venv/bin/python perf/attention_overhead.py [--size 64] [--steps 4] [--batch 4] [--repeats 5]
 
-A small FLUX.1-Kontext (``curate.tiny.kontext``, 2+2 blocks, 4 heads x 32) on CPU rolls out ``--batch`` edits with
+A small FLUX.1-Kontext (``train.experiment.small_kontext``, 2+2 blocks, 4 heads x 32) on CPU rolls out ``--batch`` edits with
 the deterministic ODE in three modes: the plain model, the recorder installed but idle, and recording the target
 phrase's attention (``train.attention.AttentionRecorder``). Modes are interleaved and the fastest repeat of each is
 reported (other jobs on a shared machine only ever add time). Prints a table, writes
@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from curate.tiny.kontext import build_tiny_kontext
+    from train.experiment.small_kontext import build_small_kontext
     from train.adapters import build_adapter
     from train.attention import AttentionRecorder
     from train.config import ModelConfig
@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch, size = min(args.batch, len(PROMPTS)), args.size
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_tiny_kontext(Path(tmp) / "kontext", num_layers=2, num_single_layers=2, attention_head_dim=32,
+        path = build_small_kontext(Path(tmp) / "kontext", num_layers=2, num_single_layers=2, attention_head_dim=32,
                                   num_attention_heads=4)
         adapter = build_adapter(ModelConfig(path=str(path), max_sequence_length=32), torch.device("cpu"),
                                 torch.float32)

@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/editkit-bench-perf"))
     args = parser.parse_args()
     from benchmarks import build, editor, evaluate, fixtures
-    from curate.store import write_json
-    from curate.tiny.kontext import build_tiny_kontext
+    from editkit.store import write_json
+    from train.experiment.small_kontext import build_small_kontext
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     load_before = os.getloadavg()[0]  # the dev machine is shared: report how busy it was
@@ -62,7 +62,7 @@ def main() -> None:
     stats = build.build("gedit", source, args.workdir / "built", masks_dir=source / "reference_masks", progress=False)
     build_s = time.perf_counter() - started
     rows.append((f"bench build ({stats['items']} items, 512x384)", f"{stats['items'] / build_s:.1f} items/s"))
-    model = build_tiny_kontext(args.workdir / "tiny-kontext")
+    model = build_small_kontext(args.workdir / "tiny-kontext")
     config = editor.EditorConfig(model=str(model), steps=2, resolution=64, multiple_of=16, batch_size=4, device="cpu")
     first = evaluate.evaluate(args.workdir / "built", args.workdir / "run", config, progress=False)["stats"]
     started = time.perf_counter()

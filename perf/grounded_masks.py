@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.masks.grounded import GroundedMasker, GroundingParams  # noqa: E402
 from curate.masks.phrases import detector_prompt  # noqa: E402
-from curate.store import write_json  # noqa: E402
+from editkit.store import write_json  # noqa: E402
 
 PHRASES = [["cat"], ["red car", "dog"], ["hat"], ["person"], ["cup", "bottle"], ["tree"]]
 
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.full:
-            from curate.tiny.grounding_dino import build_grounding_dino_base
-            from curate.tiny.sam2 import build_sam2_hiera_large
+            from tests.support.tiny.grounding_dino import build_grounding_dino_base
+            from tests.support.tiny.sam2 import build_sam2_hiera_large
 
             detector, segmenter = build_grounding_dino_base(Path(tmp) / "gd"), build_sam2_hiera_large(Path(tmp) / "sam")
         else:
-            from curate.tiny.grounding_dino import build_tiny_grounding_dino
-            from curate.tiny.sam2 import build_tiny_sam2
+            from tests.support.tiny.grounding_dino import build_tiny_grounding_dino
+            from tests.support.tiny.sam2 import build_tiny_sam2
 
             detector, segmenter = build_tiny_grounding_dino(Path(tmp) / "gd"), build_tiny_sam2(Path(tmp) / "sam")
         # box threshold 0 with random weights: every image gets max_boxes boxes, so SAM2 always runs (worst case)

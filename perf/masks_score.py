@@ -33,7 +33,7 @@ def generate(directory: Path, n: int, size: int, shard_size: int = 1000) -> None
     from PIL import Image
     from skimage import data
 
-    from curate import rle, schema, store
+    from editkit import rle, schema, store
 
     base = np.asarray(Image.fromarray(data.astronaut()).resize((size, size), Image.Resampling.LANCZOS))
     rng = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def naive(directory: Path, limit: int) -> float:
     from PIL import Image
     from skimage.metrics import structural_similarity
 
-    from curate import store
+    from editkit import store
 
     shard = store.ImageShard(directory / "images" / "shard-00000.parquet")
     ids = [r["id"] for r in store.read_records(directory / "records", "shard-00000")][:limit]
@@ -112,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.workers)
-    from curate.pipeline import available_cores
+    from editkit.pipeline import available_cores
 
     results: dict = {"size": args.size, "machine": f"{available_cores()} shared CPU cores", "workers": args.workers}
     rows = []

@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.mllm.client import Client  # noqa: E402
-from curate.mllm.config import ClientConfig  # noqa: E402
-from curate.mllm.messages import Request, user  # noqa: E402
-from curate.mllm.testing import Reply, ScriptedServer, completion  # noqa: E402
+from editkit.mllm.client import Client  # noqa: E402
+from editkit.mllm.config import ClientConfig  # noqa: E402
+from editkit.mllm.messages import Request, user  # noqa: E402
+from tests.support.scripted_server import Reply, ScriptedServer, completion  # noqa: E402
 
 
 def make_requests(n: int, seed: int) -> list[Request]:

@@ -2,7 +2,7 @@
 ``rewards.overlap = true`` (each micro-batch scored on the reward thread while the next one rolls out) vs ``false``
 (the whole batch scored after the rollout).
 
-The judge is the local :class:`curate.mllm.testing.ScriptedServer` with ``--capacity`` request slots (a served
+The judge is the local :class:`tests.support.scripted_server.ScriptedServer` with ``--capacity`` request slots (a served
 judge's batch slots: more concurrent requests queue), each request taking ``--delay`` seconds. With the whole
 batch scored at once, N requests cost about ``ceil(N / capacity) · delay``; overlapped, only the last micro-batch's
 requests are not hidden behind a rollout, as long as one micro-batch's rollout takes longer than its judging.
@@ -45,11 +45,11 @@ def slow_judge(delay_s: float, capacity: int):
 def build_trainer(workdir: Path, url: str, args):
     from conftest import build_edit_dataset
 
-    from curate.tiny.kontext import build_tiny_kontext
+    from train.experiment.small_kontext import build_small_kontext
     from train.config import load_config
     from train.trainers.grpo import GRPOTrainer
 
-    model = build_tiny_kontext(workdir / "model")
+    model = build_small_kontext(workdir / "model")
     dataset = build_edit_dataset(workdir / "dataset", count=12, size=args.resolution, corrupt=False)
     config = load_config(REPO / "train" / "configs" / "tiny_kontext.yaml", [
         f"model.path={model}", f"data.dataset={dataset}", f"output_dir={workdir / 'out'}",
@@ -82,7 +82,7 @@ def timed_step(trainer, step: int) -> dict[str, float]:
 
 
 def run(args) -> dict:
-    from curate.mllm.testing import ScriptedServer
+    from tests.support.scripted_server import ScriptedServer
     from train.reward_overlap import RewardScheduler
 
     torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """Selection at scale: 1,000,000 synthetic candidates (scores + pHashes, no images) through `editkit curate select`.
 
 Goal (issue 5): peak RSS <= 2 GB and <= 60 s on the 2-core dev machine. The records are written as real record
-shards (curate.schema.RECORD_SCHEMA, 1,000 per shard like ingest writes them), with a skewed edit-type mix, ~5%
+shards (editkit.schema.RECORD_SCHEMA, 1,000 per shard like ingest writes them), with a skewed edit-type mix, ~5%
 upstream rejects, score distributions that fail each filter now and then, and ~5% planted near-duplicates (a few
 bits flipped in all three pHashes). The selection runs as a separate process (the real CLI) so its peak RSS is
 measured alone (os.wait4).
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate import schema, store, taxonomy  # noqa: E402
+from editkit import schema, store, taxonomy  # noqa: E402
 
 TYPES = sorted(taxonomy.EDIT_TYPES)
 SCORE_NAMES = ("mask_area", "mask_components", "bg_psnr", "bg_ssim")

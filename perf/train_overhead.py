@@ -35,11 +35,11 @@ sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-d
 def _tiny_trainer(workdir: Path, args):
     from conftest import build_edit_dataset
 
-    from curate.tiny.kontext import build_tiny_kontext
+    from train.experiment.small_kontext import build_small_kontext
     from train.config import load_config
     from train.trainers import trainer_class
 
-    model = build_tiny_kontext(workdir / "model", num_layers=2, num_single_layers=2, attention_head_dim=32)
+    model = build_small_kontext(workdir / "model", num_layers=2, num_single_layers=2, attention_head_dim=32)
     dataset = build_edit_dataset(workdir / "dataset", count=12, size=args.resolution, corrupt=False)
     config = load_config(REPO / "train" / "configs" / "tiny_kontext.yaml", [
         f"model.path={model}", f"data.dataset={dataset}", f"output_dir={workdir / 'out'}",

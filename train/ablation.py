@@ -65,7 +65,7 @@ def load_ablation_config(path: str | Path, smoke: bool = False) -> AblationConfi
     """The YAML's values; with ``smoke``, its ``smoke:`` section merged on top (a tiny end-to-end run)."""
     import yaml
 
-    from curate.config import from_dict
+    from editkit.config import from_dict
 
     values = yaml.safe_load(Path(path).read_text()) or {}
     smoke_values = values.pop("smoke", {})
@@ -78,7 +78,7 @@ def load_ablation_config(path: str | Path, smoke: bool = False) -> AblationConfi
 def base_config(config: AblationConfig):
     import yaml
 
-    from curate.config import from_dict
+    from editkit.config import from_dict
     from train.pretrain import PretrainConfig
 
     values = yaml.safe_load(Path(config.base_config).read_text()) or {}
@@ -90,7 +90,7 @@ def base_config(config: AblationConfig):
 
 def arm_train_config(config: AblationConfig, arm: ArmConfig, seed: int, base) -> Any:
     """The arm's TrainConfig: shared budget + arm overrides + what every run must share (model, data, seed)."""
-    from curate.config import from_dict
+    from editkit.config import from_dict
     from train.config import TrainConfig
 
     base_dir = Path(base.output_dir)
@@ -183,7 +183,7 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
 
 
 def write_outputs(report: dict, out_dir: Path) -> None:
-    from curate.store import write_json
+    from editkit.store import write_json
     from train.ablation_report import markdown_table, plot_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)

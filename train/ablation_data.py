@@ -45,8 +45,8 @@ def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]
     """Write ``out_dir/train`` and ``out_dir/heldout`` (datasets at ``config.resolution``) and ``excluded.json``."""
     import datasets
 
-    from curate import rle
-    from curate.store import write_json
+    from editkit import rle
+    from editkit.store import write_json
 
     source = Path(config.dataset)
     if not source.exists():

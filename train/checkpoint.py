@@ -1,7 +1,7 @@
 """Resumable checkpoints: LoRA, optimizer, LR scheduler, per-process RNG states, sampler position, trainer state.
 
 Layout: ``<output_dir>/checkpoints/step-000010/{lora/, state.pt, rng.pt, COMPLETE}``. The main process writes the
-whole directory under a temporary name and renames it in one step (:func:`curate.store.atomic_dir`), so a run
+whole directory under a temporary name and renames it in one step (:func:`editkit.store.atomic_dir`), so a run
 killed at any moment leaves either a complete checkpoint or none; ``COMPLETE`` is a second guard.
 ``--resume auto`` picks the newest complete one.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curate.store import atomic_dir, write_json
+from editkit.store import atomic_dir, write_json
 
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 

@@ -46,3 +46,17 @@ def pretrain_command(
     from train.pretrain import load_pretrain_config, pretrain
 
     pretrain(load_pretrain_config(config, list(overrides or [])))
+
+
+@app.command("init-model")
+def init_model_command(
+    out: str = typer.Option("runs/tiny_kontext_model", "--out", help="directory to write the pipeline into"),
+    layers: int = typer.Option(1, help="dual-stream transformer blocks (single-stream blocks: the same number)"),
+    seed: int = typer.Option(0, help="initialisation seed"),
+) -> None:
+    """Write a small, randomly initialised FLUX.1-Kontext pipeline (loads with FluxKontextPipeline.from_pretrained):
+    the model `train/configs/tiny_kontext.yaml` trains, for trying the trainer on a CPU in seconds."""
+    from train.experiment.small_kontext import build_small_kontext
+
+    path = build_small_kontext(out, num_layers=layers, num_single_layers=layers, seed=seed)
+    typer.echo(f"wrote {path}")

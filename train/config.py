@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from curate.config import from_dict
+from editkit.config import from_dict
 from train.advantages import AdvantageConfig
 from train.objectives.grpo import GRPOConfig
 from train.objectives.nft import NFTConfig

@@ -60,7 +60,7 @@ class EditDataset:
     def example(self, row: int) -> Example:
         from PIL import Image
 
-        from curate import rle
+        from editkit import rle
 
         try:
             record = self.table[row]

@@ -25,7 +25,7 @@ def edit_images(adapter, examples, num_steps: int, seed: int, batch_size: int) -
 
 def edit_metrics(images: torch.Tensor, examples) -> dict[str, list[float]]:
     """Per-row metrics of ``images`` (the edits of ``examples``)."""
-    from curate.metrics import masked_psnr, masked_ssim
+    from editkit.metrics import masked_psnr, masked_ssim
     from train.rewards import RewardInputs, WeightedRewards
 
     sources = torch.stack([e.source for e in examples]).double()

@@ -40,7 +40,7 @@ def ode_edits(adapter, examples, sigmas: torch.Tensor, seed: int, batch_size: in
 
 @torch.no_grad()
 def evaluate(trainer) -> dict[str, float]:
-    from curate.metrics import masked_psnr
+    from editkit.metrics import masked_psnr
 
     cfg = trainer.config
     examples = [e for e in map(trainer.checked_example, trainer.data.eval_rows[: cfg.eval.num_samples]) if e]

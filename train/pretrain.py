@@ -5,7 +5,7 @@
    reconstruction (a random VAE does not reconstruct); its ``shift_factor``/``scaling_factor`` are then set from the
    latent statistics so the latents the transformer sees have zero mean and unit variance, as FLUX's do.
 3. Transformer: diffusers ``FluxTransformer2DModel`` (dual + single stream blocks, tiny CLIP/T5 text encoders from
-   :mod:`curate.tiny.kontext`, kept frozen) trained by rectified flow matching, ``x_t = (1−t)·x0 + t·ε``, target
+   :mod:`train.experiment.small_kontext`, kept frozen) trained by rectified flow matching, ``x_t = (1−t)·x0 + t·ε``, target
    ``v = ε − x0``, ``t ~ sigmoid(N(0, 1))``, with ``x0`` the target image's latents and the source image as the
    Kontext condition — through :class:`~train.adapters.flux_kontext.FluxKontextAdapter` (``condition``,
    ``velocity``, ``encode_images``), the code path the RL trainers use.
@@ -67,7 +67,7 @@ class PretrainConfig:
 def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
     import yaml
 
-    from curate.config import from_dict
+    from editkit.config import from_dict
     from train.config import apply_overrides
 
     values = yaml.safe_load(Path(path).read_text()) if path else {}
@@ -115,10 +115,10 @@ def build_pipeline(config: PretrainConfig, scratch: Path):
     """Random-initialised FluxKontextPipeline: tiny text encoders + our transformer size + a multi-level VAE."""
     from diffusers import FluxKontextPipeline
 
-    from curate.tiny.kontext import build_tiny_kontext
+    from train.experiment.small_kontext import build_small_kontext
 
     arch = config.architecture
-    build_tiny_kontext(scratch, num_layers=arch.num_layers, num_single_layers=arch.num_single_layers,
+    build_small_kontext(scratch, num_layers=arch.num_layers, num_single_layers=arch.num_single_layers,
                        attention_head_dim=arch.attention_head_dim, num_attention_heads=arch.num_attention_heads,
                        latent_channels=arch.latent_channels, text_hidden=arch.text_hidden, seed=config.seed)
     pipe = FluxKontextPipeline.from_pretrained(scratch)
@@ -215,7 +215,7 @@ def reference_metrics(adapter, examples) -> dict[str, dict[str, float]]:
 
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or reuse, when ``pretrain.json`` has the same config hash) the base editor; returns ``output_dir``."""
-    from curate.store import write_json
+    from editkit.store import write_json
     from train.ablation_data import prepare_splits
     from train.adapters.flux_kontext import FluxKontextAdapter
     from train.edit_metrics import evaluate_model

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curate.masks import refine
-from curate.metrics import sum_channels
+from editkit.metrics import sum_channels
 
 
 _START_RESIDUAL = 0.15  # fits start from pixels that barely differ: jitter is small, edits mostly are not

@@ -1,6 +1,6 @@
 """Fuse grounded masks (Grounding-DINO -> SAM2) with the pixel-difference mask, per edit type.
 
-Pure numpy, no model I/O. The edit type's ``mask_rule`` (:mod:`curate.taxonomy`) says which grounded masks make the
+Pure numpy, no model I/O. The edit type's ``mask_rule`` (:mod:`editkit.taxonomy`) says which grounded masks make the
 edit region:
 
 ============  ==========================================================================================
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curate import rle
+from editkit import rle
 
 RULES = ("edited", "source", "union", "complement", "whole")
 IOU_SCORE = "grounding_diff_iou"
@@ -96,5 +96,5 @@ def fuse(rule: str, grounded: dict[str, np.ndarray], diff: np.ndarray | None, sh
 
 def _check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise ValueError(f"unknown mask rule {rule!r}; known: {RULES} (see curate.taxonomy)")
+        raise ValueError(f"unknown mask rule {rule!r}; known: {RULES} (see editkit.taxonomy)")
     return rule

@@ -46,7 +46,7 @@ class GroundingParams:
 
     def refine_params(self):
         """``refine`` as a validated :class:`curate.masks.refine.RefineParams` (unknown keys are errors)."""
-        from curate.config import from_dict
+        from editkit.config import from_dict
         from curate.masks.refine import RefineParams
 
         return from_dict(RefineParams, self.refine, "masks.grounding.refine")

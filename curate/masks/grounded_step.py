@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from curate import rle, schema, taxonomy
+from editkit import rle, schema, taxonomy
 from curate.masks import fusion
 from curate.masks.grounded import GroundedMasker, Grounding, GroundingParams
 from curate.masks.phrases import record_phrases
@@ -168,7 +168,7 @@ def _add_meta(record: dict[str, Any], grounding: dict[str, Any]) -> None:
 
 
 def make_grounded_step(params: GroundingParams, masker: GroundedMasker | None = None):
-    """A ``step(records, images)`` for :func:`curate.pipeline.run_stage` holding ONE masker for the whole run.
+    """A ``step(records, images)`` for :func:`editkit.pipeline.run_stage` holding ONE masker for the whole run.
 
     Loading happens here, before any shard is read, so missing weights fail the stage at once with
     :class:`~curate.masks.grounded.WeightsUnavailableError`.

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import schema, store, taxonomy
+from editkit import schema, store, taxonomy
 from curate.scoring import balance, dedupe, filters, funnel
 
 STAGE = "select"

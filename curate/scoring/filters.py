@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from curate.scoring import BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, MASK_AREA, MASK_COMPONENTS
+from editkit.scores import BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, MASK_AREA, MASK_COMPONENTS
 
 
 @dataclass
@@ -65,7 +65,7 @@ def reason(name: str, spec: Filter, threshold: float) -> str:
 @functools.lru_cache(maxsize=4096)  # called once per record at 10^6 scale; few distinct (type, scope) pairs
 def is_region_edit(edit_type: str, scope: str | None) -> bool:
     """Local edit whose mask is the changed object itself (see the module docstring); unknown types count as such."""
-    from curate import taxonomy
+    from editkit import taxonomy
 
     known = taxonomy.EDIT_TYPES.get(edit_type)
     if (scope or (known.scope if known else "local")) != "local":

@@ -33,7 +33,7 @@ def funnel_rows(steps: list[str], step_codes: np.ndarray, type_codes: np.ndarray
 
 
 def write_csv(rows: list[dict[str, Any]], type_names: list[str], path: Path | str) -> None:
-    from curate.store import atomic_write_text
+    from editkit.store import atomic_write_text
     import io
 
     buffer = io.StringIO()

@@ -12,8 +12,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from curate import rle, schema
-from curate.scoring import BG_PSNR, BG_SSIM, MASK_AREA, MASK_COMPACTNESS, MASK_COMPONENTS, phash
+from editkit import rle, schema
+from editkit.scores import BG_PSNR, BG_SSIM, MASK_AREA, MASK_COMPACTNESS, MASK_COMPONENTS
+from curate.scoring import phash
 
 STAGE = "score"
 # Identical pixels give infinite PSNR; cap so the value stays a finite, comparable number (Parquet, JSON, means).
@@ -58,7 +59,7 @@ def perimeter(mask: np.ndarray) -> float:
 
 def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Masked PSNR and SSIM of the pair over the NON-edited region; {} when the mask covers everything."""
-    from curate.metrics import masked_psnr, masked_ssim
+    from editkit.metrics import masked_psnr, masked_ssim
 
     region = ~np.asarray(mask, dtype=bool)
     if not region.any():
@@ -92,8 +93,8 @@ def score_pairs(records: list[dict[str, Any]], images: Optional[Any], workers: i
     """Batch -> batch: pixel scores for every ok record that has an edited image; others pass through.
 
     Records are independent: they are scored on ``workers`` threads (0: one per CPU core; see
-    curate.pipeline.for_each_record)."""
-    from curate.pipeline import for_each_record
+    editkit.pipeline.for_each_record)."""
+    from editkit.pipeline import for_each_record
 
     if images is None:
         raise ValueError("score_pairs needs the batch's images (an ImageShard), got None")

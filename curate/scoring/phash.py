@@ -33,7 +33,7 @@ def phash(image: np.ndarray) -> int:
 def change_image(source: np.ndarray, edited: np.ndarray) -> np.ndarray:
     """Per-pixel RGB distance between two HxWx3 uint8 images (float32; cast first: uint8 differences wrap)."""
     diff = np.asarray(edited, dtype=np.float32) - np.asarray(source, dtype=np.float32)
-    from curate.metrics import sum_channels
+    from editkit.metrics import sum_channels
 
     return np.sqrt(sum_channels(diff * diff))
 

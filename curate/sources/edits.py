@@ -1,4 +1,4 @@
-"""The procedural edits of the built-in sample, one function per edit type (names from :mod:`curate.taxonomy`).
+"""The procedural edits of the built-in sample, one function per edit type (names from :mod:`editkit.taxonomy`).
 
 Each edit takes a clean canvas (HxWx3 uint8) and a random generator and returns an :class:`Edit`: the source image
 (some edits first paste an object into the canvas), the edited image, the region the edit INTENDS to change, an

@@ -3,7 +3,7 @@
 One JSON object per line::
 
     {"source": "rel/path.jpg", "edited": "rel/path.png", "instruction": "make the car red",
-     "id": "optional-user-key", "mask": "optional/mask.png", "edit_type": "optional, see curate.taxonomy"}
+     "id": "optional-user-key", "mask": "optional/mask.png", "edit_type": "optional, see editkit.taxonomy"}
 
 Paths are relative to the folder (absolute paths are accepted too). ``mask`` is an image where white marks the
 pixels that change. A line that cannot be used (bad JSON, a missing key, a missing file) still yields a pair, with

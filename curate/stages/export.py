@@ -49,7 +49,7 @@ def selected_score_names(records_dir: Path) -> tuple[list[str], Counter]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from curate import schema, store
+    from editkit import schema, store
 
     names: set[str] = set()
     by_type: Counter = Counter()
@@ -64,7 +64,7 @@ def selected_score_names(records_dir: Path) -> tuple[list[str], Counter]:
 
 def rows(records_dir: Path, images_dir: Path, score_names: list[str], mask_png: bool) -> Iterator[dict[str, Any]]:
     """One dataset row per selected record, streaming shard by shard."""
-    from curate import rle, schema, store
+    from editkit import rle, schema, store
 
     images = store.ImageStore(images_dir)
     for _, records in store.iter_records(records_dir):
@@ -102,7 +102,7 @@ def build_dataset(records_dir: Path, images_dir: Path, params: ExportParams, wor
 
 def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: Path, select_metrics: Path,
         funnel_png: Path) -> dict[str, Any]:
-    from curate import store
+    from editkit import store
 
     if params.format != "save_to_disk":
         raise ValueError(f"export.format {params.format!r} is not implemented; use save_to_disk")
@@ -133,7 +133,7 @@ def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: P
 
 def write_card(path: Path, metrics: dict[str, Any], select: dict[str, Any], has_plot: bool) -> None:
     """The dataset card (README.md with the Hub's YAML header): what is inside, counts, the funnel, how to load."""
-    from curate import store
+    from editkit import store
 
     lines = ["---", "pretty_name: editkit content-consistent edit pairs", "task_categories:", "- image-to-image",
              "tags:", "- image-editing", "- edit-masks", "license: other", "---", "",
@@ -189,7 +189,7 @@ def main(
 
     Load it with `datasets.load_from_disk("data/export/dataset")`; the card is data/export/README.md.
     """
-    from curate import config, store
+    from editkit import config, store
 
     params = config.load_section(ExportParams, STAGE, params_file)
     metrics = run(params, input_dir, images_dir, output_dir, select_metrics, funnel_png)

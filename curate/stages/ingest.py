@@ -2,7 +2,7 @@
 
 Output (one atomic rename of ``--out``, so a killed run leaves either the previous output or none)::
 
-    <out>/records/shard-00000.parquet   # curate.schema records, ~shard_size per shard, rejected ones included
+    <out>/records/shard-00000.parquet   # editkit.schema records, ~shard_size per shard, rejected ones included
     <out>/images/shard-00000.parquet    # the normalised image bytes of the ok records of the same shard
     metrics/ingest.json                 # counts per edit type and rejects per reason
 
@@ -20,7 +20,8 @@ from typing import Any, Iterable, Optional
 
 import typer
 
-from curate import config, images, rle, schema, store, taxonomy
+from editkit import config, rle, schema, store, taxonomy
+from curate import images
 from curate.sources.folder import FolderParams
 from curate.sources.hf import HFParams
 
@@ -113,38 +114,6 @@ def _gt_mask(mask, width: int, height: int, policy: images.ImagePolicy):
     return mask
 
 
-class _ImageShardWriter:
-    """Streams one image shard (:data:`curate.store.IMAGE_SCHEMA`) in row groups of 64 pairs, so ingest holds 64
-    pairs' bytes in memory instead of a whole shard (1,000 pairs of large photos would be gigabytes)."""
-
-    ROW_GROUP = 64
-
-    def __init__(self, path: Path):
-        self.path, self.rows, self.writer = path, [], None
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.ROW_GROUP:
-            self._write()
-
-    def _write(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.path, store.IMAGE_SCHEMA, compression="none")
-        image = lambda data: None if data is None else {"bytes": data, "path": None}  # noqa: E731
-        rows = [{"id": r["id"], "source_image": image(r["source"]), "edited_image": image(r["edited"])} for r in self.rows]
-        self.writer.write_table(pa.Table.from_pylist(rows, schema=store.IMAGE_SCHEMA))
-        self.rows = []
-
-    def close(self) -> None:
-        if self.rows or self.writer is None:  # the file exists even for a shard whose records were all rejected
-            self._write()
-        self.writer.close()
-
-
 def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total: int | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Ingest ``pairs`` into ``out_dir`` (records/ + images/, atomically) and return the metrics."""
@@ -159,7 +128,7 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
     count = 0
     with store.atomic_dir(out_dir) as tmp, tqdm(total=total, desc=STAGE, unit="pair", disable=not progress) as bar:
         shard_index, records = 0, []
-        image_writer = _ImageShardWriter(tmp / "images" / f"{store.shard_name(0)}.parquet")
+        image_writer = store.ImageShardWriter(tmp / "images" / f"{store.shard_name(0)}.parquet")
         for pair in pairs:
             record, row = to_record(pair, policy)
             if record["id"] in seen and schema.is_ok(record):
@@ -180,7 +149,7 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
                 store.write_records(tmp / "records", store.shard_name(shard_index), records)
                 image_writer.close()
                 shard_index, records = shard_index + 1, []
-                image_writer = _ImageShardWriter(tmp / "images" / f"{store.shard_name(shard_index)}.parquet")
+                image_writer = store.ImageShardWriter(tmp / "images" / f"{store.shard_name(shard_index)}.parquet")
         if records or shard_index == 0:  # always at least one shard, so an empty source is visible, not missing
             store.write_records(tmp / "records", store.shard_name(shard_index), records)
             image_writer.close()

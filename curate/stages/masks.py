@@ -43,7 +43,7 @@ class MasksParams:
             raise ValueError(f"masks.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
         if not isinstance(self.diff, DiffParams):
             self.diff = DiffParams(**(self.diff or {}))
-        from curate.config import from_dict
+        from editkit.config import from_dict
         from curate.masks.grounded import GroundingParams
 
         if not isinstance(self.grounding, GroundingParams):
@@ -53,8 +53,8 @@ class MasksParams:
 def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:
     """Batch -> batch: a diff mask for every ok record that has an edited image (all records returned).
 
-    Records are independent: they are processed on ``params.workers`` threads (curate.pipeline.for_each_record)."""
-    from curate.pipeline import for_each_record
+    Records are independent: they are processed on ``params.workers`` threads (editkit.pipeline.for_each_record)."""
+    from editkit.pipeline import for_each_record
 
     for_each_record(lambda record: _diff_record(record, images, params), records, params.workers)
     return records
@@ -62,7 +62,7 @@ def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -
 
 def _diff_record(record: dict[str, Any], images: Any, params: MasksParams) -> None:
     """One record's diff mask, IoU vs gt and ``diff_*`` scores, in place (or a flag / a rejection)."""
-    from curate import rle, schema
+    from editkit import rle, schema
     from curate.masks.diff import diff_mask
 
     if not schema.is_ok(record):
@@ -114,7 +114,7 @@ def build_step(params: MasksParams):
 
 def summarize(records_dir: Path) -> dict[str, Any]:
     """mean IoU vs gt per edit type and overall, and counts (streams over shards)."""
-    from curate import schema, store
+    from editkit import schema, store
 
     ious: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
@@ -139,7 +139,7 @@ def summarize(records_dir: Path) -> dict[str, Any]:
 
 
 def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
-    from curate.pipeline import run_stage
+    from editkit.pipeline import run_stage
 
     stats = run_stage(STAGE, input_dir, output_dir, build_step(params), images_dir=images_dir)
     return {**stats.as_dict(), "mode": params.mode, **summarize(output_dir)}
@@ -153,7 +153,7 @@ def main(
     metrics_file: Path = typer.Option(Path("metrics/masks.json"), "--metrics", help="mean IoU vs gt per edit type"),
 ) -> None:
     """Edit masks by pixel difference (robust to JPEG and photometric jitter); IoU vs ground truth where known."""
-    from curate import config, store
+    from editkit import config, store
 
     from curate.masks.grounded import WeightsUnavailableError
 

@@ -14,19 +14,19 @@ from typing import Any, Optional
 
 import typer
 
-from curate.mllm.config import ClientConfig
+from editkit.mllm.config import ClientConfig
 
 STAGE = "rewrite"
 
 
 @dataclass
 class RewriteParams(ClientConfig):
-    prompt_version: str = "v1"  # curate/mllm/prompts/rewrite_<version>.txt
+    prompt_version: str = "v1"  # editkit/mllm/prompts/rewrite_<version>.txt
 
 
 def passthrough(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``none`` backend: keep the instruction, edit type and target phrases from ingest."""
-    from curate import schema, taxonomy
+    from editkit import schema, taxonomy
 
     for record in records:
         if not schema.is_ok(record):
@@ -46,9 +46,9 @@ def main(
     metrics_file: Path = typer.Option(Path("metrics/rewrite.json"), help="outcome counts (JSON)"),
 ) -> None:
     """Refine instructions with an MLLM (backend in params.yaml `rewrite`; default `none` = pass-through)."""
-    from curate import config
+    from editkit import config
 
-    from curate.mllm.backends import MLLMError
+    from editkit.mllm.backends import MLLMError
 
     params = config.load_section(RewriteParams, STAGE, params_file)
     try:
@@ -56,7 +56,7 @@ def main(
     except MLLMError as error:  # endpoint down, model missing, key unset: say what to do, no traceback
         typer.echo(f"rewrite [{params.backend}]: {error}", err=True)
         raise typer.Exit(code=2) from None
-    from curate import store
+    from editkit import store
 
     store.write_json(metrics_file, metrics)
     typer.echo(f"rewrite [{params.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
@@ -64,8 +64,8 @@ def main(
 
 def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Optional[Path] = None) -> dict[str, Any]:
     """Run the stage and return its metrics."""
-    from curate import schema
-    from curate.pipeline import run_stage
+    from editkit import schema
+    from editkit.pipeline import run_stage
 
     outcomes: Counter = Counter()
     started = time.perf_counter()
@@ -85,8 +85,8 @@ def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Op
         client_stats: dict[str, int] = {}
         model = None
     else:
-        from curate.mllm.client import Client
-        from curate.mllm.rewrite import rewrite_records
+        from editkit.mllm.client import Client
+        from curate.instructions import rewrite_records
 
         if images_dir is None:
             raise ValueError(f"rewrite backend {params.backend!r} needs the ingest image shards (images_dir)")

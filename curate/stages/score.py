@@ -46,7 +46,7 @@ def build_step(params: ScoreParams):
 
     clip = None
     if params.clip.enabled:
-        from curate.scoring.clip import ClipScorer
+        from editkit.clip import ClipScorer
 
         clip = ClipScorer(params.clip.model, params.clip.pretrained, params.device, params.clip.batch_size,
                           params.clip.cache_dir)
@@ -66,7 +66,7 @@ class ScoreMeans:
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def add(self, records: list[dict[str, Any]]) -> None:
-        from curate import schema
+        from editkit import schema
 
         for record in records:
             if not schema.is_ok(record):
@@ -87,7 +87,7 @@ class ScoreMeans:
 
 
 def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
-    from curate.pipeline import run_stage
+    from editkit.pipeline import run_stage
 
     started = time.perf_counter()
     score_step, clip = build_step(params)
@@ -128,7 +128,7 @@ def main(
     CLIP needs weights (params.yaml `score.clip`): an open-clip name + pretrained tag/file, `hf-hub:org/repo` or
     `local-dir:/folder`; it is off by default because nothing can be downloaded here. Embeddings are cached on disk.
     """
-    from curate import config, store
+    from editkit import config, store
 
     params = config.load_section(ScoreParams, STAGE, params_file)
     metrics = run(params, input_dir, images_dir, output_dir)

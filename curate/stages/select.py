@@ -84,7 +84,7 @@ def main(
     `target_size` toward `balance.target` (uniform if empty), deterministic for `seed`. Every record keeps its
     reason; all rejects go to the rejects table; the funnel goes to metrics and plots/.
     """
-    from curate import config, store
+    from editkit import config, store
     from curate.scoring import funnel
 
     params = config.load_section(SelectParams, STAGE, params_file)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from annotate.merge import load_reviews, merge_step, review_metrics
-from curate import pipeline, rle, schema, store
+from editkit import pipeline, rle, schema, store
 
 
 def _records():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from annotate import project
-from curate import rle, schema, store
+from editkit import rle, schema, store
 
 
 def test_labeling_config_is_valid_xml_with_the_expected_tags():
@@ -55,7 +55,7 @@ def _sample(params, n=3, size=(40, 56)):
 def test_round_trip_on_a_real_server(ls_server):
     from annotate import server
     from annotate.merge import load_reviews, merge_step
-    from curate import pipeline
+    from editkit import pipeline
 
     params = ls_server
     records = _sample(params)

@@ -27,9 +27,9 @@ def built(bench_sources, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_kontext(tmp_path_factory):
-    from curate.tiny.kontext import build_tiny_kontext
+    from train.experiment.small_kontext import build_small_kontext
 
-    return build_tiny_kontext(tmp_path_factory.mktemp("tiny_kontext"))
+    return build_small_kontext(tmp_path_factory.mktemp("tiny_kontext"))
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +78,8 @@ def broken_sources(bench_sources):
 
 @pytest.fixture(scope="session")
 def tiny_qwen_edit(tmp_path_factory):
-    """A tiny random QwenImageEditPipeline (tiny Qwen2.5-VL text encoder from curate.tiny.qwen_vl), saved to disk."""
-    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
+    """A tiny random QwenImageEditPipeline (tiny Qwen2.5-VL text encoder from tests.support.tiny.qwen_vl), saved to disk."""
+    from tests.support.tiny.qwen_image_edit import build_tiny_qwen_image_edit
 
     return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen_edit") / "pipe")
 

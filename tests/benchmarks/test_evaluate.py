@@ -8,7 +8,7 @@ from skimage.metrics import structural_similarity
 
 from benchmarks import evaluate, items
 from benchmarks.editor import EditorConfig, working_size
-from curate import rle, store, taxonomy
+from editkit import rle, store, taxonomy
 
 def _items_by_id(run_dir):
     return {row["id"]: row for row in map(json.loads, (run_dir / "items.jsonl").read_text().splitlines())}
@@ -121,8 +121,8 @@ def _judge_reply(request):
 @pytest.mark.parametrize("bench", ["gedit", "imgedit"])
 def test_judge_scores_through_scripted_server(bench, built, tiny_config, kontext_pipe, warm_run):
     run = warm_run(bench)
-    from curate.mllm.config import ClientConfig
-    from curate.mllm.testing import ScriptedServer
+    from editkit.mllm.config import ClientConfig
+    from tests.support.scripted_server import ScriptedServer
 
     with ScriptedServer(_judge_reply) as server:
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)
@@ -157,8 +157,8 @@ def test_judge_scores_through_scripted_server(bench, built, tiny_config, kontext
 
 def test_judge_repeats_report_mean_and_spread(built, tiny_config, kontext_pipe, warm_run, tmp_path):
     run = warm_run("imgedit")
-    from curate.mllm.config import ClientConfig
-    from curate.mllm.testing import ScriptedServer
+    from editkit.mllm.config import ClientConfig
+    from tests.support.scripted_server import ScriptedServer
 
     answers = iter([3, 5] * 100)
 
@@ -244,8 +244,8 @@ def test_generation_failures_are_recorded_and_retried(built, tiny_config, kontex
 
 def test_judge_server_down_is_recorded_not_cached(built, tiny_config, kontext_pipe, warm_run):
     run = warm_run("imgedit")
-    from curate.mllm.config import ClientConfig
-    from curate.mllm.testing import Reply, ScriptedServer
+    from editkit.mllm.config import ClientConfig
+    from tests.support.scripted_server import Reply, ScriptedServer
 
     with ScriptedServer(lambda request: Reply(status=503)) as server:
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)

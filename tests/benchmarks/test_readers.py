@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import build, gedit, imgedit, proposals
 from benchmarks.items import bench_info, iter_benchmark, load_records, meta
-from curate import rle, schema
+from editkit import rle, schema
 
 
 def test_gedit_reader_parquet_and_save_to_disk(bench_sources, tmp_path):
@@ -155,8 +155,8 @@ def test_grounding_phrases_per_rule():
 
 def test_build_with_tiny_grounding_models(bench_sources, tmp_path):
     """bench.grounding loads the real masker (tiny random Grounding-DINO + SAM2): proposals follow the rules."""
-    from curate.tiny.grounding_dino import build_tiny_grounding_dino
-    from curate.tiny.sam2 import build_tiny_sam2
+    from tests.support.tiny.grounding_dino import build_tiny_grounding_dino
+    from tests.support.tiny.sam2 import build_tiny_sam2
 
     grounding = {"detector": str(build_tiny_grounding_dino(tmp_path / "gd")),
                  "segmenter": str(build_tiny_sam2(tmp_path / "sam")), "device": "cpu", "progress": False,

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from curate import rle, schema, store
-from curate.pipeline import run_stage
+from editkit import rle, schema, store
+from editkit.pipeline import run_stage
 
 
 def test_rle_roundtrip_random_odd_sizes():

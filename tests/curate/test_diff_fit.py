@@ -60,7 +60,7 @@ def test_inliers_stop_early_only_when_converged():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sum_channels_is_bit_identical_to_numpy_sum(dtype):
-    from curate.metrics import sum_channels
+    from editkit.metrics import sum_channels
 
     rng = np.random.default_rng(4)
     for shape in ((50_000, 3), (64, 48, 3), (1000, 1), (300, 4)):

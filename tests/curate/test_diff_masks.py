@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import remove_small_objects
 
-from curate import rle
+from editkit import rle
 from curate.masks import refine
 from curate.masks.diff import DiffParams, diff_mask, hysteresis
 

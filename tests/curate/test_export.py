@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from curate import rle, schema, store
+from editkit import rle, schema, store
 from curate.scoring import funnel
 from curate.stages import export as export_stage
 
@@ -85,7 +85,7 @@ def test_sample_through_score_select_export_loses_nothing(sample_ingest_dir, tmp
     """The built-in sample (real photos) with its ground-truth masks standing in for the masks stage."""
     from datasets import load_from_disk
 
-    from curate.pipeline import run_stage
+    from editkit.pipeline import run_stage
     from curate.stages import score as score_stage
     from curate.stages import select as select_stage
 

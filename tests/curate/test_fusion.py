@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from curate import taxonomy
+from editkit import taxonomy
 from curate.masks import fusion
 from curate.masks.phrases import detector_prompt, phrases_from_instruction, record_phrases
 

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from curate import rle, schema, store
+from editkit import rle, schema, store
 from curate.masks.grounded import GroundedMasker, GroundingParams, WeightsUnavailableError
 from curate.masks.grounded_step import grounded_step, refine_grounded
-from curate.tiny.grounding_dino import build_tiny_grounding_dino
-from curate.tiny.sam2 import build_tiny_sam2
+from tests.support.tiny.grounding_dino import build_tiny_grounding_dino
+from tests.support.tiny.sam2 import build_tiny_sam2
 
 SIZES = [(140, 200), (160, 130), (128, 128)]
 
@@ -215,7 +215,7 @@ def test_corrupt_image_rejects_only_its_record(masker, tiny_dirs, tmp_path):
 
 def test_run_stage_with_one_masker_for_all_shards(tiny_dirs, tmp_path):
     from curate.masks.grounded_step import make_grounded_step
-    from curate.pipeline import run_stage
+    from editkit.pipeline import run_stage
 
     records, _, _ = shard_with_records(tmp_path / "images")
     store.write_records(tmp_path / "in", "shard-00000", records)
@@ -233,7 +233,7 @@ def test_run_stage_with_one_masker_for_all_shards(tiny_dirs, tmp_path):
 def test_params_yaml_grounding_section_loads():
     from pathlib import Path
 
-    from curate.config import from_dict, read_params
+    from editkit.config import from_dict, read_params
 
     section = read_params(Path(__file__).resolve().parents[2] / "params.yaml")["masks"]
     assert section["mode"] == "diff"  # the demo runs without weights

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate import rle, schema, store
+from editkit import rle, schema, store
 from curate.sources import RawPair
 from curate.sources.sample import SampleParams, SampleSource
 from curate.stages.ingest import IngestParams, run_ingest

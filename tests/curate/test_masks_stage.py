@@ -6,7 +6,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from curate import rle, schema, store
+from editkit import rle, schema, store
 from curate.stages.masks import IOU_SCORE, MasksParams, diff_step, run
 
 

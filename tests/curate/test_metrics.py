@@ -8,8 +8,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from curate import metrics
-from curate.metrics import masked_psnr, masked_ssim
+from editkit import metrics
+from editkit.metrics import masked_psnr, masked_ssim
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
@@ -146,9 +146,3 @@ def test_bad_inputs_raise_clear_errors():
         masked_psnr(a.astype(np.int32), a.astype(np.int32), np.ones((16, 16), bool))
     with pytest.raises(ValueError, match="numpy images"):
         masked_psnr(np.zeros((2, 16, 16, 3)), np.zeros((2, 16, 16, 3)), np.ones((16, 16), bool))
-
-
-def test_benchmarks_reexport_is_the_same_function():
-    from benchmarks import metrics as bench_metrics
-
-    assert bench_metrics.masked_psnr is masked_psnr and bench_metrics.masked_ssim is masked_ssim

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.mllm import messages as m
-from curate.mllm.backends import MLLMError
-from curate.mllm.client import Client
-from curate.mllm.config import ClientConfig
-from curate.mllm.openai_backend import backoff_delay
-from curate.mllm.testing import Reply, ScriptedServer, completion, free_port, sequence
+from editkit.mllm import messages as m
+from editkit.mllm.backends import MLLMError
+from editkit.mllm.client import Client
+from editkit.mllm.config import ClientConfig
+from editkit.mllm.openai_backend import backoff_delay
+from tests.support.scripted_server import Reply, ScriptedServer, completion, free_port, sequence
 
 
 def _config(tmp_path, url, **overrides) -> ClientConfig:
@@ -217,7 +217,7 @@ def test_none_backend_is_explicit_pass_through(tmp_path):
 # ---------------------------------------------------------------- transformers backend (tiny Qwen2.5-VL)
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory):
-    from curate.tiny.qwen_vl import build_tiny_qwen2_5_vl
+    from tests.support.tiny.qwen_vl import build_tiny_qwen2_5_vl
 
     return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen"))
 
@@ -266,7 +266,7 @@ def test_transformers_backend_missing_model_is_a_clear_error(tmp_path):
 
 # ---------------------------------------------------------------- scores from log-probs
 def test_expected_score_matches_closed_form_on_random_distributions():
-    from curate.mllm.logprob_scores import expected_score, first_score_position
+    from editkit.mllm.logprob_scores import expected_score, first_score_position
 
     rng = np.random.default_rng(3)
     for _ in range(50):
@@ -286,7 +286,7 @@ def test_expected_score_matches_closed_form_on_random_distributions():
 # ---------------------------------------------------------------- a killed run resumes
 KILLED_CLIENT = """
 import sys
-from curate.mllm import Client, ClientConfig, Request, user
+from editkit.mllm import Client, ClientConfig, Request, user
 config = ClientConfig(backend="openai", endpoint=sys.argv[1], cache_dir=sys.argv[2], max_concurrency=1)
 Client(config).generate([Request((user(f"q{i}"),)) for i in range(20)])
 """

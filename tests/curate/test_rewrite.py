@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import schema, store
+from editkit import schema, store
 from curate.stages import rewrite
 
 
@@ -64,10 +64,10 @@ def test_unknown_param_key_is_an_error(tmp_path):
 # ---------------------------------------------------------------- MLLM backends
 import re
 
-from curate.mllm.backends import MLLMError
-from curate.mllm.rewrite import RewriteOutput, taxonomy_table
-from curate.mllm.structured import ParseError, parse_json
-from curate.mllm.testing import Reply, ScriptedServer, free_port
+from editkit.mllm.backends import MLLMError
+from curate.instructions import RewriteOutput, taxonomy_table
+from editkit.mllm.structured import ParseError, parse_json
+from tests.support.scripted_server import Reply, ScriptedServer, free_port
 
 VALID = '{"instruction": "Paint the square white", "edit_type": "recolor", "target_phrases": ["Square "], "scope": "local"}'
 
@@ -107,7 +107,7 @@ def test_parse_json_tolerates_fences_and_rejects_bad_output():
 
 def test_prompt_lists_the_taxonomy_with_benchmark_mappings():
     table = taxonomy_table()
-    from curate import taxonomy
+    from editkit import taxonomy
 
     for name in taxonomy.EDIT_TYPES:
         assert f"- {name} (" in table
@@ -169,7 +169,7 @@ def test_endpoint_down_fails_the_stage_clearly_and_writes_nothing(tmp_path, caps
 
 
 def test_tiny_qwen_garbage_falls_back_end_to_end(tmp_path):
-    from curate.tiny.qwen_vl import build_tiny_qwen2_5_vl
+    from tests.support.tiny.qwen_vl import build_tiny_qwen2_5_vl
 
     model = build_tiny_qwen2_5_vl(tmp_path / "tiny-qwen")
     records, metrics = _run(tmp_path, "", backend="transformers", model=str(model), max_tokens=8,

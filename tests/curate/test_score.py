@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from curate import rle, schema, store
+from editkit import rle, schema, store
 from curate.scoring import phash
 from curate.scoring.pair import PSNR_CAP_DB, mask_geometry, score_pairs
 
@@ -134,7 +134,7 @@ def test_score_pairs_background_scores_and_rejects(tmp_path):
 def tiny_clip(tmp_path_factory):
     import torch
 
-    from curate.tiny.clip import build_clip
+    from tests.support.tiny.clip import build_clip
 
     # Tiny ops on a shared 2-core machine: one thread avoids oversubscription stalls (10x slower otherwise).
     threads = torch.get_num_threads()
@@ -165,7 +165,7 @@ def _steer(model, preprocess_size, image, text_embedding, sign, steps=60):
 def test_directional_clip_sign_on_a_constructed_case(tiny_clip, tmp_path):
     import torch
 
-    from curate.scoring.clip import ClipScorer
+    from editkit.clip import ClipScorer
 
     scorer = ClipScorer(tiny_clip, device="cpu", batch_size=2, cache_dir=tmp_path / "cache")
     instruction = "make the sky purple"
@@ -195,7 +195,7 @@ def test_directional_clip_sign_on_a_constructed_case(tiny_clip, tmp_path):
 
 
 def test_clip_load_failure_is_a_clear_error(tmp_path):
-    from curate.scoring.clip import ClipScorer
+    from editkit.clip import ClipScorer
 
     with pytest.raises((RuntimeError, FileNotFoundError), match="local-dir|enabled: false"):
         ClipScorer(f"local-dir:{tmp_path / 'missing'}", device="cpu")
@@ -203,7 +203,7 @@ def test_clip_load_failure_is_a_clear_error(tmp_path):
 
 def test_score_stage_with_clip_on_the_sample(sample_ingest_dir, tiny_clip, tmp_path):
     """The stage end to end on real photos, CLIP enabled through params exactly as for a real checkpoint."""
-    from curate.pipeline import run_stage
+    from editkit.pipeline import run_stage
     from curate.stages import score as score_stage
 
     def gt_masks(records, _images):
@@ -240,7 +240,7 @@ def test_damaged_image_bytes_are_rejected_with_a_reason(tmp_path):
 
 
 def test_embedding_cache_round_trip_and_keys(tmp_path):
-    from curate.scoring.cache import EmbeddingCache, content_key
+    from editkit.embedding_cache import EmbeddingCache, content_key
 
     assert content_key("model-a", "image", b"x") != content_key("model-b", "image", b"x")
     assert content_key("m", "image", b"x") != content_key("m", "text", b"x")

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curate import schema, store
+from editkit import schema, store
 from curate.scoring import balance, dedupe
 from curate.scoring.phash import hamming
 from curate.stages import select as select_stage

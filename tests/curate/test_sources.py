@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate import images, rle, schema
+from editkit import rle, schema
+from curate import images
 from curate.sources import edits
 from curate.sources.folder import FolderParams, FolderSource
 from curate.sources.hf import HFParams, HFSource
 from curate.sources.sample import SampleParams, SampleSource, generate
 from curate.stages.ingest import IngestParams, run_ingest, to_record
-from curate.store import read_records
+from editkit.store import read_records
 
 POLICY = images.ImagePolicy()
 

@@ -1,4 +1,4 @@
-"""Per-record work on a thread pool (curate.pipeline.for_each_record): same records whatever the thread count."""
+"""Per-record work on a thread pool (editkit.pipeline.for_each_record): same records whatever the thread count."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from curate import store
-from curate.pipeline import available_cores, for_each_record
+from editkit import store
+from editkit.pipeline import available_cores, for_each_record
 from curate.scoring.pair import score_pairs
 from curate.stages.masks import MasksParams, diff_step
 from curate.stages.score import ScoreParams
@@ -60,7 +60,7 @@ def test_masks_and_scores_do_not_depend_on_the_thread_count(sample_ingest_dir):
 
 
 def test_keep_freed_memory_is_idempotent():
-    from curate.pipeline import keep_freed_memory
+    from editkit.pipeline import keep_freed_memory
 
     first = keep_freed_memory()
     assert keep_freed_memory() == first  # a second call changes nothing

@@ -6,9 +6,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_kontext_dir(tmp_path_factory):
-    from curate.tiny.kontext import build_tiny_kontext
+    from train.experiment.small_kontext import build_small_kontext
 
-    return build_tiny_kontext(tmp_path_factory.mktemp("tiny_kontext"))
+    return build_small_kontext(tmp_path_factory.mktemp("tiny_kontext"))
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def tiny_kontext_pipe(tiny_kontext_dir):
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory):
     """One tiny Qwen-Image-Edit pipeline per session (curate/tiny/qwen_image_edit.py)."""
-    from curate.tiny.qwen_image_edit import build_tiny_qwen_image_edit
+    from tests.support.tiny.qwen_image_edit import build_tiny_qwen_image_edit
 
     return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny_qwen_image_edit") / "pipe")
 
@@ -37,7 +37,7 @@ def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0,
     import numpy as np
     from PIL import Image
 
-    from curate import rle
+    from editkit import rle
 
     rng = np.random.default_rng(seed)
     rows = []

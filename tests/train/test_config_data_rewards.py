@@ -79,8 +79,8 @@ def test_weighted_rewards_mix_and_registry():
 
 
 def test_pixel_consistency_reward_formula():
-    pytest.importorskip("curate.metrics")
-    from curate.metrics import masked_psnr, masked_ssim
+    pytest.importorskip("editkit.metrics")
+    from editkit.metrics import masked_psnr, masked_ssim
     from train.rewards import RewardInputs, WeightedRewards
 
     g = torch.Generator().manual_seed(0)
@@ -100,7 +100,7 @@ def test_pixel_consistency_reward_formula():
 
 
 def test_clip_direction_reward_with_tiny_clip(tmp_path):
-    from curate.tiny.clip import build_clip
+    from tests.support.tiny.clip import build_clip
     from train.rewards import RewardInputs, WeightedRewards
 
     model_dir = build_clip(tmp_path / "clip")

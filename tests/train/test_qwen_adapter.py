@@ -246,7 +246,7 @@ def test_every_train_config_validates():
 def test_qwen_config_runs_with_a_scripted_judge(tiny_qwen_dir, edit_dataset_dir, tmp_path):
     """train/configs/qwen_image_edit.yaml as shipped (NFT, λ 0.8/0.5, 0.2 pixel + 0.8 MLLM judge), shrunk to the
     tiny model: only the model path, the judge endpoint and the sizes are overridden."""
-    from curate.mllm.testing import ScriptedServer
+    from tests.support.scripted_server import ScriptedServer
     from train.main import run
 
     config_path = REPO / "train" / "configs" / "qwen_image_edit.yaml"

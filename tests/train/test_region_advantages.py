@@ -85,7 +85,7 @@ def test_reward_mix_and_config_checks():
 def test_grpo_trainer_with_region_advantages_and_noise(tiny_kontext_dir, edit_dataset_dir, tmp_path):
     """One GRPO iteration with both switches: per-token ratio exactly 1 on-policy, members of a group share the
     initial noise outside the edit mask and differ inside it."""
-    from curate.tiny.clip import build_clip
+    from tests.support.tiny.clip import build_clip
     from train.config import load_config
     from train.trainers.grpo import GRPOTrainer
 

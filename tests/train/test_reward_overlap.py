@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.mllm.testing import Reply, ScriptedServer, completion
+from tests.support.scripted_server import Reply, ScriptedServer, completion
 from train.reward_overlap import PendingRewards, RewardScheduler, merge_extras
 from train.rewards import RewardInputs
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from curate.mllm.testing import Reply, ScriptedServer, completion, free_port
+from tests.support.scripted_server import Reply, ScriptedServer, completion, free_port
 from train.rewards import REWARDS, RewardInputs, WeightedRewards, mllm, verifier  # noqa: F401  (register)
 
 

@@ -1,7 +1,7 @@
 """CLIP-direction reward: did the image move toward what the instruction says?
 
 ``cos(E(edited) − E(source), T(instruction))`` with the open-clip scorer of the selection stage
-(:class:`curate.scoring.clip.ClipScorer`; same model naming, e.g. ``local-dir:<folder>``). An edit that did not move
+(:class:`editkit.clip.ClipScorer`; same model naming, e.g. ``local-dir:<folder>``). An edit that did not move
 the embedding at all has no direction: NaN (masked out and counted).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from train.rewards import RewardInputs, register_reward
 
 
 def _png_bytes(images: torch.Tensor) -> list[bytes]:
-    from curate.store import encode_png
+    from editkit.store import encode_png
 
     arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [encode_png(array) for array in arrays]
@@ -21,8 +21,8 @@ def _png_bytes(images: torch.Tensor) -> list[bytes]:
 @register_reward("clip_direction")
 def clip_direction(model: str = "ViT-B-32", pretrained: str | None = None, device: str = "auto",
                    batch_size: int = 32):
-    from curate.scoring.clip import ClipScorer, clip_scores
-    from curate.scoring import CLIP_DIRECTION
+    from editkit.clip import ClipScorer, clip_scores
+    from editkit.scores import CLIP_DIRECTION
 
     scorer = ClipScorer(model, pretrained=pretrained, device=device, batch_size=batch_size, cache_dir=None)
 

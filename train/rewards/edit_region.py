@@ -1,7 +1,7 @@
 """An edit-quality reward that knows nothing about the background: the stand-in for the MLLM judge in the ablation.
 
 ``clip(masked PSNR(edited, ground-truth target; edit region) / 40, 0, 1)``: how close the edited image is to the
-dataset's ground-truth edited image INSIDE the edit mask only (:func:`curate.metrics.masked_psnr`). Whatever the
+dataset's ground-truth edited image INSIDE the edit mask only (:func:`editkit.metrics.masked_psnr`). Whatever the
 model does to the other pixels cannot change it, exactly like a judge that only checks the instruction was
 followed. It needs the ground truth (``RewardInputs.targets``, from ``data.target_column``); an empty edit mask has
 nothing to measure: NaN (masked out and counted by the advantages).
@@ -16,7 +16,7 @@ from train.rewards import RewardInputs, register_reward
 @register_reward("edit_region")
 def edit_region(psnr_scale_db: float = 40.0):
     def reward(inputs: RewardInputs) -> torch.Tensor:
-        from curate.metrics import masked_psnr
+        from editkit.metrics import masked_psnr
 
         if inputs.targets is None:
             raise ValueError("the edit_region reward needs the ground-truth edited images (RewardInputs.targets): "

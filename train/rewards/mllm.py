@@ -2,7 +2,7 @@
 
 The judge is asked for the integer score alone. When the backend returns log-probs, the reward is the
 probability-weighted expectation over the score tokens at the position where the score is stated
-(:func:`curate.mllm.logprob_scores.expected_score`): smoother than the sampled number. A multi-token score
+(:func:`editkit.mllm.logprob_scores.expected_score`): smoother than the sampled number. A multi-token score
 ("10" split into "1", "0" by digit-wise tokenizers) cannot be read from one position, so then the parsed number is
 used. The score is normalised to [0, 1] over ``[score_min, score_max]``. A failed request or an unparseable /
 out-of-range answer gives NaN for that sample (masked out of the advantages, never a crash) and is counted in
@@ -29,7 +29,7 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 def make_client(endpoint: str, model: str, backend: str, timeout_s: float, retries: int, max_concurrency: int,
                 cache_dir: str, max_tokens: int):
     """The shared MLLM client (imported here, not at module import: the trainer's CLI must start fast)."""
-    from curate.mllm import Client, ClientConfig
+    from editkit.mllm import Client, ClientConfig
 
     # temperature 0: a reward must not depend on sampling luck
     return Client(ClientConfig(backend=backend, model=model, endpoint=endpoint, timeout_s=timeout_s, retries=retries,
@@ -46,7 +46,7 @@ def to_uint8(image: torch.Tensor):
 
 def parse_score(response, low: int, high: int) -> float:
     """A :class:`Response` -> the judge's score in [low, high]; ValueError with the reason otherwise."""
-    from curate.mllm.logprob_scores import expected_score, first_score_position
+    from editkit.mllm.logprob_scores import expected_score, first_score_position
 
     if not response.ok:
         raise ValueError(f"request_failed: {response.error or 'empty answer'}")
@@ -76,7 +76,7 @@ class MLLMReward:
         self.last_errors: list[str | None] = []  # per sample of the last call: None or the reason
 
     def request(self, instruction: str, source: torch.Tensor, image: torch.Tensor):
-        from curate.mllm import Request, user
+        from editkit.mllm import Request, user
 
         text = MLLM_PROMPT.format(instruction=instruction, low=self.score_min, high=self.score_max)
         return Request((user(text, to_uint8(source), to_uint8(image)),), top_logprobs=self.top_logprobs,

@@ -1,7 +1,7 @@
 """CoCoEdit's pixel-consistency reward: how untouched the region that should NOT change is.
 
 ``0.35 · masked SSIM + 0.65 · clip(masked PSNR / 40, 0, 1)`` between the edited image and the source, measured only
-on the non-edited pixels (``~edit_mask``), with the masked metrics of :mod:`curate.metrics`. An image whose mask
+on the non-edited pixels (``~edit_mask``), with the masked metrics of :mod:`editkit.metrics`. An image whose mask
 covers everything has no region to measure: its reward is NaN (masked out and counted by the advantages).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from train.rewards import RewardInputs, register_reward
 @register_reward("pixel_consistency")
 def pixel_consistency(ssim_weight: float = 0.35, psnr_weight: float = 0.65, psnr_scale_db: float = 40.0):
     def reward(inputs: RewardInputs) -> torch.Tensor:
-        from curate.metrics import masked_psnr, masked_ssim
+        from editkit.metrics import masked_psnr, masked_ssim
 
         region = ~inputs.edit_masks.bool()
         # float64 inputs select the metrics' float64 path: run-to-run identical rewards (exact resume)

@@ -1,6 +1,6 @@
 """Edit-R1-style verifier reward: the fraction of the instruction's principles that the edited image satisfies.
 
-Two rounds through the shared MLLM client, both strict JSON (:func:`curate.mllm.ask_json`, one repair round):
+Two rounds through the shared MLLM client, both strict JSON (:func:`editkit.mllm.ask_json`, one repair round):
 1. **decompose** the instruction (text only) into short, checkable principles: ``{"principles": ["...", ...]}``;
    besides what must change they include what must stay the same;
 2. **verify** all principles of a sample in one request with the source and the edited image:
@@ -64,7 +64,7 @@ class VerifierReward:
         self.last_details: list[dict[str, Any]] = []  # per sample of the last call
 
     def __call__(self, inputs: RewardInputs) -> torch.Tensor:
-        from curate.mllm import Request, ask_json, user
+        from editkit.mllm import Request, ask_json, user
 
         Principles, Verdicts = schemas()
         count = inputs.images.shape[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from curate.store import atomic_dir
+from editkit.store import atomic_dir
 from train.adapters.base import Conditioning
 from train.advantages import Advantages, gathered_advantages
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
@@ -175,7 +175,7 @@ class Trainer(ABC):
             if len(self.skipped_rows) >= len(self.data.train_rows) + len(self.data.eval_rows):
                 raise ValueError(f"every dataset row is unreadable, e.g. {error}") from error
             if self.accelerator.is_main_process:
-                from curate.store import write_json
+                from editkit.store import write_json
 
                 write_json(self.output_dir / "skipped_rows.json", {str(k): v for k, v in self.skipped_rows.items()})
                 self.accelerator.print(f"skipping {error}")

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from curate.mllm.messages import Request, Response
+from editkit.mllm.messages import Request, Response
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

@@ -6,7 +6,7 @@
 
 The model is named as open-clip names it: a built-in architecture plus ``pretrained`` (a tag such as
 ``laion2b_s34b_b79k`` or a local checkpoint file), or ``hf-hub:org/repo``, or ``local-dir:/path`` (a folder with
-``open_clip_config.json`` + weights, e.g. :func:`curate.tiny.clip.build_clip`). Nothing here downloads by itself unless
+``open_clip_config.json`` + weights, e.g. :func:`tests.support.tiny.clip.build_clip`). Nothing here downloads by itself unless
 the name asks the hub for it. :class:`ClipScorer` is a batch -> batch callable holding the model (the actor-pool shape
 of the contract in :mod:`curate.scoring`); embeddings are cached on disk by model fingerprint + image bytes.
 """
@@ -19,9 +19,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from curate import schema
-from curate.scoring import CLIP_DIRECTION, CLIP_IMAGE_SIM
-from curate.scoring.cache import EmbeddingCache, content_key
+from editkit import schema
+from editkit.scores import CLIP_DIRECTION, CLIP_IMAGE_SIM
+from editkit.embedding_cache import EmbeddingCache, content_key
 
 # Below this norm the image embedding did not move: the direction (and its cosine) is undefined.
 _MIN_DIRECTION_NORM = 1e-6

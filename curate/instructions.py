@@ -1,8 +1,8 @@
 """Instruction rewriting with the MLLM client: prompt -> strict JSON -> validated record fields.
 
-The prompt (``prompts/rewrite_<version>.txt``) lists the edit taxonomy of :mod:`curate.taxonomy` with the
+The prompt (``prompts/rewrite_<version>.txt``) lists the edit taxonomy of :mod:`editkit.taxonomy` with the
 GEdit-Bench and ImgEdit-Bench categories mapped to each type. Replies are validated by :class:`RewriteOutput`;
-see :mod:`curate.mllm.structured` for the repair round and the ``fallback:<reason>`` outcomes.
+see :mod:`editkit.mllm.structured` for the repair round and the ``fallback:<reason>`` outcomes.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from curate import schema, taxonomy
-from curate.mllm.client import Client
-from curate.mllm.messages import ImagePart, Request, system, user
-from curate.mllm.prompts import Prompt, load_prompt
-from curate.mllm.structured import Structured, ask_json
+from editkit import schema, taxonomy
+from editkit.mllm.client import Client
+from editkit.mllm.messages import ImagePart, Request, system, user
+from editkit.mllm.prompts import Prompt, load_prompt
+from editkit.mllm.structured import Structured, ask_json
 
 
 class RewriteOutput(BaseModel):

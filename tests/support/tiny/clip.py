@@ -2,7 +2,7 @@
 
 ``build_clip(directory)`` writes ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and
 ``open_clip_model.safetensors``: the layout of the ``hf-hub:`` repositories, so ``model: local-dir:<directory>`` in
-``params.yaml`` loads it through exactly the code path a real checkpoint uses (:mod:`curate.scoring.clip`). It uses
+``params.yaml`` loads it through exactly the code path a real checkpoint uses (:mod:`editkit.clip`). It uses
 open-clip's bundled BPE tokenizer (shipped in the package, no download).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def build_clip(directory: Path | str, seed: int = 0) -> Path:
     return directory
 
 
-if __name__ == "__main__":  # python -m curate.tiny.clip <dir>
+if __name__ == "__main__":  # python -m tests.support.tiny.clip <dir>
     import sys
 
     print(build_clip(sys.argv[1] if len(sys.argv) > 1 else "tiny-clip"))

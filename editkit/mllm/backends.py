@@ -9,8 +9,8 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Callable, Iterator, Union
 
-from curate.mllm.config import ClientConfig
-from curate.mllm.messages import Request, Response
+from editkit.mllm.config import ClientConfig
+from editkit.mllm.messages import Request, Response
 
 
 class MLLMError(RuntimeError):
@@ -54,8 +54,8 @@ class NoneBackend(Backend):
 BackendFactory = Callable[[ClientConfig], Backend]
 _REGISTRY: dict[str, Union[str, BackendFactory]] = {
     "none": NoneBackend,
-    "openai": "curate.mllm.openai_backend:OpenAIBackend",
-    "transformers": "curate.mllm.hf_backend:TransformersBackend",
+    "openai": "editkit.mllm.openai_backend:OpenAIBackend",
+    "transformers": "editkit.mllm.hf_backend:TransformersBackend",
 }
 
 

@@ -8,8 +8,8 @@ Conventions
 -----------
 * ``mask`` marks the pixels that SHOULD change (1 = edit region, 0 = keep). Every reader/writer of a foreign format
   (Label Studio alpha, ImgEdit's white-is-background, PIE-Bench runs) converts at its boundary.
-* Masks are COCO compressed RLE dicts ``{"size": [h, w], "counts": str}`` (see :mod:`curate.rle`).
-* Images are NOT stored in records. They are written once by ``ingest`` into image shards (see :mod:`curate.store`)
+* Masks are COCO compressed RLE dicts ``{"size": [h, w], "counts": str}`` (see :mod:`editkit.rle`).
+* Images are NOT stored in records. They are written once by ``ingest`` into image shards (see :mod:`editkit.store`)
   and referenced by ``image_shard``; ``export`` embeds the bytes into the final Hugging Face dataset.
 * A record is never dropped: a stage that rejects it sets ``status="rejected"``, ``reject_stage`` and
   ``reject_reason`` and passes it on; later stages skip rejected records but keep them.
@@ -43,7 +43,7 @@ RECORD_SCHEMA = pa.schema(
         ("instruction", pa.string()),
         ("instruction_refined", pa.string()),
         ("rewrite_status", pa.string()),  # "none" (pass-through), "ok", "repaired", "fallback:<reason>"
-        ("edit_type", pa.string()),  # see curate.taxonomy
+        ("edit_type", pa.string()),  # see editkit.taxonomy
         ("scope", pa.string()),  # "local" | "global"
         ("target_phrases", pa.list_(pa.string())),
         # masks
@@ -74,7 +74,7 @@ def new_record(**values: Any) -> dict[str, Any]:
     """A record with every field present (None / empty by default) and ``values`` filled in."""
     unknown = set(values) - set(FIELDS)
     if unknown:
-        raise KeyError(f"unknown record field(s) {sorted(unknown)}; the schema is curate.schema.RECORD_SCHEMA")
+        raise KeyError(f"unknown record field(s) {sorted(unknown)}; the schema is editkit.schema.RECORD_SCHEMA")
     record: dict[str, Any] = {name: None for name in FIELDS}
     for name in _LIST_FIELDS:
         record[name] = []

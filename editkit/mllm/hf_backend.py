@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator
 
-from curate.mllm.backends import Backend, MLLMError
-from curate.mllm.config import ClientConfig
-from curate.mllm.messages import ImagePart, Request, Response, TokenLogprob
+from editkit.mllm.backends import Backend, MLLMError
+from editkit.mllm.config import ClientConfig
+from editkit.mllm.messages import ImagePart, Request, Response, TokenLogprob
 
-log = logging.getLogger("curate.mllm")
+log = logging.getLogger("editkit.mllm")
 
 
 def pick_device(device: str) -> tuple[str, Any]:

@@ -2,7 +2,7 @@
 
 A stage output directory looks like::
 
-    data/<stage>/records/shard-00000.parquet   # metadata only, curate.schema.RECORD_SCHEMA
+    data/<stage>/records/shard-00000.parquet   # metadata only, editkit.schema.RECORD_SCHEMA
     data/ingest/images/shard-00000.parquet     # written once by ingest: id, source_image, edited_image
 
 Images are stored once, as encoded bytes in Parquet (the Hugging Face ``Image`` feature layout ``{bytes, path}``),
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import schema
+from editkit import schema
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("source_image", IMAGE_STRUCT), ("edited_image", IMAGE_STRUCT)])
@@ -115,24 +115,57 @@ def count_records(directory: Path | str) -> int:
 
 
 # ---------------------------------------------------------------- images
+class ImageShardWriter:
+    """Streams one image shard (:data:`IMAGE_SCHEMA`) in row groups of 64 pairs, so a writer holds 64 pairs' bytes in
+    memory instead of a whole shard (1,000 pairs of large photos would be gigabytes).
+
+    Rows are ``{"id", "source": bytes, "edited": bytes | None, "source_path"?, "edited_path"?}``. Encoded images do
+    not compress further, and small row groups keep random access cheap. The file exists after :meth:`close` even
+    when no row was added, so a shard whose records were all rejected is visible, not missing.
+    """
+
+    ROW_GROUP = 64
+
+    def __init__(self, path: Path | str):
+        self.path, self.rows, self.writer = Path(path), [], None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.ROW_GROUP:
+            self._write()
+
+    def _write(self) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, IMAGE_SCHEMA, compression="none")
+        rows = [{"id": r["id"], "source_image": _image_cell(r.get("source"), r.get("source_path")),
+                 "edited_image": _image_cell(r.get("edited"), r.get("edited_path"))} for r in self.rows]
+        self.writer.write_table(pa.Table.from_pylist(rows, schema=IMAGE_SCHEMA))
+        self.rows = []
+
+    def close(self) -> Path:
+        if self.rows or self.writer is None:
+            self._write()
+        self.writer.close()
+        return self.path
+
+    def __enter__(self) -> "ImageShardWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _image_cell(data: bytes | None, path: str | None) -> dict[str, Any] | None:
+    return None if data is None else {"bytes": data, "path": path}
+
+
 def write_image_shard(directory: Path | str, shard: str, rows: list[dict[str, Any]]) -> Path:
-    """rows: ``{"id", "source": bytes, "edited": bytes | None, "source_path"?, "edited_path"?}``."""
-    table = pa.Table.from_pylist(
-        [
-            {
-                "id": r["id"],
-                "source_image": {"bytes": r["source"], "path": r.get("source_path")},
-                "edited_image": None if r.get("edited") is None else {"bytes": r["edited"], "path": r.get("edited_path")},
-            }
-            for r in rows
-        ],
-        schema=IMAGE_SCHEMA,
-    )
-    path = Path(directory) / f"{shard}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Encoded images do not compress further; small row groups keep random access cheap.
-    pq.write_table(table, path, compression="none", row_group_size=64)
-    return path
+    """Write a whole image shard at once (see :class:`ImageShardWriter` for the row format)."""
+    with ImageShardWriter(Path(directory) / f"{shard}.parquet") as writer:
+        for row in rows:
+            writer.add(row)
+    return writer.path
 
 
 class ImageShard:

@@ -14,8 +14,8 @@ from typing import Generic, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from curate.mllm.client import Client
-from curate.mllm.messages import Request, Response, assistant, user
+from editkit.mllm.client import Client
+from editkit.mllm.messages import Request, Response, assistant, user
 
 T = TypeVar("T", bound=BaseModel)
 

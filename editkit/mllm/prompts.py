@@ -1,4 +1,4 @@
-"""Versioned prompt files: ``curate/mllm/prompts/<name>_<version>.txt`` with ``$placeholders`` (string.Template,
+"""Versioned prompt files: ``editkit/mllm/prompts/<name>_<version>.txt`` with ``$placeholders`` (string.Template,
 so JSON braces in a prompt need no escaping). A prompt's version goes into the cache key of every request built
 from it; edit a prompt's meaning -> add a new version file, keep the old one for reproducing past runs.
 """

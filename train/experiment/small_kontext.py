@@ -46,7 +46,7 @@ def _t5_vocab() -> list[tuple[str, float]]:
     return pieces
 
 
-def build_tiny_kontext(
+def build_small_kontext(
     directory: str | Path,
     *,
     num_layers: int = TINY_KONTEXT_DEFAULTS["num_layers"],

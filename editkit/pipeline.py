@@ -1,10 +1,10 @@
 """Run a step over every record shard: the uniform interface all record-to-record stages share.
 
 A *step* is a callable ``step(records, images) -> records`` over ONE shard (a batch of ~1,000 records), where
-``images`` is the shard's :class:`curate.store.ImageShard` (or None when the step needs no pixels). Steps are pure
+``images`` is the shard's :class:`editkit.store.ImageShard` (or None when the step needs no pixels). Steps are pure
 batch -> batch functions: the same function can run here shard by shard, or under a distributed engine (Ray Data's
 ``map_batches``) unchanged. Steps must return every record they were given (rejected ones included, see
-:func:`curate.schema.reject`); the runner checks this, so no record is ever silently dropped.
+:func:`editkit.schema.reject`); the runner checks this, so no record is ever silently dropped.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from curate import schema, store
+from editkit import schema, store
 
 Step = Callable[[list[dict[str, Any]], Optional[store.ImageShard]], list[dict[str, Any]]]
 
@@ -136,4 +136,4 @@ def _check_nothing_lost(stage: str, shard: str, before: list[dict], after: list[
     missing = {r["id"] for r in before} - {r["id"] for r in after}
     if missing:
         raise RuntimeError(f"{stage}: step dropped {len(missing)} record(s) in {shard} (e.g. {sorted(missing)[:3]}); "
-                           "steps must return every record, marking rejects with curate.schema.reject")
+                           "steps must return every record, marking rejects with editkit.schema.reject")

@@ -6,12 +6,12 @@ from collections import Counter
 from dataclasses import replace
 from typing import Iterable, Optional
 
-from curate.mllm.backends import Backend, make_backend
-from curate.mllm.cache import ResponseCache, request_key
-from curate.mllm.config import ClientConfig
-from curate.mllm.messages import Request, Response
+from editkit.mllm.backends import Backend, make_backend
+from editkit.mllm.cache import ResponseCache, request_key
+from editkit.mllm.config import ClientConfig
+from editkit.mllm.messages import Request, Response
 
-log = logging.getLogger("curate.mllm")
+log = logging.getLogger("editkit.mllm")
 
 
 class Client:

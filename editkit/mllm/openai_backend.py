@@ -16,11 +16,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Iterator, Optional
 
-from curate.mllm.backends import Backend, MLLMError
-from curate.mllm.config import ClientConfig
-from curate.mllm.messages import Request, Response, TokenLogprob
+from editkit.mllm.backends import Backend, MLLMError
+from editkit.mllm.config import ClientConfig
+from editkit.mllm.messages import Request, Response, TokenLogprob
 
-log = logging.getLogger("curate.mllm")
+log = logging.getLogger("editkit.mllm")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 

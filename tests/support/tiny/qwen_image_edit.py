@@ -33,7 +33,7 @@ def build_tiny_qwen_image_edit(directory: str | Path, seed: int = 0, plus: bool 
         Qwen2VLProcessor,
     )
 
-    from curate.tiny.qwen_vl import build_tiny_qwen2_5_vl
+    from tests.support.tiny.qwen_vl import build_tiny_qwen2_5_vl
 
     directory = Path(directory)
     with tempfile.TemporaryDirectory() as scratch:

@@ -4,10 +4,10 @@
 (vLLM/SGLang/any chat-completions server), ``transformers`` (local Qwen2.5-VL); an on-disk cache. Heavy libraries
 (httpx, torch, transformers) are imported only when a backend is built.
 """
-from curate.mllm.backends import Backend, MLLMError, available_backends, register_backend
-from curate.mllm.client import Client
-from curate.mllm.config import ClientConfig
-from curate.mllm.messages import ImagePart, Message, Request, Response, TokenLogprob, assistant, system, user
+from editkit.mllm.backends import Backend, MLLMError, available_backends, register_backend
+from editkit.mllm.client import Client
+from editkit.mllm.config import ClientConfig
+from editkit.mllm.messages import ImagePart, Message, Request, Response, TokenLogprob, assistant, system, user
 
 __all__ = [
     "Backend", "MLLMError", "available_backends", "register_backend", "Client", "ClientConfig", "ImagePart",
@@ -19,7 +19,7 @@ __all__ = [
 def __getattr__(name: str):
     # pydantic costs ~0.1 s to import: load the structured-output helpers only when asked for.
     if name in ("Structured", "ask_json", "parse_json"):
-        from curate.mllm import structured
+        from editkit.mllm import structured
 
         return getattr(structured, name)
-    raise AttributeError(f"module 'curate.mllm' has no attribute {name!r}")
+    raise AttributeError(f"module 'editkit.mllm' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Optional
 
-from curate.mllm.messages import TokenLogprob
+from editkit.mllm.messages import TokenLogprob
 
 
 def expected_score(token: TokenLogprob, scores: Iterable[int] = range(11)) -> Optional[float]:

@@ -1,0 +1,9 @@
+"""Names of the scores written into ``record["scores"]`` (export flattens them to ``score_<name>`` columns)."""
+
+MASK_AREA = "mask_area"  # fraction of the image inside the edit mask
+MASK_COMPONENTS = "mask_components"  # 8-connected components of the edit mask
+MASK_COMPACTNESS = "mask_compactness"  # isoperimetric quotient 4*pi*area/perimeter^2 of the mask (1 = disc)
+BG_PSNR = "bg_psnr"  # PSNR of source vs edited on the NON-edited region (dB, capped)
+BG_SSIM = "bg_ssim"  # SSIM of source vs edited averaged over the NON-edited region
+CLIP_IMAGE_SIM = "clip_image_sim"  # cosine(CLIP(source), CLIP(edited))
+CLIP_DIRECTION = "clip_direction"  # cosine(CLIP(edited) - CLIP(source), CLIP_text(instruction))

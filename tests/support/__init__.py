@@ -1,0 +1,1 @@
+"""Test fixtures: tiny models built offline and a scripted chat-completions server."""

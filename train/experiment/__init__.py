@@ -1,0 +1,1 @@
+"""The miniature experiment: the small base editor, its pretraining, the ablation."""
