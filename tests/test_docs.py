@@ -19,6 +19,7 @@ DOCS = ROOT / "docs"
 FORBIDDEN = [
     (re.compile(r"issue #", re.IGNORECASE), "issue reference"),
     (re.compile(r"#\d+ "), "issue/PR number"),
+    (re.compile(r"\(#\d+\)|\bissues? \d+", re.IGNORECASE), "issue/PR number"),
     (re.compile(r"session", re.IGNORECASE), "work session"),
     (re.compile(r"this machine", re.IGNORECASE), "'this machine' (name the hardware instead)"),
     (re.compile(r"shared 2-core machine", re.IGNORECASE), "'the shared 2-core machine' (name the hardware)"),
