@@ -211,9 +211,9 @@ def connect(address: str):
 
 
 def _worker_env() -> dict[str, str]:
-    """Workers import the same code as the driver (an uninstalled checkout on PYTHONPATH included)."""
-    path = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": path} if path else {}
+    """Workers import the same code as the driver: its PYTHONPATH and working directory (a checkout run in place)."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [os.getcwd()]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
 
 
 def make_executor(config: ExecutorConfig):
