@@ -18,6 +18,7 @@ stage's command.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import traceback
@@ -162,8 +163,8 @@ class RayExecutor:
             concurrency=max(1, min(resources.concurrency, len(shards))),
             num_cpus=resources.num_cpus,
             num_gpus=resources.num_gpus,
-            max_restarts=resources.max_restarts,
-            max_task_retries=-1,  # retry a call whose actor died (system failures only, never a step's exception)
+            # restart an actor whose process died and retry its call (system failures only, never a step's exception)
+            ray_remote_args_fn=functools.partial(dict, max_restarts=resources.max_restarts, max_task_retries=-1),
         )
         for row in dataset.iter_rows():
             if row["error"]:
@@ -203,7 +204,7 @@ def connect(address: str):
 
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": _worker_env()})
         else:  # a private local instance; never listens beyond the loopback interface
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
                      num_cpus=os.cpu_count(), runtime_env={"env_vars": _worker_env()})

@@ -88,8 +88,9 @@ def run_stage(
     started = time.perf_counter()
     total = store.count_records(input_dir)
     with store.atomic_dir(output_dir) as tmp, tqdm(total=total, desc=stage, unit="rec", disable=not progress) as bar:
-        images = Path(images_dir) if images_dir is not None else None
-        for result in executor.map_shards(stage, build, input_dir, images, shards, tmp):
+        # absolute: workers elsewhere (other processes, other nodes) do not share this process's working directory
+        images = Path(images_dir).resolve() if images_dir is not None else None
+        for result in executor.map_shards(stage, build, input_dir.resolve(), images, shards, Path(tmp).resolve()):
             stats.rejected_here.update(result.rejected_here)
             stats.counters.update(result.counters)
             stats.facts.update(result.facts)
