@@ -66,7 +66,7 @@ def test_edit_region_reward_needs_targets():
 
 
 def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
-    from train.ablation import deep_merge, load_ablation_config, run_ablation
+    from train.experiment.ablation import deep_merge, load_ablation_config, run_ablation
 
     dataset = build_edit_dataset(tmp_path / "dataset", count=14, size=40)
     config = load_ablation_config(ROOT / "train/configs/ablation.yaml", smoke=True)
@@ -98,8 +98,8 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     assert len(excluded) == 2 and any("global edit" in v for v in excluded.values())
     assert report["total_seconds"] > 0
     # same base config -> the saved base editor is reused, not retrained; a changed config retrains
-    from train.ablation import base_config
-    from train.pretrain import config_hash, pretrain
+    from train.experiment.ablation import base_config
+    from train.experiment.pretrain import config_hash, pretrain
 
     base = base_config(config)
     stamp = (tmp_path / "work/base/pretrain.json").stat().st_mtime_ns
@@ -115,7 +115,7 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
 
 
 def test_fit_vae_learns_and_normalises_the_latents():
-    from train.pretrain import (
+    from train.experiment.pretrain import (
         ArchitectureConfig,
         PretrainConfig,
         StageConfig,

@@ -1,18 +1,6 @@
-"""Reward calls overlapped with rollout: each micro-batch is scored on a background thread while the next one rolls
-out, so an I/O-bound judge (the MLLM reward's HTTP calls) costs little step time.
-
-``sample()`` of every trainer goes through :func:`sample_micro_batches`: roll out one micro-batch, decode it, hand
-its :class:`RewardInputs` slice to the reward thread, go on with the next micro-batch; ``score()`` then joins the
-micro-batches' results in order (:meth:`PendingRewards.join`). Rewards are per sample, so the values are exactly
-those of one call on the whole batch, which is what ``rewards.overlap = false`` still does.
-
-It pays when judging takes time proportional to the number of images (a served judge with limited batch slots):
-all but the last micro-batch's judging hide behind rollouts (``perf/reward_overlap.py``).
-
-One worker thread, on purpose: reward calls run one at a time and in submission order, so stateful rewards
-(failure counters) need no locks; per-call state (``MLLMReward.last_errors``) describes the last micro-batch.
-A reward exception is re-raised with its original type and message by ``score()`` — or earlier, by the rollout loop, as
-soon as it is known — and the micro-batches still queued are cancelled, so nothing waits on a dead step.
+"""The rollout loop over micro-batches: roll out one micro-batch, decode it, hand its reward inputs to the reward
+thread (:mod:`train.rollout.reward_thread`), go on with the next one. Every trainer's ``sample()`` goes through
+:func:`sample_micro_batches`.
 
 With the ``attention_concentration`` reward configured, :class:`AttentionWiring` records each micro-batch's
 target-phrase attention during its rollout and hands it to that micro-batch's reward as ``extras``.
@@ -20,80 +8,35 @@ target-phrase attention during its rollout and hands it to that micro-batch's re
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
 
-from train.rewards import RewardInputs
-
-ScoreFn = Callable[[RewardInputs], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-
-
-class PendingRewards:
-    """The reward futures of one batch's micro-batches, in rollout order."""
-
-    def __init__(self, executor: ThreadPoolExecutor, score: ScoreFn):
-        self.executor, self.score = executor, score
-        self.futures: list[Future] = []
-
-    def submit(self, inputs: RewardInputs) -> None:
-        self.raise_failed()
-        self.futures.append(self.executor.submit(self.score, inputs))
-
-    def raise_failed(self) -> None:
-        """Re-raise the first finished micro-batch's reward exception now instead of after the whole rollout."""
-        for future in self.futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                self.cancel()
-                raise future.exception()
-
-    def cancel(self) -> None:
-        for future in self.futures:
-            future.cancel()  # the queued ones; a running call finishes on its own (the reward has timeouts)
-
-    def join(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total (N,), {name: (N,)}) over all micro-batches, in order."""
-        try:
-            results = [future.result() for future in self.futures]
-        except BaseException:
-            self.cancel()
-            raise
-        if not results:
-            raise ValueError("no micro-batch was submitted for scoring")
-        totals, parts = zip(*results)
-        return torch.cat(totals), {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+from train.rollout.reward_inputs import micro_batch_inputs
+from train.rollout.reward_thread import PendingRewards
+from train.rollout.sampler import Trajectory
 
 
-class RewardScheduler:
-    """Owns the reward thread (created on first use); ``start()`` gives a batch its :class:`PendingRewards`, or
-    None when overlap is off (then ``score()`` calls the rewards on the whole batch, as before)."""
+@dataclass
+class MicroBatchRollouts:
+    """A batch's rollouts, micro-batch by micro-batch, and what every trainer keeps of them."""
 
-    def __init__(self, score: ScoreFn, overlap: bool):
-        self.score, self.overlap = score, overlap
-        self._executor: ThreadPoolExecutor | None = None
-
-    def start(self) -> PendingRewards | None:
-        if not self.overlap:
-            return None
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
-        return PendingRewards(self._executor, self.score)
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    trajectories: list[Trajectory]  # one per micro-batch, in order
+    final: torch.Tensor  # (N, L, C) clean latents
+    images: torch.Tensor  # (N, 3, H, W) decoded, CPU
+    extras: dict[str, Any]  # the reward extras (attention maps when recorded), per sample
+    pending_rewards: PendingRewards | None  # the micro-batches' rewards on the reward thread (with overlap)
 
 
 class AttentionWiring:
     """RC-GRPO's attention-concentration reward needs the rollout's text→image attention of the edit's target
-    phrase: one :class:`train.attention.AttentionRecorder` on the transformer, opened around each rollout."""
+    phrase: one :class:`train.rollout.attention.AttentionRecorder` on the transformer, opened around each rollout."""
 
     def __init__(self, adapter, height: int, width: int):
-        from train.attention import AttentionRecorder
+        from train.rollout.attention import AttentionRecorder
 
         self.adapter = adapter
         self.grid = tuple(int(n) for n in adapter.token_grid(height, width))
@@ -127,13 +70,6 @@ def attention_wiring(adapter, reward_weights: dict[str, float], height: int, wid
     return AttentionWiring(adapter, height, width) if "attention_concentration" in reward_weights else None
 
 
-def micro_batch_inputs(batch, mb: slice, images: torch.Tensor, extras: dict[str, Any]) -> RewardInputs:
-    """The reward inputs of samples ``mb`` of ``batch`` (a :class:`train.trainers.base.Batch`)."""
-    return RewardInputs(images, batch.sources[mb], batch.masks[mb], batch.prompts[mb], batch.edit_types[mb],
-                        targets=None if batch.targets is None else batch.targets[mb],
-                        phrases=None if batch.phrases is None else batch.phrases[mb], extras=extras)
-
-
 def merge_extras(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-micro-batch extras -> the batch's: tensors are per sample (concatenated), anything else is shared."""
     if not parts or not parts[0]:
@@ -142,14 +78,9 @@ def merge_extras(parts: list[dict[str, Any]]) -> dict[str, Any]:
             for key in parts[0]}
 
 
-def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Any]) -> tuple[list, dict[str, Any]]:
-    """Roll out every micro-batch with ``roll_out(mb) -> Trajectory``, decode it, and with overlap submit its
-    rewards before the next micro-batch starts.
-
-    Returns the trajectories and the batch's ``samples`` entries: ``images`` (N, 3, H, W) CPU, ``extras`` (the
-    attention maps when ``trainer.attention`` records them; each micro-batch's reward gets its own slice) and
-    ``pending_rewards`` (with overlap).
-    """
+def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Trajectory]) -> MicroBatchRollouts:
+    """Roll out every micro-batch with ``roll_out(mb)``, decode it, and with overlap submit its rewards before the
+    next micro-batch starts. Each micro-batch's reward gets its own slice of the recorded attention maps."""
     pending = trainer.reward_scheduler.start()
     attention: AttentionWiring | None = trainer.attention
     trajectories, images, extras = [], [], []
@@ -167,7 +98,5 @@ def sample_micro_batches(trainer, batch, roll_out: Callable[[slice], Any]) -> tu
         if pending is not None:
             pending.cancel()
         raise
-    samples = {"images": torch.cat(images), "extras": merge_extras(extras)}
-    if pending is not None:
-        samples["pending_rewards"] = pending
-    return trajectories, samples
+    return MicroBatchRollouts(trajectories, torch.cat([t.final for t in trajectories]), torch.cat(images),
+                              merge_extras(extras), pending)
