@@ -7,8 +7,8 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
-                  "CoCoEdit region regularizer; the miniature ablation. Multi-GPU: `accelerate launch -m train --config ...` "
-                  "(the same options as `editkit train run`).", no_args_is_help=True)
+                  "CoCoEdit region regularizer; the miniature ablation. Multi-GPU: `accelerate launch -m train "
+                  "--config ...` (the same options as `editkit train run`).", no_args_is_help=True)
 
 
 @app.command("run")

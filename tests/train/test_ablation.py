@@ -134,3 +134,21 @@ def test_fit_vae_learns_and_normalises_the_latents():
         latents = vae.encode(images * 2 - 1).latent_dist.mode()
     scaled = (latents - vae.config.shift_factor) * vae.config.scaling_factor  # what the pipeline feeds the model
     assert abs(float(scaled.mean())) < 1e-4 and abs(float(scaled.std()) - 1) < 1e-4
+
+
+def test_editkit_train_ablation_passes_its_options(tmp_path, monkeypatch):
+    """`editkit train ablation` loads the YAML (with --smoke: its smoke section), applies --work-dir and --out."""
+    from typer.testing import CliRunner
+
+    import train.experiment.ablation as ablation
+    from editkit.cli import app
+
+    calls = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda config, out: calls.append((config, out)))
+    result = CliRunner().invoke(app, ["train", "ablation", "--config", str(ROOT / "train/configs/ablation.yaml"),
+                                      "--smoke", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    ((config, out),) = calls
+    full = ablation.load_ablation_config(ROOT / "train/configs/ablation.yaml")
+    assert config.seeds == [0] != full.seeds  # the smoke section applied
+    assert config.work_dir == str(tmp_path / "w") and out == tmp_path / "o"

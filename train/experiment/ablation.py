@@ -8,8 +8,8 @@
    config the trainers reject (e.g. a technique not implemented for that objective) is reported as unavailable with
    the reason, not run.
 3. Evaluate the base model and every run on the same held-out rows with the same noise
-   (:mod:`train.experiment.edit_metrics`), and write ``table.md``, ``table.json`` and ``curves.png`` (per-arm reward curves
-   from each run's ``metrics.jsonl``, mean over seeds) into the output dir.
+   (:mod:`train.experiment.edit_metrics`), and write ``table.md``, ``table.json`` and ``curves.png`` (per-arm reward
+   curves from each run's ``metrics.jsonl``, mean over seeds) into the output dir.
 
 Arms are grouped in *families* by objective: the region regularizer exists only for DiffusionNFT and the
 region-specific advantages only for GRPO, so a technique is compared with its own family's baseline.

@@ -1,10 +1,10 @@
 """RC-GRPO's attention-concentration reward: how much of the target phrase's attention falls inside the edit mask.
 
-The rollout records, with :class:`train.rollout.attention.AttentionRecorder`, the text→image attention of the edit target
-phrase's tokens (averaged over heads, layers and denoising steps) and hands it over as ``extras["attention"]``
+The rollout records, with :class:`train.rollout.attention.AttentionRecorder`, the text→image attention of the edit
+target phrase's tokens (averaged over heads, layers and denoising steps) and hands it over as ``extras["attention"]``
 (B, L) together with the token grid ``extras["attention_grid"]`` (rows, cols). The pixel edit mask is pooled to that
-grid (:func:`train.algorithms.region_advantages.token_mask`) and the reward is the map's mass inside it, in [0, 1]. A sample
-whose mask covers no token, or whose map is NaN (nothing recorded), gets NaN: masked out and counted.
+grid (:func:`train.algorithms.region_advantages.token_mask`) and the reward is the map's mass inside it, in [0, 1].
+A sample whose mask covers no token, or whose map is NaN (nothing recorded), gets NaN: masked out and counted.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ all but the last micro-batch's judging hide behind rollouts (``perf/reward_overl
 
 One worker thread, on purpose: reward calls run one at a time and in submission order, so stateful rewards
 (failure counters) need no locks; per-call state (``MLLMReward.last_errors``) describes the last micro-batch.
-A reward exception is re-raised with its original type and message by ``score()`` — or earlier, by the rollout loop, as
-soon as it is known — and the micro-batches still queued are cancelled, so nothing waits on a dead step.
+A reward exception is re-raised with its original type and message by ``score()`` — or earlier, by the rollout loop,
+as soon as it is known — and the micro-batches still queued are cancelled, so nothing waits on a dead step.
 """
 from __future__ import annotations
 
