@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean-data help ablation
+.PHONY: setup demo test test-fast clean-data help ablation docs
 
 help:
 	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
 	@echo "make test   - install into .venv (if needed) and run the test suite"
 	@echo "make ablation - the miniature region-regularization ablation on CPU (~15-20 min, results/ablation/)"
+	@echo "make docs   - build the manual (docs/) with mkdocs --strict into site/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +31,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
-# The miniature region-regularization ablation (README "Does it work?"): builds the sample data if missing.
+# The miniature region-regularization ablation (docs/ablation.md): builds the sample data if missing.
 ablation: $(STAMP)
 	@test -d data/export/dataset || (test -d .git || git init -q; PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro export)
 	$(BIN)/editkit train ablation --config train/configs/ablation.yaml
+
+# The manual: docs/*.md built with mkdocs; --strict turns broken links into errors.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -d site
 
 clean-data:
 	rm -rf data metrics plots
