@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean-data help ablation
+.PHONY: setup demo test test-fast clean-data help ablation gpu-check
 
 help:
 	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
 	@echo "make test   - install into .venv (if needed) and run the test suite"
+	@echo "make gpu-check - one LoRA step of the full-size transformers on CUDA vs perf/memory_plan.py (GPU_CHECK_ARGS=--smoke: CPU)"
 	@echo "make ablation - the miniature region-regularization ablation on CPU (~15-20 min, results/ablation/)"
 
 $(STAMP): pyproject.toml
@@ -34,6 +35,11 @@ test-fast: $(STAMP)
 ablation: $(STAMP)
 	@test -d data/export/dataset || (test -d .git || git init -q; PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro export)
 	$(BIN)/python -m train.ablation --config train/configs/ablation.yaml
+
+# Measured peak memory and speed of the full-size transformers next to perf/memory_plan.py's prediction (CUDA, < 8 min).
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python perf/gpu_check.py --out perf/results/gpu_check$(if $(findstring --smoke,$(GPU_CHECK_ARGS)),_smoke,).json $(GPU_CHECK_ARGS)
 
 clean-data:
 	rm -rf data metrics plots
