@@ -135,7 +135,8 @@ def make_inputs(class_name: str, config: dict[str, Any], resolution: int, text_t
         ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3).float()
         cond_ids = ids.clone()
         cond_ids[:, 0] = 1  # Kontext: the condition image's first position coordinate is 1
-        kwargs = dict(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=randn(1, config["pooled_projection_dim"]),
+        kwargs = dict(hidden_states=hidden, encoder_hidden_states=text,
+                      pooled_projections=randn(1, config["pooled_projection_dim"]),
                       timestep=timestep, guidance=torch.full((1,), 2.5, device=device),
                       img_ids=torch.cat([ids, cond_ids]).to(device), txt_ids=torch.zeros(text_tokens, 3, device=device))
     elif class_name == "QwenImageTransformer2DModel":
@@ -176,6 +177,52 @@ def saved_activation_bytes(model, kwargs: dict[str, Any], target_tokens: int) ->
         loss = loss_fn(model, kwargs, target_tokens)
     del loss
     return total
+
+
+def block_factors(class_name: str, heads: int = 4, layers: int = 3, resolution: int = 256,
+                  text_tokens: int = 128) -> dict[str, float]:
+    """k_block as measured: bytes autograd saves inside each block (first saver of a storage owns it), divided by
+    S·H·2, median per block type, on a copy of the real block types with ``heads`` heads of the real head size and
+    ``layers`` blocks per type, LoRA on. The plan's K_* constants are these numbers (heads 4-8 agree within 5%)."""
+    import statistics
+
+    import torch
+
+    config_file = next(p.transformer for p in mp.PIPELINES if mp.load_config(p.transformer)[0] == class_name)
+    _, config, _ = mp.load_config(config_file)
+    config = dict(config, num_layers=layers, num_attention_heads=heads, joint_attention_dim=64)
+    if class_name == "FluxTransformer2DModel":
+        config.update(num_single_layers=layers, pooled_projection_dim=32)
+    model = build_random(class_name, config, "cpu")
+    add_lora(model, rank=8)
+    kwargs, target_tokens = make_inputs(class_name, config, resolution, text_tokens, "cpu")
+    lists = {name: child for name, child in model.named_children() if isinstance(child, torch.nn.ModuleList)}
+    owner = {"name": None}
+    per_block: dict[tuple[str, int], int] = {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+
+    def pack(t):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if owner["name"] is not None and ptr not in params and ptr not in seen:
+            seen.add(ptr)
+            per_block[owner["name"]] = per_block.get(owner["name"], 0) + storage.nbytes()
+        return t
+
+    hooks = []
+    for list_name, blocks in lists.items():
+        for i, block in enumerate(blocks):
+            hooks.append(block.register_forward_pre_hook(lambda *_, key=(list_name, i): owner.update(name=key)))
+            hooks.append(block.register_forward_hook(lambda *_: owner.update(name=None)))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn(model, kwargs, target_tokens)
+    del loss
+    for hook in hooks:
+        hook.remove()
+    unit = (kwargs["hidden_states"].shape[1] + text_tokens) * mp.hidden_size(config) * mp.BF16
+    return {name: round(statistics.median(v / unit for (n, _), v in per_block.items() if n == name), 2)
+            for name in lists}
 
 
 def timed_steps(model, kwargs, target_tokens: int, optimizer, steps: int, device: str) -> dict[str, Any]:
@@ -303,7 +350,8 @@ def time_masker(smoke: bool, device: str) -> dict[str, Any]:
         list(masker.ground(items))
         _sync(device)
         seconds = time.perf_counter() - start
-    return {"status": "measured", "models": "tiny random" if smoke else "grounding-dino-base + sam2.1-hiera-large, random",
+    models = "tiny random" if smoke else "grounding-dino-base + sam2.1-hiera-large, random"
+    return {"status": "measured", "models": models,
             "images": n, "image_size": [side * 3 // 4, side], "batch_size": batch,
             "seconds_per_image": round(seconds / n, 4)}
 
@@ -352,10 +400,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="CPU, shrunk configs, same code path (< 60 s)")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per transformer")
     parser.add_argument("--no-masker", action="store_true", help="skip the grounded-masker timing")
+    parser.add_argument("--block-factors", action="store_true",
+                        help="only measure k_block (saved hidden-sized tensors per block) on CPU and print them")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     import torch
+
+    if args.block_factors:
+        factors = {c: block_factors(c) for c in ("FluxTransformer2DModel", "QwenImageTransformer2DModel")}
+        print(json.dumps(factors, indent=2))
+        return factors
 
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke for the CPU path")

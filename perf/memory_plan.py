@@ -34,7 +34,8 @@ the Qwen2.5-VL hidden states of the prompt with the 384² condition view: ~196 v
 k_block = number of hidden-sized tensors a block stores for backward. The values (FLUX double 15, FLUX single 14.1,
 Qwen-Image 17) are the bytes autograd saved per block, counted with ``torch.autograd.graph.saved_tensors_hooks`` on
 shrunk copies of these blocks on CPU (hidden 512-1024, same MLP ratio, SDPA attention, LoRA on), divided by
-S·H·2: they include the fp32 RMSNorm/RoPE intermediates of q and k. g = 4 units of backward transients (the
+S·H·2: they include the fp32 RMSNorm/RoPE intermediates of q and k (``perf/gpu_check.py --block-factors``
+re-measures them). g = 4 units of backward transients (the
 gradient of the 4·H MLP activation), +1 unit for what lives outside the blocks (embeddings, output, loss).
 ``perf/gpu_check.py`` measures the same count and the real CUDA peak, and reports their ratio to this estimate.
 """
@@ -274,12 +275,14 @@ def markdown_tables(result: dict[str, Any]) -> str:
     for p in result["pipelines"]:
         t = p["transformer"]
         for role, row in [("transformer", t)] + [("text encoder", e) for e in p["text_encoders"]] + [("VAE", p["vae"])]:
-            lines.append(f"| {p['pipeline']} | {role} | {row['class']} | {row['params']:,} | {_gib(row['bf16_bytes'])} |")
+            lines.append(f"| {p['pipeline']} | {role} | {row['class']} | {row['params']:,} "
+                         f"| {_gib(row['bf16_bytes'])} |")
         lines.append(f"| {p['pipeline']} | LoRA r={p['lora_rank']} ({', '.join(t['lora_targets'])}) | - | "
                      f"{t['lora_params']:,} | fp32 + AdamW: {_gib(t['lora_params'] * LORA_STATE_BYTES)} |")
     for p in result["pipelines"]:
         a = p["activations"]
-        lines += ["", f"**{p['pipeline']}** at {p['resolution']}²: sequence {p['sequence']} = {p['image_tokens']} target "
+        lines += ["", f"**{p['pipeline']}** at {p['resolution']}²: sequence {p['sequence']} = "
+                  f"{p['image_tokens']} target "
                   f"+ {p['image_tokens']} condition + {p['text_tokens']} text tokens; activations "
                   f"{_gib(a['checkpointing'])} GiB with gradient checkpointing, {_gib(a['no_checkpointing'])} GiB "
                   "without (micro-batch 1).", "",

@@ -101,6 +101,15 @@ def test_token_and_activation_arithmetic():
     assert ckpt < plain / 5
 
 
+def test_block_factors_match_the_measured_saved_tensors():
+    """The plan's k_block constants are what autograd actually saves per block (real block types, real head size)."""
+    flux = gpu_check.block_factors("FluxTransformer2DModel")
+    qwen = gpu_check.block_factors("QwenImageTransformer2DModel")
+    assert flux["transformer_blocks"] == pytest.approx(mp.K_FLUX_DOUBLE, rel=0.05)
+    assert flux["single_transformer_blocks"] == pytest.approx(mp.K_FLUX_SINGLE, rel=0.05)
+    assert qwen["transformer_blocks"] == pytest.approx(mp.K_QWEN_IMAGE, rel=0.05)
+
+
 def test_script_on_real_configs(tmp_path, capsys):
     out = tmp_path / "plan.json"
     mp.main(["--out", str(out)])
