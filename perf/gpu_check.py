@@ -22,6 +22,7 @@ to stderr) and to ``--out``.
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import sys
@@ -285,6 +286,7 @@ def check_transformer(pipe: mp.Pipeline, smoke: bool, device: str, steps: int) -
     model.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
     measured = timed_steps(model, kwargs, target_tokens, optimizer, steps, device)
+    measured["adapter_tensors_with_grad"] = f"{sum(p.grad is not None for p in trainable)}/{len(trainable)}"
     expect = predicted(class_name, config, base_params, lora_params, largest, seq)
     peak = measured["peak_allocated_bytes"]
     result = {"pipeline": pipe.name, "class": class_name, "config": "shrunk" if smoke else pipe.transformer,
@@ -296,6 +298,7 @@ def check_transformer(pipe: mp.Pipeline, smoke: bool, device: str, steps: int) -
               "ratio_saved_activations_measured_to_predicted":
                   round(saved / expect["saved_activation_bytes_no_ckpt"], 3)}
     del model, optimizer, trainable, kwargs
+    gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return result

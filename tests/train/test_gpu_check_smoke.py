@@ -26,6 +26,8 @@ def test_smoke_path(tmp_path):
         assert check["measured"]["seconds_per_sample"] > 0
         assert check["measured"]["saved_activation_bytes_no_ckpt"] > 0
         assert check["lora_params"] == check["lora_params_plan"] > 0
+        done, total = check["measured"]["adapter_tensors_with_grad"].split("/")
+        assert done == total != "0"  # the backward reached every adapter through the checkpointed blocks
         assert check["predicted"]["peak_bytes"] > 0
     assert result["grounded_masker"]["status"] in ("measured", "skipped")
     if result["grounded_masker"]["status"] == "skipped":
