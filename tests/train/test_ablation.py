@@ -77,7 +77,7 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     report = run_ablation(config, out)
 
     table = json.loads((out / "table.json").read_text())
-    assert (out / "curves.png").stat().st_size > 1000
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "pareto.png").stat().st_size > 1000
     markdown = (out / "table.md").read_text()
     assert {"base_model", "copy_source", "vae_round_trip_of_ground_truth"} <= set(table["base"])
     assert table["heldout_rows"] == 3 and table["seeds"] == [0]
@@ -88,7 +88,11 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     for arm in ran:
         assert math.isfinite(arm["bg_psnr"][0]) and 0 <= arm["edit_reward"][0] <= 1
         assert arm["bg_psnr"][1] == 0.0  # one seed: std 0
-        assert len(arm["curves"]["0"]["edit_region"]) == 2  # one value per RL step
+        assert len(arm["curves"]["0"]["train"]["edit_region"]) == 2  # one training-batch value per RL step
+        heldout = arm["curves"]["0"]["heldout"]
+        assert heldout["step"] == [1, 2]  # eval_every 1 in the smoke section, and after the last step
+        # the run's result is its last held-out evaluation
+        assert heldout["edit_reward"][-1] == arm["per_seed"]["0"]["edit_reward"] == arm["edit_reward"][0]
         assert f"| {arm['family']} | {arm['name']}" in markdown
     for arm in table["arms"]:
         if "unavailable" in arm:

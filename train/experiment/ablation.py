@@ -7,9 +7,11 @@
    of the shared ``rl`` settings (same steps, groups, group size, learning rate: the same budget). An arm whose
    config the trainers reject (e.g. a technique not implemented for that objective) is reported as unavailable with
    the reason, not run.
-3. Evaluate the base model and every run on the same held-out rows with the same noise
-   (:mod:`train.experiment.edit_metrics`), and write ``table.md``, ``table.json`` and ``curves.png`` (per-arm reward
-   curves from each run's ``metrics.jsonl``, mean over seeds) into the output dir.
+3. Every ``eval_every`` RL steps (and after the last) evaluate the run on the held-out rows with the same noise as
+   the base editor's evaluation (:mod:`train.experiment.edit_metrics`): the curves show the model, not the prompts
+   of that step's batch, and the last evaluation is the run's result. Write ``table.md``, ``table.json``,
+   ``curves.png`` (held-out curves, mean ± std over seeds) and ``pareto.png`` (background PSNR against edit reward
+   per arm and seed) into the output dir (:mod:`train.experiment.ablation_report`).
 
 Arms are grouped in *families* by objective: the region regularizer exists only for DiffusionNFT and the
 region-specific advantages only for GRPO, so a technique is compared with its own family's baseline.
@@ -47,6 +49,7 @@ class AblationConfig:
     rl: dict[str, Any] = field(default_factory=dict)  # TrainConfig values shared by every arm (the budget)
     arms: list[ArmConfig] = field(default_factory=list)
     cpu_threads: int = 1  # torch CPU threads (0 = torch's default)
+    eval_every: int = 4  # RL steps between held-out evaluations (and always after the last step)
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -98,24 +101,43 @@ def arm_train_config(config: AblationConfig, arm: ArmConfig, seed: int, base) ->
                        "max_sequence_length": base.max_sequence_length},
              "data": {"dataset": str(base_dir / "data" / "train"), "eval_size": 0,
                       "resolution": [base.data.resolution, base.data.resolution]},
-             "train": {"seed": seed}, "eval": {"every": 0}, "checkpoint": {"every": 0}}
+             "train": {"seed": seed}, "eval": {"every": config.eval_every}, "checkpoint": {"every": 0}}
     values = deep_merge(deep_merge(config.rl, arm.overrides), fixed)
     return from_dict(TrainConfig, values, f"arm {arm.name}").validate()
 
 
-def reward_curves(run_dir: Path) -> dict[str, list[float]]:
-    """step -> each logged reward component, from the run's metrics.jsonl."""
-    curves: dict[str, list[float]] = {}
+def read_curves(run_dir: Path) -> dict[str, dict[str, list]]:
+    """From the run's metrics.jsonl: ``train`` (step -> each logged training-batch reward component) and
+    ``heldout`` (the steps evaluated, and each held-out metric there)."""
+    train: dict[str, list] = {}
+    heldout: dict[str, list] = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         for key, value in row.items():
             if key.startswith("reward_") and key not in ("reward_mean", "reward_std"):
-                curves.setdefault(key.removeprefix("reward_"), []).append(value)
-    return curves
+                train.setdefault(key.removeprefix("reward_"), []).append(value)
+        if any(key.startswith("heldout_") for key in row):
+            heldout.setdefault("step", []).append(row["step"])
+            for name in METRICS:
+                heldout.setdefault(name, []).append(row[f"heldout_{name}"])
+    return {"train": train, "heldout": heldout}
+
+
+def heldout_trainer(trainer_cls, heldout, base):
+    """The trainer, with its periodic evaluation replaced by the ablation's: every metric on the ablation's
+    held-out rows with the same noise as the base editor's evaluation (so a curve shows the model, not the prompts
+    of that step's batch)."""
+    from train.experiment.edit_metrics import evaluate_model
+
+    class HeldoutTrainer(trainer_cls):
+        def evaluate(self, step: int) -> dict[str, float]:
+            metrics = evaluate_model(self.adapter, heldout, base.eval_steps, base.eval_seed)
+            return {f"heldout_{name}": value for name, value in metrics.items()}
+
+    return HeldoutTrainer
 
 
 def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) -> dict:
-    from train.experiment.edit_metrics import evaluate_model
     from train.trainers import trainer_class
 
     try:
@@ -126,13 +148,15 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) ->
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run every time: the table never mixes old and new runs
     began = time.perf_counter()
-    trainer = trainer_class(train_config.objective.name)(train_config)
+    trainer = heldout_trainer(trainer_class(train_config.objective.name), heldout, base)(train_config)
     trainer.fit()
     seconds = time.perf_counter() - began
-    metrics = evaluate_model(trainer.adapter, heldout, base.eval_steps, base.eval_seed)
     del trainer
-    gc.collect()  # 14+ runs in one process: free each model before the next
-    return {"metrics": metrics, "seconds": round(seconds, 1), "curves": reward_curves(run_dir)}
+    gc.collect()  # 30 runs in one process: free each model before the next
+    curves = read_curves(run_dir)
+    # the trainer always evaluates after its last step: that evaluation is the run's result
+    metrics = {name: curves["heldout"][name][-1] for name in METRICS}
+    return {"metrics": metrics, "seconds": round(seconds, 1), "curves": curves}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -183,10 +207,11 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
 
 def write_outputs(report: dict, out_dir: Path) -> None:
     from editkit.store import write_json
-    from train.experiment.ablation_report import markdown_table, plot_curves
+    from train.experiment.ablation_report import markdown_table, plot_curves, plot_pareto
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "table.json", report)
     (out_dir / "table.md").write_text(markdown_table(report))
     plot_curves(report, out_dir / "curves.png")
+    plot_pareto(report, out_dir / "pareto.png")
     print((out_dir / "table.md").read_text())

@@ -5,12 +5,12 @@ edit region when ANY of its full-resolution pixels is (a box-filtered mask > 0).
 outside the small mask, the small source and the small target are averages of exactly the same pixels.
 
 Rows whose mask covers (almost) the whole image (global edits such as style transfer) have no background to
-preserve, so the ablation leaves them out; each one is listed with its reason in ``excluded.json`` (never silently
-dropped). The pretraining stage and every RL run train on ``train/``; every evaluation uses ``heldout/``.
+preserve, so the ablation leaves them out, and so are rows of edit types outside ``edit_types`` when it is set; each
+one is listed with its reason in ``excluded.json`` (never silently dropped). The pretraining stage and every RL run train on ``train/``; every evaluation uses ``heldout/``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ class AblationDataConfig:
     heldout: int = 24  # rows held out for every evaluation (chosen by seed)
     seed: int = 0
     max_mask_fraction: float = 0.95  # rows whose edit mask covers more are excluded (no background to keep)
+    edit_types: list[str] = field(default_factory=list)  # keep only these edit types ([] = all)
     limit: int = 0  # use only the first N usable rows (0 = all); for smoke runs
 
 
@@ -55,10 +56,13 @@ def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]
     if isinstance(table, datasets.DatasetDict):
         table = table["train"]
     rows, excluded = [], {}
+    edit_types = table["edit_type"] if config.edit_types else None  # the column alone: no image decoding
     for index in range(len(table)):
         if config.limit and len(rows) >= config.limit:
             break
         try:
+            if config.edit_types and str(edit_types[index]) not in config.edit_types:
+                raise ValueError(f"edit type {edit_types[index]!r} is not in data.edit_types")
             record = table[index]  # decodes the images: a corrupt one raises here
             mask = rle.decode(record["mask"]).astype(bool)
             if record.get("edited_image") is None:

@@ -55,6 +55,10 @@ class PretrainConfig:
     vae: StageConfig = field(default_factory=lambda: StageConfig(steps=400, learning_rate=2e-3))
     transformer: StageConfig = field(default_factory=lambda: StageConfig(steps=1500))
     vae_kl_weight: float = 1e-4  # keeps the decoder robust around the posterior mode it is fed
+    # flow-matching loss weight of a latent token fully inside the edit mask (1 + (w − 1)·coverage; background 1):
+    # the edit region is a few % of the pixels, and a small model otherwise learns to copy the source long before
+    # it learns to edit
+    edit_loss_weight: float = 1.0
     guidance_scale: float = 2.5  # the distilled-guidance value trained with (and used by RL)
     max_sequence_length: int = 80  # T5 tokens; the tiny T5 is character-level, instructions run to ~60 chars
     eval_steps: int = 8  # ODE steps of the held-out evaluation
@@ -80,6 +84,15 @@ def config_hash(config: PretrainConfig) -> str:
     values = dataclasses.asdict(config)
     for volatile in ("output_dir", "progress", "cpu_threads"):
         values.pop(volatile)
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def vae_hash(config: PretrainConfig) -> str:
+    """What determines the VAE alone (its data, shape, stage and seed): the transformer can change without it."""
+    arch = config.architecture
+    values = {"data": dataclasses.asdict(config.data), "vae_channels": arch.vae_channels,
+              "latent_channels": arch.latent_channels, "vae": dataclasses.asdict(config.vae),
+              "vae_kl_weight": config.vae_kl_weight, "seed": config.seed}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -156,6 +169,33 @@ def fit_vae(vae, images: torch.Tensor, config: PretrainConfig) -> list[float]:
     return curve
 
 
+def cached_vae(vae, images: torch.Tensor, config: PretrainConfig, directory: Path):
+    """The fitted VAE and its loss curve: loaded from ``directory`` when its :func:`vae_hash` matches, else fitted
+    (from ``vae``, freshly initialised) and saved there."""
+    from diffusers import AutoencoderKL
+
+    from editkit.store import write_json
+
+    digest, report = vae_hash(config), directory / "vae.json"
+    if report.exists() and json.loads(report.read_text()).get("vae_hash") == digest:
+        print(f"reusing the VAE in {directory} (hash {digest})")
+        vae = AutoencoderKL.from_pretrained(directory).to(device()).eval().requires_grad_(False)
+        return vae, json.loads(report.read_text())["curve"]
+    curve = fit_vae(vae, images, config)
+    vae.save_pretrained(directory)
+    write_json(report, {"vae_hash": digest, "curve": curve})
+    return vae, curve
+
+
+def token_loss_weights(adapter, examples, edit_weight: float) -> torch.Tensor:
+    """(N, L) flow-matching weights on the packed-token grid: 1 + (edit_weight − 1) · the token's edit coverage."""
+    height, width = examples[0].source.shape[-2:]
+    rows, cols = adapter.token_grid(height, width)
+    masks = torch.stack([e.edit_mask for e in examples]).float().unsqueeze(1)
+    coverage = torch.nn.functional.adaptive_avg_pool2d(masks, (rows, cols)).flatten(1)
+    return 1.0 + (edit_weight - 1.0) * coverage
+
+
 def fit_transformer(adapter, examples, config: PretrainConfig) -> list[float]:
     """Rectified flow matching of the target latents given (instruction, source) through the adapter."""
     from tqdm.auto import tqdm
@@ -168,6 +208,7 @@ def fit_transformer(adapter, examples, config: PretrainConfig) -> list[float]:
     cond = Conditioning({k: torch.cat([c.per_sample[k] for c in conds]) for k in conds[0].per_sample},
                         conds[0].shared)
     x0 = torch.cat([adapter.encode_images(torch.stack([e.target for e in c])) for c in chunks])
+    weights = token_loss_weights(adapter, examples, config.edit_loss_weight).to(x0.device)
     model = adapter.transformer
     model.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.learning_rate, weight_decay=1e-4)
@@ -182,7 +223,8 @@ def fit_transformer(adapter, examples, config: PretrainConfig) -> list[float]:
         eps = torch.randn(clean.shape, generator=generator).to(clean.device)
         x_t = (1 - t[:, None, None]) * clean + t[:, None, None] * eps
         v = adapter.velocity(model, x_t, t, cond.select(pick.to(clean.device)))
-        loss = torch.nn.functional.mse_loss(v.float(), eps - clean)
+        per_token = ((v.float() - (eps - clean)) ** 2).mean(dim=-1)
+        loss = (per_token * weights[pick]).sum() / weights[pick].sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -234,7 +276,8 @@ def pretrain(config: PretrainConfig) -> Path:
     heldout_rows = load_examples(splits["heldout"], config.data.resolution)
     pipe = build_pipeline(config, out / "scratch")
     images = torch.stack([e.source for e in train_rows] + [e.target for e in train_rows])
-    vae_curve = fit_vae(pipe.vae, images, config)
+    pipe.vae, vae_curve = cached_vae(pipe.vae, images, config, out / "vae")
+    torch.manual_seed(config.seed + 2)  # the transformer stage starts from the same RNG state, VAE reused or not
     vae_seconds = time.perf_counter() - began
     pipe.save_pretrained(out / "model")
     adapter = FluxKontextAdapter(model_config(config, out / "model"), device(), torch.float32)
