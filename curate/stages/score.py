@@ -1,6 +1,7 @@
 """The `score` stage: per-pair scores for selection.
 
-Reads ``data/masks/records`` + ``data/ingest/images``, writes ``data/score/records`` and ``metrics/score.json``.
+Reads ``data/review/records`` (the masks after human review) + ``data/ingest/images``, writes
+``data/score/records`` and ``metrics/score.json``.
 Scores (``record["scores"]``, see :mod:`curate.scoring`): mask area / components / compactness, PSNR and SSIM of
 source vs edited on the NON-edited region, three 64-bit pHashes (``record["phash"]``) for near-duplicate removal,
 and, when enabled, CLIP image-image and directional similarity. CLIP is off by default because no weights can be
@@ -118,7 +119,8 @@ def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path
 
 def main(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file (section `score`)"),
-    input_dir: Path = typer.Option(Path("data/masks/records"), "--input", help="record shards written by masks"),
+    input_dir: Path = typer.Option(Path("data/review/records"), "--input",
+                                   help="record shards written by the review stage (masks after human review)"),
     images_dir: Path = typer.Option(Path("data/ingest/images"), "--images", help="image shards written by ingest"),
     output_dir: Path = typer.Option(Path("data/score/records"), "--out", help="where to write the scored records"),
     metrics_file: Path = typer.Option(Path("metrics/score.json"), "--metrics", help="score means per edit type"),
