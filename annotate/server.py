@@ -143,9 +143,7 @@ def start(params: AnnotateParams) -> int:
         return pid
     exe = ensure_installed(params)
     params.state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = params.state_dir / "server.log"
-    log = open(log_path, "ab")
-    log_start = log.tell()
+    log = open(params.state_dir / "server.log", "ab")
     process = subprocess.Popen(
         [str(exe), "start", "--internal-host", HOST, "--port", str(params.port), "--no-browser"],
         env=server_env(params, creds), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -153,30 +151,33 @@ def start(params: AnnotateParams) -> int:
     )
     _pid_path(params).write_text(f"{process.pid} {params.port}\n")
     try:
-        wait_healthy(params, creds, process.pid, log=(log_path, log_start))
+        wait_healthy(params, creds, process.pid, show_progress=True)
     except BaseException:
         stop(params)
         raise
     return process.pid
 
 
-def _start_phase(log: tuple[Path, int] | None) -> str:
-    """What the starting server is doing, from its log since this start (counts only: no log text is echoed)."""
-    if log is None or not log[0].exists():
+def _start_phase(params: AnnotateParams) -> str:
+    """What the starting server is doing: migrations run silently, so count them in its database (read-only)."""
+    import sqlite3
+
+    database = params.state_dir / "server" / "label_studio.sqlite3"
+    if not database.exists():
         return "starting"
-    with open(log[0], "rb") as handle:
-        handle.seek(log[1])
-        text = handle.read().decode("utf-8", "replace")
-    applied = text.count("Applying ")
-    if "Starting development server" in text or "Label Studio is up" in text:
-        return f"serving, waiting for the API ({applied} migrations applied)"
-    return f"applying database migrations ({applied} done)" if applied else "starting"
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.5) as db:
+            applied = db.execute("SELECT COUNT(*) FROM django_migrations").fetchone()[0]
+    except sqlite3.Error:
+        return "creating the database"
+    return f"database migrations: {applied} applied"
 
 
-def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, log: tuple[Path, int] | None = None) -> None:
+def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, show_progress: bool = False) -> None:
     import httpx
 
     started = time.monotonic()
+    shown, shown_at = "", started
     deadline = started + params.start_timeout_s
     url = base_url(params)
     last_error = "no answer yet"
@@ -190,7 +191,7 @@ def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, log: tupl
             if health.status_code == 200:
                 api = httpx.get(f"{url}/api/projects", headers={"Authorization": f"Token {creds.token}"}, timeout=10)
                 if api.status_code == 200:
-                    if log is not None:
+                    if show_progress:
                         print(f"\nLabel Studio answered after {time.monotonic() - started:.0f} s", file=sys.stderr)
                     return
                 last_error = f"/api/projects answered {api.status_code}"
@@ -201,8 +202,10 @@ def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, log: tupl
                 last_error = f"/health answered {health.status_code}"
         except httpx.TransportError as error:
             last_error = type(error).__name__
-        if log is not None:
-            _progress(f"  Label Studio: {_start_phase(log)} ({time.monotonic() - started:.0f} s)")
+        phase = _start_phase(params)
+        if show_progress and (sys.stderr.isatty() or phase != shown or time.monotonic() - shown_at > 15):
+            _progress(f"  Label Studio: {phase} ({time.monotonic() - started:.0f} s)")
+            shown, shown_at = phase, time.monotonic()
         time.sleep(1.0)
     raise TimeoutError(f"Label Studio not healthy after {params.start_timeout_s:.0f} s ({last_error}); "
                        f"see {params.state_dir / 'server.log'}")

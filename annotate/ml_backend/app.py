@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+from fastapi import FastAPI, HTTPException, Request  # at module level: the endpoints' annotations resolve here
 
 from annotate.labeling import BRUSH, BRUSH_LABEL, IMAGE
 from annotate.ml_backend.masker import Prompt
@@ -78,8 +79,6 @@ def local_image(url: str, data_root: Path) -> Path:
 
 
 def create_app(masker, data_root: Path | str, model_version: str = MODEL_VERSION):
-    from fastapi import FastAPI, HTTPException, Request
-
     from editkit.store import decode_rgb
 
     app = FastAPI(title="editkit SAM2 ML backend")
