@@ -6,10 +6,14 @@ from typing import Optional
 
 import typer
 
+from annotate.study.cli import app as study_app
+
 app = typer.Typer(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
                   "(the `review` DVC stage).", no_args_is_help=True)
 
 PARAMS = typer.Option("params.yaml", help="params file; section `annotate`")
+
+app.add_typer(study_app, name="study")
 RECORDS = typer.Option(None, help="records dir (default: annotate.records); one project + reviews file per dataset")
 IMAGES = typer.Option(None, help="image shards (default: annotate.images, or the images/ folder beside --records)")
 REVIEWS = typer.Option(None, help="reviews file (default: annotate.reviews, or reviews/<dataset>.json)")
