@@ -26,6 +26,14 @@ from annotate.telemetry import TELEMETRY_ENV
 HOST = "127.0.0.1"
 # Unprefixed variables Label Studio's settings read from the environment (they would leak in from the shell).
 _LEAKING_ENV = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG", "SECRET_KEY", "DJANGO_DB", "DATABASE_URL")
+# Label Studio 1.23.2's default SSRF-banned ranges (IANA special-purpose blocks) without loopback (127.0.0.0/8, ::1).
+BANNED_SUBNETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+    "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96",
+    "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)
 # Label Studio's settings read NAME, LABEL_STUDIO_NAME and HEARTEX_NAME: inherited ones of these prefixes are dropped.
 _LEAKING_PREFIXES = ("LABEL_STUDIO_", "HEARTEX_", "SENTRY_", "FRONTEND_SENTRY_")
 
@@ -103,8 +111,10 @@ def server_env(params: AnnotateParams, creds: Credentials) -> dict[str, str]:
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # must be set at the FIRST start, else the token gets 401
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(Path(params.data_root).resolve()),
-        # Our SAM2 ML backend listens on 127.0.0.1, which Label Studio refuses to call by default.
-        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
+        # Our SAM2 ML backend listens on 127.0.0.1, which Label Studio's SSRF guard refuses by default (the ML
+        # backend and its webhook). Allow loopback only: every other reserved range stays banned.
+        "LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS": "false",
+        "LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_SUBNETS),
     })
     return env
 

@@ -84,10 +84,16 @@ def test_telemetry_is_off_in_the_effective_settings_and_the_page(ls_server, monk
     monkeypatch.setenv("LABEL_STUDIO_FRONTEND_SENTRY_DSN", "https://key@o1.ingest.sentry.io/2")
     settings = telemetry.effective_settings(ls_server, (*telemetry.TELEMETRY_OFF, "ML_BLOCK_LOCAL_IP"))
     assert {k: settings[k] for k in telemetry.TELEMETRY_OFF} == telemetry.TELEMETRY_OFF
-    with api(ls_server) as web:
-        page = web.get("/user/login/").text
-    assert "sentry-cdn" not in page and "ingest.sentry.io" not in page
-    assert "sentry_dsn: null" in page and "collect_analytics: false" in page
+    assert settings["ML_BLOCK_LOCAL_IP"] is True  # the SSRF guard stays on (loopback alone is allowed)
+    import httpx
+
+    from annotate.screenshot import session_cookies
+
+    with httpx.Client(base_url=server.base_url(ls_server), cookies=session_cookies(ls_server), timeout=60) as web:
+        for path in ("/user/login/", "/projects/"):
+            page = web.get(path, follow_redirects=True).text
+            assert "sentry-cdn" not in page and "ingest.sentry.io" not in page, path
+        assert "sentry_dsn: null" in page and "collect_analytics: false" in page  # the app page's settings
 
 
 def test_drafts_block_stop_and_are_pulled_as_drafts(ls_server, tmp_path):
