@@ -42,12 +42,15 @@ def push(
         if not folder.is_dir():
             raise typer.BadParameter(f"no folder {folder}")
     name = name or f"{datasets.dataset_name(records_dir)}_{a_name}_vs_{b_name}"
-    image_dir = p.state_dir / "images" / "studies" / name
+    import hashlib
+
+    # the folder name shows in image URLs: it must not carry the study's (editor) names
+    image_dir = p.state_dir / "images" / "studies" / hashlib.sha1(name.encode()).hexdigest()[:12]
     records = (r for _, shard in store.iter_records(records_dir) for r in shard)
     items = study.plan(records, store.ImageStore(images_dir), Path(a), Path(b), image_dir, seed)
     if not items:
         raise typer.BadParameter(f"no item of {records_dir} has an output in both {a} and {b}")
-    title = f"editkit study: {name}"
+    title = f"editkit rating study {image_dir.name}"  # raters see the title: no editor names in it
     ls = server.client(p)
     project_id = study.get_or_create(ls, title, raters, p.state_dir / "images")
     counts = study.push(ls, project_id, items, image_dir, Path(p.data_root))
