@@ -1,4 +1,5 @@
-"""Where edit pairs come from: the built-in sample, a folder with ``pairs.jsonl``, or a Hugging Face dataset.
+"""Where edit pairs come from: the built-in sample, a folder with ``pairs.jsonl``, a Hugging Face dataset, or a
+preset for a published editing dataset (:mod:`curate.sources.presets`).
 
 Every source yields :class:`RawPair` objects: raw, unvalidated bytes plus what the source knows (instruction, edit
 type, a ground-truth mask). Validation and normalisation happen in one place, :mod:`curate.images`, called by the
@@ -24,6 +25,8 @@ class RawPair:
     gt_mask: np.ndarray | bytes | None = None  # bool HxW (sample) or encoded mask image (white = change)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # a problem found while reading, "category: detail" (e.g. a missing file)
+    instruction_variants: list[str] = field(default_factory=list)  # every instruction the dataset ships for the pair
+    flags: list[str] = field(default_factory=list)  # non-fatal findings of the reader (e.g. an unmapped edit type)
 
 
 class Source(Protocol):
