@@ -181,3 +181,43 @@ def test_mapping_tables_only_name_taxonomy_types():
         for attribute in ("EDIT_TYPES", "TASKS"):
             for ours in getattr(module, attribute, {}).values():
                 assert ours is None or ours in taxonomy.EDIT_TYPES, (name, ours)
+
+
+def test_streaming_hub_dataset_is_iterated_not_downloaded(built, monkeypatch):
+    """A hub id with ``streaming: true`` goes through datasets' IterableDataset (here over the local parquet files,
+    standing in for the hub), images stay encoded, the length is unknown and ``limit`` stops the iteration."""
+    import datasets
+
+    root = built["anyedit"][0]
+    calls, real_load_dataset = [], datasets.load_dataset
+
+    def fake_load_dataset(path, split=None, streaming=False):
+        calls.append((path, split, streaming))
+        files = sorted(str(p) for p in (root / "data").glob(f"{split}-*.parquet"))
+        return real_load_dataset("parquet", data_files=files, split="train", streaming=streaming)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    source = open_preset(PresetParams(name="anyedit", streaming=True, split="validation", limit=5))
+    assert isinstance(source.table.dataset, datasets.IterableDataset)
+    with pytest.raises(TypeError):
+        len(source)
+    pairs = list(source)
+    assert calls == [("Bin1117/AnyEdit", "validation", True)] and len(pairs) == 5
+    assert all(p.error is None and p.source.startswith(b"\x89PNG") for p in pairs)
+
+
+def test_ingest_cli_with_a_preset(built, tmp_path):
+    from typer.testing import CliRunner
+    import typer
+
+    from curate.stages import ingest
+
+    root = built["hq_edit"][0]
+    params = tmp_path / "params.yaml"
+    params.write_text(f"ingest:\n  source: preset\n  preset:\n    name: hq_edit\n    path: {root}\n    limit: 2\n")
+    app = typer.Typer()
+    app.command()(ingest.main)
+    result = CliRunner().invoke(app, ["--params", str(params), "--out", str(tmp_path / "out"),
+                                      "--metrics", str(tmp_path / "m.json"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m.json").read_text())["ok"] == 2
