@@ -192,8 +192,12 @@ def main(
 ) -> None:
     """Read edit pairs (built-in sample, a folder with pairs.jsonl, a Hugging Face dataset, or a dataset preset), validate and
     normalise the images, and write record + image shards. Bad inputs become rejected records with a reason."""
-    cfg = config.load_section(IngestParams, STAGE, params)
-    source = open_source(cfg, params)
+    try:  # a bad setting, split, column or path is the user's to fix: one line, exit code 2, no traceback
+        cfg = config.load_section(IngestParams, STAGE, params)
+        source = open_source(cfg, params)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     result = run_ingest(source, out, cfg, total=_length(source), progress=progress)
     result.pop("seconds")  # keep the committed metrics file identical across reruns
     store.write_json(metrics, result)

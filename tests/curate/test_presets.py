@@ -221,3 +221,38 @@ def test_ingest_cli_with_a_preset(built, tmp_path):
                                       "--metrics", str(tmp_path / "m.json"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["ok"] == 2
+
+
+@pytest.mark.parametrize("preset,expected", [
+    ("    name: nope\n", "error: ingest.preset.name: unknown preset 'nope'; choose one of: anyedit, "),
+    ("    name: magicbrush\n    path: {root}\n    split: test\n",
+     "error: ingest.preset.split: 'test' not found in {root}; choose one of: dev, train"),
+    ("    name: omniedit\n    path: {root}\n", "error: ingest.preset.path: {root} is not omniedit: missing column(s)"),
+    ("    name: magicbrush\n    path: {root}\n    limits: 3\n", "error: unknown key(s) ['limits'] in ingest.preset"),
+])
+def test_config_errors_are_one_line(built, tmp_path, preset, expected):
+    from typer.testing import CliRunner
+    import typer
+
+    from curate.stages import ingest
+
+    root = built["magicbrush"][0]
+    params = tmp_path / "params.yaml"
+    params.write_text("ingest:\n  source: preset\n  preset:\n" + preset.format(root=root))
+    app = typer.Typer()
+    app.command()(ingest.main)
+    result = CliRunner().invoke(app, ["--params", str(params), "--out", str(tmp_path / "out"),
+                                      "--metrics", str(tmp_path / "m.json"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected.format(root=root)), result.output
+
+
+def test_hf_source_column_error_names_the_key(tmp_path):
+    import datasets
+
+    from curate.sources.hf import HFParams, HFSource
+
+    dataset = datasets.Dataset.from_dict({"a": [1], "b": [2]})
+    with pytest.raises(ValueError, match=r"ingest.hf.source_column: 'source_image'.*choose from: a, b"):
+        HFSource(HFParams(path="x"), dataset=dataset)
