@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 
 from editkit.config import from_dict
-from train.advantages import AdvantageConfig
-from train.objectives.grpo import GRPOConfig
-from train.objectives.nft import NFTConfig
-from train.regularizer import RegularizerConfig
-from train.region_advantages import RegionAdvantageConfig
+from train.algorithms.advantages import AdvantageConfig
+from train.algorithms.grpo import GRPOConfig
+from train.algorithms.nft import NFTConfig
+from train.algorithms.regularizer import RegularizerConfig
+from train.algorithms.region_advantages import RegionAdvantageConfig
 
 
 @dataclass

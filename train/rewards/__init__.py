@@ -2,7 +2,7 @@
 
 A reward factory takes its options from ``rewards.options.<name>`` and returns the callable. Higher is better.
 Non-finite values are allowed: the sample is masked out of the advantages and counted (see
-:func:`train.advantages.group_advantages`). New rewards (MLLM judge, verifier, attention concentration) register
+:func:`train.algorithms.advantages.group_advantages`). New rewards (MLLM judge, verifier, attention concentration) register
 with :func:`register_reward` and need nothing else.
 """
 from __future__ import annotations
