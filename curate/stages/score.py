@@ -22,7 +22,7 @@ STAGE = "score"
 
 @dataclass
 class ClipParams:
-    enabled: bool = False  # off by default: needs weights (a hub tag needs a download; this machine has none)
+    enabled: bool = False  # off by default: needs CLIP weights you have locally (a hub tag downloads them)
     model: str = "ViT-B-32"  # open-clip name, or "hf-hub:org/repo", or "local-dir:/path/to/folder"
     pretrained: Optional[str] = "laion2b_s34b_b79k"  # tag or local checkpoint file (ignored for hf-hub:/local-dir:)
     batch_size: int = 32
