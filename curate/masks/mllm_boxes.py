@@ -51,7 +51,7 @@ class BoxDetection:
     dropped: list[str] = field(default_factory=list)  # one reason per dropped box
     errors: list[str] = field(default_factory=list)  # why a reply was not usable (fallback / repair)
     clipped: int = 0  # boxes that reached outside the image and were clipped
-    view_size: tuple[int, int] = (0, 0)  # (height, width) the model saw
+    view_size: tuple[int, int] = (0, 0)  # (height, width) of the model's frame: what its processor made of our image
 
 
 def model_view_size(height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = 12845056,
@@ -147,12 +147,15 @@ class MLLMBoxDetector:
         from editkit.mllm.messages import Request, user
         from editkit.mllm.structured import ask_json
 
-        views = [model_view_size(im.height, im.width, self.params.min_pixels, self.params.client.max_pixels)
-                 for im in images]
+        bounds = (self.params.min_pixels, self.params.client.max_pixels)
+        sent = [model_view_size(im.height, im.width, *bounds) for im in images]
+        # The processor resizes what we send once more; that is the identity except when max_pixels is so close to
+        # min_pixels that a size rounded down under max falls below min. The model's frame is the result either way.
+        views = [model_view_size(h, w, *bounds) for h, w in sent]
         requests = []
-        for image, words, (vh, vw) in zip(images, phrases, views):
+        for image, words, (sh, sw), (vh, vw) in zip(images, phrases, sent, views):
             text = self.prompt.render(phrases="; ".join(f'"{p}"' for p in words), width=str(vw), height=str(vh))
-            shown = image if image.size == (vw, vh) else image.resize((vw, vh), _bicubic())
+            shown = image if image.size == (sw, sh) else image.resize((sw, sh), _bicubic())
             requests.append(Request((user(shown, text),), prompt_version=self.prompt.tag))
         answers = ask_json(self.client, requests, self.reply_model, allow_array=True)
         out = []
