@@ -210,3 +210,20 @@ def test_cli_says_what_to_set_when_no_mllm_is_configured(sample_ingest_dir, tiny
                                       "--images", str(sample_ingest_dir / "images"), "--out", str(tmp_path / "o"),
                                       "--metrics", str(tmp_path / "m.json")])
     assert result.exit_code == 2 and "masks.grounding.mllm.client.backend" in result.output
+
+
+def test_parse_json_takes_a_bare_list_only_when_asked():
+    from pydantic import BaseModel
+
+    from editkit.mllm.structured import ParseError, parse_json
+    from curate.masks.mllm_boxes import _reply_models
+
+    class One(BaseModel):
+        bbox_2d: list[float]
+
+    text = 'Sure: [{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": [5, 6, 7, 8]}] done'
+    assert parse_json(text, One).bbox_2d == [1, 2, 3, 4]  # default: the first object, as before
+    reply = parse_json(text, _reply_models(), allow_array=True)
+    assert [b.bbox_2d for b in reply.boxes] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    with pytest.raises(ParseError, match="object or array"):
+        parse_json("nothing here", _reply_models(), allow_array=True)
