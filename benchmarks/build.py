@@ -10,16 +10,26 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from benchmarks import gedit, imgedit, proposals
+from benchmarks import imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
+from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
+from editkit.registry import Registry
 
-BENCHES = ("gedit", "imgedit")
+# bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
+READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read"})
+
+
+@dataclass
+class JudgeParams:
+    """``bench.judge``: the MLLM judge of `bench evaluate` (its prompts are pinned in :mod:`benchmarks.judge`)."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
 
 
 @dataclass
@@ -31,20 +41,13 @@ class BenchParams:
     gedit_languages: list[str] = field(default_factory=lambda: ["en"])
     imgedit_image_root: str | None = None
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
-    grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
+    grounding: Optional[GroundingParams] = None  # the grounded masker (as masks.grounding); {} or null = none
     fixture_items: int = 4
-    judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    judge: JudgeParams = field(default_factory=JudgeParams)
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
-    if bench == "gedit":
-        for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
-            yield item, gedit.edit_type(item.category)
-    elif bench == "imgedit":
-        for item in imgedit.read_imgedit(path, params.imgedit_image_root):
-            yield item, imgedit.edit_type(item.category)
-    else:
-        raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
+    return READERS.get(bench)(path, params)
 
 
 def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams | None = None,

@@ -5,8 +5,10 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
-                  "CoCoEdit region regularizer. Multi-GPU: `accelerate launch -m train --config ...`.", no_args_is_help=True)
+from editkit.cli_app import command_group
+
+app = command_group(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
+                    "CoCoEdit region regularizer. Multi-GPU: `accelerate launch -m train --config ...`.")
 
 
 @app.command("run")

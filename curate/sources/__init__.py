@@ -7,9 +7,11 @@ type, a ground-truth mask). Validation and normalisation happen in one place, :m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
+
+from editkit.registry import Registry
 
 
 @dataclass
@@ -30,3 +32,9 @@ class Source(Protocol):
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[RawPair]: ...
+
+
+# ingest.source -> ``open(ingest_params, params_path) -> Source`` (modules load on first lookup)
+SOURCES: Registry[Callable[..., Source]] = Registry("pair source (ingest.source)", lazy={
+    "sample": "curate.sources.sample:open_sample", "folder": "curate.sources.folder:open_folder",
+    "hf": "curate.sources.hf:open_hf"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +20,8 @@ STAGE = "rewrite"
 
 
 @dataclass
-class RewriteParams(ClientConfig):
+class RewriteParams:
+    client: ClientConfig = field(default_factory=ClientConfig)  # the MLLM client; backend none = pass-through
     prompt_version: str = "v1"  # editkit/mllm/prompts/rewrite_<version>.txt
 
 
@@ -54,12 +55,12 @@ def main(
     try:
         metrics = run(params, input_dir, output_dir, images_dir)
     except MLLMError as error:  # endpoint down, model missing, key unset: say what to do, no traceback
-        typer.echo(f"rewrite [{params.backend}]: {error}", err=True)
+        typer.echo(f"rewrite [{params.client.backend}]: {error}", err=True)
         raise typer.Exit(code=2) from None
     from editkit import store
 
     store.write_json(metrics_file, metrics)
-    typer.echo(f"rewrite [{params.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
+    typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
 
 
 def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Optional[Path] = None) -> dict[str, Any]:
@@ -74,14 +75,14 @@ def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Op
         for record in records:
             outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
 
-    if params.backend == "none":
+    if params.client.backend == "none":
         def step(records, _images):
             out = passthrough(records)
             count(out)
             return out
 
         stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=None)
-        note = "backend none: instructions passed through unchanged (set rewrite.backend in params.yaml to refine)"
+        note = "backend none: instructions passed through unchanged (set rewrite.client.backend in params.yaml to refine)"
         client_stats: dict[str, int] = {}
         model = None
     else:
@@ -89,8 +90,8 @@ def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Op
         from curate.instructions import rewrite_records
 
         if images_dir is None:
-            raise ValueError(f"rewrite backend {params.backend!r} needs the ingest image shards (images_dir)")
-        with Client(params) as client:  # probes the endpoint / loads the model: fails fast with a clear message
+            raise ValueError(f"rewrite backend {params.client.backend!r} needs the ingest image shards (images_dir)")
+        with Client(params.client) as client:  # probes the endpoint / loads the model: fails fast with a clear message
             model = client.backend.model_id
 
             def step(records, images):
@@ -101,11 +102,11 @@ def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Op
             stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images_dir)
             client_stats = dict(client.stats)
         refined = sum(v for k, v in outcomes.items() if k in ("ok", "repaired"))
-        note = f"backend {params.backend}: {refined} of {stats.records_in} instructions refined"
+        note = f"backend {params.client.backend}: {refined} of {stats.records_in} instructions refined"
     return {
-        "backend": params.backend,
+        "backend": params.client.backend,
         "model": model,
-        "prompt_version": params.prompt_version if params.backend != "none" else None,
+        "prompt_version": params.prompt_version if params.client.backend != "none" else None,
         "records": stats.records_in,
         "outcomes": dict(sorted(outcomes.items())),
         "requests_sent": client_stats.get("sent", 0),
