@@ -44,7 +44,7 @@ def make_fixture(
     The real benchmarks cannot be downloaded here; these are the default input of the DVC bench stages. Each also gets
     reference_masks/<key>.png (white = should change), usable with `bench build --masks`.
     """
-    from benchmarks.fixtures import make_gedit_fixture, make_imgedit_fixture
+    from benchmarks.synthetic import make_gedit_fixture, make_imgedit_fixture
     from editkit import store
 
     with store.atomic_dir(out) as tmp:
@@ -114,7 +114,7 @@ def evaluate(
     from dataclasses import replace
 
     from benchmarks.editor import EditorConfig
-    from benchmarks.evaluate import evaluate as run_evaluate, make_judge
+    from benchmarks.evaluation import evaluate as run_evaluate, make_judge
 
     _check_bench(bench)
     data = data or Path("data/bench") / bench

@@ -51,7 +51,7 @@ def _tiny_trainer(workdir: Path, args):
 
 
 def _trainer_step(trainer, step: int) -> float:
-    from train.advantages import gathered_advantages
+    from train.algorithms.advantages import gathered_advantages
 
     began = time.perf_counter()
     batch = trainer.make_batch(step)
@@ -68,11 +68,11 @@ def _raw_step(trainer, batch) -> float:
     adapter, model = trainer.adapter, trainer.model
     cond = batch.cond
     n = len(batch.seeds)
-    x = torch.randn(n, *batch.samples["final"].shape[1:])
+    x = torch.randn(n, *batch.samples.final.shape[1:])
     guidance = torch.full((n,), 2.5)
     shared = cond.shared
     sample_steps = len(trainer.sigmas) - 1
-    trained = batch.samples.get("steps") or trainer.trained_steps(sorted(batch.samples["states"]), 0)
+    trained = getattr(batch.samples, "steps", None) or trainer.trained_steps(sorted(batch.samples.states), 0)
 
     def forward(xs, mb):
         hidden = torch.cat([xs, cond.per_sample["image_tokens"][mb]], dim=1)
@@ -131,8 +131,8 @@ def run_full(args) -> dict:
     from diffusers import FluxTransformer2DModel
     from peft import LoraConfig
 
-    from train.objectives.grpo import grpo_loss
-    from train.sde import flow_sde_step
+    from train.algorithms.grpo import grpo_loss
+    from train.algorithms.sde import flow_sde_step
 
     import contextlib
 

@@ -2,8 +2,8 @@
 
 Loaded by the core's typed loader (:mod:`editkit.config`): unknown keys and wrong value types are errors naming the
 key and the file, before any model is loaded; overrides are parsed by the type of the field they set. Reward
-options (``rewards.options.<name>``) are checked against the reward factory's signature at load time too. Each algorithmic module owns its config dataclass
-(advantages, GRPO, NFT, regularizer); this file assembles them. See ``train/configs/*.yaml`` and the README's
+options (``rewards.options.<name>``) are checked against the reward factory's signature at load time too. Each
+algorithmic module owns its config dataclass (advantages, GRPO, NFT, regularizer); this file assembles them. See ``train/configs/*.yaml`` and the README's
 "Post-training" section for the reference.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from editkit.config import ConfigError, load_file
-from train.advantages import AdvantageConfig
-from train.objectives.grpo import GRPOConfig
-from train.objectives.nft import NFTConfig
-from train.regularizer import RegularizerConfig
-from train.region_advantages import RegionAdvantageConfig
+from train.algorithms.advantages import AdvantageConfig
+from train.algorithms.grpo import GRPOConfig
+from train.algorithms.nft import NFTConfig
+from train.algorithms.regularizer import RegularizerConfig
+from train.algorithms.region_advantages import RegionAdvantageConfig
 
 
 @dataclass
@@ -141,8 +141,10 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> "TrainConfig":
-        if self.objective.name not in ("grpo", "nft"):
-            raise ValueError(f"objective.name must be 'grpo' or 'nft', got {self.objective.name!r}")
+        from train.trainers import TRAINERS
+
+        if self.objective.name not in TRAINERS:
+            raise ValueError(f"objective.name must be one of {TRAINERS.names()}, got {self.objective.name!r}")
         if self.objective.regularizer.enabled and self.objective.name != "nft":
             raise ValueError("objective.regularizer needs the NFT objective (it uses the positive/negative branches)")
         if len(self.data.resolution) != 2:

@@ -26,7 +26,3 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value (value parsed as YAML)")
     args = parser.parse_args(argv)
     run(args.config, args.overrides, args.resume)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Bad-input variants of the fixture benchmarks (the clean ones come from benchmarks.fixtures, shared with
+"""Bad-input variants of the fixture benchmarks (the clean ones come from benchmarks.synthetic, shared with
 `editkit bench make-fixture`): corrupt images, unknown categories, missing files, malformed entries."""
 from __future__ import annotations
 

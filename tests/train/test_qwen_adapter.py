@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from train.config import ModelConfig, load_config
-from train.rollout import rollout
+from train.rollout.sampler import rollout
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32  # training resolution of the tests: a 16x16 token grid on the tiny VAE (scale factor 1)

@@ -93,7 +93,7 @@ class QwenImageEditAdapter(EditModelAdapter):
         these prompts) is required. The prompt's tokens sit right before the template's closing tokens (special
         tokens split the text, so the prompt is tokenised as on its own). A phrase not found falls back to all of
         the prompt's tokens. With true CFG the transformer sees 2B rows: the first B are these."""
-        from train.phrases import phrase_char_spans, tokens_in_spans
+        from train.rollout.phrases import phrase_char_spans, tokens_in_spans
 
         if cond is None:
             raise NotImplementedError("Qwen-Image-Edit's phrase_token_mask needs the batch's Conditioning (cond=): "

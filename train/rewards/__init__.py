@@ -2,7 +2,7 @@
 
 A reward factory takes its options from ``rewards.options.<name>`` (keyword arguments, typed by the factory's
 annotations and checked when the config loads) and returns the callable. Higher is better. Non-finite values are
-allowed: the sample is masked out of the advantages and counted (see :func:`train.advantages.group_advantages`).
+allowed: the sample is masked out of the advantages and counted (see :func:`train.algorithms.advantages.group_advantages`).
 A new reward is a factory decorated with ``@REWARDS.register("name")`` (docs/extending.md).
 """
 from __future__ import annotations

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import editor, items, report, scoring
+from benchmarks import editor, items, report
+from benchmarks.pixel_metrics import pixel_metrics
 from benchmarks.judge import Judge
 from editkit import rle, schema, store, taxonomy
 
@@ -101,7 +102,7 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
         rejected_in_review = record["review_status"] == "reject"  # the reviewer found no usable mask
         mask = rle.decode(record["mask"]) if record["mask"] is not None and not rejected_in_review else None
         aligned = taxonomy.get(record["edit_type"]).pixel_aligned
-        metrics = scoring.pixel_metrics(source, cache.load(record["id"]), mask, aligned)
+        metrics = pixel_metrics(source, cache.load(record["id"]), mask, aligned)
         if rejected_in_review:
             metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}
         result["scores"], result["skipped"] = metrics["scores"], metrics["skipped"]
