@@ -120,7 +120,7 @@ def test_trainer_config_learning_rate_override_is_a_float_before_any_model_loads
 
 
 def test_pretrain_config_loads_through_the_same_loader(tmp_path):
-    from train.pretrain import load_pretrain_config
+    from train.experiment.pretrain import load_pretrain_config
 
     config = load_pretrain_config(None, ["vae.steps=3"])
     assert config.vae.steps == 3 and config.vae.learning_rate == 2e-3  # the section's own default is kept
