@@ -101,7 +101,7 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
     else:
         rejected_in_review = record["review_status"] == "reject"  # the reviewer found no usable mask
         mask = rle.decode(record["mask"]) if record["mask"] is not None and not rejected_in_review else None
-        aligned = taxonomy.get(record["edit_type"]).pixel_aligned
+        aligned = record["edit_type"] is None or taxonomy.get(record["edit_type"]).pixel_aligned
         metrics = pixel_metrics(source, cache.load(record["id"]), mask, aligned)
         if rejected_in_review:
             metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}

@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -132,10 +132,12 @@ def summarize(records_dir: Path) -> dict[str, Any]:
     }
 
 
-def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
-    from editkit.pipeline import run_stage
+def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None
+        ) -> dict[str, Any]:
+    from editkit.pipeline import Deferred, run_stage
 
-    stats = run_stage(STAGE, input_dir, output_dir, build_step(params), images_dir=images_dir)
+    stats = run_stage(STAGE, input_dir, output_dir, Deferred(build_step, params), images_dir=images_dir,
+                      executor=executor)
     return {**stats.as_dict(), "mode": params.mode, **summarize(output_dir)}
 
 
@@ -145,15 +147,17 @@ def main(
     images_dir: Path = typer.Option(Path("data/ingest/images"), "--images", help="image shards written by ingest"),
     output_dir: Path = typer.Option(Path("data/masks/records"), "--out", help="where to write the masked records"),
     metrics_file: Path = typer.Option(Path("metrics/masks.json"), "--metrics", help="mean IoU vs gt per edit type"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """Edit masks by pixel difference (robust to JPEG and photometric jitter); IoU vs ground truth where known."""
     from editkit import config, store
 
     from curate.masks.grounded import WeightsUnavailableError
+    from editkit.executors import stage_executor
 
     params = config.load_section(MasksParams, STAGE, params_file)
     try:
-        metrics = run(params, input_dir, images_dir, output_dir)
+        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
     except WeightsUnavailableError as error:  # say which model, where it looked, and how to run diff-only
         typer.echo(f"masks: {error}", err=True)
         raise typer.Exit(2) from None
