@@ -17,7 +17,6 @@ stage's command.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
