@@ -34,6 +34,7 @@ def test_registry_registers_lists_and_refuses_unknown_names():
 
 def test_every_project_registry_lists_its_built_ins_without_importing_them():
     from benchmarks.build import READERS
+    from curate.sources.presets import PRESETS
     from curate.sources import SOURCES
     from editkit.mllm.backends import BACKENDS
     from train.adapters import ADAPTERS
@@ -42,8 +43,9 @@ def test_every_project_registry_lists_its_built_ins_without_importing_them():
 
     assert BACKENDS.names() == ["none", "openai", "transformers"]
     assert ADAPTERS.names() == ["flux_kontext", "qwen_image_edit"] and TRAINERS.names() == ["grpo", "nft"]
-    assert SOURCES.names() == ["folder", "hf", "sample"] and READERS.names() == ["gedit", "imgedit"]
+    assert SOURCES.names() == ["folder", "hf", "preset", "sample"] and READERS.names() == ["gedit", "imgedit"]
     assert {"mllm", "verifier", "pixel_consistency", "edit_region"} <= set(REWARDS.names())
+    assert {"magicbrush", "omniedit"} <= set(PRESETS.names())
     with pytest.raises(UnknownName, match="unknown MLLM backend 'vllm'; choose one of: none, openai, transformers"):
         BACKENDS.get("vllm")
 
