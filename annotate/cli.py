@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
-                  "(the `review` DVC stage).", no_args_is_help=True)
+from editkit.cli_app import command_group
+
+app = command_group(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
+                    "(the `review` DVC stage).")
 
 PARAMS = typer.Option("params.yaml", help="params file; section `annotate`")
 

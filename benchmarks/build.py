@@ -10,16 +10,26 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from benchmarks import gedit, imgedit, proposals
+from benchmarks import imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
+from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
+from editkit.registry import Registry
 
-BENCHES = ("gedit", "imgedit")
+# bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
+READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read"})
+
+
+@dataclass
+class JudgeParams:
+    """``bench.judge``: the MLLM judge of `bench evaluate` (its prompts are pinned in :mod:`benchmarks.judge`)."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
 
 
 @dataclass
@@ -34,21 +44,13 @@ class BenchParams:
     imgedit_suite: str = "basic"  # basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)
     imgedit_prompts: str | None = None  # ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
-    grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
+    grounding: Optional[GroundingParams] = None  # the grounded masker (as masks.grounding); {} or null = none
     fixture_items: int = 4
-    judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    judge: JudgeParams = field(default_factory=JudgeParams)
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
-    if bench == "gedit":
-        languages = gedit.check_languages(params.gedit_languages)
-        for item in gedit.read_gedit(path, languages, params.gedit_source_image):
-            yield item, gedit.edit_type(item.category)
-    elif bench == "imgedit":
-        for item in imgedit.read_imgedit(path, params.imgedit_image_root, params.imgedit_suite):
-            yield item, imgedit.edit_type(item.category)
-    else:
-        raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
+    return READERS.get(bench)(path, params)
 
 
 def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams | None = None,
@@ -57,8 +59,7 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
     from tqdm.auto import tqdm
 
     params = params or BenchParams()
-    if bench not in BENCHES:
-        raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
+    READERS.get(bench)  # an unknown benchmark fails here, listing the choices
     if masks_dir is None and params.masks_dir.get(bench):
         masks_dir = params.masks_dir[bench]
         if not Path(masks_dir).is_dir():
@@ -67,6 +68,8 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
     elif masks_dir is not None and not Path(masks_dir).is_dir():
         raise FileNotFoundError(f"--masks: {masks_dir} does not exist (a folder of <key>.png masks)")
     if bench == "gedit":
+        from benchmarks import gedit
+
         gedit.check_languages(params.gedit_languages)  # a bad value fails before any model loads
     masker = proposals.load_masker(params.grounding)
     foreground = masker.params.foreground_prompt if masker is not None else "main subject"

@@ -75,6 +75,7 @@ def evaluate(
     store.atomic_write_text(run_dir / "items.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in results))
     built = report.build_report(bench, run_dir.name, results)
     built["judge"] = None if judge is None else {"model": judge.model, "prompt_version": judge.prompt_version,
+                                                 "prompt_sha": judge.prompt_sha,
                                                  "repeats": judge.repeats}
     built["editor"] = config.fingerprint()
     paths = report.write_report(run_dir, built, baseline)

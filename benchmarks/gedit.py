@@ -122,3 +122,9 @@ def _image_bytes(image: Any) -> bytes | None:
 
 def edit_type(category: str) -> str | None:
     return taxonomy.GEDIT_TO_EDIT_TYPE.get(category)
+
+
+def read(path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
+    """The ``gedit`` entry of :data:`benchmarks.build.READERS`: items with their edit type."""
+    for item in read_gedit(path, check_languages(params.gedit_languages), params.gedit_source_image):
+        yield item, edit_type(item.category)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from benchmarks.items import BenchItem
 from editkit import safe_paths, taxonomy
@@ -144,3 +144,9 @@ def read_imgedit(path: Path | str, image_root: Path | str | None = None, suite: 
 
 def edit_type(category: str) -> str | None:
     return taxonomy.IMGEDIT_TO_EDIT_TYPE.get(CATEGORY_ALIASES.get(category, category))
+
+
+def read(path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
+    """The ``imgedit`` entry of :data:`benchmarks.build.READERS`: items with their edit type."""
+    for item in read_imgedit(path, params.imgedit_image_root, params.imgedit_suite):
+        yield item, edit_type(item.category)

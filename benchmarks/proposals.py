@@ -103,11 +103,10 @@ def apply_known_mask(record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]
     return record
 
 
-def load_masker(spec: dict[str, Any] | None) -> Any:
-    """The grounded masker (Grounding-DINO -> SAM2) from ``bench.grounding`` (GroundingParams keys); {} = none."""
-    if not spec:
+def load_masker(params: Any) -> Any:
+    """The grounded masker (Grounding-DINO -> SAM2) of ``bench.grounding`` (GroundingParams or None = none)."""
+    if params is None:
         return None
-    from editkit.config import from_dict
-    from curate.masks.grounded import GroundedMasker, GroundingParams
+    from curate.masks.grounded import GroundedMasker
 
-    return GroundedMasker(from_dict(GroundingParams, spec, "bench.grounding"))
+    return GroundedMasker(params)

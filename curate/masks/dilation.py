@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from editkit import rle, schema, taxonomy
+from editkit.errors import ConfigError
 
 SCORE = "mask_dilate_px"
 UNTOUCHED_SOURCES = ("gt", "human", "whole", "none", None)
@@ -22,14 +23,15 @@ def check_dilate(dilate: Any) -> dict[str, int]:
     if dilate is None:
         return {}
     if not isinstance(dilate, dict):
-        raise ValueError(f"masks.dilate must map edit types to a radius in pixels, e.g. {{replace: 8}}, got {dilate!r}")
+        raise ConfigError(f"masks.dilate must map edit types to a radius in pixels (e.g. {{replace: 8}}), "
+                          f"got {dilate!r}")
     unknown = sorted(set(dilate) - set(taxonomy.EDIT_TYPES))
     if unknown:
-        raise ValueError(f"masks.dilate names unknown edit type(s) {unknown}; known: {sorted(taxonomy.EDIT_TYPES)} "
+        raise ConfigError(f"masks.dilate names unknown edit type(s) {unknown}; known: {sorted(taxonomy.EDIT_TYPES)} "
                          "(pose and motion edits are `action`)")
     for name, radius in dilate.items():
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
-            raise ValueError(f"masks.dilate.{name} must be an int >= 0 (pixels), got {radius!r}")
+            raise ConfigError(f"masks.dilate.{name} must be an int >= 0 (pixels), got {radius!r}")
     return {name: radius for name, radius in dilate.items() if radius > 0}
 
 

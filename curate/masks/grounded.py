@@ -26,6 +26,7 @@ import numpy as np
 
 from curate.masks.mllm_boxes import MLLMGroundingParams
 from curate.masks.phrases import detector_prompt
+from curate.masks.refine import RefineParams
 
 DETECTORS = ("grounding_dino", "mllm")
 DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"
@@ -50,21 +51,14 @@ class GroundingParams:
     dtype: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu) | bfloat16 | float32
     min_iou: float = 0.1  # grounded vs diff IoU below this: keep the diff mask, flag grounding_disagrees
     foreground_prompt: str = "main subject"  # what background edits ground (then complement) without target phrases
-    # clean-up of each grounded mask before fusion: curate.masks.refine.RefineParams keys, {} = its defaults
-    refine: dict[str, Any] = field(default_factory=dict)
+    # clean-up of each grounded mask before fusion ({} = the RefineParams defaults)
+    refine: RefineParams = field(default_factory=RefineParams)
     local_files_only: bool = False  # never contact the hub: only local dirs and the HF cache (offline machines)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:  # a checkpoint given as `detector`: a Grounding-DINO run
             self.detector, self.detector_model = "grounding_dino", self.detector
-
-    def refine_params(self):
-        """``refine`` as a validated :class:`curate.masks.refine.RefineParams` (unknown keys are errors)."""
-        from editkit.config import from_dict
-        from curate.masks.refine import RefineParams
-
-        return from_dict(RefineParams, self.refine, "masks.grounding.refine")
 
 
 @dataclass

@@ -156,7 +156,7 @@ class MLLMBoxDetector:
         for image, words, (sh, sw), (vh, vw) in zip(images, phrases, sent, views):
             text = self.prompt.render(phrases="; ".join(f'"{p}"' for p in words), width=str(vw), height=str(vh))
             shown = image if image.size == (sw, sh) else image.resize((sw, sh), _bicubic())
-            requests.append(Request((user(shown, text),), prompt_version=self.prompt.tag))
+            requests.append(Request((user(shown, text),), **self.prompt.stamp()))
         answers = ask_json(self.client, requests, self.reply_model, allow_array=True)
         out = []
         for image, (vh, vw), answer in zip(images, views, answers):

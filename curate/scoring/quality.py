@@ -129,7 +129,7 @@ class QualityJudge:
         parts += ["MASK OVERLAY:", self._fit(overlay),
                   f"Instruction: {record.get('instruction_refined') or record.get('instruction') or ''}"]
         text = self.prompt.render(overlay_on="EDITED" if on_edited else "SOURCE")
-        return Request((user(text, *parts),), prompt_version=self.prompt.tag)
+        return Request((user(text, *parts),), **self.prompt.stamp())
 
     def _fit(self, image: np.ndarray):
         from PIL import Image

@@ -8,9 +8,11 @@ type, a ground-truth mask). Validation and normalisation happen in one place, :m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
+
+from editkit.registry import Registry
 
 
 @dataclass
@@ -33,3 +35,9 @@ class Source(Protocol):
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[RawPair]: ...
+
+
+# ingest.source -> ``open(ingest_params, params_path) -> Source`` (modules load on first lookup)
+SOURCES: Registry[Callable[..., Source]] = Registry("pair source (ingest.source)", lazy={
+    "sample": "curate.sources.sample:open_sample", "folder": "curate.sources.folder:open_folder",
+    "hf": "curate.sources.hf:open_hf", "preset": "curate.sources.presets:open_preset_source"})

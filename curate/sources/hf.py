@@ -111,3 +111,8 @@ def _bytes(value: Any, role: str, errors: list[str]) -> bytes | None:
         return buffer.getvalue()
     errors.append(f"missing {role} image: unsupported cell type {type(value).__name__}")
     return None
+
+
+def open_hf(ingest: Any, params_path: Any) -> HFSource:
+    """``ingest.source: hf``: the ``ingest.hf`` section."""
+    return HFSource(ingest.hf)

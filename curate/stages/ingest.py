@@ -22,12 +22,12 @@ import typer
 
 from editkit import config, rle, schema, store, taxonomy
 from curate import images
+from curate.sources import SOURCES
 from curate.sources.folder import FolderParams
 from curate.sources.hf import HFParams
 from curate.sources.presets import PresetParams
 
 STAGE = "ingest"
-SOURCES = ("sample", "folder", "hf", "preset")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class IngestParams:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(f"ingest.source must be one of {SOURCES}, got {self.source!r}")
+            raise ValueError(f"ingest.source must be one of {SOURCES.names()}, got {self.source!r}")
         if self.shard_size < 1:
             raise ValueError(f"ingest.shard_size must be >= 1, got {self.shard_size}")
 
@@ -53,21 +53,7 @@ class IngestParams:
 
 def open_source(params: IngestParams, params_path: Path | str = config.DEFAULT_PARAMS):
     """The configured source (``len()`` + iteration over :class:`curate.sources.RawPair`)."""
-    if params.source == "sample":
-        from curate.sources.sample import SampleParams, SampleSource
-
-        return SampleSource(config.load_section(SampleParams, "sample", params_path))
-    if params.source == "folder":
-        from curate.sources.folder import FolderSource
-
-        return FolderSource(params.folder)
-    if params.source == "preset":
-        from curate.sources.presets import open_preset
-
-        return open_preset(params.preset)
-    from curate.sources.hf import HFSource
-
-    return HFSource(params.hf)
+    return SOURCES.get(params.source)(params, params_path)
 
 
 def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -23,6 +23,9 @@ from typing import Any, Optional
 
 import typer
 
+from curate.masks.diff import DiffParams
+from curate.masks.grounded import GroundingParams
+
 STAGE = "masks"
 MODES = ("diff", "grounded")
 KEPT_SOURCES = ("gt", "human")  # masks supplied with the data are never overwritten
@@ -32,13 +35,12 @@ IOU_SCORE = "diff_gt_iou"
 @dataclass
 class MasksParams:
     mode: str = "diff"
-    diff: Any = None  # curate.masks.diff.DiffParams (built lazily: keeps `editkit --help` fast)
-    grounding: Any = None  # masks.grounding (curate.masks.grounded.GroundingParams), used by mode: grounded
+    diff: DiffParams = field(default_factory=DiffParams)
+    grounding: GroundingParams = field(default_factory=GroundingParams)  # used by mode: grounded
     workers: int = 0  # threads for the per-record diff work; 0 = one per available CPU core (results do not change)
-    dilate: dict = field(default_factory=dict)  # edit type -> dilation radius (px) of the final mask; {} = none
+    dilate: dict[str, int] = field(default_factory=dict)  # edit type -> radius (px) the final mask grows by
 
     def __post_init__(self) -> None:
-        from curate.masks.diff import DiffParams
         from curate.masks.dilation import check_dilate
 
         self.dilate = check_dilate(self.dilate)
@@ -46,13 +48,6 @@ class MasksParams:
             raise ValueError(f"masks.mode must be one of {MODES}, got {self.mode!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"masks.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
-        if not isinstance(self.diff, DiffParams):
-            self.diff = DiffParams(**(self.diff or {}))
-        from editkit.config import from_dict
-        from curate.masks.grounded import GroundingParams
-
-        if not isinstance(self.grounding, GroundingParams):
-            self.grounding = from_dict(GroundingParams, self.grounding, "masks.grounding")
 
 
 def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:

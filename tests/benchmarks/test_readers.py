@@ -8,6 +8,7 @@ from benchmarks import build, gedit, imgedit, proposals
 from tests.benchmarks import fixtures as bad_fixtures
 from benchmarks.items import bench_info, iter_benchmark, load_records, meta
 from editkit import rle, schema
+from editkit.config import from_dict
 
 
 def test_gedit_reader_parquet_and_save_to_disk(bench_sources, tmp_path):
@@ -163,7 +164,7 @@ def test_build_with_tiny_grounding_models(bench_sources, tmp_path):
     grounding = {"detector": str(build_tiny_grounding_dino(tmp_path / "gd")),
                  "segmenter": str(build_tiny_sam2(tmp_path / "sam")), "device": "cpu", "progress": False,
                  "box_threshold": 0.0, "text_threshold": 0.0}
-    stats = build.build("gedit", bench_sources["gedit"], tmp_path / "g", build.BenchParams(grounding=grounding),
+    stats = build.build("gedit", bench_sources["gedit"], tmp_path / "g", from_dict(build.BenchParams, {"grounding": grounding}),
                         progress=False)
     by_type = {r["edit_type"]: r for r in load_records(tmp_path / "g")}
     assert by_type["style"]["mask_source"] == "whole"

@@ -178,7 +178,7 @@ def test_masks_stage_with_mllm_boxes_and_tiny_sam2(sample_ingest_dir, tiny_sam2,
                      "min_iou": 0.0, "mllm": {"client": {"backend": "openai", "endpoint": server.url,
                                                          "cache_dir": str(tmp_path / "cache")}}}
         out = tmp_path / "out"
-        metrics = run(MasksParams(mode="grounded", grounding=grounding, dilate={"add": 3}),
+        metrics = run(from_dict(MasksParams, {"mode": "grounded", "grounding": grounding, "dilate": {"add": 3}}),
                       sample_ingest_dir / "records", sample_ingest_dir / "images", out)
         sent = server.count
     records = [r for _, s in store.iter_records(out) for r in s]

@@ -228,7 +228,7 @@ def test_ingest_cli_with_a_preset(built, tmp_path):
     ("    name: magicbrush\n    path: {root}\n    split: test\n",
      "error: ingest.preset.split: 'test' not found in {root}; choose one of: dev, train"),
     ("    name: omniedit\n    path: {root}\n", "error: ingest.preset.path: {root} is not omniedit: missing column(s)"),
-    ("    name: magicbrush\n    path: {root}\n    limits: 3\n", "error: unknown key(s) ['limits'] in ingest.preset"),
+    ("    name: magicbrush\n    path: {root}\n    limits: 3\n", "error: {params}: unknown key ingest.preset.limits; known: "),
 ])
 def test_config_errors_are_one_line(built, tmp_path, preset, expected):
     from typer.testing import CliRunner
@@ -245,7 +245,7 @@ def test_config_errors_are_one_line(built, tmp_path, preset, expected):
                                       "--metrics", str(tmp_path / "m.json"), "--no-progress"])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(expected.format(root=root)), result.output
+    assert len(lines) == 1 and lines[0].startswith(expected.format(root=root, params=params)), result.output
 
 
 def test_hf_source_column_error_names_the_key(tmp_path):

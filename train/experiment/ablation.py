@@ -116,7 +116,7 @@ def reward_curves(run_dir: Path) -> dict[str, list[float]]:
 
 def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) -> dict:
     from train.experiment.edit_metrics import evaluate_model
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
     try:
         train_config = arm_train_config(config, arm, seed, base)
@@ -126,7 +126,7 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) ->
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run every time: the table never mixes old and new runs
     began = time.perf_counter()
-    trainer = trainer_class(train_config.objective.name)(train_config)
+    trainer = TRAINERS.get(train_config.objective.name)(train_config)
     trainer.fit()
     seconds = time.perf_counter() - began
     metrics = evaluate_model(trainer.adapter, heldout, base.eval_steps, base.eval_seed)

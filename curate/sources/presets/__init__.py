@@ -1,15 +1,18 @@
 """Presets for published editing datasets: ``ingest.source: preset`` with ``ingest.preset: {name, path, ...}``.
 
 Each preset module knows one dataset's published layout (columns, image and mask encoding, edit-type names, ids) so
-the user maps nothing. A module registers its class with ``@register_preset("name")``; the modules are listed in
-:data:`MODULES` and imported only when their preset is asked for (listing the choices imports nothing).
+the user maps nothing. A module registers its class in :data:`PRESETS` with ``@register_preset("name")`` (which
+also sets the class's ``name``); the modules are lazy entries (:data:`MODULES`), imported only when their preset is
+asked for (listing the choices imports nothing).
 See docs/datasets.md for the table of presets and what each one reads.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
+
+from editkit.errors import ConfigError, UnknownName
+from editkit.registry import Registry
 
 T = TypeVar("T")
 
@@ -26,7 +29,7 @@ MODULES = {
     "ultraedit": "curate.sources.presets.ultraedit",
 }
 
-_REGISTERED: dict[str, type] = {}
+PRESETS: Registry[type] = Registry("preset", lazy=MODULES)
 
 
 @dataclass
@@ -49,28 +52,31 @@ def register_preset(name: str) -> Callable[[T], T]:
     """Class decorator: make a preset class available under ``name``."""
 
     def decorator(cls: T) -> T:
-        _REGISTERED[name] = cls  # type: ignore[assignment]
         cls.name = name  # type: ignore[attr-defined]
-        return cls
+        return PRESETS.register(name, cls)
 
     return decorator
 
 
 def names() -> list[str]:
-    return sorted({*MODULES, *_REGISTERED})
+    return PRESETS.names()
 
 
 def get_preset(name: str) -> type:
     """The preset class registered as ``name`` (its module imported on first use)."""
-    if name not in _REGISTERED and name in MODULES:
-        importlib.import_module(MODULES[name])
-    if name not in _REGISTERED:
-        raise ValueError(f"ingest.preset.name: unknown preset {name!r}; choose one of: {', '.join(names())}")
-    return _REGISTERED[name]
+    try:
+        return PRESETS.get(name)
+    except UnknownName as error:
+        raise ConfigError(f"ingest.preset.name: {error}") from None
 
 
 def open_preset(params: PresetParams):
     """The configured preset as a source (iteration over :class:`curate.sources.RawPair`)."""
     if not params.name:
-        raise ValueError(f"ingest.preset.name is empty; choose one of: {', '.join(names())}")
+        raise ConfigError(f"ingest.preset.name is empty; choose one of: {', '.join(names())}")
     return get_preset(params.name)(params)
+
+
+def open_preset_source(ingest, params_path):
+    """``ingest.source: preset``: the ``ingest.preset`` section."""
+    return open_preset(ingest.preset)
