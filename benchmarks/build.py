@@ -23,6 +23,11 @@ BENCHES = ("gedit", "imgedit")
 
 
 @dataclass
+class MetricsParams:
+    convention: str = "standard"  # masked PSNR/SSIM: "standard" (ours) | "cocoedit" (CoCoEdit's released scorer)
+
+
+@dataclass
 class BenchParams:
     """``params.yaml`` section ``bench`` (see the README, "Benchmarks")."""
 
@@ -34,6 +39,7 @@ class BenchParams:
     grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
     fixture_items: int = 4
     judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    metrics: MetricsParams = field(default_factory=MetricsParams)
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:

@@ -109,6 +109,8 @@ def evaluate(
     judge_repeats: int = typer.Option(1, help="judge each item this many times; report mean and spread (set a "
                                               "temperature > 0 in bench.judge)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
+    metrics_convention: Optional[str] = typer.Option(None, help="masked PSNR/SSIM: standard | cocoedit (CoCoEdit's "
+                                                                "scorer; default: params.yaml bench.metrics.convention)"),
 ) -> None:
     """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
 
@@ -124,7 +126,9 @@ def evaluate(
     data = data or Path("data/bench") / bench
     name = Path(model).name + (f"-{lora.name}" if lora else "")
     out = out or Path("runs") / bench / name
-    judge_config = _params(params_file).judge
+    params = _params(params_file)
+    judge_config = params.judge
+    convention = metrics_convention or params.metrics.convention
     if judge_endpoint:
         judge_config = replace(judge_config, backend="openai", endpoint=judge_endpoint,
                                model=judge_model or judge_config.model)
@@ -133,7 +137,7 @@ def evaluate(
     with _user_errors():
         judge, client = make_judge(bench, data, judge_config, judge_repeats)
         try:
-            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline)
+            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline, convention=convention)
         finally:
             if client is not None:
                 client.close()

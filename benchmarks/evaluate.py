@@ -43,8 +43,13 @@ def evaluate(
     pipe: Any = None,
     on_item: Callable[[str], None] | None = None,
     progress: bool = True,
+    convention: str = "standard",
 ) -> dict[str, Any]:
-    """Run the whole evaluation; returns ``{"report", "paths", "stats"}``."""
+    """Run the whole evaluation; returns ``{"report", "paths", "stats"}``. ``convention``: how masked PSNR/SSIM are
+    computed (``standard`` or ``cocoedit``, see :func:`editkit.metrics.metric_pair`)."""
+    from editkit.metrics import metric_pair
+
+    metric_pair(convention)  # an unknown convention fails before any editing
     run_dir = Path(run_dir)
     info = items.bench_info(bench_dir)
     bench = info["bench"]
@@ -63,7 +68,8 @@ def evaluate(
         stats["cached"] += outcome["cached"]
         stats["generation_failed"] += len(outcome["failures"])
         started = time.perf_counter()
-        shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"]) for r in records]
+        shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"], convention)
+                         for r in records]
         stats["seconds_score"] += time.perf_counter() - started
         if judge is not None:
             started = time.perf_counter()
@@ -76,13 +82,16 @@ def evaluate(
     built["judge"] = None if judge is None else {"model": judge.model, "prompt_version": judge.prompt_version,
                                                  "repeats": judge.repeats}
     built["editor"] = config.fingerprint()
+    built["metrics_convention"] = convention
+    if convention != "standard":
+        built["notes"].append(f"psnr_bg / ssim_bg follow the {convention} convention (docs/cocoedit.md), not ours")
     paths = report.write_report(run_dir, built, baseline)
     stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
     return {"report": built, "paths": paths, "stats": stats}
 
 
 def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
-                failures: dict[str, str]) -> dict[str, Any]:
+                failures: dict[str, str], convention: str = "standard") -> dict[str, Any]:
     meta = items.meta(record)
     result: dict[str, Any] = {
         "id": record["id"], "key": record["origin_key"], "category": meta.get("category"),
@@ -100,7 +109,7 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
         rejected_in_review = record["review_status"] == "reject"  # the reviewer found no usable mask
         mask = rle.decode(record["mask"]) if record["mask"] is not None and not rejected_in_review else None
         aligned = taxonomy.get(record["edit_type"]).pixel_aligned
-        metrics = scoring.pixel_metrics(source, cache.load(record["id"]), mask, aligned)
+        metrics = scoring.pixel_metrics(source, cache.load(record["id"]), mask, aligned, convention)
         if rejected_in_review:
             metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}
         result["scores"], result["skipped"] = metrics["scores"], metrics["skipped"]

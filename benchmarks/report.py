@@ -95,6 +95,10 @@ def compare(run: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """Per subset/category/metric: baseline, run, delta (run - baseline)."""
     if run["bench"] != baseline["bench"]:
         raise ValueError(f"cannot compare a {run['bench']} run with a {baseline['bench']} baseline")
+    conventions = (run.get("metrics_convention", "standard"), baseline.get("metrics_convention", "standard"))
+    if conventions[0] != conventions[1]:
+        raise ValueError(f"cannot compare PSNR/SSIM of the {conventions[0]} convention with a baseline scored in the "
+                         f"{conventions[1]} convention: re-run one with the other --metrics-convention")
     out: dict[str, Any] = {"bench": run["bench"], "run": run["run"], "baseline": baseline["run"], "subsets": {}}
     for subset, rows in run["subsets"].items():
         base_rows = baseline["subsets"].get(subset, {})
