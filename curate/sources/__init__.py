@@ -24,6 +24,7 @@ class RawPair:
     gt_mask: np.ndarray | bytes | None = None  # bool HxW (sample) or encoded mask image (white = change)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # a problem found while reading, "category: detail" (e.g. a missing file)
+    has_edited: bool = True  # False: a prompt set (source + instruction + mask, no edited image); gt_mask is final
 
 
 class Source(Protocol):
