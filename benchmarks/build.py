@@ -40,9 +40,18 @@ class BenchParams:
     fixture_items: int = 4
     judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
     metrics: MetricsParams = field(default_factory=MetricsParams)
+    layout: str = "public"  # "public": the benchmark's own release; "cocoedit": CoCoEdit's masked release
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
+    if params.layout == "cocoedit" and bench in ("gedit", "imgedit"):
+        from benchmarks import cocoedit_masked
+
+        for item in cocoedit_masked.read_masked(bench, path, params.imgedit_path):
+            yield item, cocoedit_masked.edit_type(bench, item.category)
+        return
+    if params.layout != "public":
+        raise ValueError(f"bench.layout must be 'public' or 'cocoedit', got {params.layout!r}")
     if bench == "gedit":
         for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
             yield item, gedit.edit_type(item.category)
@@ -71,6 +80,9 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
         for _, record, _ in ok:
             record["target_phrases"] = proposals.grounding_phrases(record, foreground)
         proposals.propose([r for _, r, _ in ok], [image for _, _, image in ok], masker)
+        for item, record, _ in ok:
+            if item.mask is not None:  # the release's own mask: ground truth, over any proposal
+                proposals.apply_known_mask(record, item.mask)
         if masks_dir is not None:
             for item, record, _ in ok:
                 _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
@@ -87,11 +99,24 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
                 batch = []
         yield from finish(batch)
 
-    info = {"bench": bench, "source": str(path),
-            "judge_prompts": imgedit.find_prompts(path) if bench == "imgedit" else None}
+    info = {"bench": bench, "source": str(path), "layout": params.layout,
+            "judge_prompts": _judge_prompts(bench, path, params)}
     write_benchmark(out_dir, records(), info)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
+
+
+def _judge_prompts(bench: str, path: Path | str, params: BenchParams) -> dict[str, str] | None:
+    """ImgEdit's per-type judge rubrics: from the release read, or for CoCoEdit's masked release (which does not ship
+    them) from the public ImgEdit release at ``bench.imgedit_path`` when there is one."""
+    if bench != "imgedit":
+        return None
+    if params.layout != "cocoedit":
+        return imgedit.find_prompts(path)
+    try:
+        return imgedit.find_prompts(params.imgedit_path) if params.imgedit_path else None
+    except FileNotFoundError:
+        return None
 
 
 def _apply_mask_file(record: dict[str, Any], path: Path) -> None:

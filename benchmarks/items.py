@@ -36,6 +36,7 @@ class BenchItem:
     image_bytes: bytes | None  # encoded source image as shipped; None when missing
     extra: dict[str, Any] = field(default_factory=dict)  # benchmark-specific fields, kept in record meta
     error: str | None = None  # why the item cannot be used (missing/corrupt image, unknown type...)
+    mask: np.ndarray | None = None  # a mask shipped with the release (True = should change), used as gt
 
 
 def to_record(item: BenchItem, edit_type: str | None) -> tuple[dict[str, Any], bytes]:
