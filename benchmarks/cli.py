@@ -67,6 +67,8 @@ def build(
                                                     "(default: params.yaml bench.masks_dir.<bench>)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
     metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default: metrics/bench_<bench>.json)"),
+    layout: Optional[str] = typer.Option(None, help="public (the benchmark's release) | cocoedit (CoCoEdit's masked "
+                                                    "release: its masks become gt); default: params bench.layout"),
 ) -> None:
     """Read a benchmark release, propose edit masks, and write the masked benchmark (records + images).
 
@@ -78,6 +80,10 @@ def build(
 
     _check_bench(bench)
     params = _params(params_file)
+    if layout is not None:
+        from dataclasses import replace
+
+        params = replace(params, layout=layout)
     path = path or Path(getattr(params, f"{bench}_path"))
     out = out or Path("data/bench") / bench
     with _user_errors():
@@ -92,7 +98,9 @@ def evaluate(
     bench: str = typer.Option(..., help=BENCH_HELP),
     model: str = typer.Option(..., help="diffusers editing pipeline: hub id or local folder (FLUX.1-Kontext, "
                                         "Qwen-Image-Edit)"),
-    lora: Optional[Path] = typer.Option(None, help="LoRA folder to load into the pipeline (load_lora_weights)"),
+    lora: Optional[Path] = typer.Option(None, help="LoRA on top of the base model: a diffusers LoRA folder or file "
+                                                   "(what `python -m train` saves) or a PEFT adapter folder"),
+    lora_scale: Optional[float] = typer.Option(None, help="LoRA weight (default: PEFT lora_alpha/r, else 1)"),
     baseline: Optional[Path] = typer.Option(None, help="an earlier run folder to compare with, side by side"),
     data: Optional[Path] = typer.Option(None, help="built benchmark (default: data/bench/<bench>)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<bench>/<model name>[-<lora name>])"),
@@ -132,7 +140,8 @@ def evaluate(
     if judge_endpoint:
         judge_config = replace(judge_config, backend="openai", endpoint=judge_endpoint,
                                model=judge_model or judge_config.model)
-    config = EditorConfig(model=model, lora=str(lora) if lora else None, seed=seed, steps=steps, guidance=guidance,
+    config = EditorConfig(model=model, lora=str(lora) if lora else None, lora_scale=lora_scale, seed=seed,
+                          steps=steps, guidance=guidance,
                           resolution=resolution, batch_size=batch_size, device=device, dtype=dtype)
     with _user_errors():
         judge, client = make_judge(bench, data, judge_config, judge_repeats)
