@@ -19,7 +19,7 @@ from benchmarks.items import BenchItem, to_record, write_benchmark
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
 
-BENCHES = ("gedit", "imgedit")
+BENCHES = ("gedit", "imgedit", "compbench")
 
 
 @dataclass
@@ -33,6 +33,7 @@ class BenchParams:
 
     gedit_path: str = "data/bench_fixture/gedit"
     imgedit_path: str = "data/bench_fixture/imgedit"
+    compbench_path: str = "data/compbench"  # a CompBench copy written by its download_from_hf.py (tasks/...)
     gedit_languages: list[str] = field(default_factory=lambda: ["en"])
     imgedit_image_root: str | None = None
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
@@ -52,6 +53,12 @@ def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tu
         return
     if params.layout != "public":
         raise ValueError(f"bench.layout must be 'public' or 'cocoedit', got {params.layout!r}")
+    if bench == "compbench":
+        from benchmarks import compbench
+
+        for item in compbench.read_compbench(path):
+            yield item, compbench.edit_type(item.category)
+        return
     if bench == "gedit":
         for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
             yield item, gedit.edit_type(item.category)

@@ -10,7 +10,7 @@ import typer
 app = typer.Typer(help="Masked GEdit-Bench / ImgEdit-Bench: build (readers + mask proposals), evaluate editors, "
                        "compare runs.", no_args_is_help=True)
 
-BENCH_HELP = "which benchmark: gedit | imgedit"
+BENCH_HELP = "which benchmark: gedit | imgedit | compbench"
 
 
 @contextmanager
@@ -119,6 +119,10 @@ def evaluate(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
     metrics_convention: Optional[str] = typer.Option(None, help="masked PSNR/SSIM: standard | cocoedit (CoCoEdit's "
                                                                 "scorer; default: params.yaml bench.metrics.convention)"),
+    lpips_weights: Optional[Path] = typer.Option(None, help="compbench: squeezenet1_1 (or LPIPS) state dict for LPIPS"),
+    clip_model: Optional[str] = typer.Option(None, help="compbench: open-clip model for LC-T/LC-I (e.g. ViT-L-14 or "
+                                                        "local-dir:<folder>); omitted: no LC scores"),
+    clip_pretrained: Optional[str] = typer.Option(None, help="compbench: open-clip pretrained tag or checkpoint file"),
 ) -> None:
     """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
 
@@ -144,9 +148,17 @@ def evaluate(
                           steps=steps, guidance=guidance,
                           resolution=resolution, batch_size=batch_size, device=device, dtype=dtype)
     with _user_errors():
+        scorer = None
+        if bench == "compbench":
+            from benchmarks.compbench import CompBenchScorer, load_lpips
+            from editkit.clip import ClipScorer
+
+            clip = ClipScorer(clip_model, clip_pretrained, device=device) if clip_model else None
+            scorer = CompBenchScorer(load_lpips(lpips_weights), clip)
         judge, client = make_judge(bench, data, judge_config, judge_repeats)
         try:
-            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline, convention=convention)
+            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline, convention=convention,
+                                  compbench=scorer)
         finally:
             if client is not None:
                 client.close()

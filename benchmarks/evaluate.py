@@ -44,9 +44,11 @@ def evaluate(
     on_item: Callable[[str], None] | None = None,
     progress: bool = True,
     convention: str = "standard",
+    compbench: Any = None,
 ) -> dict[str, Any]:
     """Run the whole evaluation; returns ``{"report", "paths", "stats"}``. ``convention``: how masked PSNR/SSIM are
-    computed (``standard`` or ``cocoedit``, see :func:`editkit.metrics.metric_pair`)."""
+    computed (``standard`` or ``cocoedit``, see :func:`editkit.metrics.metric_pair`); ``compbench``: a
+    :class:`benchmarks.compbench.CompBenchScorer` adding CompBench's own metrics."""
     from editkit.metrics import metric_pair
 
     metric_pair(convention)  # an unknown convention fails before any editing
@@ -68,7 +70,7 @@ def evaluate(
         stats["cached"] += outcome["cached"]
         stats["generation_failed"] += len(outcome["failures"])
         started = time.perf_counter()
-        shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"], convention)
+        shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"], convention, compbench)
                          for r in records]
         stats["seconds_score"] += time.perf_counter() - started
         if judge is not None:
@@ -91,7 +93,7 @@ def evaluate(
 
 
 def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
-                failures: dict[str, str], convention: str = "standard") -> dict[str, Any]:
+                failures: dict[str, str], convention: str = "standard", compbench: Any = None) -> dict[str, Any]:
     meta = items.meta(record)
     result: dict[str, Any] = {
         "id": record["id"], "key": record["origin_key"], "category": meta.get("category"),
@@ -113,7 +115,17 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
         if rejected_in_review:
             metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}
         result["scores"], result["skipped"] = metrics["scores"], metrics["skipped"]
+        if compbench is not None and mask is not None:
+            result["scores"].update(compbench(source, cache.load(record["id"]), mask, meta.get("caption", ""),
+                                              _ground_truth(meta.get("gt_path"))))
     return result
+
+
+def _ground_truth(path: str | None) -> Any:
+    """A benchmark's ground-truth edited image (CompBench), as uint8 RGB; None when the release has none."""
+    if not path or not Path(path).is_file():
+        return None
+    return store.decode_rgb(Path(path).read_bytes())
 
 
 def _judge_shard(judge: Judge, run_dir: Path, ok: list[dict[str, Any]], sources: dict[str, Any],

@@ -21,6 +21,11 @@ METRICS = [
     ("ssim_bg", "SSIM bg ↑", True),
     ("edit_l1", "edit L1", None),  # a change magnitude: neither direction is "better" on its own
     ("mask_area", "mask area", None),
+    ("cb_psnr", "CompBench PSNR ↑", True),  # CompBench's own: (1 − mask)-zeroed images at 512², all pixels
+    ("cb_ssim", "CompBench SSIM ↑", True),
+    ("cb_lpips", "CompBench LPIPS ↓", False),
+    ("lc_t", "LC-T ↑", True),
+    ("lc_i", "LC-I ↑", True),
     ("judge_sc", "SC ↑", True),
     ("judge_pq", "PQ ↑", True),
     ("judge_o", "O ↑", True),
@@ -74,7 +79,7 @@ def _columns(report: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 def _fmt(value: float | None, key: str) -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}" if key in ("psnr_bg",) or key.startswith("judge") else f"{value:.3f}"
+    return f"{value:.2f}" if key in ("psnr_bg", "cb_psnr", "lc_t") or key.startswith("judge") else f"{value:.3f}"
 
 
 def to_markdown(report: dict[str, Any]) -> str:
