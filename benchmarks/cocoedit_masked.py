@@ -109,9 +109,10 @@ def _find(root: Path, relative: str) -> Path:
     stem = Path(relative).with_suffix("")
     for base in ("", "singleturn", "fullset"):
         for candidate in (Path(relative), stem.with_suffix(".png"), stem.with_suffix(".jpg")):
-            path = resolve_inside(root, Path(base) / candidate, max_bytes=MAX_BYTES)
-            if path.is_file():
-                return path
+            try:
+                return resolve_inside(root, Path(base) / candidate, max_bytes=MAX_BYTES)
+            except FileNotFoundError:
+                continue
     raise FileNotFoundError(f"image {relative} not found under {root}")
 
 
@@ -129,3 +130,11 @@ def keep_to_edit(data: bytes) -> np.ndarray:
 
 def edit_type(bench: str, category: str) -> str | None:
     return gedit.edit_type(category) if bench == "gedit" else imgedit.edit_type(category)
+
+
+def read(bench: str, path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
+    """``bench.layout: cocoedit``: items with their edit type (ImgEdit's from ``bench.imgedit_path``)."""
+    if bench not in FOLDERS:
+        raise ValueError(f"bench.layout cocoedit holds gedit and imgedit, not {bench!r}")
+    for item in read_masked(bench, path, params.imgedit_path):
+        yield item, edit_type(bench, item.category)

@@ -59,8 +59,10 @@ def _item(task_dir: Path, task: str, index: int, entry: Any) -> BenchItem:
     try:
         item.image_bytes = resolve_inside(task_dir / "input_image", relative, max_bytes=MAX_BYTES).read_bytes()
         mask_bytes = resolve_inside(task_dir / "mask", relative, max_bytes=MAX_BYTES).read_bytes()
-        gt = resolve_inside(task_dir / "edited_image", relative, max_bytes=MAX_BYTES)
-        item.extra["gt_path"] = str(gt) if gt.is_file() else None
+        try:
+            item.extra["gt_path"] = str(resolve_inside(task_dir / "edited_image", relative, max_bytes=MAX_BYTES))
+        except FileNotFoundError:
+            item.extra["gt_path"] = None  # no ground truth: no LC-I for this item
         from PIL import Image
 
         with Image.open(io.BytesIO(mask_bytes)) as mask:
@@ -74,6 +76,12 @@ def _item(task_dir: Path, task: str, index: int, entry: Any) -> BenchItem:
 
 def edit_type(category: str) -> str | None:
     return category if category in TASKS else None
+
+
+def read(path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
+    """The ``compbench`` entry of :data:`benchmarks.build.READERS`."""
+    for item in read_compbench(path):
+        yield item, edit_type(item.category)
 
 
 # ---------------------------------------------------------------- metrics

@@ -59,7 +59,7 @@ def test_masked_release_builds_with_its_masks_as_gt(bench, tmp_path):
     if bench == "gedit":
         rejected = sorted(r["reject_reason"] for r in records if not schema.is_ok(r))
         assert len(rejected) == 2 and all("missing file" in reason for reason in rejected)
-        assert any("leaves" in reason for reason in rejected)  # a path outside the release is refused
+        assert any("outside the dataset root" in reason for reason in rejected)  # a path outside the release is refused
         assert {json.loads(r["meta"])["task_type"] for r in ok} == {"color_alter", "subject-remove"}
     else:
         assert {r["edit_type"] for r in ok} == {"replace", "add"}

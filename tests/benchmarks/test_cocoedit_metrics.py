@@ -81,7 +81,7 @@ def test_cocoedit_psnr_is_4_77_db_below_ours_and_empty_is_nan():
 
 
 def test_reward_and_benchmark_scores_select_the_convention():
-    from benchmarks.scoring import pixel_metrics
+    from benchmarks.pixel_metrics import pixel_metrics
     from train.rewards import RewardInputs
     from train.rewards.pixel import pixel_consistency
 

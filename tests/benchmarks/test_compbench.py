@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import evaluate
+from benchmarks import evaluation as evaluate
 from benchmarks.build import build
 from benchmarks.compbench import CompBenchScorer, bbox, load_lpips
 from editkit import rle, schema, store

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import evaluate
+from benchmarks import evaluation as evaluate
 from benchmarks.editor import EditorConfig, load_pipeline
 
 REPO = Path(__file__).resolve().parents[2]

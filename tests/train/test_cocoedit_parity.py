@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.advantages import group_advantages
+from train.algorithms.advantages import group_advantages
 from train.config import load_config
-from train.ode_solvers import dpm2_sample
-from train.old_policy import LaggedPolicy
-from train.regularizer import latent_region_weights
+from train.rollout.ode_solvers import dpm2_sample
+from train.algorithms.old_policy import LaggedPolicy
+from train.algorithms.regularizer import latent_region_weights
 from train.trainers.nft import unit_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "train" / "configs"
