@@ -7,9 +7,10 @@ from typing import Optional
 import typer
 
 from annotate.study.cli import app as study_app
+from editkit.cli_app import command_group
 
-app = typer.Typer(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
-                  "(the `review` DVC stage).", no_args_is_help=True)
+app = command_group(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
+                    "(the `review` DVC stage).")
 
 PARAMS = typer.Option("params.yaml", help="params file; section `annotate`")
 
@@ -145,10 +146,12 @@ def merge(
                                           "metrics/<dataset>_review.json)"),
     images: Optional[str] = typer.Option(None, help="accepted for symmetry with push; merge needs no images"),
     project_title: Optional[str] = typer.Option(None, "--project", help="accepted for symmetry; needs no server"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """DVC stage `review` (and the benchmarks' review stages): merge a reviews file into records, no server needed."""
     from annotate.merge import load_reviews, merge_step, review_metrics
     from editkit import pipeline, store
+    from editkit.executors import stage_executor
 
     p = _params(params)
     ds = _dataset(p, records, images, reviews, project_title)
@@ -158,7 +161,8 @@ def merge(
         loaded = load_reviews(ds.reviews)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    stats = pipeline.run_stage("review", ds.records, out, merge_step(loaded))
+    stats = pipeline.run_stage("review", ds.records, out, pipeline.Deferred(merge_step, loaded),
+                               executor=stage_executor(params, executor))
     result = {**review_metrics(out, loaded), "stage": stats.as_dict()}
     store.write_json(Path(metrics_path), result)
     typer.echo(f"review: {result['status']} ({ds.reviews})")

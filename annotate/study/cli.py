@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Blinded pairwise rating study: push two editors' outputs on a benchmark, pull the "
-                  "win/tie/loss table, plot, agreement and pairwise preferences.", no_args_is_help=True)
+from editkit.cli_app import command_group
+
+app = command_group(help="Blinded pairwise rating study: push two editors' outputs on a benchmark, pull the "
+                    "win/tie/loss table, plot, agreement and pairwise preferences.")
 
 PARAMS = typer.Option("params.yaml", help="params file; section `annotate` (server, data folder)")
 NAME = typer.Option(None, "--name", help="study name (default: <dataset>_<a-name>_vs_<b-name>)")
