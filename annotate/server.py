@@ -213,7 +213,8 @@ def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, show_prog
         except httpx.TransportError as error:
             last_error = type(error).__name__
         phase = _start_phase(params)
-        if show_progress and (sys.stderr.isatty() or phase != shown or time.monotonic() - shown_at > 15):
+        quiet_for = time.monotonic() - shown_at  # off a terminal, one line per phase change at most every 10 s
+        if show_progress and (sys.stderr.isatty() or (phase != shown and quiet_for > 10) or quiet_for > 30):
             _progress(f"  Label Studio: {phase} ({time.monotonic() - started:.0f} s)")
             shown, shown_at = phase, time.monotonic()
         time.sleep(1.0)
