@@ -17,7 +17,6 @@ stage's command.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -57,28 +56,13 @@ class ExecutorConfig:
 
 def load_executor_config(params_path: Path | str = "params.yaml", kind: str | None = None) -> ExecutorConfig:
     """The ``executor`` section (absent = local); ``kind`` (from ``--executor``) overrides its ``kind``."""
-    from editkit.config import read_params
+    from editkit.config import from_dict, read_params
 
     path = Path(params_path)
     section = dict((read_params(path).get("executor") or {}) if path.exists() else {})
-    where = f"executor in {path}"
-    known = {f.name for f in dataclasses.fields(ExecutorConfig)}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
-    stages = {}
-    for name, values in (section.pop("stages", None) or {}).items():
-        resource_keys = {f.name for f in dataclasses.fields(StageResources)}
-        bad = sorted(set(values or {}) - resource_keys)
-        if bad:
-            raise ValueError(f"unknown key(s) {bad} in {where}.stages.{name}; known: {sorted(resource_keys)}")
-        stages[name] = StageResources(**(values or {}))
-    config = ExecutorConfig(**section, stages=stages)
     if kind is not None:
-        config.kind = kind  # type: ignore[assignment]
-    if config.kind not in ("local", "ray"):
-        raise ValueError(f"{where}: kind must be 'local' or 'ray', not {config.kind!r}")
-    return config
+        section["kind"] = kind
+    return from_dict(ExecutorConfig, section, "executor", file=str(path))
 
 
 @dataclass
@@ -160,7 +144,9 @@ class RayExecutor:
                                        out_dir=str(out_dir)),
             batch_size=1,
             batch_format="pandas",
-            concurrency=max(1, min(resources.concurrency, len(shards))),
+            # one shard in flight per actor: an actor that starts first must not queue shards an idle one could run
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(resources.concurrency, len(shards))),
+                                               max_tasks_in_flight_per_actor=1),
             num_cpus=resources.num_cpus,
             num_gpus=resources.num_gpus,
             # restart an actor whose process died and retry its call (system failures only, never a step's exception)

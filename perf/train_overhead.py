@@ -37,7 +37,7 @@ def _tiny_trainer(workdir: Path, args):
 
     from train.experiment.small_kontext import build_small_kontext
     from train.config import load_config
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
     model = build_small_kontext(workdir / "model", num_layers=2, num_single_layers=2, attention_head_dim=32)
     dataset = build_edit_dataset(workdir / "dataset", count=12, size=args.resolution, corrupt=False)
@@ -47,7 +47,7 @@ def _tiny_trainer(workdir: Path, args):
         f"objective.regularizer.enabled={'true' if args.objective == 'nft' else 'false'}",
         "train.groups_per_step=2", "train.group_size=4", "train.micro_batch_size=4", "logging.progress=false",
         "logging.tensorboard=false", "eval.every=0", "checkpoint.every=0", "optim.gradient_accumulation=0"])
-    return trainer_class(args.objective)(config)
+    return TRAINERS.get(args.objective)(config)
 
 
 def _trainer_step(trainer, step: int) -> float:

@@ -6,9 +6,11 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
-                  "CoCoEdit region regularizer; the miniature ablation. Multi-GPU: `accelerate launch -m train "
-                  "--config ...` (the same options as `editkit train run`).", no_args_is_help=True)
+from editkit.cli_app import command_group
+
+app = command_group(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
+                    "CoCoEdit region regularizer; the miniature ablation. Multi-GPU: `accelerate launch -m train "
+                    "--config ...` (the same options as `editkit train run`).")
 
 
 @app.command("run")

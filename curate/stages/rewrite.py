@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +20,8 @@ STAGE = "rewrite"
 
 
 @dataclass
-class RewriteParams(ClientConfig):
+class RewriteParams:
+    client: ClientConfig = field(default_factory=ClientConfig)  # the MLLM client; backend none = pass-through
     prompt_version: str = "v1"  # editkit/mllm/prompts/rewrite_<version>.txt
 
 
@@ -56,12 +57,12 @@ def main(
     try:
         metrics = run(params, input_dir, output_dir, images_dir, stage_executor(params_file, executor))
     except MLLMError as error:  # endpoint down, model missing, key unset: say what to do, no traceback
-        typer.echo(f"rewrite [{params.backend}]: {error}", err=True)
+        typer.echo(f"rewrite [{params.client.backend}]: {error}", err=True)
         raise typer.Exit(code=2) from None
     from editkit import store
 
     store.write_json(metrics_file, metrics)
-    typer.echo(f"rewrite [{params.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
+    typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
 
 
 class RewriteStep:
@@ -71,7 +72,7 @@ class RewriteStep:
         from editkit.mllm.client import Client
 
         self.prompt_version = params.prompt_version
-        self.client = Client(params)  # probes the endpoint / loads the model: fails fast with a clear message
+        self.client = Client(params.client)  # probes the endpoint / loads the model: fails fast with a clear message
         self.facts = {"model": self.client.backend.model_id}
 
     @property
@@ -98,26 +99,26 @@ def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Op
     from editkit.pipeline import Deferred, run_stage
 
     started = time.perf_counter()
-    if params.backend == "none":
+    if params.client.backend == "none":
         stats = run_stage(STAGE, input_dir, output_dir, Deferred(passthrough_step), images_dir=None,
                           executor=executor)
-        note = "backend none: instructions passed through unchanged (set rewrite.backend in params.yaml to refine)"
+        note = "backend none: instructions passed through unchanged (set rewrite.client.backend in params.yaml to refine)"
     else:
         if images_dir is None:
-            raise ValueError(f"rewrite backend {params.backend!r} needs the ingest image shards (images_dir)")
+            raise ValueError(f"rewrite backend {params.client.backend!r} needs the ingest image shards (images_dir)")
         stats = run_stage(STAGE, input_dir, output_dir, Deferred(RewriteStep, params), images_dir=images_dir,
                           executor=executor)
     outcomes: Counter = Counter()
     for _, records in store.iter_records(output_dir):  # from the output, so every executor reports the same
         for record in records:
             outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
-    if params.backend != "none":
+    if params.client.backend != "none":
         refined = sum(v for k, v in outcomes.items() if k in ("ok", "repaired"))
-        note = f"backend {params.backend}: {refined} of {stats.records_in} instructions refined"
+        note = f"backend {params.client.backend}: {refined} of {stats.records_in} instructions refined"
     return {
-        "backend": params.backend,
+        "backend": params.client.backend,
         "model": stats.facts.get("model"),
-        "prompt_version": params.prompt_version if params.backend != "none" else None,
+        "prompt_version": params.prompt_version if params.client.backend != "none" else None,
         "records": stats.records_in,
         "outcomes": dict(sorted(outcomes.items())),
         "requests_sent": stats.counters.get("sent", 0),

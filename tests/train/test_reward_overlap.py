@@ -62,7 +62,7 @@ def grpo_trainer(tiny_kontext_dir, edit_dataset_dir, judge_server, tmp_path_fact
 
     config = _config(tiny_kontext_dir, edit_dataset_dir, tmp_path_factory.mktemp("overlap"), "objective.name=grpo",
                      "objective.regularizer.enabled=false", "rewards.weights={pixel_consistency: 1.0, mllm: 0.5}",
-                     f"rewards.options={{mllm: {{endpoint: '{judge_server.url}', retries: 0, timeout_s: 10}}}}")
+                     f"rewards.options={{mllm: {{client: {{endpoint: '{judge_server.url}', retries: 0, timeout_s: 10}}}}}}")
     assert config.rewards.overlap  # the default
     trainer = GRPOTrainer(config)
     yield trainer

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import Conditioning, EditModelAdapter, register_adapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter
 
 
-@register_adapter("flux_kontext")
+@ADAPTERS.register("flux_kontext")
 class FluxKontextAdapter(EditModelAdapter):
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
         from diffusers import FluxKontextPipeline

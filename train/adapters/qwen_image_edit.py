@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import Conditioning, EditModelAdapter, register_adapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter
 from train.adapters.flux_kontext import FluxKontextAdapter
 
 PIPELINES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline")
@@ -61,7 +61,7 @@ def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[t
     return embeds, masks
 
 
-@register_adapter("qwen_image_edit")
+@ADAPTERS.register("qwen_image_edit")
 class QwenImageEditAdapter(EditModelAdapter):
     # The model-agnostic parts are the Kontext adapter's, borrowed by name (not inherited, so nothing
     # Kontext-specific leaks in): LoRA add/load (same diffusers LoRA format), the token grid (VAE scale × 2×2

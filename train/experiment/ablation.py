@@ -138,7 +138,7 @@ def heldout_trainer(trainer_cls, heldout, base):
 
 
 def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) -> dict:
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
     try:
         train_config = arm_train_config(config, arm, seed, base)
@@ -148,7 +148,7 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) ->
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run every time: the table never mixes old and new runs
     began = time.perf_counter()
-    trainer = heldout_trainer(trainer_class(train_config.objective.name), heldout, base)(train_config)
+    trainer = heldout_trainer(TRAINERS.get(train_config.objective.name), heldout, base)(train_config)
     trainer.fit()
     seconds = time.perf_counter() - began
     del trainer

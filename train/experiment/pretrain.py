@@ -69,14 +69,9 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
-    import yaml
+    from editkit.config import load_file
 
-    from editkit.config import from_dict
-    from train.config import apply_overrides
-
-    values = yaml.safe_load(Path(path).read_text()) if path else {}
-    values = apply_overrides(values or {}, list(overrides or []))
-    return from_dict(PretrainConfig, values, "pretrain config")
+    return load_file(PretrainConfig, path, list(overrides or []))
 
 
 def config_hash(config: PretrainConfig) -> str:
