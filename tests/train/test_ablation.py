@@ -94,6 +94,10 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
         # the run's result is its last held-out evaluation
         assert heldout["edit_reward"][-1] == arm["per_seed"]["0"]["edit_reward"] == arm["edit_reward"][0]
         assert f"| {arm['family']} | {arm['name']}" in markdown
+    # the paired table: b_pixel against a_edit_only, seed by seed (here one seed)
+    b, a = (next(x for x in ran if x["name"] == n) for n in ("b_pixel", "a_edit_only"))
+    delta = b["per_seed"]["0"]["edit_reward"] - a["per_seed"]["0"]["edit_reward"]
+    assert f"| NFT | b_pixel | a_edit_only | {delta:+.4f} ± 0.0000 |" in markdown
     for arm in table["arms"]:
         if "unavailable" in arm:
             assert "not available" in markdown and arm["unavailable"]
@@ -109,8 +113,15 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     stamp = (tmp_path / "work/base/pretrain.json").stat().st_mtime_ns
     pretrain(base)
     assert (tmp_path / "work/base/pretrain.json").stat().st_mtime_ns == stamp
+    from train.experiment.pretrain import vae_hash
+
+    saved_vae = json.loads((tmp_path / "work/base/vae/vae.json").read_text())["vae_hash"]
+    assert vae_hash(base) == saved_vae
     base.transformer.steps += 1
     assert config_hash(base) != json.loads((tmp_path / "work/base/pretrain.json").read_text())["config_hash"]
+    assert vae_hash(base) == saved_vae  # a transformer change keeps the fitted VAE ...
+    base.vae.steps += 1
+    assert vae_hash(base) != saved_vae  # ... a VAE change does not
     # the base editor is a full pipeline directory that diffusers loads
     from diffusers import FluxKontextPipeline
 
@@ -156,3 +167,39 @@ def test_editkit_train_ablation_passes_its_options(tmp_path, monkeypatch):
     full = ablation.load_ablation_config(ROOT / "train/configs/ablation.yaml")
     assert config.seeds == [0] != full.seeds  # the smoke section applied
     assert config.work_dir == str(tmp_path / "w") and out == tmp_path / "o"
+
+
+def test_token_loss_weights_follow_the_edit_coverage_of_each_token():
+    from train.data import Example
+    from train.experiment.pretrain import token_loss_weights
+
+    class Grid:  # the adapter's token grid: 2x2 tokens for a 4x4 image
+        def token_grid(self, height, width):
+            return height // 2, width // 2
+
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0, 0] = mask[0, 1] = mask[1, 0] = True  # 3 of the 4 pixels of token (0, 0)
+    mask[2:, 2:] = True  # all of token (1, 1)
+    example = Example(row=0, source=torch.zeros(3, 4, 4), edit_mask=mask, prompt="p", edit_type="recolor")
+    weights = token_loss_weights(Grid(), [example], edit_weight=5.0)
+    # 1 + (5 − 1) · coverage, tokens in row-major order
+    assert torch.allclose(weights, torch.tensor([[1 + 4 * 0.75, 1.0, 1.0, 5.0]]))
+    assert torch.equal(token_loss_weights(Grid(), [example], edit_weight=1.0), torch.ones(1, 4))
+
+
+def test_edit_types_filter_keeps_only_the_listed_types_and_records_the_rest(tmp_path):
+    import datasets
+
+    from train.experiment.ablation_data import AblationDataConfig, prepare_splits
+
+    built = datasets.load_from_disk(str(build_edit_dataset(tmp_path / "built", count=14, size=40)))
+    table = built.map(lambda kind, i: {"edit_type": "remove" if i % 2 else kind}, input_columns="edit_type",
+                      with_indices=True)  # only that column is read: the fixture's corrupt image stays undecoded
+    table.save_to_disk(str(tmp_path / "dataset"))
+    dataset, types, keep = tmp_path / "dataset", table["edit_type"], ["remove"]
+    paths = prepare_splits(AblationDataConfig(dataset=str(dataset), resolution=16, heldout=1, edit_types=keep),
+                           tmp_path / "splits")
+    kept = [t for name in ("train", "heldout") for t in datasets.load_from_disk(str(paths[name]))["edit_type"]]
+    assert kept and set(kept) == set(keep)
+    excluded = json.loads((tmp_path / "splits/excluded.json").read_text())
+    assert sum("not in data.edit_types" in v for v in excluded.values()) == sum(t not in keep for t in types)

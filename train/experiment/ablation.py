@@ -37,6 +37,7 @@ class ArmConfig:
     family: str  # arms are compared within a family (same objective)
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # nested TrainConfig values on top of `rl`
+    compare_to: str = ""  # the arm this one adds a technique to: the table pairs them seed by seed
 
 
 @dataclass
@@ -74,6 +75,10 @@ def load_ablation_config(path: str | Path, smoke: bool = False) -> AblationConfi
     if smoke:
         values = deep_merge(values, smoke_values)
     values["arms"] = [from_dict(ArmConfig, arm, f"arms[{i}]") for i, arm in enumerate(values.get("arms", []))]
+    names = {arm.name: arm for arm in values["arms"]}
+    for arm in values["arms"]:
+        if arm.compare_to and (arm.compare_to not in names or names[arm.compare_to].family != arm.family):
+            raise ValueError(f"arm {arm.name}: compare_to {arm.compare_to!r} is not an arm of family {arm.family}")
     return from_dict(AblationConfig, values, f"ablation config {path}")
 
 
@@ -189,7 +194,7 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
             print(f"arm {arm.name} seed {seed} ({result['seconds']} s): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()), flush=True)
         summary = {"name": arm.name, "family": arm.family, "description": arm.description, "seeds": list(runs),
-                   "overrides": arm.overrides}
+                   "overrides": arm.overrides, "compare_to": arm.compare_to}
         if not runs:
             summary["unavailable"] = result["unavailable"]
         else:

@@ -64,9 +64,42 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {arm['family']} | {title} | {cells} | {_cell(delta_edit, 4, sign=True)} | "
                      f"{_number(gain_in_stds(arm, base), 1, sign=True)} | {_cell(delta_bg, 2, sign=True)} | "
                      f"{seconds:.0f} |")
+    lines += paired_table(report)
     total = report["total_seconds"]
     lines += ["", f"Total wall time (pretraining + every run + evaluation): {total / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def paired_differences(arm: dict, reference: dict, metric: str) -> tuple[float, float, int]:
+    """Mean and std over the seeds both arms ran of (arm − reference): same seed = same prompts and noise."""
+    seeds = [s for s in arm["per_seed"] if s in reference["per_seed"]]
+    values = [arm["per_seed"][s][metric] - reference["per_seed"][s][metric] for s in seeds]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return float("nan"), float("nan"), 0
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std, len(values)
+
+
+def paired_table(report: dict) -> list[str]:
+    """What each technique changes against the arm it is added to, seed by seed."""
+    arms = {arm["name"]: arm for arm in report["arms"] if "unavailable" not in arm}
+    rows = [(arm, arms[arm["compare_to"]]) for arm in arms.values() if arm.get("compare_to") in arms]
+    if not rows:
+        return []
+    lines = ["", "What each technique changes, paired by seed (arm − the arm it adds to, mean ± std of the per-seed "
+             "differences; the same seed means the same prompts and noise):", "",
+             "| family | arm | compared with | Δ edit reward | Δ bg PSNR (dB) | Δ bg SSIM | seeds |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for arm, reference in rows:
+        cells = []
+        for metric, digits in (("edit_reward", 4), ("bg_psnr", 2), ("bg_ssim", 3)):
+            mean, std, count = paired_differences(arm, reference, metric)
+            cells.append(_cell((mean, std), digits, sign=True))
+        lines.append(f"| {arm['family']} | {arm['name']} | {reference['name']} | " + " | ".join(cells)
+                     + f" | {count} |")
+    return lines
 
 
 def _pyplot():
