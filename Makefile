@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 # The miniature region-regularization ablation (docs/ablation.md): builds the sample data if missing.
 ablation: $(STAMP)
 	@test -d data/export/dataset || (test -d .git || git init -q; PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro export)
-	$(BIN)/python -m train.ablation --config train/configs/ablation.yaml
+	$(BIN)/editkit train ablation --config train/configs/ablation.yaml
 
 # The manual: docs/*.md built with mkdocs; --strict turns broken links into errors.
 docs: $(STAMP)
