@@ -62,12 +62,16 @@ def save_checkpoint(accelerator, adapter, optimizer, lr_scheduler, trainer_state
     """Collective: every process calls it (RNG states are gathered); the main process writes."""
     from accelerate.utils import gather_object
 
+    from train.parallel import full_lora_state, full_optimizer_state
+
     states = gather_object([rng_state()])
+    # full tensors by parameter name under DDP and FSDP2 alike (gathered from the shards): either resumes either
+    lora, optimizer_state = full_lora_state(adapter.transformer), full_optimizer_state(adapter.transformer, optimizer)
     final = Path(root) / f"step-{step:06d}"
     if accelerator.is_main_process:
         with atomic_dir(final) as tmp:
-            adapter.save_lora(tmp / "lora")
-            torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+            adapter.save_lora(tmp / "lora", lora)
+            torch.save({"optimizer": optimizer_state, "lr_scheduler": lr_scheduler.state_dict(),
                         "trainer": trainer_state}, tmp / "state.pt")
             torch.save(states, tmp / "rng.pt")
             write_json(tmp / "COMPLETE", {"step": step, "processes": accelerator.num_processes})
@@ -79,9 +83,11 @@ def save_checkpoint(accelerator, adapter, optimizer, lr_scheduler, trainer_state
 
 def load_checkpoint(accelerator, adapter, optimizer, lr_scheduler, path: Path) -> dict:
     """Restore everything; returns the trainer state saved with it."""
-    adapter.load_lora(path / "lora")
+    from train.parallel import load_lora_files, load_optimizer_state
+
+    load_lora_files(adapter, path / "lora")
     state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(adapter.transformer, optimizer, state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     rng = torch.load(path / "rng.pt", weights_only=False)
     if len(rng) != accelerator.num_processes:

@@ -188,6 +188,20 @@ def load_lora_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
     set_model_state_dict(model, values, options=_options(strict=False))
 
 
+def load_lora_files(adapter, directory) -> None:
+    """Load a LoRA saved by ``adapter.save_lora`` (every process reads the file): the adapter's own loader on a
+    whole model, :func:`load_lora_state` on a sharded one."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    if not is_sharded(adapter.transformer):
+        adapter.load_lora(Path(directory))
+        return
+    state = load_file(str(Path(directory) / "pytorch_lora_weights.safetensors"))
+    load_lora_state(adapter.transformer, {k.removeprefix("transformer."): v for k, v in state.items()})
+
+
 def full_optimizer_state(model: torch.nn.Module, optimizer) -> dict:
     """The optimizer's state as full CPU tensors keyed by parameter name (DDP and FSDP2 alike). Collective; the
     values are on the main process only under FSDP2."""
