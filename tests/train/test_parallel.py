@@ -244,3 +244,49 @@ def test_unknown_parallelism_and_fp16_are_refused():
         build_parallel("zero3", _Acc(), FSDPConfig(), None)
     with pytest.raises(ValueError, match="fp16"):
         build_parallel("fsdp2", _Acc(), FSDPConfig(), torch.float16)
+
+
+def test_parallelism_is_checked_at_load_time():
+    from editkit.errors import ConfigError
+    from train.config import load_config
+
+    config = load_config(None, ["train.parallelism=fsdp2", "train.fsdp.cpu_offload=true"])
+    assert config.train.parallelism == "fsdp2" and config.train.fsdp.cpu_offload
+    with pytest.raises(ConfigError, match="train.parallelism must be one of"):
+        load_config(None, ["train.parallelism=zero3"])
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_offloaded_text_encoders_visit_the_device_only_to_encode(tiny_kontext_dir, offload):
+    from train.adapters import build_adapter
+    from train.config import ModelConfig
+
+    adapter = build_adapter(ModelConfig(path=str(tiny_kontext_dir), max_sequence_length=16,
+                                        offload_text_encoders=offload), torch.device("cpu"), torch.float32)
+    moves = []
+    for name in ("text_encoder", "text_encoder_2"):
+        module = getattr(adapter.pipe, name)
+        original = module.to
+        module.to = lambda *args, _name=name, _to=original, **kw: (moves.append((_name, str(args[0]))), _to(*args, **kw))[1]
+        module.register_forward_pre_hook(lambda *_, _name=name: moves.append((_name, "forward")))
+    cond = adapter.condition(["make it red"], torch.rand(1, 3, 16, 16))
+    # (the device is the CPU here, so "to the device" reads cpu too: what is checked is when they move)
+    there = [("text_encoder", "cpu"), ("text_encoder_2", "cpu")] if offload else []
+    assert moves == [*there, ("text_encoder", "forward"), ("text_encoder_2", "forward"), *there]
+    assert cond.per_sample["prompt_embeds"].shape[0] == 1
+
+
+def test_multinode_launch_configs():
+    import subprocess
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = Path(__file__).resolve().parents[2] / "train" / "configs"
+    accelerate = load_config_from_file(str(configs / "accelerate_multinode.yaml"))
+    assert accelerate.distributed_type.value == "MULTI_GPU" and accelerate.num_machines == 2
+    assert accelerate.num_processes == 16 and accelerate.rdzv_backend == "c10d"
+    sbatch = configs / "slurm_multinode.sbatch"
+    subprocess.run(["bash", "-n", str(sbatch)], check=True)  # valid shell
+    text = sbatch.read_text()
+    assert "--rdzv-backend c10d" in text and "train.parallelism=fsdp2" in text and "--nnodes" in text
