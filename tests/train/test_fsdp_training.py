@@ -21,6 +21,8 @@ import torch
 
 from tests.support.gloo import run_ranks
 
+pytestmark = pytest.mark.slow  # whole trainer runs on 2 processes: minutes on the 2-core machine
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "train" / "configs" / "tiny_kontext.yaml"
 RTOL, ATOL = 1e-5, 1e-7
