@@ -66,7 +66,9 @@ def shard_model(model: torch.nn.Module, device: torch.device, config: FSDPConfig
     options = dict(mesh=mesh, mp_policy=mixed, offload_policy=offload)
     for block in transformer_blocks(model):
         fully_shard(block, reshard_after_forward=config.reshard_after_forward, **options)
-    fully_shard(model, **options)
+    # the root too (fully_shard's default keeps the root gathered after forward): between transformer calls every
+    # parameter the trainer sees is then its shard, e.g. for the lagged NFT policy's in-place copies
+    fully_shard(model, reshard_after_forward=config.reshard_after_forward, **options)
     return model
 
 
@@ -138,6 +140,30 @@ def build_parallel(name: str, accelerator, fsdp: FSDPConfig, param_dtype: torch.
 
 
 # ---------------------------------------------------------------------------------------------------- state
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A parameter-shaped tensor's full value: gathered if it is a shard (a DTensor; collective), else itself."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(value, DTensor):
+        return value
+    mesh = value.device_mesh  # CPU-offloaded shards travel over the mesh's device (NCCL has no CPU tensors)
+    local = value.to_local().to(mesh.device_type)
+    return DTensor.from_local(local, mesh, value.placements, run_check=False, shape=value.shape,
+                              stride=value.stride()).full_tensor()
+
+
+def copy_full_into(target: torch.Tensor, full: torch.Tensor) -> None:
+    """``target`` (a parameter-shaped tensor, sharded or not) takes the values of the full tensor ``full`` (every
+    process passes the same one; a shard keeps its own part, no communication)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(target, DTensor):
+        local = target.to_local()
+        full = distribute_tensor(full.to(local.device, local.dtype), target.device_mesh, target.placements,
+                                 src_data_rank=None)
+    target.copy_(full)
+
+
 def _options(**kwargs):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 

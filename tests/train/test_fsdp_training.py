@@ -35,7 +35,9 @@ def _overrides(adapter, model, dataset, out, parallelism, algorithm, *extra):
             f"train.parallelism={parallelism}", f"objective.name={algorithm}", "train.seed=1",
             "train.micro_batch_size=2", "optim.gradient_accumulation=2", "train.max_steps=2", "eval.every=0",
             "checkpoint.every=1", "logging.progress=false", "logging.tensorboard=false",
-            *(["objective.regularizer.enabled=false"] if algorithm == "grpo" else []), *extra]
+            *(["objective.regularizer.enabled=false"] if algorithm == "grpo" else
+              # NFT with CoCoEdit's lagged sampling policy θ_old (fast decay: it matters within 2 steps)
+              ["objective.nft.old_decay_rate=0.3", "objective.nft.old_decay_max=0.5"]), *extra]
 
 
 def _fit(overrides, resume=None):

@@ -149,10 +149,24 @@ def _optim_close(a: dict, b: dict, **tolerance):
     assert [g["params"] for g in a["param_groups"]] == [g["params"] for g in b["param_groups"]]
 
 
+def _full_tensor_worker(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from train.parallel import copy_full_into, full_tensor
+
+    full = torch.arange(15.0).reshape(5, 3)  # 5 rows over 2 ranks: uneven shards, as FSDP2 pads them
+    shard = distribute_tensor(torch.zeros(5, 3), init_device_mesh("cpu", (world,)), [Shard(0)])
+    copy_full_into(shard, full)
+    plain = torch.zeros(5, 3)
+    copy_full_into(plain, full)
+    return {"local": shard.to_local().clone(), "gathered": full_tensor(shard), "plain": plain}
+
+
 def _all_scenarios(rank, world):
     """One spawn for every scenario: starting two processes costs more than the scenarios themselves."""
     return {"flux": _fsdp_worker(rank, world, "flux", False), "qwen": _fsdp_worker(rank, world, "qwen", True),
-            "mixed": _mixed_worker(rank, world)}
+            "mixed": _mixed_worker(rank, world), "full_tensor": _full_tensor_worker(rank, world)}
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +227,13 @@ def test_fsdp2_bf16_base_fp32_lora_with_cpu_offload(ranks):
     assert rank0["state_size"] == rank0["lora_size"] > 0 and rank0["blocks"] == 4
     assert all(torch.isfinite(torch.tensor(rank0["losses"] + rank0["norms"])))
     assert rank0["norms"] == rank1["norms"]
+
+
+def test_full_tensor_and_copy_full_into_round_trip_uneven_shards(ranks):
+    full = torch.arange(15.0).reshape(5, 3)
+    assert torch.equal(ranks[0]["full_tensor"]["local"], full[:3]) and torch.equal(ranks[1]["full_tensor"]["local"], full[3:])
+    for rank in ranks:
+        assert torch.equal(rank["full_tensor"]["gathered"], full) and torch.equal(rank["full_tensor"]["plain"], full)
 
 
 def test_peft_key_map_matches_saved_lora_keys():
