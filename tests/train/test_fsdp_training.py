@@ -76,7 +76,8 @@ def _training_worker(rank, world, adapter, model, dataset, root, with_resume):
         for written, resumed in (("ddp", "fsdp2"), ("fsdp2", "ddp")):
             out = root / f"{written}-to-{resumed}"
             if rank == 0:
-                shutil.copytree(runs[written, "nft"] / "checkpoints" / "step-000001", out / "checkpoints" / "step-000001")
+                step_1 = Path("checkpoints") / "step-000001"
+                shutil.copytree(runs[written, "nft"] / step_1, out / step_1)
             torch.distributed.barrier()
             _fit(_overrides(adapter, model, dataset, out, resumed, "nft"), resume="auto")
         result["rollouts"] = _rollouts(_overrides(adapter, model, dataset, root / "rollouts", "fsdp2", "nft"))

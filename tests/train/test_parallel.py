@@ -231,7 +231,8 @@ def test_fsdp2_bf16_base_fp32_lora_with_cpu_offload(ranks):
 
 def test_full_tensor_and_copy_full_into_round_trip_uneven_shards(ranks):
     full = torch.arange(15.0).reshape(5, 3)
-    assert torch.equal(ranks[0]["full_tensor"]["local"], full[:3]) and torch.equal(ranks[1]["full_tensor"]["local"], full[3:])
+    locals_ = [rank["full_tensor"]["local"] for rank in ranks]
+    assert torch.equal(locals_[0], full[:3]) and torch.equal(locals_[1], full[3:])
     for rank in ranks:
         assert torch.equal(rank["full_tensor"]["gathered"], full) and torch.equal(rank["full_tensor"]["plain"], full)
 
@@ -288,7 +289,11 @@ def test_offloaded_text_encoders_visit_the_device_only_to_encode(tiny_kontext_di
     for name in ("text_encoder", "text_encoder_2"):
         module = getattr(adapter.pipe, name)
         original = module.to
-        module.to = lambda *args, _name=name, _to=original, **kw: (moves.append((_name, str(args[0]))), _to(*args, **kw))[1]
+        def spy(*args, _name=name, _to=original, **kwargs):
+            moves.append((_name, str(args[0])))
+            return _to(*args, **kwargs)
+
+        module.to = spy
         module.register_forward_pre_hook(lambda *_, _name=name: moves.append((_name, "forward")))
     cond = adapter.condition(["make it red"], torch.rand(1, 3, 16, 16))
     # (the device is the CPU here, so "to the device" reads cpu too: what is checked is when they move)
