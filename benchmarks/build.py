@@ -18,6 +18,7 @@ from benchmarks import gedit, imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
+from editkit.safe_paths import UnsafePath, read_inside
 
 BENCHES = ("gedit", "imgedit")
 
@@ -34,14 +35,15 @@ class BenchParams:
     grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
     fixture_items: int = 4
     judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    allow_outside_root: bool = False  # True: image paths in the release may point outside its folder
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
     if bench == "gedit":
-        for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
+        for item in gedit.read_gedit(path, tuple(params.gedit_languages), params.allow_outside_root):
             yield item, gedit.edit_type(item.category)
     elif bench == "imgedit":
-        for item in imgedit.read_imgedit(path, params.imgedit_image_root):
+        for item in imgedit.read_imgedit(path, params.imgedit_image_root, params.allow_outside_root):
             yield item, imgedit.edit_type(item.category)
     else:
         raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
@@ -67,7 +69,7 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
         proposals.propose([r for _, r, _ in ok], [image for _, _, image in ok], masker)
         if masks_dir is not None:
             for item, record, _ in ok:
-                _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
+                _apply_mask_file(record, Path(masks_dir), f"{item.key}.png")
         for _, record, data in batch:
             _count(stats, record)
             yield record, data
@@ -88,13 +90,23 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
     return stats
 
 
-def _apply_mask_file(record: dict[str, Any], path: Path) -> None:
-    if not path.is_file():
-        return
-    from PIL import Image
+def _apply_mask_file(record: dict[str, Any], masks_dir: Path, name: str) -> None:
+    """Apply ``masks_dir/name`` when it exists; the name comes from the item key (data), so it must stay inside."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(path.read_bytes())) as image:
-        mask = np.asarray(image.convert("L")) >= 128
+    try:
+        data = read_inside(masks_dir, name)
+    except FileNotFoundError:
+        return
+    except UnsafePath as refused:
+        schema.reject(record, "bench_build", f"unsafe mask path: {refused}")
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mask = np.asarray(image.convert("L")) >= 128
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+        schema.reject(record, "bench_build", f"corrupt mask file {name}: {type(error).__name__}")
+        return
     proposals.apply_known_mask(record, mask)
 
 

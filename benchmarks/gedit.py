@@ -9,7 +9,9 @@ instruction, instruction_language, input_image, input_image_raw, Intersection_ex
   parquet file.
 
 The source image of an item is ``input_image_raw`` (``input_image`` when the raw one is missing); the evaluation
-resizes each edited image back to the source size, as GEdit's own scorer does.
+resizes each edited image back to the source size, as GEdit's own scorer does. An image cell holding only a
+``path`` is read only when that path stays inside the dataset folder (:mod:`editkit.safe_paths`; ``allow_outside``
+lifts that check); otherwise the item is rejected with the reason.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Iterator
 
 from benchmarks.items import BenchItem
 from editkit import taxonomy
+from editkit.safe_paths import UnsafePath, read_inside
 
 FIELDS = ("task_type", "key", "instruction", "instruction_language", "input_image", "input_image_raw",
           "Intersection_exist")
@@ -52,17 +55,22 @@ def load_rows(path: Path | str):
     return table
 
 
-def read_gedit(path: Path | str, languages: tuple[str, ...] | list[str] = ("en",)) -> Iterator[BenchItem]:
+def read_gedit(path: Path | str, languages: tuple[str, ...] | list[str] = ("en",),
+               allow_outside: bool = False) -> Iterator[BenchItem]:
     """Yield the items whose ``instruction_language`` is in ``languages`` (``()`` = all)."""
+    root = Path(path) if Path(path).is_dir() else Path(path).parent
     for row in load_rows(path):
         if languages and row["instruction_language"] not in languages:
             continue
-        yield _item(row)
+        yield _item(row, root, allow_outside)
 
 
-def _item(row: dict[str, Any]) -> BenchItem:
+def _item(row: dict[str, Any], root: Path, allow_outside: bool = False) -> BenchItem:
     image = row.get("input_image_raw") or row.get("input_image")
-    data = _image_bytes(image)
+    try:
+        data, problem = _image_bytes(image, root, allow_outside), None
+    except (UnsafePath, OSError) as error:
+        data, problem = None, f"unsafe source image path: {error}"
     category = row["task_type"]
     return BenchItem(
         origin="gedit",
@@ -75,17 +83,20 @@ def _item(row: dict[str, Any]) -> BenchItem:
             "intersection_exist": bool(row.get("Intersection_exist", False)),
             "task_type": category,
         },
-        error=None if data else "missing source image (input_image_raw and input_image are empty)",
+        error=problem or (None if data else "missing source image (input_image_raw and input_image are empty)"),
     )
 
 
-def _image_bytes(image: Any) -> bytes | None:
+def _image_bytes(image: Any, root: Path, allow_outside: bool = False) -> bytes | None:
     if not image:
         return None
     if image.get("bytes"):
         return image["bytes"]
-    if image.get("path") and Path(image["path"]).is_file():
-        return Path(image["path"]).read_bytes()
+    if image.get("path"):
+        try:
+            return read_inside(root, image["path"], allow_outside=allow_outside)
+        except FileNotFoundError:
+            return None
     return None
 
 

@@ -6,6 +6,9 @@ and the original images under a root folder (``Benchmark/singleturn/`` in the re
 relative path given by ``id``. ``path`` may be the json file, the folder holding it, or the unpacked release root;
 the image root is found next to it unless given.
 
+Each ``id`` is a path from the data: it is read only when it stays inside the image root (:mod:`editkit.safe_paths`;
+``allow_outside`` lifts that check), else the item is rejected with the reason.
+
 The published json spells the attribute category ``alter`` while the repository's README says ``adjust``; both map
 to our ``adjust``.
 """
@@ -17,6 +20,7 @@ from typing import Iterator
 
 from benchmarks.items import BenchItem
 from editkit import taxonomy
+from editkit.safe_paths import UnsafePath, read_inside
 
 EDIT_JSON = "basic_edit.json"
 PROMPTS_JSON = "prompts.json"
@@ -55,7 +59,8 @@ def find_prompts(path: Path | str) -> dict[str, str] | None:
     return prompts
 
 
-def read_imgedit(path: Path | str, image_root: Path | str | None = None) -> Iterator[BenchItem]:
+def read_imgedit(path: Path | str, image_root: Path | str | None = None,
+                 allow_outside: bool = False) -> Iterator[BenchItem]:
     edit_json = find_edit_json(path)
     root = find_image_root(edit_json, image_root)
     try:
@@ -69,10 +74,17 @@ def read_imgedit(path: Path | str, image_root: Path | str | None = None) -> Iter
         if not isinstance(entry, dict) or not {"id", "prompt", "edit_type"} <= set(entry):
             entry = entry if isinstance(entry, dict) else {}
             error = f"malformed entry (needs id, prompt, edit_type): {sorted(entry)}"
-        image_path = root / str(entry.get("id", ""))
-        data = image_path.read_bytes() if error is None and image_path.is_file() else None
-        if error is None and data is None:
-            error = f"missing source image {image_path}"
+        data = None
+        if error is None:
+            image_path = root / str(entry["id"])
+            try:
+                data = read_inside(root, str(entry["id"]), allow_outside=allow_outside)
+            except FileNotFoundError:
+                error = f"missing source image {image_path}"
+            except UnsafePath as refused:
+                error = f"unsafe source image path: {refused}"
+            except OSError as failure:
+                error = f"missing source image {image_path}: {failure.strerror or failure}"
         yield BenchItem(
             origin="imgedit",
             key=str(key),
