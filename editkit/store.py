@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from editkit import schema
+from editkit.atomic import atomic_dir, atomic_dirs, atomic_write_text, recover  # noqa: F401  (the store's API)
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("source_image", IMAGE_STRUCT), ("edited_image", IMAGE_STRUCT)])
@@ -34,38 +31,6 @@ SHARD_GLOB = "shard-*.parquet"
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
-
-
-@contextmanager
-def atomic_dir(final: Path | str) -> Iterator[Path]:
-    """Yield a temp directory beside ``final``; on success it replaces ``final`` in one rename.
-
-    A run killed at any point leaves at most a ``*.tmp-*`` directory, which no stage mistakes for finished work.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path | str, data: Any) -> None:
