@@ -7,3 +7,16 @@ BG_PSNR = "bg_psnr"  # PSNR of source vs edited on the NON-edited region (dB, ca
 BG_SSIM = "bg_ssim"  # SSIM of source vs edited averaged over the NON-edited region
 CLIP_IMAGE_SIM = "clip_image_sim"  # cosine(CLIP(source), CLIP(edited))
 CLIP_DIRECTION = "clip_direction"  # cosine(CLIP(edited) - CLIP(source), CLIP_text(instruction))
+
+# Stored scores are rounded to this many significant digits. The last bits of a float score depend on the CPU
+# (OpenCV and numpy pick SIMD kernels per CPU: AVX2 and AVX-512 sum in different orders, ~1e-13 relative apart
+# in float64), so unrounded values would make the score shards, and dvc.lock, differ from machine to machine.
+STORED_DIGITS = 6
+
+
+def stored(value: float | None) -> float | None:
+    """``value`` as stored: rounded to :data:`STORED_DIGITS` significant digits (correctly rounded decimal, so
+    the same on every machine); None, NaN and infinities unchanged."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return value
+    return float(f"{float(value):.{STORED_DIGITS}g}")

@@ -52,8 +52,13 @@ def build_step(params: ScoreParams):
                           params.clip.cache_dir)
 
     def step(records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
+        from editkit.scores import stored
+
         records = score_pairs(records, images, params.workers)
-        return clip(records, images) if clip is not None else records
+        records = clip(records, images) if clip is not None else records
+        for record in records:  # machine-independent values: see editkit.scores.STORED_DIGITS
+            record["scores"] = {name: stored(value) for name, value in (record.get("scores") or {}).items()}
+        return records
 
     return step, clip
 
