@@ -88,7 +88,7 @@ def merge(
     reviews = load_reviews(p.reviews)
     stats = pipeline.run_stage("review", p.records, p.out, merge_step(reviews))
     metrics = {**review_metrics(p.out, reviews), "stage": stats.as_dict()}
-    store.write_json(Path(p.metrics), metrics)
+    store.write_metrics(Path(p.metrics), metrics)
     typer.echo(f"review: {metrics['status']}")
 
 

@@ -38,6 +38,24 @@ def write_json(path: Path | str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+# Wall-clock measurements differ on every run and machine; kept out of the DVC-tracked metrics files so that
+# `dvc repro` on a fresh clone reproduces dvc.lock (they are still printed and returned by the stages).
+RUN_DEPENDENT_KEYS = frozenset({"seconds", "records_per_s"})
+
+
+def write_metrics(path: Path | str, metrics: dict[str, Any]) -> None:
+    """:func:`write_json` of a stage's metrics without the run-dependent keys (:data:`RUN_DEPENDENT_KEYS`)."""
+    write_json(path, _without_timings(metrics))
+
+
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in RUN_DEPENDENT_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)

@@ -137,7 +137,7 @@ def main(
 
     params = config.load_section(ScoreParams, STAGE, params_file)
     metrics = run(params, input_dir, images_dir, output_dir)
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     overall = metrics["by_edit_type"].get("all", {})
     typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "
                f"mean bg_psnr={overall.get('mean_bg_psnr')} bg_ssim={overall.get('mean_bg_ssim')}, "
