@@ -10,17 +10,34 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from benchmarks import gedit, imgedit, proposals
+from benchmarks import imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
+from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
+from editkit.registry import Registry
 from editkit.safe_paths import UnsafePath, read_inside
 
-BENCHES = ("gedit", "imgedit")
+# bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
+READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read",
+                                                "compbench": "benchmarks.compbench:read"})
+LAYOUTS = ("public", "cocoedit")  # cocoedit: CoCoEdit's masked GEdit/ImgEdit release (benchmarks.cocoedit_masked)
+
+
+@dataclass
+class JudgeParams:
+    """``bench.judge``: the MLLM judge of `bench evaluate` (its prompts are pinned in :mod:`benchmarks.judge`)."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+
+
+@dataclass
+class MetricsParams:
+    convention: str = "standard"  # masked PSNR/SSIM: "standard" (ours) | "cocoedit" (CoCoEdit's released scorer)
 
 
 @dataclass
@@ -29,24 +46,29 @@ class BenchParams:
 
     gedit_path: str = "data/bench_fixture/gedit"
     imgedit_path: str = "data/bench_fixture/imgedit"
-    gedit_languages: list[str] = field(default_factory=lambda: ["en"])
+    compbench_path: str = "data/compbench"  # a CompBench copy written by its download_from_hf.py (tasks/...)
+    gedit_languages: list[str] = field(default_factory=lambda: ["en"])  # en | cn | both (= all)
+    gedit_source_image: str = "input_image"  # what GEdit's scorer compares against; or input_image_raw
     imgedit_image_root: str | None = None
+    imgedit_suite: str = "basic"  # basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)
+    imgedit_prompts: str | None = None  # ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
-    grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
+    grounding: Optional[GroundingParams] = None  # the grounded masker (as masks.grounding); {} or null = none
     fixture_items: int = 4
-    judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    judge: JudgeParams = field(default_factory=JudgeParams)
+    metrics: MetricsParams = field(default_factory=MetricsParams)
+    layout: str = "public"  # "public": the benchmark's own release; "cocoedit": CoCoEdit's masked release
     allow_outside_root: bool = False  # True: image paths in the release may point outside its folder
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
-    if bench == "gedit":
-        for item in gedit.read_gedit(path, tuple(params.gedit_languages), params.allow_outside_root):
-            yield item, gedit.edit_type(item.category)
-    elif bench == "imgedit":
-        for item in imgedit.read_imgedit(path, params.imgedit_image_root, params.allow_outside_root):
-            yield item, imgedit.edit_type(item.category)
-    else:
-        raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
+    if params.layout not in LAYOUTS:
+        raise ValueError(f"bench.layout must be one of {', '.join(LAYOUTS)}, got {params.layout!r}")
+    if params.layout == "cocoedit":
+        from benchmarks import cocoedit_masked
+
+        return cocoedit_masked.read(bench, path, params)
+    return READERS.get(bench)(path, params)
 
 
 def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams | None = None,
@@ -55,7 +77,18 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
     from tqdm.auto import tqdm
 
     params = params or BenchParams()
-    masks_dir = masks_dir or params.masks_dir.get(bench)
+    READERS.get(bench)  # an unknown benchmark fails here, listing the choices
+    if masks_dir is None and params.masks_dir.get(bench):
+        masks_dir = params.masks_dir[bench]
+        if not Path(masks_dir).is_dir():
+            raise FileNotFoundError(f"bench.masks_dir.{bench}: {masks_dir} does not exist (a folder of <key>.png "
+                                    "masks, white = should change)")
+    elif masks_dir is not None and not Path(masks_dir).is_dir():
+        raise FileNotFoundError(f"--masks: {masks_dir} does not exist (a folder of <key>.png masks)")
+    if bench == "gedit":
+        from benchmarks import gedit
+
+        gedit.check_languages(params.gedit_languages)  # a bad value fails before any model loads
     masker = proposals.load_masker(params.grounding)
     foreground = masker.params.foreground_prompt if masker is not None else "main subject"
     chunk = masker.params.batch_size if masker is not None else 64
@@ -67,6 +100,9 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
         for _, record, _ in ok:
             record["target_phrases"] = proposals.grounding_phrases(record, foreground)
         proposals.propose([r for _, r, _ in ok], [image for _, _, image in ok], masker)
+        for item, record, _ in ok:
+            if item.mask is not None:  # the release's own mask: ground truth, over any proposal
+                proposals.apply_known_mask(record, item.mask)
         if masks_dir is not None:
             for item, record, _ in ok:
                 _apply_mask_file(record, Path(masks_dir), f"{item.key}.png")
@@ -83,11 +119,27 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
                 batch = []
         yield from finish(batch)
 
-    info = {"bench": bench, "source": str(path),
-            "judge_prompts": imgedit.find_prompts(path) if bench == "imgedit" else None}
+    prompts = _judge_prompts(bench, path, params)
+    info = {"bench": bench, "source": str(path), "layout": params.layout, "judge_prompts": prompts}
+    if bench == "imgedit":
+        stats["judge_prompts"] = "found" if prompts else \
+            "not found: the judge uses the built-in rubric (set bench.imgedit_prompts)"
     write_benchmark(out_dir, records(), info)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
+
+
+def _judge_prompts(bench: str, path: Path | str, params: BenchParams) -> dict[str, str] | None:
+    """ImgEdit's per-type judge rubrics: from the release read, or for CoCoEdit's masked release (which does not ship
+    them) from the public ImgEdit release at ``bench.imgedit_path`` when there is one."""
+    if bench != "imgedit":
+        return None
+    if params.layout != "cocoedit":
+        return imgedit.find_prompts(path, params.imgedit_prompts)
+    try:
+        return imgedit.find_prompts(params.imgedit_path, params.imgedit_prompts) if params.imgedit_path else None
+    except FileNotFoundError:
+        return None
 
 
 def _apply_mask_file(record: dict[str, Any], masks_dir: Path, name: str) -> None:

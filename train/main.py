@@ -7,10 +7,10 @@ from train.config import load_config
 
 
 def run(config_path: str | None, overrides: list[str], resume: str | None = None) -> None:
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
     config = load_config(config_path, overrides)
-    trainer = trainer_class(config.objective.name)(config)
+    trainer = TRAINERS.get(config.objective.name)(config)
     trainer.fit(resume=resume)
 
 
@@ -32,6 +32,3 @@ def main(argv: list[str] | None = None) -> None:
     except CheckpointError as error:  # a user's situation, not a bug: one line and the way out, exit code 2
         parser.exit(2, f"error: {error}\n")
 
-
-if __name__ == "__main__":
-    main()

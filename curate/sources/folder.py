@@ -101,6 +101,11 @@ class FolderSource:
         return None
 
 
+def open_folder(ingest, params_path) -> FolderSource:
+    """``ingest.source: folder``: the ``ingest.folder`` section."""
+    return FolderSource(ingest.folder)
+
+
 def _short(error: Exception, limit: int = 200) -> str:
     text = str(error) or type(error).__name__
     return text if len(text) <= limit else text[:limit] + "..."

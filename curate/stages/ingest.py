@@ -23,11 +23,12 @@ import typer
 
 from editkit import config, rle, schema, store, taxonomy
 from curate import images
+from curate.sources import SOURCES
 from curate.sources.folder import FolderParams
 from curate.sources.hf import HFParams
+from curate.sources.presets import PresetParams
 
 STAGE = "ingest"
-SOURCES = ("sample", "folder", "hf")
 
 
 @dataclass
@@ -39,10 +40,11 @@ class IngestParams:
     aspect_tolerance: float = 0.01
     folder: FolderParams = field(default_factory=FolderParams)
     hf: HFParams = field(default_factory=HFParams)
+    preset: PresetParams = field(default_factory=PresetParams)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(f"ingest.source must be one of {SOURCES}, got {self.source!r}")
+            raise ValueError(f"ingest.source must be one of {SOURCES.names()}, got {self.source!r}")
         if self.shard_size < 1:
             raise ValueError(f"ingest.shard_size must be >= 1, got {self.shard_size}")
 
@@ -52,17 +54,7 @@ class IngestParams:
 
 def open_source(params: IngestParams, params_path: Path | str = config.DEFAULT_PARAMS):
     """The configured source (``len()`` + iteration over :class:`curate.sources.RawPair`)."""
-    if params.source == "sample":
-        from curate.sources.sample import SampleParams, SampleSource
-
-        return SampleSource(config.load_section(SampleParams, "sample", params_path))
-    if params.source == "folder":
-        from curate.sources.folder import FolderSource
-
-        return FolderSource(params.folder)
-    from curate.sources.hf import HFSource
-
-    return HFSource(params.hf)
+    return SOURCES.get(params.source)(params, params_path)
 
 
 def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -71,23 +63,30 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
     instruction = pair.instruction if isinstance(pair.instruction, str) else None
     edit_type = None if pair.edit_type is None else str(pair.edit_type)
     origin_key, phrases = str(pair.origin_key), [str(p) for p in pair.target_phrases]
-    if pair.source is not None and pair.edited is not None:
-        record_id = schema.content_id(pair.source, pair.edited, instruction or "")
+    variants = [str(v) for v in getattr(pair, "instruction_variants", None) or []]
+    has_edited = getattr(pair, "has_edited", True)
+    if pair.source is not None and (pair.edited is not None or not has_edited):
+        record_id = schema.content_id(pair.source, pair.edited or b"", instruction or "")
     else:  # unreadable input: derive the id from where it came from, so it is still stable and unique
         record_id = schema.content_id(pair.origin, origin_key, pair.error or "")
     # Text Arrow cannot store (lone surrogates) is kept escaped, and the record rejected below.
     unstorable = [name for name, text in (("instruction", instruction), ("id", origin_key), ("edit_type", edit_type),
-                                          ("target_phrases", "".join(phrases))) if schema.unencodable(text)]
+                                          ("target_phrases", "".join(phrases)),
+                                          ("instruction_variants", "".join(variants))) if schema.unencodable(text)]
     if unstorable:
         instruction, origin_key = (None if instruction is None else schema.storable_text(instruction),
                                    schema.storable_text(origin_key))
         edit_type = None if edit_type is None else schema.storable_text(edit_type)
         phrases = [schema.storable_text(p) for p in phrases]
+        variants = [schema.storable_text(v) for v in variants]
     record = schema.new_record(
-        id=record_id, origin=pair.origin, origin_key=origin_key, has_edited=True,
+        id=record_id, origin=pair.origin, origin_key=origin_key, has_edited=has_edited,
         instruction=instruction, edit_type=edit_type, target_phrases=phrases,
         meta=json.dumps(pair.meta, sort_keys=True, default=str),
+        instruction_variants=variants,
     )
+    for flag in getattr(pair, "flags", None) or []:
+        schema.add_flag(record, schema.storable_text(str(flag)))
     try:
         if unstorable:
             raise images.ImageProblem("unencodable text", f"{', '.join(unstorable)} not valid Unicode (lone surrogate)")
@@ -101,12 +100,14 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
             if edit_type not in taxonomy.EDIT_TYPES:
                 raise images.ImageProblem("unknown edit type", f"{edit_type!r}; known: {sorted(taxonomy.EDIT_TYPES)}")
             record["scope"] = taxonomy.get(edit_type).scope
-        normalized = images.normalize_pair(pair.source, pair.edited, policy)
+        normalized = images.normalize_pair(pair.source, pair.edited, policy, has_edited=has_edited)
         record.update(width=normalized.width, height=normalized.height)
         for flag in normalized.flags:
-            schema.add_flag(record, flag)
+            schema.add_flag(record, schema.storable_text(str(flag)))
         if pair.gt_mask is not None:
             record["gt_mask"] = rle.encode(_gt_mask(pair.gt_mask, normalized.width, normalized.height, policy))
+            if not has_edited:  # nothing to difference: the given mask IS the mask (kept by the masks stage)
+                record["mask"], record["mask_source"] = record["gt_mask"], "gt"
     except images.ImageProblem as problem:
         schema.reject(record, STAGE, problem.reason)
         return record, None
@@ -191,17 +192,29 @@ def _mark_duplicate(record: dict[str, Any], seen: dict[str, str]) -> None:
     return None
 
 
+def _length(source) -> int | None:
+    """The number of pairs when the source knows it without reading them (None when streaming)."""
+    try:
+        return len(source)
+    except TypeError:
+        return None
+
+
 def main(
     params: Path = typer.Option(config.DEFAULT_PARAMS, "--params", help="params.yaml with the `ingest` (and `sample`) sections"),
     out: Path = typer.Option(Path("data/ingest"), "--out", help="output directory (records/ and images/ shards)"),
     metrics: Path = typer.Option(Path("metrics/ingest.json"), "--metrics", help="where to write the counts"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
-    """Read edit pairs (built-in sample, a folder with pairs.jsonl, or a Hugging Face dataset), validate and
+    """Read edit pairs (built-in sample, a folder with pairs.jsonl, a Hugging Face dataset, or a dataset preset), validate and
     normalise the images, and write record + image shards. Bad inputs become rejected records with a reason."""
-    cfg = config.load_section(IngestParams, STAGE, params)
-    source = open_source(cfg, params)
-    result = run_ingest(source, out, cfg, total=len(source), progress=progress)
+    try:  # a bad setting, split, column or path is the user's to fix: one line, exit code 2, no traceback
+        cfg = config.load_section(IngestParams, STAGE, params)
+        source = open_source(cfg, params)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    result = run_ingest(source, out, cfg, total=_length(source), progress=progress)
     result.pop("seconds")  # keep the committed metrics file identical across reruns
     store.write_json(metrics, result)
     typer.echo(f"ingest: {result['ok']} ok, {result['rejected']} rejected of {result['records']} -> {out}")

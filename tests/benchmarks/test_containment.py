@@ -42,7 +42,7 @@ def test_imgedit_ids_outside_the_image_root_are_rejected(imgedit_copy):
     root, secret = imgedit_copy
     items = {i.key: i for i in imgedit.read_imgedit(root)}
     for key in ("800", "801", "802", "803"):
-        assert items[key].image_bytes is None and items[key].error.startswith("unsafe source image path"), key
+        assert items[key].image_bytes is None and items[key].error.startswith("unsafe image path"), key
     assert all(i.error is None for k, i in items.items() if not k.startswith("8"))
     opted_in = {i.key: i for i in imgedit.read_imgedit(root, allow_outside=True)}
     assert opted_in["801"].image_bytes == secret.read_bytes()  # the explicit opt-in
@@ -56,9 +56,9 @@ def test_gedit_path_cells_must_stay_inside_the_dataset(tmp_path):
     root.mkdir()
     (root / "inside.png").write_bytes(_png(4))
     row = {"task_type": "color_alter", "key": "k", "instruction": "x", "instruction_language": "en"}
-    outside = gedit._item({**row, "input_image_raw": {"bytes": None, "path": str(secret)}}, root)
+    outside = gedit._item({**row, "input_image_raw": {"bytes": None, "path": str(secret)}}, "input_image_raw", root)
     assert outside.image_bytes is None and outside.error.startswith("unsafe source image path")
-    inside = gedit._item({**row, "input_image_raw": {"bytes": None, "path": "inside.png"}}, root)
+    inside = gedit._item({**row, "input_image_raw": {"bytes": None, "path": "inside.png"}}, "input_image_raw", root)
     assert inside.error is None and inside.image_bytes == (root / "inside.png").read_bytes()
 
 

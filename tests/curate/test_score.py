@@ -259,7 +259,7 @@ def test_stored_scores_do_not_depend_on_the_cpus_simd_kernels(tmp_path):
     stored values (what goes into the shards, hence dvc.lock) must be the same bits either way."""
     import cv2
 
-    from curate.stages.score import ScoreParams, build_step
+    from curate.stages.score import ScoreParams, ScoreStep
 
     rng = np.random.default_rng(3)
     pairs = []
@@ -270,7 +270,7 @@ def test_stored_scores_do_not_depend_on_the_cpus_simd_kernels(tmp_path):
         mask[20 + i * 5:90, 30:100 + i * 4] = True
         edited[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
         pairs.append((f"p{i}", source, edited, mask))
-    step, _ = build_step(ScoreParams(workers=1))
+    step = ScoreStep(ScoreParams(workers=1))
 
     def scores(optimized: bool) -> list[dict]:
         shard = _shard(tmp_path / str(optimized), {rid: (s, e) for rid, s, e, _ in pairs})

@@ -1,0 +1,192 @@
+"""The miniature region-regularization ablation, one command: base editor, then the same RL budget per arm × seed.
+
+``editkit train ablation --config train/configs/ablation.yaml [--smoke] [--out DIR]``
+
+1. Pretrain the base editor (:mod:`train.experiment.pretrain`), or reuse it when its config hash matches.
+2. For every arm and seed, run the RL trainer in this process from the base model with the arm's overrides on top
+   of the shared ``rl`` settings (same steps, groups, group size, learning rate: the same budget). An arm whose
+   config the trainers reject (e.g. a technique not implemented for that objective) is reported as unavailable with
+   the reason, not run.
+3. Evaluate the base model and every run on the same held-out rows with the same noise
+   (:mod:`train.experiment.edit_metrics`), and write ``table.md``, ``table.json`` and ``curves.png`` (per-arm reward
+   curves from each run's ``metrics.jsonl``, mean over seeds) into the output dir.
+
+Arms are grouped in *families* by objective: the region regularizer exists only for DiffusionNFT and the
+region-specific advantages only for GRPO, so a technique is compared with its own family's baseline.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from train.experiment.edit_metrics import METRICS
+
+
+@dataclass
+class ArmConfig:
+    name: str
+    family: str  # arms are compared within a family (same objective)
+    description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # nested TrainConfig values on top of `rl`
+
+
+@dataclass
+class AblationConfig:
+    output_dir: str = "results/ablation"  # table.md, table.json, curves.png
+    work_dir: str = "runs/ablation"  # base/ (model, data splits) and runs/<arm>-seed<k>/
+    base_config: str = "train/configs/ablation_base.yaml"
+    base: dict[str, Any] = field(default_factory=dict)  # nested overrides of the base config
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    rl: dict[str, Any] = field(default_factory=dict)  # TrainConfig values shared by every arm (the budget)
+    arms: list[ArmConfig] = field(default_factory=list)
+    cpu_threads: int = 1  # torch CPU threads (0 = torch's default)
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into a copy of ``base`` (nested dicts merged, everything else replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_ablation_config(path: str | Path, smoke: bool = False) -> AblationConfig:
+    """The YAML's values; with ``smoke``, its ``smoke:`` section merged on top (a tiny end-to-end run)."""
+    import yaml
+
+    from editkit.config import from_dict
+
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    smoke_values = values.pop("smoke", {})
+    if smoke:
+        values = deep_merge(values, smoke_values)
+    values["arms"] = [from_dict(ArmConfig, arm, f"arms[{i}]") for i, arm in enumerate(values.get("arms", []))]
+    return from_dict(AblationConfig, values, f"ablation config {path}")
+
+
+def base_config(config: AblationConfig):
+    import yaml
+
+    from editkit.config import from_dict
+    from train.experiment.pretrain import PretrainConfig
+
+    values = yaml.safe_load(Path(config.base_config).read_text()) or {}
+    values = deep_merge(values, config.base)
+    values["output_dir"] = str(Path(config.work_dir) / "base")
+    values["cpu_threads"] = config.cpu_threads
+    return from_dict(PretrainConfig, values, f"base config {config.base_config}")
+
+
+def arm_train_config(config: AblationConfig, arm: ArmConfig, seed: int, base) -> Any:
+    """The arm's TrainConfig: shared budget + arm overrides + what every run must share (model, data, seed)."""
+    from editkit.config import from_dict
+    from train.config import TrainConfig
+
+    base_dir = Path(base.output_dir)
+    fixed = {"output_dir": str(Path(config.work_dir) / "runs" / f"{arm.name}-seed{seed}"),
+             "model": {"path": str(base_dir / "model"), "guidance_scale": base.guidance_scale,
+                       "max_sequence_length": base.max_sequence_length},
+             "data": {"dataset": str(base_dir / "data" / "train"), "eval_size": 0,
+                      "resolution": [base.data.resolution, base.data.resolution]},
+             "train": {"seed": seed}, "eval": {"every": 0}, "checkpoint": {"every": 0}}
+    values = deep_merge(deep_merge(config.rl, arm.overrides), fixed)
+    return from_dict(TrainConfig, values, f"arm {arm.name}").validate()
+
+
+def reward_curves(run_dir: Path) -> dict[str, list[float]]:
+    """step -> each logged reward component, from the run's metrics.jsonl."""
+    curves: dict[str, list[float]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for key, value in row.items():
+            if key.startswith("reward_") and key not in ("reward_mean", "reward_std"):
+                curves.setdefault(key.removeprefix("reward_"), []).append(value)
+    return curves
+
+
+def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) -> dict:
+    from train.experiment.edit_metrics import evaluate_model
+    from train.trainers import TRAINERS
+
+    try:
+        train_config = arm_train_config(config, arm, seed, base)
+    except ValueError as error:
+        return {"unavailable": str(error)}
+    run_dir = Path(train_config.output_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run every time: the table never mixes old and new runs
+    began = time.perf_counter()
+    trainer = TRAINERS.get(train_config.objective.name)(train_config)
+    trainer.fit()
+    seconds = time.perf_counter() - began
+    metrics = evaluate_model(trainer.adapter, heldout, base.eval_steps, base.eval_seed)
+    del trainer
+    gc.collect()  # 14+ runs in one process: free each model before the next
+    return {"metrics": metrics, "seconds": round(seconds, 1), "curves": reward_curves(run_dir)}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    mean = sum(finite) / len(finite)
+    std = (sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) ** 0.5 if len(finite) > 1 else 0.0
+    return mean, std
+
+
+def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
+    from train.experiment.pretrain import load_examples, pretrain, set_threads
+
+    began = time.perf_counter()
+    set_threads(config.cpu_threads)
+    base = base_config(config)
+    base_dir = pretrain(base)
+    base_report = json.loads((base_dir / "pretrain.json").read_text())
+    heldout = load_examples(base_dir / "data" / "heldout", base.data.resolution)
+    arms = []
+    for arm in config.arms:
+        runs = {}
+        for seed in config.seeds:
+            result = run_arm(config, arm, seed, base, heldout)
+            if "unavailable" in result:
+                print(f"arm {arm.name}: unavailable ({result['unavailable']})")
+                break
+            runs[seed] = result
+            print(f"arm {arm.name} seed {seed} ({result['seconds']} s): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()), flush=True)
+        summary = {"name": arm.name, "family": arm.family, "description": arm.description, "seeds": list(runs),
+                   "overrides": arm.overrides}
+        if not runs:
+            summary["unavailable"] = result["unavailable"]
+        else:
+            summary.update({m: mean_std([r["metrics"][m] for r in runs.values()]) for m in METRICS},
+                           per_seed={s: r["metrics"] for s, r in runs.items()},
+                           seconds=[r["seconds"] for r in runs.values()],
+                           curves={s: r["curves"] for s, r in runs.items()})
+        arms.append(summary)
+    report = {"base": base_report["heldout_metrics"], "base_seconds": base_report["seconds"],
+              "heldout_rows": len(heldout), "seeds": config.seeds, "rl": config.rl, "arms": arms,
+              "total_seconds": round(time.perf_counter() - began, 1)}
+    write_outputs(report, out_dir)
+    return report
+
+
+def write_outputs(report: dict, out_dir: Path) -> None:
+    from editkit.store import write_json
+    from train.experiment.ablation_report import markdown_table, plot_curves
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "table.json", report)
+    (out_dir / "table.md").write_text(markdown_table(report))
+    plot_curves(report, out_dir / "curves.png")
+    print((out_dir / "table.md").read_text())
