@@ -95,9 +95,9 @@ def test_the_rewrite_stage_stores_no_echoed_key(tmp_path, monkeypatch):
     records_dir, images_dir = _write_ingest(tmp_path)
     params = tmp_path / "params.yaml"
     with ScriptedServer(lambda request: Reply(status=400, body=json.dumps(request.headers))) as server:
-        params.write_text(yaml.safe_dump({"rewrite": {"backend": "openai", "endpoint": server.url, "retries": 0,
-                                                      "api_key_env": "EDITKIT_SECRET_KEY",
-                                                      "cache_dir": str(tmp_path / "cache")}}))
+        params.write_text(yaml.safe_dump({"rewrite": {"client": {
+            "backend": "openai", "endpoint": server.url, "retries": 0, "api_key_env": "EDITKIT_SECRET_KEY",
+            "cache_dir": str(tmp_path / "cache")}}}))
         rewrite.main(params, records_dir, images_dir, tmp_path / "rewrite/records", tmp_path / "metrics.json")
     from editkit import store
 
