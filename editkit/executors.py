@@ -145,7 +145,9 @@ class RayExecutor:
                                        out_dir=str(out_dir)),
             batch_size=1,
             batch_format="pandas",
-            concurrency=max(1, min(resources.concurrency, len(shards))),
+            # one shard in flight per actor: an actor that starts first must not queue shards an idle one could run
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(resources.concurrency, len(shards))),
+                                               max_tasks_in_flight_per_actor=1),
             num_cpus=resources.num_cpus,
             num_gpus=resources.num_gpus,
             # restart an actor whose process died and retry its call (system failures only, never a step's exception)
