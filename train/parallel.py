@@ -250,3 +250,6 @@ def load_optimizer_state(model: torch.nn.Module, optimizer, state: dict) -> None
         _inner(optimizer).load_state_dict(state)
         return
     set_optimizer_state_dict(model, _inner(optimizer), state, options=_options())
+    # its flatten/unflatten round trip turns tuples (AdamW's betas) into lists: restore the hyperparameters as saved
+    for group, saved in zip(_inner(optimizer).param_groups, state["param_groups"]):
+        group.update({key: value for key, value in saved.items() if key != "params"})

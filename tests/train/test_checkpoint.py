@@ -46,14 +46,14 @@ class LinearAdapter:
 
     def __init__(self, seed: int = 0):
         torch.manual_seed(seed)
-        self.model = torch.nn.Linear(4, 3)
+        self.model = self.transformer = torch.nn.Linear(4, 3)  # every parameter trainable, as a LoRA's
 
-    def save_lora(self, directory: Path) -> None:
+    def save_lora(self, directory: Path, state: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         directory.mkdir()
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()},
-                  str(directory / "pytorch_lora_weights.safetensors"))
+        state = self.model.state_dict() if state is None else state  # the trainer passes the gathered state
+        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "pytorch_lora_weights.safetensors"))
 
     def load_lora(self, directory: Path) -> None:
         from safetensors.torch import load_file
