@@ -32,7 +32,7 @@ class SFTTrainer(RRMTrainer):
             with context:
                 loss = -answer_logprobs(self.model, prompts, answers).sum() / tokens
                 self.accelerator.backward(loss)
-            total += float(loss)
+            total += float(loss.detach())
         return {"loss": total, "answer_tokens": float(tokens), "grad_norm": self.clip_and_step()}
 
 

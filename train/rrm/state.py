@@ -86,12 +86,16 @@ def save_state(root: Path, step: int, model, optimizer, trainer: dict, rng: list
     return final
 
 
-def load_state(path: Path, model, optimizer, process_index: int = 0) -> tuple[int, dict]:
+def load_state(path: Path, model, optimizer, process_index: int = 0, algorithm: Optional[str] = None
+               ) -> tuple[int, dict]:
     """Restore parameters, optimizer and this process's RNG; returns (step, trainer state)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
+    written_by = state["trainer"].get("algorithm")
+    if algorithm is not None and written_by != algorithm:
+        raise ValueError(f"checkpoint {path} was written by {written_by!r}, this run is {algorithm!r}")
     saved = load_file(str(path / "trainable.safetensors"))
     params = _trainable(model)
     if set(saved) != set(params):

@@ -128,9 +128,7 @@ class RRMTrainer(ABC):
         path = resolve_resume(resume, self.output_dir / "checkpoints")
         if path is None:
             return 0
-        step, state = load_state(path, self.model, self.optimizer, self.accelerator.process_index)
-        if state.get("algorithm") != self.name:
-            raise ValueError(f"checkpoint {path} was written by {state.get('algorithm')!r}, this run is {self.name!r}")
+        step, _ = load_state(path, self.model, self.optimizer, self.accelerator.process_index, self.name)
         self.accelerator.print(f"resumed from {path} (step {step})")
         return step
 
