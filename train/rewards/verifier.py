@@ -113,6 +113,18 @@ class VerifierReward:
 @register_reward("verifier")
 def verifier(endpoint: str = "", model: str = "", backend: str = "openai", prompt_version: str = "verifier-v1",
              timeout_s: float = 60.0, retries: int = 2, max_concurrency: int = 8, max_principles: int = 6,
-             cache_dir: str = "") -> VerifierReward:
-    client = make_client(endpoint, model, backend, timeout_s, retries, max_concurrency, cache_dir, max_tokens=512)
+             cache_dir: str = "", protocol: str = "checklist", score_min: int = 0, score_max: int = 10,
+             top_logprobs: int = 20, max_tokens: int = 512):
+    """``protocol``: ``checklist`` (decompose + verify, above) or ``rrm`` (a trained reasoning reward model,
+    :mod:`train.rrm.reward`; ``prompt_version`` then names its prompt file, default v1)."""
+    client = make_client(endpoint, model, backend, timeout_s, retries, max_concurrency, cache_dir,
+                         max_tokens=max_tokens)
+    if protocol == "rrm":
+        from train.rrm.format import FormatConfig
+        from train.rrm.reward import RRMReward
+
+        version = "v1" if prompt_version == "verifier-v1" else prompt_version
+        return RRMReward(client, FormatConfig(score_min, score_max, version), top_logprobs, max_tokens)
+    if protocol != "checklist":
+        raise ValueError(f"verifier protocol must be 'checklist' or 'rrm', got {protocol!r}")
     return VerifierReward(client, prompt_version, max_principles)
