@@ -2,6 +2,8 @@
 errors. Every knob is documented where it is declared."""
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,27 +78,30 @@ class GCPORunConfig:
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for override in overrides:
         if "=" not in override:
-            raise ValueError(f"override {override!r} must look like key.sub=value")
+            raise UserError(f"override {override!r} must look like key.sub=value")
         key, text = override.split("=", 1)
         node = values
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {override!r}: {part} is not a section")
+                raise UserError(f"override {override!r}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(text)
     return values
 
 
 def load_run_config(cls: type[T], path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> T:
     if path is not None and not Path(path).is_file():
-        raise ValueError(f"config file {path} not found")
+        raise UserError(f"config file {path} not found")
     values = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
-    config = from_dict(cls, apply_overrides(values, list(overrides or [])), cls.__name__)
+    try:
+        config = from_dict(cls, apply_overrides(values, list(overrides or [])), cls.__name__)
+    except (TypeError, ValueError) as error:  # unknown keys, bad values: the user's config, not a bug
+        raise UserError(str(error)) from None
     if config.data.layout not in ("auto", "pairs", "editreward"):
-        raise ValueError(f"data.layout must be auto, pairs or editreward, got {config.data.layout!r}")
+        raise UserError(f"data.layout must be auto, pairs or editreward, got {config.data.layout!r}")
     if config.train.batch_size < 1 or config.train.micro_batch_size < 1 or config.train.max_steps < 0:
-        raise ValueError("train.batch_size and train.micro_batch_size must be >= 1, train.max_steps >= 0")
+        raise UserError("train.batch_size and train.micro_batch_size must be >= 1, train.max_steps >= 0")
     return config
 
 

@@ -10,6 +10,8 @@ Canonical text (what SFT trains on; keys in this order, so the score comes last,
 """
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 import json
 import math
 import re
@@ -31,7 +33,7 @@ class FormatConfig:
 
     def __post_init__(self) -> None:
         if self.score_max <= self.score_min:
-            raise ValueError(f"score_max ({self.score_max}) must be > score_min ({self.score_min})")
+            raise UserError(f"score_max ({self.score_max}) must be > score_min ({self.score_min})")
 
 
 @lru_cache(maxsize=8)
@@ -61,10 +63,10 @@ def judgement_model(score_min: int = 0, score_max: int = 10):
         def one_verdict_per_principle(self):
             listed = [(g, p) for g in GROUPS for p in getattr(self.principles, g)]
             if not listed:
-                raise ValueError("no principles in any group")
+                raise UserError("no principles in any group")
             judged = [(v.group, v.principle) for v in self.verdicts]
             if sorted(judged) != sorted(listed):
-                raise ValueError(f"verdicts must cover each principle exactly once: {len(judged)} verdicts for "
+                raise UserError(f"verdicts must cover each principle exactly once: {len(judged)} verdicts for "
                                  f"{len(listed)} principles, or principles that do not match")
             return self
 
@@ -97,7 +99,7 @@ def render_trajectory(principles: dict[str, list[str]], verdicts: list[dict[str,
     groups = {g: list(principles.get(g, [])) for g in GROUPS}
     unknown = set(principles) - set(GROUPS)
     if unknown:
-        raise ValueError(f"unknown principle group(s) {sorted(unknown)}; groups are {GROUPS}")
+        raise UserError(f"unknown principle group(s) {sorted(unknown)}; groups are {GROUPS}")
     rows = []
     for verdict in verdicts:
         row = {"group": verdict["group"], "principle": verdict["principle"], "satisfied": verdict["satisfied"]}

@@ -20,6 +20,8 @@ Choices the paper leaves open (each a knob of :class:`GCPOConfig`):
 """
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 from dataclasses import dataclass
 
 import torch
@@ -41,13 +43,13 @@ class GCPOConfig:
 
     def __post_init__(self) -> None:
         if self.num_trajectories < 2:
-            raise ValueError("gcpo.num_trajectories must be >= 2 (advantages compare trajectories of one image)")
+            raise UserError("gcpo.num_trajectories must be >= 2 (advantages compare trajectories of one image)")
         if self.tie_value not in (0.0, 0.5):
-            raise ValueError(f"gcpo.tie_value must be 0 or 0.5, got {self.tie_value}")
+            raise UserError(f"gcpo.tie_value must be 0 or 0.5, got {self.tie_value}")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"gcpo.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+            raise UserError(f"gcpo.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.eps <= 0 or self.clip_low < 0 or self.clip_high < 0:
-            raise ValueError("gcpo.eps must be > 0 and the clip ranges >= 0")
+            raise UserError("gcpo.eps must be > 0 and the clip ranges >= 0")
 
 
 def contrastive_rewards(winner: torch.Tensor, loser: torch.Tensor, tie_value: float = 0.0):
@@ -86,7 +88,7 @@ def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: to
     divides the sum over trajectories by ``denominator`` (default: T).
     """
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        raise UserError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - logp_old)
     adv = advantages.to(logp.dtype).unsqueeze(-1)

@@ -7,6 +7,8 @@ block, whose width is the generated / target width.
 """
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -32,6 +34,7 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: str = DEFAULT_TARGETS  # regex over module names (peft)
+    train_vision: bool = False  # full fine-tuning only: also train the vision tower (else only its merger)
 
 
 @dataclass
@@ -58,7 +61,7 @@ def load_rrm(config: ModelConfig, lora: Optional[LoraConfig] = None):
         processor = AutoProcessor.from_pretrained(config.path)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(config.path, dtype=dtype)
     except OSError as error:
-        raise ValueError(f"cannot load Qwen2.5-VL from {config.path!r}: {error}") from None
+        raise UserError(f"cannot load Qwen2.5-VL from {config.path!r}: {error}") from None
     processor.tokenizer.padding_side = "left"
     size = dict(processor.image_processor.size)
     processor.image_processor.size = {**size, "longest_edge": config.max_pixels}
@@ -76,8 +79,8 @@ def make_trainable(model, lora: LoraConfig):
 
         return get_peft_model(model, PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                     target_modules=lora.target_modules))
-    for name, parameter in model.named_parameters():  # full fine-tuning: the vision encoder stays frozen
-        parameter.requires_grad_(not name.startswith("model.visual.") or ".merger." in name)
+    for name, parameter in model.named_parameters():  # full fine-tuning: the vision tower frozen unless asked
+        parameter.requires_grad_(lora.train_vision or not name.startswith("model.visual.") or ".merger." in name)
     return model
 
 

@@ -30,7 +30,8 @@ def format_phrases(prompt_text: str, trajectory_examples: list[str]) -> list[str
 
     phrases = [p for p in re.split(r"\$\w+", prompt_text) if p]
     for example in trajectory_examples:
-        phrases += [p for p in re.findall(r'[{}\[\],:]*"[^"]*"[{}\[\],:]*|\d+\}', example)]
+        # quoted strings with their JSON punctuation; digits stay single characters so every score is one token
+        phrases += [p for p in re.findall(r'[{}\[\],:]*"[^"]*"[{}\[\],:]*', example)]
     return list(dict.fromkeys(phrases))
 
 

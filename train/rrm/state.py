@@ -7,6 +7,8 @@ name and renamed in one step (:func:`editkit.store.atomic_dir`), so a killed run
 """
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 import json
 import random
 import re
@@ -95,12 +97,12 @@ def load_state(path: Path, model, optimizer, process_index: int = 0, algorithm: 
     state = json.loads((path / "state.json").read_text())
     written_by = state["trainer"].get("algorithm")
     if algorithm is not None and written_by != algorithm:
-        raise ValueError(f"checkpoint {path} was written by {written_by!r}, this run is {algorithm!r}")
+        raise UserError(f"checkpoint {path} was written by {written_by!r}, this run is {algorithm!r}")
     saved = load_file(str(path / "trainable.safetensors"))
     params = _trainable(model)
     if set(saved) != set(params):
         missing, extra = sorted(set(params) - set(saved))[:3], sorted(set(saved) - set(params))[:3]
-        raise ValueError(f"checkpoint {path} does not match the model's trainable parameters "
+        raise UserError(f"checkpoint {path} does not match the model's trainable parameters "
                          f"(missing {missing}, unexpected {extra}): same lora settings?")
     with torch.no_grad():
         for name, parameter in params.items():
@@ -124,7 +126,7 @@ def resolve_resume(resume: Optional[str], root: Path) -> Optional[Path]:
     """None/"none" -> fresh; "auto" -> newest complete checkpoint (or fresh); else that checkpoint directory."""
     if not resume or resume == "none":
         if list_checkpoints(root):
-            raise ValueError(f"{root} holds checkpoints of an earlier run: pass --resume auto to continue it, or "
+            raise UserError(f"{root} holds checkpoints of an earlier run: pass --resume auto to continue it, or "
                              "use a new output_dir")
         return None
     if resume == "auto":
@@ -132,5 +134,5 @@ def resolve_resume(resume: Optional[str], root: Path) -> Optional[Path]:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / "COMPLETE").exists():
-        raise ValueError(f"{path} is not a complete checkpoint (no COMPLETE marker)")
+        raise UserError(f"{path} is not a complete checkpoint (no COMPLETE marker)")
     return path

@@ -8,6 +8,8 @@ names), so the output folder is self-contained.
 """
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +56,7 @@ def make_sft_data(config: MakeSFTConfig, teacher=None, judge=None) -> dict:
 
     source_path, out = Path(config.input), Path(config.output)
     if not source_path.is_file():
-        raise ValueError(f"input file {source_path} not found")
+        raise UserError(f"input file {source_path} not found")
     records, dropped = [], []
     for where, row in jsonl_rows(source_path):
         try:
@@ -62,7 +64,7 @@ def make_sft_data(config: MakeSFTConfig, teacher=None, judge=None) -> dict:
                 raise row
             instruction = row.get("instruction")
             if not isinstance(instruction, str) or not instruction.strip():
-                raise ValueError("instruction: expected a non-empty string")
+                raise UserError("instruction: expected a non-empty string")
             records.append((where, instruction, contained_image(source_path.parent, row.get("source"), "source"),
                             contained_image(source_path.parent, row.get("edited"), "edited")))
         except ValueError as error:
@@ -122,6 +124,9 @@ def load_make_sft_config(path: Optional[str], overrides: list[str]) -> MakeSFTCo
     from train.rrm.config import apply_overrides
 
     if path is not None and not Path(path).is_file():
-        raise ValueError(f"config file {path} not found")
+        raise UserError(f"config file {path} not found")
     values = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
-    return from_dict(MakeSFTConfig, apply_overrides(values, overrides), "make-sft-data config")
+    try:
+        return from_dict(MakeSFTConfig, apply_overrides(values, overrides), "make-sft-data config")
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from None

@@ -7,6 +7,8 @@ item of the step's batch and DDP averages the gradients.
 """
 from __future__ import annotations
 
+from train.rrm.errors import UserError
+
 import json
 import math
 import time
@@ -29,7 +31,7 @@ class RRMTrainer(ABC):
         from train.rrm.config import to_dict
 
         if not items:
-            raise ValueError(f"no usable training records ({len(rejected)} rejected"
+            raise UserError(f"no usable training records ({len(rejected)} rejected"
                              + (f", e.g. {rejected[0]['where']}: {rejected[0]['reason']})" if rejected else ")"))
         self.config, self.items = config, items
         precision = config.train.mixed_precision
