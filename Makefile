@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean-data help ablation docs
+.PHONY: setup demo test test-fast clean-data help ablation docs gpu-check
 
 help:
 	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
 	@echo "make test   - install into .venv (if needed) and run the test suite"
+	@echo "make gpu-check - one LoRA step of the full-size transformers on CUDA vs perf/memory_plan.py (GPU_CHECK_ARGS=--smoke: CPU)"
 	@echo "make ablation - the miniature region-regularization ablation on CPU (~15-20 min, results/ablation/)"
 	@echo "make docs   - build the manual (docs/) with mkdocs --strict into site/"
 
@@ -34,11 +35,16 @@ test-fast: $(STAMP)
 # The miniature region-regularization ablation (docs/ablation.md): builds the sample data if missing.
 ablation: $(STAMP)
 	@test -d data/export/dataset || (test -d .git || git init -q; PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro export)
-	$(BIN)/python -m train.ablation --config train/configs/ablation.yaml
+	$(BIN)/editkit train ablation --config train/configs/ablation.yaml
 
 # The manual: docs/*.md built with mkdocs; --strict turns broken links into errors.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -d site
+
+# Measured peak memory and speed of the full-size transformers next to perf/memory_plan.py's prediction (CUDA, < 8 min).
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python perf/gpu_check.py --out perf/results/gpu_check$(if $(findstring --smoke,$(GPU_CHECK_ARGS)),_smoke,).json $(GPU_CHECK_ARGS)
 
 clean-data:
 	rm -rf data metrics plots

@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
-                  "(the `review` DVC stage).", no_args_is_help=True)
+from editkit.cli_app import command_group
+
+app = command_group(help="Mask review in Label Studio: serve -> push -> (review in the browser) -> pull -> merge "
+                    "(the `review` DVC stage).")
 
 PARAMS = typer.Option("params.yaml", help="params file; section `annotate`")
 
@@ -75,18 +77,21 @@ def merge(
     reviews: Optional[str] = typer.Option(None, help="reviews file from `pull` (default: annotate.reviews)"),
     out: Optional[str] = typer.Option(None, help="output records dir (default: annotate.out)"),
     metrics: Optional[str] = typer.Option(None, help="metrics JSON (default: annotate.metrics)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """DVC stage `review` (and the benchmarks' review stages): merge a reviews file into records, no server needed."""
     import dataclasses
 
     from annotate.merge import load_reviews, merge_step, review_metrics
     from editkit import pipeline, store
+    from editkit.executors import stage_executor
 
     p = _params(params)
     overrides = {"records": records, "reviews": reviews, "out": out, "metrics": metrics}
     p = dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
     reviews = load_reviews(p.reviews)
-    stats = pipeline.run_stage("review", p.records, p.out, merge_step(reviews))
+    stats = pipeline.run_stage("review", p.records, p.out, pipeline.Deferred(merge_step, reviews),
+                               executor=stage_executor(params, executor))
     metrics = {**review_metrics(p.out, reviews), "stage": stats.as_dict()}
     store.write_json(Path(p.metrics), metrics)
     typer.echo(f"review: {metrics['status']}")

@@ -10,16 +10,26 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from benchmarks import gedit, imgedit, proposals
+from benchmarks import imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
+from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
+from editkit.registry import Registry
 
-BENCHES = ("gedit", "imgedit")
+# bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
+READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read"})
+
+
+@dataclass
+class JudgeParams:
+    """``bench.judge``: the MLLM judge of `bench evaluate` (its prompts are pinned in :mod:`benchmarks.judge`)."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
 
 
 @dataclass
@@ -28,23 +38,19 @@ class BenchParams:
 
     gedit_path: str = "data/bench_fixture/gedit"
     imgedit_path: str = "data/bench_fixture/imgedit"
-    gedit_languages: list[str] = field(default_factory=lambda: ["en"])
+    gedit_languages: list[str] = field(default_factory=lambda: ["en"])  # en | cn | both (= all)
+    gedit_source_image: str = "input_image"  # what GEdit's scorer compares against; or input_image_raw
     imgedit_image_root: str | None = None
+    imgedit_suite: str = "basic"  # basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)
+    imgedit_prompts: str | None = None  # ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it
     masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
-    grounding: dict[str, Any] = field(default_factory=dict)  # curate.masks.grounded.GroundingParams; {} = none
+    grounding: Optional[GroundingParams] = None  # the grounded masker (as masks.grounding); {} or null = none
     fixture_items: int = 4
-    judge: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    judge: JudgeParams = field(default_factory=JudgeParams)
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
-    if bench == "gedit":
-        for item in gedit.read_gedit(path, tuple(params.gedit_languages)):
-            yield item, gedit.edit_type(item.category)
-    elif bench == "imgedit":
-        for item in imgedit.read_imgedit(path, params.imgedit_image_root):
-            yield item, imgedit.edit_type(item.category)
-    else:
-        raise ValueError(f"unknown benchmark {bench!r}; choose one of {BENCHES}")
+    return READERS.get(bench)(path, params)
 
 
 def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams | None = None,
@@ -53,7 +59,18 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
     from tqdm.auto import tqdm
 
     params = params or BenchParams()
-    masks_dir = masks_dir or params.masks_dir.get(bench)
+    READERS.get(bench)  # an unknown benchmark fails here, listing the choices
+    if masks_dir is None and params.masks_dir.get(bench):
+        masks_dir = params.masks_dir[bench]
+        if not Path(masks_dir).is_dir():
+            raise FileNotFoundError(f"bench.masks_dir.{bench}: {masks_dir} does not exist (a folder of <key>.png "
+                                    "masks, white = should change)")
+    elif masks_dir is not None and not Path(masks_dir).is_dir():
+        raise FileNotFoundError(f"--masks: {masks_dir} does not exist (a folder of <key>.png masks)")
+    if bench == "gedit":
+        from benchmarks import gedit
+
+        gedit.check_languages(params.gedit_languages)  # a bad value fails before any model loads
     masker = proposals.load_masker(params.grounding)
     foreground = masker.params.foreground_prompt if masker is not None else "main subject"
     chunk = masker.params.batch_size if masker is not None else 64
@@ -81,8 +98,10 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
                 batch = []
         yield from finish(batch)
 
-    info = {"bench": bench, "source": str(path),
-            "judge_prompts": imgedit.find_prompts(path) if bench == "imgedit" else None}
+    prompts = imgedit.find_prompts(path, params.imgedit_prompts) if bench == "imgedit" else None
+    info = {"bench": bench, "source": str(path), "judge_prompts": prompts}
+    if bench == "imgedit":
+        stats["judge_prompts"] = "found" if prompts else "not found: the judge uses the built-in rubric (set bench.imgedit_prompts)"
     write_benchmark(out_dir, records(), info)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats

@@ -1,26 +1,22 @@
 """`editkit bench ...`: build masked GEdit-Bench / ImgEdit-Bench and evaluate editors on them."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Masked GEdit-Bench / ImgEdit-Bench: build (readers + mask proposals), evaluate editors, "
-                       "compare runs.", no_args_is_help=True)
+from editkit.cli_app import command_group, user_errors
+
+app = command_group(help="Masked GEdit-Bench / ImgEdit-Bench: build (readers + mask proposals), evaluate editors, "
+                         "compare runs.")
 
 BENCH_HELP = "which benchmark: gedit | imgedit"
 
 
-@contextmanager
 def _user_errors():
-    """Missing inputs and bad settings end the command with their message (exit 2), not a traceback."""
-    try:
-        yield
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+    """Missing benchmark files and bad settings end the command with their message (exit 2), not a traceback."""
+    return user_errors(FileNotFoundError, ValueError, RuntimeError)
 
 
 def _params(params_file: Path):
@@ -32,10 +28,10 @@ def _params(params_file: Path):
 
 
 def _check_bench(bench: str) -> None:
-    from benchmarks.build import BENCHES
+    from benchmarks.build import READERS
 
-    if bench not in BENCHES:
-        raise typer.BadParameter(f"unknown benchmark {bench!r}; choose one of {', '.join(BENCHES)}")
+    if bench not in READERS:
+        raise typer.BadParameter(f"unknown benchmark {bench!r}; choose one of {', '.join(READERS.names())}")
 
 
 @app.command("make-fixture")
@@ -48,7 +44,7 @@ def make_fixture(
     The real benchmarks cannot be downloaded here; these are the default input of the DVC bench stages. Each also gets
     reference_masks/<key>.png (white = should change), usable with `bench build --masks`.
     """
-    from benchmarks.fixtures import make_gedit_fixture, make_imgedit_fixture
+    from benchmarks.synthetic import make_gedit_fixture, make_imgedit_fixture
     from editkit import store
 
     with store.atomic_dir(out) as tmp:
@@ -104,10 +100,10 @@ def evaluate(
     batch_size: int = typer.Option(1, help="items per pipeline call (same working size)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]"),
     dtype: str = typer.Option("auto", help="auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16 | float16"),
-    judge_endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible judge URL (overrides bench.judge)"),
+    judge_endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible judge URL (overrides bench.judge.client)"),
     judge_model: Optional[str] = typer.Option(None, help="judge model name served at the endpoint"),
     judge_repeats: int = typer.Option(1, help="judge each item this many times; report mean and spread (set a "
-                                              "temperature > 0 in bench.judge)"),
+                                              "temperature > 0 in bench.judge.client)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
 ) -> None:
     """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
@@ -118,13 +114,13 @@ def evaluate(
     from dataclasses import replace
 
     from benchmarks.editor import EditorConfig
-    from benchmarks.evaluate import evaluate as run_evaluate, make_judge
+    from benchmarks.evaluation import evaluate as run_evaluate, make_judge
 
     _check_bench(bench)
     data = data or Path("data/bench") / bench
     name = Path(model).name + (f"-{lora.name}" if lora else "")
     out = out or Path("runs") / bench / name
-    judge_config = _params(params_file).judge
+    judge_config = _params(params_file).judge.client
     if judge_endpoint:
         judge_config = replace(judge_config, backend="openai", endpoint=judge_endpoint,
                                model=judge_model or judge_config.model)

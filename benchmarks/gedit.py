@@ -5,11 +5,13 @@ instruction, instruction_language, input_image, input_image_raw, Intersection_ex
 ``Image`` features. Nothing is downloaded here: ``path`` is either
 
 * a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or
-* a local clone of the hub repository (its ``data/train-*.parquet`` files), a folder of such parquet files, or one
-  parquet file.
+* a local clone of the hub repository (its ``data/train-*.parquet`` files), a folder of such parquet files or of
+  ``*.arrow`` files (the ``datasets`` cache format), or one parquet / arrow file.
 
-The source image of an item is ``input_image_raw`` (``input_image`` when the raw one is missing); the evaluation
-resizes each edited image back to the source size, as GEdit's own scorer does.
+The source image of an item is ``input_image``, the image GEdit's own scorer compares the edit against (it saves it
+as ``{key}_SRCIMG.png``); ``source_image="input_image_raw"`` reads the unresized original instead (either falls back
+to the other when its cell is empty). The evaluation resizes each edited image back to the source size, as GEdit's
+scorer does. Languages are ``en`` and ``cn`` (``both`` / ``all``: the two).
 """
 from __future__ import annotations
 
@@ -22,6 +24,27 @@ from editkit import taxonomy
 FIELDS = ("task_type", "key", "instruction", "instruction_language", "input_image", "input_image_raw",
           "Intersection_exist")
 IMAGE_FIELDS = ("input_image", "input_image_raw")
+LANGUAGES = ("en", "cn")
+ALL_LANGUAGES = ("both", "all")
+
+
+def check_languages(values, key: str = "bench.gedit_languages") -> tuple[str, ...]:
+    """The configured languages, checked: ``en`` / ``cn``, or ``both`` / ``all`` for the two."""
+    values = [values] if isinstance(values, str) else list(values or [])
+    chosen: list[str] = []
+    for value in values:
+        name = str(value).strip().lower()
+        if name in ALL_LANGUAGES:
+            chosen += [lang for lang in LANGUAGES if lang not in chosen]
+        elif name in LANGUAGES:
+            chosen += [] if name in chosen else [name]
+        else:
+            hint = " (GEdit-Bench's data spells Chinese cn)" if name == "zh" else ""
+            raise ValueError(f"{key}: unknown language {value!r}{hint}; choose from: "
+                             f"{', '.join(LANGUAGES + ALL_LANGUAGES)}")
+    if not chosen:
+        raise ValueError(f"{key} is empty; choose from: {', '.join(LANGUAGES + ALL_LANGUAGES)}")
+    return tuple(chosen)
 
 
 def load_rows(path: Path | str):
@@ -35,10 +58,14 @@ def load_rows(path: Path | str):
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         table = datasets.load_from_disk(str(path))
     else:
-        files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+        files = [path] if path.is_file() else sorted(path.rglob("*.parquet")) or sorted(path.rglob("*.arrow"))
         if not files:
-            raise FileNotFoundError(f"no GEdit-Bench data in {path}: expected a save_to_disk folder or *.parquet files")
-        table = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+            raise FileNotFoundError(f"no GEdit-Bench data in {path}: expected a save_to_disk folder, *.parquet or "
+                                    "*.arrow files")
+        if files[0].suffix == ".arrow":  # memory-mapped as they are, no conversion
+            table = datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
+        else:
+            table = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
     if isinstance(table, datasets.DatasetDict):
         split = "train" if "train" in table else next(iter(table))
         table = table[split]
@@ -52,17 +79,21 @@ def load_rows(path: Path | str):
     return table
 
 
-def read_gedit(path: Path | str, languages: tuple[str, ...] | list[str] = ("en",)) -> Iterator[BenchItem]:
-    """Yield the items whose ``instruction_language`` is in ``languages`` (``()`` = all)."""
+def read_gedit(path: Path | str, languages: tuple[str, ...] | list[str] = ("en",),
+               source_image: str = "input_image") -> Iterator[BenchItem]:
+    """Yield the items whose ``instruction_language`` is in ``languages`` (``()`` = all; see :func:`check_languages`)."""
+    if source_image not in IMAGE_FIELDS:
+        raise ValueError(f"bench.gedit_source_image: {source_image!r}; choose one of: {', '.join(IMAGE_FIELDS)}")
+    wanted = check_languages(languages) if languages else ()
     for row in load_rows(path):
-        if languages and row["instruction_language"] not in languages:
+        if wanted and row["instruction_language"] not in wanted:
             continue
-        yield _item(row)
+        yield _item(row, source_image)
 
 
-def _item(row: dict[str, Any]) -> BenchItem:
-    image = row.get("input_image_raw") or row.get("input_image")
-    data = _image_bytes(image)
+def _item(row: dict[str, Any], source_image: str = "input_image") -> BenchItem:
+    other = IMAGE_FIELDS[1 - IMAGE_FIELDS.index(source_image)]
+    data = _image_bytes(row.get(source_image)) or _image_bytes(row.get(other))
     category = row["task_type"]
     return BenchItem(
         origin="gedit",
@@ -75,7 +106,7 @@ def _item(row: dict[str, Any]) -> BenchItem:
             "intersection_exist": bool(row.get("Intersection_exist", False)),
             "task_type": category,
         },
-        error=None if data else "missing source image (input_image_raw and input_image are empty)",
+        error=None if data else "missing source image (input_image and input_image_raw are empty)",
     )
 
 
@@ -91,3 +122,9 @@ def _image_bytes(image: Any) -> bytes | None:
 
 def edit_type(category: str) -> str | None:
     return taxonomy.GEDIT_TO_EDIT_TYPE.get(category)
+
+
+def read(path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
+    """The ``gedit`` entry of :data:`benchmarks.build.READERS`: items with their edit type."""
+    for item in read_gedit(path, check_languages(params.gedit_languages), params.gedit_source_image):
+        yield item, edit_type(item.category)

@@ -36,6 +36,7 @@ class BenchItem:
     image_bytes: bytes | None  # encoded source image as shipped; None when missing
     extra: dict[str, Any] = field(default_factory=dict)  # benchmark-specific fields, kept in record meta
     error: str | None = None  # why the item cannot be used (missing/corrupt image, unknown type...)
+    flags: list[str] = field(default_factory=list)  # non-fatal findings (e.g. the release gives no edit type)
 
 
 def to_record(item: BenchItem, edit_type: str | None) -> tuple[dict[str, Any], bytes]:
@@ -54,8 +55,10 @@ def to_record(item: BenchItem, edit_type: str | None) -> tuple[dict[str, Any], b
     )
     if edit_type is not None:
         record["scope"] = taxonomy.get(edit_type).scope
+    for flag in item.flags:
+        schema.add_flag(record, flag)
     error = item.error
-    if error is None and edit_type is None:
+    if error is None and edit_type is None and not item.flags:  # a flagged item has no type by the release's design
         error = f"unknown {item.origin} category {item.category!r}"
     data = b""
     if error is None:

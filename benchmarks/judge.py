@@ -6,8 +6,9 @@
 * **ImgEdit** (1-5): one request per item with the benchmark's per-type rubric (``prompts.json`` of the local copy
   when present, else our own rubric), answered as ``Name: <score>`` lines; the three scores are averaged.
 
-Judges drift, so the prompt version is pinned (``PROMPT_VERSIONS``; an ImgEdit rubric file is pinned by its hash)
-and every raw answer is cached in ``<run>/judge/<id>.json`` beside the parsed scores. ``repeats`` > 1 judges each
+Judges drift, so the prompts are pinned: they live in the prompt store (``PROMPT_FILES``), and the judge's version
+(``PROMPT_VERSIONS`` plus the content hash of its prompt files and of an ImgEdit rubric file) goes into every
+request's cache key and every cached answer; every raw answer is cached in ``<run>/judge/<id>.json`` beside the parsed scores. ``repeats`` > 1 judges each
 item several times and reports the mean and spread. A malformed answer gives no score and a recorded reason;
 nothing is guessed.
 """
@@ -25,30 +26,26 @@ import numpy as np
 
 from editkit import store
 
-PROMPT_VERSIONS = {"gedit": "gedit-viescore-v1", "imgedit": "imgedit-rubric-v1"}
+from editkit.mllm.prompts import Prompt, load_prompt
 
-GEDIT_SC_PROMPT = (
-    "You are a strict evaluator of instruction-based image edits. The first image is the original, the second is "
-    "the edited result. The editing instruction was: \"{instruction}\"\n"
-    "Give two integer scores from 0 to 10:\n"
-    "1. editing success: how well the edit does what the instruction asks (0 = not at all, 10 = perfectly);\n"
-    "2. over-editing: how well everything the instruction does not mention is left unchanged "
-    "(0 = the image was changed everywhere, 10 = nothing else changed).\n"
-    "Answer with JSON only: {{\"score\": [<editing success>, <over-editing>], \"reasoning\": \"<one sentence>\"}}"
-)
-GEDIT_PQ_PROMPT = (
-    "You are a strict evaluator of image quality. Look at the image and give two integer scores from 0 to 10:\n"
-    "1. naturalness: does the image look like a real, coherent picture (lighting, perspective, proportions)?\n"
-    "2. artifacts: how free is the image of distortions, blur, noise, watermarks or broken details "
-    "(0 = heavy artifacts, 10 = none)?\n"
-    "Answer with JSON only: {\"score\": [<naturalness>, <artifacts>], \"reasoning\": \"<one sentence>\"}"
-)
-IMGEDIT_RUBRIC = (
-    "You grade an image edit. The first image is the original, the second the edited result. "
-    "The instruction was: <edit_prompt>\n"
-    "Write one line of brief reasoning, then exactly these three lines with integer scores from 1 to 5:\n"
-    "Prompt Compliance: <score>\nVisual Seamlessness: <score>\nPhysical & Detail Fidelity: <score>"
-)
+PROMPT_VERSIONS = {"gedit": "gedit-viescore-v1", "imgedit": "imgedit-rubric-v1"}
+# the prompt-store files of each benchmark's judge (editkit/mllm/prompts/<name>_<version>.txt)
+PROMPT_FILES = {"gedit": (("gedit_sc", "v1"), ("gedit_pq", "v1")), "imgedit": (("imgedit_rubric", "v1"),)}
+
+
+def judge_prompts(bench: str) -> list[Prompt]:
+    return [load_prompt(name, version) for name, version in PROMPT_FILES[bench]]
+
+
+def prompts_sha(prompts: Sequence[Prompt], rubric: dict[str, str] | None = None) -> str:
+    """One content hash over the judge's prompt files (and the benchmark's own rubric file, when used)."""
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(f"{prompt.name}_{prompt.version}\0{prompt.sha}\0".encode())
+    if rubric:
+        digest.update(json.dumps(rubric, sort_keys=True).encode())
+    return digest.hexdigest()
+
 
 Complete = Callable[[list[Any]], list[Any]]  # list[editkit.mllm.messages.Request] -> list[Response]
 
@@ -96,22 +93,26 @@ class Judge:
             raise ValueError(f"judge repeats must be >= 1, got {repeats}")
         self.bench, self.complete, self.model, self.repeats = bench, complete, model, repeats
         self.rubric = rubric
+        self.prompts = judge_prompts(bench)
         self.prompt_version = PROMPT_VERSIONS[bench]
         if bench == "imgedit" and rubric:
             digest = hashlib.sha1(json.dumps(rubric, sort_keys=True).encode()).hexdigest()[:10]
             self.prompt_version = f"imgedit-prompts-{digest}"
+        self.prompt_sha = prompts_sha(self.prompts, rubric if bench == "imgedit" else None)
+        self.prompt_version = f"{self.prompt_version}:{self.prompt_sha[:8]}"  # an edited prompt: a new version
 
     def requests(self, record: dict[str, Any], category: str, source: np.ndarray, edited: np.ndarray) -> list[Any]:
         from editkit.mllm.messages import Request, user
 
-        version = self.prompt_version
+        stamp = {"prompt_version": self.prompt_version, "prompt_sha": self.prompt_sha}
         if self.bench == "gedit":
-            return [Request((user(GEDIT_SC_PROMPT.format(instruction=record["instruction"]), source, edited),),
-                            prompt_version=version),
-                    Request((user(GEDIT_PQ_PROMPT, edited),), prompt_version=version)]
-        template = (self.rubric or {}).get(category, IMGEDIT_RUBRIC)
-        return [Request((user(template.replace("<edit_prompt>", record["instruction"]), source, edited),),
-                        prompt_version=version)]
+            sc, pq = self.prompts
+            return [Request((user(sc.render(instruction=record["instruction"]), source, edited),), **stamp),
+                    Request((user(pq.render(), edited),), **stamp)]
+        template = (self.rubric or {}).get(category)  # the benchmark's own rubric (prompts.json), else ours
+        text = (template.replace("<edit_prompt>", record["instruction"]) if template is not None
+                else self.prompts[0].render(instruction=record["instruction"]))
+        return [Request((user(text, source, edited),), **stamp)]
 
     def parse(self, texts: Sequence[str]) -> dict[str, float]:
         if self.bench == "gedit":
@@ -143,7 +144,8 @@ class Judge:
         responses = iter(self.complete(flat) if flat else [])
         for record, repeats in tqdm(todo, desc="judge", disable=not progress):
             answers = [[next(responses) for _ in requests] for requests in repeats]
-            entry: dict[str, Any] = {"prompt_version": self.prompt_version, "model": self.model,
+            entry: dict[str, Any] = {"prompt_version": self.prompt_version, "prompt_sha": self.prompt_sha,
+                                     "model": self.model,
                                      "repeats": self.repeats, "raw": [[a.text for a in run] for run in answers]}
             failed = [a.error or "empty answer" for run in answers for a in run if not a.ok]
             if failed:

@@ -42,7 +42,7 @@ def grounding_phrases(record: dict[str, Any], foreground_prompt: str = "main sub
     """What to ground in the source: the target phrases, or for background edits the subject to keep."""
     from curate.masks.phrases import record_phrases
 
-    if taxonomy.get(record["edit_type"]).mask_rule == "complement":
+    if record["edit_type"] is not None and taxonomy.get(record["edit_type"]).mask_rule == "complement":
         return kept_subject(record["instruction"]) or [foreground_prompt]
     return record_phrases(record)
 
@@ -58,6 +58,9 @@ def propose(records: Sequence[dict[str, Any]], images: Sequence[np.ndarray], mas
     grounding = []
     for record, image in zip(records, images):
         if not schema.is_ok(record):
+            continue
+        if record["edit_type"] is None:  # no type (ImgEdit UGE): no rule says what to ground; a reviewer draws it
+            _apply(record, None)
             continue
         rule = taxonomy.get(record["edit_type"]).mask_rule
         wants_source = "source" in fusion.images_to_ground(rule, has_edited=False)
@@ -100,11 +103,10 @@ def apply_known_mask(record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]
     return record
 
 
-def load_masker(spec: dict[str, Any] | None) -> Any:
-    """The grounded masker (Grounding-DINO -> SAM2) from ``bench.grounding`` (GroundingParams keys); {} = none."""
-    if not spec:
+def load_masker(params: Any) -> Any:
+    """The grounded masker (Grounding-DINO -> SAM2) of ``bench.grounding`` (GroundingParams or None = none)."""
+    if params is None:
         return None
-    from editkit.config import from_dict
-    from curate.masks.grounded import GroundedMasker, GroundingParams
+    from curate.masks.grounded import GroundedMasker
 
-    return GroundedMasker(from_dict(GroundingParams, spec, "bench.grounding"))
+    return GroundedMasker(params)

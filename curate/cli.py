@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import importlib
 
-import typer
+from editkit.cli_app import command_group
 
-app = typer.Typer(help="Curate edit data: ingest -> rewrite -> masks -> score -> select -> export.", no_args_is_help=True)
+app = command_group(help="Curate edit data: ingest -> rewrite -> masks -> score -> select -> export.")
 
 # Stage modules keep heavy imports (torch, transformers) inside functions, so `--help` stays fast.
 STAGES = ("ingest", "rewrite", "masks", "score", "select", "export")

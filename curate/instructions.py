@@ -72,8 +72,7 @@ def build_request(prompt: Prompt, record: dict[str, Any], source: ImagePart, edi
     if edited is not None:
         parts += ["EDITED image:", edited]
     parts.append(f"Original instruction: {record.get('instruction') or ''}")
-    return Request((system(prompt.render(edit_types=taxonomy_table(), hint=hint)), user(*parts)),
-                   prompt_version=prompt.tag)
+    return Request((system(prompt.render(edit_types=taxonomy_table(), hint=hint)), user(*parts)), **prompt.stamp())
 
 
 def apply(record: dict[str, Any], result: Structured[RewriteOutput], provenance: dict[str, Any]) -> None:
@@ -97,7 +96,8 @@ def apply(record: dict[str, Any], result: Structured[RewriteOutput], provenance:
 def rewrite_records(client: Client, prompt_version: str, records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
     """The MLLM step over one shard: every ok record gets a rewrite outcome; rejected ones pass untouched."""
     prompt = load_prompt("rewrite", prompt_version)
-    provenance = {"backend": client.backend.name, "model": client.backend.model_id, "prompt": prompt.tag}
+    provenance = {"backend": client.backend.name, "model": client.backend.model_id, "prompt": prompt.tag,
+                  "prompt_sha": prompt.sha}
     todo, requests = [], []
     for record in records:
         if not schema.is_ok(record):

@@ -26,9 +26,9 @@ def optional_parts_off(params: dict[str, Any]) -> list[str]:
     clip = (params.get("score") or {}).get("clip") or {}
     if not clip.get("enabled", False):
         off.append("CLIP scores (score.clip.enabled: false, no CLIP weights configured; CLIP filters skipped)")
-    backend = (params.get("rewrite") or {}).get("backend", "none")
+    backend = ((params.get("rewrite") or {}).get("client") or {}).get("backend", "none")
     if backend == "none":
-        off.append("MLLM instruction rewrite (rewrite.backend: none, instructions passed through)")
+        off.append("MLLM instruction rewrite (rewrite.client.backend: none, instructions passed through)")
     mode = (params.get("masks") or {}).get("mode", "diff")
     if mode == "diff":
         off.append("grounded masks (masks.mode: diff; Grounding-DINO -> SAM2 needs weights)")

@@ -6,18 +6,15 @@ import typer
 from annotate.cli import app as annotate_app
 from benchmarks.cli import app as bench_app
 from curate.cli import app as curate_app
+from editkit.cli_app import command_group
 from train.cli import app as train_app
 from train.rrm.cli import app as rrm_app
 
-app = typer.Typer(
+app = command_group(
     help="Content-consistent image editing: curate edit data with masks, review masks in Label Studio, "
     "benchmark editors, and post-train them with region-regularized RL.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
 )
 app.add_typer(curate_app, name="curate")
-
-
 app.add_typer(annotate_app, name="annotate")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")

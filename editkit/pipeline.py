@@ -25,6 +25,8 @@ class StageStats:
     records_in: int = 0
     records_out: int = 0
     rejected_here: Counter = field(default_factory=Counter)  # reason -> count, rejected by THIS stage
+    counters: Counter = field(default_factory=Counter)  # summed from the steps' own `counters` (e.g. requests)
+    facts: dict = field(default_factory=dict)  # the steps' `facts` (e.g. the model id a server reported)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -38,39 +40,66 @@ class StageStats:
         }
 
 
+class Deferred:
+    """A step to build where it runs: ``Deferred(build_step, params)`` calls ``build_step(params)`` once per worker.
+
+    Stages pass this (not a built step) so an executor can construct the step inside each worker process, loading
+    its models there; the callable and its arguments must be picklable (module-level functions, dataclasses).
+    """
+
+    def __init__(self, build: Callable[..., Step], *args: Any, **kwargs: Any):
+        self.build, self.args, self.kwargs = build, args, kwargs
+
+    def __call__(self) -> Step:
+        return self.build(*self.args, **self.kwargs)
+
+
 def run_stage(
     stage: str,
     input_dir: Path | str,
     output_dir: Path | str,
-    step: Step,
+    step: Step | Deferred,
     images_dir: Path | str | None = None,
     progress: bool = True,
+    executor: Any = None,
 ) -> StageStats:
-    """Apply ``step`` to each shard of ``input_dir`` and write ``output_dir`` atomically."""
+    """Apply ``step`` to each shard of ``input_dir`` and write ``output_dir`` atomically.
+
+    ``executor``: an :mod:`editkit.executors` executor (default: local, in this process). Executors other than the
+    local one need ``step`` as a :class:`Deferred`. Output shards keep the input's names and order either way.
+    """
     from tqdm.auto import tqdm
 
+    from editkit.executors import LocalExecutor
+
+    executor = executor or LocalExecutor()
+    if isinstance(step, Deferred):
+        build = step
+    elif executor.kind == "local":
+        build = lambda: step  # noqa: E731
+    else:
+        raise ValueError(f"{stage}: this stage's step cannot run on the {executor.kind} executor (it is not a "
+                         "pipeline.Deferred); run it with --executor local")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     shards = store.list_shards(input_dir)
     if not shards:
         raise FileNotFoundError(f"{stage}: no record shards in {input_dir}; run the previous stage first (dvc repro)")
-    images = store.ImageStore(images_dir) if images_dir is not None else None
     stats = StageStats(stage)
     started = time.perf_counter()
     total = store.count_records(input_dir)
     with store.atomic_dir(output_dir) as tmp, tqdm(total=total, desc=stage, unit="rec", disable=not progress) as bar:
-        for shard in shards:
-            records = store.read_records(input_dir, shard)
-            was_ok = {r["id"] for r in records if schema.is_ok(r)}
-            image_shard = images.shard(shard) if images is not None else None
-            out = step(records, image_shard)
-            _check_nothing_lost(stage, shard, records, out)
-            for record in out:
-                if record["id"] in was_ok and not schema.is_ok(record):
-                    stats.rejected_here[record.get("reject_reason") or "unknown"] += 1
-            store.write_records(tmp, shard, out)
-            stats.records_in += len(records)
-            stats.records_out += len(out)
-            bar.update(len(records))
+        # absolute: workers elsewhere (other processes, other nodes) do not share this process's working directory
+        images = Path(images_dir).resolve() if images_dir is not None else None
+        for result in executor.map_shards(stage, build, input_dir.resolve(), images, shards, Path(tmp).resolve()):
+            stats.rejected_here.update(result.rejected_here)
+            stats.counters.update(result.counters)
+            stats.facts.update(result.facts)
+            stats.records_in += result.records_in
+            stats.records_out += result.records_out
+            bar.update(result.records_in)
+        written = set(store.list_shards(tmp))
+        if written != set(shards):  # an executor that lost a shard must never commit a partial output
+            raise RuntimeError(f"{stage}: output shards {sorted(set(shards) - written)[:3]} missing; nothing committed")
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -130,10 +159,3 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 
     _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD,
                                                                                          trim_threshold))
     return _allocator_tuned
-
-
-def _check_nothing_lost(stage: str, shard: str, before: list[dict], after: list[dict]) -> None:
-    missing = {r["id"] for r in before} - {r["id"] for r in after}
-    if missing:
-        raise RuntimeError(f"{stage}: step dropped {len(missing)} record(s) in {shard} (e.g. {sorted(missing)[:3]}); "
-                           "steps must return every record, marking rejects with editkit.schema.reject")

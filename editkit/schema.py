@@ -63,11 +63,12 @@ RECORD_SCHEMA = pa.schema(
         ("reject_reason", pa.string()),
         ("meta", pa.string()),  # free-form JSON for stage-specific provenance
         ("phash", pa.struct([("source", pa.uint64()), ("edited", pa.uint64()), ("change", pa.uint64())])),  # 64-bit pHashes (score stage), near-duplicate removal
+        ("instruction_variants", pa.list_(pa.string())),  # every instruction the dataset ships (primary included)
     ]
 )
 
 FIELDS = tuple(RECORD_SCHEMA.names)
-_LIST_FIELDS = {"target_phrases", "flags"}
+_LIST_FIELDS = {"target_phrases", "flags", "instruction_variants"}
 
 
 def new_record(**values: Any) -> dict[str, Any]:

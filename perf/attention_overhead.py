@@ -2,10 +2,10 @@
 
     .venv/bin/python perf/attention_overhead.py [--size 64] [--steps 4] [--batch 4] [--repeats 5]
 
-A small FLUX.1-Kontext (``train.experiment.small_kontext``, 2+2 blocks, 4 heads x 32) on CPU rolls out ``--batch`` edits with
-the deterministic ODE in three modes: the plain model, the recorder installed but idle, and recording the target
-phrase's attention (``train.attention.AttentionRecorder``). Modes are interleaved and the fastest repeat of each is
-reported (other jobs on a shared machine only ever add time). Prints a table, writes
+A small FLUX.1-Kontext (``train.experiment.small_kontext``, 2+2 blocks, 4 heads x 32) on CPU rolls out ``--batch``
+edits with the deterministic ODE in three modes: the plain model, the recorder installed but idle, and recording the
+target phrase's attention (``train.rollout.attention.AttentionRecorder``). Modes are interleaved and the fastest
+repeat of each is reported (other jobs on a shared machine only ever add time). Prints a table, writes
 ``perf/results/attention_overhead.json``.
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ def main() -> None:
 
     from train.experiment.small_kontext import build_small_kontext
     from train.adapters import build_adapter
-    from train.attention import AttentionRecorder
+    from train.rollout.attention import AttentionRecorder
     from train.config import ModelConfig
-    from train.rollout import rollout
+    from train.rollout.sampler import rollout
 
     torch.set_num_threads(args.threads)
     batch, size = min(args.batch, len(PROMPTS)), args.size

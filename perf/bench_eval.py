@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def time_pixel_metrics(side: int, repeats: int) -> float:
-    from benchmarks.scoring import pixel_metrics
+    from benchmarks.pixel_metrics import pixel_metrics
 
     rng = np.random.default_rng(side)
     source = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/editkit-bench-perf"))
     args = parser.parse_args()
-    from benchmarks import build, editor, evaluate, fixtures
+    from benchmarks import build, editor, evaluation, synthetic
     from editkit.store import write_json
     from train.experiment.small_kontext import build_small_kontext
 
@@ -57,16 +57,16 @@ def main() -> None:
     rows = []
     for side, repeats in ((512, 20), (1024, 8)):
         rows.append((f"pixel_metrics {side}²", f"{time_pixel_metrics(side, repeats):.1f} ms/item"))
-    source = fixtures.make_gedit_fixture(args.workdir / "gedit", n=args.items, size=(384, 512))
+    source = synthetic.make_gedit_fixture(args.workdir / "gedit", n=args.items, size=(384, 512))
     started = time.perf_counter()
     stats = build.build("gedit", source, args.workdir / "built", masks_dir=source / "reference_masks", progress=False)
     build_s = time.perf_counter() - started
     rows.append((f"bench build ({stats['items']} items, 512x384)", f"{stats['items'] / build_s:.1f} items/s"))
     model = build_small_kontext(args.workdir / "tiny-kontext")
     config = editor.EditorConfig(model=str(model), steps=2, resolution=64, multiple_of=16, batch_size=4, device="cpu")
-    first = evaluate.evaluate(args.workdir / "built", args.workdir / "run", config, progress=False)["stats"]
+    first = evaluation.evaluate(args.workdir / "built", args.workdir / "run", config, progress=False)["stats"]
     started = time.perf_counter()
-    second = evaluate.evaluate(args.workdir / "built", args.workdir / "run", config, progress=False)["stats"]
+    second = evaluation.evaluate(args.workdir / "built", args.workdir / "run", config, progress=False)["stats"]
     cached_s = time.perf_counter() - started
     n = stats["items"]
     rows += [

@@ -64,7 +64,7 @@ def build_trainer(workdir: Path, url: str, args):
 
 def timed_step(trainer, step: int) -> dict[str, float]:
     """One full iteration, with the rollout (incl. decode), the wait in score() and the whole step timed."""
-    from train.advantages import gathered_advantages
+    from train.algorithms.advantages import gathered_advantages
 
     began = time.perf_counter()
     batch = trainer.make_batch(step)
@@ -83,7 +83,7 @@ def timed_step(trainer, step: int) -> dict[str, float]:
 
 def run(args) -> dict:
     from tests.support.scripted_server import ScriptedServer
-    from train.reward_overlap import RewardScheduler
+    from train.rollout.reward_thread import RewardScheduler
 
     torch.set_num_threads(args.threads)
     times: dict[bool, list[dict]] = {True: [], False: []}

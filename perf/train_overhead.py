@@ -37,7 +37,7 @@ def _tiny_trainer(workdir: Path, args):
 
     from train.experiment.small_kontext import build_small_kontext
     from train.config import load_config
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
     model = build_small_kontext(workdir / "model", num_layers=2, num_single_layers=2, attention_head_dim=32)
     dataset = build_edit_dataset(workdir / "dataset", count=12, size=args.resolution, corrupt=False)
@@ -47,11 +47,11 @@ def _tiny_trainer(workdir: Path, args):
         f"objective.regularizer.enabled={'true' if args.objective == 'nft' else 'false'}",
         "train.groups_per_step=2", "train.group_size=4", "train.micro_batch_size=4", "logging.progress=false",
         "logging.tensorboard=false", "eval.every=0", "checkpoint.every=0", "optim.gradient_accumulation=0"])
-    return trainer_class(args.objective)(config)
+    return TRAINERS.get(args.objective)(config)
 
 
 def _trainer_step(trainer, step: int) -> float:
-    from train.advantages import gathered_advantages
+    from train.algorithms.advantages import gathered_advantages
 
     began = time.perf_counter()
     batch = trainer.make_batch(step)
@@ -68,11 +68,11 @@ def _raw_step(trainer, batch) -> float:
     adapter, model = trainer.adapter, trainer.model
     cond = batch.cond
     n = len(batch.seeds)
-    x = torch.randn(n, *batch.samples["final"].shape[1:])
+    x = torch.randn(n, *batch.samples.final.shape[1:])
     guidance = torch.full((n,), 2.5)
     shared = cond.shared
     sample_steps = len(trainer.sigmas) - 1
-    trained = batch.samples.get("steps") or trainer.trained_steps(sorted(batch.samples["states"]), 0)
+    trained = getattr(batch.samples, "steps", None) or trainer.trained_steps(sorted(batch.samples.states), 0)
 
     def forward(xs, mb):
         hidden = torch.cat([xs, cond.per_sample["image_tokens"][mb]], dim=1)
@@ -131,8 +131,8 @@ def run_full(args) -> dict:
     from diffusers import FluxTransformer2DModel
     from peft import LoraConfig
 
-    from train.objectives.grpo import grpo_loss
-    from train.sde import flow_sde_step
+    from train.algorithms.grpo import grpo_loss
+    from train.algorithms.sde import flow_sde_step
 
     import contextlib
 

@@ -1,12 +1,16 @@
 """`editkit train ...`: post-train an editing model with region-regularized RL (GRPO or DiffusionNFT)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
-                  "CoCoEdit region regularizer. Multi-GPU: `accelerate launch -m train --config ...`.", no_args_is_help=True)
+from editkit.cli_app import command_group
+
+app = command_group(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
+                    "CoCoEdit region regularizer; the miniature ablation. Multi-GPU: `accelerate launch -m train "
+                    "--config ...` (the same options as `editkit train run`).")
 
 
 @app.command("run")
@@ -43,7 +47,7 @@ def pretrain_command(
     """Train the miniature ablation's base editor from scratch (VAE, then flow matching of a small
     FLUX.1-Kontext transformer) on the exported dataset; writes a pipeline dir and pretrain.json (reused when the
     config is unchanged)."""
-    from train.pretrain import load_pretrain_config, pretrain
+    from train.experiment.pretrain import load_pretrain_config, pretrain
 
     pretrain(load_pretrain_config(config, list(overrides or [])))
 
@@ -60,3 +64,25 @@ def init_model_command(
 
     path = build_small_kontext(out, num_layers=layers, num_single_layers=layers, seed=seed)
     typer.echo(f"wrote {path}")
+
+
+@app.command("ablation")
+def ablation_command(
+    config: str = typer.Option("train/configs/ablation.yaml", "--config",
+                               help="ablation YAML (train/configs/ablation.yaml: CPU size; ablation_gpu.yaml: larger)"),
+    smoke: bool = typer.Option(False, "--smoke",
+                               help="apply the config's `smoke:` section: a couple of steps per arm, one seed (CI)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output dir for the table and plot (default: the config's)"),
+    work_dir: Optional[str] = typer.Option(None, "--work-dir",
+                                           help="where the base model and runs go (default: the config's)"),
+) -> None:
+    """Miniature CPU reproduction of the region-regularization ablation: pretrain a small FLUX.1-Kontext-architecture
+    editor on the exported sample, then run the same RL budget per arm (edit reward only / + pixel-consistency reward
+    / + region regularizer / region advantages / region noise) and seed; write held-out masked PSNR/SSIM of the
+    non-edited region and the edit reward as table.md/table.json, and the reward curves as curves.png."""
+    from train.experiment.ablation import load_ablation_config, run_ablation
+
+    ablation = load_ablation_config(config, smoke=smoke)
+    if work_dir:
+        ablation.work_dir = work_dir
+    run_ablation(ablation, Path(out or ablation.output_dir))

@@ -1,7 +1,9 @@
 """Typed trainer configuration: nested dataclasses loaded from YAML, with ``key.sub=value`` overrides.
 
-Unknown keys are errors (a typo is not a silently ignored knob). Each algorithmic module owns its config dataclass
-(advantages, GRPO, NFT, regularizer); this file assembles them. See ``train/configs/*.yaml`` and the README's
+Loaded by the core's typed loader (:mod:`editkit.config`): unknown keys and wrong value types are errors naming the
+key and the file, before any model is loaded; overrides are parsed by the type of the field they set. Reward
+options (``rewards.options.<name>``) are checked against the reward factory's signature at load time too. Each
+algorithmic module owns its config dataclass (advantages, GRPO, NFT, regularizer); this file assembles them. See ``train/configs/*.yaml`` and the README's
 "Post-training" section for the reference.
 """
 from __future__ import annotations
@@ -11,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from editkit.config import from_dict
-from train.advantages import AdvantageConfig
-from train.objectives.grpo import GRPOConfig
-from train.objectives.nft import NFTConfig
-from train.regularizer import RegularizerConfig
-from train.region_advantages import RegionAdvantageConfig
+from editkit.config import ConfigError, load_file
+from train.algorithms.advantages import AdvantageConfig
+from train.algorithms.grpo import GRPOConfig
+from train.algorithms.nft import NFTConfig
+from train.algorithms.regularizer import RegularizerConfig
+from train.algorithms.region_advantages import RegionAdvantageConfig
 
 
 @dataclass
@@ -141,8 +141,10 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> "TrainConfig":
-        if self.objective.name not in ("grpo", "nft"):
-            raise ValueError(f"objective.name must be 'grpo' or 'nft', got {self.objective.name!r}")
+        from train.trainers import TRAINERS
+
+        if self.objective.name not in TRAINERS:
+            raise ValueError(f"objective.name must be one of {TRAINERS.names()}, got {self.objective.name!r}")
         if self.objective.regularizer.enabled and self.objective.name != "nft":
             raise ValueError("objective.regularizer needs the NFT objective (it uses the positive/negative branches)")
         if len(self.data.resolution) != 2:
@@ -159,30 +161,20 @@ class TrainConfig:
         return self
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
-    for override in overrides:
-        if "=" not in override:
-            raise ValueError(f"override {override!r} must look like key.sub=value")
-        key, text = override.split("=", 1)
-        node = values
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {override!r}: {part} is not a section")
-        node[parts[-1]] = _parse_value(text)
-    return values
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    values = yaml.safe_load(Path(path).read_text()) if path else {}
-    values = apply_overrides(values or {}, list(overrides or []))
-    return from_dict(TrainConfig, values, "train config").validate()
+    """Defaults <- the YAML file <- ``key.sub=value`` overrides, checked (types, keys, reward options, consistency)."""
+    config = load_file(TrainConfig, path, list(overrides or []))
+    source = str(path) if path else "command line"
+    try:
+        config.validate()
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    from train.rewards import check_reward_options
+
+    check_reward_options(config.rewards.weights, config.rewards.options, source)
+    return config
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

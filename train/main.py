@@ -7,10 +7,10 @@ from train.config import load_config
 
 
 def run(config_path: str | None, overrides: list[str], resume: str | None = None) -> None:
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
     config = load_config(config_path, overrides)
-    trainer = trainer_class(config.objective.name)(config)
+    trainer = TRAINERS.get(config.objective.name)(config)
     trainer.fit(resume=resume)
 
 
@@ -26,7 +26,3 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value (value parsed as YAML)")
     args = parser.parse_args(argv)
     run(args.config, args.overrides, args.resume)
-
-
-if __name__ == "__main__":
-    main()

@@ -58,8 +58,6 @@ class DiffParams:
         close_px=1, open_px=0, fill_holes=True, max_hole_fraction=0.002, min_component_fraction=0.0002))
 
     def __post_init__(self) -> None:
-        if isinstance(self.refine, dict):  # built from params.yaml
-            self.refine = refine.RefineParams(**self.refine)
         if not 0 < self.whole_fraction <= 1:
             raise ValueError(f"masks.diff.whole_fraction must be in (0, 1], got {self.whole_fraction}")
         if min(self.threshold, self.exact_threshold, self.blur_sigma, self.texture_weight) < 0:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from curate.masks.phrases import detector_prompt
+from curate.masks.refine import RefineParams
 
 
 @dataclass
@@ -39,17 +40,10 @@ class GroundingParams:
     dtype: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu) | bfloat16 | float32
     min_iou: float = 0.1  # grounded vs diff IoU below this: keep the diff mask, flag grounding_disagrees
     foreground_prompt: str = "main subject"  # what background edits ground (then complement) without target phrases
-    # clean-up of each grounded mask before fusion: curate.masks.refine.RefineParams keys, {} = its defaults
-    refine: dict[str, Any] = field(default_factory=dict)
+    # clean-up of each grounded mask before fusion ({} = the RefineParams defaults)
+    refine: RefineParams = field(default_factory=RefineParams)
     local_files_only: bool = False  # never contact the hub: only local dirs and the HF cache (offline machines)
     progress: bool = True
-
-    def refine_params(self):
-        """``refine`` as a validated :class:`curate.masks.refine.RefineParams` (unknown keys are errors)."""
-        from editkit.config import from_dict
-        from curate.masks.refine import RefineParams
-
-        return from_dict(RefineParams, self.refine, "masks.grounding.refine")
 
 
 @dataclass

@@ -142,7 +142,7 @@ def refine_grounded(mask: np.ndarray, params: GroundingParams) -> np.ndarray:
     """Clean one grounded mask with the shared morphology helpers (holes, small blobs, optional dilation)."""
     from curate.masks import refine
 
-    return refine.refine(mask, params.refine_params()) if mask.any() else mask
+    return refine.refine(mask, params.refine) if mask.any() else mask
 
 
 def _store(record: dict[str, Any], fused: fusion.Fused) -> None:
@@ -173,7 +173,6 @@ def make_grounded_step(params: GroundingParams, masker: GroundedMasker | None = 
     Loading happens here, before any shard is read, so missing weights fail the stage at once with
     :class:`~curate.masks.grounded.WeightsUnavailableError`.
     """
-    params.refine_params()  # a typo in masks.grounding.refine fails here, before any model or shard is loaded
     masker = masker or GroundedMasker(params)
 
     def step(records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ from editkit.scores import BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, MAS
 
 @dataclass
 class FilterParams:
-    """Thresholds (UltraEdit/ImgEdit/AnyEdit practice as starting points; see DESIGN.md §6)."""
+    """Thresholds; starting points from UltraEdit, ImgEdit and AnyEdit practice (masks covering 1–90 % of the
+    image, CLIP image-image ≥ 0.7, directional CLIP ≥ 0.05)."""
 
     mask_area_min: Optional[float] = 0.002  # region edits: fraction of the image that changes
     mask_area_max: Optional[float] = 0.9

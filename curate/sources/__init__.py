@@ -1,4 +1,5 @@
-"""Where edit pairs come from: the built-in sample, a folder with ``pairs.jsonl``, or a Hugging Face dataset.
+"""Where edit pairs come from: the built-in sample, a folder with ``pairs.jsonl``, a Hugging Face dataset, or a
+preset for a published editing dataset (:mod:`curate.sources.presets`).
 
 Every source yields :class:`RawPair` objects: raw, unvalidated bytes plus what the source knows (instruction, edit
 type, a ground-truth mask). Validation and normalisation happen in one place, :mod:`curate.images`, called by the
@@ -7,9 +8,11 @@ type, a ground-truth mask). Validation and normalisation happen in one place, :m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
+
+from editkit.registry import Registry
 
 
 @dataclass
@@ -24,9 +27,17 @@ class RawPair:
     gt_mask: np.ndarray | bytes | None = None  # bool HxW (sample) or encoded mask image (white = change)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # a problem found while reading, "category: detail" (e.g. a missing file)
+    instruction_variants: list[str] = field(default_factory=list)  # every instruction the dataset ships for the pair
+    flags: list[str] = field(default_factory=list)  # non-fatal findings of the reader (e.g. an unmapped edit type)
 
 
 class Source(Protocol):
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[RawPair]: ...
+
+
+# ingest.source -> ``open(ingest_params, params_path) -> Source`` (modules load on first lookup)
+SOURCES: Registry[Callable[..., Source]] = Registry("pair source (ingest.source)", lazy={
+    "sample": "curate.sources.sample:open_sample", "folder": "curate.sources.folder:open_folder",
+    "hf": "curate.sources.hf:open_hf", "preset": "curate.sources.presets:open_preset_source"})

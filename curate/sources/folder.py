@@ -86,3 +86,8 @@ class FolderSource:
         except OSError as error:
             errors.append(f"missing {role} image: {relative}: {error.strerror or error}")
         return None
+
+
+def open_folder(ingest, params_path) -> FolderSource:
+    """``ingest.source: folder``: the ``ingest.folder`` section."""
+    return FolderSource(ingest.folder)

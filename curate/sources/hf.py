@@ -37,7 +37,8 @@ def load(params: HFParams):
         loaded = datasets.load_from_disk(str(local))
         if isinstance(loaded, datasets.DatasetDict):
             if params.split not in loaded:
-                raise ValueError(f"split {params.split!r} not in {params.path} (has {sorted(loaded)})")
+                raise ValueError(f"ingest.hf.split: {params.split!r} not in {params.path}; "
+                                 f"choose one of: {', '.join(sorted(loaded))}")
             loaded = loaded[params.split]
         return loaded
     try:
@@ -56,10 +57,12 @@ class HFSource:
         dataset = load(params) if dataset is None else dataset
         wanted = [params.source_column, params.edited_column, params.instruction_column,
                   params.id_column, params.mask_column, params.edit_type_column]
-        missing = [c for c in wanted if c and c not in dataset.column_names]
+        keys = ("source_column", "edited_column", "instruction_column", "id_column", "mask_column", "edit_type_column")
+        missing = [f"ingest.hf.{key}: {column!r}" for key, column in zip(keys, wanted)
+                   if column and column not in dataset.column_names]
         if missing:
-            raise ValueError(f"column(s) {missing} not in the dataset (columns: {dataset.column_names}); "
-                             "map them in params.yaml under ingest.hf")
+            raise ValueError(f"column(s) not in the dataset: {'; '.join(missing)}; "
+                             f"choose from: {', '.join(dataset.column_names)}")
         for column in (params.source_column, params.edited_column, params.mask_column):
             if column and isinstance(dataset.features[column], datasets.Image):
                 dataset = dataset.cast_column(column, datasets.Image(decode=False))  # keep the encoded bytes
@@ -108,3 +111,8 @@ def _bytes(value: Any, role: str, errors: list[str]) -> bytes | None:
         return buffer.getvalue()
     errors.append(f"missing {role} image: unsupported cell type {type(value).__name__}")
     return None
+
+
+def open_hf(ingest: Any, params_path: Any) -> HFSource:
+    """``ingest.source: hf``: the ``ingest.hf`` section."""
+    return HFSource(ingest.hf)

@@ -22,11 +22,12 @@ import typer
 
 from editkit import config, rle, schema, store, taxonomy
 from curate import images
+from curate.sources import SOURCES
 from curate.sources.folder import FolderParams
 from curate.sources.hf import HFParams
+from curate.sources.presets import PresetParams
 
 STAGE = "ingest"
-SOURCES = ("sample", "folder", "hf")
 
 
 @dataclass
@@ -38,10 +39,11 @@ class IngestParams:
     aspect_tolerance: float = 0.01
     folder: FolderParams = field(default_factory=FolderParams)
     hf: HFParams = field(default_factory=HFParams)
+    preset: PresetParams = field(default_factory=PresetParams)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(f"ingest.source must be one of {SOURCES}, got {self.source!r}")
+            raise ValueError(f"ingest.source must be one of {SOURCES.names()}, got {self.source!r}")
         if self.shard_size < 1:
             raise ValueError(f"ingest.shard_size must be >= 1, got {self.shard_size}")
 
@@ -51,17 +53,7 @@ class IngestParams:
 
 def open_source(params: IngestParams, params_path: Path | str = config.DEFAULT_PARAMS):
     """The configured source (``len()`` + iteration over :class:`curate.sources.RawPair`)."""
-    if params.source == "sample":
-        from curate.sources.sample import SampleParams, SampleSource
-
-        return SampleSource(config.load_section(SampleParams, "sample", params_path))
-    if params.source == "folder":
-        from curate.sources.folder import FolderSource
-
-        return FolderSource(params.folder)
-    from curate.sources.hf import HFSource
-
-    return HFSource(params.hf)
+    return SOURCES.get(params.source)(params, params_path)
 
 
 def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -77,7 +69,10 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
         id=record_id, origin=pair.origin, origin_key=pair.origin_key, has_edited=True,
         instruction=instruction, edit_type=edit_type, target_phrases=[str(p) for p in pair.target_phrases],
         meta=json.dumps(pair.meta, sort_keys=True, default=str),
+        instruction_variants=[str(v) for v in getattr(pair, "instruction_variants", None) or []],
     )
+    for flag in getattr(pair, "flags", None) or []:
+        schema.add_flag(record, flag)
     try:
         if pair.error:
             category, _, detail = pair.error.partition(": ")
@@ -167,17 +162,29 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
     }
 
 
+def _length(source) -> int | None:
+    """The number of pairs when the source knows it without reading them (None when streaming)."""
+    try:
+        return len(source)
+    except TypeError:
+        return None
+
+
 def main(
     params: Path = typer.Option(config.DEFAULT_PARAMS, "--params", help="params.yaml with the `ingest` (and `sample`) sections"),
     out: Path = typer.Option(Path("data/ingest"), "--out", help="output directory (records/ and images/ shards)"),
     metrics: Path = typer.Option(Path("metrics/ingest.json"), "--metrics", help="where to write the counts"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
-    """Read edit pairs (built-in sample, a folder with pairs.jsonl, or a Hugging Face dataset), validate and
+    """Read edit pairs (built-in sample, a folder with pairs.jsonl, a Hugging Face dataset, or a dataset preset), validate and
     normalise the images, and write record + image shards. Bad inputs become rejected records with a reason."""
-    cfg = config.load_section(IngestParams, STAGE, params)
-    source = open_source(cfg, params)
-    result = run_ingest(source, out, cfg, total=len(source), progress=progress)
+    try:  # a bad setting, split, column or path is the user's to fix: one line, exit code 2, no traceback
+        cfg = config.load_section(IngestParams, STAGE, params)
+        source = open_source(cfg, params)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    result = run_ingest(source, out, cfg, total=_length(source), progress=progress)
     result.pop("seconds")  # keep the committed metrics file identical across reruns
     store.write_json(metrics, result)
     typer.echo(f"ingest: {result['ok']} ok, {result['rejected']} rejected of {result['records']} -> {out}")

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
+
+from curate.masks.diff import DiffParams
+from curate.masks.grounded import GroundingParams
 
 STAGE = "masks"
 MODES = ("diff", "grounded")
@@ -30,24 +33,15 @@ IOU_SCORE = "diff_gt_iou"
 @dataclass
 class MasksParams:
     mode: str = "diff"
-    diff: Any = None  # curate.masks.diff.DiffParams (built lazily: keeps `editkit --help` fast)
-    grounding: Any = None  # masks.grounding (curate.masks.grounded.GroundingParams), used by mode: grounded
+    diff: DiffParams = field(default_factory=DiffParams)
+    grounding: GroundingParams = field(default_factory=GroundingParams)  # used by mode: grounded
     workers: int = 0  # threads for the per-record diff work; 0 = one per available CPU core (results do not change)
 
     def __post_init__(self) -> None:
-        from curate.masks.diff import DiffParams
-
         if self.mode not in MODES:
             raise ValueError(f"masks.mode must be one of {MODES}, got {self.mode!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"masks.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
-        if not isinstance(self.diff, DiffParams):
-            self.diff = DiffParams(**(self.diff or {}))
-        from editkit.config import from_dict
-        from curate.masks.grounded import GroundingParams
-
-        if not isinstance(self.grounding, GroundingParams):
-            self.grounding = from_dict(GroundingParams, self.grounding, "masks.grounding")
 
 
 def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:
@@ -138,10 +132,12 @@ def summarize(records_dir: Path) -> dict[str, Any]:
     }
 
 
-def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
-    from editkit.pipeline import run_stage
+def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None
+        ) -> dict[str, Any]:
+    from editkit.pipeline import Deferred, run_stage
 
-    stats = run_stage(STAGE, input_dir, output_dir, build_step(params), images_dir=images_dir)
+    stats = run_stage(STAGE, input_dir, output_dir, Deferred(build_step, params), images_dir=images_dir,
+                      executor=executor)
     return {**stats.as_dict(), "mode": params.mode, **summarize(output_dir)}
 
 
@@ -151,15 +147,17 @@ def main(
     images_dir: Path = typer.Option(Path("data/ingest/images"), "--images", help="image shards written by ingest"),
     output_dir: Path = typer.Option(Path("data/masks/records"), "--out", help="where to write the masked records"),
     metrics_file: Path = typer.Option(Path("metrics/masks.json"), "--metrics", help="mean IoU vs gt per edit type"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """Edit masks by pixel difference (robust to JPEG and photometric jitter); IoU vs ground truth where known."""
     from editkit import config, store
 
     from curate.masks.grounded import WeightsUnavailableError
+    from editkit.executors import stage_executor
 
     params = config.load_section(MasksParams, STAGE, params_file)
     try:
-        metrics = run(params, input_dir, images_dir, output_dir)
+        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
     except WeightsUnavailableError as error:  # say which model, where it looked, and how to run diff-only
         typer.echo(f"masks: {error}", err=True)
         raise typer.Exit(2) from None

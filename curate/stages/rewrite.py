@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +20,8 @@ STAGE = "rewrite"
 
 
 @dataclass
-class RewriteParams(ClientConfig):
+class RewriteParams:
+    client: ClientConfig = field(default_factory=ClientConfig)  # the MLLM client; backend none = pass-through
     prompt_version: str = "v1"  # editkit/mllm/prompts/rewrite_<version>.txt
 
 
@@ -44,73 +45,85 @@ def main(
     images_dir: Path = typer.Option(Path("data/ingest/images"), help="image shards written by ingest"),
     output_dir: Path = typer.Option(Path("data/rewrite/records"), help="where to write the rewritten records"),
     metrics_file: Path = typer.Option(Path("metrics/rewrite.json"), help="outcome counts (JSON)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """Refine instructions with an MLLM (backend in params.yaml `rewrite`; default `none` = pass-through)."""
     from editkit import config
 
+    from editkit.executors import stage_executor
     from editkit.mllm.backends import MLLMError
 
     params = config.load_section(RewriteParams, STAGE, params_file)
     try:
-        metrics = run(params, input_dir, output_dir, images_dir)
+        metrics = run(params, input_dir, output_dir, images_dir, stage_executor(params_file, executor))
     except MLLMError as error:  # endpoint down, model missing, key unset: say what to do, no traceback
-        typer.echo(f"rewrite [{params.backend}]: {error}", err=True)
+        typer.echo(f"rewrite [{params.client.backend}]: {error}", err=True)
         raise typer.Exit(code=2) from None
     from editkit import store
 
     store.write_json(metrics_file, metrics)
-    typer.echo(f"rewrite [{params.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
+    typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
 
 
-def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Optional[Path] = None) -> dict[str, Any]:
-    """Run the stage and return its metrics."""
-    from editkit import schema
-    from editkit.pipeline import run_stage
+class RewriteStep:
+    """Rewrites one batch with the MLLM client (probed / loaded once per worker, when the step is built)."""
 
-    outcomes: Counter = Counter()
-    started = time.perf_counter()
-
-    def count(records: list[dict[str, Any]]) -> None:
-        for record in records:
-            outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
-
-    if params.backend == "none":
-        def step(records, _images):
-            out = passthrough(records)
-            count(out)
-            return out
-
-        stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=None)
-        note = "backend none: instructions passed through unchanged (set rewrite.backend in params.yaml to refine)"
-        client_stats: dict[str, int] = {}
-        model = None
-    else:
+    def __init__(self, params: RewriteParams):
         from editkit.mllm.client import Client
+
+        self.prompt_version = params.prompt_version
+        self.client = Client(params.client)  # probes the endpoint / loads the model: fails fast with a clear message
+        self.facts = {"model": self.client.backend.model_id}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self.client.stats)
+
+    def __call__(self, records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
         from curate.instructions import rewrite_records
 
+        return rewrite_records(self.client, self.prompt_version, records, images)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def passthrough_step():
+    return lambda records, _images: passthrough(records)
+
+
+def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Optional[Path] = None,
+        executor: Any = None) -> dict[str, Any]:
+    """Run the stage and return its metrics."""
+    from editkit import schema, store
+    from editkit.pipeline import Deferred, run_stage
+
+    started = time.perf_counter()
+    if params.client.backend == "none":
+        stats = run_stage(STAGE, input_dir, output_dir, Deferred(passthrough_step), images_dir=None,
+                          executor=executor)
+        note = "backend none: instructions passed through unchanged (set rewrite.client.backend in params.yaml to refine)"
+    else:
         if images_dir is None:
-            raise ValueError(f"rewrite backend {params.backend!r} needs the ingest image shards (images_dir)")
-        with Client(params) as client:  # probes the endpoint / loads the model: fails fast with a clear message
-            model = client.backend.model_id
-
-            def step(records, images):
-                out = rewrite_records(client, params.prompt_version, records, images)
-                count(out)
-                return out
-
-            stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images_dir)
-            client_stats = dict(client.stats)
+            raise ValueError(f"rewrite backend {params.client.backend!r} needs the ingest image shards (images_dir)")
+        stats = run_stage(STAGE, input_dir, output_dir, Deferred(RewriteStep, params), images_dir=images_dir,
+                          executor=executor)
+    outcomes: Counter = Counter()
+    for _, records in store.iter_records(output_dir):  # from the output, so every executor reports the same
+        for record in records:
+            outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
+    if params.client.backend != "none":
         refined = sum(v for k, v in outcomes.items() if k in ("ok", "repaired"))
-        note = f"backend {params.backend}: {refined} of {stats.records_in} instructions refined"
+        note = f"backend {params.client.backend}: {refined} of {stats.records_in} instructions refined"
     return {
-        "backend": params.backend,
-        "model": model,
-        "prompt_version": params.prompt_version if params.backend != "none" else None,
+        "backend": params.client.backend,
+        "model": stats.facts.get("model"),
+        "prompt_version": params.prompt_version if params.client.backend != "none" else None,
         "records": stats.records_in,
         "outcomes": dict(sorted(outcomes.items())),
-        "requests_sent": client_stats.get("sent", 0),
-        "cache_hits": client_stats.get("cache_hits", 0),
-        "request_errors": client_stats.get("errors", 0),
+        "requests_sent": stats.counters.get("sent", 0),
+        "cache_hits": stats.counters.get("cache_hits", 0),
+        "request_errors": stats.counters.get("errors", 0),
         "note": note,
         "seconds": round(time.perf_counter() - started, 3),
     }

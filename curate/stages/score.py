@@ -22,7 +22,7 @@ STAGE = "score"
 
 @dataclass
 class ClipParams:
-    enabled: bool = False  # off by default: needs weights (a hub tag needs a download; this machine has none)
+    enabled: bool = False  # off by default: needs CLIP weights you have locally (a hub tag downloads them)
     model: str = "ViT-B-32"  # open-clip name, or "hf-hub:org/repo", or "local-dir:/path/to/folder"
     pretrained: Optional[str] = "laion2b_s34b_b79k"  # tag or local checkpoint file (ignored for hf-hub:/local-dir:)
     batch_size: int = 32
@@ -40,22 +40,30 @@ class ScoreParams:
             raise ValueError(f"score.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
 
 
-def build_step(params: ScoreParams):
-    """The batch -> batch step: pixel scores, then CLIP (model loaded once, here, not per batch)."""
-    from curate.scoring.pair import score_pairs
+class ScoreStep:
+    """The batch -> batch step: pixel scores, then CLIP (model loaded once, here, not per batch).
 
-    clip = None
-    if params.clip.enabled:
-        from editkit.clip import ClipScorer
+    ``counters`` reports the CLIP embedding cache's hits and misses (summed over workers by the executor)."""
 
-        clip = ClipScorer(params.clip.model, params.clip.pretrained, params.device, params.clip.batch_size,
-                          params.clip.cache_dir)
+    def __init__(self, params: ScoreParams):
+        self.params, self.clip = params, None
+        if params.clip.enabled:
+            from editkit.clip import ClipScorer
 
-    def step(records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
-        records = score_pairs(records, images, params.workers)
-        return clip(records, images) if clip is not None else records
+            self.clip = ClipScorer(params.clip.model, params.clip.pretrained, params.device, params.clip.batch_size,
+                                   params.clip.cache_dir)
 
-    return step, clip
+    @property
+    def counters(self) -> dict[str, int]:
+        if self.clip is None:
+            return {}
+        return {"clip_cache_hits": self.clip.cache.hits, "clip_cache_misses": self.clip.cache.misses}
+
+    def __call__(self, records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
+        from curate.scoring.pair import score_pairs
+
+        records = score_pairs(records, images, self.params.workers)
+        return self.clip(records, images) if self.clip is not None else records
 
 
 class ScoreMeans:
@@ -86,19 +94,17 @@ class ScoreMeans:
         return out
 
 
-def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path) -> dict[str, Any]:
-    from editkit.pipeline import run_stage
+def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None
+        ) -> dict[str, Any]:
+    from editkit import store
+    from editkit.pipeline import Deferred, run_stage
 
     started = time.perf_counter()
-    score_step, clip = build_step(params)
+    stats = run_stage(STAGE, input_dir, output_dir, Deferred(ScoreStep, params), images_dir=images_dir,
+                      executor=executor)
     means = ScoreMeans()
-
-    def step(records, images):
-        records = score_step(records, images)
+    for _, records in store.iter_records(output_dir):  # from the output, so every executor reports the same
         means.add(records)
-        return records
-
-    stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images_dir)
     metrics: dict[str, Any] = {
         **stats.as_dict(),
         "clip_enabled": params.clip.enabled,
@@ -106,10 +112,12 @@ def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path
         "by_edit_type": means.as_dict(),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    if clip is not None:
-        metrics["clip_device"] = clip.device
-        metrics["clip_cache"] = {"hits": clip.cache.hits, "misses": clip.cache.misses}
-        clip.cache.close()
+    if params.clip.enabled:
+        from editkit.clip import resolve_device
+
+        metrics["clip_device"] = resolve_device(params.device)
+        metrics["clip_cache"] = {"hits": stats.counters.get("clip_cache_hits", 0),
+                                 "misses": stats.counters.get("clip_cache_misses", 0)}
     else:
         metrics["note"] = ("CLIP scores off (score.clip.enabled: false): no CLIP weights configured; "
                            "the CLIP filters in select are skipped")
@@ -122,6 +130,7 @@ def main(
     images_dir: Path = typer.Option(Path("data/ingest/images"), "--images", help="image shards written by ingest"),
     output_dir: Path = typer.Option(Path("data/score/records"), "--out", help="where to write the scored records"),
     metrics_file: Path = typer.Option(Path("metrics/score.json"), "--metrics", help="score means per edit type"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """Score every pair: mask geometry, background PSNR/SSIM outside the mask, pHashes, CLIP (when enabled).
 
@@ -129,9 +138,10 @@ def main(
     `local-dir:/folder`; it is off by default because nothing can be downloaded here. Embeddings are cached on disk.
     """
     from editkit import config, store
+    from editkit.executors import stage_executor
 
     params = config.load_section(ScoreParams, STAGE, params_file)
-    metrics = run(params, input_dir, images_dir, output_dir)
+    metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
     store.write_json(metrics_file, metrics)
     overall = metrics["by_edit_type"].get("all", {})
     typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "

@@ -44,13 +44,13 @@ class SelectParams:
 
 def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Path) -> dict[str, Any]:
     """Run both passes; returns the metrics (funnel included)."""
-    from curate.scoring import candidates
+    from curate.scoring import selection
 
     started = time.perf_counter()
-    score_names = candidates.needed_scores(params)
-    cand = candidates.load(input_dir, score_names)
-    decision = candidates.decide(params, cand)
-    candidates.write_outputs(cand, decision, input_dir, output_dir, rejects_dir)
+    score_names = selection.needed_scores(params)
+    cand = selection.load(input_dir, score_names)
+    decision = selection.decide(params, cand)
+    selection.write_outputs(cand, decision, input_dir, output_dir, rejects_dir)
     selected = decision.step_codes < 0
     by_type = np.bincount(cand.type_codes[selected], minlength=len(cand.type_names))
     metrics = {

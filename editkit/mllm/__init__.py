@@ -4,13 +4,13 @@
 (vLLM/SGLang/any chat-completions server), ``transformers`` (local Qwen2.5-VL); an on-disk cache. Heavy libraries
 (httpx, torch, transformers) are imported only when a backend is built.
 """
-from editkit.mllm.backends import Backend, MLLMError, available_backends, register_backend
+from editkit.mllm.backends import BACKENDS, Backend, MLLMError
 from editkit.mllm.client import Client
 from editkit.mllm.config import ClientConfig
 from editkit.mllm.messages import ImagePart, Message, Request, Response, TokenLogprob, assistant, system, user
 
 __all__ = [
-    "Backend", "MLLMError", "available_backends", "register_backend", "Client", "ClientConfig", "ImagePart",
+    "BACKENDS", "Backend", "MLLMError", "Client", "ClientConfig", "ImagePart",
     "Message", "Request", "Response", "TokenLogprob", "assistant", "system", "user", "Structured", "ask_json",
     "parse_json",
 ]

@@ -1,15 +1,16 @@
 """The backend interface and registry. A backend turns requests into responses; the client adds the cache.
 
-Backends are registered by name with a lazy ``"module:Class"`` path, so importing the registry never imports
-httpx, torch or transformers. Add one with :func:`register_backend`.
+Backends live in :data:`BACKENDS` (an :class:`editkit.registry.Registry`); the built-ins are lazy ``"module:Class"``
+entries, so importing the registry never imports httpx, torch or transformers. Add one with
+``@BACKENDS.register("name")`` on a :class:`Backend` subclass (docs/extending.md).
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator
 
 from editkit.mllm.config import ClientConfig
+from editkit.registry import Registry
 from editkit.mllm.messages import Request, Response
 
 
@@ -52,27 +53,12 @@ class NoneBackend(Backend):
 
 
 BackendFactory = Callable[[ClientConfig], Backend]
-_REGISTRY: dict[str, Union[str, BackendFactory]] = {
-    "none": NoneBackend,
+BACKENDS: Registry[BackendFactory] = Registry("MLLM backend", lazy={
     "openai": "editkit.mllm.openai_backend:OpenAIBackend",
     "transformers": "editkit.mllm.hf_backend:TransformersBackend",
-}
-
-
-def register_backend(name: str, factory: Union[str, BackendFactory]) -> None:
-    _REGISTRY[name] = factory
-
-
-def available_backends() -> list[str]:
-    return sorted(_REGISTRY)
+})
+BACKENDS.register("none", NoneBackend)
 
 
 def make_backend(config: ClientConfig) -> Backend:
-    try:
-        factory = _REGISTRY[config.backend]
-    except KeyError:
-        raise ValueError(f"unknown MLLM backend {config.backend!r}; available: {available_backends()}") from None
-    if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-    return factory(config)
+    return BACKENDS.get(config.backend)(config)

@@ -1,4 +1,4 @@
-"""On-disk response cache: SQLite keyed by (backend, model, prompt version, request hash incl. image bytes).
+"""On-disk response cache: SQLite keyed by (backend, model, prompt version + content hash, request incl. images).
 
 Every successful response is committed as soon as it arrives, so a killed run resumes where it stopped and
 `dvc repro` never re-queries what it already has. SQLite in WAL mode serialises writers across threads and

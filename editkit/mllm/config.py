@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 @dataclass
 class ClientConfig:
-    backend: str = "none"  # none | openai | transformers (see editkit.mllm.registry)
+    backend: str = "none"  # none | openai | transformers (editkit.mllm.backends.BACKENDS)
     model: str = ""  # hub id or local path (transformers); served model name (openai; "" = the only one served)
     endpoint: str = ""  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang)
     api_key_env: str = ""  # NAME of the env var holding the API key ("" = no key); the key is never logged or cached

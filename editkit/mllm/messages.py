@@ -105,6 +105,7 @@ class Request:
     temperature: float | None = None  # None: the client's config
     top_logprobs: int = 0  # > 0: return each generated token's log-prob and the top-k alternatives
     prompt_version: str = ""  # part of the cache key: bump it when the prompt's meaning changes
+    prompt_sha: str = ""  # content hash of the prompt file the request was built from (editkit.mllm.prompts)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple(self.messages))
@@ -122,6 +123,8 @@ class Request:
             "temperature": self.temperature,
             "top_logprobs": self.top_logprobs,
             "prompt_version": self.prompt_version,
+            # only when set: requests built without a prompt file keep the keys they always had
+            **({"prompt_sha": self.prompt_sha} if self.prompt_sha else {}),
         }
 
 

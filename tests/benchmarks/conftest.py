@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import build, fixtures
+from benchmarks import build, synthetic
 
 
 @pytest.fixture(scope="session")
 def bench_sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_sources")
-    return {"gedit": fixtures.make_gedit_fixture(root / "gedit", n=4),
-            "imgedit": fixtures.make_imgedit_fixture(root / "imgedit", n=4)}
+    return {"gedit": synthetic.make_gedit_fixture(root / "gedit", n=4),
+            "imgedit": synthetic.make_imgedit_fixture(root / "imgedit", n=4)}
 
 
 @pytest.fixture(scope="session")
@@ -99,10 +99,10 @@ def tiny_config(tiny_kontext):
 @pytest.fixture(scope="session")
 def base_runs(built, tiny_config, kontext_pipe, tmp_path_factory):
     """One full evaluate run per benchmark (batch size 1), shared: tests that only need outputs copy them."""
-    from benchmarks import evaluate
+    from benchmarks import evaluation
 
     root = tmp_path_factory.mktemp("base_runs")
-    return {bench: evaluate.evaluate(built[bench], root / bench / "base", tiny_config(), pipe=kontext_pipe,
+    return {bench: evaluation.evaluate(built[bench], root / bench / "base", tiny_config(), pipe=kontext_pipe,
                                      progress=False) | {"dir": root / bench / "base"} for bench in built}
 
 

@@ -1,4 +1,4 @@
-"""Bad-input variants of the fixture benchmarks (the clean ones come from benchmarks.fixtures, shared with
+"""Bad-input variants of the fixture benchmarks (the clean ones come from benchmarks.synthetic, shared with
 `editkit bench make-fixture`): corrupt images, unknown categories, missing files, malformed entries."""
 from __future__ import annotations
 
@@ -39,4 +39,41 @@ def break_imgedit(root: Path) -> Path:
     entries["901"] = {"prompt": "no id here"}
     entries["902"] = dict(first, edit_type="teleport")
     path.write_text(json.dumps(entries, indent=4))
+    return out
+
+
+def as_benchmark_tar(root: Path) -> Path:
+    """The ImgEdit fixture as the unpacked ``Benchmark.tar``: ``singleturn/singleturn.json`` beside the category
+    folders, no ``prompts.json`` (the tar does not ship it)."""
+    out = root.parent / f"{root.name}_tar"
+    shutil.copytree(root / "Benchmark" / "singleturn", out / "singleturn", dirs_exist_ok=True)
+    entries = json.loads((root / "Benchmark" / "Basic" / "basic_edit.json").read_text())
+    (out / "singleturn" / "singleturn.json").write_text(json.dumps(entries, indent=4))
+    return out
+
+
+def add_uge(root: Path) -> Path:
+    """``Benchmark/UGE/UGE_edit.json`` (``{key: {id, prompt}}``, no edit type) with its images beside it."""
+    uge = root / "Benchmark" / "UGE"
+    uge.mkdir(parents=True, exist_ok=True)
+    images = sorted((root / "Benchmark" / "singleturn").rglob("*.jpg"))[:2]
+    entries = {}
+    for index, image in enumerate(images):
+        name = f"{29784 + index:09d}.jpg"
+        shutil.copy(image, uge / name)
+        entries[str(index)] = {"id": name, "prompt": f"Make the picture look like a postcard {index}."}
+    (uge / "UGE_edit.json").write_text(json.dumps(entries, indent=4))
+    return root
+
+
+def as_arrow_folder(root: Path) -> Path:
+    """The GEdit fixture as a folder holding only ``*.arrow`` files (how a ``datasets`` cache stores it)."""
+    import datasets
+
+    files = sorted((root / "data").glob("*.parquet"))
+    table = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    out = root.parent / f"{root.name}_arrow"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in table.cache_files:
+        shutil.copy(path["filename"], out / f"gedit-bench-train-{len(list(out.glob('*.arrow'))):05d}.arrow")
     return out

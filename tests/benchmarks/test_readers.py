@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from benchmarks import build, gedit, imgedit, proposals
+from tests.benchmarks import fixtures as bad_fixtures
 from benchmarks.items import bench_info, iter_benchmark, load_records, meta
 from editkit import rle, schema
+from editkit.config import from_dict
 
 
 def test_gedit_reader_parquet_and_save_to_disk(bench_sources, tmp_path):
@@ -39,13 +41,14 @@ def test_gedit_reader_rejects_wrong_layout(tmp_path):
 
 def test_imgedit_reader_and_alias(bench_sources):
     items = list(imgedit.read_imgedit(bench_sources["imgedit"]))
-    assert [i.category for i in items] == ["remove", "alter", "background", "extract"]
+    assert [i.category for i in items] == ["remove", "adjust", "background", "extract"]  # the release says adjust
     assert [imgedit.edit_type(i.category) for i in items] == ["remove", "adjust", "background", "extract"]
     assert all(i.error is None for i in items)
     # the json file itself, and the Basic folder, are accepted as the path too
     edit_json = bench_sources["imgedit"] / "Benchmark" / "Basic" / "basic_edit.json"
     assert len(list(imgedit.read_imgedit(edit_json))) == len(list(imgedit.read_imgedit(edit_json.parent))) == 4
-    assert set(imgedit.find_prompts(bench_sources["imgedit"])) == {"remove", "alter", "background", "extract"}
+    assert set(imgedit.find_prompts(bench_sources["imgedit"])) == {"remove", "adjust", "background", "extract"}
+    assert imgedit.edit_type("alter") == "adjust"  # older copies of basic_edit.json
 
 
 @pytest.mark.parametrize("bench", ["gedit", "imgedit"])
@@ -161,7 +164,7 @@ def test_build_with_tiny_grounding_models(bench_sources, tmp_path):
     grounding = {"detector": str(build_tiny_grounding_dino(tmp_path / "gd")),
                  "segmenter": str(build_tiny_sam2(tmp_path / "sam")), "device": "cpu", "progress": False,
                  "box_threshold": 0.0, "text_threshold": 0.0}
-    stats = build.build("gedit", bench_sources["gedit"], tmp_path / "g", build.BenchParams(grounding=grounding),
+    stats = build.build("gedit", bench_sources["gedit"], tmp_path / "g", from_dict(build.BenchParams, {"grounding": grounding}),
                         progress=False)
     by_type = {r["edit_type"]: r for r in load_records(tmp_path / "g")}
     assert by_type["style"]["mask_source"] == "whole"
@@ -173,3 +176,119 @@ def test_build_with_tiny_grounding_models(bench_sources, tmp_path):
     assert by_type["background"]["target_phrases"] == ["green square"]  # the subject to keep, then complemented
     # thresholds 0: the random detector always returns boxes, so every local item takes the grounded path
     assert stats["mask_source"] == {"grounded": 3, "whole": 1} and stats["needs_review"] == 3
+
+
+@pytest.mark.parametrize("value,expected", [(["en"], ("en",)), (["cn"], ("cn",)), (["both"], ("en", "cn")),
+                                            (["all"], ("en", "cn")), (["en", "cn"], ("en", "cn")), ("both", ("en", "cn"))])
+def test_gedit_languages(value, expected):
+    assert gedit.check_languages(value) == expected
+
+
+def test_gedit_languages_both_reads_both_and_unknown_is_an_error(bench_sources, tmp_path):
+    assert len(list(gedit.read_gedit(bench_sources["gedit"], ["both"]))) == 8
+    assert {i.extra["instruction_language"] for i in gedit.read_gedit(bench_sources["gedit"], ["cn"])} == {"cn"}
+    with pytest.raises(ValueError, match=r"bench.gedit_languages: unknown language 'zh' .*choose from: en, cn, both"):
+        list(gedit.read_gedit(bench_sources["gedit"], ["zh"]))
+    with pytest.raises(ValueError, match="bench.gedit_languages"):  # before anything is read or loaded
+        build.build("gedit", bench_sources["gedit"], tmp_path / "g", build.BenchParams(gedit_languages=["english"]),
+                    progress=False)
+
+
+def test_gedit_arrow_folder_and_source_image(bench_sources, tmp_path):
+    import datasets
+
+    arrow = bad_fixtures.as_arrow_folder(bench_sources["gedit"])
+    assert {p.suffix for p in arrow.iterdir()} == {".arrow"}
+    items = list(gedit.read_gedit(arrow, ["en"]))
+    assert [i.key for i in items] == [i.key for i in gedit.read_gedit(bench_sources["gedit"], ["en"])]
+    # a release whose two images differ: the default source is input_image (GEdit's scorer), raw on request
+    table = gedit.load_rows(bench_sources["gedit"])
+    first = table[0]
+    small = {"bytes": _png(np.full((16, 16, 3), 7, np.uint8)), "path": None}
+    rows = [dict(first, input_image=small)]
+    out = tmp_path / "two" / "data" / "train-00000-of-00001.parquet"
+    out.parent.mkdir(parents=True)
+    datasets.Dataset.from_list(rows, features=table.features).to_parquet(str(out))
+    (item,) = gedit.read_gedit(out.parent.parent, ["en"])
+    assert item.image_bytes == small["bytes"]
+    (raw,) = gedit.read_gedit(out.parent.parent, ["en"], source_image="input_image_raw")
+    assert raw.image_bytes == first["input_image_raw"]["bytes"]
+
+
+def _png(array):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_imgedit_unpacked_benchmark_tar(bench_sources, tmp_path):
+    tar = bad_fixtures.as_benchmark_tar(bench_sources["imgedit"])
+    items = list(imgedit.read_imgedit(tar))
+    assert len(items) == 4 and all(i.error is None for i in items)
+    assert [i.key for i in items] == [i.key for i in imgedit.read_imgedit(bench_sources["imgedit"])]
+    assert imgedit.find_prompts(tar) is None  # the tar ships no rubric...
+    rubric = bench_sources["imgedit"] / "Benchmark" / "Basic" / "prompts.json"
+    assert set(imgedit.find_prompts(tar, rubric)) == {"remove", "adjust", "background", "extract"}  # ...so point at it
+    stats = build.build("imgedit", tar, tmp_path / "b", build.BenchParams(imgedit_prompts=str(rubric)), progress=False)
+    assert stats["judge_prompts"] == "found" and stats["items"] == 4
+    stats = build.build("imgedit", tar, tmp_path / "c", progress=False)
+    assert stats["judge_prompts"].startswith("not found")
+    with pytest.raises(FileNotFoundError, match="bench.imgedit_prompts"):
+        imgedit.find_prompts(tar, tmp_path / "nope.json")
+
+
+def test_imgedit_singleturn_json_without_types_takes_them_from_basic_edit(bench_sources):
+    import json
+
+    tar = bad_fixtures.as_benchmark_tar(bench_sources["imgedit"])
+    path = tar / "singleturn" / "singleturn.json"
+    entries = {k: {"id": v["id"], "prompt": v["prompt"]} for k, v in json.loads(path.read_text()).items()}
+    path.write_text(json.dumps(entries))
+    bare = list(imgedit.read_imgedit(tar))
+    assert all(i.category == "" and imgedit.MISSING_TYPE_FLAG in i.flags for i in bare)
+    basic = tar / "Basic"
+    basic.mkdir()
+    (basic / "basic_edit.json").write_text((bench_sources["imgedit"] / "Benchmark/Basic/basic_edit.json").read_text())
+    joined = list(imgedit.read_imgedit(tar))
+    assert [i.category for i in joined] == ["remove", "adjust", "background", "extract"] and not joined[0].flags
+
+
+def test_imgedit_uge_items_have_no_type_and_are_kept(bench_sources, tmp_path):
+    import shutil
+
+    root = bench_sources["imgedit"].parent / "with_uge"
+    shutil.copytree(bench_sources["imgedit"], root)
+    bad_fixtures.add_uge(root)
+    stats = build.build("imgedit", root, tmp_path / "uge", build.BenchParams(imgedit_suite="uge"), progress=False)
+    records = load_records(tmp_path / "uge")
+    assert stats["items"] == len(records) == 2 and all(schema.is_ok(r) for r in records)
+    for record in records:
+        assert record["edit_type"] is None and imgedit.MISSING_TYPE_FLAG in record["flags"]
+        assert record["mask_source"] == "none" and proposals.NEEDS_REVIEW in record["flags"]
+        assert meta(record)["category"] == "uge"
+    with pytest.raises(ValueError, match="bench.imgedit_suite: unknown suite 'multi'"):
+        list(imgedit.read_imgedit(root, suite="multi"))
+
+
+def test_imgedit_image_ids_stay_inside_the_image_root(bench_sources):
+    import json
+    import shutil
+
+    root = bench_sources["imgedit"].parent / "escape"
+    shutil.copytree(bench_sources["imgedit"], root)
+    path = root / "Benchmark" / "Basic" / "basic_edit.json"
+    entries = json.loads(path.read_text())
+    entries["999"] = {"id": "../../../../../etc/hostname", "prompt": "x", "edit_type": "remove"}
+    path.write_text(json.dumps(entries))
+    bad = [i for i in imgedit.read_imgedit(root) if i.key == "999"][0]
+    assert "unsafe image path" in bad.error and "outside" in bad.error
+
+
+def test_configured_masks_dir_that_does_not_exist_is_an_error(bench_sources, tmp_path):
+    params = build.BenchParams(masks_dir={"gedit": str(tmp_path / "missing")})
+    with pytest.raises(FileNotFoundError, match=r"bench.masks_dir.gedit: .*missing does not exist"):
+        build.build("gedit", bench_sources["gedit"], tmp_path / "g", params, progress=False)

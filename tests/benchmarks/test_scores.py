@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from benchmarks import judge, report, scoring
+from benchmarks import judge, report
+from benchmarks.pixel_metrics import pixel_metrics
 
 
 def _reference(source, output, keep):
@@ -23,7 +24,7 @@ def test_pixel_metrics_match_reference_on_random_inputs():
         source = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         output = np.clip(source.astype(int) + rng.integers(-40, 40, source.shape), 0, 255).astype(np.uint8)
         mask = rng.random((height, width)) > 0.7
-        got = scoring.pixel_metrics(source, output, mask)["scores"]
+        got = pixel_metrics(source, output, mask)["scores"]
         psnr, ssim = _reference(source, output, ~mask)
         assert got["psnr_bg"] == pytest.approx(psnr, rel=1e-6)
         assert got["ssim_bg"] == pytest.approx(ssim, abs=1e-6)
@@ -35,7 +36,7 @@ def test_untouched_background_scores_capped_not_infinite():
     image = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     mask = np.zeros((24, 24), bool)
     mask[:5, :5] = True
-    got = scoring.pixel_metrics(image, image, mask)["scores"]
+    got = pixel_metrics(image, image, mask)["scores"]
     assert got["psnr_bg"] == 100.0 and got["ssim_bg"] == pytest.approx(1.0) and got["edit_l1"] == 0
 
 
@@ -44,19 +45,19 @@ def test_pixel_metrics_no_uint8_wraparound_and_resize():
     output = np.full((32, 32, 3), 250, np.uint8)  # other size: resized to the source first
     mask = np.zeros((16, 16), bool)
     mask[:4] = True
-    got = scoring.pixel_metrics(source, output, mask)["scores"]
+    got = pixel_metrics(source, output, mask)["scores"]
     assert got["edit_l1"] == pytest.approx(240 / 255) and got["l1_all"] == pytest.approx(240 / 255)
 
 
 def test_pixel_metrics_skip_reasons():
     image = np.zeros((8, 8, 3), np.uint8)
-    assert scoring.pixel_metrics(image, image, None)["skipped"]["psnr_bg"] == "no_mask"
-    whole = scoring.pixel_metrics(image, image, np.ones((8, 8), bool))
+    assert pixel_metrics(image, image, None)["skipped"]["psnr_bg"] == "no_mask"
+    whole = pixel_metrics(image, image, np.ones((8, 8), bool))
     assert whole["skipped"]["psnr_bg"] == "no_unedited_region" and "edit_l1" in whole["scores"]
-    extract = scoring.pixel_metrics(image, image, np.eye(8, dtype=bool), pixel_aligned=False)
+    extract = pixel_metrics(image, image, np.eye(8, dtype=bool), pixel_aligned=False)
     assert extract["skipped"]["ssim_bg"] == "not_pixel_aligned" and "psnr_bg" not in extract["scores"]
     with pytest.raises(ValueError, match="mask is"):
-        scoring.pixel_metrics(image, image, np.ones((4, 4), bool))
+        pixel_metrics(image, image, np.ones((4, 4), bool))
 
 
 def test_judge_parsers():

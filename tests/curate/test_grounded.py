@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from editkit import rle, schema, store
+from editkit.config import from_dict
+from curate.masks.refine import RefineParams
 from curate.masks.grounded import GroundedMasker, GroundingParams, WeightsUnavailableError
 from curate.masks.grounded_step import grounded_step, refine_grounded
 from tests.support.tiny.grounding_dino import build_tiny_grounding_dino
@@ -24,7 +26,7 @@ def make_params(tiny_dirs, **overrides):
     values = dict(detector=str(detector), segmenter=str(segmenter), device="cpu", batch_size=4, progress=False,
                   box_threshold=0.0, text_threshold=0.0, max_boxes=3)
     values.update(overrides)
-    return GroundingParams(**values)
+    return from_dict(GroundingParams, values, "masks.grounding")
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +93,8 @@ def test_grounded_masks_are_refined_with_the_shared_helpers():
     mask[20:60, 20:60] = True
     mask[30:33, 30:33] = False  # a 9-px hole: filled (limit 2% of the image)
     mask[90, 90] = True  # a 1-px speck: removed (min component 0.05% = 5 px)
-    params = GroundingParams(refine={"fill_holes": True, "max_hole_fraction": 0.02,
-                                     "min_component_fraction": 0.0005, "dilate_px": 1})
+    params = from_dict(GroundingParams, {"refine": {"fill_holes": True, "max_hole_fraction": 0.02,
+                                                    "min_component_fraction": 0.0005, "dilate_px": 1}})
     expected = np.zeros((100, 100), bool)
     expected[19:61, 20:60] = True  # the 40x40 square dilated by a radius-1 disc: a plus-shaped border
     expected[20:60, 19:61] = True
@@ -239,7 +241,7 @@ def test_params_yaml_grounding_section_loads():
     assert section["mode"] == "diff"  # the demo runs without weights
     params = from_dict(GroundingParams, section["grounding"], "masks.grounding")
     assert params.detector == "IDEA-Research/grounding-dino-base" and params.segmenter == "facebook/sam2.1-hiera-large"
-    params.refine_params()
+    assert params.refine == RefineParams()  # {}: the defaults
 
 
 def test_masks_stage_grounded_mode_and_cli_message(tiny_dirs, sample_ingest_dir, tmp_path):
@@ -253,7 +255,7 @@ def test_masks_stage_grounded_mode_and_cli_message(tiny_dirs, sample_ingest_dir,
     grounding = {"detector": str(detector), "segmenter": str(segmenter), "device": "cpu", "progress": False,
                  "box_threshold": 0.0, "text_threshold": 0.0, "max_boxes": 2, "min_iou": 0.0}
     out = tmp_path / "out"
-    metrics = run(MasksParams(mode="grounded", grounding=grounding), sample_ingest_dir / "records",
+    metrics = run(from_dict(MasksParams, {"mode": "grounded", "grounding": grounding}), sample_ingest_dir / "records",
                   sample_ingest_dir / "images", out)
     records = [r for _, shard in store.iter_records(out) for r in shard]
     assert metrics["mode"] == "grounded" and metrics["records_out"] == len(records) > 0

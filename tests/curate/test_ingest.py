@@ -163,4 +163,5 @@ def test_cli_with_a_folder_source_writes_metrics(tmp_path):
 
     params.write_text("ingest:\n  source: folder\n  folder:\n    path: x\n  colour: red\n")
     result = CliRunner().invoke(app, args)
-    assert result.exit_code != 0 and "unknown key(s) ['colour']" in str(result.exception)
+    assert result.exit_code == 2 and "unknown key ingest.colour" in result.output
+    assert str(params) in result.output and "Traceback" not in result.output

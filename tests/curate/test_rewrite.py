@@ -30,11 +30,11 @@ def _write_ingest(root: Path, n: int = 6) -> tuple[Path, Path]:
     return root / "ingest/records", root / "ingest/images"
 
 
-def _params(tmp_path: Path, **section) -> Path:
+def _params(tmp_path: Path, prompt_version: str = "v1", **client) -> Path:
     import yaml
 
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"rewrite": section}))
+    path.write_text(yaml.safe_dump({"rewrite": {"client": client, "prompt_version": prompt_version}}))
     return path
 
 
@@ -65,6 +65,7 @@ def test_unknown_param_key_is_an_error(tmp_path):
 import re
 
 from editkit.mllm.backends import MLLMError
+from editkit.mllm.config import ClientConfig
 from curate.instructions import RewriteOutput, taxonomy_table
 from editkit.mllm.structured import ParseError, parse_json
 from tests.support.scripted_server import Reply, ScriptedServer, free_port
@@ -164,7 +165,7 @@ def test_endpoint_down_fails_the_stage_clearly_and_writes_nothing(tmp_path, caps
     assert "not reachable" in capsys.readouterr().err
     assert not (tmp_path / "rewrite/records").exists() and not (tmp_path / "metrics/rewrite.json").exists()
     with pytest.raises(MLLMError, match="not reachable"):  # the library call raises the error itself
-        rewrite.run(rewrite.RewriteParams(backend="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1"),
+        rewrite.run(rewrite.RewriteParams(ClientConfig(backend="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1")),
                     tmp_path / "ingest/records", tmp_path / "out", tmp_path / "ingest/images")
 
 

@@ -66,7 +66,7 @@ def test_edit_region_reward_needs_targets():
 
 
 def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
-    from train.ablation import deep_merge, load_ablation_config, run_ablation
+    from train.experiment.ablation import deep_merge, load_ablation_config, run_ablation
 
     dataset = build_edit_dataset(tmp_path / "dataset", count=14, size=40)
     config = load_ablation_config(ROOT / "train/configs/ablation.yaml", smoke=True)
@@ -98,8 +98,8 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     assert len(excluded) == 2 and any("global edit" in v for v in excluded.values())
     assert report["total_seconds"] > 0
     # same base config -> the saved base editor is reused, not retrained; a changed config retrains
-    from train.ablation import base_config
-    from train.pretrain import config_hash, pretrain
+    from train.experiment.ablation import base_config
+    from train.experiment.pretrain import config_hash, pretrain
 
     base = base_config(config)
     stamp = (tmp_path / "work/base/pretrain.json").stat().st_mtime_ns
@@ -115,7 +115,7 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
 
 
 def test_fit_vae_learns_and_normalises_the_latents():
-    from train.pretrain import (
+    from train.experiment.pretrain import (
         ArchitectureConfig,
         PretrainConfig,
         StageConfig,
@@ -134,3 +134,21 @@ def test_fit_vae_learns_and_normalises_the_latents():
         latents = vae.encode(images * 2 - 1).latent_dist.mode()
     scaled = (latents - vae.config.shift_factor) * vae.config.scaling_factor  # what the pipeline feeds the model
     assert abs(float(scaled.mean())) < 1e-4 and abs(float(scaled.std()) - 1) < 1e-4
+
+
+def test_editkit_train_ablation_passes_its_options(tmp_path, monkeypatch):
+    """`editkit train ablation` loads the YAML (with --smoke: its smoke section), applies --work-dir and --out."""
+    from typer.testing import CliRunner
+
+    import train.experiment.ablation as ablation
+    from editkit.cli import app
+
+    calls = []
+    monkeypatch.setattr(ablation, "run_ablation", lambda config, out: calls.append((config, out)))
+    result = CliRunner().invoke(app, ["train", "ablation", "--config", str(ROOT / "train/configs/ablation.yaml"),
+                                      "--smoke", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    ((config, out),) = calls
+    full = ablation.load_ablation_config(ROOT / "train/configs/ablation.yaml")
+    assert config.seeds == [0] != full.seeds  # the smoke section applied
+    assert config.work_dir == str(tmp_path / "w") and out == tmp_path / "o"

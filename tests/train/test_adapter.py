@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from train.config import LoraConfig, ModelConfig
-from train.objectives.grpo import grpo_loss
-from train.rollout import rollout
-from train.sde import flow_sde_step
+from train.algorithms.grpo import grpo_loss
+from train.rollout.sampler import rollout
+from train.algorithms.sde import flow_sde_step
 
 
 @pytest.fixture(scope="module")

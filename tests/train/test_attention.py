@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.attention import AttentionRecorder, attention_fraction_inside
+from train.rollout.attention import AttentionRecorder, attention_fraction_inside
 from train.config import LoraConfig, ModelConfig
 from train.rewards import RewardInputs, WeightedRewards
 
@@ -373,7 +373,7 @@ def test_training_step_and_eval_with_the_attention_reward(model, objective, requ
     eval rollouts record the phrase attention, and the eval reward is the recorded maps' concentration."""
     import json
 
-    import train.evaluate as evaluation
+    import train.trainers.heldout as evaluation
     from train.main import run
     from train.rewards import REWARDS
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.advantages import AdvantageConfig, group_advantages
-from train.objectives.grpo import grpo_loss
-from train.objectives.nft import NFTConfig, nft_loss
-from train.regularizer import RegularizerConfig, region_regularizer, region_weights
+from train.algorithms.advantages import AdvantageConfig, group_advantages
+from train.algorithms.grpo import grpo_loss
+from train.algorithms.nft import NFTConfig, nft_loss
+from train.algorithms.regularizer import RegularizerConfig, region_regularizer, region_weights
 
 
 def test_group_advantages_constructed():
@@ -38,7 +38,7 @@ def test_grpo_on_policy_ratio_is_one_and_clips():
 
 
 def test_grpo_per_token_advantages():
-    from train.sde import gaussian_log_prob
+    from train.algorithms.sde import gaussian_log_prob
 
     g = torch.Generator().manual_seed(0)
     mean, sample = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)

@@ -3,7 +3,6 @@ GRPO and NFT, and saves a LoRA the pipeline loads; every config in train/configs
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import yaml
 from PIL import Image
 
 from train.config import ModelConfig, load_config
-from train.rollout import rollout
+from train.rollout.sampler import rollout
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32  # training resolution of the tests: a 16x16 token grid on the tiny VAE (scale factor 1)
@@ -218,7 +217,8 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, tiny_
 
 
 def test_every_train_config_validates():
-    from train.rewards import REWARDS, mllm, pixel  # noqa: F401  (importing registers them)
+    from editkit.config import check_options
+    from train.rewards import REWARDS
 
     paths = sorted((REPO / "train" / "configs").glob("*.yaml"))
     # trainer configs have a model or objective section (others here: accelerate's launch config, pretraining's)
@@ -226,11 +226,11 @@ def test_every_train_config_validates():
     assert {"kontext.yaml", "qwen_image_edit.yaml", "tiny_kontext.yaml"} <= {p.name for p in train_configs}
     for path in train_configs:
         config = load_config(path)
-        for name in config.rewards.weights:  # reward options are factory kwargs: check them without building
-            inspect.signature(REWARDS[name]).bind(**config.rewards.options.get(name, {}))
+        for name in config.rewards.weights:  # reward options are typed factory kwargs: check them without building
+            check_options(REWARDS[name], config.rewards.options.get(name), f"rewards.options.{name}", str(path))
     qwen = load_config(REPO / "train" / "configs" / "qwen_image_edit.yaml")
     kontext = load_config(REPO / "train" / "configs" / "kontext.yaml")
-    # CoCoEdit's reported settings (DESIGN.md §4)
+    # CoCoEdit's reported settings
     assert (qwen.model.adapter, qwen.model.path) == ("qwen_image_edit", "Qwen/Qwen-Image-Edit")
     for config, lambdas, weights in ((kontext, (0.02, 0.02), {"pixel_consistency": 0.1, "mllm": 0.9}),
                                      (qwen, (0.8, 0.5), {"pixel_consistency": 0.2, "mllm": 0.8})):
@@ -250,11 +250,11 @@ def test_qwen_config_runs_with_a_scripted_judge(tiny_qwen_dir, edit_dataset_dir,
     from train.main import run
 
     config_path = REPO / "train" / "configs" / "qwen_image_edit.yaml"
-    judge = yaml.safe_load(config_path.read_text())["rewards"]["options"]["mllm"]["model"]
+    judge = yaml.safe_load(config_path.read_text())["rewards"]["options"]["mllm"]["client"]["model"]
     with ScriptedServer(lambda request: str(2 + request.index % 7), models=(judge,)) as server:
         out = tmp_path / "run"
         run(str(config_path), [
-            f"model.path={tiny_qwen_dir}", f"rewards.options.mllm.endpoint={server.url}", f"output_dir={out}",
+            f"model.path={tiny_qwen_dir}", f"rewards.options.mllm.client.endpoint={server.url}", f"output_dir={out}",
             f"data.dataset={edit_dataset_dir}", "data.resolution=[32, 32]", "data.eval_size=2", "lora.rank=4",
             "lora.alpha=4", "sampler.num_steps=2", "sampler.sde_window=[0, 2]", "sampler.train_steps=1",
             "train.max_steps=1", "train.groups_per_step=1", "train.group_size=3", "train.micro_batch_size=3",

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from train.advantages import AdvantageConfig, group_advantages
-from train.objectives.grpo import grpo_loss
-from train.region_advantages import RegionAdvantageConfig, per_token_advantages, reward_mix, token_mask
-from train.sde import gaussian_log_prob
+from train.algorithms.advantages import AdvantageConfig, group_advantages
+from train.algorithms.grpo import grpo_loss
+from train.algorithms.region_advantages import RegionAdvantageConfig, per_token_advantages, reward_mix, token_mask
+from train.algorithms.sde import gaussian_log_prob
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
 
@@ -100,8 +100,8 @@ def test_grpo_trainer_with_region_advantages_and_noise(tiny_kontext_dir, edit_da
     trainer = GRPOTrainer(config)
     batch = trainer.make_batch(1)
     trainer.sample(batch, 1)
-    noise, inside = batch.samples["states"][0], trainer.token_masks(batch)
-    assert batch.samples["log_probs"][0].shape == noise.shape[:2]  # per-token old log-probs
+    noise, inside = batch.samples.states[0], trainer.token_masks(batch)
+    assert batch.samples.log_probs[0].shape == noise.shape[:2]  # per-token old log-probs
     groups = batch.group_ids.cpu()
     for group in groups.unique():
         members = torch.nonzero(groups == group).flatten().tolist()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.region_noise import group_noise_seed, region_decoupled_noise
+from train.algorithms.region_noise import group_noise_seed, region_decoupled_noise
 
 
 def _noise(groups: int, size: int, tokens: int, channels: int, seed: int = 0):

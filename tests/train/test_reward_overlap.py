@@ -1,4 +1,5 @@
-"""Reward calls overlapped with rollout (train/reward_overlap.py) and region-decoupled noise in the NFT trainer.
+"""Reward calls overlapped with rollout (train/rollout/reward_thread.py, train/rollout/micro_batches.py) and
+region-decoupled noise in the NFT trainer.
 
 The overlapped scores must be exactly the sequential ones (same values, same order, NaNs where they were), a
 reward exception must come back with its own message, and the reward thread must run calls one at a time in
@@ -16,7 +17,8 @@ import pytest
 import torch
 
 from tests.support.scripted_server import Reply, ScriptedServer, completion
-from train.reward_overlap import PendingRewards, RewardScheduler, merge_extras
+from train.rollout.micro_batches import merge_extras
+from train.rollout.reward_thread import PendingRewards, RewardScheduler
 from train.rewards import RewardInputs
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
@@ -60,7 +62,7 @@ def grpo_trainer(tiny_kontext_dir, edit_dataset_dir, judge_server, tmp_path_fact
 
     config = _config(tiny_kontext_dir, edit_dataset_dir, tmp_path_factory.mktemp("overlap"), "objective.name=grpo",
                      "objective.regularizer.enabled=false", "rewards.weights={pixel_consistency: 1.0, mllm: 0.5}",
-                     f"rewards.options={{mllm: {{endpoint: '{judge_server.url}', retries: 0, timeout_s: 10}}}}")
+                     f"rewards.options={{mllm: {{client: {{endpoint: '{judge_server.url}', retries: 0, timeout_s: 10}}}}}}")
     assert config.rewards.overlap  # the default
     trainer = GRPOTrainer(config)
     yield trainer
@@ -70,7 +72,7 @@ def grpo_trainer(tiny_kontext_dir, edit_dataset_dir, judge_server, tmp_path_fact
 def _sample_and_score(trainer, step):
     batch = trainer.make_batch(step)
     trainer.sample(batch, step)
-    pending = batch.samples.get("pending_rewards")
+    pending = batch.samples.pending_rewards
     submitted = len(pending.futures) if pending is not None else 0
     total, parts = trainer.score(batch)
     return batch, total, parts, submitted
@@ -89,14 +91,14 @@ def test_overlapped_scores_equal_sequential(grpo_trainer, judge_server):
         before = judge_server.count
         batch = trainer.make_batch(1)
         trainer.sample(batch, 1)
-        assert judge_server.count == before and "pending_rewards" not in batch.samples  # nothing scored yet
+        assert judge_server.count == before and batch.samples.pending_rewards is None  # nothing scored yet
         sequential = [(batch, *trainer.score(batch))]
         sequential.append(_sample_and_score(trainer, 2)[:3])
     finally:
         trainer.reward_scheduler = overlapping
     saw_nan = False
     for (b1, total1, parts1, _), (b2, total2, parts2) in zip(overlapped, sequential):
-        assert b1.prompts == b2.prompts and torch.equal(b1.samples["images"], b2.samples["images"])
+        assert b1.prompts == b2.prompts and torch.equal(b1.samples.images, b2.samples.images)
         torch.testing.assert_close(total1, total2, rtol=0, atol=0, equal_nan=True)
         assert list(parts1) == list(parts2) == ["pixel_consistency", "mllm"]
         for name in parts1:
@@ -252,12 +254,12 @@ def test_attention_is_recorded_per_micro_batch_and_scored(nft_trainer):
     start = trainer.sampler.state_dict()
     batch = trainer.make_batch(2)
     trainer.sample(batch, 2)
-    extras = batch.samples["extras"]
+    extras = batch.samples.extras
     rows, cols = trainer.adapter.token_grid(trainer.height, trainer.width)
     assert extras["attention_grid"] == (rows, cols) and extras["attention"].shape == (8, rows * cols)
     torch.testing.assert_close(extras["attention"].sum(1), torch.ones(8, dtype=extras["attention"].dtype))
     _, parts = trainer.score(batch)
-    _, whole_parts = trainer.rewards(RewardInputs(batch.samples["images"], batch.sources, batch.masks,
+    _, whole_parts = trainer.rewards(RewardInputs(batch.samples.images, batch.sources, batch.masks,
                                                       batch.prompts, batch.edit_types, extras=extras))
     torch.testing.assert_close(parts["attention_concentration"], whole_parts["attention_concentration"], rtol=0,
                                atol=0, equal_nan=True)
@@ -270,7 +272,7 @@ def test_attention_is_recorded_per_micro_batch_and_scored(nft_trainer):
         trainer.sampler.load_state_dict(start)
         plain = trainer.make_batch(2)
         trainer.sample(plain, 2)
-        assert plain.samples["extras"] == {} and torch.equal(plain.samples["images"], batch.samples["images"])
+        assert plain.samples.extras == {} and torch.equal(plain.samples.images, batch.samples.images)
         with pytest.raises(KeyError, match="did not record attention"):  # the reward says what is missing
             trainer.score(plain)
     finally:

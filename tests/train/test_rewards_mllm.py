@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.support.scripted_server import Reply, ScriptedServer, completion, free_port
-from train.rewards import REWARDS, RewardInputs, WeightedRewards, mllm, verifier  # noqa: F401  (register)
+from train.rewards import REWARDS, RewardInputs, WeightedRewards, build_reward
 
 
 def batch(prompts):
@@ -21,7 +21,7 @@ def batch(prompts):
 
 
 def mllm_reward(server, **options):
-    return REWARDS["mllm"](endpoint=server.url, retries=0, timeout_s=5, **options)
+    return build_reward("mllm", {"client": {"endpoint": server.url, "retries": 0, "timeout_s": 5}, **options})
 
 
 def test_mllm_scores_logprob_expectation_parsed_number_and_failures():
@@ -70,7 +70,7 @@ def test_nan_image_is_masked_without_a_request():
 @pytest.mark.parametrize("name", ["mllm", "verifier"])
 def test_server_down_fails_at_construction(name):
     with pytest.raises(Exception, match="127.0.0.1"):
-        REWARDS[name](endpoint=f"http://127.0.0.1:{free_port()}/v1", retries=0, timeout_s=2)
+        build_reward(name, {"client": {"endpoint": f"http://127.0.0.1:{free_port()}/v1", "retries": 0, "timeout_s": 2}})
 
 
 def verifier_handler(request):
@@ -90,7 +90,7 @@ def verifier_handler(request):
 
 def test_verifier_fraction_details_and_failures():
     with ScriptedServer(verifier_handler) as server:
-        reward = REWARDS["verifier"](endpoint=server.url, retries=0, timeout_s=5)
+        reward = build_reward("verifier", {"client": {"endpoint": server.url, "retries": 0, "timeout_s": 5}})
         values = reward(batch(["make the hat red", "remove the car", "make the sky green"]))
     assert values[0].item() == pytest.approx(2 / 3, abs=1e-12)
     assert torch.isnan(values[1:]).all()
@@ -105,7 +105,7 @@ def test_verifier_fraction_details_and_failures():
 
 def test_weighted_rewards_builds_both_from_options():
     with ScriptedServer(lambda request: "5" if "Rate from" in request.text else verifier_handler(request)) as server:
-        options = {name: {"endpoint": server.url, "retries": 0} for name in ("mllm", "verifier")}
+        options = {name: {"client": {"endpoint": server.url, "retries": 0}} for name in ("mllm", "verifier")}
         mix = WeightedRewards({"mllm": 1.0, "verifier": 2.0}, options)
         total, parts = mix(batch(["make the hat red"]))
     assert parts["mllm"].tolist() == [0.5]

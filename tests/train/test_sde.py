@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from train.sde import cps_step, flow_sde_step, ode_step
+from train.algorithms.sde import cps_step, flow_sde_step, ode_step
 
 
 def _gaussian_log_density64(x, mean, std):

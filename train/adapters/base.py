@@ -3,7 +3,8 @@
 Latents travel as *packed tokens* ``(B, L, C)``: the trainer's samplers, losses and region masks never see the
 model's own layout. An adapter maps images to tokens (VAE + packing), builds the conditioning (prompt embeddings,
 condition-image tokens, position ids), predicts the velocity for target tokens, and decodes tokens back to pixels.
-A new model family (e.g. Qwen-Image-Edit) implements this class and registers itself in ``ADAPTERS``.
+A new model family (e.g. Qwen-Image-Edit) implements this class and registers itself in :data:`ADAPTERS` with
+``@ADAPTERS.register("name")`` (docs/extending.md).
 """
 from __future__ import annotations
 
@@ -15,21 +16,15 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-ADAPTERS: dict[str, Callable[..., "EditModelAdapter"]] = {}
+from editkit.registry import Registry
 
-
-def register_adapter(name: str):
-    def wrap(cls):
-        ADAPTERS[name] = cls
-        return cls
-
-    return wrap
+# model.adapter -> adapter class; the built-ins register themselves when their module is imported (on first lookup)
+ADAPTERS: Registry[Callable[..., "EditModelAdapter"]] = Registry("model adapter (model.adapter)", lazy={
+    "flux_kontext": "train.adapters.flux_kontext", "qwen_image_edit": "train.adapters.qwen_image_edit"})
 
 
 def build_adapter(config, device: torch.device, dtype: torch.dtype) -> "EditModelAdapter":
-    if config.adapter not in ADAPTERS:
-        raise KeyError(f"unknown model adapter {config.adapter!r}; known: {sorted(ADAPTERS)}")
-    return ADAPTERS[config.adapter](config, device=device, dtype=dtype)
+    return ADAPTERS.get(config.adapter)(config, device=device, dtype=dtype)
 
 
 @dataclass

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import Conditioning, EditModelAdapter, register_adapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter
 
 
-@register_adapter("flux_kontext")
+@ADAPTERS.register("flux_kontext")
 class FluxKontextAdapter(EditModelAdapter):
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
         from diffusers import FluxKontextPipeline
@@ -72,7 +72,7 @@ class FluxKontextAdapter(EditModelAdapter):
     def phrase_token_mask(self, prompts: list[str], phrases: list, cond=None) -> torch.Tensor:  # cond: unused
         """(B, max_sequence_length) bool: the T5 tokens of each sample's phrase(s) in its prompt, tokenised exactly
         as :meth:`condition` does; a phrase not found (or truncated away) falls back to all non-padding tokens."""
-        from train.phrases import phrase_char_spans, tokens_in_spans
+        from train.rollout.phrases import phrase_char_spans, tokens_in_spans
 
         if len(prompts) != len(phrases):
             raise ValueError(f"{len(prompts)} prompts but {len(phrases)} phrase entries")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import Conditioning, EditModelAdapter, register_adapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter
 from train.adapters.flux_kontext import FluxKontextAdapter
 
 PIPELINES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline")
@@ -61,7 +61,7 @@ def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[t
     return embeds, masks
 
 
-@register_adapter("qwen_image_edit")
+@ADAPTERS.register("qwen_image_edit")
 class QwenImageEditAdapter(EditModelAdapter):
     # The model-agnostic parts are the Kontext adapter's, borrowed by name (not inherited, so nothing
     # Kontext-specific leaks in): LoRA add/load (same diffusers LoRA format), the token grid (VAE scale × 2×2
@@ -93,7 +93,7 @@ class QwenImageEditAdapter(EditModelAdapter):
         these prompts) is required. The prompt's tokens sit right before the template's closing tokens (special
         tokens split the text, so the prompt is tokenised as on its own). A phrase not found falls back to all of
         the prompt's tokens. With true CFG the transformer sees 2B rows: the first B are these."""
-        from train.phrases import phrase_char_spans, tokens_in_spans
+        from train.rollout.phrases import phrase_char_spans, tokens_in_spans
 
         if cond is None:
             raise NotImplementedError("Qwen-Image-Edit's phrase_token_mask needs the batch's Conditioning (cond=): "

@@ -1,9 +1,9 @@
 """Rewards: plain callables ``reward(inputs: RewardInputs) -> Tensor (B,)`` in a registry, mixed by config weights.
 
-A reward factory takes its options from ``rewards.options.<name>`` and returns the callable. Higher is better.
-Non-finite values are allowed: the sample is masked out of the advantages and counted (see
-:func:`train.advantages.group_advantages`). New rewards (MLLM judge, verifier, attention concentration) register
-with :func:`register_reward` and need nothing else.
+A reward factory takes its options from ``rewards.options.<name>`` (keyword arguments, typed by the factory's
+annotations and checked when the config loads) and returns the callable. Higher is better. Non-finite values are
+allowed: the sample is masked out of the advantages and counted (see :func:`train.algorithms.advantages.group_advantages`).
+A new reward is a factory decorated with ``@REWARDS.register("name")`` (docs/extending.md).
 """
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from typing import Any, Callable
 
 import torch
 
+from editkit.config import call_with_options, check_options
+from editkit.errors import ConfigError
+from editkit.registry import Registry
+
 RewardFn = Callable[["RewardInputs"], torch.Tensor]
-REWARDS: dict[str, Callable[..., RewardFn]] = {}
+# the built-ins register themselves when their module is imported (on first lookup)
+REWARDS: Registry[Callable[..., RewardFn]] = Registry("reward", lazy={
+    "attention_concentration": "train.rewards.attention", "clip_direction": "train.rewards.clip_direction",
+    "edit_region": "train.rewards.edit_region", "mllm": "train.rewards.mllm", "pixel_consistency": "train.rewards.pixel",
+    "verifier": "train.rewards.verifier"})
+register_reward = REWARDS.register
 
 
 @dataclass
@@ -28,28 +37,36 @@ class RewardInputs:
     extras: dict[str, Any] = field(default_factory=dict)  # rollout by-products, e.g. "attention" maps
 
 
-def register_reward(name: str):
-    def wrap(factory):
-        REWARDS[name] = factory
-        return factory
+def build_reward(name: str, options: dict[str, Any] | None = None, source: str | None = None) -> RewardFn:
+    """Reward ``name`` built from its options (a mapping, checked and typed like a config section)."""
+    return call_with_options(REWARDS.get(name), options, f"rewards.options.{name}", source)
 
-    return wrap
+
+def check_reward_options(weights: dict[str, float], options: dict[str, Any], source: str | None = None) -> None:
+    """Config-time check: every weighted reward exists and every options entry fits its factory's signature."""
+    origin = f"{source}: " if source else ""
+    for name in weights:
+        if name not in REWARDS:
+            raise ConfigError(f"{origin}rewards.weights: unknown reward {name!r}; choose one of: "
+                              f"{', '.join(REWARDS.names())}")
+    for name, values in options.items():
+        if name not in REWARDS:
+            raise ConfigError(f"{origin}rewards.options: unknown reward {name!r}; choose one of: "
+                              f"{', '.join(REWARDS.names())}")
+        check_options(REWARDS.get(name), values, f"rewards.options.{name}", source)
 
 
 class WeightedRewards:
     """The configured mix: ``total = Σ weight_k · reward_k``; every component is also returned for logging."""
 
     def __init__(self, weights: dict[str, float], options: dict[str, dict] | None = None):
-        from train.rewards import attention, clip_direction, edit_region, mllm, pixel, verifier  # noqa: F401  (register the built-ins)
-
-        unknown = sorted(set(weights) - set(REWARDS))
-        if unknown:
-            raise KeyError(f"unknown reward(s) {unknown}; registered: {sorted(REWARDS)}")
         if not weights:
-            raise ValueError("rewards.weights is empty: at least one reward is needed")
+            raise ConfigError("rewards.weights is empty: at least one reward is needed")
+        for name in weights:
+            REWARDS.get(name)  # an unknown name fails before any reward is built
         options = options or {}
         self.weights = dict(weights)
-        self.functions = {name: REWARDS[name](**options.get(name, {})) for name in weights}
+        self.functions = {name: build_reward(name, options.get(name)) for name in weights}
 
     def __call__(self, inputs: RewardInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {}

@@ -1,10 +1,10 @@
 """RC-GRPO's attention-concentration reward: how much of the target phrase's attention falls inside the edit mask.
 
-The rollout records, with :class:`train.attention.AttentionRecorder`, the text→image attention of the edit target
-phrase's tokens (averaged over heads, layers and denoising steps) and hands it over as ``extras["attention"]``
+The rollout records, with :class:`train.rollout.attention.AttentionRecorder`, the text→image attention of the edit
+target phrase's tokens (averaged over heads, layers and denoising steps) and hands it over as ``extras["attention"]``
 (B, L) together with the token grid ``extras["attention_grid"]`` (rows, cols). The pixel edit mask is pooled to that
-grid (:func:`train.region_advantages.token_mask`) and the reward is the map's mass inside it, in [0, 1]. A sample
-whose mask covers no token, or whose map is NaN (nothing recorded), gets NaN: masked out and counted.
+grid (:func:`train.algorithms.region_advantages.token_mask`) and the reward is the map's mass inside it, in [0, 1].
+A sample whose mask covers no token, or whose map is NaN (nothing recorded), gets NaN: masked out and counted.
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from train.rewards import RewardInputs, register_reward
 @register_reward("attention_concentration")
 def attention_concentration():
     def reward(inputs: RewardInputs) -> torch.Tensor:
-        from train.attention import attention_fraction_inside
-        from train.region_advantages import token_mask
+        from train.rollout.attention import attention_fraction_inside
+        from train.algorithms.region_advantages import token_mask
 
         missing = [key for key in ("attention", "attention_grid") if key not in inputs.extras]
         if missing:
             raise KeyError(f"the trainer did not record attention: RewardInputs.extras lacks {missing}. The "
                            "'attention_concentration' reward needs the rollout to record the target phrase's "
-                           "attention with train.attention.AttentionRecorder")
+                           "attention with train.rollout.attention.AttentionRecorder")
         maps = torch.as_tensor(inputs.extras["attention"]).detach().cpu()
         rows, cols = (int(n) for n in inputs.extras["attention_grid"])
         batch = inputs.edit_masks.shape[0]

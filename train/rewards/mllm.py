@@ -15,26 +15,21 @@ from collections import Counter
 
 import torch
 
+from editkit.mllm.config import ClientConfig
 from train.rewards import RewardInputs, register_reward
 
-MLLM_PROMPT = (
-    "You are a strict evaluator of instruction-based image edits. The first image is the original, the second is "
-    "the edited result. The editing instruction was: \"{instruction}\"\n"
-    "Rate from {low} to {high} how well the edit follows the instruction while leaving everything else unchanged "
-    "and looking natural ({low} = failed, {high} = perfect). Answer with the integer score only."
-)
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+# the judge's client unless rewards.options.mllm.client says otherwise; temperature 0: a reward must not depend on
+# sampling luck; 8 tokens: the answer is one integer
+JUDGE_CLIENT = ClientConfig(backend="openai", timeout_s=60.0, retries=2, max_concurrency=8, cache_dir="",
+                            max_tokens=8, temperature=0.0)
 
 
-def make_client(endpoint: str, model: str, backend: str, timeout_s: float, retries: int, max_concurrency: int,
-                cache_dir: str, max_tokens: int):
+def make_client(config: ClientConfig):
     """The shared MLLM client (imported here, not at module import: the trainer's CLI must start fast)."""
-    from editkit.mllm import Client, ClientConfig
+    from editkit.mllm import Client
 
-    # temperature 0: a reward must not depend on sampling luck
-    return Client(ClientConfig(backend=backend, model=model, endpoint=endpoint, timeout_s=timeout_s, retries=retries,
-                               max_concurrency=max_concurrency, cache_dir=cache_dir, max_tokens=max_tokens,
-                               temperature=0.0))
+    return Client(config)
 
 
 def to_uint8(image: torch.Tensor):
@@ -68,9 +63,11 @@ def parse_score(response, low: int, high: int) -> float:
 
 class MLLMReward:
     def __init__(self, client, prompt_version: str, score_min: int, score_max: int, top_logprobs: int):
+        from editkit.mllm.prompts import load_prompt
+
         if score_max <= score_min:
             raise ValueError(f"score_max ({score_max}) must be > score_min ({score_min})")
-        self.client, self.prompt_version = client, prompt_version
+        self.client, self.prompt = client, load_prompt("mllm_reward", prompt_version)
         self.score_min, self.score_max, self.top_logprobs = score_min, score_max, top_logprobs
         self.failures: Counter = Counter()  # reason -> count over the reward's life (for logging)
         self.last_errors: list[str | None] = []  # per sample of the last call: None or the reason
@@ -78,9 +75,9 @@ class MLLMReward:
     def request(self, instruction: str, source: torch.Tensor, image: torch.Tensor):
         from editkit.mllm import Request, user
 
-        text = MLLM_PROMPT.format(instruction=instruction, low=self.score_min, high=self.score_max)
+        text = self.prompt.render(instruction=instruction, low=str(self.score_min), high=str(self.score_max))
         return Request((user(text, to_uint8(source), to_uint8(image)),), top_logprobs=self.top_logprobs,
-                       prompt_version=self.prompt_version)
+                       **self.prompt.stamp())
 
     def __call__(self, inputs: RewardInputs) -> torch.Tensor:
         values = torch.full((inputs.images.shape[0],), float("nan"), dtype=torch.float64)
@@ -106,8 +103,7 @@ class MLLMReward:
 
 
 @register_reward("mllm")
-def mllm_judge(endpoint: str = "", model: str = "", backend: str = "openai", prompt_version: str = "mllm-reward-v1",
-               timeout_s: float = 60.0, retries: int = 2, max_concurrency: int = 8, score_min: int = 0,
-               score_max: int = 10, top_logprobs: int = 20, cache_dir: str = "") -> MLLMReward:
-    client = make_client(endpoint, model, backend, timeout_s, retries, max_concurrency, cache_dir, max_tokens=8)
-    return MLLMReward(client, prompt_version, score_min, score_max, top_logprobs)
+def mllm_judge(client: ClientConfig = JUDGE_CLIENT, prompt_version: str = "v1", score_min: int = 0,
+               score_max: int = 10, top_logprobs: int = 20) -> MLLMReward:
+    """``client``: the judge's MLLM client; ``prompt_version``: editkit/mllm/prompts/mllm_reward_<version>.txt."""
+    return MLLMReward(make_client(client), prompt_version, score_min, score_max, top_logprobs)

@@ -18,20 +18,15 @@ from typing import Any
 
 import torch
 
+from editkit.errors import ConfigError
+from editkit.mllm.config import ClientConfig
 from train.rewards import RewardInputs, register_reward
 from train.rewards.mllm import make_client, to_uint8
 
-DECOMPOSE_PROMPT = (
-    "An image will be edited with this instruction: \"{instruction}\"\n"
-    "List at most {max_principles} short, independently checkable principles a correct result must satisfy: what "
-    "must change, and what must stay the same. Answer with JSON only: {{\"principles\": [\"...\", ...]}}"
-)
-VERIFY_PROMPT = (
-    "The first image is the original, the second the result of the edit \"{instruction}\". Check each principle "
-    "against the edited image:\n{principles}\n"
-    "Answer with JSON only, one verdict per principle in the same order: "
-    "{{\"verdicts\": [{{\"principle\": \"...\", \"satisfied\": \"yes\" or \"no\", \"reason\": \"<short>\"}}, ...]}}"
-)
+# the verifier's client unless rewards.options.verifier.client says otherwise (temperature 0: a reward must not depend
+# on sampling luck)
+VERIFIER_CLIENT = ClientConfig(backend="openai", timeout_s=60.0, retries=2, max_concurrency=8, cache_dir="",
+                               max_tokens=512, temperature=0.0)
 
 
 @lru_cache(maxsize=1)
@@ -57,9 +52,13 @@ def schemas():
 
 class VerifierReward:
     def __init__(self, client, prompt_version: str, max_principles: int):
+        from editkit.mllm.prompts import load_prompt
+
         if max_principles < 1:
             raise ValueError(f"max_principles must be >= 1, got {max_principles}")
-        self.client, self.prompt_version, self.max_principles = client, prompt_version, max_principles
+        self.client, self.max_principles = client, max_principles
+        self.decompose_prompt = load_prompt("verifier_decompose", prompt_version)
+        self.verify_prompt = load_prompt("verifier_verify", prompt_version)
         self.failures: Counter = Counter()  # reason -> count over the reward's life
         self.last_details: list[dict[str, Any]] = []  # per sample of the last call
 
@@ -71,8 +70,8 @@ class VerifierReward:
         values = torch.full((count,), float("nan"), dtype=torch.float64)
         self.last_details = [{"instruction": p, "principles": None, "verdicts": None, "error": None}
                              for p in inputs.prompts]
-        decompose = [Request((user(DECOMPOSE_PROMPT.format(instruction=p, max_principles=self.max_principles)),),
-                             prompt_version=self.prompt_version) for p in inputs.prompts]
+        decompose = [Request((user(self.decompose_prompt.render(instruction=p, max_principles=str(self.max_principles))),),
+                             **self.decompose_prompt.stamp()) for p in inputs.prompts]
         asked, verify = [], []
         for index, result in enumerate(ask_json(self.client, decompose, Principles)):
             if result.value is None:
@@ -89,8 +88,8 @@ class VerifierReward:
                 self._fail(index, "bad_image", [str(error)])
                 continue
             listed = "\n".join(f"{k + 1}. {p}" for k, p in enumerate(principles))
-            text = VERIFY_PROMPT.format(instruction=inputs.prompts[index], principles=listed)
-            verify.append(Request((user(text, *images),), prompt_version=self.prompt_version))
+            text = self.verify_prompt.render(instruction=inputs.prompts[index], principles=listed)
+            verify.append(Request((user(text, *images),), **self.verify_prompt.stamp()))
             asked.append(index)
         for index, result in zip(asked, ask_json(self.client, verify, Verdicts) if verify else []):
             if result.value is None:
@@ -111,20 +110,18 @@ class VerifierReward:
 
 
 @register_reward("verifier")
-def verifier(endpoint: str = "", model: str = "", backend: str = "openai", prompt_version: str = "verifier-v1",
-             timeout_s: float = 60.0, retries: int = 2, max_concurrency: int = 8, max_principles: int = 6,
-             cache_dir: str = "", protocol: str = "checklist", score_min: int = 0, score_max: int = 10,
-             top_logprobs: int = 20, max_tokens: int = 512):
-    """``protocol``: ``checklist`` (decompose + verify, above) or ``rrm`` (a trained reasoning reward model,
-    :mod:`train.rrm.reward`; ``prompt_version`` then names its prompt file, default v1)."""
-    client = make_client(endpoint, model, backend, timeout_s, retries, max_concurrency, cache_dir,
-                         max_tokens=max_tokens)
+def verifier(client: ClientConfig = VERIFIER_CLIENT, prompt_version: str = "v1", max_principles: int = 6,
+             protocol: str = "checklist", score_min: int = 0, score_max: int = 10, top_logprobs: int = 20):
+    """``client``: the verifier's MLLM client; ``prompt_version``: prompts/verifier_{decompose,verify}_<version>.txt.
+    ``protocol``: ``checklist`` (decompose + verify, above) or ``rrm``: a trained reasoning reward model
+    (:mod:`train.rrm.reward`: its prompt ``train/rrm/prompts/rrm_<prompt_version>.txt``, scores in
+    [score_min, score_max], log-prob expected score with ``top_logprobs`` > 0)."""
     if protocol == "rrm":
         from train.rrm.format import FormatConfig
         from train.rrm.reward import RRMReward
 
-        version = "v1" if prompt_version == "verifier-v1" else prompt_version
-        return RRMReward(client, FormatConfig(score_min, score_max, version), top_logprobs, max_tokens)
+        return RRMReward(make_client(client), FormatConfig(score_min, score_max, prompt_version), top_logprobs,
+                         client.max_tokens)
     if protocol != "checklist":
-        raise ValueError(f"verifier protocol must be 'checklist' or 'rrm', got {protocol!r}")
-    return VerifierReward(client, prompt_version, max_principles)
+        raise ConfigError(f"rewards.options.verifier.protocol must be 'checklist' or 'rrm', got {protocol!r}")
+    return VerifierReward(make_client(client), prompt_version, max_principles)

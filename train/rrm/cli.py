@@ -8,10 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from train.rrm.errors import UserError
+from editkit.cli_app import command_group
 
-app = typer.Typer(help="Reasoning reward model: SFT cold start on teacher trajectories, GCPO on pairwise "
-                  "preferences, then `rewards.weights.verifier` with `protocol: rrm`.", no_args_is_help=True)
+app = command_group(help="Reasoning reward model: SFT cold start on teacher trajectories, GCPO on pairwise "
+                  "preferences, then `rewards.weights.verifier` with `protocol: rrm`.")
 
 CONFIG = typer.Option(None, "--config", help="YAML config (omitted keys take the defaults)")
 RESUME = typer.Option(None, "--resume", help="'auto' (newest complete checkpoint) or a checkpoint directory")
@@ -19,11 +19,7 @@ OVERRIDES = typer.Argument(None, help="config overrides key.sub=value")
 
 
 def _user_errors(function):
-    try:
-        return function()
-    except UserError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2)
+    return function()  # UserErrors below any command are reported in one line by the command group
 
 
 @app.command("sft")

@@ -1,7 +1,8 @@
 """`editkit rrm demo`: does the RRM learn from preferences? A synthetic task, CPU, minutes.
 
 Task: the source is a smooth random image, the instruction "paint the square red" (the centre square). A candidate
-edit paints the square with strength α (1 = pure red) and adds background noise of std σ. The ground truth is the
+edit paints the square with colour (1, 1-α, 1-α) — white at α = 0, pure red at α = 1 — and adds background noise
+of std σ. The ground truth is the
 source with a pure red square; of two candidates the **winner is the one closer to the ground truth** (mean squared
 error), so both a weak edit and a noisy background lose.
 
@@ -55,7 +56,7 @@ def source_image(rng) -> np.ndarray:
 def candidate(source: np.ndarray, alpha: float, sigma: float, rng) -> np.ndarray:
     edited = source.copy()
     red = np.array([1.0, 0.0, 0.0])
-    edited[BOX, BOX] = (1 - alpha) * source[BOX, BOX] + alpha * red
+    edited[BOX, BOX] = alpha * red + (1 - alpha) * np.ones(3)  # white -> red: strength visible on its own
     background = np.ones((SIZE, SIZE), dtype=bool)
     background[BOX, BOX] = False
     edited[background] += rng.normal(0, sigma, (int(background.sum()), 3))

@@ -1,12 +1,7 @@
-"""Algorithms: one trainer class per objective, keyed by ``objective.name``."""
+"""Algorithms: one trainer class per objective, in :data:`TRAINERS` keyed by ``objective.name``."""
 from __future__ import annotations
 
+from editkit.registry import Registry
 
-def trainer_class(name: str):
-    from train.trainers.grpo import GRPOTrainer
-    from train.trainers.nft import NFTTrainer
-
-    trainers = {"grpo": GRPOTrainer, "nft": NFTTrainer}
-    if name not in trainers:
-        raise KeyError(f"unknown objective {name!r}; known: {sorted(trainers)}")
-    return trainers[name]
+TRAINERS: Registry[type] = Registry("objective (objective.name)", lazy={
+    "grpo": "train.trainers.grpo:GRPOTrainer", "nft": "train.trainers.nft:NFTTrainer"})

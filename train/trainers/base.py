@@ -10,40 +10,24 @@ import math
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from editkit.store import atomic_dir
-from train.adapters.base import Conditioning
-from train.advantages import Advantages, gathered_advantages
+from train.algorithms.advantages import Advantages, gathered_advantages
+from train.algorithms.region_advantages import token_mask
+from train.algorithms.region_noise import group_shared_noise, region_decoupled_noise
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from train.config import TrainConfig, to_dict
 from train.data import EditDataset, GroupSampler, iteration_slots
-from train.reward_overlap import RewardScheduler, attention_wiring, micro_batch_inputs
 from train.rewards import WeightedRewards
-
-
-@dataclass
-class Batch:
-    """One process's samples of one iteration (all tensors share the first dim)."""
-
-    cond: Conditioning
-    sources: torch.Tensor  # (N, 3, H, W) CPU
-    masks: torch.Tensor  # (N, H, W) bool CPU
-    prompts: list[str]
-    edit_types: list[str]
-    group_ids: torch.Tensor  # (N,) int64
-    seeds: list[int]  # per-sample noise seeds
-    targets: torch.Tensor | None = None  # (N, 3, H, W) ground-truth edited images when every row has one
-    phrases: list[list[str]] | None = None  # per sample: the edit's target phrases
-    samples: dict | None = None  # filled by ``sample``: latents, images, trajectory pieces
-
-
-def sample_seed(seed: int, step: int, index: int, stream: int = 0) -> int:
-    """A per-sample seed independent of process count and batching (stream separates uses)."""
-    return (seed * 1_000_003 + step * 10_007 + index * 101 + stream) % (2**63 - 1)
+from train.rollout.micro_batches import attention_wiring
+from train.rollout.reward_inputs import micro_batch_inputs, stacked_targets
+from train.rollout.reward_thread import RewardScheduler
+from train.trainers.batch import Batch, sample_seed
+from train.trainers.heldout import heldout_metrics
 
 
 class Trainer(ABC):
@@ -128,7 +112,7 @@ class Trainer(ABC):
 
     @abstractmethod
     def sample(self, batch: Batch, step: int) -> None:
-        """Roll out the policy for every sample; fill ``batch.samples`` (``images`` and ``final`` at least)."""
+        """Roll out the policy for every sample; set ``batch.samples`` (a :class:`~train.trainers.batch.Samples`)."""
 
     @abstractmethod
     def optimize(self, batch: Batch, advantages: Advantages, step: int) -> dict[str, float]:
@@ -190,13 +174,37 @@ class Trainer(ABC):
         noise = torch.cat([self.adapter.noise(1, self.height, self.width, g) for g in generators])
         return noise, generators
 
+    def rollout_noise(self, batch: Batch, step: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Per-sample initial noise and generators; with ``sampler.region_noise`` (RC-GRPO) a group shares the
+        noise outside the edit mask."""
+        noise, generators = self.initial_noise(batch.seeds)
+        if self.config.sampler.region_noise:
+            shared = group_shared_noise(self.adapter, self.height, self.width, batch.group_ids.cpu(),
+                                        self.config.train.seed, step)
+            noise = region_decoupled_noise(noise, batch.group_ids.cpu(), self.token_masks(batch), shared)
+        return noise, generators
+
+    def token_masks(self, batch: Batch) -> torch.Tensor:
+        """The edit masks on the packed-token grid, (N, L) bool."""
+        return token_mask(batch.masks, *self.adapter.token_grid(self.height, self.width))
+
+    def trained_steps(self, available: list[int], step: int) -> list[int]:
+        """The window's steps trained this iteration: all, or a seeded subset (same on every process)."""
+        count = self.config.sampler.train_steps
+        if count <= 0 or count >= len(available):
+            return available
+        chosen = np.random.default_rng([self.config.train.seed, step, 7]).choice(available, count, replace=False)
+        return sorted(int(i) for i in chosen)
+
     def score(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        pending = batch.samples.pop("pending_rewards", None)  # micro-batches already scored during the rollout
+        """Every sample's total reward (N,) and each reward's values, kept in ``batch.samples.reward_parts``."""
+        samples = batch.samples
+        pending, samples.pending_rewards = samples.pending_rewards, None  # scored during the rollout, with overlap
         if pending is not None:
             total, parts = pending.join()
         else:
-            total, parts = self.rewards(micro_batch_inputs(batch, slice(None), batch.samples["images"],
-                                                           batch.samples.get("extras", {})))
+            total, parts = self.rewards(micro_batch_inputs(batch, slice(None), samples.images, samples.extras))
+        samples.reward_parts = parts  # region-specific advantages need each reward
         return total.to(torch.float32).to(self.accelerator.device), parts
 
     def update_schedule(self, units: int) -> list[tuple[bool, int]]:
@@ -236,9 +244,7 @@ class Trainer(ABC):
         return {k: float(v) for k, v in zip(keys, values.tolist())}
 
     def evaluate(self, step: int) -> dict[str, float]:
-        from train.evaluate import evaluate
-
-        result = evaluate(self) if self.accelerator.is_main_process else {}
+        result = heldout_metrics(self) if self.accelerator.is_main_process else {}
         self.accelerator.wait_for_everyone()
         return result
 
@@ -267,13 +273,6 @@ class Trainer(ABC):
         self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
         self.accelerator.print(f"resumed from {path} (step {state['step']})")
         return int(state["step"])
-
-
-def stacked_targets(examples) -> torch.Tensor | None:
-    """The examples' ground-truth edited images stacked, or None unless every example has one."""
-    if not examples or any(e.target is None for e in examples):
-        return None
-    return torch.stack([e.target for e in examples])
 
 
 def mean_stats(stats: dict[str, list]) -> dict[str, float]:

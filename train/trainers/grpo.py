@@ -1,17 +1,27 @@
 """Flow-GRPO on an editing model: SDE rollouts with log-probs, clipped ratio loss on the SDE window's steps."""
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass, field
+
 import torch
 
-from train.advantages import Advantages, gathered_advantages
-from train.objectives.grpo import gaussian_kl, grpo_loss
-from train.region_advantages import per_token_advantages, reward_mix, token_mask
-from train.region_noise import group_shared_noise, region_decoupled_noise
-from train.reward_overlap import sample_micro_batches
-from train.rollout import rollout
-from train.sde import gaussian_log_prob, sde_transition
-from train.trainers.base import Batch, Trainer, mean_stats
+from train.algorithms.advantages import Advantages, gathered_advantages
+from train.algorithms.grpo import gaussian_kl, grpo_loss
+from train.algorithms.region_advantages import per_token_advantages, reward_mix
+from train.algorithms.sde import gaussian_log_prob, sde_transition
+from train.rollout.micro_batches import sample_micro_batches
+from train.rollout.sampler import rollout
+from train.trainers.base import Trainer, mean_stats
+from train.trainers.batch import Batch, Samples
+
+
+@dataclass
+class GRPOSamples(Samples):
+    """The SDE window's transitions, by step index: what the clipped ratio loss recomputes log-probs on."""
+
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # x before the step (N, L, C)
+    next_states: dict[int, torch.Tensor] = field(default_factory=dict)  # x after the step
+    log_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # (N,), or (N, L) per token
 
 
 class GRPOTrainer(Trainer):
@@ -27,58 +37,30 @@ class GRPOTrainer(Trainer):
                            noise_level=cfg.noise_level, window=tuple(cfg.sde_window), generators=generators[mb],
                            autocast=self.accelerator.autocast, per_token=region)
 
-        parts, samples = sample_micro_batches(self, batch, roll_out)
+        rollouts = sample_micro_batches(self, batch, roll_out)
+        parts = rollouts.trajectories
         steps = sorted(parts[0].states)
-        batch.samples = {
-            "final": torch.cat([p.final for p in parts]),
-            "states": {i: torch.cat([p.states[i] for p in parts]) for i in steps},
-            "next_states": {i: torch.cat([p.next_states[i] for p in parts]) for i in steps},
-            "log_probs": {i: torch.cat([p.log_probs[i] for p in parts]) for i in steps},
-            **samples,
-        }
-
-    def rollout_noise(self, batch: Batch, step: int) -> tuple[torch.Tensor, list[torch.Generator]]:
-        """Per-sample initial noise and generators; with ``sampler.region_noise`` (RC-GRPO) a group shares the
-        noise outside the edit mask."""
-        noise, generators = self.initial_noise(batch.seeds)
-        if self.config.sampler.region_noise:
-            shared = group_shared_noise(self.adapter, self.height, self.width, batch.group_ids.cpu(),
-                                        self.config.train.seed, step)
-            noise = region_decoupled_noise(noise, batch.group_ids.cpu(), self.token_masks(batch), shared)
-        return noise, generators
-
-    def token_masks(self, batch: Batch) -> torch.Tensor:
-        """The edit masks on the packed-token grid, (N, L) bool."""
-        return token_mask(batch.masks, *self.adapter.token_grid(self.height, self.width))
-
-    def score(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, parts = super().score(batch)
-        batch.samples["reward_parts"] = parts  # region-specific advantages need each reward
-        return total, parts
+        batch.samples = GRPOSamples.from_rollouts(
+            rollouts,
+            states={i: torch.cat([p.states[i] for p in parts]) for i in steps},
+            next_states={i: torch.cat([p.next_states[i] for p in parts]) for i in steps},
+            log_probs={i: torch.cat([p.log_probs[i] for p in parts]) for i in steps})
 
     def region_advantages(self, batch: Batch) -> Advantages:
         """Edit-GRPO: edit-reward advantages on edit-mask tokens, preservation-reward advantages elsewhere."""
         cfg, device = self.config, self.accelerator.device
-        parts, weights = batch.samples["reward_parts"], cfg.rewards.weights
+        parts, weights = batch.samples.reward_parts, cfg.rewards.weights
         mixes = [reward_mix(parts, weights, names).to(torch.float32).to(device)
                  for names in (cfg.region_advantages.edit_rewards, cfg.region_advantages.preservation_rewards)]
         edit, preservation = (gathered_advantages(self.accelerator, m, batch.group_ids, cfg.advantages) for m in mixes)
         finite = torch.isfinite(mixes[0]) & torch.isfinite(mixes[1])
         return per_token_advantages(edit, preservation, self.token_masks(batch).to(device), finite)
 
-    def trained_steps(self, available: list[int], step: int) -> list[int]:
-        """The window's steps trained this iteration: all, or a seeded subset (same on every process)."""
-        count = self.config.sampler.train_steps
-        if count <= 0 or count >= len(available):
-            return available
-        chosen = np.random.default_rng([self.config.train.seed, step, 7]).choice(available, count, replace=False)
-        return sorted(int(i) for i in chosen)
-
     def optimize(self, batch: Batch, advantages: Advantages, step: int) -> dict[str, float]:
         cfg, samples = self.config, batch.samples
-        if not samples["states"]:
+        if not samples.states:
             raise ValueError("GRPO needs SDE steps: sampler.noise_level must be > 0 with a non-empty sde_window")
-        steps = self.trained_steps(sorted(samples["states"]), step)
+        steps = self.trained_steps(sorted(samples.states), step)
         units = [(mb, j) for mb in self.micro_batches(len(batch.seeds)) for j in steps]
         plan = self.update_schedule(len(units))
         sigma_max = float(self.sigmas[1])
@@ -90,14 +72,14 @@ class GRPOTrainer(Trainer):
         self.model.train()
         for (mb, j), (ends_update, group_size) in zip(units, plan):
             sigma, sigma_next = float(self.sigmas[j]), float(self.sigmas[j + 1])
-            x, x_next = samples["states"][j][mb], samples["next_states"][j][mb]
+            x, x_next = samples.states[j][mb], samples.next_states[j][mb]
             cond = batch.cond.select(mb)
             with self.accelerator.autocast():
                 v = self.adapter.velocity(self.model, x, torch.full((x.shape[0],), sigma), cond)
             out = sde_transition(cfg.sampler.sde, x, v, sigma, sigma_next, cfg.sampler.noise_level,
                                  sigma_max=sigma_max, prev_sample=x_next)
             log_prob = gaussian_log_prob(x_next, out.mean, out.std, per_token=True) if region else out.log_prob
-            loss, parts = grpo_loss(log_prob, samples["log_probs"][j][mb], adv[mb], keep[mb],
+            loss, parts = grpo_loss(log_prob, samples.log_probs[j][mb], adv[mb], keep[mb],
                                     cfg.objective.grpo.clip_range)
             if cfg.objective.grpo.kl_beta > 0:
                 with torch.no_grad(), self.adapter.reference(), self.accelerator.autocast():

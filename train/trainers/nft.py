@@ -2,19 +2,33 @@
 weighted by advantage, optionally with the CoCoEdit region regularizer."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from train.advantages import Advantages
-from train.objectives.nft import nft_loss
-from train.region_advantages import token_mask
-from train.regularizer import region_regularizer, region_weights
-from train.reward_overlap import sample_micro_batches
-from train.rollout import per_sample_normal, rollout
-from train.trainers.base import Batch, mean_stats, sample_seed
-from train.trainers.grpo import GRPOTrainer
+from train.algorithms.advantages import Advantages
+from train.algorithms.nft import nft_loss
+from train.algorithms.region_advantages import token_mask
+from train.algorithms.regularizer import region_regularizer, region_weights
+from train.rollout.micro_batches import sample_micro_batches
+from train.rollout.sampler import per_sample_normal, rollout
+from train.trainers.base import Trainer, mean_stats
+from train.trainers.batch import Batch, Samples, sample_seed
 
 
-class NFTTrainer(GRPOTrainer):
+@dataclass
+class NFTSamples(Samples):
+    """The flow-matching targets of the trained steps, fixed before this iteration's first update."""
+
+    steps: list[int] = field(default_factory=list)  # the trained step indices
+    x_t: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> noised rollout result (N, L, C)
+    v_old: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> sampling policy's velocity there
+    v_ref: dict[int, torch.Tensor | None] = field(default_factory=dict)  # step -> reference velocity (None: off)
+    region_weights: tuple[torch.Tensor, torch.Tensor] | None = None  # regularizer (background, edit) token weights
+    x_source: torch.Tensor | None = None  # the source images' latents (regularizer)
+
+
+class NFTTrainer(Trainer):
     name = "nft"
 
     def sample(self, batch: Batch, step: int) -> None:
@@ -25,8 +39,7 @@ class NFTTrainer(GRPOTrainer):
                            noise[mb].to(self.accelerator.device), self.sigmas, sde="flow_sde", noise_level=0.0,
                            window=(0, 0), generators=generators[mb], autocast=self.accelerator.autocast)
 
-        parts, samples = sample_micro_batches(self, batch, roll_out)
-        batch.samples = {"final": torch.cat([p.final for p in parts]), **samples}
+        batch.samples = NFTSamples.from_rollouts(sample_micro_batches(self, batch, roll_out))
         self._prepare_targets(batch, step)
 
     @torch.no_grad()
@@ -36,14 +49,14 @@ class NFTTrainer(GRPOTrainer):
         cfg, samples = self.config, batch.samples
         start, end = cfg.sampler.sde_window
         steps = self.trained_steps(list(range(start, end)), step)
-        x0 = samples["final"].float()
-        samples.update(steps=steps, x_t={}, v_old={}, v_ref={})
+        x0 = samples.final.float()
+        samples.steps = steps
         for j in steps:
             t = float(self.sigmas[j])
             generators = [torch.Generator().manual_seed(sample_seed(seed, step, j, stream=1)) for seed in batch.seeds]
             eps = per_sample_normal(tuple(x0.shape[1:]), generators).to(x0.device)
             x_t = (1 - t) * x0 + t * eps
-            samples["x_t"][j] = x_t
+            samples.x_t[j] = x_t
             v_old, v_ref = [], []
             for mb in self.micro_batches(x0.shape[0]):
                 sigma = torch.full((x_t[mb].shape[0],), t)
@@ -53,35 +66,35 @@ class NFTTrainer(GRPOTrainer):
                         with self.adapter.reference():
                             v_ref.append(self.adapter.velocity(self.adapter.transformer, x_t[mb], sigma,
                                                                batch.cond.select(mb)))
-            samples["v_old"][j] = torch.cat(v_old).float()
-            samples["v_ref"][j] = torch.cat(v_ref).float() if v_ref else None
+            samples.v_old[j] = torch.cat(v_old).float()
+            samples.v_ref[j] = torch.cat(v_ref).float() if v_ref else None
         if cfg.objective.regularizer.enabled:
             rows, cols = self.adapter.token_grid(self.height, self.width)
             grid = token_mask(batch.masks, rows, cols).view(-1, rows, cols)
             reg = cfg.objective.regularizer
             background, edit = region_weights(grid, reg.erode_radius, reg.ring_weight)
-            samples["weights"] = (background.to(x0.device), edit.to(x0.device))
-            samples["x_source"] = self.adapter.encode_images(batch.sources)
+            samples.region_weights = (background.to(x0.device), edit.to(x0.device))
+            samples.x_source = self.adapter.encode_images(batch.sources)
 
     def optimize(self, batch: Batch, advantages: Advantages, step: int) -> dict[str, float]:
         cfg, samples = self.config, batch.samples
-        units = [(mb, j) for mb in self.micro_batches(len(batch.seeds)) for j in samples["steps"]]
+        units = [(mb, j) for mb in self.micro_batches(len(batch.seeds)) for j in samples.steps]
         plan = self.update_schedule(len(units))
         keep = advantages.keep.float()
         stats: dict[str, list] = {"loss": [], "regularizer": []}
         self.model.train()
         for (mb, j), (ends_update, group_size) in zip(units, plan):
             t = torch.full((keep[mb].shape[0],), float(self.sigmas[j]))
-            x_t = samples["x_t"][j][mb]
+            x_t = samples.x_t[j][mb]
             with self.accelerator.autocast():
                 v = self.adapter.velocity(self.model, x_t, t, batch.cond.select(mb))
-            v_ref = samples["v_ref"][j][mb] if samples["v_ref"][j] is not None else None
-            per_sample, parts = nft_loss(x_t, t.to(x_t.device), samples["final"][mb], v, samples["v_old"][j][mb],
+            v_ref = samples.v_ref[j][mb] if samples.v_ref[j] is not None else None
+            per_sample, parts = nft_loss(x_t, t.to(x_t.device), samples.final[mb], v, samples.v_old[j][mb],
                                          advantages.values[mb], cfg.objective.nft, v_ref=v_ref)
             if cfg.objective.regularizer.enabled:
-                background, edit = samples["weights"]
-                reg, _ = region_regularizer(parts["x0_positive"], parts["x0_negative"], samples["final"][mb],
-                                            samples["x_source"][mb], parts["optimality"], background[mb], edit[mb],
+                background, edit = samples.region_weights
+                reg, _ = region_regularizer(parts["x0_positive"], parts["x0_negative"], samples.final[mb],
+                                            samples.x_source[mb], parts["optimality"], background[mb], edit[mb],
                                             cfg.objective.regularizer)
                 per_sample = per_sample + reg
                 stats["regularizer"].append(float(reg.detach().mean()))

@@ -7,8 +7,8 @@ encoder with its tokenizer and processor, scheduler) is built from a small confi
 as a ``QwenImageEditPlusPipeline`` (``Qwen/Qwen-Image-Edit-2509``'s class).
 
 The VAE has ``z_dim=4`` and no down-sampling (VAE scale factor 1): an ``h×w`` image gives ``h/2 · w/2`` packed
-tokens of ``4·4`` channels. The pipeline resizes its condition image to ~1024² whatever the output size (DESIGN.md
-§3): tests patch ``calculate_dimensions`` in ``diffusers.pipelines.qwenimage.pipeline_qwenimage_edit`` (Plus:
+tokens of ``4·4`` channels. The pipeline resizes its condition image to ~1024² whatever the output size
+(slow for a tiny VAE): tests patch ``calculate_dimensions`` in ``diffusers.pipelines.qwenimage.pipeline_qwenimage_edit`` (Plus:
 ``VAE_IMAGE_SIZE`` / ``CONDITION_IMAGE_SIZE`` in ``pipeline_qwenimage_edit_plus``).
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ The directory loads exactly like ``Qwen/Qwen2.5-VL-7B-Instruct``: ``Qwen2_5_VLFo
 .from_pretrained(path)`` and ``AutoProcessor.from_pretrained(path)``. Its generations are random tokens, which is
 what tests of the MLLM client's fallback paths need.
 
-Gotchas (DESIGN.md §3): the text ``rope_parameters`` need ``mrope_section`` summing to ``head_dim / 2``; the
+Gotchas: the text ``rope_parameters`` need ``mrope_section`` summing to ``head_dim / 2``; the
 image/video/vision-start/end token ids in the config must equal the tokenizer's ids for those special tokens; the
 tokenizer is a byte-level BPE over the 256 byte characters with no merges (``Qwen2Tokenizer(vocab=dict, merges=[])``).
 """

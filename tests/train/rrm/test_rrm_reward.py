@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.support.scripted_server import ScriptedServer, completion
-from train.rewards import REWARDS, RewardInputs, verifier  # noqa: F401  (register)
+from train.rewards import RewardInputs, build_reward
 from train.rrm.format import render_trajectory
 
 TRAJECTORY = render_trajectory({"keep": ["face"], "follow": ["hat red"], "quality": []},
@@ -46,10 +46,11 @@ def test_served_rrm_expected_score_parsed_score_and_failures():
         return json.dumps({"principles": {"keep": ["x"]}, "verdicts": [], "score": 3})
 
     with ScriptedServer(handler) as server:
-        reward = REWARDS["verifier"](endpoint=server.url, retries=0, timeout_s=5, protocol="rrm", top_logprobs=0)
+        client = {"endpoint": server.url, "retries": 0, "timeout_s": 5}
+        reward = build_reward("verifier", {"client": client, "protocol": "rrm", "top_logprobs": 0})
         values = reward(batch(["parsed", "broken"]))
         assert "keep (what must stay unchanged)" in server.requests[0].text and server.requests[0].n_images == 2
-        reward_lp = REWARDS["verifier"](endpoint=server.url, retries=0, timeout_s=5, protocol="rrm")
+        reward_lp = build_reward("verifier", {"client": client, "protocol": "rrm"})
         expected = reward_lp(batch(["with logprobs"]))
         assert server.requests[-1].wants_logprobs == 20
     assert values[0].item() == pytest.approx(0.6) and math.isnan(values[1].item())
@@ -59,14 +60,15 @@ def test_served_rrm_expected_score_parsed_score_and_failures():
 
 def test_unknown_protocol_is_an_error():
     with pytest.raises(ValueError, match="protocol"):
-        REWARDS["verifier"](backend="none", protocol="pairwise")
+        build_reward("verifier", {"client": {"backend": "none"}, "protocol": "pairwise"})
 
 
 def test_trained_rrm_rewards_the_editor_trainer(trained_rrm_dir, tiny_kontext_dir, edit_dataset_dir, tmp_path):
     from train.config import load_config
-    from train.trainers import trainer_class
+    from train.trainers import TRAINERS
 
-    options = {"backend": "transformers", "model": str(trained_rrm_dir), "protocol": "rrm", "max_tokens": 60}
+    options = {"client": {"backend": "transformers", "model": str(trained_rrm_dir), "max_tokens": 60},
+               "protocol": "rrm"}
     config = load_config(None, [
         f"model.path={tiny_kontext_dir}", f"data.dataset={edit_dataset_dir}", f"output_dir={tmp_path / 'run'}",
         "model.max_sequence_length=32", "lora.rank=4", "lora.alpha=4", "data.resolution=[32, 32]", "data.eval_size=2",
@@ -74,7 +76,7 @@ def test_trained_rrm_rewards_the_editor_trainer(trained_rrm_dir, tiny_kontext_di
         "train.group_size=2", "train.micro_batch_size=2", "eval.every=0", "checkpoint.every=0",
         "logging.tensorboard=false", "logging.progress=false", "objective.regularizer.enabled=false",
         "rewards.weights={verifier: 1.0}", f"rewards.options={{verifier: {json.dumps(options)}}}"])
-    trainer = trainer_class("nft")(config)
+    trainer = TRAINERS.get("nft")(config)
     trainer.fit()
     reward = trainer.rewards.functions["verifier"]
     assert [d["error"] for d in reward.last_details] == [None, None]  # the RRM's replies parse

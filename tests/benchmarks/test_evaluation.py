@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from benchmarks import evaluate, items
+from benchmarks import evaluation, items
 from benchmarks.editor import EditorConfig, working_size
 from editkit import rle, store, taxonomy
 
@@ -61,7 +61,7 @@ def test_resume_after_interruption(built, tiny_config, kontext_pipe, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate.evaluate(built["gedit"], run, tiny_config(), pipe=kontext_pipe, on_item=stop_after_two,
+        evaluation.evaluate(built["gedit"], run, tiny_config(), pipe=kontext_pipe, on_item=stop_after_two,
                           progress=False)
     assert sorted(p.stem for p in (run / "outputs").glob("*.png")) == sorted(done)
     first = {d: (run / "outputs" / f"{d}.png").read_bytes() for d in done}
@@ -78,15 +78,15 @@ def test_resume_after_interruption(built, tiny_config, kontext_pipe, tmp_path):
 
     counting = Counting()
     counting.__class__.__name__ = "FluxKontextPipeline"  # the family table is keyed by class name
-    result = evaluate.evaluate(built["gedit"], run, tiny_config(), pipe=counting, progress=False)
+    result = evaluation.evaluate(built["gedit"], run, tiny_config(), pipe=counting, progress=False)
     assert result["stats"]["cached"] == 2 and result["stats"]["generated"] == 2 and sum(calls) == 2
     assert all((run / "outputs" / f"{d}.png").read_bytes() == data for d, data in first.items())
     with pytest.raises(ValueError, match="other settings"):
-        evaluate.evaluate(built["gedit"], run, tiny_config(seed=1), pipe=kontext_pipe, progress=False)
+        evaluation.evaluate(built["gedit"], run, tiny_config(seed=1), pipe=kontext_pipe, progress=False)
 
 
 def test_outputs_do_not_depend_on_batching(built, tiny_config, kontext_pipe, base_runs, tmp_path):
-    evaluate.evaluate(built["imgedit"], tmp_path / "b4", tiny_config(batch_size=4), pipe=kontext_pipe, progress=False)
+    evaluation.evaluate(built["imgedit"], tmp_path / "b4", tiny_config(batch_size=4), pipe=kontext_pipe, progress=False)
     for path in (base_runs["imgedit"]["dir"] / "outputs").glob("*.png"):  # made with batch size 1
         a = store.decode_rgb(path.read_bytes()).astype(int)
         b = store.decode_rgb((tmp_path / "b4" / "outputs" / path.name).read_bytes()).astype(int)
@@ -96,7 +96,7 @@ def test_outputs_do_not_depend_on_batching(built, tiny_config, kontext_pipe, bas
 def test_lora_run_compared_with_base(built, tiny_config, tiny_lora, base_runs, tmp_path):
     """A real LoRA loaded through load_lora_weights changes the outputs; --baseline gives the side-by-side table."""
     base = base_runs["gedit"]
-    lora = evaluate.evaluate(built["gedit"], tmp_path / "lora", tiny_config(lora=str(tiny_lora)),
+    lora = evaluation.evaluate(built["gedit"], tmp_path / "lora", tiny_config(lora=str(tiny_lora)),
                              baseline_dir=base["dir"], progress=False)
     some = next((base["dir"] / "outputs").glob("*.png")).name
     assert (base["dir"] / "outputs" / some).read_bytes() != (tmp_path / "lora" / "outputs" / some).read_bytes()
@@ -126,14 +126,14 @@ def test_judge_scores_through_scripted_server(bench, built, tiny_config, kontext
 
     with ScriptedServer(_judge_reply) as server:
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)
-        judge, client = evaluate.make_judge(bench, built[bench], config)
+        judge, client = evaluation.make_judge(bench, built[bench], config)
         try:
-            result = evaluate.evaluate(built[bench], run, tiny_config(), judge=judge,
+            result = evaluation.evaluate(built[bench], run, tiny_config(), judge=judge,
                                        pipe=kontext_pipe, progress=False)
             sent = server.count
             assert result["stats"]["generated"] == 0  # outputs came from the shared run
             # the raw answers are cached per item: a rerun sends nothing
-            evaluate.evaluate(built[bench], run, tiny_config(), judge=judge, pipe=kontext_pipe,
+            evaluation.evaluate(built[bench], run, tiny_config(), judge=judge, pipe=kontext_pipe,
                               progress=False)
             assert server.count == sent
         finally:
@@ -169,9 +169,9 @@ def test_judge_repeats_report_mean_and_spread(built, tiny_config, kontext_pipe, 
     with ScriptedServer(reply) as server:
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir=str(tmp_path / "c"),
                               retries=0, max_concurrency=1)
-        judge, client = evaluate.make_judge("imgedit", built["imgedit"], config, repeats=2)
+        judge, client = evaluation.make_judge("imgedit", built["imgedit"], config, repeats=2)
         try:
-            result = evaluate.evaluate(built["imgedit"], run, tiny_config(), judge=judge,
+            result = evaluation.evaluate(built["imgedit"], run, tiny_config(), judge=judge,
                                        pipe=kontext_pipe, progress=False)
         finally:
             client.close()
@@ -190,7 +190,7 @@ def test_qwen_image_edit_pipeline(built, tiny_qwen_edit, tmp_path, monkeypatch):
     monkeypatch.setattr(qwen_edit, "calculate_dimensions", lambda area, ratio: original(32 * 32, ratio))
     config = EditorConfig(model=str(tiny_qwen_edit), steps=2, resolution=32, multiple_of=16, device="cpu",
                           batch_size=2)
-    result = evaluate.evaluate(built["imgedit"], tmp_path / "run", config, progress=False)
+    result = evaluation.evaluate(built["imgedit"], tmp_path / "run", config, progress=False)
     assert result["stats"]["generated"] == 4 and result["stats"]["generation_failed"] == 0
     rows = _items_by_id(tmp_path / "run")
     assert sum("psnr_bg" in r["scores"] for r in rows.values()) == 3  # extract has none
@@ -203,7 +203,7 @@ def test_unreviewed_benchmark_scores_only_what_it_can(bench_sources, tiny_config
     from benchmarks import build
 
     build.build("gedit", bench_sources["gedit"], tmp_path / "bench", progress=False)
-    result = evaluate.evaluate(tmp_path / "bench", run, tiny_config(), pipe=kontext_pipe,
+    result = evaluation.evaluate(tmp_path / "bench", run, tiny_config(), pipe=kontext_pipe,
                                progress=False)
     rows = _items_by_id(run)
     no_mask = [r for r in rows.values() if r["mask_source"] == "none"]
@@ -232,12 +232,12 @@ def test_generation_failures_are_recorded_and_retried(built, tiny_config, kontex
 
     flaky = Flaky()
     flaky.__class__.__name__ = "FluxKontextPipeline"
-    first = evaluate.evaluate(built["gedit"], tmp_path / "run", tiny_config(), pipe=flaky, progress=False)
+    first = evaluation.evaluate(built["gedit"], tmp_path / "run", tiny_config(), pipe=flaky, progress=False)
     assert first["stats"]["generated"] == 2 and first["stats"]["generation_failed"] == 2
     errors = sorted(r["error"] for r in _items_by_id(tmp_path / "run").values() if r["error"])
     assert "CUDA out of memory" in errors[0] and "non-finite" in errors[1]
     assert first["report"]["subsets"]["full"]["all"]["failed"] == 2
-    second = evaluate.evaluate(built["gedit"], tmp_path / "run", tiny_config(), pipe=kontext_pipe,
+    second = evaluation.evaluate(built["gedit"], tmp_path / "run", tiny_config(), pipe=kontext_pipe,
                                progress=False)
     assert second["stats"] == {**second["stats"], "cached": 2, "generated": 2, "generation_failed": 0}
 
@@ -249,9 +249,9 @@ def test_judge_server_down_is_recorded_not_cached(built, tiny_config, kontext_pi
 
     with ScriptedServer(lambda request: Reply(status=503)) as server:
         config = ClientConfig(backend="openai", endpoint=server.url, model="scripted", cache_dir="", retries=0)
-        judge, client = evaluate.make_judge("imgedit", built["imgedit"], config)
+        judge, client = evaluation.make_judge("imgedit", built["imgedit"], config)
         try:
-            result = evaluate.evaluate(built["imgedit"], run, tiny_config(), judge=judge,
+            result = evaluation.evaluate(built["imgedit"], run, tiny_config(), judge=judge,
                                        pipe=kontext_pipe, progress=False)
         finally:
             client.close()
@@ -268,6 +268,6 @@ def test_mask_rejected_in_review_is_not_scored(built, base_runs):
     run = base_runs["gedit"]["dir"]
     cache = OutputCache(run, json.loads((run / "run.json").read_text())["editor"])
     source = next(images.source(record["id"]) for _, _, images in items.iter_benchmark(built["gedit"]))
-    result = evaluate._score_item(record, source, cache, {})
+    result = evaluation._score_item(record, source, cache, {})
     assert "psnr_bg" not in result["scores"] and result["skipped"]["psnr_bg"] == "mask_rejected_in_review"
     assert "l1_all" in result["scores"]

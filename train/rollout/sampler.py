@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from train.sde import gaussian_log_prob, ode_step, sde_transition
+from train.algorithms.sde import gaussian_log_prob, ode_step, sde_transition
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The ablation's outputs: the Markdown table and the reward-curve plot, from the report dict of
-:func:`train.ablation.run_ablation` (also written as ``table.json``)."""
+:func:`train.experiment.ablation.run_ablation` (also written as ``table.json``)."""
 from __future__ import annotations
 
 import math

@@ -1,22 +1,21 @@
 """The miniature region-regularization ablation, one command: base editor, then the same RL budget per arm × seed.
 
-``python -m train.ablation --config train/configs/ablation.yaml [--smoke] [--out DIR]``
+``editkit train ablation --config train/configs/ablation.yaml [--smoke] [--out DIR]``
 
-1. Pretrain the base editor (:mod:`train.pretrain`), or reuse it when its config hash matches.
+1. Pretrain the base editor (:mod:`train.experiment.pretrain`), or reuse it when its config hash matches.
 2. For every arm and seed, run the RL trainer in this process from the base model with the arm's overrides on top
    of the shared ``rl`` settings (same steps, groups, group size, learning rate: the same budget). An arm whose
    config the trainers reject (e.g. a technique not implemented for that objective) is reported as unavailable with
    the reason, not run.
 3. Evaluate the base model and every run on the same held-out rows with the same noise
-   (:mod:`train.edit_metrics`), and write ``table.md``, ``table.json`` and ``curves.png`` (per-arm reward curves
-   from each run's ``metrics.jsonl``, mean over seeds) into the output dir.
+   (:mod:`train.experiment.edit_metrics`), and write ``table.md``, ``table.json`` and ``curves.png`` (per-arm reward
+   curves from each run's ``metrics.jsonl``, mean over seeds) into the output dir.
 
 Arms are grouped in *families* by objective: the region regularizer exists only for DiffusionNFT and the
 region-specific advantages only for GRPO, so a technique is compared with its own family's baseline.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import json
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from train.edit_metrics import METRICS
+from train.experiment.edit_metrics import METRICS
 
 
 @dataclass
@@ -79,7 +78,7 @@ def base_config(config: AblationConfig):
     import yaml
 
     from editkit.config import from_dict
-    from train.pretrain import PretrainConfig
+    from train.experiment.pretrain import PretrainConfig
 
     values = yaml.safe_load(Path(config.base_config).read_text()) or {}
     values = deep_merge(values, config.base)
@@ -116,8 +115,8 @@ def reward_curves(run_dir: Path) -> dict[str, list[float]]:
 
 
 def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) -> dict:
-    from train.edit_metrics import evaluate_model
-    from train.trainers import trainer_class
+    from train.experiment.edit_metrics import evaluate_model
+    from train.trainers import TRAINERS
 
     try:
         train_config = arm_train_config(config, arm, seed, base)
@@ -127,7 +126,7 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) ->
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run every time: the table never mixes old and new runs
     began = time.perf_counter()
-    trainer = trainer_class(train_config.objective.name)(train_config)
+    trainer = TRAINERS.get(train_config.objective.name)(train_config)
     trainer.fit()
     seconds = time.perf_counter() - began
     metrics = evaluate_model(trainer.adapter, heldout, base.eval_steps, base.eval_seed)
@@ -146,7 +145,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
-    from train.pretrain import load_examples, pretrain, set_threads
+    from train.experiment.pretrain import load_examples, pretrain, set_threads
 
     began = time.perf_counter()
     set_threads(config.cpu_threads)
@@ -184,35 +183,10 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
 
 def write_outputs(report: dict, out_dir: Path) -> None:
     from editkit.store import write_json
-    from train.ablation_report import markdown_table, plot_curves
+    from train.experiment.ablation_report import markdown_table, plot_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "table.json", report)
     (out_dir / "table.md").write_text(markdown_table(report))
     plot_curves(report, out_dir / "curves.png")
     print((out_dir / "table.md").read_text())
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m train.ablation",
-        description="Miniature CPU reproduction of the region-regularization ablation: pretrain a small "
-        "FLUX.1-Kontext-architecture editor on the built-in sample, then run the same RL budget per arm "
-        "(edit reward only / + pixel-consistency reward / + region regularizer / region advantages / region "
-        "noise) and seed; write held-out masked PSNR/SSIM of the non-edited region and the edit reward as "
-        "table.md/table.json, and the reward curves as curves.png.")
-    parser.add_argument("--config", default="train/configs/ablation.yaml",
-                        help="ablation YAML (train/configs/ablation.yaml: CPU size; ablation_gpu.yaml: larger)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="apply the config's `smoke:` section: a couple of steps per arm, one seed (CI)")
-    parser.add_argument("--out", default=None, help="output dir for the table and plot (default: the config's)")
-    parser.add_argument("--work-dir", default=None, help="where the base model and runs go (default: the config's)")
-    args = parser.parse_args(argv)
-    config = load_ablation_config(args.config, smoke=args.smoke)
-    if args.work_dir:
-        config.work_dir = args.work_dir
-    run_ablation(config, Path(args.out or config.output_dir))
-
-
-if __name__ == "__main__":
-    main()

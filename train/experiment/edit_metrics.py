@@ -15,8 +15,8 @@ METRICS = ("bg_psnr", "bg_ssim", "edit_psnr", "edit_reward")
 
 def edit_images(adapter, examples, num_steps: int, seed: int, batch_size: int) -> torch.Tensor:
     """The model's edits of ``examples`` (B, 3, H, W) by the deterministic ODE, noise seeded by ``seed + row``
-    (the trainer's held-out evaluation, :func:`train.evaluate.ode_edits`)."""
-    from train.evaluate import ode_edits
+    (the trainer's held-out evaluation, :func:`train.trainers.heldout.ode_edits`)."""
+    from train.trainers.heldout import ode_edits
 
     height, width = examples[0].source.shape[-2:]
     sigmas = adapter.sigmas(num_steps, height, width)

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import editor, items, report, scoring
+from benchmarks import editor, items, report
+from benchmarks.pixel_metrics import pixel_metrics
 from benchmarks.judge import Judge
 from editkit import rle, schema, store, taxonomy
 
@@ -74,6 +75,7 @@ def evaluate(
     store.atomic_write_text(run_dir / "items.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in results))
     built = report.build_report(bench, run_dir.name, results)
     built["judge"] = None if judge is None else {"model": judge.model, "prompt_version": judge.prompt_version,
+                                                 "prompt_sha": judge.prompt_sha,
                                                  "repeats": judge.repeats}
     built["editor"] = config.fingerprint()
     paths = report.write_report(run_dir, built, baseline)
@@ -99,8 +101,8 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
     else:
         rejected_in_review = record["review_status"] == "reject"  # the reviewer found no usable mask
         mask = rle.decode(record["mask"]) if record["mask"] is not None and not rejected_in_review else None
-        aligned = taxonomy.get(record["edit_type"]).pixel_aligned
-        metrics = scoring.pixel_metrics(source, cache.load(record["id"]), mask, aligned)
+        aligned = record["edit_type"] is None or taxonomy.get(record["edit_type"]).pixel_aligned
+        metrics = pixel_metrics(source, cache.load(record["id"]), mask, aligned)
         if rejected_in_review:
             metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}
         result["scores"], result["skipped"] = metrics["scores"], metrics["skipped"]

@@ -1,6 +1,6 @@
 """The supervised stage of the miniature ablation: train a small FLUX.1-Kontext-architecture editor from scratch.
 
-1. Data: the exported dataset at the miniature resolution, split once (:mod:`train.ablation_data`).
+1. Data: the exported dataset at the miniature resolution, split once (:mod:`train.experiment.ablation_data`).
 2. VAE: diffusers ``AutoencoderKL`` (``vae_channels`` levels: scale factor ``2**(levels-1)``) fitted for
    reconstruction (a random VAE does not reconstruct); its ``shift_factor``/``scaling_factor`` are then set from the
    latent statistics so the latents the transformer sees have zero mean and unit variance, as FLUX's do.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from train.ablation_data import AblationDataConfig
+from train.experiment.ablation_data import AblationDataConfig
 
 
 @dataclass
@@ -65,14 +65,9 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
-    import yaml
+    from editkit.config import load_file
 
-    from editkit.config import from_dict
-    from train.config import apply_overrides
-
-    values = yaml.safe_load(Path(path).read_text()) if path else {}
-    values = apply_overrides(values or {}, list(overrides or []))
-    return from_dict(PretrainConfig, values, "pretrain config")
+    return load_file(PretrainConfig, path, list(overrides or []))
 
 
 def config_hash(config: PretrainConfig) -> str:
@@ -203,7 +198,7 @@ def load_examples(path: Path, resolution: int) -> list:
 
 def reference_metrics(adapter, examples) -> dict[str, dict[str, float]]:
     """What the metrics read for trivial editors: copying the source, the ground truth, the VAE's round trip of it."""
-    from train.edit_metrics import edit_metrics, summarize
+    from train.experiment.edit_metrics import edit_metrics, summarize
 
     targets = torch.stack([e.target for e in examples])
     height, width = targets.shape[-2:]
@@ -216,9 +211,9 @@ def reference_metrics(adapter, examples) -> dict[str, dict[str, float]]:
 def pretrain(config: PretrainConfig) -> Path:
     """Train (or reuse, when ``pretrain.json`` has the same config hash) the base editor; returns ``output_dir``."""
     from editkit.store import write_json
-    from train.ablation_data import prepare_splits
+    from train.experiment.ablation_data import prepare_splits
     from train.adapters.flux_kontext import FluxKontextAdapter
-    from train.edit_metrics import evaluate_model
+    from train.experiment.edit_metrics import evaluate_model
 
     out = Path(config.output_dir)
     digest = config_hash(config)

@@ -1,9 +1,10 @@
 """Edit-GRPO's region-specific advantages: the edit reward drives the edit region, the preservation reward the rest.
 
 The configured rewards are split into an *edit* mix and a *preservation* mix (``Σ weight_k · reward_k`` over each
-list); each mix is group-normalised on its own with :func:`train.advantages.group_advantages`. Every latent token then
-gets the edit advantage if it lies in the edit mask (pooled to the packed-token grid) and the preservation advantage
-otherwise, and the per-token GRPO loss (:func:`train.objectives.grpo.grpo_loss`) weighs each token's ratio by it.
+list); each mix is group-normalised on its own with :func:`train.algorithms.advantages.group_advantages`. Every
+latent token then gets the edit advantage if it lies in the edit mask (pooled to the packed-token grid) and the
+preservation advantage otherwise, and the per-token GRPO loss (:func:`train.algorithms.grpo.grpo_loss`) weighs each
+token's ratio by it.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from train.advantages import Advantages
+from train.algorithms.advantages import Advantages
 
 
 @dataclass

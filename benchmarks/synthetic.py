@@ -64,7 +64,7 @@ def _edit(kind: str, scene: Scene) -> tuple[str, str, np.ndarray]:
 
 GEDIT_KINDS = [("subject-remove", "remove"), ("color_alter", "recolor"), ("background_change", "background"),
                ("style_change", "style"), ("subject-add", "add"), ("subject-replace", "replace")]
-IMGEDIT_KINDS = [("remove", "remove"), ("alter", "recolor"), ("background", "background"), ("extract", "extract"),
+IMGEDIT_KINDS = [("remove", "remove"), ("adjust", "recolor"), ("background", "background"), ("extract", "extract"),
                  ("replace", "replace"), ("add", "add"), ("style", "style")]
 
 

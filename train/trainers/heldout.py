@@ -1,6 +1,7 @@
-"""Periodic evaluation on the held-out rows: deterministic ODE edits with fixed seeds, rewards and the masked
-PSNR of the region that should not change (vs the source). Same seeds every time, so curves compare checkpoints.
-With the ``attention_concentration`` reward, each eval rollout is recorded through ``trainer.attention`` too."""
+"""The trainer's periodic evaluation on the held-out rows: deterministic ODE edits with fixed seeds, rewards and
+the masked PSNR of the region that should not change (vs the source). Same seeds every time, so curves compare
+checkpoints. With the ``attention_concentration`` reward, each eval rollout is recorded through
+``trainer.attention`` too. :func:`ode_edits` is also the ablation's edit loop (:mod:`train.experiment.edit_metrics`)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -8,10 +9,10 @@ from functools import partial
 
 import torch
 
-from train.reward_overlap import recorded_rollout
 from train.rewards import RewardInputs
-from train.rollout import rollout
-from train.trainers.base import stacked_targets
+from train.rollout.micro_batches import recorded_rollout
+from train.rollout.reward_inputs import stacked_targets
+from train.rollout.sampler import rollout
 
 
 @torch.no_grad()
@@ -19,7 +20,7 @@ def ode_edits(adapter, examples, sigmas: torch.Tensor, seed: int, batch_size: in
               attention=None) -> list[tuple[list, torch.Tensor, dict]]:
     """The model's deterministic ODE edits of ``examples``, noise seeded by ``seed + row`` (the same for every
     model and checkpoint), in chunks of ``batch_size``: ``[(chunk, images (b, 3, H, W) CPU float32, extras)]``.
-    ``attention`` (an :class:`~train.reward_overlap.AttentionWiring`) records each rollout's phrase attention."""
+    ``attention`` (an :class:`~train.rollout.micro_batches.AttentionWiring`) records each rollout's phrase attention."""
     height, width = examples[0].source.shape[-2:]
     was_training = adapter.transformer.training
     adapter.transformer.eval()
@@ -39,7 +40,8 @@ def ode_edits(adapter, examples, sigmas: torch.Tensor, seed: int, batch_size: in
 
 
 @torch.no_grad()
-def evaluate(trainer) -> dict[str, float]:
+def heldout_metrics(trainer) -> dict[str, float]:
+    """``eval_reward_mean`` and ``eval_bg_psnr`` of the trainer's current model on the first held-out rows."""
     from editkit.metrics import masked_psnr
 
     cfg = trainer.config

@@ -1,0 +1,82 @@
+"""Presets for published editing datasets: ``ingest.source: preset`` with ``ingest.preset: {name, path, ...}``.
+
+Each preset module knows one dataset's published layout (columns, image and mask encoding, edit-type names, ids) so
+the user maps nothing. A module registers its class in :data:`PRESETS` with ``@register_preset("name")`` (which
+also sets the class's ``name``); the modules are lazy entries (:data:`MODULES`), imported only when their preset is
+asked for (listing the choices imports nothing).
+See docs/datasets.md for the table of presets and what each one reads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, TypeVar
+
+from editkit.errors import ConfigError, UnknownName
+from editkit.registry import Registry
+
+T = TypeVar("T")
+
+# name -> module that registers it on import (one line per preset, kept sorted)
+MODULES = {
+    "anyedit": "curate.sources.presets.anyedit",
+    "gpt_image_edit": "curate.sources.presets.gpt_image_edit",
+    "hq_edit": "curate.sources.presets.hq_edit",
+    "imgedit": "curate.sources.presets.imgedit",
+    "instructpix2pix": "curate.sources.presets.instructpix2pix",
+    "magicbrush": "curate.sources.presets.magicbrush",
+    "omniedit": "curate.sources.presets.omniedit",
+    "pico_banana": "curate.sources.presets.pico_banana",
+    "ultraedit": "curate.sources.presets.ultraedit",
+}
+
+PRESETS: Registry[type] = Registry("preset", lazy=MODULES)
+
+
+@dataclass
+class PresetParams:
+    """``ingest.preset`` in params.yaml."""
+
+    name: str = ""  # one of names()
+    path: str = ""  # hub id or local path (a folder, or one parquet/jsonl file); "" = the preset's hub id
+    split: Optional[str] = None  # None = the preset's default split
+    streaming: bool = False  # iterate without downloading/converting the whole dataset first
+    limit: Optional[int] = None  # take the first N pairs only
+    allow_outside_root: bool = False  # let path columns point outside the dataset folder
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
+            raise ValueError(f"ingest.preset.limit must be a non-negative integer or null, got {self.limit!r}")
+
+
+def register_preset(name: str) -> Callable[[T], T]:
+    """Class decorator: make a preset class available under ``name``."""
+
+    def decorator(cls: T) -> T:
+        cls.name = name  # type: ignore[attr-defined]
+        return PRESETS.register(name, cls)
+
+    return decorator
+
+
+def names() -> list[str]:
+    return PRESETS.names()
+
+
+def get_preset(name: str) -> type:
+    """The preset class registered as ``name`` (its module imported on first use)."""
+    try:
+        return PRESETS.get(name)
+    except UnknownName as error:
+        raise ConfigError(f"ingest.preset.name: {error}") from None
+
+
+def open_preset(params: PresetParams):
+    """The configured preset as a source (iteration over :class:`curate.sources.RawPair`)."""
+    if not params.name:
+        raise ConfigError(f"ingest.preset.name is empty; choose one of: {', '.join(names())}")
+    return get_preset(params.name)(params)
+
+
+def open_preset_source(ingest, params_path):
+    """``ingest.source: preset``: the ``ingest.preset`` section."""
+    return open_preset(ingest.preset)

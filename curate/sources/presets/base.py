@@ -1,0 +1,153 @@
+"""What every preset shares: opening the table, the ``limit``, image/mask cells, and edit-type mapping.
+
+A preset subclasses :class:`TablePreset` and says which columns it needs and how one row becomes a
+:class:`curate.sources.RawPair` (:meth:`TablePreset.pair`). Image cells may be encoded bytes, ``{"bytes", "path"}``
+dicts, decoded PIL images (hub datasets) or paths; paths resolve against the dataset folder with containment
+(:func:`editkit.safe_paths.resolve_inside`), so a dataset cannot make ingest read the user's other files.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from curate.sources import RawPair
+from curate.sources.presets import PresetParams, tables
+from editkit import safe_paths, taxonomy
+
+UNMAPPED_FLAG = "edit_type_unmapped"  # the dataset's type has no equivalent in editkit.taxonomy (edit_type None)
+
+
+class TablePreset:
+    name = ""
+    hub_id = ""  # the published dataset; the default path
+    default_split: Optional[str] = "train"
+    required: tuple[str, ...] = ()  # columns the preset cannot work without
+
+    def __init__(self, params: PresetParams):
+        self.params = params
+        self.path = params.path or self.hub_id
+        self.origin = f"preset:{self.name}"
+        self.table = self.open()
+        self.check_columns(self.table.columns)
+
+    # ------------------------------------------------------------ reading
+    def open(self) -> tables.Table:
+        return tables.open_table(self.path, self.params.split, self.default_split, self.params.streaming)
+
+    def check_columns(self, columns: list[str]) -> None:
+        missing = [c for c in self.required if c not in columns]
+        if columns and missing:
+            raise ValueError(f"ingest.preset.path: {self.path} is not {self.name}: missing column(s) "
+                             f"{', '.join(missing)}; expected {', '.join(self.required)}, found {', '.join(columns)}")
+
+    @property
+    def root(self) -> Optional[Path]:
+        return self.table.root
+
+    def __len__(self) -> int:
+        total = len(self.table)  # TypeError when streaming: the length is unknown
+        return total if self.params.limit is None else min(total, self.params.limit)
+
+    def __iter__(self) -> Iterator[RawPair]:
+        pairs = self.pairs()
+        yield from pairs if self.params.limit is None else itertools.islice(pairs, self.params.limit)
+
+    def pairs(self) -> Iterator[RawPair]:
+        for index, row in enumerate(self.table):
+            if "__error__" in row:
+                yield RawPair(self.origin, f"row {index}", None, None, None, error=f"malformed row: {row['__error__']}")
+                continue
+            yield self.pair(row, index)
+
+    def pair(self, row: dict[str, Any], index: int) -> RawPair:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ cells
+    def image(self, cell: Any, role: str, errors: list[str]) -> Optional[bytes]:
+        """An image cell -> encoded bytes (None + an error in ``errors`` when empty or unreadable)."""
+        if cell is None:
+            errors.append(f"missing {role} image: empty cell")
+            return None
+        if isinstance(cell, (bytes, bytearray)):
+            return bytes(cell)
+        if isinstance(cell, dict):
+            if cell.get("bytes"):
+                return bytes(cell["bytes"])
+            cell = cell.get("path")
+            if not cell:
+                errors.append(f"missing {role} image: empty cell")
+                return None
+        if isinstance(cell, str):
+            return self.read_path(cell, role, errors)
+        if hasattr(cell, "save"):  # a decoded PIL image
+            buffer = io.BytesIO()
+            cell.save(buffer, format="PNG")
+            return buffer.getvalue()
+        errors.append(f"missing {role} image: unsupported cell type {type(cell).__name__}")
+        return None
+
+    def read_path(self, relative: str, role: str, errors: list[str], roots: Optional[list[Path]] = None) -> Optional[bytes]:
+        """A path cell read under the dataset folder (the first of ``roots`` where it exists)."""
+        if re.match(r"^[a-z]+://", relative):
+            errors.append(f"missing {role} image: {relative} is a URL (download the images and give local paths)")
+            return None
+        if self.root is None:
+            errors.append(f"missing {role} image: path {relative!r} in a hub dataset has no local folder")
+            return None
+        last: Exception | None = None
+        for root in roots or [self.root]:
+            try:
+                return safe_paths.read_inside(root, relative, allow_outside=self.params.allow_outside_root)
+            except FileNotFoundError as error:
+                last = error
+            except safe_paths.UnsafePath as error:
+                errors.append(f"unsafe {role} path: {error}")
+                return None
+        errors.append(f"missing {role} image: {relative} not found under {self.root}" if last else f"missing {role} image")
+        return None
+
+
+def text_list(value: Any) -> list[str]:
+    """A cell holding one instruction or a list of them -> the non-empty strings, in order, without repeats."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    out: list[str] = []
+    for item in values:
+        if isinstance(item, str) and item.strip() and item not in out:
+            out.append(item)
+    return out
+
+
+def normalized(name: str) -> str:
+    """``"Color-Alter"``, ``"color alter"``, ``"coloralter"`` -> ``"coloralter"`` (tables are keyed this way)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def map_edit_type(value: Any, table: Mapping[str, Optional[str]], pair: RawPair,
+                  no_type: frozenset[str] = frozenset()) -> None:
+    """Set ``pair.edit_type`` from the dataset's own type via ``table`` (keys :func:`normalized`).
+
+    The dataset's name is kept in ``meta["dataset_edit_type"]``; a name with no equivalent (mapped to None, or not in
+    the table) gives ``edit_type None`` and the :data:`UNMAPPED_FLAG` flag, never a rejection. Names in ``no_type``
+    are not edit types at all (e.g. a subfolder name) and give None without a flag.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return
+    text = str(value)
+    pair.meta["dataset_edit_type"] = text
+    key = normalized(text)
+    if key in no_type:
+        return
+    ours = table.get(key)
+    if ours is None:
+        pair.flags.append(UNMAPPED_FLAG)
+        return
+    assert ours in taxonomy.EDIT_TYPES, ours  # the tables are checked by the tests too
+    pair.edit_type = ours
+
+
+def table(entries: Mapping[str, Optional[str]]) -> dict[str, Optional[str]]:
+    """A mapping table keyed by :func:`normalized` names."""
+    return {normalized(k): v for k, v in entries.items()}

@@ -1,0 +1,211 @@
+"""Where a stage's shards run: in this process (``local``) or on a Ray cluster (``ray``), same outputs either way.
+
+A stage hands :func:`editkit.pipeline.run_stage` a *step factory* (a picklable callable that builds the step, e.g.
+``functools.partial(build_step, params)``). The local executor builds the step once and runs the shards in order;
+the Ray executor runs them with Ray Data's ``map_batches`` over an actor pool, one shard per call, so a step that
+holds a model (Grounding-DINO + SAM2, a transformers MLLM, CLIP) loads it once per actor, and every actor asks for
+the stage's resources (``num_gpus: 1`` puts one actor on each GPU of every node). Each call reads its shard from
+the stage input and writes the output shard into the stage's temporary output directory, which therefore must be
+on storage every node sees (a shared filesystem); the output is committed only when every shard is done.
+
+Failures: a worker process that dies (killed, out of memory, node lost) is restarted by Ray and its shard runs
+again (``max_restarts``); a step that raises (a bug, or an input that crashes a model) is not retried: the stage
+stops with the shard's name and the error, as the local executor does, and the previous output stays in place.
+
+Configured by the ``executor`` section of ``params.yaml`` (see :class:`ExecutorConfig`) or ``--executor`` on a
+stage's command.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Optional
+
+from editkit import schema, store
+
+Step = Callable[[list[dict[str, Any]], Optional["store.ImageShard"]], list[dict[str, Any]]]
+StepFactory = Callable[[], Step]
+
+
+@dataclass
+class StageResources:
+    """What one actor of a stage asks Ray for."""
+
+    num_cpus: float = 0.5  # fractional: on small machines whole-CPU actors starve Ray Data's own tasks
+    num_gpus: float = 0.0  # 1 = one actor per GPU; the step's models then see that GPU as cuda:0
+    concurrency: int = 2  # actors in the pool (the most shards in flight at once)
+    max_restarts: int = 3  # restarts of an actor whose process died; its shard is retried on the new one
+
+
+@dataclass
+class ExecutorConfig:
+    """The ``executor`` section of params.yaml."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = ""  # "" = start a local Ray instance on 127.0.0.1; "auto" = join the running cluster; ray://h:p
+    stages: dict[str, StageResources] = field(default_factory=dict)  # per stage name; missing = the defaults
+
+    def resources(self, stage: str) -> StageResources:
+        return self.stages.get(stage) or StageResources()
+
+
+def load_executor_config(params_path: Path | str = "params.yaml", kind: str | None = None) -> ExecutorConfig:
+    """The ``executor`` section (absent = local); ``kind`` (from ``--executor``) overrides its ``kind``."""
+    from editkit.config import from_dict, read_params
+
+    path = Path(params_path)
+    section = dict((read_params(path).get("executor") or {}) if path.exists() else {})
+    if kind is not None:
+        section["kind"] = kind
+    return from_dict(ExecutorConfig, section, "executor", file=str(path))
+
+
+@dataclass
+class ShardResult:
+    """What running one shard reports back to the stage."""
+
+    shard: str
+    records_in: int
+    records_out: int
+    rejected_here: dict[str, int]
+    counters: dict[str, int]  # the step's own ``counters`` (ints, e.g. requests sent), this shard's increase
+    facts: dict[str, str] = field(default_factory=dict)  # the step's ``facts`` (e.g. the served model's id)
+
+
+def run_shard(stage: str, step: Step, input_dir: Path, images_dir: Optional[Path], shard: str,
+              out_dir: Path) -> ShardResult:
+    """Read one shard, apply the step, check nothing was dropped, write the output shard."""
+    records = store.read_records(input_dir, shard)
+    was_ok = {r["id"] for r in records if schema.is_ok(r)}
+    image_shard = store.ImageStore(images_dir).shard(shard) if images_dir is not None else None
+    before = Counter(getattr(step, "counters", None) or {})
+    out = step(records, image_shard)
+    check_nothing_lost(stage, shard, records, out)
+    rejected: Counter = Counter()
+    for record in out:
+        if record["id"] in was_ok and not schema.is_ok(record):
+            rejected[record.get("reject_reason") or "unknown"] += 1
+    store.write_records(out_dir, shard, out)
+    counters = Counter(getattr(step, "counters", None) or {})
+    counters.subtract(before)
+    facts = {k: str(v) for k, v in (getattr(step, "facts", None) or {}).items()}
+    return ShardResult(shard, len(records), len(out), dict(rejected), {k: v for k, v in counters.items() if v}, facts)
+
+
+def check_nothing_lost(stage: str, shard: str, before: list[dict], after: list[dict]) -> None:
+    missing = {r["id"] for r in before} - {r["id"] for r in after}
+    if missing:
+        raise RuntimeError(f"{stage}: step dropped {len(missing)} record(s) in {shard} (e.g. {sorted(missing)[:3]}); "
+                           "steps must return every record, marking rejects with editkit.schema.reject")
+
+
+class LocalExecutor:
+    """Shards one after another in this process; the step is built once."""
+
+    kind = "local"
+
+    def map_shards(self, stage: str, build: StepFactory, input_dir: Path, images_dir: Optional[Path],
+                   shards: list[str], out_dir: Path) -> Iterator[ShardResult]:
+        step = build()
+        try:
+            for shard in shards:
+                yield run_shard(stage, step, input_dir, images_dir, shard, out_dir)
+        finally:
+            if hasattr(step, "close"):
+                step.close()
+
+
+class RayExecutor:
+    """Shards on a Ray Data actor pool (see the module docstring)."""
+
+    kind = "ray"
+
+    def __init__(self, config: ExecutorConfig):
+        self.config = config
+
+    def map_shards(self, stage: str, build: StepFactory, input_dir: Path, images_dir: Optional[Path],
+                   shards: list[str], out_dir: Path) -> Iterator[ShardResult]:
+        ray = connect(self.config.address)
+        import ray.data
+
+        resources = self.config.resources(stage)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the stage draws its own bar
+        dataset = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
+        dataset = dataset.map_batches(
+            ShardActor,
+            fn_constructor_kwargs=dict(stage=stage, build=build, input_dir=str(input_dir),
+                                       images_dir=None if images_dir is None else str(images_dir),
+                                       out_dir=str(out_dir)),
+            batch_size=1,
+            batch_format="pandas",
+            concurrency=max(1, min(resources.concurrency, len(shards))),
+            num_cpus=resources.num_cpus,
+            num_gpus=resources.num_gpus,
+            # restart an actor whose process died and retry its call (system failures only, never a step's exception)
+            ray_remote_args_fn=functools.partial(dict, max_restarts=resources.max_restarts, max_task_retries=-1),
+        )
+        for row in dataset.iter_rows():
+            if row["error"]:
+                raise RuntimeError(f"{stage}: shard {row['shard']} failed on a Ray worker:\n{row['error']}")
+            yield ShardResult(row["shard"], int(row["records_in"]), int(row["records_out"]),
+                              json.loads(row["rejected_here"]), json.loads(row["counters"]),
+                              json.loads(row["facts"]))
+
+
+class ShardActor:
+    """One actor of a Ray stage: builds the step once (models load here), then runs one shard per call."""
+
+    def __init__(self, stage: str, build: StepFactory, input_dir: str, images_dir: Optional[str], out_dir: str):
+        self.stage, self.input_dir, self.out_dir = stage, Path(input_dir), Path(out_dir)
+        self.images_dir = None if images_dir is None else Path(images_dir)
+        self.step = build()
+
+    def __call__(self, batch):
+        import pandas as pd
+
+        rows = []
+        for shard in batch["shard"]:
+            try:
+                result = run_shard(self.stage, self.step, self.input_dir, self.images_dir, shard, self.out_dir)
+                rows.append({"shard": shard, "records_in": result.records_in, "records_out": result.records_out,
+                             "rejected_here": json.dumps(result.rejected_here), "counters": json.dumps(result.counters),
+                             "facts": json.dumps(result.facts), "error": ""})
+            except Exception:  # a step's own failure: reported to the driver, which stops the stage
+                rows.append({"shard": shard, "records_in": 0, "records_out": 0, "rejected_here": "{}",
+                             "counters": "{}", "facts": "{}", "error": traceback.format_exc(limit=8)})
+        return pd.DataFrame(rows)
+
+
+def connect(address: str):
+    """Ray, initialised once per process: a local instance bound to 127.0.0.1, or the cluster at ``address``."""
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": _worker_env()})
+        else:  # a private local instance; never listens beyond the loopback interface
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+                     num_cpus=os.cpu_count(), runtime_env={"env_vars": _worker_env()})
+    return ray
+
+
+def _worker_env() -> dict[str, str]:
+    """Workers import the same code as the driver: its PYTHONPATH and working directory (a checkout run in place)."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [os.getcwd()]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
+
+
+def make_executor(config: ExecutorConfig):
+    return RayExecutor(config) if config.kind == "ray" else LocalExecutor()
+
+
+def stage_executor(params_path: Path | str = "params.yaml", kind: str | None = None):
+    """The executor a stage command runs on: params.yaml's ``executor`` section, ``--executor`` overriding its kind."""
+    kind = kind if isinstance(kind, str) else None  # a stage's main() called from Python keeps typer's defaults
+    return make_executor(load_executor_config(params_path, kind))

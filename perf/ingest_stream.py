@@ -1,0 +1,150 @@
+"""Streaming ingest through a dataset preset: peak RSS, disk and throughput at two dataset sizes.
+
+    .venv/bin/python perf/ingest_stream.py [--small 10000] [--large 100000] [--size 32] [--compare-hf 10000]
+
+Generates an InstructPix2Pix-layout copy (hub parquet files ``data/train-0000k-of-0000n.parquet``, 10,000 rows per
+file, ``--size`` px PNGs, every pair distinct) and ingests it with ``ingest.source: preset`` (``streaming: true``) in
+a fresh subprocess per size, which reports its ``ru_maxrss``. Disk is what the run wrote: our record + image shards,
+plus anything that appeared in a private ``HF_DATASETS_CACHE`` (should be nothing). ``--compare-hf N`` also ingests
+the first N rows through the generic ``hf`` source (``datasets.load_dataset``: an Arrow copy in the cache first).
+Prints a table and writes ``perf/results/ingest_stream.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ROWS_PER_FILE = 10_000
+
+
+def generate(root: Path, n: int, size: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("original_prompt", pa.string()), ("original_image", image_type), ("edit_prompt", pa.string()),
+                        ("edited_prompt", pa.string()), ("edited_image", image_type)])
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    files = (n + ROWS_PER_FILE - 1) // ROWS_PER_FILE
+    (root / "data").mkdir(parents=True, exist_ok=True)
+
+    def encode(array: np.ndarray) -> dict:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    for part in range(files):
+        path = root / "data" / f"train-{part:05d}-of-{files:05d}.parquet"
+        with pq.ParquetWriter(path, schema) as writer:
+            start = part * ROWS_PER_FILE
+            for chunk in range(start, min(n, start + ROWS_PER_FILE), 1000):
+                rows = []
+                for i in range(chunk, min(n, start + ROWS_PER_FILE, chunk + 1000)):
+                    colour = rng.integers(0, 200, 3)
+                    image = np.clip(colour + xx[..., None] * 1.5 + yy[..., None], 0, 255).astype(np.uint8)
+                    image[0, 0] = (i % 251, (i // 251) % 251, (i // 63001) % 251)  # every pair distinct
+                    edited = image.copy()
+                    edited[size // 4: size // 2, size // 4: size // 2] = (220, 30, 30)
+                    rows.append({"original_prompt": "a picture", "original_image": encode(image),
+                                 "edit_prompt": f"add a red square {i}", "edited_prompt": "a picture with a red square",
+                                 "edited_image": encode(edited)})
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+
+
+def child(dataset: Path, out: Path, source: str, limit: int | None) -> None:
+    from curate.sources.hf import HFParams
+    from curate.sources.presets import PresetParams
+    from curate.stages.ingest import IngestParams, open_source, run_ingest
+
+    if source == "preset":
+        params = IngestParams(source="preset", preset=PresetParams(name="instructpix2pix", path=str(dataset),
+                                                                   streaming=True, limit=limit))
+    else:
+        split = "train" if limit is None else f"train[:{limit}]"
+        params = IngestParams(source="hf", hf=HFParams(path=str(dataset), split=split, source_column="original_image",
+                                                       edited_column="edited_image", instruction_column="edit_prompt"))
+    started = time.perf_counter()
+    metrics = run_ingest(open_source(params), out, params, progress=False)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"records": metrics["records"], "ok": metrics["ok"], "seconds": seconds,
+                      "rows_per_s": metrics["records"] / seconds,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def disk_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def measure(dataset: Path, work: Path, source: str, limit: int | None) -> dict:
+    out, cache = work / f"out-{source}-{limit}", work / f"cache-{source}-{limit}"
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, __file__, "--child", source, "--dataset", str(dataset), "--work", str(out)]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(shards_mb=disk_mb(out), cache_mb=disk_mb(cache))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=100_000)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--compare-hf", type=int, default=10_000, help="rows through the hf source (0 = skip)")
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "ingest_stream.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.dataset, args.work, args.child, args.limit)
+    results: dict = {"size": args.size, "machine": f"{os.cpu_count()}-core x86 CPU"}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        dataset = work / "instructpix2pix"
+        started = time.perf_counter()
+        generate(dataset, args.large, args.size)
+        results["generate_seconds"] = time.perf_counter() - started
+        results["dataset_mb"] = disk_mb(dataset)
+        for n in (args.small, args.large):
+            run = measure(dataset, work, "preset", n)
+            results[f"preset_{n}"] = run
+            rows.append((f"preset streaming, {n:,} rows", run))
+        if args.compare_hf:
+            run = measure(dataset, work, "hf", args.compare_hf)
+            results[f"hf_{args.compare_hf}"] = run
+            rows.append((f"hf source (load_dataset), {args.compare_hf:,} rows", run))
+    small, large = results[f"preset_{args.small}"], results[f"preset_{args.large}"]
+    results["rss_ratio_large_vs_small"] = large["peak_rss_mb"] / small["peak_rss_mb"]
+    print(f"dataset: {args.large:,} rows at {args.size} px, {results['dataset_mb']:.0f} MB of parquet; "
+          f"{results['machine']}")
+    print(f"{'run':44s} {'rows/s':>8s} {'peak RSS':>9s} {'our shards':>11s} {'HF cache':>9s}")
+    for label, run in rows:
+        print(f"{label:44s} {run['rows_per_s']:8.0f} {run['peak_rss_mb']:7.0f}MB {run['shards_mb']:9.1f}MB "
+              f"{run['cache_mb']:7.1f}MB")
+    print(f"RSS {args.large:,} vs {args.small:,}: {results['rss_ratio_large_vs_small']:.2f}x (goal <= 1.2x)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

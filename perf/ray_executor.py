@@ -1,0 +1,114 @@
+"""masks + score on the local executor vs the Ray executor on the same machine; Ray's fixed costs separately.
+
+    .venv/bin/python perf/ray_executor.py [--records 240] [--shard-size 40] [--size 512] [--actors 2] [--out F]
+
+Records are perf/masks_score.py's generated pairs (a bundled photo with a random coloured ellipse, a third JPEG).
+Rows of the table:
+* ``local``: the masks and score stages on the local executor, per-record work on one thread per core.
+* ``ray``: the same stages on a Ray Data actor pool of ``--actors`` actors (one thread each, so the machine's cores
+  are used the same way), the Ray instance already running.
+* ``ray start-up``: ``ray.init`` of a local instance (paid once per stage command under DVC).
+* ``actor start-up`` / ``per-shard overhead``: a step that does nothing, over 1 shard and over ``--tiny`` one-record
+  shards: what an actor pool costs before any work, and what each shard adds.
+Outputs of the two executors are compared record for record. Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def noop_step():
+    return lambda records, images: records
+
+
+def stages(directory: Path, executor, workers: int, tag: str) -> float:
+    from curate.stages import masks, score
+
+    started = time.perf_counter()
+    masks.run(masks.MasksParams(workers=workers), directory / "records", directory / "images",
+              directory / f"masks-{tag}", executor=executor)
+    score.run(score.ScoreParams(workers=workers), directory / f"masks-{tag}", directory / "images",
+              directory / f"score-{tag}", executor=executor)
+    return time.perf_counter() - started
+
+
+def same_records(a: Path, b: Path) -> bool:
+    from editkit import store
+
+    return all(store.read_records(a, s) == store.read_records(b, s) for s in store.list_shards(a)) and \
+        store.list_shards(a) == store.list_shards(b)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=240)
+    parser.add_argument("--shard-size", type=int, default=40)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--tiny", type=int, default=20, help="one-record shards for the per-shard overhead")
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "ray_executor.json")
+    args = parser.parse_args()
+
+    from editkit import executors
+    from editkit.pipeline import Deferred, run_stage
+    from perf.masks_score import generate
+
+    resources = executors.StageResources(num_cpus=0.5, concurrency=args.actors)
+    ray_executor = executors.RayExecutor(executors.ExecutorConfig(
+        kind="ray", stages={name: resources for name in ("masks", "score", "noop")}))
+    with tempfile.TemporaryDirectory() as tmp:
+        work, tiny = Path(tmp) / "pairs", Path(tmp) / "tiny"
+        generate(work, args.records, args.size, args.shard_size)
+        generate(tiny, args.tiny, 32, 1)
+        local_s = stages(work, None, 0, "local")
+        started = time.perf_counter()
+        executors.connect("")
+        startup_s = time.perf_counter() - started
+        ray_s = stages(work, ray_executor, 1, "ray")
+        identical = same_records(work / "score-local", work / "score-ray") and \
+            same_records(work / "masks-local", work / "masks-ray")
+        one = Path(tmp) / "one"
+        generate(one, 1, 32, 1)
+        started = time.perf_counter()
+        run_stage("noop", one / "records", Path(tmp) / "noop1", Deferred(noop_step), progress=False,
+                  executor=ray_executor)
+        actor_s = time.perf_counter() - started
+        started = time.perf_counter()
+        run_stage("noop", tiny / "records", Path(tmp) / "noopN", Deferred(noop_step), progress=False,
+                  executor=ray_executor)
+        per_shard_s = max(0.0, (time.perf_counter() - started - actor_s) / max(1, args.tiny - 1))
+    rows = [
+        ("local (threads = cores)", local_s, args.records / local_s),
+        (f"ray ({args.actors} actors x 1 thread)", ray_s, args.records / ray_s),
+    ]
+    result = {
+        "hardware": f"{platform.machine()} CPU, {executors.os.cpu_count()} cores, no GPU",
+        "records": args.records, "size": args.size, "shards": -(-args.records // args.shard_size),
+        "local_s": round(local_s, 2), "ray_s": round(ray_s, 2),
+        "local_records_per_s": round(args.records / local_s, 2), "ray_records_per_s": round(args.records / ray_s, 2),
+        "ray_overhead_pct": round(100 * (ray_s / local_s - 1), 1),
+        "ray_startup_s": round(startup_s, 2), "actor_pool_startup_s": round(actor_s, 2),
+        "per_shard_overhead_s": round(per_shard_s, 3), "outputs_identical": identical,
+    }
+    print(f"masks + score, {args.records} records at {args.size} px in {result['shards']} shards "
+          f"({result['hardware']})")
+    print("| executor | seconds | records/s |\n|---|---:|---:|")
+    for name, seconds, rate in rows:
+        print(f"| {name} | {seconds:.2f} | {rate:.1f} |")
+    print(f"\nRay over local: {result['ray_overhead_pct']:+.1f}%  | ray.init {startup_s:.2f} s | actor pool start-up "
+          f"{actor_s:.2f} s | per-shard overhead {per_shard_s * 1000:.0f} ms | outputs identical: {identical}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Policy objectives as pure loss functions on tensors: Flow-GRPO (``grpo``) and DiffusionNFT (``nft``)."""
