@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen2.5-VL-7B-Instruct"
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 # LoRA only on the language model's attention (the vision tower's blocks are named qkv/proj, its MLP would match).
 DEFAULT_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)$"
 
@@ -163,9 +164,12 @@ def generate(model, processor, requests: list, max_new_tokens: int, temperature:
     prompts = encode_prompts(processor, requests, device)
     sampling = temperature > 0
     unwrapped = getattr(model, "module", model)  # DDP wraps the model; generate lives on the inner one
+    # a sampled vision placeholder would make the answer unreadable by the next forward (features/tokens mismatch)
+    tokenizer = processor.tokenizer
+    suppress = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS if t in tokenizer.get_vocab()]
     out = unwrapped.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=sampling,
                              temperature=temperature if sampling else None, top_p=None, top_k=None,
-                             return_dict_in_generate=True)
+                             suppress_tokens=suppress or None, return_dict_in_generate=True)
     new = out.sequences[:, prompts["input_ids"].shape[1]:].cpu().tolist()
     eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     rows, texts = [], []

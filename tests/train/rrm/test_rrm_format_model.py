@@ -115,3 +115,14 @@ def test_lora_targets_only_the_language_model(tiny_vl_dir):
     model, _ = load_rrm(ModelConfig(path=str(tiny_vl_dir), device="cpu"), LoraConfig(rank=2, alpha=2))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+
+
+def test_sampling_never_emits_vision_placeholders(tiny_vl_dir):
+    model, processor = load_rrm(ModelConfig(path=str(tiny_vl_dir), device="cpu"))
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    with torch.no_grad():  # make the image placeholder the most likely next token everywhere
+        model.lm_head.weight[pad] += 50 * model.lm_head.weight.abs().max()
+    requests = [build_request("a", image(0), image(1))] * 3
+    prompts, answers = generate(model, processor, requests, max_new_tokens=8, temperature=1.0)
+    assert pad not in answers.ids[answers.mask].tolist()
+    answer_logprobs(model, prompts, answers)  # the next forward reads the trajectories without a mismatch
