@@ -22,7 +22,9 @@ from editkit.mllm.config import ClientConfig
 from editkit.registry import Registry
 
 # bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
-READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read"})
+READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read",
+                                                "compbench": "benchmarks.compbench:read"})
+LAYOUTS = ("public", "cocoedit")  # cocoedit: CoCoEdit's masked GEdit/ImgEdit release (benchmarks.cocoedit_masked)
 
 
 @dataclass
@@ -33,11 +35,17 @@ class JudgeParams:
 
 
 @dataclass
+class MetricsParams:
+    convention: str = "standard"  # masked PSNR/SSIM: "standard" (ours) | "cocoedit" (CoCoEdit's released scorer)
+
+
+@dataclass
 class BenchParams:
     """``params.yaml`` section ``bench`` (see the README, "Benchmarks")."""
 
     gedit_path: str = "data/bench_fixture/gedit"
     imgedit_path: str = "data/bench_fixture/imgedit"
+    compbench_path: str = "data/compbench"  # a CompBench copy written by its download_from_hf.py (tasks/...)
     gedit_languages: list[str] = field(default_factory=lambda: ["en"])  # en | cn | both (= all)
     gedit_source_image: str = "input_image"  # what GEdit's scorer compares against; or input_image_raw
     imgedit_image_root: str | None = None
@@ -47,9 +55,17 @@ class BenchParams:
     grounding: Optional[GroundingParams] = None  # the grounded masker (as masks.grounding); {} or null = none
     fixture_items: int = 4
     judge: JudgeParams = field(default_factory=JudgeParams)
+    metrics: MetricsParams = field(default_factory=MetricsParams)
+    layout: str = "public"  # "public": the benchmark's own release; "cocoedit": CoCoEdit's masked release
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
+    if params.layout not in LAYOUTS:
+        raise ValueError(f"bench.layout must be one of {', '.join(LAYOUTS)}, got {params.layout!r}")
+    if params.layout == "cocoedit":
+        from benchmarks import cocoedit_masked
+
+        return cocoedit_masked.read(bench, path, params)
     return READERS.get(bench)(path, params)
 
 
@@ -82,6 +98,9 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
         for _, record, _ in ok:
             record["target_phrases"] = proposals.grounding_phrases(record, foreground)
         proposals.propose([r for _, r, _ in ok], [image for _, _, image in ok], masker)
+        for item, record, _ in ok:
+            if item.mask is not None:  # the release's own mask: ground truth, over any proposal
+                proposals.apply_known_mask(record, item.mask)
         if masks_dir is not None:
             for item, record, _ in ok:
                 _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
@@ -98,13 +117,27 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
                 batch = []
         yield from finish(batch)
 
-    prompts = imgedit.find_prompts(path, params.imgedit_prompts) if bench == "imgedit" else None
-    info = {"bench": bench, "source": str(path), "judge_prompts": prompts}
+    prompts = _judge_prompts(bench, path, params)
+    info = {"bench": bench, "source": str(path), "layout": params.layout, "judge_prompts": prompts}
     if bench == "imgedit":
-        stats["judge_prompts"] = "found" if prompts else "not found: the judge uses the built-in rubric (set bench.imgedit_prompts)"
+        stats["judge_prompts"] = "found" if prompts else \
+            "not found: the judge uses the built-in rubric (set bench.imgedit_prompts)"
     write_benchmark(out_dir, records(), info)
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
+
+
+def _judge_prompts(bench: str, path: Path | str, params: BenchParams) -> dict[str, str] | None:
+    """ImgEdit's per-type judge rubrics: from the release read, or for CoCoEdit's masked release (which does not ship
+    them) from the public ImgEdit release at ``bench.imgedit_path`` when there is one."""
+    if bench != "imgedit":
+        return None
+    if params.layout != "cocoedit":
+        return imgedit.find_prompts(path, params.imgedit_prompts)
+    try:
+        return imgedit.find_prompts(params.imgedit_path, params.imgedit_prompts) if params.imgedit_path else None
+    except FileNotFoundError:
+        return None
 
 
 def _apply_mask_file(record: dict[str, Any], path: Path) -> None:

@@ -11,7 +11,7 @@ from editkit.cli_app import command_group, user_errors
 app = command_group(help="Masked GEdit-Bench / ImgEdit-Bench: build (readers + mask proposals), evaluate editors, "
                          "compare runs.")
 
-BENCH_HELP = "which benchmark: gedit | imgedit"
+BENCH_HELP = "which benchmark: gedit | imgedit | compbench"
 
 
 def _user_errors():
@@ -63,6 +63,8 @@ def build(
                                                     "(default: params.yaml bench.masks_dir.<bench>)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
     metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default: metrics/bench_<bench>.json)"),
+    layout: Optional[str] = typer.Option(None, help="public (the benchmark's release) | cocoedit (CoCoEdit's masked "
+                                                    "release: its masks become gt); default: params bench.layout"),
 ) -> None:
     """Read a benchmark release, propose edit masks, and write the masked benchmark (records + images).
 
@@ -74,6 +76,10 @@ def build(
 
     _check_bench(bench)
     params = _params(params_file)
+    if layout is not None:
+        from dataclasses import replace
+
+        params = replace(params, layout=layout)
     path = path or Path(getattr(params, f"{bench}_path"))
     out = out or Path("data/bench") / bench
     with _user_errors():
@@ -88,7 +94,9 @@ def evaluate(
     bench: str = typer.Option(..., help=BENCH_HELP),
     model: str = typer.Option(..., help="diffusers editing pipeline: hub id or local folder (FLUX.1-Kontext, "
                                         "Qwen-Image-Edit)"),
-    lora: Optional[Path] = typer.Option(None, help="LoRA folder to load into the pipeline (load_lora_weights)"),
+    lora: Optional[Path] = typer.Option(None, help="LoRA on top of the base model: a diffusers LoRA folder or file "
+                                                   "(what `python -m train` saves) or a PEFT adapter folder"),
+    lora_scale: Optional[float] = typer.Option(None, help="LoRA weight (default: PEFT lora_alpha/r, else 1)"),
     baseline: Optional[Path] = typer.Option(None, help="an earlier run folder to compare with, side by side"),
     data: Optional[Path] = typer.Option(None, help="built benchmark (default: data/bench/<bench>)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<bench>/<model name>[-<lora name>])"),
@@ -105,6 +113,12 @@ def evaluate(
     judge_repeats: int = typer.Option(1, help="judge each item this many times; report mean and spread (set a "
                                               "temperature > 0 in bench.judge.client)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
+    metrics_convention: Optional[str] = typer.Option(None, help="masked PSNR/SSIM: standard | cocoedit (CoCoEdit's "
+                                                                "scorer; default: params.yaml bench.metrics.convention)"),
+    lpips_weights: Optional[Path] = typer.Option(None, help="compbench: squeezenet1_1 (or LPIPS) state dict for LPIPS"),
+    clip_model: Optional[str] = typer.Option(None, help="compbench: open-clip model for LC-T/LC-I (e.g. ViT-L-14 or "
+                                                        "local-dir:<folder>); omitted: no LC scores"),
+    clip_pretrained: Optional[str] = typer.Option(None, help="compbench: open-clip pretrained tag or checkpoint file"),
 ) -> None:
     """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
 
@@ -120,16 +134,27 @@ def evaluate(
     data = data or Path("data/bench") / bench
     name = Path(model).name + (f"-{lora.name}" if lora else "")
     out = out or Path("runs") / bench / name
-    judge_config = _params(params_file).judge.client
+    params = _params(params_file)
+    judge_config = params.judge.client
+    convention = metrics_convention or params.metrics.convention
     if judge_endpoint:
         judge_config = replace(judge_config, backend="openai", endpoint=judge_endpoint,
                                model=judge_model or judge_config.model)
-    config = EditorConfig(model=model, lora=str(lora) if lora else None, seed=seed, steps=steps, guidance=guidance,
+    config = EditorConfig(model=model, lora=str(lora) if lora else None, lora_scale=lora_scale, seed=seed,
+                          steps=steps, guidance=guidance,
                           resolution=resolution, batch_size=batch_size, device=device, dtype=dtype)
     with _user_errors():
+        scorer = None
+        if bench == "compbench":
+            from benchmarks.compbench import CompBenchScorer, load_lpips
+            from editkit.clip import ClipScorer
+
+            clip = ClipScorer(clip_model, clip_pretrained, device=device) if clip_model else None
+            scorer = CompBenchScorer(load_lpips(lpips_weights), clip)
         judge, client = make_judge(bench, data, judge_config, judge_repeats)
         try:
-            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline)
+            result = run_evaluate(data, out, config, judge=judge, baseline_dir=baseline, convention=convention,
+                                  compbench=scorer)
         finally:
             if client is not None:
                 client.close()

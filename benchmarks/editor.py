@@ -31,7 +31,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
 @dataclass
 class EditorConfig:
     model: str
-    lora: str | None = None
+    lora: str | None = None  # a diffusers LoRA folder/file, or a PEFT adapter folder (adapter_model.safetensors)
+    lora_scale: float | None = None  # None: PEFT adapters at their training scale lora_alpha/r, others 1
     seed: int = 0
     steps: int = 28
     guidance: float | None = None  # None: the family's default (Kontext 2.5, Qwen true CFG 4.0)
@@ -43,8 +44,9 @@ class EditorConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that change the outputs (batch size, device and dtype do not count as a different run)."""
-        keep = ("model", "lora", "seed", "steps", "guidance", "resolution", "multiple_of")
-        return {k: v for k, v in asdict(self).items() if k in keep}
+        keep = ("model", "lora", "lora_scale", "seed", "steps", "guidance", "resolution", "multiple_of")
+        # lora_scale only when set: run folders pinned before the option existed stay valid
+        return {k: v for k, v in asdict(self).items() if k in keep and not (k == "lora_scale" and v is None)}
 
 
 def working_size(width: int, height: int, resolution: int, multiple_of: int) -> tuple[int, int]:
@@ -70,9 +72,9 @@ def load_pipeline(config: EditorConfig):
         raise RuntimeError(f"cannot load the editing pipeline {config.model!r} (a diffusers hub id or a local "
                            f"folder with model_index.json): {error}") from error
     if config.lora:
-        if not Path(config.lora).exists():
-            raise FileNotFoundError(f"LoRA folder {config.lora} does not exist")
-        pipe.load_lora_weights(config.lora)
+        from benchmarks.lora import load_lora
+
+        load_lora(pipe, config.lora, config.lora_scale)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

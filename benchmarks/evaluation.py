@@ -44,8 +44,15 @@ def evaluate(
     pipe: Any = None,
     on_item: Callable[[str], None] | None = None,
     progress: bool = True,
+    convention: str = "standard",
+    compbench: Any = None,
 ) -> dict[str, Any]:
-    """Run the whole evaluation; returns ``{"report", "paths", "stats"}``."""
+    """Run the whole evaluation; returns ``{"report", "paths", "stats"}``. ``convention``: how masked PSNR/SSIM are
+    computed (``standard`` or ``cocoedit``, see :func:`editkit.metrics.metric_pair`); ``compbench``: a
+    :class:`benchmarks.compbench.CompBenchScorer` adding CompBench's own metrics."""
+    from editkit.metrics import metric_pair
+
+    metric_pair(convention)  # an unknown convention fails before any editing
     run_dir = Path(run_dir)
     info = items.bench_info(bench_dir)
     bench = info["bench"]
@@ -64,7 +71,8 @@ def evaluate(
         stats["cached"] += outcome["cached"]
         stats["generation_failed"] += len(outcome["failures"])
         started = time.perf_counter()
-        shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"]) for r in records]
+        shard_results = [_score_item(r, sources.get(r["id"]), cache, outcome["failures"], convention, compbench)
+                         for r in records]
         stats["seconds_score"] += time.perf_counter() - started
         if judge is not None:
             started = time.perf_counter()
@@ -78,13 +86,16 @@ def evaluate(
                                                  "prompt_sha": judge.prompt_sha,
                                                  "repeats": judge.repeats}
     built["editor"] = config.fingerprint()
+    built["metrics_convention"] = convention
+    if convention != "standard":
+        built["notes"].append(f"psnr_bg / ssim_bg follow the {convention} convention (docs/cocoedit.md), not ours")
     paths = report.write_report(run_dir, built, baseline)
     stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
     return {"report": built, "paths": paths, "stats": stats}
 
 
 def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
-                failures: dict[str, str]) -> dict[str, Any]:
+                failures: dict[str, str], convention: str = "standard", compbench: Any = None) -> dict[str, Any]:
     meta = items.meta(record)
     result: dict[str, Any] = {
         "id": record["id"], "key": record["origin_key"], "category": meta.get("category"),
@@ -102,11 +113,21 @@ def _score_item(record: dict[str, Any], source: Any, cache: editor.OutputCache,
         rejected_in_review = record["review_status"] == "reject"  # the reviewer found no usable mask
         mask = rle.decode(record["mask"]) if record["mask"] is not None and not rejected_in_review else None
         aligned = record["edit_type"] is None or taxonomy.get(record["edit_type"]).pixel_aligned
-        metrics = pixel_metrics(source, cache.load(record["id"]), mask, aligned)
+        metrics = pixel_metrics(source, cache.load(record["id"]), mask, aligned, convention)
         if rejected_in_review:
             metrics["skipped"] = {name: "mask_rejected_in_review" for name in metrics["skipped"]}
         result["scores"], result["skipped"] = metrics["scores"], metrics["skipped"]
+        if compbench is not None and mask is not None:
+            result["scores"].update(compbench(source, cache.load(record["id"]), mask, meta.get("caption", ""),
+                                              _ground_truth(meta.get("gt_path"))))
     return result
+
+
+def _ground_truth(path: str | None) -> Any:
+    """A benchmark's ground-truth edited image (CompBench), as uint8 RGB; None when the release has none."""
+    if not path or not Path(path).is_file():
+        return None
+    return store.decode_rgb(Path(path).read_bytes())
 
 
 def _judge_shard(judge: Judge, run_dir: Path, ok: list[dict[str, Any]], sources: dict[str, Any],

@@ -37,6 +37,7 @@ class BenchItem:
     extra: dict[str, Any] = field(default_factory=dict)  # benchmark-specific fields, kept in record meta
     error: str | None = None  # why the item cannot be used (missing/corrupt image, unknown type...)
     flags: list[str] = field(default_factory=list)  # non-fatal findings (e.g. the release gives no edit type)
+    mask: np.ndarray | None = None  # a mask shipped with the release (True = should change), used as gt
 
 
 def to_record(item: BenchItem, edit_type: str | None) -> tuple[dict[str, Any], bytes]:

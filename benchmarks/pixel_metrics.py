@@ -7,6 +7,9 @@
 * ``edit_l1``: mean absolute difference (0-1 scale) inside the edit region: did the edit change anything there.
 * ``mask_area``: the edit region's share of the image, reported beside the scores.
 
+``convention="cocoedit"`` computes ``psnr_bg`` / ``ssim_bg`` as CoCoEdit's released scorer does
+(:mod:`editkit.metrics_cocoedit`), to put numbers next to its paper's; the default is ours.
+
 The output is resized to the source size first. A metric that cannot be meaningful is absent, with the reason in
 ``skipped``: no mask yet (``no_mask``), an output not pixel-aligned with the source (``not_pixel_aligned``: extraction),
 or no unedited region at all (``no_unedited_region``: global edits such as style and tone).
@@ -27,7 +30,7 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def pixel_metrics(source: np.ndarray, output: np.ndarray, mask: np.ndarray | None,
-                  pixel_aligned: bool = True) -> dict[str, Any]:
+                  pixel_aligned: bool = True, convention: str = "standard") -> dict[str, Any]:
     """-> ``{"scores": {name: value}, "skipped": {name: reason}}`` for one item (``mask``: True = should change)."""
     from editkit.scores import BG_PSNR, BG_SSIM
     from curate.scoring.pair import background_consistency
@@ -54,7 +57,12 @@ def pixel_metrics(source: np.ndarray, output: np.ndarray, mask: np.ndarray | Non
         skipped.update(psnr_bg="not_pixel_aligned", ssim_bg="not_pixel_aligned")
     elif not keep.any():
         skipped.update(psnr_bg="no_unedited_region", ssim_bg="no_unedited_region")
-    else:
+    elif convention == "standard":
         background = background_consistency(source, output, mask)
         scores["psnr_bg"], scores["ssim_bg"] = background[BG_PSNR], background[BG_SSIM]
+    else:
+        from editkit.metrics import metric_pair
+
+        psnr, ssim = metric_pair(convention)
+        scores["psnr_bg"], scores["ssim_bg"] = float(psnr(source, output, keep)), float(ssim(source, output, keep))
     return {"scores": scores, "skipped": skipped}

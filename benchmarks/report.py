@@ -21,6 +21,11 @@ METRICS = [
     ("ssim_bg", "SSIM bg ↑", True),
     ("edit_l1", "edit L1", None),  # a change magnitude: neither direction is "better" on its own
     ("mask_area", "mask area", None),
+    ("cb_psnr", "CompBench PSNR ↑", True),  # CompBench's own: (1 − mask)-zeroed images at 512², all pixels
+    ("cb_ssim", "CompBench SSIM ↑", True),
+    ("cb_lpips", "CompBench LPIPS ↓", False),
+    ("lc_t", "LC-T ↑", True),
+    ("lc_i", "LC-I ↑", True),
     ("judge_sc", "SC ↑", True),
     ("judge_pq", "PQ ↑", True),
     ("judge_o", "O ↑", True),
@@ -74,7 +79,7 @@ def _columns(report: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 def _fmt(value: float | None, key: str) -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}" if key in ("psnr_bg",) or key.startswith("judge") else f"{value:.3f}"
+    return f"{value:.2f}" if key in ("psnr_bg", "cb_psnr", "lc_t") or key.startswith("judge") else f"{value:.3f}"
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -95,6 +100,10 @@ def compare(run: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """Per subset/category/metric: baseline, run, delta (run - baseline)."""
     if run["bench"] != baseline["bench"]:
         raise ValueError(f"cannot compare a {run['bench']} run with a {baseline['bench']} baseline")
+    conventions = (run.get("metrics_convention", "standard"), baseline.get("metrics_convention", "standard"))
+    if conventions[0] != conventions[1]:
+        raise ValueError(f"cannot compare PSNR/SSIM of the {conventions[0]} convention with a baseline scored in the "
+                         f"{conventions[1]} convention: re-run one with the other --metrics-convention")
     out: dict[str, Any] = {"bench": run["bench"], "run": run["run"], "baseline": baseline["run"], "subsets": {}}
     for subset, rows in run["subsets"].items():
         base_rows = baseline["subsets"].get(subset, {})

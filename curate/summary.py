@@ -29,6 +29,9 @@ def optional_parts_off(params: dict[str, Any]) -> list[str]:
     backend = ((params.get("rewrite") or {}).get("client") or {}).get("backend", "none")
     if backend == "none":
         off.append("MLLM instruction rewrite (rewrite.client.backend: none, instructions passed through)")
+    quality = (params.get("score") or {}).get("quality") or {}
+    if not quality.get("enabled", False) or ((quality.get("client") or {}).get("backend", "none") == "none"):
+        off.append("MLLM quality scores (score.quality off or no MLLM configured; quality filters skipped)")
     mode = (params.get("masks") or {}).get("mode", "diff")
     if mode == "diff":
         off.append("grounded masks (masks.mode: diff; Grounding-DINO -> SAM2 needs weights)")

@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["masked_psnr", "masked_ssim", "sum_channels", "SSIM_SIGMA", "SSIM_RADIUS"]
+__all__ = ["masked_psnr", "masked_ssim", "sum_channels", "metric_pair", "CONVENTIONS", "SSIM_SIGMA", "SSIM_RADIUS"]
+
+CONVENTIONS = ("standard", "cocoedit")  # standard: the definitions above; cocoedit: editkit.metrics_cocoedit
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)  # skimage: truncate=3.5 -> 11 taps
@@ -63,6 +65,18 @@ def sum_channels(values: np.ndarray) -> np.ndarray:
     for channel in range(1, values.shape[-1]):
         total += values[..., channel]
     return total
+
+
+def metric_pair(convention: str = "standard"):
+    """(masked PSNR, masked SSIM) functions of a convention: ``standard`` (these) or ``cocoedit`` (CoCoEdit's
+    released scorer, :mod:`editkit.metrics_cocoedit`, for numbers comparable with its paper)."""
+    if convention == "standard":
+        return masked_psnr, masked_ssim
+    if convention == "cocoedit":
+        from editkit.metrics_cocoedit import cocoedit_masked_psnr, cocoedit_masked_ssim
+
+        return cocoedit_masked_psnr, cocoedit_masked_ssim
+    raise ValueError(f"metrics convention must be one of {CONVENTIONS}, got {convention!r}")
 
 
 # ---------------------------------------------------------------- SSIM map

@@ -7,3 +7,6 @@ BG_PSNR = "bg_psnr"  # PSNR of source vs edited on the NON-edited region (dB, ca
 BG_SSIM = "bg_ssim"  # SSIM of source vs edited averaged over the NON-edited region
 CLIP_IMAGE_SIM = "clip_image_sim"  # cosine(CLIP(source), CLIP(edited))
 CLIP_DIRECTION = "clip_direction"  # cosine(CLIP(edited) - CLIP(source), CLIP_text(instruction))
+INSTRUCTION_CLARITY = "instruction_clarity"  # MLLM judge 0-10: the instruction says unambiguously what to change
+MASK_ACCURACY = "mask_accuracy"  # MLLM judge 0-10: the drawn edit mask covers exactly the region that changes
+TARGET_PROMINENCE = "target_prominence"  # MLLM judge 0-10: the edited target is clearly visible, not tiny/occluded

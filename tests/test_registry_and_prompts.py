@@ -43,7 +43,7 @@ def test_every_project_registry_lists_its_built_ins_without_importing_them():
 
     assert BACKENDS.names() == ["none", "openai", "transformers"]
     assert ADAPTERS.names() == ["flux_kontext", "qwen_image_edit"] and TRAINERS.names() == ["grpo", "nft"]
-    assert SOURCES.names() == ["folder", "hf", "preset", "sample"] and READERS.names() == ["gedit", "imgedit"]
+    assert SOURCES.names() == ["folder", "hf", "preset", "sample"] and READERS.names() == ["compbench", "gedit", "imgedit"]
     assert {"mllm", "verifier", "pixel_consistency", "edit_region"} <= set(REWARDS.names())
     assert {"magicbrush", "omniedit"} <= set(PRESETS.names())
     with pytest.raises(UnknownName, match="unknown MLLM backend 'vllm'; choose one of: none, openai, transformers"):

@@ -52,6 +52,8 @@ class DataConfig:
     edit_type_column: str = "edit_type"
     target_column: str | None = "edited_image"  # ground-truth edited image (optional; rewards that need it say so)
     phrases_column: str | None = "target_phrases"  # the edit's target phrases (optional; attention reward)
+    center_crop: bool = False  # crop to the centred square before resizing (CoCoEdit), else stretch to resolution
+    resample: str = "bicubic"  # image resize filter: "bicubic" | "lanczos" (CoCoEdit); masks always nearest
 
 
 @dataclass
@@ -62,6 +64,7 @@ class SamplerConfig:
     sde_window: list[int] = field(default_factory=lambda: [0, 10])  # [start, end) step indices run as SDE
     train_steps: int = 0  # how many of the window's steps to train on per iteration (0 = all; else seeded subset)
     region_noise: bool = False  # RC-GRPO: a group shares the initial noise outside the edit mask (GRPO and NFT)
+    solver: str = "euler"  # NFT rollout ODE solver: "euler" | "dpm2" (CoCoEdit's deterministic multistep DPM-Solver)
 
 
 @dataclass

@@ -42,6 +42,7 @@ class EditDataset:
         if isinstance(self.table, datasets.DatasetDict):
             self.table = self.table["train"]
         self.config = config
+        self._filter()  # a bad data.resample is a config error, not an unreadable row
         self.height, self.width = (int(v) for v in config.resolution)
         needed = [config.source_column, config.mask_column]
         missing = [c for c in needed if c not in self.table.column_names]
@@ -67,7 +68,7 @@ class EditDataset:
             image = record[self.config.source_column]
             if image is None:
                 raise ValueError("no source image")
-            image = image.convert("RGB").resize((self.width, self.height), Image.BICUBIC)
+            image = self._fit(image.convert("RGB"), self._filter())
         except Exception as error:  # corrupt bytes, unreadable file: the caller records and skips the row
             raise ValueError(f"dataset row {row}: cannot read the source image ({error})") from error
         source = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
@@ -78,7 +79,7 @@ class EditDataset:
             mask = rle.decode(mask_rle)
         except Exception as error:
             raise ValueError(f"dataset row {row}: undecodable mask RLE ({error})") from error
-        mask = Image.fromarray(mask.astype(np.uint8) * 255).resize((self.width, self.height), Image.NEAREST)
+        mask = self._fit(Image.fromarray(mask.astype(np.uint8) * 255), Image.NEAREST)
         prompt = next((record[c] for c in self.instruction_columns if record.get(c)), None)
         if not prompt:
             raise ValueError(f"dataset row {row}: empty instruction in {self.instruction_columns}")
@@ -86,6 +87,23 @@ class EditDataset:
         target = self._image(record, self.config.target_column, row, required=False)
         phrases = [str(p) for p in (record.get(self.config.phrases_column) or []) if p]
         return Example(row, source, torch.from_numpy(np.asarray(mask) > 127), prompt, edit_type, target, phrases)
+
+    def _filter(self):
+        from PIL import Image
+
+        filters = {"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+        if self.config.resample not in filters:
+            raise ValueError(f"data.resample must be one of {sorted(filters)}, got {self.config.resample!r}")
+        return filters[self.config.resample]
+
+    def _fit(self, image, resample):
+        """Resize to the training resolution; with ``center_crop`` first crop the centred square (CoCoEdit's
+        ``(w − s)//2, (h − s)//2`` box, s = the short side), so images are not stretched."""
+        if self.config.center_crop and image.width != image.height:
+            side = min(image.width, image.height)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        return image.resize((self.width, self.height), resample)
 
     def _image(self, record: dict, column: str | None, row: int, required: bool) -> torch.Tensor | None:
         """An image column resized to the training resolution, (3, H, W) in [0, 1]; None if absent and optional."""
@@ -96,7 +114,7 @@ class EditDataset:
                 raise ValueError(f"dataset row {row}: no image in column {column!r}")
             return None
         try:
-            image = record[column].convert("RGB").resize((self.width, self.height), Image.BICUBIC)
+            image = self._fit(record[column].convert("RGB"), self._filter())
         except Exception as error:
             raise ValueError(f"dataset row {row}: cannot read the {column} image ({error})") from error
         return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()

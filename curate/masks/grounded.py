@@ -1,4 +1,4 @@
-"""Grounded masks: target phrases -> Grounding-DINO boxes -> SAM2 masks, batched and device-aware.
+"""Grounded masks: target phrases -> boxes (Grounding-DINO, or an MLLM) -> SAM2 masks, batched and device-aware.
 
 We use transformers' ``GroundingDinoForObjectDetection`` and ``Sam2Model`` (the IDEA-Research / Meta weights in HF
 format) because groundingdino-py 0.4.0 is broken with transformers 5.x. :class:`GroundedMasker` loads both models once
@@ -12,6 +12,9 @@ and runs many images per forward:
    masks, upsampled straight to the ORIGINAL image size.
 
 On cuda the forwards run under bf16 autocast (as Grounded-SAM-2's demo does); on CPU in fp32.
+
+``detector: mllm`` replaces step 2 by an MLLM asked for the boxes as JSON (:mod:`curate.masks.mllm_boxes`, one
+request per image, the working copy resized to what Qwen2.5-VL sees); SAM2 is unchanged.
 """
 from __future__ import annotations
 
@@ -21,15 +24,23 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from curate.masks.mllm_boxes import MLLMGroundingParams
 from curate.masks.phrases import detector_prompt
 from curate.masks.refine import RefineParams
+
+DETECTORS = ("grounding_dino", "mllm")
+DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"
 
 
 @dataclass
 class GroundingParams:
     """``masks: grounding:`` in params.yaml."""
 
-    detector: str = "IDEA-Research/grounding-dino-base"  # hub id or local dir (HF format)
+    # grounding_dino | mllm. Any other value is read as a Grounding-DINO checkpoint (the older spelling of
+    # detector_model), so `detector: /models/gdino` keeps working.
+    detector: str = "grounding_dino"
+    detector_model: str = DEFAULT_GROUNDING_DINO  # Grounding-DINO hub id or local dir (HF format)
+    mllm: MLLMGroundingParams = field(default_factory=MLLMGroundingParams)  # used by detector: mllm
     segmenter: str = "facebook/sam2.1-hiera-large"  # hub id or local dir (HF format)
     box_threshold: float = 0.35  # Grounded-SAM-2 demo defaults
     text_threshold: float = 0.25
@@ -45,6 +56,10 @@ class GroundingParams:
     local_files_only: bool = False  # never contact the hub: only local dirs and the HF cache (offline machines)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:  # a checkpoint given as `detector`: a Grounding-DINO run
+            self.detector, self.detector_model = "grounding_dino", self.detector
+
 
 @dataclass
 class Grounding:
@@ -55,6 +70,9 @@ class Grounding:
     scores: list[float] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     dropped_boxes: int = 0  # non-finite or degenerate boxes from the detector (malformed output)
+    dropped_reasons: list[str] = field(default_factory=list)  # why each one was dropped (MLLM detector)
+    detector_status: str = ""  # MLLM detector: ok | repaired | fallback:<reason>; "" for Grounding-DINO
+    detector_errors: list[str] = field(default_factory=list)  # MLLM detector: why its reply was not usable
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -62,7 +80,8 @@ class WeightsUnavailableError(RuntimeError):
 
 
 class GroundedMasker:
-    """Grounding-DINO + SAM2 loaded once; :meth:`ground` runs batches of (image, phrases)."""
+    """The box detector (Grounding-DINO or an MLLM) + SAM2 loaded once; :meth:`ground` runs batches of
+    (image, phrases)."""
 
     def __init__(self, params: GroundingParams | None = None):
         import torch
@@ -72,12 +91,27 @@ class GroundedMasker:
         self.device = torch.device(_resolve_device(params.device))
         self.autocast_dtype = _resolve_autocast(params.dtype, self.device)
         local_only = params.local_files_only
-        self.detector_processor = _load("detector", params.detector, AutoProcessor, local_only)
-        self.detector = _load("detector", params.detector, GroundingDinoForObjectDetection, local_only)
+        self.boxer = self.detector = self.detector_processor = None
+        if params.detector == "mllm":
+            from curate.masks.mllm_boxes import MLLMBoxDetector
+
+            self.boxer = MLLMBoxDetector(params.mllm)
+        else:
+            self.detector_processor = _load("detector", params.detector_model, AutoProcessor, local_only)
+            self.detector = _load("detector", params.detector_model, GroundingDinoForObjectDetection, local_only)
+            self.detector.to(self.device).eval()
         self.segmenter_processor = _load("segmenter", params.segmenter, Sam2Processor, local_only)
         self.segmenter = _load("segmenter", params.segmenter, Sam2Model, local_only)
-        for model in (self.detector, self.segmenter):
-            model.to(self.device).eval()
+        self.segmenter.to(self.device).eval()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The MLLM detector's request counts (sent, cache hits, errors); empty for Grounding-DINO."""
+        return dict(self.boxer.stats) if self.boxer is not None else {}
+
+    def close(self) -> None:
+        if self.boxer is not None:
+            self.boxer.close()
 
     # ------------------------------------------------------------------ public
     def ground(self, items: Iterable[tuple[np.ndarray, list[str]]], total: int | None = None) -> Iterator[Grounding]:
@@ -99,7 +133,11 @@ class GroundedMasker:
         if not todo:
             return results
         work = {i: _resize_longest(images[i], self.params.max_side) for i in todo}
-        detections = self._detect([work[i] for i in todo], [detector_prompt(phrases[i]) for i in todo])
+        if self.boxer is not None:
+            detections = self._detect_mllm([work[i] for i in todo], [phrases[i] for i in todo],
+                                           [results[i] for i in todo])
+        else:
+            detections = self._detect([work[i] for i in todo], [detector_prompt(phrases[i]) for i in todo])
         work_boxes = {}
         for i, (boxes, scores, labels, dropped) in zip(todo, detections):
             scale = np.array([sizes[i][1] / work[i].width, sizes[i][0] / work[i].height] * 2)
@@ -149,6 +187,16 @@ class GroundedMasker:
                                int((~valid).sum())))
         return detections
 
+    def _detect_mllm(self, images: list[Any], phrases: list[list[str]], results: list[Grounding]
+                     ) -> list[tuple[np.ndarray, list[float], list[str], int]]:
+        """The MLLM's boxes in the working images' pixels (no confidence scores: Qwen2.5-VL gives none)."""
+        detections = []
+        for found, result in zip(self.boxer.detect(images, phrases, self.params.max_boxes), results):
+            result.dropped_reasons, result.detector_status = found.dropped, found.status
+            result.detector_errors = found.errors
+            detections.append((found.boxes, [], found.labels, len(found.dropped)))
+        return detections
+
     def _segment(self, images: list[Any], boxes: list[list[list[float]]],
                  sizes: list[tuple[int, int]]) -> list[np.ndarray]:
         import torch
@@ -194,7 +242,7 @@ def _load(role: str, name: str, cls: Any, local_files_only: bool = False) -> Any
 
 def _missing_message(role: str, name: str, where: str, err: Exception | None = None) -> str:
     cause = f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})" if err else ""
-    key = "masks.grounding.detector" if role == "detector" else "masks.grounding.segmenter"
+    key = "masks.grounding.detector_model" if role == "detector" else "masks.grounding.segmenter"
     return (f"grounded masks: cannot load the {role} model {name!r}; looked in {where}{cause}. "
             f"Point {key} in params.yaml at a local HF-format checkpoint directory, or run diff-only masks with "
             f"`masks: mode: diff` in params.yaml.")

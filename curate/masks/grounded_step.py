@@ -1,6 +1,7 @@
 """The grounded-mask step over one shard: plan what to ground per record, run the masker in batches, fuse, record.
 
-Runs AFTER the diff step of the ``masks`` stage (``masks.mode: grounded``): a record's current mask, when its
+The boxes come from ``params.detector`` (Grounding-DINO, or an MLLM: :mod:`curate.masks.mllm_boxes`). Runs AFTER
+the diff step of the ``masks`` stage (``masks.mode: grounded``): a record's current mask, when its
 ``mask_source`` is ``"diff"``, is the diff mask that :func:`curate.masks.fusion.fuse` compares against. Masks that
 came from elsewhere (``gt``, ``human``, ...) are never overwritten. Per record it writes ``mask``, ``mask_source``,
 ``flags``, ``scores`` (``grounding_diff_iou``, ``grounding_boxes``, ``grounding_max_score``) and the boxes, phrases
@@ -127,15 +128,27 @@ def _apply(plan: _Plan, found: dict[str, Grounding], params: GroundingParams) ->
     fused = fusion.fuse(plan.rule, masks, diff, shape, params.min_iou)
     _store(record, fused)
     scores = [s for result in found.values() for s in result.scores]
-    record["scores"] = {**(record.get("scores") or {}), "grounding_boxes": float(len(scores)),
-                        "grounding_max_score": max(scores) if scores else 0.0}
+    counts = {"grounding_boxes": float(sum(len(result.boxes) for result in found.values()))}
+    if params.detector != "mllm":  # an MLLM states no confidence
+        counts["grounding_max_score"] = max(scores) if scores else 0.0
+    record["scores"] = {**(record.get("scores") or {}), **counts}
     if any(result.dropped_boxes for result in found.values()):
         schema.add_flag(record, "grounding_bad_boxes")  # malformed detector output was discarded
+    if any(result.detector_status.startswith("fallback") for result in found.values()):
+        schema.add_flag(record, "grounding_mllm_fallback")  # no usable MLLM reply: the diff mask stays
     _add_meta(record, {
-        "rule": plan.rule, "phrases": plan.phrases,
-        **{which: {"boxes": r.boxes, "scores": [round(s, 4) for s in r.scores], "labels": r.labels}
-           for which, r in found.items()},
+        "rule": plan.rule, "phrases": plan.phrases, "detector": params.detector,
+        **{which: _found_meta(r) for which, r in found.items()},
     })
+
+
+def _found_meta(result: Grounding) -> dict[str, Any]:
+    meta: dict[str, Any] = {"boxes": result.boxes, "scores": [round(s, 4) for s in result.scores],
+                            "labels": result.labels}
+    if result.detector_status:  # the MLLM detector: its outcome and every reason a box or a reply was refused
+        meta.update(status=result.detector_status, dropped=result.dropped_reasons,
+                    errors=[e[:300] for e in result.detector_errors])
+    return meta
 
 
 def refine_grounded(mask: np.ndarray, params: GroundingParams) -> np.ndarray:
@@ -173,9 +186,26 @@ def make_grounded_step(params: GroundingParams, masker: GroundedMasker | None = 
     Loading happens here, before any shard is read, so missing weights fail the stage at once with
     :class:`~curate.masks.grounded.WeightsUnavailableError`.
     """
-    masker = masker or GroundedMasker(params)
+    return GroundedStep(params, masker or GroundedMasker(params))
 
-    def step(records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
-        return grounded_step(records, images, params, masker)
 
-    return step
+class GroundedStep:
+    """The step holding one masker; ``counters`` are the MLLM detector's requests (none for Grounding-DINO)."""
+
+    def __init__(self, params: GroundingParams, masker: GroundedMasker):
+        self.params, self.masker = params, masker
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {f"mllm_{k}": v for k, v in self.masker.counters.items()}
+
+    @property
+    def facts(self) -> dict[str, str]:
+        boxer = self.masker.boxer
+        return {"mllm_model": boxer.client.backend.model_id} if boxer is not None else {}
+
+    def __call__(self, records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
+        return grounded_step(records, images, self.params, self.masker)
+
+    def close(self) -> None:
+        self.masker.close()

@@ -13,7 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from editkit.scores import BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, MASK_AREA, MASK_COMPONENTS
+from editkit.scores import (BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, INSTRUCTION_CLARITY, MASK_ACCURACY,
+                            MASK_AREA, MASK_COMPONENTS, TARGET_PROMINENCE)
 
 
 @dataclass
@@ -28,6 +29,10 @@ class FilterParams:
     bg_ssim_min: Optional[float] = 0.7
     clip_image_sim_min: Optional[float] = 0.7  # only when CLIP scores exist
     clip_direction_min: Optional[float] = 0.05
+    # MLLM quality scores, 0-10 (score.quality; skipped while it is off). Off by default; CoCoEdit-style: 6-7.
+    instruction_clarity_min: Optional[float] = None
+    mask_accuracy_min: Optional[float] = None  # region edits only (a whole-image mask has nothing to be accurate to)
+    target_prominence_min: Optional[float] = None  # region edits only
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ FILTERS: dict[str, Filter] = {
     "bg_ssim_min": Filter(BG_SSIM, "min"),
     "clip_image_sim_min": Filter(CLIP_IMAGE_SIM, "min"),
     "clip_direction_min": Filter(CLIP_DIRECTION, "min"),
+    "instruction_clarity_min": Filter(INSTRUCTION_CLARITY, "min"),
+    "mask_accuracy_min": Filter(MASK_ACCURACY, "min", region_edits_only=True),
+    "target_prominence_min": Filter(TARGET_PROMINENCE, "min", region_edits_only=True),
 }
 assert [f.name for f in fields(FilterParams)] == list(FILTERS), "FilterParams and FILTERS must list the same filters"
 

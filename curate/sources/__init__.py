@@ -29,6 +29,7 @@ class RawPair:
     error: str | None = None  # a problem found while reading, "category: detail" (e.g. a missing file)
     instruction_variants: list[str] = field(default_factory=list)  # every instruction the dataset ships for the pair
     flags: list[str] = field(default_factory=list)  # non-fatal findings of the reader (e.g. an unmapped edit type)
+    has_edited: bool = True  # False: a prompt set (source + instruction + mask, no edited image); gt_mask is final
 
 
 class Source(Protocol):

@@ -75,7 +75,8 @@ def rows(records_dir: Path, images_dir: Path, score_names: list[str], mask_png: 
             row = {name: record.get(name) for name in TEXT_COLUMNS}
             row["target_phrases"] = list(record.get("target_phrases") or [])
             row["source_image"] = {"bytes": shard.source_bytes(record["id"]), "path": None}
-            row["edited_image"] = {"bytes": shard.edited_bytes(record["id"]), "path": None}
+            edited = shard.edited_bytes(record["id"])  # None for prompt sets (has_edited False, e.g. CoCoEdit-40K)
+            row["edited_image"] = None if edited is None else {"bytes": edited, "path": None}
             row["mask"] = record["mask"]
             if mask_png:
                 png = None if record["mask"] is None else store.encode_png(rle.decode(record["mask"]).astype("uint8") * 255)

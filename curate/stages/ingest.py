@@ -61,12 +61,13 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
     # Cells of user datasets may hold anything; records hold strings (a non-string is rejected below).
     instruction = pair.instruction if isinstance(pair.instruction, str) else None
     edit_type = None if pair.edit_type is None else str(pair.edit_type)
-    if pair.source is not None and pair.edited is not None:
-        record_id = schema.content_id(pair.source, pair.edited, instruction or "")
+    has_edited = getattr(pair, "has_edited", True)
+    if pair.source is not None and (pair.edited is not None or not has_edited):
+        record_id = schema.content_id(pair.source, pair.edited or b"", instruction or "")
     else:  # unreadable input: derive the id from where it came from, so it is still stable and unique
         record_id = schema.content_id(pair.origin, pair.origin_key, pair.error or "")
     record = schema.new_record(
-        id=record_id, origin=pair.origin, origin_key=pair.origin_key, has_edited=True,
+        id=record_id, origin=pair.origin, origin_key=pair.origin_key, has_edited=has_edited,
         instruction=instruction, edit_type=edit_type, target_phrases=[str(p) for p in pair.target_phrases],
         meta=json.dumps(pair.meta, sort_keys=True, default=str),
         instruction_variants=[str(v) for v in getattr(pair, "instruction_variants", None) or []],
@@ -84,12 +85,14 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
             if edit_type not in taxonomy.EDIT_TYPES:
                 raise images.ImageProblem("unknown edit type", f"{edit_type!r}; known: {sorted(taxonomy.EDIT_TYPES)}")
             record["scope"] = taxonomy.get(edit_type).scope
-        normalized = images.normalize_pair(pair.source, pair.edited, policy)
+        normalized = images.normalize_pair(pair.source, pair.edited, policy, has_edited=has_edited)
         record.update(width=normalized.width, height=normalized.height)
         for flag in normalized.flags:
             schema.add_flag(record, flag)
         if pair.gt_mask is not None:
             record["gt_mask"] = rle.encode(_gt_mask(pair.gt_mask, normalized.width, normalized.height, policy))
+            if not has_edited:  # nothing to difference: the given mask IS the mask (kept by the masks stage)
+                record["mask"], record["mask_source"] = record["gt_mask"], "gt"
     except images.ImageProblem as problem:
         schema.reject(record, STAGE, problem.reason)
         return record, None

@@ -5,8 +5,10 @@ Reads ``data/rewrite/records`` + ``data/ingest/images``, writes ``data/masks/rec
 * ``mode: diff`` - pixel-difference masks (:mod:`curate.masks.diff`): ``mask``, ``mask_source="diff"`` (or
   ``"whole"`` for a global edit, whose mask is the whole image), and ``diff_*`` statistics in ``scores``.
 * Records without an edited image (benchmark items) get no diff mask: flag ``no_edited_image``, not rejected.
-* ``mode: grounded`` - after the diff step, Grounding-DINO -> SAM2 masks fused with the diff per edit type
-  (:mod:`curate.masks.grounded_step`, params ``masks.grounding``); missing weights stop the stage with a message.
+* ``mode: grounded`` - after the diff step, boxes -> SAM2 masks fused with the diff per edit type
+  (:mod:`curate.masks.grounded_step`, params ``masks.grounding``); the boxes come from Grounding-DINO (default) or
+  an MLLM (``detector: mllm``); missing weights or an unusable MLLM stop the stage with a message.
+* ``dilate`` - per edit type, the final mask is dilated by that many pixels (:mod:`curate.masks.dilation`).
 * A mask that came with the data (``mask_source`` gt/human) is kept; the diff mask is still computed for the metrics.
 * ``metrics/masks.json``: ``mean_iou`` of the diff masks against ``gt_mask`` (where known), overall and per edit
   type, with counts. A whole-image edit counts like any other: a whole mask vs a whole-image gt has IoU 1.
@@ -36,8 +38,12 @@ class MasksParams:
     diff: DiffParams = field(default_factory=DiffParams)
     grounding: GroundingParams = field(default_factory=GroundingParams)  # used by mode: grounded
     workers: int = 0  # threads for the per-record diff work; 0 = one per available CPU core (results do not change)
+    dilate: dict[str, int] = field(default_factory=dict)  # edit type -> radius (px) the final mask grows by
 
     def __post_init__(self) -> None:
+        from curate.masks.dilation import check_dilate
+
+        self.dilate = check_dilate(self.dilate)
         if self.mode not in MODES:
             raise ValueError(f"masks.mode must be one of {MODES}, got {self.mode!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
@@ -90,20 +96,40 @@ def _diff_record(record: dict[str, Any], images: Any, params: MasksParams) -> No
     record["mask_source"] = "whole" if result.whole else "diff"
 
 
-def build_step(params: MasksParams):
-    """The stage's step. ``mode: grounded`` grounds + fuses after `diff_step` (curate.masks.grounded_step), with one
-    masker loaded here for the whole run (missing weights fail here, before any shard is read)."""
-    grounded = None
-    if params.mode == "grounded":
-        from curate.masks.grounded_step import make_grounded_step
+class MasksStep:
+    """diff -> (grounded + fusion) -> per-type dilation. ``mode: grounded`` loads one masker here for the whole run
+    (missing weights or an unusable MLLM fail here, before any shard is read)."""
 
-        grounded = make_grounded_step(params.grounding)
+    def __init__(self, params: MasksParams):
+        self.params, self.grounded = params, None
+        if params.mode == "grounded":
+            from curate.masks.grounded_step import make_grounded_step
 
-    def step(records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
-        records = diff_step(records, images, params)
-        return grounded(records, images) if grounded is not None else records
+            self.grounded = make_grounded_step(params.grounding)
 
-    return step
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.grounded.counters if self.grounded is not None else {}
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return self.grounded.facts if self.grounded is not None else {}
+
+    def __call__(self, records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
+        from curate.masks.dilation import dilate_records
+
+        records = diff_step(records, images, self.params)
+        if self.grounded is not None:
+            records = self.grounded(records, images)
+        return dilate_records(records, self.params.dilate)
+
+    def close(self) -> None:
+        if self.grounded is not None:
+            self.grounded.close()
+
+
+def build_step(params: MasksParams) -> MasksStep:
+    return MasksStep(params)
 
 
 def summarize(records_dir: Path) -> dict[str, Any]:
@@ -119,6 +145,10 @@ def summarize(records_dir: Path) -> dict[str, Any]:
                 counts["rejected"] += 1
                 continue
             counts[f"mask_source_{record.get('mask_source') or 'none'}"] += 1
+            if "grounding_mllm_fallback" in (record.get("flags") or []):
+                counts["grounding_mllm_fallback"] += 1
+            if (record.get("scores") or {}).get("mask_dilate_px"):
+                counts["dilated"] += 1
             iou = (record.get("scores") or {}).get(IOU_SCORE)
             if iou is not None and not math.isnan(iou):
                 ious[record.get("edit_type") or "unknown"].append(iou)
@@ -138,7 +168,15 @@ def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path
 
     stats = run_stage(STAGE, input_dir, output_dir, Deferred(build_step, params), images_dir=images_dir,
                       executor=executor)
-    return {**stats.as_dict(), "mode": params.mode, **summarize(output_dir)}
+    metrics = {**stats.as_dict(), "mode": params.mode, **summarize(output_dir)}
+    if params.dilate:  # only when set: the default run's metrics stay as they were
+        metrics["dilate"] = dict(params.dilate)
+    if params.mode == "grounded":
+        metrics["detector"] = params.grounding.detector
+        if params.grounding.detector == "mllm":
+            metrics["mllm_model"] = stats.facts.get("mllm_model") or params.grounding.mllm.client.model
+            metrics["mllm_requests"] = {k[len("mllm_"):]: v for k, v in stats.counters.items() if k.startswith("mllm_")}
+    return metrics
 
 
 def main(
@@ -154,11 +192,12 @@ def main(
 
     from curate.masks.grounded import WeightsUnavailableError
     from editkit.executors import stage_executor
+    from editkit.mllm.backends import MLLMError
 
     params = config.load_section(MasksParams, STAGE, params_file)
     try:
         metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
-    except WeightsUnavailableError as error:  # say which model, where it looked, and how to run diff-only
+    except (WeightsUnavailableError, MLLMError) as error:  # which model, where it looked, how to run diff-only
         typer.echo(f"masks: {error}", err=True)
         raise typer.Exit(2) from None
     store.write_json(metrics_file, metrics)

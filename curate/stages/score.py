@@ -4,7 +4,9 @@ Reads ``data/masks/records`` + ``data/ingest/images``, writes ``data/score/recor
 Scores (``record["scores"]``, see :mod:`curate.scoring`): mask area / components / compactness, PSNR and SSIM of
 source vs edited on the NON-edited region, three 64-bit pHashes (``record["phash"]``) for near-duplicate removal,
 and, when enabled, CLIP image-image and directional similarity. CLIP is off by default because no weights can be
-downloaded here: set ``score.clip.enabled: true`` with a model you have locally.
+downloaded here: set ``score.clip.enabled: true`` with a model you have locally. With ``score.quality`` enabled and
+an MLLM configured, an MLLM judge adds instruction clarity, mask accuracy and target prominence
+(:mod:`curate.scoring.quality`); off by default.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from curate.scoring.quality import QualityParams
 
 STAGE = "score"
 
@@ -33,6 +37,7 @@ class ClipParams:
 class ScoreParams:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     clip: ClipParams = field(default_factory=ClipParams)
+    quality: QualityParams = field(default_factory=QualityParams)  # MLLM quality scores; off without an MLLM
     workers: int = 0  # threads for the per-record pixel scores; 0 = one per available CPU core (same results)
 
     def __post_init__(self) -> None:
@@ -41,29 +46,45 @@ class ScoreParams:
 
 
 class ScoreStep:
-    """The batch -> batch step: pixel scores, then CLIP (model loaded once, here, not per batch).
+    """The batch -> batch step: pixel scores, then CLIP, then the MLLM quality judge (models loaded once, here).
 
-    ``counters`` reports the CLIP embedding cache's hits and misses (summed over workers by the executor)."""
+    ``counters`` reports the CLIP embedding cache's hits and misses and the judge's requests (summed over workers
+    by the executor)."""
 
     def __init__(self, params: ScoreParams):
-        self.params, self.clip = params, None
+        self.params, self.clip, self.quality = params, None, None
         if params.clip.enabled:
             from editkit.clip import ClipScorer
 
             self.clip = ClipScorer(params.clip.model, params.clip.pretrained, params.device, params.clip.batch_size,
                                    params.clip.cache_dir)
+        if params.quality.active:
+            from curate.scoring.quality import QualityJudge
+
+            self.quality = QualityJudge(params.quality)  # probes the endpoint / loads the model: fails fast
 
     @property
     def counters(self) -> dict[str, int]:
-        if self.clip is None:
-            return {}
-        return {"clip_cache_hits": self.clip.cache.hits, "clip_cache_misses": self.clip.cache.misses}
+        counters = dict(self.quality.counters) if self.quality is not None else {}
+        if self.clip is not None:
+            counters.update(clip_cache_hits=self.clip.cache.hits, clip_cache_misses=self.clip.cache.misses)
+        return counters
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return {"quality_model": self.quality.client.backend.model_id} if self.quality is not None else {}
 
     def __call__(self, records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
         from curate.scoring.pair import score_pairs
 
         records = score_pairs(records, images, self.params.workers)
-        return self.clip(records, images) if self.clip is not None else records
+        if self.clip is not None:
+            records = self.clip(records, images)
+        return self.quality(records, images) if self.quality is not None else records
+
+    def close(self) -> None:
+        if self.quality is not None:
+            self.quality.close()
 
 
 class ScoreMeans:
@@ -121,7 +142,20 @@ def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path
     else:
         metrics["note"] = ("CLIP scores off (score.clip.enabled: false): no CLIP weights configured; "
                            "the CLIP filters in select are skipped")
+    metrics.update(quality_metrics(params.quality, stats))
     return metrics
+
+
+def quality_metrics(quality: QualityParams, stats: Any) -> dict[str, Any]:
+    """Whether the MLLM quality judge ran, on what, and its request counts; or why it was off."""
+    if not quality.active:
+        why = ("score.quality.enabled: false" if not quality.enabled else
+               "score.quality.enabled but score.quality.client.backend: none (no MLLM configured)")
+        return {"quality_enabled": False,
+                "quality_note": f"MLLM quality scores off ({why}); the quality filters in select are skipped"}
+    requests = {k[len("quality_"):]: v for k, v in stats.counters.items() if k.startswith("quality_")}
+    return {"quality_enabled": True, "quality_model": stats.facts.get("quality_model"),
+            "quality_prompt_version": quality.prompt_version, "quality_requests": requests}
 
 
 def main(
@@ -139,11 +173,17 @@ def main(
     """
     from editkit import config, store
     from editkit.executors import stage_executor
+    from editkit.mllm.backends import MLLMError
 
     params = config.load_section(ScoreParams, STAGE, params_file)
-    metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
+    try:
+        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
+    except MLLMError as error:  # the quality judge's endpoint down, model missing, key unset: say what to do
+        typer.echo(f"score: score.quality: {error}", err=True)
+        raise typer.Exit(code=2) from None
     store.write_json(metrics_file, metrics)
     overall = metrics["by_edit_type"].get("all", {})
     typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "
                f"mean bg_psnr={overall.get('mean_bg_psnr')} bg_ssim={overall.get('mean_bg_ssim')}, "
-               f"CLIP {'on' if params.clip.enabled else 'off (no weights configured)'}")
+               f"CLIP {'on' if params.clip.enabled else 'off (no weights configured)'}, "
+               f"MLLM quality {'on' if metrics['quality_enabled'] else 'off (no MLLM configured)'}")

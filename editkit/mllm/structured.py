@@ -37,12 +37,17 @@ class Structured(Generic[T]):
     raw: list[Optional[str]] = field(default_factory=list)  # the reply texts
 
 
-def parse_json(text: Optional[str], model: type[T]) -> T:
-    """The first JSON object in ``text`` (code fences and chatter around it tolerated), validated by ``model``."""
-    if not text or "{" not in text:
-        raise ParseError("no_json", "the reply contains no JSON object")
+def parse_json(text: Optional[str], model: type[T], allow_array: bool = False) -> T:
+    """The first JSON object in ``text`` (code fences and chatter around it tolerated), validated by ``model``.
+
+    ``allow_array``: a top-level JSON array that starts before any object is taken instead (some models answer
+    with a bare list, e.g. Qwen2.5-VL's ``[{"bbox_2d": ...}]``); ``model`` must then accept a list."""
+    openers = "{[" if allow_array else "{"
+    starts = [text.index(c) for c in openers if c in text] if text else []
+    if not starts:
+        raise ParseError("no_json", "the reply contains no JSON " + ("object or array" if allow_array else "object"))
     decoder = json.JSONDecoder()
-    start = text.index("{")
+    start = min(starts)
     try:
         data, _ = decoder.raw_decode(text, start)
     except json.JSONDecodeError as error:
@@ -54,23 +59,25 @@ def parse_json(text: Optional[str], model: type[T]) -> T:
         raise ParseError("schema", f"the JSON does not match the schema: {problems}") from None
 
 
-def _attempt(response: Response, model: type[T]) -> tuple[Optional[T], Optional[ParseError]]:
+def _attempt(response: Response, model: type[T], allow_array: bool = False
+             ) -> tuple[Optional[T], Optional[ParseError]]:
     if not response.ok:
         return None, ParseError("request_failed", response.error or "no reply")
     try:
-        return parse_json(response.text, model), None
+        return parse_json(response.text, model, allow_array), None
     except ParseError as error:
         return None, error
 
 
 def ask_json(client: Client, requests: list[Request], model: type[T], repair: bool = True,
-             progress: bool = False) -> list[Structured[T]]:
-    """Send ``requests`` (prompts asking for JSON matching ``model``) and validate the replies."""
+             progress: bool = False, allow_array: bool = False) -> list[Structured[T]]:
+    """Send ``requests`` (prompts asking for JSON matching ``model``) and validate the replies
+    (``allow_array``: see :func:`parse_json`)."""
     first = client.generate(requests, progress=progress, desc="mllm")
     results: list[Structured[T]] = []
     retry: list[int] = []
     for index, response in enumerate(first):
-        value, error = _attempt(response, model)
+        value, error = _attempt(response, model, allow_array)
         if error is None:
             results.append(Structured(value, "ok", [], [response.text]))
         else:
@@ -86,7 +93,7 @@ def ask_json(client: Client, requests: list[Request], model: type[T], repair: bo
         for i in retry
     ]
     for index, response in zip(retry, client.generate(repairs, progress=progress, desc="mllm repair")):
-        value, error = _attempt(response, model)
+        value, error = _attempt(response, model, allow_array)
         result = results[index]
         result.raw.append(response.text)
         if error is None:

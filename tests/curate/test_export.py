@@ -134,8 +134,9 @@ def test_summary_says_what_was_produced_and_what_was_off(tmp_path, capsys):
     text = capsys.readouterr().out
     for expected in ("records in: 200", "rejected: 20", "select: bg_psnr_min: bg_psnr < 20 (15)", "selected: 180",
                      "add 90", "mean_iou 0.934", "data/export/dataset", "CLIP scores", "MLLM instruction rewrite",
-                     "grounded masks", "only 180 records pass"):
+                     "grounded masks", "MLLM quality scores", "only 180 records pass"):
         assert expected in text, expected
-    params.write_text("score:\n  clip:\n    enabled: true\nrewrite:\n  client: {backend: openai}\nmasks:\n  mode: grounded\n")
+    params.write_text("score:\n  clip:\n    enabled: true\n  quality: {enabled: true, client: {backend: openai}}\n"
+                      "rewrite:\n  client: {backend: openai}\nmasks:\n  mode: grounded\n")
     summary.print_summary(metrics, params)
     assert "off:" not in capsys.readouterr().out

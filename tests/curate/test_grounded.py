@@ -240,8 +240,12 @@ def test_params_yaml_grounding_section_loads():
     section = read_params(Path(__file__).resolve().parents[2] / "params.yaml")["masks"]
     assert section["mode"] == "diff"  # the demo runs without weights
     params = from_dict(GroundingParams, section["grounding"], "masks.grounding")
-    assert params.detector == "IDEA-Research/grounding-dino-base" and params.segmenter == "facebook/sam2.1-hiera-large"
+    assert params.detector == "grounding_dino" and params.detector_model == "IDEA-Research/grounding-dino-base"
+    assert params.segmenter == "facebook/sam2.1-hiera-large"
+    assert params.mllm.client.backend == "none" and params.mllm.prompt_version == "v1"
     assert params.refine == RefineParams()  # {}: the defaults
+    legacy = GroundingParams(detector="/models/gdino")  # the older spelling: a checkpoint given as `detector`
+    assert legacy.detector == "grounding_dino" and legacy.detector_model == "/models/gdino"
 
 
 def test_masks_stage_grounded_mode_and_cli_message(tiny_dirs, sample_ingest_dir, tmp_path):

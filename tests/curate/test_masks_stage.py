@@ -57,3 +57,57 @@ def test_cli_writes_metrics_json(sample_ingest_dir, tmp_path):
     params.write_text("masks:\n  mode: nonsense\n")
     bad = CliRunner().invoke(app, ["masks", "--params", str(params)])
     assert bad.exit_code != 0
+
+
+# ---------------------------------------------------------------- per-type dilation of the final mask
+def test_dilation_matches_a_euclidean_distance_reference():
+    """A disc of radius r grows the mask to every pixel within distance r of it (scipy's exact EDT)."""
+    from scipy import ndimage
+
+    from curate.masks.dilation import dilate_records
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((60, 80), bool)
+    mask[20:35, 25:50] = True
+    mask[rng.integers(0, 60, 6), rng.integers(0, 80, 6)] = True  # specks, some near the border
+    records = []
+    for rid, edit_type, source in [("r", "replace", "diff"), ("a", "action", "fused"), ("c", "recolor", "diff"),
+                                   ("g", "replace", "gt"), ("w", "replace", "whole")]:
+        record = schema.new_record(id=rid, image_shard="s", width=80, height=60, edit_type=edit_type)
+        record.update(mask=rle.encode(mask), mask_source=source)
+        records.append(record)
+    out = {r["id"]: r for r in dilate_records(records, {"replace": 4, "action": 2})}
+    for rid, radius in (("r", 4), ("a", 2)):
+        expected = ndimage.distance_transform_edt(~mask) <= radius
+        np.testing.assert_array_equal(rle.decode(out[rid]["mask"]), expected)
+        assert out[rid]["scores"]["mask_dilate_px"] == radius
+    for rid in ("c", "g", "w"):  # no radius for recolor; supplied and whole-image masks are never changed
+        np.testing.assert_array_equal(rle.decode(out[rid]["mask"]), mask)
+        assert "mask_dilate_px" not in (out[rid]["scores"] or {})
+
+
+def test_dilate_params_are_checked():
+    import pytest
+
+    assert MasksParams(dilate={"replace": 8, "action": 0}).dilate == {"replace": 8}
+    with pytest.raises(ValueError, match="unknown edit type.*motion.*`action`"):
+        MasksParams(dilate={"motion": 8})
+    with pytest.raises(ValueError, match="masks.dilate.replace must be an int >= 0"):
+        MasksParams(dilate={"replace": -1})
+
+
+def test_stage_dilates_per_type_and_default_leaves_masks_alone(sample_ingest_dir, tmp_path):
+    plain = run(MasksParams(), sample_ingest_dir / "records", sample_ingest_dir / "images", tmp_path / "plain")
+    grown = run(MasksParams(dilate={"add": 5}), sample_ingest_dir / "records", sample_ingest_dir / "images",
+                tmp_path / "grown")
+    assert "dilate" not in plain and grown["dilate"] == {"add": 5}
+    before = {r["id"]: r for _, s in store.iter_records(tmp_path / "plain") for r in s}
+    after = {r["id"]: r for _, s in store.iter_records(tmp_path / "grown") for r in s}
+    assert grown["counts"]["dilated"] == sum(1 for r in before.values() if r["edit_type"] == "add"
+                                             and schema.is_ok(r) and r["mask_source"] == "diff")
+    for rid, record in after.items():
+        if record["edit_type"] == "add" and record["mask_source"] == "diff":
+            old, new = rle.decode(before[rid]["mask"]), rle.decode(record["mask"])
+            assert (new | old).sum() == new.sum() > old.sum()  # grown, never shrunk
+        else:
+            assert record["mask"] == before[rid]["mask"]

@@ -67,12 +67,14 @@ def test_masks_score_and_review_on_ray_equal_local(sharded_ingest, tmp_path, ray
 
 def test_rewrite_with_a_served_model_on_ray_equals_local(sharded_ingest, tmp_path, ray_session):
     from curate.stages import rewrite
+    from editkit.mllm.config import ClientConfig
     from tests.support.scripted_server import ScriptedServer
 
     answer = '{"instruction": "Make it blue", "edit_type": "recolor", "target_phrases": ["box"], "scope": "local"}'
     with ScriptedServer(lambda request: answer) as server:
         for kind, executor in (("local", None), ("ray", _ray_executor())):
-            params = rewrite.RewriteParams(backend="openai", endpoint=server.url, cache_dir=None, retries=0)
+            params = rewrite.RewriteParams(client=ClientConfig(backend="openai", endpoint=server.url, cache_dir=None,
+                                                               retries=0))
             metrics = rewrite.run(params, sharded_ingest / "records", tmp_path / kind, sharded_ingest / "images",
                                   executor=executor)
             assert metrics["requests_sent"] == N and metrics["outcomes"] == {"ok": N}, (kind, metrics)

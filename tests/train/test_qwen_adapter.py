@@ -230,8 +230,8 @@ def test_every_train_config_validates():
             check_options(REWARDS[name], config.rewards.options.get(name), f"rewards.options.{name}", str(path))
     qwen = load_config(REPO / "train" / "configs" / "qwen_image_edit.yaml")
     kontext = load_config(REPO / "train" / "configs" / "kontext.yaml")
-    # CoCoEdit's reported settings
-    assert (qwen.model.adapter, qwen.model.path) == ("qwen_image_edit", "Qwen/Qwen-Image-Edit")
+    # CoCoEdit's training settings (docs/cocoedit.md)
+    assert (qwen.model.adapter, qwen.model.path) == ("qwen_image_edit", "Qwen/Qwen-Image-Edit-2509")
     for config, lambdas, weights in ((kontext, (0.02, 0.02), {"pixel_consistency": 0.1, "mllm": 0.9}),
                                      (qwen, (0.8, 0.5), {"pixel_consistency": 0.2, "mllm": 0.8})):
         regularizer = config.objective.regularizer

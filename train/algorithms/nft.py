@@ -9,6 +9,10 @@ On a rollout result ``x0`` with fresh noise, ``x_t = (1 − t)·x0 + t·ε``. Th
 
 ``w±`` are the detached mean absolute errors of each branch (an adaptive loss scale); norms are means over
 non-batch dims. Good samples pull the policy towards themselves, bad ones push it away, without log-probs.
+
+``weighting`` says how the policy term is scaled before the reference term (and the region regularizer) are added:
+``"cocoedit"`` multiplies it by ``A_max / β`` as CoCoEdit's training code does, so its λ and KL weights keep their
+meaning; ``"unit"`` leaves it unscaled (this project's earlier convention, 5× stronger regularization at A_max = 5).
 """
 from __future__ import annotations
 
@@ -23,6 +27,20 @@ class NFTConfig:
     adv_max: float = 5.0  # A_max in r = clamp(A/A_max/2 + 0.5, 0, 1); match the advantage clip
     ref_weight: float = 1e-4  # weight of ‖v_θ − v_ref‖² (0 = skip the reference forward)
     min_weight: float = 1e-5  # floor of the adaptive scales w±
+    weighting: str = "unit"  # "cocoedit": policy term × adv_max/β (CoCoEdit's total loss); "unit": unscaled
+    # the sampling ("old") policy lags the trained one: after iteration s, θ_old ← d·θ_old + (1 − d)·θ with
+    # d = min(old_decay_rate·s, old_decay_max) (CoCoEdit: 0.001, 0.5); 0/0 = the current weights
+    old_decay_rate: float = 0.0
+    old_decay_max: float = 0.0
+
+
+def policy_scale(config: NFTConfig) -> float:
+    """The factor on the policy term of the total loss."""
+    if config.weighting == "cocoedit":
+        return config.adv_max / config.beta
+    if config.weighting == "unit":
+        return 1.0
+    raise ValueError(f"objective.nft.weighting must be 'cocoedit' or 'unit', got {config.weighting!r}")
 
 
 def _mean_over_dims(tensor: torch.Tensor) -> torch.Tensor:
@@ -57,7 +75,7 @@ def nft_loss(
         w_negative = _mean_over_dims((x0_negative - x0).abs()).clamp_min(config.min_weight)
     positive = _mean_over_dims((x0_positive - x0) ** 2) / w_positive
     negative = _mean_over_dims((x0_negative - x0) ** 2) / w_negative
-    loss = r * positive + (1 - r) * negative
+    loss = (r * positive + (1 - r) * negative) * policy_scale(config)
     if v_ref is not None and config.ref_weight > 0:
         loss = loss + config.ref_weight * _mean_over_dims((v_theta - v_ref.float().detach()) ** 2)
     return loss, {"x0_positive": x0_positive, "x0_negative": x0_negative, "optimality": r}

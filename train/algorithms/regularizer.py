@@ -8,6 +8,11 @@ eroded (square element, ``radius`` tokens) so the uncertain band along the bound
     L = r·λ_bg·relu(d_bg(x̂0+, x0) − τ_pos) + (1 − r)·λ_ed·relu(τ_neg − d_ed(x̂0−, x_src))
 
 where ``r ∈ [0, 1]`` is the NFT optimality weight, ``x0`` the rollout result and ``x_src`` the source latents.
+
+``grid`` says where the masks live. ``"latent"`` is CoCoEdit's: the unpacked latent grid (2·rows × 2·cols, 64×64 at
+512 px), the mask sampled there by nearest neighbour, eroded there (so ``erode_radius: 2`` is 16 image pixels), and
+the weights packed with the latents' 2×2 layout so ``d_w`` is a per-element weighted mean over the 16 latent channels
+and latent pixels. ``"token"`` erodes on the packed-token grid (``erode_radius`` tokens = twice the latent pixels).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ class RegularizerConfig:
     tau_negative: float = 3e-2  # edit-region distance the negative branch must exceed
     erode_radius: int = 2  # in latent tokens
     ring_weight: float = 0.2  # weight of the boundary band in both terms
+    grid: str = "token"  # "latent": CoCoEdit's unpacked latent grid (per latent pixel); "token": packed tokens
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -47,9 +53,43 @@ def region_weights(edit_mask: torch.Tensor, radius: int, ring_weight: float) -> 
     return background.flatten(1), edit_w.flatten(1)
 
 
+def soft_erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Erosion of (B, 1, h, w) masks in [0, 1]: ``1 − maxpool(1 − m)``; max-pooling pads with −inf, so the image
+    border does not erode."""
+    if radius <= 0:
+        return mask
+    return (1.0 - F.max_pool2d(1.0 - mask, kernel_size=2 * radius + 1, stride=1, padding=radius)).clamp(0, 1)
+
+
+def pack_2x2(grid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 2R, 2C) latent-pixel weights -> (B, R·C, 4) in the 2×2 order of the packed channels (dy, dx)."""
+    b, _, h, w = grid.shape
+    return grid.reshape(b, h // 2, 2, w // 2, 2).permute(0, 1, 3, 2, 4).reshape(b, (h // 2) * (w // 2), 4)
+
+
+def latent_region_weights(edit_masks: torch.Tensor, rows: int, cols: int, radius: int,
+                          ring_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CoCoEdit's weights on the unpacked latent grid from (B, H, W) pixel edit masks: (background, edit), each
+    (B, rows·cols, 4) per latent pixel, packed like the latents."""
+    keep = (1.0 - edit_masks.float()).unsqueeze(1)  # CoCoEdit's polarity: 1 = background
+    keep = F.interpolate(keep, size=(2 * rows, 2 * cols), mode="nearest")
+    core_background, core_edit = soft_erode(keep, radius), soft_erode(1.0 - keep, radius)
+    ring = (1.0 - (core_background + core_edit).clamp(0, 1)).clamp(0, 1)
+    background = (core_background + ring_weight * ring).clamp(0, 1)
+    edit = (core_edit + ring_weight * ring).clamp(0, 1)
+    return pack_2x2(background), pack_2x2(edit)
+
+
 def weighted_distance(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Mask-weighted mean squared distance between packed latents (B, L, C) with token weights (B, L) -> (B,)."""
-    per_token = ((a.float() - b.float()) ** 2).mean(dim=-1)
+    """Mask-weighted mean squared distance between packed latents (B, L, C) -> (B,), with token weights (B, L) or
+    per-latent-pixel weights (B, L, 4) (then a per-element weighted mean, CoCoEdit's ``Σ W·Δ² / max(Σ W, 1e-6)``)."""
+    squared = (a.float() - b.float()) ** 2
+    if weights.ndim == 3:
+        per_pixel = squared.reshape(*squared.shape[:2], -1, weights.shape[-1])  # (B, L, C/4, 4)
+        channels = per_pixel.shape[2]
+        numerator = (per_pixel * weights.unsqueeze(2)).sum(dim=(1, 2, 3))
+        return numerator / (weights.sum(dim=(1, 2)) * channels).clamp_min(1e-6)
+    per_token = squared.mean(dim=-1)
     return (per_token * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(eps)
 
 

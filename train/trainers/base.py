@@ -70,6 +70,8 @@ class Trainer(ABC):
         self.output_dir = Path(config.output_dir)
         self.advantage_stats: dict = {}
         self.skipped_rows: dict[int, str] = {}  # unreadable dataset rows -> reason (recorded, never trained on)
+        self.banned_rows: set[int] = set()  # rows whose group was banned (advantages.filter: ban_prompt)
+        self.resumed_state: dict = {}
         from train.logger import RunLogger
 
         self.logger = RunLogger(self.output_dir, config.logging, to_dict(config), self.accelerator.is_main_process)
@@ -90,6 +92,7 @@ class Trainer(ABC):
             rewards, parts = self.score(batch)
             advantages = gathered_advantages(acc, rewards, batch.group_ids, cfg.advantages)
             self.advantage_stats = advantages.stats
+            self.banned_rows.update(batch.group_rows[g] for g in advantages.banned)
             stats = self.reduce_mean(self.optimize(batch, advantages, step))
             scalars = {**advantages.stats, **stats, "lr": self.lr_scheduler.get_last_lr()[0],
                        "step_seconds": time.perf_counter() - began}
@@ -131,7 +134,8 @@ class Trainer(ABC):
                 examples[row] = example
         else:
             raise ValueError(f"cannot find {cfg.groups_per_step} distinct readable training rows for one step "
-                             f"({len(self.data.train_rows)} rows, {len(self.skipped_rows)} unreadable)")
+                             f"({len(self.data.train_rows)} rows, {len(self.skipped_rows)} unreadable, "
+                             f"{len(self.banned_rows)} banned by advantages.filter: ban_prompt)")
         rows = list(examples)
         slots = iteration_slots(rows, step, cfg.group_size, acc.process_index, acc.num_processes)
         unique = list(dict.fromkeys(s.row for s in slots))
@@ -146,11 +150,12 @@ class Trainer(ABC):
                      group_ids=torch.tensor([s.group for s in slots], device=acc.device),
                      seeds=[sample_seed(cfg.seed, step, s.index) for s in slots],
                      targets=stacked_targets([examples[s.row] for s in slots]),
-                     phrases=[list(examples[s.row].phrases) for s in slots])
+                     phrases=[list(examples[s.row].phrases) for s in slots],
+                     group_rows={step * len(rows) + g: row for g, row in enumerate(rows)})  # as iteration_slots
 
     def checked_example(self, row: int):
         """The row's example, or None if it is unreadable; the reason goes to ``skipped_rows.json``, once."""
-        if row in self.skipped_rows:
+        if row in self.skipped_rows or row in self.banned_rows:
             return None
         try:
             return self.data.example(row)
@@ -251,7 +256,7 @@ class Trainer(ABC):
     # ------------------------------------------------------------------ checkpoints
     def trainer_state(self, step: int) -> dict:
         return {"step": step, "sampler": self.sampler.state_dict(), "advantage_stats": self.advantage_stats,
-                "skipped_rows": self.skipped_rows, "algorithm": self.name}
+                "skipped_rows": self.skipped_rows, "banned_rows": sorted(self.banned_rows), "algorithm": self.name}
 
     def save(self, step: int) -> None:
         save_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, self.trainer_state(step),
@@ -271,6 +276,8 @@ class Trainer(ABC):
         self.sampler.load_state_dict(state["sampler"])
         self.advantage_stats = state.get("advantage_stats", {})
         self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
+        self.banned_rows = {int(r) for r in state.get("banned_rows", [])}
+        self.resumed_state = state
         self.accelerator.print(f"resumed from {path} (step {state['step']})")
         return int(state["step"])
 

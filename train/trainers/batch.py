@@ -41,6 +41,7 @@ class Batch:
     seeds: list[int]  # per-sample noise seeds
     targets: torch.Tensor | None = None  # (N, 3, H, W) ground-truth edited images when every row has one
     phrases: list[list[str]] | None = None  # per sample: the edit's target phrases
+    group_rows: dict[int, int] | None = None  # every group id of the iteration (all processes) -> dataset row
     samples: Samples | None = None  # filled by ``sample``
 
 

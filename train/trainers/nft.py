@@ -8,10 +8,12 @@ import torch
 
 from train.algorithms.advantages import Advantages
 from train.algorithms.nft import nft_loss
+from train.algorithms.old_policy import LaggedPolicy
 from train.algorithms.region_advantages import token_mask
-from train.algorithms.regularizer import region_regularizer, region_weights
+from train.algorithms.regularizer import latent_region_weights, region_regularizer, region_weights
 from train.rollout.micro_batches import sample_micro_batches
-from train.rollout.sampler import per_sample_normal, rollout
+from train.rollout.ode_solvers import dpm2_sample
+from train.rollout.sampler import Trajectory, per_sample_normal, rollout
 from train.trainers.base import Trainer, mean_stats
 from train.trainers.batch import Batch, Samples, sample_seed
 
@@ -24,23 +26,59 @@ class NFTSamples(Samples):
     x_t: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> noised rollout result (N, L, C)
     v_old: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> sampling policy's velocity there
     v_ref: dict[int, torch.Tensor | None] = field(default_factory=dict)  # step -> reference velocity (None: off)
-    region_weights: tuple[torch.Tensor, torch.Tensor] | None = None  # regularizer (background, edit) token weights
+    region_weights: tuple[torch.Tensor, torch.Tensor] | None = None  # regularizer (background, edit) weights
     x_source: torch.Tensor | None = None  # the source images' latents (regularizer)
+
+
+def unit_loss(objective, x_t, t, x0, v, v_old, v_ref, advantages, keep, region=None):
+    """The loss of one backward unit (a micro-batch at one trained step): the per-sample NFT loss (+ the region
+    regularizer when ``region = (x_source, background_weights, edit_weights)``), averaged over the kept samples
+    (0 when none is kept). Returns (loss, mean regularizer or None)."""
+    per_sample, parts = nft_loss(x_t, t, x0, v, v_old, advantages, objective.nft, v_ref=v_ref)
+    reg_mean = None
+    if region is not None:
+        x_source, background, edit = region
+        reg, _ = region_regularizer(parts["x0_positive"], parts["x0_negative"], x0, x_source, parts["optimality"],
+                                    background, edit, objective.regularizer)
+        per_sample = per_sample + reg
+        reg_mean = float(reg.detach().mean())
+    keep = keep.float()
+    return (per_sample * keep).sum() / keep.sum().clamp_min(1.0), reg_mean
 
 
 class NFTTrainer(Trainer):
     name = "nft"
 
+    @property
+    def old_policy(self) -> LaggedPolicy:
+        """The sampling policy θ_old (rollouts and v_old); the current weights unless objective.nft.old_decay_*."""
+        if getattr(self, "_old_policy", None) is None:
+            nft = self.config.objective.nft
+            params = [p for p in self.adapter.transformer.parameters() if p.requires_grad]
+            self._old_policy = LaggedPolicy(params, nft.old_decay_rate, nft.old_decay_max)
+        return self._old_policy
+
     def sample(self, batch: Batch, step: int) -> None:
         noise, generators = self.rollout_noise(batch, step)
+        solver = self.config.sampler.solver
+        if solver not in ("euler", "dpm2"):
+            raise ValueError(f"sampler.solver must be 'euler' or 'dpm2', got {solver!r}")
 
         def roll_out(mb: slice):
-            return rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb),
-                           noise[mb].to(self.accelerator.device), self.sigmas, sde="flow_sde", noise_level=0.0,
-                           window=(0, 0), generators=generators[mb], autocast=self.accelerator.autocast)
+            x, cond = noise[mb].to(self.accelerator.device), batch.cond.select(mb)
+            if solver == "dpm2":
+                def velocity(z, sigma):
+                    with self.accelerator.autocast():
+                        return self.adapter.velocity(self.adapter.transformer, z, torch.full((z.shape[0],), sigma),
+                                                     cond)
+                return Trajectory(final=dpm2_sample(velocity, x, self.sigmas))
+            return rollout(self.adapter, self.adapter.transformer, cond, x, self.sigmas, sde="flow_sde",
+                           noise_level=0.0, window=(0, 0), generators=generators[mb],
+                           autocast=self.accelerator.autocast)
 
-        batch.samples = NFTSamples.from_rollouts(sample_micro_batches(self, batch, roll_out))
-        self._prepare_targets(batch, step)
+        with self.old_policy.active():
+            batch.samples = NFTSamples.from_rollouts(sample_micro_batches(self, batch, roll_out))
+            self._prepare_targets(batch, step)
 
     @torch.no_grad()
     def _prepare_targets(self, batch: Batch, step: int) -> None:
@@ -70,9 +108,14 @@ class NFTTrainer(Trainer):
             samples.v_ref[j] = torch.cat(v_ref).float() if v_ref else None
         if cfg.objective.regularizer.enabled:
             rows, cols = self.adapter.token_grid(self.height, self.width)
-            grid = token_mask(batch.masks, rows, cols).view(-1, rows, cols)
             reg = cfg.objective.regularizer
-            background, edit = region_weights(grid, reg.erode_radius, reg.ring_weight)
+            if reg.grid == "latent":
+                background, edit = latent_region_weights(batch.masks, rows, cols, reg.erode_radius, reg.ring_weight)
+            elif reg.grid == "token":
+                grid = token_mask(batch.masks, rows, cols).view(-1, rows, cols)
+                background, edit = region_weights(grid, reg.erode_radius, reg.ring_weight)
+            else:
+                raise ValueError(f"objective.regularizer.grid must be 'latent' or 'token', got {reg.grid!r}")
             samples.region_weights = (background.to(x0.device), edit.to(x0.device))
             samples.x_source = self.adapter.encode_images(batch.sources)
 
@@ -89,16 +132,27 @@ class NFTTrainer(Trainer):
             with self.accelerator.autocast():
                 v = self.adapter.velocity(self.model, x_t, t, batch.cond.select(mb))
             v_ref = samples.v_ref[j][mb] if samples.v_ref[j] is not None else None
-            per_sample, parts = nft_loss(x_t, t.to(x_t.device), samples.final[mb], v, samples.v_old[j][mb],
-                                         advantages.values[mb], cfg.objective.nft, v_ref=v_ref)
+            region = None
             if cfg.objective.regularizer.enabled:
                 background, edit = samples.region_weights
-                reg, _ = region_regularizer(parts["x0_positive"], parts["x0_negative"], samples.final[mb],
-                                            samples.x_source[mb], parts["optimality"], background[mb], edit[mb],
-                                            cfg.objective.regularizer)
-                per_sample = per_sample + reg
-                stats["regularizer"].append(float(reg.detach().mean()))
-            loss = (per_sample * keep[mb]).sum() / keep[mb].sum().clamp_min(1.0)
+                region = (samples.x_source[mb], background[mb], edit[mb])
+            loss, reg = unit_loss(cfg.objective, x_t, t.to(x_t.device), samples.final[mb], v, samples.v_old[j][mb],
+                                  v_ref, advantages.values[mb], keep[mb], region)
+            if reg is not None:
+                stats["regularizer"].append(reg)
             stats["loss"].append(float(loss.detach()))
             self.backward(loss, ends_update, group_size, stats)
+        self.old_policy.update(step)
         return mean_stats(stats)
+
+    def trainer_state(self, step: int) -> dict:
+        state = super().trainer_state(step)
+        if self.old_policy.enabled:
+            state["old_policy"] = self.old_policy.state()
+        return state
+
+    def _resume(self, resume: str | None) -> int:
+        step = super()._resume(resume)
+        if step > 0:
+            self.old_policy.load(self.resumed_state.get("old_policy"))
+        return step

@@ -19,6 +19,7 @@ T = TypeVar("T")
 # name -> module that registers it on import (one line per preset, kept sorted)
 MODULES = {
     "anyedit": "curate.sources.presets.anyedit",
+    "cocoedit_40k": "curate.sources.presets.cocoedit_40k",
     "gpt_image_edit": "curate.sources.presets.gpt_image_edit",
     "hq_edit": "curate.sources.presets.hq_edit",
     "imgedit": "curate.sources.presets.imgedit",

@@ -1,0 +1,187 @@
+"""Target boxes from an MLLM (Qwen2.5-VL convention): the second detector of the grounded masks.
+
+``masks.grounding.detector: mllm`` asks the MLLM client (any backend: an OpenAI-compatible server or a local
+Qwen2.5-VL through transformers) for the boxes of a record's target phrases, as JSON, then SAM2 segments them as it
+does Grounding-DINO's boxes.
+
+Coordinates. Qwen2.5-VL grounds in ABSOLUTE PIXELS of the image as the model saw it: its processor first resizes
+every image with ``smart_resize`` (both sides multiples of 28, the pixel count within ``[min_pixels,
+max_pixels]``), and ``bbox_2d`` refers to that resized image, not to the file (Qwen's cookbooks rescale by
+``original / (image_grid_thw * 14)``). So that our frame and the model's agree whatever the server's processor
+settings, the image is resized HERE to :func:`model_view_size` (which the processor then leaves as it is, as long as
+its own ``max_pixels`` is at least ``client.max_pixels``) and the prompt states that size; boxes are rescaled from it
+to the working image.
+
+Validation. The reply must match :class:`BoxReply` (a list of ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}``, or
+``{"boxes": [...]}``); otherwise one repair round, then ``fallback:<reason>`` (no boxes: the record keeps its diff
+mask, flagged). Each box is clipped to the image; non-finite, reversed and degenerate (< 1 px after clipping) boxes
+are dropped, each with a recorded reason.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from editkit.mllm.config import ClientConfig
+
+FACTOR = 28  # Qwen2.5-VL: 14 px patches, 2x2 merged
+QWEN_MIN_PIXELS = 56 * 56  # the Qwen2-VL image processor's default lower bound
+MAX_REPLY_BOXES = 64  # a longer list is not an answer to "locate these phrases"
+
+
+@dataclass
+class MLLMGroundingParams:
+    """``masks.grounding.mllm``: the client and the prompt used when ``detector: mllm``."""
+
+    client: ClientConfig = field(default_factory=ClientConfig)  # backend none cannot ground: openai | transformers
+    prompt_version: str = "v1"  # editkit/mllm/prompts/ground_boxes_<version>.txt
+    min_pixels: int = QWEN_MIN_PIXELS  # smart_resize lower bound; the upper bound is client.max_pixels
+
+
+@dataclass
+class BoxDetection:
+    """One image's MLLM boxes, in the pixels of the image given to :meth:`MLLMBoxDetector.detect`."""
+
+    boxes: np.ndarray  # (n, 4) float xyxy
+    labels: list[str]
+    status: str  # ok | repaired | fallback:<reason> (editkit.mllm.structured)
+    dropped: list[str] = field(default_factory=list)  # one reason per dropped box
+    errors: list[str] = field(default_factory=list)  # why a reply was not usable (fallback / repair)
+    clipped: int = 0  # boxes that reached outside the image and were clipped
+    view_size: tuple[int, int] = (0, 0)  # (height, width) of the model's frame: what its processor made of our image
+
+
+def model_view_size(height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = 12845056,
+                    factor: int = FACTOR) -> tuple[int, int]:
+    """(height, width) Qwen2.5-VL's ``smart_resize`` gives: multiples of ``factor``, pixel count in range."""
+    if min(height, width) < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio above 200 ({width}x{height}): Qwen2.5-VL cannot take this image")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _reply_models():
+    """The pydantic schema (built on first use: pydantic is imported only when the MLLM detector is)."""
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+    class Box(BaseModel):
+        model_config = ConfigDict(extra="ignore")  # Qwen sometimes adds e.g. "score"; only the box is used
+
+        bbox_2d: list[float] = Field(min_length=4, max_length=4)
+        label: str = ""
+
+    class BoxReply(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        boxes: list[Box] = Field(max_length=MAX_REPLY_BOXES)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _bare_list(cls, data: Any) -> Any:
+            return {"boxes": data} if isinstance(data, list) else data  # Qwen's native answer is a bare list
+
+    return BoxReply
+
+
+def clean_boxes(raw: list[tuple[list[float], str]], width: int, height: int
+                ) -> tuple[np.ndarray, list[str], list[str], int]:
+    """Clip boxes to a ``width`` x ``height`` image; drop non-finite, reversed and degenerate ones with a reason.
+
+    Returns ``(boxes (n, 4), labels, dropped reasons, number clipped)``."""
+    kept, labels, dropped, clipped = [], [], [], 0
+    limits = np.array([width, height, width, height], dtype=float)
+    for index, (coords, label) in enumerate(raw):
+        box = np.asarray(coords, dtype=float)
+        shown = [round(float(v), 2) for v in box]
+        if not np.isfinite(box).all():
+            dropped.append(f"box {index} {shown}: non-finite coordinates")
+            continue
+        if box[2] < box[0] or box[3] < box[1]:
+            dropped.append(f"box {index} {shown}: corners reversed (x2 < x1 or y2 < y1)")
+            continue
+        inside = np.clip(box, 0, limits)
+        if not np.array_equal(inside, box):
+            clipped += 1
+        w, h = inside[2] - inside[0], inside[3] - inside[1]
+        if w < 1 or h < 1:
+            dropped.append(f"box {index} {shown}: degenerate inside the {width}x{height} image "
+                           f"({w:.2f} x {h:.2f} px after clipping)")
+            continue
+        kept.append(inside)
+        labels.append(label)
+    return np.array(kept, dtype=float).reshape(-1, 4), labels, dropped, clipped
+
+
+class MLLMBoxDetector:
+    """The client (probed / loaded once) and the prompt; :meth:`detect` asks for a batch of images at once."""
+
+    def __init__(self, params: MLLMGroundingParams):
+        from editkit.mllm.backends import MLLMError
+        from editkit.mllm.client import Client
+        from editkit.mllm.prompts import load_prompt
+
+        if params.client.backend == "none":
+            raise MLLMError("masks.grounding.detector: mllm needs an MLLM: set masks.grounding.mllm.client.backend "
+                            "to openai (with endpoint) or transformers (with model), or use detector: grounding_dino")
+        self.params = params
+        self.prompt = load_prompt("ground_boxes", params.prompt_version)
+        self.reply_model = _reply_models()
+        self.client = Client(params.client)  # fails fast: endpoint down, model missing, key unset
+
+    def detect(self, images: list[Any], phrases: list[list[str]], max_boxes: int) -> list[BoxDetection]:
+        """``images``: PIL images; boxes come back in each image's own pixels, at most ``max_boxes`` each."""
+        from editkit.mllm.messages import Request, user
+        from editkit.mllm.structured import ask_json
+
+        bounds = (self.params.min_pixels, self.params.client.max_pixels)
+        sent = [model_view_size(im.height, im.width, *bounds) for im in images]
+        # The processor resizes what we send once more; that is the identity except when max_pixels is so close to
+        # min_pixels that a size rounded down under max falls below min. The model's frame is the result either way.
+        views = [model_view_size(h, w, *bounds) for h, w in sent]
+        requests = []
+        for image, words, (sh, sw), (vh, vw) in zip(images, phrases, sent, views):
+            text = self.prompt.render(phrases="; ".join(f'"{p}"' for p in words), width=str(vw), height=str(vh))
+            shown = image if image.size == (sw, sh) else image.resize((sw, sh), _bicubic())
+            requests.append(Request((user(shown, text),), **self.prompt.stamp()))
+        answers = ask_json(self.client, requests, self.reply_model, allow_array=True)
+        out = []
+        for image, (vh, vw), answer in zip(images, views, answers):
+            if answer.value is None:
+                out.append(BoxDetection(np.zeros((0, 4)), [], answer.status, errors=answer.errors, view_size=(vh, vw)))
+                continue
+            raw = [(box.bbox_2d, box.label) for box in answer.value.boxes]
+            boxes, labels, dropped, clipped = clean_boxes(raw, vw, vh)
+            if len(boxes) > max_boxes:
+                dropped += [f"box beyond max_boxes={max_boxes} (kept the first {max_boxes} in reply order)"] * (
+                    len(boxes) - max_boxes)
+                boxes, labels = boxes[:max_boxes], labels[:max_boxes]
+            scale = np.array([image.width / vw, image.height / vh] * 2)
+            out.append(BoxDetection(boxes * scale, labels, answer.status, dropped, answer.errors, clipped, (vh, vw)))
+        return out
+
+    @property
+    def stats(self):
+        return self.client.stats
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _bicubic() -> Optional[int]:
+    from PIL import Image
+
+    return Image.BICUBIC  # what Qwen2-VL's processor resamples with

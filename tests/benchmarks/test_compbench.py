@@ -1,0 +1,119 @@
+"""CompBench: its local-task layout (tasks/<task>/metadata.json + input_image/, mask/ (> 0 = edit), edited_image/),
+`bench build --bench compbench`, and its metrics in `bench evaluate` against an independent computation."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import evaluation as evaluate
+from benchmarks.build import build
+from benchmarks.compbench import CompBenchScorer, bbox, load_lpips
+from editkit import rle, schema, store
+
+
+def build_compbench(root, per_task=2):
+    rng = np.random.default_rng(0)
+    truth = {}
+    for t, task in enumerate(("add", "remove", "replace")):
+        entries = []
+        for k in range(per_task):
+            relative = f"{t:02x}ca3cb{k}/0/0000{k}.png"
+            source = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            mask = np.zeros((48, 64), np.uint8)
+            mask[10 : 30 + k, 12:40] = 255
+            edited = source.copy()
+            edited[mask > 0] = 255 - edited[mask > 0]
+            for folder, array in (("input_image", source), ("mask", mask), ("edited_image", edited)):
+                (root / "tasks" / task / folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / "tasks" / task / folder / relative)
+            entries.append({"image_path": relative, "instruction": f"{task} a thing {k}", "caption": f"a thing {k}"})
+            truth[f"{task}/{relative}"] = (source, mask > 0, edited)
+        entries.append({"image_path": "../../../escape.png", "instruction": "x", "caption": ""})
+        (root / "tasks" / task / "metadata.json").write_text(json.dumps(entries))
+    return truth
+
+
+@pytest.fixture(scope="module")
+def compbench_built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compbench")
+    truth = build_compbench(root / "release")
+    stats = build("compbench", root / "release", root / "built", progress=False)
+    return root, truth, stats
+
+
+def test_reader_keeps_masks_as_gt_and_rejects_escapes(compbench_built):
+    root, truth, stats = compbench_built
+    records = [r for _, shard in store.iter_records(root / "built" / "records") for r in shard]
+    ok = [r for r in records if schema.is_ok(r)]
+    assert len(ok) == 6 and stats["mask_source"] == {"gt": 6} and stats["rejected"] == {"missing file": 3}
+    for record in ok:
+        source, mask, _ = truth[record["origin_key"]]
+        np.testing.assert_array_equal(rle.decode(record["mask"]), mask)
+        assert record["edit_type"] == record["origin_key"].split("/")[0]
+        assert json.loads(record["meta"])["gt_path"].endswith(record["origin_key"].split("/", 1)[1])
+
+
+def test_lpips_never_downloads_and_maps_torchvision_weights(tmp_path, monkeypatch):
+    import torchvision
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(ValueError, match="weights by path"):
+        load_lpips()
+    squeeze = torchvision.models.squeezenet1_1(weights=None)
+    torch.save(squeeze.state_dict(), tmp_path / "squeeze.pth")
+    model = load_lpips(tmp_path / "squeeze.pth")
+    torch.testing.assert_close(model.net.slice1[0].weight, squeeze.features[0].weight)
+    torch.testing.assert_close(model.net.slice7._modules["12"].expand1x1.weight, squeeze.features[12].expand1x1.weight)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert float(model(x, x)) == pytest.approx(0.0, abs=1e-6) and float(model(x, -x)) > 0
+
+
+def _resize(array, nearest=False):
+    return np.asarray(Image.fromarray(array).resize((512, 512), Image.NEAREST if nearest else Image.BICUBIC))
+
+
+def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_config, kontext_pipe, tmp_path):
+    from editkit.clip import ClipScorer
+    from tests.support.tiny.clip import build_clip
+
+    root, truth, _ = compbench_built
+    clip = ClipScorer(f"local-dir:{build_clip(tmp_path / 'clip')}", device="cpu")
+    scorer = CompBenchScorer(load_lpips(random_init=True), clip)
+    result = evaluate.evaluate(root / "built", tmp_path / "run", tiny_config(), pipe=kontext_pipe, progress=False,
+                               compbench=scorer)
+    rows = result["report"]["subsets"]["full"]
+    assert {"add", "remove", "replace", "all"} <= set(rows)
+    for key in ("cb_psnr", "cb_ssim", "cb_lpips", "lc_t", "lc_i"):
+        assert rows["all"][f"{key}_n"] == 6
+    items = [json.loads(line) for line in (tmp_path / "run" / "items.jsonl").read_text().splitlines()]
+    item = next(i for i in items if i["error"] is None)
+    source, mask, edited = truth[item["key"]]
+    output = np.asarray(Image.open(tmp_path / "run" / "outputs" / f"{item['id']}.png").convert("RGB"))
+    # CompBench resizes the output straight to 512² (whatever its size), as the scorer does
+    keep = 1 - _resize(mask.astype(np.uint8) * 255, nearest=True)[..., None] / 255.0
+    a, b = _resize(output) / 255.0 * keep, _resize(source) / 255.0 * keep
+    assert item["scores"]["cb_psnr"] == pytest.approx(10 * np.log10(1 / np.mean((a - b) ** 2)), rel=1e-9)
+    x0, y0, x1, y1 = bbox(_resize(mask.astype(np.uint8) * 255, nearest=True) > 0)
+    crop = clip.embed_images([_png(_resize(output)[y0:y1, x0:x1])])[0]
+    text = clip.embed_texts([f"a thing {item['key'][-5]}"])[0]
+    assert item["scores"]["lc_t"] == pytest.approx(100 * max(float(crop @ text), 0), rel=1e-5, abs=1e-6)
+    gt = clip.embed_images([_png(_resize(edited)[y0:y1, x0:x1])])[0]
+    assert item["scores"]["lc_i"] == pytest.approx(float(crop @ gt), rel=1e-5)
+    assert "CompBench LPIPS" in (tmp_path / "run" / "report.md").read_text()
+
+
+def _png(array):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
