@@ -201,9 +201,15 @@ def table_markdown(summary: dict, runs: list[dict], seconds: float, cpu_seconds:
 def run_demo(out: str | Path, results: str | Path, seeds: int = 3, quick: bool = False) -> str:
     import torch
 
-    torch.set_num_threads(1)
-    sizes = QUICK if quick else DemoSizes()
-    out, results = Path(out), Path(results)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the demo's numbers are for one thread; restored at the end
+    try:
+        return _run_demo(Path(out), Path(results), seeds, QUICK if quick else DemoSizes())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(out: Path, results: Path, seeds: int, sizes: DemoSizes) -> str:
     if out.exists():
         shutil.rmtree(out)
     began, cpu_began = time.perf_counter(), time.process_time()
@@ -215,5 +221,6 @@ def run_demo(out: str | Path, results: str | Path, seeds: int = 3, quick: bool =
     (results / "table.md").write_text(table + "\n")
     (results / "table.json").write_text(json.dumps({"summary": summary, "runs": runs, "seconds": seconds,
                                                     "cpu_seconds": cpu_seconds,
-                                                    "sizes": sizes.__dict__, "quick": quick}, indent=2) + "\n")
+                                                    "sizes": sizes.__dict__, "quick": sizes == QUICK}, indent=2)
+                                       + "\n")
     return table

@@ -29,13 +29,15 @@ def write_sft_jsonl(directory, count: int = 4, extra_bad: bool = True):
     (directory / "img").mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(count):
-        Image.fromarray(image(2 * i)).save(directory / "img" / f"s{i}.png")
-        Image.fromarray(image(2 * i + 1)).save(directory / "img" / f"e{i}.png")
-        ok = "yes" if i % 2 else "no"
+        # each image pair appears twice, once scored 3 and once 7: the model learns one fixed structure (valid
+        # replies) and a genuinely uncertain score (sampled trajectories disagree, so GCPO's advantages are not 0)
+        k = i // 2
+        Image.fromarray(image(2 * k)).save(directory / "img" / f"s{k}.png")
+        Image.fromarray(image(2 * k + 1)).save(directory / "img" / f"e{k}.png")
         trajectory = render_trajectory({"keep": ["bg"], "follow": ["red"], "quality": []},
                                        [{"group": "keep", "principle": "bg", "satisfied": "yes"},
-                                        {"group": "follow", "principle": "red", "satisfied": ok}], 3 + 4 * (i % 2))
-        lines.append({"source": f"img/s{i}.png", "instruction": f"make it red {i}", "edited": f"img/e{i}.png",
+                                        {"group": "follow", "principle": "red", "satisfied": "yes"}], 3 + 4 * (i % 2))
+        lines.append({"source": f"img/s{k}.png", "instruction": f"make it red {k}", "edited": f"img/e{k}.png",
                       "trajectory": trajectory})
     if extra_bad:
         lines += [{**lines[0], "source": "../outside.png"}, {**lines[0], "trajectory": "score 5"},
@@ -76,12 +78,12 @@ def trained_rrm_dir(tmp_path_factory):
     from train.rrm.small_model import build_small_rrm, format_phrases
 
     root = tmp_path_factory.mktemp("trained_rrm")
-    data = write_sft_jsonl(root / "data", count=4, extra_bad=False)
+    data = write_sft_jsonl(root / "data", count=8, extra_bad=False)
     records, _ = load_sft(data)
     phrases = format_phrases((PROMPT_DIR / "rrm_v1.txt").read_text(), [r.trajectory for r in records])
     base = build_small_rrm(root / "base", phrases=phrases)
     config = load_run_config(SFTRunConfig, None, [
         f"model.path={base}", "model.device=cpu", f"data.path={data}", f"output_dir={root / 'sft'}",
         "lora.enabled=false", "optim.learning_rate=0.003", "train.batch_size=4", "train.micro_batch_size=4",
-        "train.max_steps=80", "checkpoint.every=0"])
+        "train.max_steps=160", "checkpoint.every=0"])
     return SFTTrainer(config).fit()

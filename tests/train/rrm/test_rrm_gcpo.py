@@ -14,8 +14,9 @@ def gcpo_config(model_dir, data, out, *extra):
     return load_run_config(GCPORunConfig, None, [
         f"model.path={model_dir}", "model.device=cpu", f"data.path={data}", f"output_dir={out}",
         "lora.rank=4", "lora.alpha=8", "optim.learning_rate=0.001", "train.batch_size=2",
-        "train.micro_batch_size=4", "train.max_steps=3", "checkpoint.every=1", "gcpo.num_trajectories=3",
-        "gcpo.max_new_tokens=40", "gcpo.updates_per_batch=2", *extra])
+        "train.micro_batch_size=4", "train.max_steps=3", "checkpoint.every=1", "gcpo.num_trajectories=4",
+        "gcpo.max_new_tokens=40", "gcpo.updates_per_batch=2",
+        "gcpo.temperature=1.0", *extra])
 
 
 def metrics(out):

@@ -79,7 +79,7 @@ def test_trained_rrm_rewards_the_editor_trainer(trained_rrm_dir, tiny_kontext_di
     trainer = TRAINERS.get("nft")(config)
     trainer.fit()
     reward = trainer.rewards.functions["verifier"]
-    assert [d["error"] for d in reward.last_details] == [None, None]  # the RRM's replies parse
+    assert [d["error"] for d in reward.last_details] == [None, None], [d["reply"] for d in reward.last_details]
     scores = [d["score"] for d in reward.last_details]
     assert all(0 <= s <= 10 for s in scores)
     logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
