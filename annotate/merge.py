@@ -1,16 +1,26 @@
 """Merge human reviews into records: the `review` DVC stage (``editkit annotate merge``). Needs no server.
 
 Input: the committed reviews file (``reviews/masks.json``, written by ``editkit annotate pull``; ``[]`` until the first
-pull), a list of ``{"sample_id", "choice", "comment", "mask" (COCO RLE or null), "task_id", "annotation_id"}``.
+pull), a list of ``{"sample_id", "choice", "comment", "mask" (COCO RLE or null), "task_id", "annotation_id",
+"updated_at"}``. Two reviews of one sample: the later ``updated_at`` wins (then the higher annotation id).
 
+The painted mask is the truth; the ticked choice only decides what a record without a changed mask means.
 Per record (nothing is dropped):
-* no review          -> unchanged, ``review_status`` None
-* ``accept``         -> mask kept (``mask_source`` unchanged), ``mask_predicted`` = mask, IoU 1
-* ``fixed``          -> ``mask`` = reviewed mask, ``mask_source="human"``, the old mask in ``mask_predicted``
-* ``reject``         -> record rejected by stage ``review`` with the reviewer's comment as reason
-* unusable review (unknown choice, fixed without a mask, wrong mask size) -> unchanged, flagged ``review_invalid``
-The IoU between predicted and reviewed masks is stored as score ``review_iou`` and averaged per edit type in
-``metrics/review.json``.
+
+* no review                         -> unchanged, ``review_status`` None
+* ``reject``                        -> rejected by stage ``review``, reason ``reviewer rejected: <comment>``
+* ``empty`` ("the edit region is empty") -> ``mask`` = all-False, ``review_status="empty"``, ``mask_source="human"``
+  (select's ``mask_area_min`` then rejects region edits downstream). Contradicted by a painted mask that differs
+  from the prediction: flagged ``review_invalid``, unchanged.
+* painted mask differs from the prediction (whatever was ticked: ``accept``, ``fixed`` or nothing)
+                                    -> a correction: ``mask`` = painted, ``review_status="fixed"``,
+                                       ``mask_source="human"``, the old mask in ``mask_predicted``
+* painted mask equals the prediction, or ``accept`` with no brush region -> ``review_status="accept"``, mask kept
+* ``fixed`` with no brush region, an unknown choice, a mask of the wrong size or an unreadable one (``invalid`` set by
+  pull) -> unchanged, flagged ``review_invalid``
+
+Score ``review_iou`` = IoU(predicted, reviewed). ``metrics/review.json`` counts statuses, ticked choice -> status
+(so "accept" ticked over a painted correction is visible), and the mean IoU per edit type.
 """
 from __future__ import annotations
 
@@ -19,10 +29,27 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from editkit import rle, schema
 
 STAGE = "review"
-CHOICES = ("accept", "fixed", "reject")
+CHOICES = ("accept", "fixed", "empty", "reject")
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when review ``a`` was saved after ``b`` (ISO timestamps sort as strings; ties: the higher id)."""
+    return (a.get("updated_at") or "", a.get("annotation_id") or 0) > (b.get("updated_at") or "", b.get("annotation_id") or 0)
+
+
+def latest_per_sample(reviews: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """sample_id -> its most recently saved review."""
+    out: dict[str, dict[str, Any]] = {}
+    for review in reviews:
+        known = out.get(review["sample_id"])
+        if known is None or _newer(review, known):
+            out[review["sample_id"]] = review
+    return out
 
 
 def load_reviews(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -31,9 +58,19 @@ def load_reviews(path: str | Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     reviews = json.loads(path.read_text())
-    if not isinstance(reviews, list):
-        raise ValueError(f"{path} must hold a JSON list of reviews (run `editkit annotate pull`)")
-    return {review["sample_id"]: review for review in reviews}
+    if not isinstance(reviews, list) or not all(isinstance(r, dict) and "sample_id" in r for r in reviews):
+        raise ValueError(f"{path} must hold a JSON list of reviews with a sample_id each (run `editkit annotate pull`)")
+    return latest_per_sample(reviews)
+
+
+def _painted(review: dict[str, Any], record: dict[str, Any]) -> tuple[np.ndarray | None, bool]:
+    """(painted mask or None, whether its size fits the record)."""
+    reviewed = review.get("mask")
+    if reviewed is None:
+        return None, True
+    if list(reviewed["size"]) != [record.get("height"), record.get("width")]:
+        return None, False
+    return rle.decode(reviewed), True
 
 
 def merge_record(record: dict[str, Any], review: dict[str, Any] | None) -> dict[str, Any]:
@@ -42,26 +79,39 @@ def merge_record(record: dict[str, Any], review: dict[str, Any] | None) -> dict[
         return record
     choice = review.get("choice")
     record["review_comment"] = review.get("comment") or None
-    predicted = record.get("mask")
     if choice == "reject":
         record["review_status"] = "reject"
         return schema.reject(record, STAGE, f"reviewer rejected: {review.get('comment') or 'no comment'}")
-    if choice == "accept":
-        record["review_status"] = "accept"
-        record["mask_predicted"] = predicted
-        record["scores"] = {**record["scores"], "review_iou": 1.0}
-        return record
-    reviewed = review.get("mask")
-    size = [record.get("height"), record.get("width")]
-    if choice != "fixed" or reviewed is None or list(reviewed["size"]) != size:
+    painted, fits = _painted(review, record)
+    if not fits or review.get("invalid") or choice not in (None, *CHOICES):
         schema.add_flag(record, "review_invalid")
         return record
-    record["review_status"] = "fixed"
-    record["mask_predicted"] = predicted
-    record["mask"] = reviewed
+    predicted_rle = record.get("mask")
+    predicted = rle.decode(predicted_rle) if predicted_rle is not None else None
+    changed = painted is not None and (predicted is None or not np.array_equal(painted, predicted))
+    if choice == "empty":
+        if changed and painted.any():
+            schema.add_flag(record, "review_invalid")  # "empty" ticked over a painted correction: contradictory
+            return record
+        return _set_mask(record, "empty", np.zeros((record["height"], record["width"]), dtype=bool), predicted)
+    if changed:
+        return _set_mask(record, "fixed", painted, predicted)
+    if painted is None and choice != "accept":
+        schema.add_flag(record, "review_invalid")  # "fixed" (or nothing) ticked but no region: use "empty"
+        return record
+    record["review_status"] = "accept"
+    record["mask_predicted"] = predicted_rle
+    record["scores"] = {**record["scores"], "review_iou": 1.0}
+    return record
+
+
+def _set_mask(record: dict[str, Any], status: str, mask: np.ndarray, predicted: np.ndarray | None) -> dict[str, Any]:
+    record["review_status"] = status
+    record["mask_predicted"] = record.get("mask")
+    record["mask"] = rle.encode(mask)
     record["mask_source"] = "human"
     if predicted is not None:
-        record["scores"] = {**record["scores"], "review_iou": rle.iou(rle.decode(predicted), rle.decode(reviewed))}
+        record["scores"] = {**record["scores"], "review_iou": rle.iou(predicted, mask)}
     return record
 
 
@@ -75,16 +125,21 @@ def merge_step(reviews: dict[str, dict[str, Any]]):
 
 
 def review_metrics(records_dir: str | Path, reviews: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Counts per review status and mean predicted-vs-reviewed IoU per edit type."""
+    """Counts per review status, ticked choice -> resulting status, mean predicted-vs-reviewed IoU per edit type."""
     from editkit import store
 
     statuses: dict[str, int] = defaultdict(int)
+    choice_to_status: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     ious: dict[str, list[float]] = defaultdict(list)
-    found = set()
+    found, invalid = set(), 0
     for _, records in store.iter_records(records_dir):
         for record in records:
             found.add(record["id"])
-            statuses[record.get("review_status") or "unreviewed"] += 1
+            status = record.get("review_status") or "unreviewed"
+            statuses[status] += 1
+            invalid += "review_invalid" in (record.get("flags") or [])
+            if record["id"] in reviews:
+                choice_to_status[str(reviews[record["id"]].get("choice"))][status] += 1
             if "review_iou" in (record.get("scores") or {}):
                 ious[record.get("edit_type") or "unknown"].append(record["scores"]["review_iou"])
     per_type = {t: {"n": len(v), "mean_iou": sum(v) / len(v), "min_iou": min(v)} for t, v in sorted(ious.items())}
@@ -92,5 +147,7 @@ def review_metrics(records_dir: str | Path, reviews: dict[str, dict[str, Any]]) 
         "reviews": len(reviews),
         "reviews_without_record": len(set(reviews) - found),
         "status": dict(sorted(statuses.items())),
+        "invalid": invalid,  # flagged review_invalid (counted as unreviewed above: their record is unchanged)
+        "choice_to_status": {c: dict(sorted(s.items())) for c, s in sorted(choice_to_status.items())},
         "iou_by_edit_type": per_type,
     }

@@ -1,62 +1,50 @@
-"""The review project: labeling config, idempotent push of records (tasks + mask predictions), pull of reviews.
+"""The review project: push records (tasks + mask predictions) idempotently against the server, pull reviews.
 
 Push exports each record's images as PNG under ``<data_root>/labelstudio/images/`` (served by a LocalFiles storage,
 never synced: tasks come only from push) and imports tasks in chunks with the pipeline's mask as a prediction.
-A sample-id -> task map (``tasks-<project id>.json``) makes pushing again safe: known samples are not imported again;
-their prediction is updated when the mask changed.
+Idempotency is checked against the server itself, never a local file: before creating anything, push lists the
+project's tasks (each task's data holds ``sample_id`` and ``mask_digest``). A known sample with the same mask is left
+alone; a known sample whose mask changed upstream gets its prediction replaced (and its digest updated); only
+unknown samples become tasks. So a re-push after the local state is lost creates nothing. The sample-id -> task
+map written to ``tasks-<project id>.json`` is a convenience copy for people, never read back.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from annotate.rle import mask_to_rle, rle_to_mask
+from annotate import overlay
+from annotate.labeling import (BRUSH, BRUSH_LABEL, CHOICES, COMMENT, IMAGE, LABEL_CONFIG, SMART_POINT,  # noqa: F401
+                               brush_result, label_config, overlay_of)
+from annotate.rle import rle_to_mask
 from annotate.settings import AnnotateParams
 from editkit import rle, schema, store
 
-BRUSH, CHOICES, COMMENT, IMAGE = "mask", "review", "comment", "source"
-BRUSH_LABEL = "edit region"
-
-LABEL_CONFIG = f"""<View>
-  <Header value="$instruction"/>
-  <View style="display: flex; gap: 12px">
-    <View style="flex: 1">
-      <Header value="Source: paint the pixels that should change" size="5"/>
-      <Image name="{IMAGE}" value="$source_image" zoom="true" zoomControl="true"/>
-    </View>
-    <View style="flex: 1">
-      <Header value="$edited_caption" size="5"/>
-      <Image name="edited" value="$edited_image"/>
-    </View>
-  </View>
-  <BrushLabels name="{BRUSH}" toName="{IMAGE}">
-    <Label value="{BRUSH_LABEL}" background="#ff0066"/>
-  </BrushLabels>
-  <Choices name="{CHOICES}" toName="{IMAGE}" choice="single" required="true" showInline="true">
-    <Choice value="accept" hint="the mask is right"/>
-    <Choice value="fixed" hint="I corrected the mask"/>
-    <Choice value="reject" hint="unusable sample (edit failed, wrong instruction, ...)"/>
-  </Choices>
-  <TextArea name="{COMMENT}" toName="{IMAGE}" placeholder="comment (optional)" maxSubmissions="1" editable="true"/>
-</View>
-"""
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
-def brush_result(mask_rle: dict[str, Any]) -> dict[str, Any]:
-    """A COCO-RLE mask as one Label Studio brush region on the source image."""
-    height, width = (int(v) for v in mask_rle["size"])
-    return {"from_name": BRUSH, "to_name": IMAGE, "type": "brushlabels", "original_width": width,
-            "original_height": height, "image_rotation": 0,
-            "value": {"format": "rle", "rle": mask_to_rle(rle.decode(mask_rle)), "brushlabels": [BRUSH_LABEL]}}
-
-
-def get_or_create_project(ls, params: AnnotateParams) -> int:
+def find_project(ls, title: str) -> int | None:
     for project in ls.projects.list():
-        if project.title == params.project_title:
+        if project.title == title:
             return int(project.id)
-    project = ls.projects.create(title=params.project_title, label_config=LABEL_CONFIG, model_version=params.model_version,
+    return None
+
+
+def get_or_create_project(ls, params: AnnotateParams, title: str | None = None, overlay_colour: str | None = None) -> int:
+    """The project called ``title`` (default ``params.project_title``); an older config gains the new choices."""
+    title = title or params.project_title
+    project_id = find_project(ls, title)
+    if project_id is not None:
+        config = ls.projects.get(id=project_id).label_config or ""
+        if 'value="empty"' not in config:  # created before the "empty" choice: same brush colour, new choices
+            ls.projects.update(id=project_id, label_config=label_config(overlay_of(config), SMART_POINT in config))
+        return project_id
+    project = ls.projects.create(title=title, label_config=label_config(overlay_colour or overlay.PALETTE[0]),
+                                 model_version=params.model_version,
                                  description="editkit: review the pipeline's edit masks")
     images = (params.state_dir / "images").resolve()
     images.mkdir(parents=True, exist_ok=True)
@@ -65,12 +53,26 @@ def get_or_create_project(ls, params: AnnotateParams) -> int:
     return int(project.id)
 
 
-def _mask_digest(mask_rle: dict[str, Any] | None) -> str:
+def mask_digest(mask_rle: dict[str, Any] | None) -> str:
     return hashlib.sha1(json.dumps(mask_rle, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _task_map_path(params: AnnotateParams, project_id: int) -> Path:
-    return params.state_dir / f"tasks-{project_id}.json"
+def server_tasks(ls, project_id: int) -> dict[str, list[dict[str, Any]]]:
+    """sample_id -> the project's tasks for it on the server (``{"task", "mask"}``), oldest first."""
+    known: dict[str, list[dict[str, Any]]] = {}
+    for task in ls.tasks.list(project=project_id):
+        data = task.data or {}
+        if isinstance(data.get("sample_id"), str):
+            known.setdefault(data["sample_id"], []).append({"task": int(task.id), "mask": data.get("mask_digest"),
+                                                            "data": data})
+    for tasks in known.values():
+        tasks.sort(key=lambda t: t["task"])
+    return known
+
+
+def _file_stem(record_id: str) -> str:
+    """Record ids are untrusted: ones that are not plain names become a hash (never a path)."""
+    return record_id if _SAFE_ID.match(record_id) and record_id not in (".", "..") else mask_digest({"id": record_id})
 
 
 def _local_url(path: Path, params: AnnotateParams) -> str:
@@ -81,96 +83,171 @@ def _task(record: dict[str, Any], images: store.ImageStore, params: AnnotatePara
     folder = params.state_dir / "images"
     folder.mkdir(parents=True, exist_ok=True)
     shard = images.shard(record["image_shard"])
-    source = folder / f"{record['id']}_source.png"
+    stem = _file_stem(record["id"])
+    source = folder / f"{stem}_source.png"
     source.write_bytes(store.encode_png(shard.source(record["id"])))
     edited_pixels = shard.edited(record["id"])
     edited = source
     if edited_pixels is not None:
-        edited = folder / f"{record['id']}_edited.png"
+        edited = folder / f"{stem}_edited.png"
         edited.write_bytes(store.encode_png(edited_pixels))
     # Not "$source": Label Studio resolves that name to the task itself.
     data = {"sample_id": record["id"], "source_image": _local_url(source, params), "edited_image": _local_url(edited, params),
             "edited_caption": "Edited" if edited_pixels is not None else "No edited image (benchmark item): source",
             "instruction": record.get("instruction_refined") or record.get("instruction") or "",
-            "edit_type": record.get("edit_type") or ""}
+            "edit_type": record.get("edit_type") or "", "mask_digest": mask_digest(record.get("mask"))}
     task: dict[str, Any] = {"data": data}
     if record.get("mask") is not None:
         task["predictions"] = [{"model_version": params.model_version, "result": [brush_result(record["mask"])]}]
     return task
 
 
-def push(ls, params: AnnotateParams, records: Iterable[dict[str, Any]], images: store.ImageStore) -> dict[str, int]:
-    """Create tasks for new samples, update predictions of changed masks. Returns counts."""
+def _first_sources(records: list[dict[str, Any]], images: store.ImageStore) -> list:
+    out = []
+    for record in records:
+        try:
+            out.append(images.shard(record["image_shard"]).source(record["id"]))
+        except (KeyError, FileNotFoundError):
+            continue
+    return out
+
+
+def push(ls, params: AnnotateParams, records: Iterable[dict[str, Any]], images: store.ImageStore,
+         title: str | None = None) -> dict[str, int]:
+    """Create tasks for samples the server does not have, update predictions of changed masks. Returns counts."""
     from tqdm.auto import tqdm
 
-    project_id = get_or_create_project(ls, params)
-    map_path = _task_map_path(params, project_id)
-    task_map: dict[str, dict[str, Any]] = json.loads(map_path.read_text()) if map_path.exists() else {}
+    records = iter(records)
+    head = [r for r in itertools.islice(records, 16)]
+    title = title or params.project_title
+    colour = None if find_project(ls, title) is not None else overlay.choose(_first_sources(head, images))
+    project_id = get_or_create_project(ls, params, title, colour)
+    known = server_tasks(ls, project_id)
     counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped_rejected": 0}
+    duplicates = sum(len(t) - 1 for t in known.values())  # left by older versions; pull keeps the latest review
+    if duplicates:
+        counts["duplicates_on_server"] = duplicates
     pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
     def flush() -> None:
         if not pending:
             return
         response = ls.projects.import_tasks(id=project_id, request=[task for _, task in pending], return_task_ids=True)
-        for (record, _), task_id in zip(pending, response.task_ids):
-            task_map[record["id"]] = {"task": int(task_id), "mask": _mask_digest(record.get("mask"))}
+        for (record, task), task_id in zip(pending, response.task_ids):
+            known[record["id"]] = [{"task": int(task_id), "mask": task["data"]["mask_digest"], "data": task["data"]}]
         counts["created"] += len(pending)
         pending.clear()
-        store.write_json(map_path, task_map)  # after each chunk: an interrupted push never duplicates
 
-    for record in tqdm(records, desc="push", unit="rec"):
+    for record in tqdm(itertools.chain(head, records), desc="push", unit="rec"):
         if not schema.is_ok(record):
             counts["skipped_rejected"] += 1
             continue
-        known = task_map.get(record["id"])
-        if known is None:
+        tasks = known.get(record["id"])
+        digest = mask_digest(record.get("mask"))
+        if tasks is None:
             pending.append((record, _task(record, images, params)))
+            known[record["id"]] = []  # the same id twice in the input: one task
             if len(pending) >= params.chunk_size:
                 flush()
-        elif known["mask"] == _mask_digest(record.get("mask")):
+        elif not tasks or all(t["mask"] == digest for t in tasks):
             counts["unchanged"] += 1
         else:
-            _replace_prediction(ls, params, known["task"], record.get("mask"))
-            known["mask"] = _mask_digest(record.get("mask"))
+            for task in tasks:
+                _replace_prediction(ls, params, task, record.get("mask"), digest)
             counts["updated"] += 1
     flush()
-    store.write_json(map_path, task_map)
+    store.write_json(params.state_dir / f"tasks-{project_id}.json",
+                     {sid: {"task": t[0]["task"], "mask": t[0]["mask"]} for sid, t in sorted(known.items()) if t})
     return counts
 
 
-def _replace_prediction(ls, params: AnnotateParams, task_id: int, mask_rle: dict[str, Any] | None) -> None:
-    for prediction in ls.predictions.list(task=task_id):
+def _replace_prediction(ls, params: AnnotateParams, task: dict[str, Any], mask_rle: dict[str, Any] | None,
+                        digest: str) -> None:
+    for prediction in ls.predictions.list(task=task["task"]):
         if prediction.model_version == params.model_version:
             ls.predictions.delete(id=prediction.id)
     if mask_rle is not None:
-        ls.predictions.create(task=task_id, result=[brush_result(mask_rle)], model_version=params.model_version)
+        ls.predictions.create(task=task["task"], result=[brush_result(mask_rle)], model_version=params.model_version)
+    task["data"] = {**task["data"], "mask_digest": digest}
+    ls.tasks.update(id=task["task"], data=task["data"])
+    task["mask"] = digest
 
 
-def pull(ls, params: AnnotateParams, export_path: Path) -> list[dict[str, Any]]:
-    """Export the project (export API), keep the raw JSON at ``export_path``, return the reviews (compact form)."""
-    project_id = get_or_create_project(ls, params)
+def export(ls, project_id: int, export_path: Path) -> list[dict[str, Any]]:
+    """Every task of the project with annotations and drafts (export API); the raw JSON is kept at export_path."""
     exported = ls.projects.exports.as_json(project_id)
+    if not isinstance(exported, list):
+        raise RuntimeError(f"Label Studio's export of project {project_id} is not a task list")
     store.write_json(export_path, exported)
-    return [r for r in (review_from_task(task) for task in exported) if r is not None]
+    return exported
+
+
+def pull(ls, params: AnnotateParams, export_path: Path, title: str | None = None) -> list[dict[str, Any]]:
+    """Export the project and return its reviews (compact form, the latest per sample)."""
+    project_id = get_or_create_project(ls, params, title)
+    return reviews_from_export(export(ls, project_id, export_path))
+
+
+def reviews_from_export(exported: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from annotate.merge import latest_per_sample
+
+    reviews = [r for r in (review_from_task(task) for task in exported) if r is not None]
+    return sorted(latest_per_sample(reviews).values(), key=lambda r: r["sample_id"])
+
+
+def drafts_from_export(exported: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Unsubmitted work (Label Studio's autosaved drafts), in the review form plus ``draft_id``. Never merged."""
+    out = []
+    for task in exported:
+        for draft in task.get("drafts") or []:
+            review = _review(task, draft)
+            if review is not None:
+                out.append({**review, "annotation_id": draft.get("annotation"), "draft_id": draft.get("id")})
+    return out
 
 
 def review_from_task(task: dict[str, Any]) -> dict[str, Any] | None:
-    """The latest submitted annotation of an exported task -> ``{"sample_id", "choice", "comment", "mask", ...}``."""
+    """The latest submitted annotation of an exported task (by ``updated_at``, then id) -> compact review."""
     annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not annotations:
         return None
-    latest = max(annotations, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
-    choice, comment, mask = None, "", None
-    for result in latest.get("result") or []:
+    return _review(task, max(annotations, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0)))
+
+
+def _review(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any] | None:
+    sample_id = (task.get("data") or {}).get("sample_id")
+    if not isinstance(sample_id, str):
+        return None  # not one of ours
+    choice, comment, mask, problem = None, "", None, None
+    for result in annotation.get("result") or []:
         value = result.get("value") or {}
         if result.get("from_name") == CHOICES:
             choice = (value.get("choices") or [None])[0]
         elif result.get("from_name") == COMMENT:
-            comment = " ".join(value.get("text") or [])
+            comment = " ".join(str(t) for t in value.get("text") or [])
         elif result.get("from_name") == BRUSH and value.get("format") == "rle":
-            region = rle_to_mask(value["rle"], int(result["original_height"]), int(result["original_width"]))
+            try:
+                region = rle_to_mask(value["rle"], int(result["original_height"]), int(result["original_width"]))
+                if mask is not None and mask.shape != region.shape:
+                    raise ValueError(f"brush regions of sizes {mask.shape} and {region.shape}")
+            except (KeyError, TypeError, ValueError) as error:
+                problem = f"unreadable brush region: {error}"
+                continue
             mask = region if mask is None else (mask | region)  # several strokes/regions: their union
-    return {"sample_id": task["data"]["sample_id"], "task_id": task["id"], "annotation_id": latest.get("id"),
-            "choice": choice, "comment": comment, "mask": None if mask is None else rle.encode(mask),
-            "updated_at": latest.get("updated_at")}
+    review = {"sample_id": sample_id, "task_id": task.get("id"), "annotation_id": annotation.get("id"),
+              "choice": choice, "comment": comment, "mask": None if mask is None else rle.encode(mask),
+              "updated_at": annotation.get("updated_at")}
+    if problem:
+        review["invalid"] = problem  # merge flags the record review_invalid instead of guessing
+    return review
+
+
+def unsaved_work(ls, export_dir: Path) -> dict[str, int]:
+    """Project title -> drafts (autosaved, unsubmitted work) on the server, for every project that has some."""
+    found = {}
+    for project in ls.projects.list():
+        exported = export(ls, int(project.id), export_dir / f"before-stop-{int(project.id)}.json")
+        drafts = sum(len(task.get("drafts") or []) for task in exported)
+        if drafts:
+            found[project.title] = drafts
+    return found

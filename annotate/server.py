@@ -21,10 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotate.settings import AnnotateParams
+from annotate.telemetry import TELEMETRY_ENV
 
 HOST = "127.0.0.1"
 # Unprefixed variables Label Studio's settings read from the environment (they would leak in from the shell).
 _LEAKING_ENV = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG", "SECRET_KEY", "DJANGO_DB", "DATABASE_URL")
+# Label Studio 1.23.2's default SSRF-banned ranges (IANA special-purpose blocks) without loopback (127.0.0.0/8, ::1).
+BANNED_SUBNETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+    "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96",
+    "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)
+# Label Studio's settings read NAME, LABEL_STUDIO_NAME and HEARTEX_NAME: inherited ones of these prefixes are dropped.
+_LEAKING_PREFIXES = ("LABEL_STUDIO_", "HEARTEX_", "SENTRY_", "FRONTEND_SENTRY_")
+
 
 
 @dataclass
@@ -52,7 +64,14 @@ def credentials(params: AnnotateParams) -> Credentials:
 
 
 def base_url(params: AnnotateParams) -> str:
-    return f"http://{HOST}:{params.port}"
+    """Our running server's address (the port it was started on, e.g. by ``serve --port``), else the configured one."""
+    return f"http://{HOST}:{running_port(params) or params.port}"
+
+
+def _progress(message: str) -> None:
+    """One status line on stderr, rewritten in place on a terminal (first install and start take minutes)."""
+    end = "\r" if sys.stderr.isatty() else "\n"
+    print(f"{message:<78}", end=end, file=sys.stderr, flush=True)
 
 
 def ensure_installed(params: AnnotateParams) -> Path:
@@ -64,14 +83,26 @@ def ensure_installed(params: AnnotateParams) -> Path:
     print(f"installing label-studio=={params.label_studio_version} into {venv} (first use only, ~1-2 min)", flush=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                    f"label-studio=={params.label_studio_version}"], check=True)
-    print(f"installed in {time.perf_counter() - started:.0f} s", flush=True)
+    pip = subprocess.Popen([str(venv / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off",
+                            f"label-studio=={params.label_studio_version}"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    collected, tail = 0, []
+    for line in pip.stdout:
+        tail = (tail + [line])[-20:]
+        if line.startswith("Collecting"):
+            collected += 1
+            _progress(f"  pip: {collected} packages resolved ({time.perf_counter() - started:.0f} s)")
+        elif line.startswith("Installing collected packages"):
+            _progress(f"  pip: installing {collected} packages ({time.perf_counter() - started:.0f} s)")
+    if pip.wait() != 0:
+        raise RuntimeError("installing Label Studio failed:\n" + "".join(tail))
+    print(f"\ninstalled in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return exe
 
 
 def server_env(params: AnnotateParams, creds: Credentials) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKING_ENV and not k.startswith("LABEL_STUDIO_")}
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKING_ENV and not k.startswith(_LEAKING_PREFIXES)}
+    env.update({f"LABEL_STUDIO_{k}": v for k, v in TELEMETRY_ENV.items()})
     env.update({
         "LABEL_STUDIO_BASE_DATA_DIR": str(params.state_dir.resolve() / "server"),
         "LABEL_STUDIO_USERNAME": creds.username,
@@ -80,8 +111,10 @@ def server_env(params: AnnotateParams, creds: Credentials) -> dict[str, str]:
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # must be set at the FIRST start, else the token gets 401
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(Path(params.data_root).resolve()),
-        "LATEST_VERSION_CHECK": "false",
-        "COLLECT_ANALYTICS": "false",
+        # Our SAM2 ML backend listens on 127.0.0.1, which Label Studio's SSRF guard refuses by default (the ML
+        # backend and its webhook). Allow loopback only: every other reserved range stays banned.
+        "LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS": "false",
+        "LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_SUBNETS),
     })
     return env
 
@@ -103,6 +136,14 @@ def running_pid(params: AnnotateParams) -> int | None:
     return pid
 
 
+def running_port(params: AnnotateParams) -> int | None:
+    """The port our running server was started on (recorded beside its PID)."""
+    if running_pid(params) is None:
+        return None
+    fields = _pid_path(params).read_text().split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
 def start(params: AnnotateParams) -> int:
     """Start the server (or reuse ours if it is running) and wait until it answers API calls. Returns its PID."""
     creds = credentials(params)
@@ -118,19 +159,36 @@ def start(params: AnnotateParams) -> int:
         env=server_env(params, creds), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: `stop` ends the server and its workers, nothing else
     )
-    _pid_path(params).write_text(f"{process.pid}\n")
+    _pid_path(params).write_text(f"{process.pid} {params.port}\n")
     try:
-        wait_healthy(params, creds, process.pid)
+        wait_healthy(params, creds, process.pid, show_progress=True)
     except BaseException:
         stop(params)
         raise
     return process.pid
 
 
-def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int) -> None:
+def _start_phase(params: AnnotateParams) -> str:
+    """What the starting server is doing: migrations run silently, so count them in its database (read-only)."""
+    import sqlite3
+
+    database = params.state_dir / "server" / "label_studio.sqlite3"
+    if not database.exists():
+        return "starting"
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.5) as db:
+            applied = db.execute("SELECT COUNT(*) FROM django_migrations").fetchone()[0]
+    except sqlite3.Error:
+        return "creating the database"
+    return f"database migrations: {applied} applied"
+
+
+def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, show_progress: bool = False) -> None:
     import httpx
 
-    deadline = time.monotonic() + params.start_timeout_s
+    started = time.monotonic()
+    shown, shown_at = "", started
+    deadline = started + params.start_timeout_s
     url = base_url(params)
     last_error = "no answer yet"
     while time.monotonic() < deadline:
@@ -143,6 +201,8 @@ def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int) -> None:
             if health.status_code == 200:
                 api = httpx.get(f"{url}/api/projects", headers={"Authorization": f"Token {creds.token}"}, timeout=10)
                 if api.status_code == 200:
+                    if show_progress:
+                        print(f"\nLabel Studio answered after {time.monotonic() - started:.0f} s", file=sys.stderr)
                     return
                 last_error = f"/api/projects answered {api.status_code}"
                 if api.status_code == 401:  # the token is fixed at the first start; a different one never works
@@ -152,6 +212,11 @@ def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int) -> None:
                 last_error = f"/health answered {health.status_code}"
         except httpx.TransportError as error:
             last_error = type(error).__name__
+        phase = _start_phase(params)
+        quiet_for = time.monotonic() - shown_at  # off a terminal, one line per phase change at most every 10 s
+        if show_progress and (sys.stderr.isatty() or (phase != shown and quiet_for > 10) or quiet_for > 30):
+            _progress(f"  Label Studio: {phase} ({time.monotonic() - started:.0f} s)")
+            shown, shown_at = phase, time.monotonic()
         time.sleep(1.0)
     raise TimeoutError(f"Label Studio not healthy after {params.start_timeout_s:.0f} s ({last_error}); "
                        f"see {params.state_dir / 'server.log'}")

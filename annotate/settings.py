@@ -25,6 +25,12 @@ class AnnotateParams:
     reviews: str = "reviews/masks.json"  # committed; written by `pull`, read by the `review` DVC stage
     out: str = "data/review/records"
     metrics: str = "metrics/review.json"
+    # SAM2-assisted review: `editkit annotate serve --ml-backend` (annotate/ml_backend), bound to 127.0.0.1
+    ml_backend_port: int = 8766
+    ml_backend_model: str = "facebook/sam2.1-hiera-large"  # hub id or local HF-format directory
+    ml_backend_device: str = "auto"  # auto | cpu | cuda | cuda:N
+    ml_backend_local_files_only: bool = False
+    ml_backend_start_timeout_s: float = 300.0  # loading SAM2 large takes a while on CPU
 
     @property
     def state_dir(self) -> Path:

@@ -1,6 +1,7 @@
 """The `score` stage: per-pair scores for selection.
 
-Reads ``data/masks/records`` + ``data/ingest/images``, writes ``data/score/records`` and ``metrics/score.json``.
+Reads ``data/review/records`` (the masks after human review) + ``data/ingest/images``, writes
+``data/score/records`` and ``metrics/score.json``.
 Scores (``record["scores"]``, see :mod:`curate.scoring`): mask area / components / compactness, PSNR and SSIM of
 source vs edited on the NON-edited region, three 64-bit pHashes (``record["phash"]``) for near-duplicate removal,
 and, when enabled, CLIP image-image and directional similarity. CLIP is off by default because no weights can be
@@ -77,10 +78,16 @@ class ScoreStep:
     def __call__(self, records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
         from curate.scoring.pair import score_pairs
 
+        from editkit.scores import stored
+
         records = score_pairs(records, images, self.params.workers)
         if self.clip is not None:
             records = self.clip(records, images)
-        return self.quality(records, images) if self.quality is not None else records
+        if self.quality is not None:
+            records = self.quality(records, images)
+        for record in records:  # machine-independent values: see editkit.scores.STORED_DIGITS
+            record["scores"] = {name: stored(value) for name, value in (record.get("scores") or {}).items()}
+        return records
 
     def close(self) -> None:
         if self.quality is not None:
@@ -160,7 +167,8 @@ def quality_metrics(quality: QualityParams, stats: Any) -> dict[str, Any]:
 
 def main(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file (section `score`)"),
-    input_dir: Path = typer.Option(Path("data/masks/records"), "--input", help="record shards written by masks"),
+    input_dir: Path = typer.Option(Path("data/review/records"), "--input",
+                                   help="record shards written by the review stage (masks after human review)"),
     images_dir: Path = typer.Option(Path("data/ingest/images"), "--images", help="image shards written by ingest"),
     output_dir: Path = typer.Option(Path("data/score/records"), "--out", help="where to write the scored records"),
     metrics_file: Path = typer.Option(Path("metrics/score.json"), "--metrics", help="score means per edit type"),
@@ -181,7 +189,7 @@ def main(
     except MLLMError as error:  # the quality judge's endpoint down, model missing, key unset: say what to do
         typer.echo(f"score: score.quality: {error}", err=True)
         raise typer.Exit(code=2) from None
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     overall = metrics["by_edit_type"].get("all", {})
     typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "
                f"mean bg_psnr={overall.get('mean_bg_psnr')} bg_ssim={overall.get('mean_bg_ssim')}, "

@@ -36,3 +36,4 @@ def ls_server(ls_params):
     print(f"\nLabel Studio ready in {time.perf_counter() - started:.1f} s")
     yield ls_params
     server.stop(ls_params)
+

@@ -18,7 +18,7 @@ def test_labeling_config_is_valid_xml_with_the_expected_tags():
     images = {el.get("name"): el.get("value") for el in root.iter("Image")}
     assert images == {"source": "$source_image", "edited": "$edited_image"}
     assert tags["BrushLabels"].get("toName") == "source" and tags["BrushLabels"].get("name") == project.BRUSH
-    assert [c.get("value") for c in root.iter("Choice")] == ["accept", "fixed", "reject"]
+    assert [c.get("value") for c in root.iter("Choice")] == ["accept", "fixed", "empty", "reject"]
     assert any(el.get("value") == "$instruction" for el in root.iter("Header"))
 
 

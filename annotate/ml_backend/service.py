@@ -1,0 +1,108 @@
+"""Start/stop the SAM2 ML backend process (127.0.0.1, by PID) and connect it to the review projects."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from annotate.settings import AnnotateParams
+
+HOST = "127.0.0.1"
+
+
+def _pid_path(params: AnnotateParams) -> Path:
+    return params.state_dir / "ml_backend.pid"
+
+
+def url(params: AnnotateParams) -> str:
+    return f"http://{HOST}:{params.ml_backend_port}"
+
+
+def running_pid(params: AnnotateParams) -> int | None:
+    path = _pid_path(params)
+    if not path.exists():
+        return None
+    pid = int(path.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink()
+        return None
+    return pid
+
+
+def start(params: AnnotateParams) -> str:
+    """Start the backend (or reuse ours), wait for /health, return its URL."""
+    import httpx
+
+    if running_pid(params) is None:
+        params.state_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "annotate.ml_backend", "--model", params.ml_backend_model,
+                   "--port", str(params.ml_backend_port), "--data-root", str(Path(params.data_root).resolve()),
+                   "--device", params.ml_backend_device]
+        if params.ml_backend_local_files_only:
+            command.append("--local-files-only")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                            os.environ.get("PYTHONPATH", "")])}
+        log = open(params.state_dir / "ml_backend.log", "ab")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   start_new_session=True)
+        _pid_path(params).write_text(f"{process.pid}\n")
+    pid = running_pid(params)
+    deadline = time.monotonic() + params.ml_backend_start_timeout_s
+    while time.monotonic() < deadline:
+        if running_pid(params) is None:
+            raise RuntimeError(f"the SAM2 ML backend exited; see {params.state_dir / 'ml_backend.log'}")
+        try:
+            if httpx.get(url(params) + "/health", timeout=5).status_code == 200:
+                return url(params)
+        except httpx.TransportError:
+            pass
+        time.sleep(1.0)
+    stop(params)
+    raise TimeoutError(f"SAM2 ML backend (pid {pid}) not healthy after {params.ml_backend_start_timeout_s:.0f} s")
+
+
+def stop(params: AnnotateParams, timeout_s: float = 20.0) -> bool:
+    pid = running_pid(params)
+    if pid is None:
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and running_pid(params) is not None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    if running_pid(params) is not None:
+        os.killpg(pid, signal.SIGKILL)
+    _pid_path(params).unlink(missing_ok=True)
+    return True
+
+
+def connect(ls, params: AnnotateParams, project_id: int, backend_url: str) -> None:
+    """Register the backend as the project's interactive model and add the SAM2 point/box tools to its config."""
+    from annotate.labeling import SMART_POINT, label_config, overlay_of
+
+    config = ls.projects.get(id=project_id).label_config or ""
+    if SMART_POINT not in config:
+        ls.projects.update(id=project_id, label_config=label_config(overlay_of(config), smart=True))
+    if not any(b.url.rstrip("/") == backend_url.rstrip("/") for b in ls.ml.list(project=project_id)):
+        ls.ml.create(project=project_id, url=backend_url, title="editkit SAM2", is_interactive=True)
+
+
+def connect_all(ls, params: AnnotateParams, backend_url: str) -> int:
+    projects = [int(p.id) for p in ls.projects.list()]
+    for project_id in projects:
+        connect(ls, params, project_id, backend_url)
+    return len(projects)
+
+
+def connect_if_running(ls, params: AnnotateParams, project_id: int | None) -> None:
+    """After a push: a project created while the backend runs gets it too."""
+    if project_id is not None and running_pid(params) is not None:
+        connect(ls, params, project_id, url(params))

@@ -1,0 +1,132 @@
+"""The full human path in a real browser (Debian chromium via Selenium): paint, erase, choose, reject, submit,
+then pull + merge and check the pixels of the merged masks."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from annotate import project, server
+from editkit import rle, schema, store
+from tests.support.review import make_sample
+
+pytestmark = pytest.mark.integration
+SIZE = (120, 160)  # height, width
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tests.support.browser import driver, ensure_chromium
+
+    found = ensure_chromium()
+    if isinstance(found, str):
+        pytest.skip(found)
+    web = driver()
+    yield web
+    web.quit()
+
+
+def _login(web, params) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    creds = server.credentials(params)
+    web.get(server.base_url(params) + "/user/login/")
+    web.find_element("name", "email").send_keys(creds.username)
+    web.find_element("name", "password").send_keys(creds.password)
+    web.find_element("css selector", "button[type=submit], input[type=submit]").click()
+    WebDriverWait(web, 60).until(lambda w: "/user/login" not in w.current_url)
+
+
+def _open(web, params, project_id: int, task_id: int, instruction: str):
+    """Open a task's editor, wait until it shows this task and its Konva stage; returns (stage, scale)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    web.get(f"{server.base_url(params)}/projects/{project_id}/data?task={task_id}")
+    WebDriverWait(web, 120).until(lambda w: w.find_elements(By.XPATH, f"//*[normalize-space(text())='{instruction}']")
+                                  and w.find_elements(By.XPATH, "//button[normalize-space(.)='Submit']"))
+    stage = WebDriverWait(web, 60).until(lambda w: w.find_elements(By.CSS_SELECTOR, ".konvajs-content"))[0]
+    WebDriverWait(web, 60).until(lambda w: stage.rect["width"] > 100)
+    return stage, stage.rect["width"] / SIZE[1]
+
+
+def _drag(web, stage, scale, start, end, steps=12) -> None:
+    """A pointer drag between two image pixels (x, y), in small moves as a hand would."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    width, height = stage.rect["width"], stage.rect["height"]
+
+    def offset(x, y):  # Selenium 4 offsets are from the element's centre
+        return (x + 0.5) * scale - width / 2, (y + 0.5) * scale - height / 2
+
+    chain = ActionChains(web).move_to_element_with_offset(stage, *offset(*start)).click_and_hold()
+    for k in range(1, steps + 1):
+        x = start[0] + (end[0] - start[0]) * k / steps
+        y = start[1] + (end[1] - start[1]) * k / steps
+        chain.move_to_element_with_offset(stage, *offset(x, y))
+    chain.release().perform()
+
+
+def _click_text(web, text: str) -> None:
+    web.find_element("xpath", f"//*[normalize-space(text())='{text}']").click()
+
+
+def _submit(web, ls, task_id: int) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    web.find_element("xpath", "//button[normalize-space(.)='Submit']").click()
+    WebDriverWait(web, 60).until(lambda w: len(list(ls.annotations.list(id=task_id))) > 0)
+
+
+def test_paint_erase_reject_submit_pull_merge(ls_server, tmp_path, browser):
+    from annotate.merge import load_reviews, merge_step
+    from editkit import pipeline
+
+    params = dataclasses.replace(ls_server, project_title=f"browser review {tmp_path.name}", records=str(tmp_path / "records"),
+                                 images=str(tmp_path / "images"), reviews=str(tmp_path / "reviews.json"),
+                                 out=str(tmp_path / "out"))
+    records = make_sample(params.records, params.images, n=2, size=SIZE, prefix="web")
+    ls = server.client(params)
+    project.push(ls, params, records, store.ImageStore(params.images))
+    project_id = project.find_project(ls, params.project_title)
+    tasks = {sid: t[0]["task"] for sid, t in project.server_tasks(ls, project_id).items()}
+    _login(browser, params)
+
+    # web0: a stroke along row 80, erased across its middle, "fixed", submitted
+    stage, scale = _open(browser, params, project_id, tasks["web0"], "paint region 0 white")
+    _click_text(browser, "edit region")  # the brush label; the brush tool is the default tool
+    _drag(browser, stage, scale, (40, 80), (120, 80))
+    browser.find_element("css selector", "[aria-label='eraser']").click()  # the new stroke is the selected region
+    _drag(browser, stage, scale, (80, 65), (80, 95))
+    _click_text(browser, "fixed")
+    _submit(browser, ls, tasks["web0"])
+
+    # web1: rejected with a comment
+    _open(browser, params, project_id, tasks["web1"], "paint region 1 white")
+    _click_text(browser, "reject")
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element("css selector", "[data-testid=textarea-input]").send_keys("the edit is not what was asked", Keys.ENTER)
+    _submit(browser, ls, tasks["web1"])
+
+    reviews = project.pull(ls, params, tmp_path / "export.json", params.project_title)
+    store.write_json(params.reviews, reviews)
+    pipeline.run_stage("review", params.records, params.out, merge_step(load_reviews(params.reviews)), progress=False)
+    out = {r["id"]: r for r in store.read_records(params.out, "shard-00000")}
+
+    merged = rle.decode(out["web0"]["mask"])
+    [pulled] = [r for r in reviews if r["sample_id"] == "web0"]
+    assert np.array_equal(merged, rle.decode(pulled["mask"]))  # browser -> export -> record, pixel-exact
+    predicted = rle.decode(records[0]["mask"])
+    assert out["web0"]["review_status"] == "fixed" and out["web0"]["mask_source"] == "human"
+    assert merged[predicted].all()  # the prediction (copied into the annotation) is kept
+    added = merged & ~predicted
+    rows, cols = np.nonzero(added)
+    assert added.sum() > 40 and rows.min() >= 74 and rows.max() <= 86 and cols.min() >= 34 and cols.max() <= 126
+    assert merged[80, 45] and merged[80, 115]  # both ends of the stroke are painted
+    assert not merged[70:90, 79:81].any()  # its middle was erased across the stroke
+    assert not merged[100:, :].any()  # nothing painted far from the stroke
+
+    assert out["web1"]["status"] == schema.STATUS_REJECTED and out["web1"]["reject_stage"] == "review"
+    assert out["web1"]["reject_reason"] == "reviewer rejected: the edit is not what was asked"
