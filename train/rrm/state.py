@@ -7,11 +7,8 @@ name and renamed in one step (:func:`editkit.store.atomic_dir`), so a killed run
 """
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
 import json
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -20,8 +17,9 @@ import numpy as np
 import torch
 
 from editkit.store import atomic_dir, write_json
+from train.checkpoint import list_checkpoints  # the same step-NNNNNN/COMPLETE layout
+from train.rrm.errors import UserError
 
-_STEP = re.compile(r"^step-(\d{6,})$")
 
 
 def rng_state() -> dict:
@@ -111,15 +109,6 @@ def load_state(path: Path, model, optimizer, process_index: int = 0, algorithm: 
     rng = state["rng"]
     set_rng_state(rng[process_index % len(rng)])
     return int(state["step"]), state["trainer"]
-
-
-def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in Path(root).glob("step-*"):
-        match = _STEP.match(path.name)
-        if match and (path / "COMPLETE").exists():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def resolve_resume(resume: Optional[str], root: Path) -> Optional[Path]:
