@@ -164,7 +164,7 @@ def merge(
     stats = pipeline.run_stage("review", ds.records, out, pipeline.Deferred(merge_step, loaded),
                                executor=stage_executor(params, executor))
     result = {**review_metrics(out, loaded), "stage": stats.as_dict()}
-    store.write_json(Path(metrics_path), result)
+    store.write_metrics(Path(metrics_path), result)
     typer.echo(f"review: {result['status']} ({ds.reviews})")
 
 

@@ -20,6 +20,7 @@ from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
 from editkit.registry import Registry
+from editkit.safe_paths import UnsafePath, read_inside
 
 # bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
 READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read",
@@ -57,6 +58,7 @@ class BenchParams:
     judge: JudgeParams = field(default_factory=JudgeParams)
     metrics: MetricsParams = field(default_factory=MetricsParams)
     layout: str = "public"  # "public": the benchmark's own release; "cocoedit": CoCoEdit's masked release
+    allow_outside_root: bool = False  # True: image paths in the release may point outside its folder
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
@@ -103,7 +105,7 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
                 proposals.apply_known_mask(record, item.mask)
         if masks_dir is not None:
             for item, record, _ in ok:
-                _apply_mask_file(record, Path(masks_dir) / f"{item.key}.png")
+                _apply_mask_file(record, Path(masks_dir), f"{item.key}.png")
         for _, record, data in batch:
             _count(stats, record)
             yield record, data
@@ -140,13 +142,23 @@ def _judge_prompts(bench: str, path: Path | str, params: BenchParams) -> dict[st
         return None
 
 
-def _apply_mask_file(record: dict[str, Any], path: Path) -> None:
-    if not path.is_file():
-        return
-    from PIL import Image
+def _apply_mask_file(record: dict[str, Any], masks_dir: Path, name: str) -> None:
+    """Apply ``masks_dir/name`` when it exists; the name comes from the item key (data), so it must stay inside."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(path.read_bytes())) as image:
-        mask = np.asarray(image.convert("L")) >= 128
+    try:
+        data = read_inside(masks_dir, name)
+    except FileNotFoundError:
+        return
+    except UnsafePath as refused:
+        schema.reject(record, "bench_build", f"unsafe mask path: {refused}")
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mask = np.asarray(image.convert("L")) >= 128
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+        schema.reject(record, "bench_build", f"corrupt mask file {name}: {type(error).__name__}")
+        return
     proposals.apply_known_mask(record, mask)
 
 

@@ -84,7 +84,7 @@ def build(
     out = out or Path("data/bench") / bench
     with _user_errors():
         stats = run_build(bench, path, out, params, masks_dir=masks)
-    store.write_json(metrics or Path("metrics") / f"bench_{bench}.json", stats)
+    store.write_metrics(metrics or Path("metrics") / f"bench_{bench}.json", stats)
     typer.echo(f"{bench}: {stats['items']} items -> {out} (mask sources {stats['mask_source']}, "
                f"needs review {stats['needs_review']}, rejected {stats['rejected'] or 0})")
 

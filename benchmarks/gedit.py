@@ -11,7 +11,9 @@ instruction, instruction_language, input_image, input_image_raw, Intersection_ex
 The source image of an item is ``input_image``, the image GEdit's own scorer compares the edit against (it saves it
 as ``{key}_SRCIMG.png``); ``source_image="input_image_raw"`` reads the unresized original instead (either falls back
 to the other when its cell is empty). The evaluation resizes each edited image back to the source size, as GEdit's
-scorer does. Languages are ``en`` and ``cn`` (``both`` / ``all``: the two).
+scorer does. Languages are ``en`` and ``cn`` (``both`` / ``all``: the two). An image cell holding only a ``path``
+is read only when that path stays inside the dataset folder (:mod:`editkit.safe_paths`; ``allow_outside`` lifts that
+check); otherwise the item is rejected with the reason.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any, Iterator
 
 from benchmarks.items import BenchItem
 from editkit import taxonomy
+from editkit.safe_paths import UnsafePath, read_inside
 
 FIELDS = ("task_type", "key", "instruction", "instruction_language", "input_image", "input_image_raw",
           "Intersection_exist")
@@ -80,20 +83,26 @@ def load_rows(path: Path | str):
 
 
 def read_gedit(path: Path | str, languages: tuple[str, ...] | list[str] = ("en",),
-               source_image: str = "input_image") -> Iterator[BenchItem]:
+               source_image: str = "input_image", allow_outside: bool = False) -> Iterator[BenchItem]:
     """Yield the items whose ``instruction_language`` is in ``languages`` (``()`` = all; see :func:`check_languages`)."""
     if source_image not in IMAGE_FIELDS:
         raise ValueError(f"bench.gedit_source_image: {source_image!r}; choose one of: {', '.join(IMAGE_FIELDS)}")
     wanted = check_languages(languages) if languages else ()
+    root = Path(path) if Path(path).is_dir() else Path(path).parent
     for row in load_rows(path):
         if wanted and row["instruction_language"] not in wanted:
             continue
-        yield _item(row, source_image)
+        yield _item(row, source_image, root, allow_outside)
 
 
-def _item(row: dict[str, Any], source_image: str = "input_image") -> BenchItem:
+def _item(row: dict[str, Any], source_image: str = "input_image", root: Path | None = None,
+          allow_outside: bool = False) -> BenchItem:
     other = IMAGE_FIELDS[1 - IMAGE_FIELDS.index(source_image)]
-    data = _image_bytes(row.get(source_image)) or _image_bytes(row.get(other))
+    try:
+        data, problem = (_image_bytes(row.get(source_image), root, allow_outside)
+                         or _image_bytes(row.get(other), root, allow_outside)), None
+    except (UnsafePath, OSError) as error:
+        data, problem = None, f"unsafe source image path: {error}"
     category = row["task_type"]
     return BenchItem(
         origin="gedit",
@@ -106,17 +115,22 @@ def _item(row: dict[str, Any], source_image: str = "input_image") -> BenchItem:
             "intersection_exist": bool(row.get("Intersection_exist", False)),
             "task_type": category,
         },
-        error=None if data else "missing source image (input_image and input_image_raw are empty)",
+        error=problem or (None if data else "missing source image (input_image and input_image_raw are empty)"),
     )
 
 
-def _image_bytes(image: Any) -> bytes | None:
+def _image_bytes(image: Any, root: Path | None, allow_outside: bool = False) -> bytes | None:
     if not image:
         return None
     if image.get("bytes"):
         return image["bytes"]
-    if image.get("path") and Path(image["path"]).is_file():
-        return Path(image["path"]).read_bytes()
+    if image.get("path"):
+        if root is None:
+            raise UnsafePath(image["path"], "no dataset folder to read it from")
+        try:
+            return read_inside(root, image["path"], allow_outside=allow_outside)
+        except FileNotFoundError:
+            return None
     return None
 
 
@@ -126,5 +140,6 @@ def edit_type(category: str) -> str | None:
 
 def read(path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
     """The ``gedit`` entry of :data:`benchmarks.build.READERS`: items with their edit type."""
-    for item in read_gedit(path, check_languages(params.gedit_languages), params.gedit_source_image):
+    for item in read_gedit(path, check_languages(params.gedit_languages), params.gedit_source_image,
+                           getattr(params, "allow_outside_root", False)):
         yield item, edit_type(item.category)

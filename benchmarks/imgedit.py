@@ -12,7 +12,8 @@ Two layouts are found from ``path`` (the json file itself, or a folder above it)
 The UGE suite (``suite="uge"``, ``Benchmark/UGE/UGE_edit.json`` = ``{key: {"id": "<file>.jpg", "prompt"}}``) has no edit
 types: its items get ``edit_type`` None and the flag ``edit_type_missing`` (category ``uge``), as does any entry without
 one; an entry with an edit type we do not know is rejected. The current json spells the attribute category ``adjust``,
-older copies ``alter``; both map to our ``adjust``. Image ids resolve inside the image root (no ``..``, no links out).
+older copies ``alter``; both map to our ``adjust``. Image ids resolve inside the image root (no ``..``, no links out;
+``allow_outside`` lifts that check, never the regular-file and size checks).
 """
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def _known_types(edit_json: Path, path: Path) -> dict[str, str]:
     return {}
 
 
-def read_imgedit(path: Path | str, image_root: Path | str | None = None, suite: str = "basic") -> Iterator[BenchItem]:
+def read_imgedit(path: Path | str, image_root: Path | str | None = None, suite: str = "basic",
+                 allow_outside: bool = False) -> Iterator[BenchItem]:
     edit_json = find_edit_json(path, suite)
     root = find_image_root(edit_json, image_root)
     entries = _load(edit_json)
@@ -125,7 +127,7 @@ def read_imgedit(path: Path | str, image_root: Path | str | None = None, suite: 
         data = None
         if error is None:
             try:
-                data = safe_paths.read_inside(root, str(entry["id"]))
+                data = safe_paths.read_inside(root, str(entry["id"]), allow_outside=allow_outside)
             except FileNotFoundError:
                 error = f"missing source image {root / str(entry['id'])}"
             except safe_paths.UnsafePath as unsafe:
@@ -148,5 +150,6 @@ def edit_type(category: str) -> str | None:
 
 def read(path: Path | str, params: Any) -> Iterator[tuple[BenchItem, str | None]]:
     """The ``imgedit`` entry of :data:`benchmarks.build.READERS`: items with their edit type."""
-    for item in read_imgedit(path, params.imgedit_image_root, params.imgedit_suite):
+    for item in read_imgedit(path, params.imgedit_image_root, params.imgedit_suite,
+                             getattr(params, "allow_outside_root", False)):
         yield item, edit_type(item.category)

@@ -8,6 +8,7 @@ from benchmarks.cli import app as bench_app
 from curate.cli import app as curate_app
 from editkit.cli_app import command_group
 from train.cli import app as train_app
+from train.rrm.cli import app as rrm_app
 
 app = command_group(
     help="Content-consistent image editing: curate edit data with masks, review masks in Label Studio, "
@@ -17,6 +18,7 @@ app.add_typer(curate_app, name="curate")
 app.add_typer(annotate_app, name="annotate")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
+app.add_typer(rrm_app, name="rrm")
 
 
 @app.command()

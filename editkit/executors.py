@@ -87,8 +87,8 @@ def run_shard(stage: str, step: Step, input_dir: Path, images_dir: Optional[Path
     out = step(records, image_shard)
     check_nothing_lost(stage, shard, records, out)
     rejected: Counter = Counter()
-    for record in out:
-        if record["id"] in was_ok and not schema.is_ok(record):
+    for record in out:  # charged to this stage only if it was ok on the way in and this stage rejected it
+        if record["id"] in was_ok and not schema.is_ok(record) and record.get("reject_stage") == stage:
             rejected[record.get("reject_reason") or "unknown"] += 1
     store.write_records(out_dir, shard, out)
     counters = Counter(getattr(step, "counters", None) or {})
@@ -99,8 +99,9 @@ def run_shard(stage: str, step: Step, input_dir: Path, images_dir: Optional[Path
 
 def check_nothing_lost(stage: str, shard: str, before: list[dict], after: list[dict]) -> None:
     missing = {r["id"] for r in before} - {r["id"] for r in after}
-    if missing:
-        raise RuntimeError(f"{stage}: step dropped {len(missing)} record(s) in {shard} (e.g. {sorted(missing)[:3]}); "
+    if missing or len(after) < len(before):  # the count also catches a dropped record whose id was not unique
+        raise RuntimeError(f"{stage}: step dropped {max(len(missing), len(before) - len(after))} record(s) in {shard} "
+                           f"(e.g. {sorted(missing)[:3]}); "
                            "steps must return every record, marking rejects with editkit.schema.reject")
 
 

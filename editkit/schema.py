@@ -86,13 +86,33 @@ def new_record(**values: Any) -> dict[str, Any]:
 
 
 def content_id(*parts: bytes | str) -> str:
-    """Stable, content-derived id: the first 16 hex digits of SHA-1 over the parts (length-prefixed)."""
+    """Stable, content-derived id: the first 16 hex digits of SHA-1 over the parts (length-prefixed).
+
+    Text that is not valid Unicode (a lone surrogate from a JSON ``\\ud800`` escape) still hashes, to its
+    ``surrogatepass`` bytes: an id never fails; whether such text may be stored is the caller's check
+    (:func:`unencodable`)."""
     digest = hashlib.sha1()
     for part in parts:
-        data = part.encode("utf-8") if isinstance(part, str) else bytes(part)
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else bytes(part)
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.hexdigest()[:16]
+
+
+def unencodable(text: str | None) -> bool:
+    """True when ``text`` cannot be stored as UTF-8 (Arrow strings): it holds a lone surrogate."""
+    if text is None:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def storable_text(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes (valid UTF-8, still traceable)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def reject(record: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:

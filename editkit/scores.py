@@ -10,3 +10,16 @@ CLIP_DIRECTION = "clip_direction"  # cosine(CLIP(edited) - CLIP(source), CLIP_te
 INSTRUCTION_CLARITY = "instruction_clarity"  # MLLM judge 0-10: the instruction says unambiguously what to change
 MASK_ACCURACY = "mask_accuracy"  # MLLM judge 0-10: the drawn edit mask covers exactly the region that changes
 TARGET_PROMINENCE = "target_prominence"  # MLLM judge 0-10: the edited target is clearly visible, not tiny/occluded
+
+# Stored scores are rounded to this many significant digits. The last bits of a float score depend on the CPU
+# (OpenCV and numpy pick SIMD kernels per CPU: AVX2 and AVX-512 sum in different orders, ~1e-13 relative apart
+# in float64), so unrounded values would make the score shards, and dvc.lock, differ from machine to machine.
+STORED_DIGITS = 6
+
+
+def stored(value: float | None) -> float | None:
+    """``value`` as stored: rounded to :data:`STORED_DIGITS` significant digits (correctly rounded decimal, so
+    the same on every machine); None, NaN and infinities unchanged."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return value
+    return float(f"{float(value):.{STORED_DIGITS}g}")

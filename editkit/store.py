@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from editkit import schema
+from editkit.atomic import atomic_dir, atomic_dirs, atomic_write_text, recover  # noqa: F401  (the store's API)
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("source_image", IMAGE_STRUCT), ("edited_image", IMAGE_STRUCT)])
@@ -36,41 +33,27 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-@contextmanager
-def atomic_dir(final: Path | str) -> Iterator[Path]:
-    """Yield a temp directory beside ``final``; on success it replaces ``final`` in one rename.
-
-    A run killed at any point leaves at most a ``*.tmp-*`` directory, which no stage mistakes for finished work.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path | str, data: Any) -> None:
     """Atomically write JSON (sorted keys, stable output so DVC sees no spurious change)."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+# Wall-clock measurements differ on every run and machine; kept out of the DVC-tracked metrics files so that
+# `dvc repro` on a fresh clone reproduces dvc.lock (they are still printed and returned by the stages).
+RUN_DEPENDENT_KEYS = frozenset({"seconds", "records_per_s"})
+
+
+def write_metrics(path: Path | str, metrics: dict[str, Any]) -> None:
+    """:func:`write_json` of a stage's metrics without the run-dependent keys (:data:`RUN_DEPENDENT_KEYS`)."""
+    write_json(path, _without_timings(metrics))
+
+
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in RUN_DEPENDENT_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -19,6 +19,7 @@ from train.algorithms.grpo import GRPOConfig
 from train.algorithms.nft import NFTConfig
 from train.algorithms.regularizer import RegularizerConfig
 from train.algorithms.region_advantages import RegionAdvantageConfig
+from train.parallel import PARALLELISMS, FSDPConfig
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ModelConfig:
     true_cfg_scale: float = 4.0  # Qwen-Image-Edit true CFG with norm rescale (> 1 enables it); Kontext ignores it
     negative_prompt: str = " "  # Qwen-Image-Edit's negative prompt for true CFG (the pipeline's usual " ")
     gradient_checkpointing: bool = False
+    # keep the frozen text encoders in CPU memory, on the device only while a step's prompts are encoded (once)
+    offload_text_encoders: bool = False
 
 
 @dataclass
@@ -106,6 +109,8 @@ class TrainLoopConfig:
     micro_batch_size: int = 2  # rollout AND training batch (same size keeps the first ratio exactly 1)
     seed: int = 0
     mixed_precision: str = "auto"  # "auto" (bf16 on GPU, no on CPU) | "no" | "bf16" | "fp16"
+    parallelism: str = "ddp"  # "ddp" (a full model per process) | "fsdp2" (the transformer sharded over processes)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)  # with parallelism fsdp2
 
 
 @dataclass
@@ -154,6 +159,8 @@ class TrainConfig:
             raise ValueError(f"objective.name must be one of {TRAINERS.names()}, got {self.objective.name!r}")
         if self.objective.regularizer.enabled and self.objective.name != "nft":
             raise ValueError("objective.regularizer needs the NFT objective (it uses the positive/negative branches)")
+        if self.train.parallelism not in PARALLELISMS:
+            raise ValueError(f"train.parallelism must be one of {list(PARALLELISMS)}, got {self.train.parallelism!r}")
         if len(self.data.resolution) != 2:
             raise ValueError("data.resolution must be [height, width]")
         if self.train.group_size < 2:

@@ -64,9 +64,17 @@ def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndar
     region = ~np.asarray(mask, dtype=bool)
     if not region.any():
         return {}
+    # float64, not the float32 fast path of uint8 input: float32 SSIM differs between OpenCV's SIMD kernels by up
+    # to ~5e-7 relative (too close to any rounding); float64 by ~1e-13, which the stored rounding absorbs.
+    source, edited = _unit_float64(source), _unit_float64(edited)
     psnr = float(masked_psnr(source, edited, region))
     ssim = float(masked_ssim(source, edited, region))
     return {BG_PSNR: min(psnr, PSNR_CAP_DB) if not math.isnan(psnr) else psnr, BG_SSIM: ssim}
+
+
+def _unit_float64(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    return image / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
 
 
 def score_pair(record: dict[str, Any], source: np.ndarray, edited: np.ndarray) -> dict[str, Any]:

@@ -181,7 +181,8 @@ def write_outputs(cand: Candidates, decision: Decision, input_dir: Path, output_
     """Rewrite every shard with the new status and reason; write all rejected records to the rejects table."""
     reason_of_step = np.array([r or None for r in decision.reasons] + [None], dtype=object)
     offset = 0
-    with store.atomic_dir(output_dir) as out_tmp, store.atomic_dir(rejects_dir) as rej_tmp:
+    # One unit: the records and the rejects table are replaced together or not at all (store.atomic_dirs).
+    with store.atomic_dirs(output_dir, rejects_dir) as (out_tmp, rej_tmp):
         writer = pq.ParquetWriter(rej_tmp / "rejects.parquet", REJECTS_SCHEMA, compression="zstd")
         try:
             for shard, size in zip(cand.shards, cand.shard_sizes):

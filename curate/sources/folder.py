@@ -5,9 +5,11 @@ One JSON object per line::
     {"source": "rel/path.jpg", "edited": "rel/path.png", "instruction": "make the car red",
      "id": "optional-user-key", "mask": "optional/mask.png", "edit_type": "optional, see editkit.taxonomy"}
 
-Paths are relative to the folder (absolute paths are accepted too). ``mask`` is an image where white marks the
-pixels that change. A line that cannot be used (bad JSON, a missing key, a missing file) still yields a pair, with
-``error`` set, so ingest records it as rejected with the reason instead of dropping it.
+Paths are relative to the folder and must stay inside it after resolving symlinks (an absolute path is accepted
+when it points inside); each must name a regular file of at most ``max_file_bytes`` (see :mod:`editkit.safe_paths`).
+``allow_outside_root: true`` lifts the folder check for users who mean it. ``mask`` is an image where white marks the
+pixels that change. A line that cannot be used (not UTF-8, bad JSON, a missing key, a missing or refused file) still
+yields a pair, with ``error`` set, so ingest records it as rejected with the reason instead of dropping it.
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ from pathlib import Path
 from typing import Iterator
 
 from curate.sources import RawPair
+from editkit.safe_paths import DEFAULT_MAX_BYTES, UnsafePath, read_inside
 
 
 @dataclass
 class FolderParams:
     path: str = ""  # the folder holding pairs.jsonl and the images
     pairs_file: str = "pairs.jsonl"
+    allow_outside_root: bool = False  # True: image paths may point outside `path` (still regular files, size-capped)
+    max_file_bytes: int = DEFAULT_MAX_BYTES  # larger image/mask files are rejected unread
 
 
 class FolderSource:
@@ -30,14 +35,16 @@ class FolderSource:
         if not params.path:
             raise ValueError("ingest.folder.path is empty: set it to a folder containing pairs.jsonl")
         self.root = Path(params.path)
+        self.allow_outside, self.max_bytes = bool(params.allow_outside_root), params.max_file_bytes
         self.pairs_path = self.root / params.pairs_file
         if not self.pairs_path.is_file():
             raise FileNotFoundError(f"{self.pairs_path} not found: a folder source needs a {params.pairs_file}")
         self.origin = f"folder:{self.root.resolve().name}"
 
-    def _lines(self) -> list[tuple[int, str]]:
-        text = self.pairs_path.read_text(encoding="utf-8")
-        return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    def _lines(self) -> list[tuple[int, bytes]]:
+        # Split the raw bytes on newlines and decode line by line: one bad byte costs its line, not the file.
+        data = self.pairs_path.read_bytes()
+        return [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
 
     def __len__(self) -> int:
         return len(self._lines())
@@ -46,12 +53,17 @@ class FolderSource:
         for line_number, line in self._lines():
             yield self._pair(line_number, line)
 
-    def _pair(self, line_number: int, line: str) -> RawPair:
+    def _pair(self, line_number: int, raw: bytes) -> RawPair:
         key = f"line {line_number}"
         try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return RawPair(self.origin, key, None, None, None, error=f"malformed pairs line: not UTF-8 "
+                                                                      f"(byte 0x{raw[error.start]:02x} at {error.start})")
+        try:
             entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            return RawPair(self.origin, key, None, None, None, error=f"malformed pairs line: {error}")
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, too many digits, nesting too deep
+            return RawPair(self.origin, key, None, None, None, error=f"malformed pairs line: {_short(error)}")
         if not isinstance(entry, dict):
             return RawPair(self.origin, key, None, None, None, error="malformed pairs line: not a JSON object")
         if entry.get("id") is not None:
@@ -78,9 +90,10 @@ class FolderSource:
         return pair
 
     def _read(self, relative: str, role: str, errors: list[str]) -> bytes | None:
-        path = self.root / relative
         try:
-            return path.read_bytes()
+            return read_inside(self.root, relative, allow_outside=self.allow_outside, max_bytes=self.max_bytes)
+        except UnsafePath as refused:
+            errors.append(f"unsafe {role} path: {refused}")
         except FileNotFoundError:
             errors.append(f"missing {role} image: {relative} not found")
         except OSError as error:
@@ -91,3 +104,8 @@ class FolderSource:
 def open_folder(ingest, params_path) -> FolderSource:
     """``ingest.source: folder``: the ``ingest.folder`` section."""
     return FolderSource(ingest.folder)
+
+
+def _short(error: Exception, limit: int = 200) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -2,7 +2,9 @@
 
 Column names are mapped in ``params.yaml`` (``ingest.hf``). Image columns may be ``datasets.Image`` features, raw
 bytes, ``{"bytes", "path"}`` dicts or file paths; they are read as encoded bytes (never decoded here) so that
-:mod:`curate.images` validates every source the same way.
+:mod:`curate.images` validates every source the same way. A file-path cell is data: it is read only when it stays
+inside the local dataset folder (or, for a hub dataset, the ``datasets``/hub cache that holds its files), as a
+regular, size-capped file (:mod:`editkit.safe_paths`); ``allow_outside_root: true`` lifts the folder check.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from curate.sources import RawPair
+from editkit.safe_paths import UnsafePath, read_inside
 
 
 @dataclass
@@ -24,6 +27,7 @@ class HFParams:
     id_column: Optional[str] = None
     mask_column: Optional[str] = None  # mask image, white = change
     edit_type_column: Optional[str] = None
+    allow_outside_root: bool = False  # True: file-path cells may point anywhere (still regular files, size-capped)
 
 
 def load(params: HFParams):
@@ -68,6 +72,7 @@ class HFSource:
                 dataset = dataset.cast_column(column, datasets.Image(decode=False))  # keep the encoded bytes
         self.dataset = dataset
         self.origin = f"hf:{Path(params.path).name if Path(params.path).exists() else params.path}"
+        self.roots = _path_roots(params.path)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -79,17 +84,43 @@ class HFSource:
             errors: list[str] = []
             pair = RawPair(
                 self.origin, key, row.get(p.instruction_column),
-                _bytes(row.get(p.source_column), "source", errors), _bytes(row.get(p.edited_column), "edited", errors),
+                self._bytes(row.get(p.source_column), "source", errors),
+                self._bytes(row.get(p.edited_column), "edited", errors),
                 edit_type=row.get(p.edit_type_column) if p.edit_type_column else None, meta={"row": index},
             )
             if p.mask_column and row.get(p.mask_column) is not None:
-                pair.gt_mask = _bytes(row[p.mask_column], "mask", errors)
+                pair.gt_mask = self._bytes(row[p.mask_column], "mask", errors)
             pair.error = errors[0] if errors else None
             yield pair
 
 
-def _bytes(value: Any, role: str, errors: list[str]) -> bytes | None:
-    """An image cell -> encoded bytes (None + an error when it is empty or unreadable)."""
+    def _bytes(self, value: Any, role: str, errors: list[str]) -> bytes | None:
+        return _bytes(value, role, errors, self.roots, self.params.allow_outside_root)
+
+
+def _path_roots(path: str) -> list[Path]:
+    """Where file-path cells may point: the local dataset folder, else the caches a hub dataset's files live in."""
+    local = Path(path)
+    if local.exists():
+        return [local if local.is_dir() else local.parent]
+    import datasets
+    import huggingface_hub.constants
+
+    return [Path(datasets.config.HF_DATASETS_CACHE), Path(huggingface_hub.constants.HF_HUB_CACHE)]
+
+
+def _read_contained(value: str, roots: list[Path], allow_outside: bool) -> bytes:
+    refused: UnsafePath | None = None
+    for root in roots:
+        try:
+            return read_inside(root, value, allow_outside=allow_outside)
+        except UnsafePath as error:
+            refused = refused or error
+    raise refused or UnsafePath(value, "no dataset root to read it from")
+
+
+def _bytes(value: Any, role: str, errors: list[str], roots: list[Path], allow_outside: bool = False) -> bytes | None:
+    """An image cell -> encoded bytes (None + an error when it is empty, unreadable or outside the dataset)."""
     if value is None:
         errors.append(f"missing {role} image: empty cell")
         return None
@@ -101,7 +132,10 @@ def _bytes(value: Any, role: str, errors: list[str]) -> bytes | None:
         value = value.get("path")
     if isinstance(value, str) and value:
         try:
-            return Path(value).read_bytes()
+            return _read_contained(value, roots, allow_outside)
+        except UnsafePath as refused:
+            errors.append(f"unsafe {role} path: {refused}")
+            return None
         except OSError as error:
             errors.append(f"missing {role} image: {value}: {error.strerror or error}")
             return None

@@ -194,6 +194,6 @@ def main(
 
     params = config.load_section(ExportParams, STAGE, params_file)
     metrics = run(params, input_dir, images_dir, output_dir, select_metrics, funnel_png)
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     typer.echo(f"export: {metrics['rows']} rows {metrics['by_edit_type']} -> {metrics['dataset_path']} "
                f"(load with datasets.load_from_disk); card {metrics['card_path']}")

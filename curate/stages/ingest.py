@@ -6,8 +6,9 @@ Output (one atomic rename of ``--out``, so a killed run leaves either the previo
     <out>/images/shard-00000.parquet    # the normalised image bytes of the ok records of the same shard
     metrics/ingest.json                 # counts per edit type and rejects per reason
 
-Ids are content-derived (``schema.content_id`` of the raw source bytes, edited bytes and instruction); a later pair
-with an id already seen is rejected as a duplicate. Reruns produce identical files.
+Ids are content-derived (``schema.content_id`` of the raw source bytes, edited bytes and instruction) and unique: a
+later pair with an id already seen gets its own id (derived from the first one and its occurrence number), names the
+first in ``meta.duplicate_of`` and is rejected as a duplicate. Reruns produce identical files.
 """
 from __future__ import annotations
 
@@ -61,20 +62,34 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
     # Cells of user datasets may hold anything; records hold strings (a non-string is rejected below).
     instruction = pair.instruction if isinstance(pair.instruction, str) else None
     edit_type = None if pair.edit_type is None else str(pair.edit_type)
+    origin_key, phrases = str(pair.origin_key), [str(p) for p in pair.target_phrases]
+    variants = [str(v) for v in getattr(pair, "instruction_variants", None) or []]
     has_edited = getattr(pair, "has_edited", True)
     if pair.source is not None and (pair.edited is not None or not has_edited):
         record_id = schema.content_id(pair.source, pair.edited or b"", instruction or "")
     else:  # unreadable input: derive the id from where it came from, so it is still stable and unique
-        record_id = schema.content_id(pair.origin, pair.origin_key, pair.error or "")
+        record_id = schema.content_id(pair.origin, origin_key, pair.error or "")
+    # Text Arrow cannot store (lone surrogates) is kept escaped, and the record rejected below.
+    unstorable = [name for name, text in (("instruction", instruction), ("id", origin_key), ("edit_type", edit_type),
+                                          ("target_phrases", "".join(phrases)),
+                                          ("instruction_variants", "".join(variants))) if schema.unencodable(text)]
+    if unstorable:
+        instruction, origin_key = (None if instruction is None else schema.storable_text(instruction),
+                                   schema.storable_text(origin_key))
+        edit_type = None if edit_type is None else schema.storable_text(edit_type)
+        phrases = [schema.storable_text(p) for p in phrases]
+        variants = [schema.storable_text(v) for v in variants]
     record = schema.new_record(
-        id=record_id, origin=pair.origin, origin_key=pair.origin_key, has_edited=has_edited,
-        instruction=instruction, edit_type=edit_type, target_phrases=[str(p) for p in pair.target_phrases],
+        id=record_id, origin=pair.origin, origin_key=origin_key, has_edited=has_edited,
+        instruction=instruction, edit_type=edit_type, target_phrases=phrases,
         meta=json.dumps(pair.meta, sort_keys=True, default=str),
-        instruction_variants=[str(v) for v in getattr(pair, "instruction_variants", None) or []],
+        instruction_variants=variants,
     )
     for flag in getattr(pair, "flags", None) or []:
-        schema.add_flag(record, flag)
+        schema.add_flag(record, schema.storable_text(str(flag)))
     try:
+        if unstorable:
+            raise images.ImageProblem("unencodable text", f"{', '.join(unstorable)} not valid Unicode (lone surrogate)")
         if pair.error:
             category, _, detail = pair.error.partition(": ")
             raise images.ImageProblem(category, detail)
@@ -88,7 +103,7 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
         normalized = images.normalize_pair(pair.source, pair.edited, policy, has_edited=has_edited)
         record.update(width=normalized.width, height=normalized.height)
         for flag in normalized.flags:
-            schema.add_flag(record, flag)
+            schema.add_flag(record, schema.storable_text(str(flag)))
         if pair.gt_mask is not None:
             record["gt_mask"] = rle.encode(_gt_mask(pair.gt_mask, normalized.width, normalized.height, policy))
             if not has_edited:  # nothing to difference: the given mask IS the mask (kept by the masks stage)
@@ -129,10 +144,9 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
         image_writer = store.ImageShardWriter(tmp / "images" / f"{store.shard_name(0)}.parquet")
         for pair in pairs:
             record, row = to_record(pair, policy)
-            if record["id"] in seen and schema.is_ok(record):
-                schema.reject(record, STAGE, f"duplicate: same content as {seen[record['id']]}")
-                row = None
-            seen.setdefault(record["id"], record["origin_key"])
+            if record["id"] in seen:
+                row = _mark_duplicate(record, seen)
+            seen[record["id"]] = record["origin_key"]
             if row is not None:
                 record["image_shard"] = store.shard_name(shard_index)
                 image_writer.add(row)
@@ -163,6 +177,19 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
         "shards": shard_index,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _mark_duplicate(record: dict[str, Any], seen: dict[str, str]) -> None:
+    """Give a record whose id was seen its own id, name the first in ``meta.duplicate_of``, reject it if it was ok."""
+    first = record["id"]
+    occurrence = 2
+    while (new_id := schema.content_id(first, f"duplicate {occurrence}")) in seen:
+        occurrence += 1
+    meta = json.loads(record["meta"] or "{}")
+    meta["duplicate_of"] = first
+    record.update(id=new_id, meta=json.dumps(meta, sort_keys=True, default=str))
+    schema.reject(record, STAGE, f"duplicate: same content as {seen[first]}")
+    return None
 
 
 def _length(source) -> int | None:

@@ -200,6 +200,6 @@ def main(
     except (WeightsUnavailableError, MLLMError) as error:  # which model, where it looked, how to run diff-only
         typer.echo(f"masks: {error}", err=True)
         raise typer.Exit(2) from None
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     typer.echo(f"masks: {metrics['records_in']} records, mean_iou={metrics['mean_iou']} over {metrics['with_gt']} "
                f"with gt, rejected here {metrics['rejected_here']}")

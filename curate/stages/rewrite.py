@@ -61,7 +61,7 @@ def main(
         raise typer.Exit(code=2) from None
     from editkit import store
 
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
 
 

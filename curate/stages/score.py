@@ -78,10 +78,16 @@ class ScoreStep:
     def __call__(self, records: list[dict[str, Any]], images) -> list[dict[str, Any]]:
         from curate.scoring.pair import score_pairs
 
+        from editkit.scores import stored
+
         records = score_pairs(records, images, self.params.workers)
         if self.clip is not None:
             records = self.clip(records, images)
-        return self.quality(records, images) if self.quality is not None else records
+        if self.quality is not None:
+            records = self.quality(records, images)
+        for record in records:  # machine-independent values: see editkit.scores.STORED_DIGITS
+            record["scores"] = {name: stored(value) for name, value in (record.get("scores") or {}).items()}
+        return records
 
     def close(self) -> None:
         if self.quality is not None:
@@ -183,7 +189,7 @@ def main(
     except MLLMError as error:  # the quality judge's endpoint down, model missing, key unset: say what to do
         typer.echo(f"score: score.quality: {error}", err=True)
         raise typer.Exit(code=2) from None
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     overall = metrics["by_edit_type"].get("all", {})
     typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "
                f"mean bg_psnr={overall.get('mean_bg_psnr')} bg_ssim={overall.get('mean_bg_ssim')}, "

@@ -89,7 +89,7 @@ def main(
 
     params = config.load_section(SelectParams, STAGE, params_file)
     metrics = run(params, input_dir, output_dir, rejects_dir)
-    store.write_json(metrics_file, metrics)
+    store.write_metrics(metrics_file, metrics)
     type_names = sorted({t for row in metrics["funnel"] for t in row["by_edit_type"]})
     funnel.write_csv(metrics["funnel"], type_names, plots_dir / "funnel.csv")
     funnel.plot_png(metrics["funnel"], type_names, metrics["records_in"], plots_dir / "funnel.png")

@@ -6,6 +6,7 @@ The API key itself is never a parameter: ``api_key_env`` names the environment v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass
@@ -15,7 +16,8 @@ class ClientConfig:
     endpoint: str = ""  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang)
     api_key_env: str = ""  # NAME of the env var holding the API key ("" = no key); the key is never logged or cached
     max_concurrency: int = 8  # openai: requests in flight; transformers: generation batch size
-    timeout_s: float = 120.0  # per HTTP request
+    timeout_s: float = 120.0  # per HTTP attempt, end to end (connect + send + the whole answer)
+    budget_s: Optional[float] = None  # openai: wall-clock budget of the whole stage; no retry starts after it
     retries: int = 4  # extra attempts on timeouts, connection errors, 429 and 5xx (never on other 4xx)
     backoff_s: float = 0.5  # first retry delay; doubles each attempt, with full jitter
     backoff_max_s: float = 30.0
@@ -32,3 +34,5 @@ class ClientConfig:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.budget_s is not None and self.budget_s <= 0:
+            raise ValueError(f"budget_s must be > 0 (or null: no budget), got {self.budget_s}")

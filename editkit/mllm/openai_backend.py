@@ -1,14 +1,20 @@
 """Any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, hosted APIs) over httpx.
 
 * images travel as base64 data URLs; the API key is read from the env var named in the config and only ever
-  placed in the ``Authorization`` header (never logged, never part of an error message or the cache);
+  placed in the ``Authorization`` header; everything taken from a server (answers, error bodies, exception texts)
+  passes :class:`editkit.mllm.redact.Redactor` before it is returned, logged or cached, so a server echoing the
+  request headers cannot leak the key;
+* ``timeout_s`` is a deadline for each attempt, end to end (connect, send, headers, the whole body: a server
+  trickling bytes is cut off, :mod:`editkit.mllm.deadline`); ``budget_s`` bounds the backend's whole life (a
+  stage): no attempt or retry starts after it, and one in flight ends with it;
 * at most ``max_concurrency`` requests are in flight (a thread pool over one pooled ``httpx.Client``);
 * timeouts, connection errors, 429 and 5xx are retried with exponential backoff and jitter (``Retry-After`` is
-  honoured); other 4xx are not retried;
+  honoured); other 4xx are not retried; answers over ``MAX_RESPONSE_BYTES`` are refused;
 * the endpoint is probed at start (``GET /models``, else ``GET /health``) with a clear error if it is down.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -18,10 +24,13 @@ from typing import Any, Iterator, Optional
 
 from editkit.mllm.backends import Backend, MLLMError
 from editkit.mllm.config import ClientConfig
+from editkit.mllm.deadline import deadline, deadline_transport
 from editkit.mllm.messages import Request, Response, TokenLogprob
+from editkit.mllm.redact import Redactor
 
 log = logging.getLogger("editkit.mllm")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_RESPONSE_BYTES = 32 << 20  # a chat completion is kilobytes; more is a broken or hostile server
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random, retry_after: Optional[float] = None) -> float:
@@ -82,16 +91,21 @@ class OpenAIBackend(Backend):
             raise MLLMError("backend openai needs `endpoint` (e.g. http://127.0.0.1:8000/v1 for `vllm serve`)")
         self.endpoint = config.endpoint.rstrip("/")
         headers = {"Content-Type": "application/json"}
+        secrets = []
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
             if not key:
                 raise MLLMError(f"environment variable {config.api_key_env} (api_key_env) is not set or empty")
             headers["Authorization"] = f"Bearer {key}"
+            secrets = [key, headers["Authorization"]]
+        self.redact = Redactor(secrets)
+        limits = httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency)
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            limits=httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency),
+            transport=deadline_transport(limits=limits),
         )
+        self._budget_end = None if config.budget_s is None else time.monotonic() + float(config.budget_s)
         self._rng = random.Random()
         self._model = config.model
         if probe:
@@ -107,11 +121,13 @@ class OpenAIBackend(Backend):
 
         hint = ("start the server (e.g. `vllm serve Qwen/Qwen2.5-VL-7B-Instruct --port 8000` and "
                 "endpoint: http://127.0.0.1:8000/v1) or set backend: none")
+        probe_s = min(10.0, self.config.timeout_s)
         try:
-            answer = self._http.get(f"{self.endpoint}/models", timeout=min(10.0, self.config.timeout_s))
+            with deadline(time.monotonic() + probe_s):
+                answer = self._http.get(f"{self.endpoint}/models", timeout=probe_s)
         except httpx.HTTPError as error:
-            raise MLLMError(f"MLLM endpoint {self.endpoint} is not reachable ({type(error).__name__}: {error}); "
-                            f"{hint}") from None
+            raise MLLMError(self.redact(f"MLLM endpoint {self.endpoint} is not reachable ({type(error).__name__}: "
+                                        f"{error}); {hint}")) from None
         if answer.status_code in (401, 403):
             raise MLLMError(f"MLLM endpoint {self.endpoint} refused the API key (HTTP {answer.status_code}); "
                             f"check the env var named by api_key_env ({self.config.api_key_env or 'none set'})")
@@ -130,9 +146,11 @@ class OpenAIBackend(Backend):
         # No models route: fall back to the server root's /health (vLLM and SGLang both have it).
         root = self.endpoint[: -len("/v1")] if self.endpoint.endswith("/v1") else self.endpoint
         try:
-            health = self._http.get(f"{root}/health", timeout=min(10.0, self.config.timeout_s))
+            with deadline(time.monotonic() + probe_s):
+                health = self._http.get(f"{root}/health", timeout=probe_s)
         except httpx.HTTPError as error:
-            raise MLLMError(f"MLLM endpoint {self.endpoint} is not reachable ({type(error).__name__}); {hint}") from None
+            raise MLLMError(self.redact(f"MLLM endpoint {self.endpoint} is not reachable ({type(error).__name__}); "
+                                        f"{hint}")) from None
         if health.status_code != 200:
             raise MLLMError(f"MLLM endpoint {self.endpoint} is not healthy: GET /models -> {answer.status_code}, "
                             f"GET /health -> {health.status_code}; {hint}")
@@ -153,35 +171,62 @@ class OpenAIBackend(Backend):
         return body
 
     def _post(self, request: Request) -> Response:
-        import httpx
+        """One request with retries; the answer or the error comes back redacted."""
+        response = self._attempts(self.payload(request))
+        return Response(text=self.redact(response.text), logprobs=response.logprobs,
+                        finish_reason=response.finish_reason, error=self.redact(response.error))
 
-        body = self.payload(request)
+    def _attempts(self, body: dict[str, Any]) -> Response:
         attempts = self.config.retries + 1
         last = ""
         for attempt in range(attempts):
-            retry_after = None
-            try:
-                answer = self._http.post(f"{self.endpoint}/chat/completions", json=body)
-            except httpx.TimeoutException as error:
-                last = f"timeout after {self.config.timeout_s}s ({type(error).__name__})"
-            except httpx.TransportError as error:
-                last = f"connection error ({type(error).__name__}: {error})"
-            else:
-                if answer.status_code == 200:
-                    try:
-                        return parse_completion(answer.json())
-                    except ValueError:
-                        return Response(error=f"response body is not JSON: {answer.text[:200]!r}")
-                detail = f"HTTP {answer.status_code}: {answer.text[:300]}"
-                if answer.status_code not in RETRYABLE_STATUS:
-                    return Response(error=detail)  # our request is wrong: retrying cannot help
-                last = detail
-                retry_after = _retry_after(answer.headers.get("retry-after"))
+            started = time.monotonic()
+            if self._budget_end is not None and started >= self._budget_end:
+                return Response(error=f"stage budget of {self.config.budget_s}s spent after {attempt} attempt(s)"
+                                      + (f": {last}" if last else ""))
+            until = started + self.config.timeout_s
+            cut_by_budget = self._budget_end is not None and self._budget_end < until
+            final, last, retry_after = self._attempt(body, min(until, self._budget_end) if cut_by_budget else until)
+            if final is not None:
+                return final
+            if cut_by_budget and time.monotonic() >= self._budget_end:
+                last = f"{last}; stage budget of {self.config.budget_s}s spent"
+                break
             if attempt + 1 < attempts:
                 delay = backoff_delay(attempt, self.config.backoff_s, self.config.backoff_max_s, self._rng, retry_after)
-                log.info("MLLM request attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1, attempts, last, delay)
+                if self._budget_end is not None and time.monotonic() + delay >= self._budget_end:
+                    last = f"{last}; no retry: stage budget of {self.config.budget_s}s would be spent"
+                    break
+                log.info("MLLM request attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1, attempts,
+                         self.redact(last), delay)
                 time.sleep(delay)
-        return Response(error=f"gave up after {attempts} attempt(s): {last}")
+        return Response(error=f"gave up after {attempt + 1} attempt(s): {last}")
+
+    def _attempt(self, body: dict[str, Any], until: float) -> tuple[Optional[Response], str, Optional[float]]:
+        """One HTTP exchange that ends by ``until``: (final response or None to retry, what failed, Retry-After)."""
+        import httpx
+
+        try:
+            with deadline(until), self._http.stream("POST", f"{self.endpoint}/chat/completions", json=body) as answer:
+                data = bytearray()
+                for chunk in answer.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_RESPONSE_BYTES:
+                        return Response(error=f"response larger than {MAX_RESPONSE_BYTES} bytes: refused"), "", None
+        except httpx.TimeoutException as error:
+            return None, f"timeout after {self.config.timeout_s}s ({type(error).__name__})", None
+        except httpx.TransportError as error:
+            return None, self.redact(f"connection error ({type(error).__name__}: {error})"), None
+        text = bytes(data).decode("utf-8", "replace")
+        if answer.status_code == 200:
+            try:
+                return parse_completion(json.loads(text)), "", None
+            except ValueError:
+                return Response(error=f"response body is not JSON: {self.redact(text)[:200]!r}"), "", None
+        detail = f"HTTP {answer.status_code}: {self.redact(text)[:300]}"  # redact BEFORE cutting: no half key
+        if answer.status_code not in RETRYABLE_STATUS:
+            return Response(error=detail), "", None  # our request is wrong: retrying cannot help
+        return None, detail, _retry_after(answer.headers.get("retry-after"))
 
     def generate(self, requests: list[Request]) -> Iterator[tuple[int, Response]]:
         if not requests:

@@ -252,3 +252,43 @@ def test_embedding_cache_round_trip_and_keys(tmp_path):
     found = EmbeddingCache(tmp_path).get_many(list(vectors) + ["missing"])
     assert set(found) == set(vectors) and all(np.array_equal(found[k], v) for k, v in vectors.items())
     assert EmbeddingCache(None).get_many(list(vectors)[:3]) == {}
+
+
+def test_stored_scores_do_not_depend_on_the_cpus_simd_kernels(tmp_path):
+    """OpenCV picks SIMD kernels per CPU; switching them off here stands in for another machine. The score stage's
+    stored values (what goes into the shards, hence dvc.lock) must be the same bits either way."""
+    import cv2
+
+    from curate.stages.score import ScoreParams, ScoreStep
+
+    rng = np.random.default_rng(3)
+    pairs = []
+    for i in range(6):
+        source = _photo(10 + i, 160)
+        edited = _jpeg(source, quality=60 + 5 * i).copy()
+        mask = np.zeros((160, 160), bool)
+        mask[20 + i * 5:90, 30:100 + i * 4] = True
+        edited[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
+        pairs.append((f"p{i}", source, edited, mask))
+    step = ScoreStep(ScoreParams(workers=1))
+
+    def scores(optimized: bool) -> list[dict]:
+        shard = _shard(tmp_path / str(optimized), {rid: (s, e) for rid, s, e, _ in pairs})
+        records = [schema.new_record(id=rid, has_edited=True, mask=rle.encode(m)) for rid, _, _, m in pairs]
+        previous = cv2.useOptimized()
+        cv2.setUseOptimized(optimized)
+        try:
+            return [r["scores"] for r in step(records, shard)]
+        finally:
+            cv2.setUseOptimized(previous)
+
+    fast, plain = scores(True), scores(False)
+    assert all(len(s) >= 5 for s in fast)
+    assert [{k: v.hex() for k, v in s.items()} for s in fast] == [{k: v.hex() for k, v in s.items()} for s in plain]
+
+
+def test_stored_rounding_is_decimal_and_leaves_specials():
+    from editkit.scores import stored
+
+    assert stored(0.95725863822) == 0.957259 and stored(29.774582665612918) == stored(29.77458266561291) == 29.7746
+    assert stored(None) is None and math.isnan(stored(float("nan"))) and stored(float("inf")) == float("inf")

@@ -8,7 +8,7 @@ responses::
     with ScriptedServer(sequence(Reply(status=503), "ok")) as server:  # first call fails, then "ok" forever
 
 A reply is a ``str`` (the assistant's text), a ``dict`` (a raw JSON body) or a :class:`Reply` (status, body,
-delay, headers). The server records every chat request (``server.requests``), counts them (``server.count``), and
+delay, headers, a byte-by-byte trickle). The server records every chat request (``server.requests``), counts them (``server.count``), and
 tracks the most requests in flight at once (``server.max_in_flight``). It also serves ``GET /v1/models`` and
 ``GET /health`` (either can be switched off to script a half-broken endpoint), and stops itself on exit.
 """
@@ -29,6 +29,7 @@ class Reply:
     body: Union[dict, str, None] = None  # dict: JSON; str: sent verbatim (e.g. malformed JSON); None: empty
     delay_s: float = 0.0  # sleep before answering (slow server / timeouts)
     headers: dict = field(default_factory=dict)  # e.g. {"Retry-After": "1"}
+    trickle_s: float = 0.0  # > 0: send the whole response (status line, headers, body) one byte per trickle_s
 
 
 @dataclass
@@ -160,6 +161,9 @@ class ScriptedServer:
             def _send(self, reply: Reply) -> None:
                 data = b"" if reply.body is None else (
                     reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode())
+                if reply.trickle_s:
+                    self._trickle(reply, data)
+                    return
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
@@ -170,6 +174,19 @@ class ScriptedServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): nothing to answer
+
+            def _trickle(self, reply: Reply, data: bytes) -> None:
+                head = "".join([f"HTTP/1.1 {reply.status} Scripted\r\n", "Content-Type: application/json\r\n",
+                                f"Content-Length: {len(data)}\r\n",
+                                *(f"{k}: {v}\r\n" for k, v in reply.headers.items()), "\r\n"])
+                self.close_connection = True
+                try:
+                    for byte in head.encode() + data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.trickle_s)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass  # the client hung up: what a deadline is for
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True

@@ -273,7 +273,9 @@ def test_kontext_parity_config_trains_and_resumes_exactly(tiny_kontext_dir, edit
     whole = _kontext_parity_run(tiny_kontext_dir, edit_dataset_dir, tmp_path / "whole", 3)
     assert [m["step"] for m in whole] == [1, 2, 3] and all(np.isfinite(m["loss"]) for m in whole)
     assert "banned_groups" in whole[0] and "regularizer" in whole[0]
-    state = torch.load(tmp_path / "whole" / "checkpoints" / "step-000003" / "state.pt", weights_only=False)
+    from train.checkpoint import load_state
+
+    state = load_state(tmp_path / "whole" / "checkpoints" / "step-000003", "state")
     assert len(state["trainer"]["old_policy"]) > 0 and "banned_rows" in state["trainer"]
     _kontext_parity_run(tiny_kontext_dir, edit_dataset_dir, tmp_path / "split", 2)
     split = _kontext_parity_run(tiny_kontext_dir, edit_dataset_dir, tmp_path / "split", 3, resume="auto")

@@ -12,7 +12,10 @@ def _bare_trainer(accumulation: int = 0):
 
     trainer = object.__new__(type("Bare", (Trainer,), {"sample": None, "optimize": None}))  # no model loading
     trainer.config = load_config(None, [f"optim.gradient_accumulation={accumulation}"])
+    from train.parallel import DataParallel
+
     trainer.accelerator = Accelerator(cpu=True)
+    trainer.parallel = DataParallel(trainer.accelerator)
     trainer.model = torch.nn.Linear(3, 1)
     trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
     trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)

@@ -8,6 +8,7 @@ A new model family (e.g. Qwen-Image-Edit) implements this class and registers it
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,10 +46,45 @@ class Conditioning:
         return Conditioning({k: v.to(device) for k, v in self.per_sample.items()}, self.shared)
 
 
+def uses_text_encoders(method):
+    """Decorates a method that runs the prompt encoders: with ``model.offload_text_encoders`` they are brought to
+    the device for the call and sent back to CPU memory after it."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with self.text_encoders_on_device():
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class EditModelAdapter(ABC):
     """One editing model behind a uniform, token-level interface."""
 
     transformer: torch.nn.Module  # the denoiser; LoRA is added to it, and only it is trained
+    text_encoder_names: tuple[str, ...] = ()  # the pipeline's frozen prompt encoders (attributes of ``self.pipe``)
+
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [getattr(self.pipe, name) for name in self.text_encoder_names]
+
+    def park_text_encoders(self) -> None:
+        """With ``model.offload_text_encoders``: the prompt encoders live in CPU memory between encodings (the
+        prompt embeddings of a step are computed once, so they are needed once per step)."""
+        if getattr(self.config, "offload_text_encoders", False):
+            for module in self.text_encoders():
+                module.to("cpu")
+
+    @contextmanager
+    def text_encoders_on_device(self) -> Iterator[None]:
+        if not getattr(self.config, "offload_text_encoders", False):
+            yield
+            return
+        for module in self.text_encoders():
+            module.to(self.device)
+        try:
+            yield
+        finally:
+            self.park_text_encoders()
 
     @abstractmethod
     def add_lora(self, lora_config) -> None: ...
@@ -88,8 +124,10 @@ class EditModelAdapter(ABC):
                                   "(needed by the attention_concentration reward)")
 
     @abstractmethod
-    def save_lora(self, directory: Path) -> None:
-        """Save the LoRA so the model's own pipeline loads it with ``load_lora_weights``."""
+    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Save the LoRA so the model's own pipeline loads it with ``load_lora_weights``. ``state``: the trainable
+        parameters as full tensors by name (:func:`train.parallel.full_lora_state`; required when the transformer
+        is sharded), else read from the transformer."""
 
     @abstractmethod
     def load_lora(self, directory: Path) -> None:

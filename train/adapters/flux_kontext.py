@@ -10,11 +10,13 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, uses_text_encoders
 
 
 @ADAPTERS.register("flux_kontext")
 class FluxKontextAdapter(EditModelAdapter):
+    text_encoder_names = ("text_encoder", "text_encoder_2")  # CLIP-L, T5-XXL
+
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
         from diffusers import FluxKontextPipeline
 
@@ -28,6 +30,7 @@ class FluxKontextAdapter(EditModelAdapter):
         self.pipe.to(device)
         for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2, self.pipe.transformer):
             module.requires_grad_(False)
+        self.park_text_encoders()
         self.transformer = self.pipe.transformer
         if config.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
@@ -46,11 +49,11 @@ class FluxKontextAdapter(EditModelAdapter):
         if lora_config.init_from:
             self.load_lora(Path(lora_config.init_from))
 
-    def save_lora(self, directory: Path) -> None:
+    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         from diffusers import FluxKontextPipeline
         from peft.utils import get_peft_model_state_dict
 
-        state = get_peft_model_state_dict(self.transformer)
+        state = get_peft_model_state_dict(self.transformer, state_dict=state)
         FluxKontextPipeline.save_lora_weights(str(directory), transformer_lora_layers=state)
 
     def load_lora(self, directory: Path) -> None:
@@ -122,6 +125,7 @@ class FluxKontextAdapter(EditModelAdapter):
 
     # ------------------------------------------------------------------ conditioning and forward
     @torch.no_grad()
+    @uses_text_encoders
     def condition(self, prompts: list[str], source_images: torch.Tensor) -> Conditioning:
         prompt_embeds, pooled, text_ids = self.pipe.encode_prompt(
             prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.config.max_sequence_length)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, uses_text_encoders
 from train.adapters.flux_kontext import FluxKontextAdapter
 
 PIPELINES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline")
@@ -71,6 +71,7 @@ class QwenImageEditAdapter(EditModelAdapter):
     token_grid = FluxKontextAdapter.token_grid
     noise = FluxKontextAdapter.noise
     sigmas = FluxKontextAdapter.sigmas
+    text_encoder_names = ("text_encoder",)  # Qwen2.5-VL
 
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
         self.config = config
@@ -79,6 +80,7 @@ class QwenImageEditAdapter(EditModelAdapter):
         self.plus = type(self.pipe).__name__ == "QwenImageEditPlusPipeline"
         for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.transformer):
             module.requires_grad_(False)  # only the LoRA trains
+        self.park_text_encoders()
         self.transformer = self.pipe.transformer
         if config.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
@@ -117,11 +119,11 @@ class QwenImageEditAdapter(EditModelAdapter):
             mask[row, end - selected.numel() : end] = selected
         return mask
 
-    def save_lora(self, directory: Path) -> None:
+    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         from peft.utils import get_peft_model_state_dict
 
         type(self.pipe).save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(
-            self.transformer))
+            self.transformer, state_dict=state))
 
     # ------------------------------------------------------------------ latents
     def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +165,7 @@ class QwenImageEditAdapter(EditModelAdapter):
         return embeds.to(self.dtype), mask
 
     @torch.no_grad()
+    @uses_text_encoders
     def condition(self, prompts: list[str], source_images: torch.Tensor) -> Conditioning:
         from PIL import Image
 

@@ -49,12 +49,17 @@ class LaggedPolicy:
                     p.copy_(value)
 
     def state(self) -> list[torch.Tensor]:
-        return [v.cpu().clone() for v in self.values]
+        """Full tensors (gathered when the parameters are FSDP2 shards: collective), so any parallelism resumes it."""
+        from train.parallel import full_tensor
+
+        return [full_tensor(v).cpu().clone() for v in self.values]
 
     def load(self, values: list[torch.Tensor] | None) -> None:
         if not self.enabled:
             return
         if values is None or len(values) != len(self.values):
             raise ValueError("the checkpoint has no lagged sampling policy for objective.nft.old_decay_* > 0")
+        from train.parallel import copy_full_into
+
         for old, value in zip(self.values, values):
-            old.copy_(value.to(old.device, old.dtype))
+            copy_full_into(old, value)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from editkit.errors import ConfigError
 from editkit.mllm.config import ClientConfig
 from train.rewards import RewardInputs, register_reward
 from train.rewards.mllm import make_client, to_uint8
@@ -109,7 +110,18 @@ class VerifierReward:
 
 
 @register_reward("verifier")
-def verifier(client: ClientConfig = VERIFIER_CLIENT, prompt_version: str = "v1",
-             max_principles: int = 6) -> VerifierReward:
-    """``client``: the verifier's MLLM client; ``prompt_version``: prompts/verifier_{decompose,verify}_<version>.txt."""
+def verifier(client: ClientConfig = VERIFIER_CLIENT, prompt_version: str = "v1", max_principles: int = 6,
+             protocol: str = "checklist", score_min: int = 0, score_max: int = 10, top_logprobs: int = 20):
+    """``client``: the verifier's MLLM client; ``prompt_version``: prompts/verifier_{decompose,verify}_<version>.txt.
+    ``protocol``: ``checklist`` (decompose + verify, above) or ``rrm``: a trained reasoning reward model
+    (:mod:`train.rrm.reward`: its prompt ``train/rrm/prompts/rrm_<prompt_version>.txt``, scores in
+    [score_min, score_max], log-prob expected score with ``top_logprobs`` > 0)."""
+    if protocol == "rrm":
+        from train.rrm.format import FormatConfig
+        from train.rrm.reward import RRMReward
+
+        return RRMReward(make_client(client), FormatConfig(score_min, score_max, prompt_version), top_logprobs,
+                         client.max_tokens)
+    if protocol != "checklist":
+        raise ConfigError(f"rewards.options.verifier.protocol must be 'checklist' or 'rrm', got {protocol!r}")
     return VerifierReward(make_client(client), prompt_version, max_principles)

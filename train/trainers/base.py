@@ -22,6 +22,7 @@ from train.algorithms.region_noise import group_shared_noise, region_decoupled_n
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from train.config import TrainConfig, to_dict
 from train.data import EditDataset, GroupSampler, iteration_slots
+from train.parallel import build_parallel, full_lora_state
 from train.rewards import WeightedRewards
 from train.rollout.micro_batches import attention_wiring
 from train.rollout.reward_inputs import micro_batch_inputs, stacked_targets
@@ -46,21 +47,22 @@ class Trainer(ABC):
         # cpu=True without CUDA makes torchrun/`accelerate launch --multi_gpu` processes a gloo MULTI_CPU group
         self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
         if self.accelerator.distributed_type.name.startswith("FSDP"):
-            raise NotImplementedError(
-                "FSDP is not supported yet: saving the LoRA and checkpoints from sharded parameters is not "
-                "implemented. Use DDP (one full bf16 copy of the base model per GPU, LoRA trained).")
+            from editkit.errors import ConfigError
+
+            raise ConfigError("the trainer shards the transformer itself: launch with a plain multi-process accelerate "
+                              "config (train/configs/accelerate_multinode.yaml) and set train.parallelism=fsdp2")
         torch.manual_seed(config.train.seed)
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        self.parallel = build_parallel(config.train.parallelism, self.accelerator, config.train.fsdp, weight_dtype)
         self.adapter = build_adapter(config.model, self.accelerator.device, weight_dtype)
-        self.adapter.add_lora(config.lora)
-        params = [p for p in self.adapter.transformer.parameters() if p.requires_grad]
+        self.adapter.add_lora(config.lora)  # before sharding: the same LoRA initialisation under DDP and FSDP2
         optim = config.optim
-        optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, betas=tuple(optim.betas),
-                                      weight_decay=optim.weight_decay)
+        self.model, self.optimizer = self.parallel.prepare(self.adapter.transformer, lambda params: torch.optim.AdamW(
+            params, lr=optim.learning_rate, betas=tuple(optim.betas), weight_decay=optim.weight_decay))
         warmup = optim.warmup_steps
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup > 0 else 1.0)
-        self.model, self.optimizer = self.accelerator.prepare(self.adapter.transformer, optimizer)
+            getattr(self.optimizer, "optimizer", self.optimizer),  # accelerate's wrapper holds the torch optimizer
+            lambda update: min(1.0, (update + 1) / warmup) if warmup > 0 else 1.0)
         self.sampler = GroupSampler(self.data.train_rows, seed=config.train.seed)
         self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
         self.reward_scheduler = RewardScheduler(self.rewards, config.rewards.overlap)  # scores during rollout
@@ -106,9 +108,10 @@ class Trainer(ABC):
             bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}", loss=f"{scalars.get('loss', 0):.4f}")
             if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps):
                 self.save(step)
+        lora = full_lora_state(self.adapter.transformer)  # collective: gathered from the shards under FSDP2
         if acc.is_main_process:
             with atomic_dir(self.output_dir / "lora") as tmp:
-                self.adapter.save_lora(tmp)
+                self.adapter.save_lora(tmp, lora)
         acc.wait_for_everyone()
         self.reward_scheduler.close()
         self.logger.close()
@@ -223,13 +226,14 @@ class Trainer(ABC):
         return plan
 
     def backward(self, loss: torch.Tensor, ends_update: bool, group_size: int, stats: dict) -> None:
-        """Accumulate ``loss / group_size``; DDP gradient sync only on the last backward of an update."""
-        context = nullcontext() if ends_update else self.accelerator.no_sync(self.model)
+        """Accumulate ``loss / group_size``; gradient sync (DDP all-reduce, FSDP2 reduce-scatter) only on the last
+        backward of an update."""
+        context = nullcontext() if ends_update else self.parallel.no_sync(self.model)
         with context:
             self.accelerator.backward(loss / group_size)
         if ends_update:
             max_norm = self.config.optim.max_grad_norm if self.config.optim.max_grad_norm > 0 else float("inf")
-            norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+            norm = self.parallel.clip_grad_norm(self.model, max_norm)
             # NaN/inf gradients (all-reduced, so every process agrees) would poison the LoRA: skip that update
             skipped = not math.isfinite(norm)
             stats.setdefault("skipped_updates", []).append(float(skipped))
@@ -249,9 +253,11 @@ class Trainer(ABC):
         return {k: float(v) for k, v in zip(keys, values.tolist())}
 
     def evaluate(self, step: int) -> dict[str, float]:
-        result = heldout_metrics(self) if self.accelerator.is_main_process else {}
+        main = self.accelerator.is_main_process
+        # under FSDP2 every process must join each transformer call: all evaluate, the main process reports
+        result = heldout_metrics(self) if main or self.parallel.collective_forward else {}
         self.accelerator.wait_for_everyone()
-        return result
+        return result if main else {}
 
     # ------------------------------------------------------------------ checkpoints
     def trainer_state(self, step: int) -> dict:
