@@ -20,7 +20,7 @@ def browser():
     from tests.support.browser import driver, ensure_chromium
 
     found = ensure_chromium()
-    if isinstance(found, str):
+    if isinstance(found, str):  # only where apt-get cannot run (not root, no apt): CI installs chromium itself
         pytest.skip(found)
     web = driver()
     yield web
