@@ -21,9 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotate.settings import AnnotateParams
-from annotate.telemetry import TELEMETRY_ENV
 
 HOST = "127.0.0.1"
+# No outbound traffic: Label Studio's telemetry switched off, passed as LABEL_STUDIO_<NAME> (annotate/telemetry.py
+# checks the values Django computes from them).
+TELEMETRY_ENV = {
+    "SENTRY_DSN": "",
+    "FRONTEND_SENTRY_DSN": "",
+    "COLLECT_ANALYTICS": "false",
+    "LATEST_VERSION_CHECK": "false",
+    "FEATURE_FLAGS_OFFLINE": "true",
+    "GOOGLE_LOGGING_ENABLED": "false",
+}
 # Unprefixed variables Label Studio's settings read from the environment (they would leak in from the shell).
 _LEAKING_ENV = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG", "SECRET_KEY", "DJANGO_DB", "DATABASE_URL")
 # Label Studio 1.23.2's default SSRF-banned ranges (IANA special-purpose blocks) without loopback (127.0.0.0/8, ::1).

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 
 
+def sample_seed(seed: int, step: int, index: int, stream: int = 0) -> int:
+    """A per-sample seed independent of process count and batching (stream separates uses)."""
+    return (seed * 1_000_003 + step * 10_007 + index * 101 + stream) % (2**63 - 1)
+
+
 def group_noise_seed(seed: int, step: int, group: int) -> int:
     """The seed of a group's shared background noise (a stream separate from the per-sample seeds)."""
-    from train.trainers.base import sample_seed
-
     return sample_seed(seed, step, group, stream=50)
 
 

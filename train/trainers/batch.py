@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from train.adapters.base import Conditioning
+from train.algorithms.region_noise import sample_seed  # noqa: F401  (the trainers import it from here)
 from train.rollout.micro_batches import MicroBatchRollouts
 from train.rollout.reward_thread import PendingRewards
 
@@ -43,8 +44,3 @@ class Batch:
     phrases: list[list[str]] | None = None  # per sample: the edit's target phrases
     group_rows: dict[int, int] | None = None  # every group id of the iteration (all processes) -> dataset row
     samples: Samples | None = None  # filled by ``sample``
-
-
-def sample_seed(seed: int, step: int, index: int, stream: int = 0) -> int:
-    """A per-sample seed independent of process count and batching (stream separates uses)."""
-    return (seed * 1_000_003 + step * 10_007 + index * 101 + stream) % (2**63 - 1)
