@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import difflib
 import inspect
 import re
 import types
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterable, Literal, TypeVar, Union
 
 import yaml
 
+from editkit.config_meta import FINITE, Range, strip
 from editkit.errors import ConfigError
 
 T = TypeVar("T")
@@ -101,7 +103,7 @@ def from_dict(cls: type[T], values: Any, where: str = "", file: str | None = Non
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
-        keys = ", ".join(_join(where, str(k)) for k in unknown)
+        keys = ", ".join(_join(where, str(k)) + _did_you_mean(str(k), fields) for k in unknown)
         raise ConfigError(f"{origin}unknown key{'s' if len(unknown) > 1 else ''} {keys}; known: {sorted(fields)}")
     hints = _hints(cls)
     kwargs = {name: getattr(base, name) for name in fields} if base is not None else {}
@@ -116,13 +118,22 @@ def from_dict(cls: type[T], values: Any, where: str = "", file: str | None = Non
         raise ConfigError(f"{origin}{where or cls.__name__}: {error}") from None
 
 
-def convert(value: Any, hint: Any, where: str, file: str | None = None, default: Any = None) -> Any:
-    """``value`` checked against type ``hint`` (nested dataclasses built from mappings); ConfigError otherwise."""
+def convert(value: Any, hint: Any, where: str, file: str | None = None, default: Any = None, *,
+            bounds: Range | None = None) -> Any:
+    """``value`` checked against type ``hint`` (nested dataclasses built from mappings); ConfigError otherwise.
+
+    ``Annotated[T, Help(...), Range(...)]`` is checked as ``T`` and then against the range (each number of a list,
+    tuple or mapping value too); ``bounds`` is the range in force from an enclosing ``Annotated``. A float is
+    finite unless its range allows NaN/inf."""
+    if typing.get_origin(hint) is typing.Annotated:
+        inner, metadata = strip(hint)
+        found = next((m for m in metadata if isinstance(m, Range)), None)
+        return convert(value, inner, where, file, default, bounds=found or bounds)
     if hint is Any or hint is object or isinstance(hint, (str, TypeVar)):
         return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
-        return _convert_union(value, args, where, file, default)
+        return _convert_union(value, args, where, file, default, bounds)
     if origin is Literal:
         if any(value == choice and type(value) is type(choice) for choice in args):
             return value
@@ -136,20 +147,20 @@ def convert(value: Any, hint: Any, where: str, file: str | None = None, default:
         raise _type_error(where, file, f"a {hint.__name__} section (mapping)", value)
     container = origin or hint
     if container in (list, tuple, set, frozenset):
-        return _convert_sequence(value, container, args, where, file)
+        return _convert_sequence(value, container, args, where, file, bounds)
     if container in (dict, typing.Mapping, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise _type_error(where, file, "a mapping", value)
         key_type, value_type = args if len(args) == 2 else (Any, Any)
-        return {convert(k, key_type, f"{where} key {k!r}", file): convert(v, value_type, _join(where, str(k)), file)
-                for k, v in value.items()}
+        return {convert(k, key_type, f"{where} key {k!r}", file):
+                convert(v, value_type, _join(where, str(k)), file, bounds=bounds) for k, v in value.items()}
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value  # an int is a valid float setting and stays as written
+            return _in_range(value, bounds or FINITE, where, file)  # an int is a valid float and stays as written
         raise _type_error(where, file, "a number", value)
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _in_range(value, bounds, where, file)
         raise _type_error(where, file, "an integer", value)
     if hint in (bool, str) or isinstance(hint, type):
         if isinstance(value, hint):
@@ -158,7 +169,20 @@ def convert(value: Any, hint: Any, where: str, file: str | None = None, default:
     return value  # a typing construct this loader does not check (e.g. Callable)
 
 
-def _convert_union(value: Any, args: tuple, where: str, file: str | None, default: Any) -> Any:
+def _in_range(value: Any, bounds: Range | None, where: str, file: str | None) -> Any:
+    problem = bounds.problem(value) if bounds is not None else None
+    if problem:
+        raise ConfigError(f"{file}: {where}: {problem}" if file else f"{where}: {problem}")
+    return value
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _convert_union(value: Any, args: tuple, where: str, file: str | None, default: Any,
+                   bounds: Range | None = None) -> Any:
     options = [a for a in args if a is not type(None)]
     optional = len(options) < len(args)
     if value is None and optional:
@@ -167,7 +191,7 @@ def _convert_union(value: Any, args: tuple, where: str, file: str | None, defaul
         return None  # an optional section given as {} is off
     for option in options:
         try:
-            return convert(value, option, where, file, default)
+            return convert(value, option, where, file, default, bounds=bounds)
         except ConfigError as error:
             if len(options) == 1 or dataclasses.is_dataclass(option) and isinstance(value, dict):
                 raise error  # the only candidate: its message is the precise one
@@ -175,15 +199,16 @@ def _convert_union(value: Any, args: tuple, where: str, file: str | None, defaul
     raise _type_error(where, file, expected, value)
 
 
-def _convert_sequence(value: Any, container: type, args: tuple, where: str, file: str | None) -> Any:
+def _convert_sequence(value: Any, container: type, args: tuple, where: str, file: str | None,
+                      bounds: Range | None = None) -> Any:
     if not isinstance(value, (list, tuple)):
         raise _type_error(where, file, "a list", value)
     if container is tuple and args and args[-1] is not Ellipsis:
         if len(value) != len(args):
             raise _type_error(where, file, f"a list of {len(args)} values", value)
-        return tuple(convert(v, a, f"{where}[{i}]", file) for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(convert(v, a, f"{where}[{i}]", file, bounds=bounds) for i, (v, a) in enumerate(zip(value, args)))
     item = args[0] if args else Any
-    items = [convert(v, item, f"{where}[{i}]", file) for i, v in enumerate(value)]
+    items = [convert(v, item, f"{where}[{i}]", file, bounds=bounds) for i, v in enumerate(value)]
     return items if container is list else container(items)
 
 
@@ -215,6 +240,7 @@ def apply_overrides(cls: type, values: dict[str, Any], overrides: Iterable[str])
 
 def parse_value(text: str, hint: Any) -> Any:
     """Command-line text -> a value of type ``hint`` (raises ConfigError when it is not one)."""
+    hint = strip(hint)[0]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
         if type(None) in args and text.lower() in ("null", "none", "~"):
@@ -260,7 +286,7 @@ def _path_type(cls: type, parts: list[str], override: str) -> Any:
             hints = _hints(hint)
             names = [f.name for f in dataclasses.fields(hint) if f.init]
             if part not in names:
-                where = ".".join(parts[: depth + 1])
+                where = ".".join(parts[: depth + 1]) + _did_you_mean(part, names)
                 raise ConfigError(f"{COMMAND_LINE}: override {override!r}: unknown key {where}; known: {sorted(names)}")
             hint = hints.get(part, Any)
         elif typing.get_origin(hint) in (dict, collections.abc.Mapping) or hint is dict:
@@ -273,11 +299,12 @@ def _path_type(cls: type, parts: list[str], override: str) -> Any:
 
 def _section_type(hint: Any) -> Any:
     """``Optional[Section]`` -> ``Section`` (what the next key of a path lives in)."""
+    hint = strip(hint)[0]
     args = typing.get_args(hint)
     if typing.get_origin(hint) is Union or (hasattr(types, "UnionType") and typing.get_origin(hint) is types.UnionType):
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
-            return options[0]
+            return strip(options[0])[0]
     return hint
 
 
@@ -298,7 +325,7 @@ def check_options(function: Callable[..., Any], options: Any, where: str, file: 
         raise ConfigError(f"{origin}unknown option{'s' if len(unknown) > 1 else ''} {keys}; known: "
                           f"{sorted(parameters)}")
     try:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
     except Exception:
         hints = {}
     converted = {}
@@ -315,7 +342,7 @@ def call_with_options(function: Callable[..., T], options: Any, where: str, file
 
 def _hints(cls: type) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(cls)
+        return typing.get_type_hints(cls, include_extras=True)
     except Exception as error:  # an annotation that does not resolve is a bug in the dataclass, not the user's
         raise TypeError(f"cannot resolve the field types of {cls.__name__}: {error}") from error
 
@@ -338,6 +365,7 @@ def _type_error(where: str, file: str | None, expected: str, value: Any) -> Conf
 
 
 def _describe_type(hint: Any) -> str:
+    hint = strip(hint)[0]
     if hint is type(None):
         return "null"
     names = {int: "an integer", float: "a number", bool: "true/false", str: "a string", list: "a list",
