@@ -15,6 +15,7 @@ class ClientConfig:
     model: str = ""  # hub id or local path (transformers); served model name (openai; "" = the only one served)
     endpoint: str = ""  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang)
     api_key_env: str = ""  # NAME of the env var holding the API key ("" = no key); the key is never logged or cached
+    allow_private_endpoint: bool = False  # openai: allow a private/link-local endpoint host (loopback always is)
     max_concurrency: int = 8  # openai: requests in flight; transformers: generation batch size
     timeout_s: float = 120.0  # per HTTP attempt, end to end (connect + send + the whole answer)
     budget_s: Optional[float] = None  # openai: wall-clock budget of the whole stage; no retry starts after it

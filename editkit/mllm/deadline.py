@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import httpcore
 import httpx
@@ -61,13 +61,24 @@ class _Stream(httpcore.NetworkStream):
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self, backend: httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend, guard: Optional[Callable[[str, int], list[str]]] = None):
         self._backend = backend
+        self._guard = guard
 
     def connect_tcp(self, host: str, port: int, timeout: Optional[float] = None, local_address: Optional[str] = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
-        return _Stream(self._backend.connect_tcp(host, port, _cap(timeout, httpcore.ConnectTimeout), local_address,
-                                                 socket_options))
+        if self._guard is None:
+            return _Stream(self._backend.connect_tcp(host, port, _cap(timeout, httpcore.ConnectTimeout), local_address,
+                                                     socket_options))
+        # Connect to the addresses the guard vetted (not to the name, which could resolve elsewhere by now).
+        error: Exception = httpcore.ConnectError(f"no address for {host}")
+        for address in self._guard(host, port):
+            try:
+                return _Stream(self._backend.connect_tcp(address, port, _cap(timeout, httpcore.ConnectTimeout),
+                                                         local_address, socket_options))
+            except httpcore.ConnectError as failed:
+                error = failed
+        raise error
 
     def connect_unix_socket(self, path: str, timeout: Optional[float] = None,
                             socket_options: Any = None) -> httpcore.NetworkStream:
@@ -77,8 +88,11 @@ class _Backend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def deadline_transport(**kwargs: Any) -> httpx.HTTPTransport:
-    """An ``httpx.HTTPTransport(**kwargs)`` whose socket operations honour :func:`deadline`."""
+def deadline_transport(guard: Optional[Callable[[str, int], list[str]]] = None, **kwargs: Any) -> httpx.HTTPTransport:
+    """An ``httpx.HTTPTransport(**kwargs)`` whose socket operations honour :func:`deadline`.
+
+    ``guard(host, port)``: the addresses a new connection may use (it raises ``httpcore.ConnectError`` to refuse;
+    :class:`editkit.mllm.endpoint.HostGuard`)."""
     transport = httpx.HTTPTransport(**kwargs)
     pool = getattr(transport, "_pool", None)
     # httpx does not expose httpcore's `network_backend` option; set it on the pool it built (before any connection).
@@ -86,5 +100,5 @@ def deadline_transport(**kwargs: Any) -> httpx.HTTPTransport:
         raise RuntimeError(f"httpx {httpx.__version__} / httpcore {httpcore.__version__}: cannot install the request "
                            "deadline (the connection pool layout changed); pin httpx<0.29 or update "
                            "editkit.mllm.deadline")
-    pool._network_backend = _Backend(pool._network_backend)
+    pool._network_backend = _Backend(pool._network_backend, guard)
     return transport

@@ -3,14 +3,19 @@
 * images travel as base64 data URLs; the API key is read from the env var named in the config and only ever
   placed in the ``Authorization`` header; everything taken from a server (answers, error bodies, exception texts)
   passes :class:`editkit.mllm.redact.Redactor` before it is returned, logged or cached, so a server echoing the
-  request headers cannot leak the key;
+  request headers cannot leak the key; the model ids a server lists are redacted and kept short before they are
+  stored (``model_id``: metrics, records, the cache) or printed;
+* requests go to the endpoint's host only, and only if it is a public address or loopback (a private or
+  link-local one needs ``allow_private_endpoint``; a cloud metadata service never): :mod:`editkit.mllm.endpoint`.
+  Every connection is checked again, and redirects are never followed;
 * ``timeout_s`` is a deadline for each attempt, end to end (connect, send, headers, the whole body: a server
   trickling bytes is cut off, :mod:`editkit.mllm.deadline`); ``budget_s`` bounds the backend's whole life (a
   stage): no attempt or retry starts after it, and one in flight ends with it;
 * at most ``max_concurrency`` requests are in flight (a thread pool over one pooled ``httpx.Client``);
 * timeouts, connection errors, 429 and 5xx are retried with exponential backoff and jitter (``Retry-After`` is
   honoured); other 4xx are not retried; answers over ``MAX_RESPONSE_BYTES`` are refused;
-* the endpoint is probed at start (``GET /models``, else ``GET /health``) with a clear error if it is down.
+* the endpoint is probed at start (``GET /models``, else ``GET /health``; answers over ``MAX_PROBE_BYTES`` refused)
+  with a clear error if it is down.
 """
 from __future__ import annotations
 
@@ -25,12 +30,14 @@ from typing import Any, Iterator, Optional
 from editkit.mllm.backends import Backend, MLLMError
 from editkit.mllm.config import ClientConfig
 from editkit.mllm.deadline import deadline, deadline_transport
+from editkit.mllm.endpoint import check_endpoint
 from editkit.mllm.messages import Request, Response, TokenLogprob
 from editkit.mllm.redact import Redactor
 
 log = logging.getLogger("editkit.mllm")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_RESPONSE_BYTES = 32 << 20  # a chat completion is kilobytes; more is a broken or hostile server
+MAX_PROBE_BYTES = 1 << 20  # a model list is a few hundred bytes
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random, retry_after: Optional[float] = None) -> float:
@@ -71,13 +78,19 @@ def parse_completion(body: Any) -> Response:
         content = (choice.get("logprobs") or {}).get("content")
         if content is not None:
             logprobs = [
-                TokenLogprob(t["token"], float(t["logprob"]),
-                             [(a["token"], float(a["logprob"])) for a in t.get("top_logprobs") or []])
+                TokenLogprob(_token(t["token"]), float(t["logprob"]),
+                             [(_token(a["token"]), float(a["logprob"])) for a in t.get("top_logprobs") or []])
                 for t in content
             ]
         return Response(text=text, logprobs=logprobs, finish_reason=choice.get("finish_reason"))
     except (KeyError, IndexError, TypeError, ValueError) as error:
         return Response(error=f"malformed chat-completions response ({type(error).__name__}: {error})")
+
+
+def _token(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a log-prob token is not a string")
+    return value
 
 
 class OpenAIBackend(Backend):
@@ -90,6 +103,7 @@ class OpenAIBackend(Backend):
         if not config.endpoint:
             raise MLLMError("backend openai needs `endpoint` (e.g. http://127.0.0.1:8000/v1 for `vllm serve`)")
         self.endpoint = config.endpoint.rstrip("/")
+        guard = check_endpoint(self.endpoint, config.allow_private_endpoint)  # before the key is read or sent
         headers = {"Content-Type": "application/json"}
         secrets = []
         if config.api_key_env:
@@ -103,17 +117,31 @@ class OpenAIBackend(Backend):
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            transport=deadline_transport(limits=limits),
+            transport=deadline_transport(guard=guard, limits=limits),
+            follow_redirects=False,  # a redirect is an answer (an error), never a second request elsewhere
         )
         self._budget_end = None if config.budget_s is None else time.monotonic() + float(config.budget_s)
         self._rng = random.Random()
-        self._model = config.model
+        self._model: Any = config.model  # what requests name: may be a server-given id, sent back to that server only
         if probe:
             self._model = self.probe()
+        self._model_label = self.redact.label(self._model)
 
     @property
     def model_id(self) -> str:
-        return self._model
+        """The model, as stored (metrics, records, cache) and printed: redacted, one line, at most 200 characters."""
+        return self._model_label
+
+    def _get(self, url: str, seconds: float) -> tuple[int, bytes]:
+        """GET ``url`` within ``seconds``, end to end; the body is refused beyond ``MAX_PROBE_BYTES``."""
+        with deadline(time.monotonic() + seconds), self._http.stream("GET", url, timeout=seconds) as answer:
+            data = bytearray()
+            for chunk in answer.iter_bytes():
+                data += chunk
+                if len(data) > MAX_PROBE_BYTES:
+                    raise MLLMError(f"MLLM endpoint {self.endpoint}: the answer to GET {url[len(self.endpoint):]} "
+                                    f"is larger than {MAX_PROBE_BYTES} bytes: refused")
+            return answer.status_code, bytes(data)
 
     def probe(self) -> str:
         """Check the endpoint answers; return the model name to use. Raises MLLMError with what to do."""
@@ -123,37 +151,38 @@ class OpenAIBackend(Backend):
                 "endpoint: http://127.0.0.1:8000/v1) or set backend: none")
         probe_s = min(10.0, self.config.timeout_s)
         try:
-            with deadline(time.monotonic() + probe_s):
-                answer = self._http.get(f"{self.endpoint}/models", timeout=probe_s)
+            status, body = self._get(f"{self.endpoint}/models", probe_s)
         except httpx.HTTPError as error:
             raise MLLMError(self.redact(f"MLLM endpoint {self.endpoint} is not reachable ({type(error).__name__}: "
                                         f"{error}); {hint}")) from None
-        if answer.status_code in (401, 403):
-            raise MLLMError(f"MLLM endpoint {self.endpoint} refused the API key (HTTP {answer.status_code}); "
+        if status in (401, 403):
+            raise MLLMError(f"MLLM endpoint {self.endpoint} refused the API key (HTTP {status}); "
                             f"check the env var named by api_key_env ({self.config.api_key_env or 'none set'})")
-        if answer.status_code == 200:
+        if status == 200:
             try:
-                served = [m["id"] for m in answer.json()["data"]]
+                served = [m["id"] for m in json.loads(body)["data"]]
             except Exception:
                 served = []
+            # Model ids come from the server: redacted and cut short before they go into any message.
             if not self.config.model:
                 if len(served) != 1:
-                    raise MLLMError(f"set `model`: endpoint {self.endpoint} serves {served or 'an unknown list'}")
+                    raise MLLMError(f"set `model`: endpoint {self.endpoint} serves "
+                                    f"{self.redact.names(served) or 'an unknown list'}")
                 return served[0]
             if served and self.config.model not in served:
-                raise MLLMError(f"model {self.config.model!r} is not served by {self.endpoint}; it serves {served}")
+                raise MLLMError(f"model {self.config.model!r} is not served by {self.endpoint}; it serves "
+                                f"{self.redact.names(served)}")
             return self.config.model
         # No models route: fall back to the server root's /health (vLLM and SGLang both have it).
         root = self.endpoint[: -len("/v1")] if self.endpoint.endswith("/v1") else self.endpoint
         try:
-            with deadline(time.monotonic() + probe_s):
-                health = self._http.get(f"{root}/health", timeout=probe_s)
+            health, _ = self._get(f"{root}/health", probe_s)
         except httpx.HTTPError as error:
             raise MLLMError(self.redact(f"MLLM endpoint {self.endpoint} is not reachable ({type(error).__name__}); "
                                         f"{hint}")) from None
-        if health.status_code != 200:
-            raise MLLMError(f"MLLM endpoint {self.endpoint} is not healthy: GET /models -> {answer.status_code}, "
-                            f"GET /health -> {health.status_code}; {hint}")
+        if health != 200:
+            raise MLLMError(f"MLLM endpoint {self.endpoint} is not healthy: GET /models -> {status}, "
+                            f"GET /health -> {health}; {hint}")
         if not self.config.model:
             raise MLLMError(f"set `model`: {self.endpoint} does not list its models")
         return self.config.model
@@ -173,8 +202,19 @@ class OpenAIBackend(Backend):
     def _post(self, request: Request) -> Response:
         """One request with retries; the answer or the error comes back redacted."""
         response = self._attempts(self.payload(request))
-        return Response(text=self.redact(response.text), logprobs=response.logprobs,
-                        finish_reason=response.finish_reason, error=self.redact(response.error))
+        return Response(text=self.redact(response.text), logprobs=self._redact_logprobs(response.logprobs),
+                        finish_reason=None if response.finish_reason is None else self.redact.label(
+                            response.finish_reason, 40), error=self.redact(response.error))
+
+    def _redact_logprobs(self, logprobs: Optional[list[TokenLogprob]]) -> Optional[list[TokenLogprob]]:
+        """Tokens are server text too: each is redacted, and log-probs whose tokens together spell a secret are
+        dropped (the answer's text, redacted, stays)."""
+        if not logprobs:
+            return logprobs
+        if self.redact.leaks("".join(t.token for t in logprobs)):
+            return None
+        return [TokenLogprob(self.redact(t.token), t.logprob, [(self.redact(a), lp) for a, lp in t.top])
+                for t in logprobs]
 
     def _attempts(self, body: dict[str, Any]) -> Response:
         attempts = self.config.retries + 1
