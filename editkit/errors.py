@@ -21,3 +21,14 @@ class UnknownName(UserError, KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(UserError, ValueError):
+    """A training checkpoint that cannot be resumed (any part of it: manifest, LoRA, optimizer, RNG, trainer state).
+
+    The message is one line: the checkpoint, the file and what is wrong with it, and the newest valid checkpoint to
+    pass to ``--resume`` instead (or that there is none)."""
+
+
+class MissingCheckpoint(CheckpointError, FileNotFoundError):
+    """``--resume`` names a directory that is not a complete checkpoint (also a FileNotFoundError)."""

@@ -10,6 +10,10 @@ none; ``COMPLETE`` is written last and lists every file's size and SHA-256.
 A checkpoint that fails those checks (a truncated or damaged file, a missing marker, the old pickle format) is not
 resumed, and not silently replaced by an older one either (that would redo steps the user believes done): the
 error names the directory, what is wrong and the newest valid checkpoint to pass to ``--resume`` instead.
+A checkpoint whose files match their recorded hashes but still cannot be loaded (a LoRA file that is not safetensors
+or whose header lies, tensors of the wrong shape, an RNG state of the wrong size, a trainer state of the wrong
+structure) gets the same treatment: every failure to load any part is one :class:`CheckpointError` (a
+:class:`~editkit.errors.UserError`: one line and exit code 2 from every entry point), naming the file.
 ``--resume auto`` picks the newest complete one.
 """
 from __future__ import annotations
@@ -19,19 +23,20 @@ import json
 import random
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from editkit.errors import CheckpointError, MissingCheckpoint
 from editkit.store import atomic_dir, write_json
 
+__all__ = ["CheckpointError", "MissingCheckpoint", "checkpoint_problem", "list_checkpoints", "load_checkpoint",
+           "resolve_resume", "save_checkpoint"]
+
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed; the message says which, why, and what to resume from instead."""
 
 
 def rng_state() -> dict:
@@ -120,7 +125,7 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / "COMPLETE").exists():
-        raise FileNotFoundError(_unusable(path, "not a complete checkpoint (no COMPLETE marker)"))
+        raise MissingCheckpoint(_unusable(path, "not a complete checkpoint (no COMPLETE marker)"))
     return path
 
 
@@ -149,26 +154,85 @@ def save_checkpoint(accelerator, adapter, optimizer, lr_scheduler, trainer_state
 
 
 def load_checkpoint(accelerator, adapter, optimizer, lr_scheduler, path: Path) -> dict:
-    """Restore everything; returns the trainer state saved with it. Raises :class:`CheckpointError` when the
-    checkpoint is damaged, naming the newest valid one in the same folder."""
+    """Restore everything; returns the trainer state saved with it. Raises :class:`CheckpointError` when any part
+    of the checkpoint cannot be loaded, naming the file and the newest valid checkpoint in the same folder.
+
+    Everything that can be checked without touching the model is checked first (hashes, the state and RNG
+    structure, the LoRA file's header); a failure while loading into the model is reported the same way."""
     from train.parallel import load_lora_files, load_optimizer_state
 
     path = Path(path)
     problem = checkpoint_problem(path)
-    if problem is None:
-        try:
-            state, rng = load_state(path, "state"), load_state(path, "rng")
-        except Exception as error:  # safetensors/JSON/structure errors of a file that passed the checksums
-            problem = f"cannot read its state ({type(error).__name__}: {error})"
     if problem is not None:
         raise CheckpointError(_unusable(path, problem))
-    load_lora_files(adapter, path / "lora")
-    load_optimizer_state(adapter.transformer, optimizer, state["optimizer"])
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    with _loading(path, "state.json"):
+        state = load_state(path, "state")
+        _check_state(state)
+    with _loading(path, "rng.json"):
+        rng = load_state(path, "rng")
+        if not isinstance(rng, list) or not rng:
+            raise ValueError("not a list of per-process RNG states")
+        mine = rng[accelerator.process_index % len(rng)]
+        _try_rng_state(mine)
+    with _loading(path, "lora/pytorch_lora_weights.safetensors"):
+        _check_safetensors(path / "lora" / "pytorch_lora_weights.safetensors")
+        load_lora_files(adapter, path / "lora")
+    with _loading(path, "state.json (optimizer)"):
+        load_optimizer_state(adapter.transformer, optimizer, state["optimizer"])
+    with _loading(path, "state.json (lr_scheduler)"):
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
     if len(rng) != accelerator.num_processes:
         accelerator.print(f"warning: checkpoint has RNG states of {len(rng)} processes, running {accelerator.num_processes}")
-    set_rng_state(rng[accelerator.process_index % len(rng)])
+    with _loading(path, "rng.json"):
+        set_rng_state(mine)
     return state["trainer"]
+
+
+@contextmanager
+def _loading(path: Path, name: str) -> Iterator[None]:
+    """Turn any failure to load ``name`` of checkpoint ``path`` into one :class:`CheckpointError` line."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as error:  # safetensors, JSON, torch, numpy, structure: all the same to the user
+        detail = " ".join(str(error).split()) or "no detail"
+        detail = detail if len(detail) <= 240 else detail[:240] + "..."
+        raise CheckpointError(_unusable(path, f"{name} cannot be loaded ({type(error).__name__}: {detail})")) from error
+
+
+def _check_state(state: Any) -> None:
+    if not isinstance(state, dict) or not {"optimizer", "lr_scheduler", "trainer"} <= set(state):
+        raise ValueError("not a dict with optimizer, lr_scheduler and trainer entries")
+    trainer = state["trainer"]
+    if not isinstance(trainer, dict) or not isinstance(trainer.get("step"), int) or isinstance(trainer["step"], bool):
+        raise ValueError("the trainer state has no integer step")
+    if not isinstance(state["optimizer"], dict) or not isinstance(state["lr_scheduler"], dict):
+        raise ValueError("the optimizer and lr_scheduler states are not dicts")
+
+
+def _try_rng_state(state: Any) -> None:
+    """Apply ``state`` and put the current one back: a state of the wrong size or type fails here, before anything
+    else is loaded."""
+    if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= set(state):
+        raise ValueError("an RNG state without python, numpy and torch entries")
+    current = rng_state()
+    try:
+        set_rng_state(state)
+    finally:
+        set_rng_state(current)
+
+
+def _check_safetensors(file: Path) -> None:
+    """Read every tensor of a safetensors file (not pickle: never runs code); a header whose offsets, dtypes or
+    shapes do not match the data raises here."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        for key in handle.keys():
+            handle.get_tensor(key)
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -182,8 +246,15 @@ def checkpoint_problem(path: Path) -> str | None:
         if (path / "state.pt").exists():
             return "written by an older version as pickles (state.pt), which are not loaded: they could run code"
         return "its COMPLETE marker is damaged"
-    for name, (size, digest) in sorted(files.items()):
+    try:
+        entries = sorted((str(name), int(size), str(digest)) for name, (size, digest) in files.items())
+    except (AttributeError, TypeError, ValueError):
+        return "its COMPLETE marker is damaged"
+    root = path.resolve()
+    for name, size, digest in entries:
         file = path / name
+        if not file.resolve().is_relative_to(root):
+            return f"its COMPLETE marker lists {name}, which is outside the checkpoint"
         if not file.is_file():
             return f"{name} is missing"
         if file.stat().st_size != size:

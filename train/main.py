@@ -25,10 +25,10 @@ def main(argv: list[str] | None = None) -> None:
                         "or a checkpoint directory")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value (value parsed as YAML)")
     args = parser.parse_args(argv)
-    from train.checkpoint import CheckpointError
+    from editkit.errors import EXIT_USER_ERROR, UserError
 
     try:
         run(args.config, args.overrides, args.resume)
-    except CheckpointError as error:  # a user's situation, not a bug: one line and the way out, exit code 2
-        parser.exit(2, f"error: {error}\n")
+    except UserError as error:  # a user's situation (a bad checkpoint, a bad setting), not a bug: one line, exit 2
+        parser.exit(EXIT_USER_ERROR, f"error: {error}\n")
 
