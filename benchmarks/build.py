@@ -19,12 +19,13 @@ from benchmarks.items import BenchItem, to_record, write_benchmark
 from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
-from editkit.registry import Registry
+from editkit.registry import Registry, callable_with
 from editkit.safe_paths import UnsafePath, read_inside
 
 # bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
 READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read",
-                                                "compbench": "benchmarks.compbench:read"})
+                                                "compbench": "benchmarks.compbench:read"},
+                     check=callable_with("path", "bench_params"))
 LAYOUTS = ("public", "cocoedit")  # cocoedit: CoCoEdit's masked GEdit/ImgEdit release (benchmarks.cocoedit_masked)
 
 

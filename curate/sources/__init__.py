@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from editkit.registry import Registry
+from editkit.registry import Registry, all_of, callable_with, has_methods
 
 
 @dataclass
@@ -38,7 +38,13 @@ class Source(Protocol):
     def __iter__(self) -> Iterator[RawPair]: ...
 
 
+def _check_source(entry: Any) -> str | None:
+    """An opener ``open(ingest, params_path)``; a class opened that way must also implement :class:`Source`."""
+    check = callable_with("ingest", "params_path")
+    return all_of(check, has_methods("__len__", "__iter__"))(entry) if isinstance(entry, type) else check(entry)
+
+
 # ingest.source -> ``open(ingest_params, params_path) -> Source`` (modules load on first lookup)
 SOURCES: Registry[Callable[..., Source]] = Registry("pair source (ingest.source)", lazy={
     "sample": "curate.sources.sample:open_sample", "folder": "curate.sources.folder:open_folder",
-    "hf": "curate.sources.hf:open_hf", "preset": "curate.sources.presets:open_preset_source"})
+    "hf": "curate.sources.hf:open_hf", "preset": "curate.sources.presets:open_preset_source"}, check=_check_source)

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Iterator
 
 from editkit.mllm.config import ClientConfig
-from editkit.registry import Registry
+from editkit.registry import Registry, callable_with, subclass_of
 from editkit.mllm.messages import Request, Response
 
 
@@ -53,10 +53,17 @@ class NoneBackend(Backend):
 
 
 BackendFactory = Callable[[ClientConfig], Backend]
+
+
+def _check_backend(entry) -> str | None:
+    """A :class:`Backend` subclass, or a factory ``factory(client_config) -> Backend``."""
+    return subclass_of(Backend)(entry) if isinstance(entry, type) else callable_with("client_config")(entry)
+
+
 BACKENDS: Registry[BackendFactory] = Registry("MLLM backend", lazy={
     "openai": "editkit.mllm.openai_backend:OpenAIBackend",
     "transformers": "editkit.mllm.hf_backend:TransformersBackend",
-})
+}, check=_check_backend)
 BACKENDS.register("none", NoneBackend)
 
 

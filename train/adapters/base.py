@@ -17,11 +17,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from editkit.registry import Registry
+from editkit.registry import Registry, subclass_of
 
 # model.adapter -> adapter class; the built-ins register themselves when their module is imported (on first lookup)
 ADAPTERS: Registry[Callable[..., "EditModelAdapter"]] = Registry("model adapter (model.adapter)", lazy={
-    "flux_kontext": "train.adapters.flux_kontext", "qwen_image_edit": "train.adapters.qwen_image_edit"})
+    "flux_kontext": "train.adapters.flux_kontext", "qwen_image_edit": "train.adapters.qwen_image_edit"},
+    check=subclass_of(lambda: EditModelAdapter))
 
 
 def build_adapter(config, device: torch.device, dtype: torch.dtype) -> "EditModelAdapter":

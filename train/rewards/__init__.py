@@ -13,15 +13,15 @@ from typing import Any, Callable
 import torch
 
 from editkit.config import call_with_options, check_options
-from editkit.errors import ConfigError
-from editkit.registry import Registry
+from editkit.errors import ConfigError, UserError
+from editkit.registry import Registry, callable_with
 
 RewardFn = Callable[["RewardInputs"], torch.Tensor]
 # the built-ins register themselves when their module is imported (on first lookup)
 REWARDS: Registry[Callable[..., RewardFn]] = Registry("reward", lazy={
     "attention_concentration": "train.rewards.attention", "clip_direction": "train.rewards.clip_direction",
     "edit_region": "train.rewards.edit_region", "mllm": "train.rewards.mllm", "pixel_consistency": "train.rewards.pixel",
-    "verifier": "train.rewards.verifier"})
+    "verifier": "train.rewards.verifier"}, check=callable_with(keywords=True))  # factory(**options) -> reward
 register_reward = REWARDS.register
 
 
@@ -45,14 +45,13 @@ def build_reward(name: str, options: dict[str, Any] | None = None, source: str |
 def check_reward_options(weights: dict[str, float], options: dict[str, Any], source: str | None = None) -> None:
     """Config-time check: every weighted reward exists and every options entry fits its factory's signature."""
     origin = f"{source}: " if source else ""
-    for name in weights:
-        if name not in REWARDS:
-            raise ConfigError(f"{origin}rewards.weights: unknown reward {name!r}; choose one of: "
-                              f"{', '.join(REWARDS.names())}")
+    for where, names in (("rewards.weights", weights), ("rewards.options", options)):
+        for name in names:
+            try:
+                REWARDS.get(name)  # a dotted path ("my_rewards:sharpness") is imported and checked here
+            except UserError as error:
+                raise ConfigError(f"{origin}{where}: {error}") from None
     for name, values in options.items():
-        if name not in REWARDS:
-            raise ConfigError(f"{origin}rewards.options: unknown reward {name!r}; choose one of: "
-                              f"{', '.join(REWARDS.names())}")
         check_options(REWARDS.get(name), values, f"rewards.options.{name}", source)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 from editkit.errors import ConfigError, UnknownName
-from editkit.registry import Registry
+from editkit.registry import Registry, all_of, callable_with, has_methods
 
 T = TypeVar("T")
 
@@ -30,7 +30,9 @@ MODULES = {
     "ultraedit": "curate.sources.presets.ultraedit",
 }
 
-PRESETS: Registry[type] = Registry("preset", lazy=MODULES)
+# a preset is a source class opened as ``Preset(preset_params)``
+PRESETS: Registry[type] = Registry("preset", lazy=MODULES, check=all_of(
+    callable_with("preset_params"), has_methods("__len__", "__iter__")))
 
 
 @dataclass
