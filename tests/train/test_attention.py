@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.numerics import assert_close
 from train.rollout.attention import AttentionRecorder, attention_fraction_inside
 from train.config import LoraConfig, ModelConfig
 from train.rewards import RewardInputs, WeightedRewards
@@ -83,8 +84,10 @@ class AttentionSpy:
                 scores = scores.masked_fill(~attn_mask.bool(), float("-inf"))
             probs = scores.softmax(-1)
             # the reconstructed attention IS the model's: it reproduces the attention output
-            torch.testing.assert_close(torch.einsum("bhqk,bkhd->bqhd", probs, value.double()), output.double(),
-                                       rtol=1e-4, atol=1e-5)
+            keys, head_dim = key.shape[1], query.shape[-1]
+            assert_close(torch.einsum("bhqk,bkhd->bqhd", probs, value.double()), output.double(),
+                         dtype=output.dtype, accumulations=keys * head_dim, growth="linear",
+                         why="float32 attention vs a float64 softmax: head_dim-long dot products, keys-long sums")
             selected = probs[rows, :, :text_len, text_len:text_len + num_target] * text_mask[:, None, :, None]
             sums += selected.sum(dim=(1, 2))
         return sums / sums.sum(dim=1, keepdim=True)
@@ -97,7 +100,8 @@ def test_in_mask_fraction_matches_numpy():
     masks[4] = False
     expected = [(m * k).sum() / m.sum() for m, k in zip(maps, masks)]
     got = attention_fraction_inside(torch.from_numpy(maps), torch.from_numpy(masks))
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    assert_close(got, expected, dtype=torch.float64, accumulations=40, equal_nan=True,
+                 why="float64 sums of 40 products, in another order than numpy's")
     assert np.isnan(got[2]) and got[4] == 0
     with pytest.raises(ValueError, match="differ"):
         attention_fraction_inside(torch.ones(2, 3), torch.ones(2, 4, dtype=torch.bool))
@@ -117,7 +121,8 @@ def test_reward_pools_the_mask_to_the_token_grid():
                           edit_masks=torch.from_numpy(pixel_masks), prompts=["p"] * 3, edit_types=["x"] * 3,
                           extras={"attention": torch.from_numpy(maps).float(), "attention_grid": (rows, cols)})
     total, parts = WeightedRewards({"attention_concentration": 1.0})(inputs)
-    np.testing.assert_allclose(parts["attention_concentration"][:2].numpy(), expected[:2], rtol=1e-6)
+    assert_close(parts["attention_concentration"][:2], expected[:2], dtype=torch.float32, accumulations=rows * cols,
+                 why="the maps are float32: a sum of 20 products against numpy's float64")
     assert torch.isnan(total[2])
     with pytest.raises(KeyError, match="the trainer did not record attention"):
         WeightedRewards({"attention_concentration": 1.0})(RewardInputs(**{**vars(inputs), "extras": {}}))
@@ -143,6 +148,7 @@ def test_phrase_token_mask_marks_the_phrase(adapter):
         EditModelAdapter.phrase_token_mask(type("Other", (), {})(), ["p"], ["q"])
 
 
+@pytest.mark.parity
 def test_outputs_and_gradients_are_bit_identical(adapter, batch):
     cond, noise = batch
     sigma = torch.tensor([0.6])
@@ -174,6 +180,7 @@ def test_outputs_and_gradients_are_bit_identical(adapter, batch):
         assert all(torch.equal(a, b) for a, b in zip(grads, plain_grads))
 
 
+@pytest.mark.parity
 def test_recorded_map_equals_brute_force_over_layers_and_calls(adapter, batch, monkeypatch):
     cond, noise = batch
     mask = adapter.phrase_token_mask(PROMPTS, ["cat", "sky", "hat"])
@@ -191,13 +198,18 @@ def test_recorded_map_equals_brute_force_over_layers_and_calls(adapter, batch, m
     assert len(spy.calls) == 2 * num_layers
     assert maps.shape == (3, noise.shape[1])
     assert torch.isnan(maps[2]).all()
-    assert (maps[:2] >= 0).all() and torch.allclose(maps[:2].sum(1), torch.ones(2))
+    assert (maps[:2] >= 0).all()
+    assert_close(maps[:2].sum(1), torch.ones(2), dtype=torch.float32, accumulations=noise.shape[1],
+                 why="a renormalised float32 map summed over its tokens")
     reference = spy.reference_map(mask, noise.shape[1])
-    torch.testing.assert_close(maps[:2].double(), reference[:2], rtol=1e-4, atol=1e-6)
+    keys = spy.calls[0][1].shape[1]  # softmax over every key, summed over layers × calls in float32
+    assert_close(maps[:2].double(), reference[:2], dtype=torch.float32, accumulations=keys * len(spy.calls),
+                 growth="linear", why="recorded float32 probabilities vs a float64 softmax, summed over layers")
     with pytest.raises(RuntimeError, match="nothing recorded"):
         recorder.take()
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("stream", ["dual", "single"])
 def test_one_layer_on_random_inputs_equals_brute_force(adapter, monkeypatch, stream):
     transformer = adapter.transformer
@@ -224,7 +236,9 @@ def test_one_layer_on_random_inputs_equals_brute_force(adapter, monkeypatch, str
     finally:
         recorder.remove()
     assert len(spy.calls) == 1
-    torch.testing.assert_close(maps.double(), spy.reference_map(mask, num_target), rtol=1e-5, atol=1e-7)
+    assert_close(maps.double(), spy.reference_map(mask, num_target), dtype=torch.float32,
+                 accumulations=(text_len + image_len) * dim, growth="linear",
+                 why="float32 scores (dim-long dot products) and softmax over every key vs float64")
 
 
 def test_misuse_and_unsupported_models_get_clear_errors(adapter):
@@ -273,6 +287,7 @@ def qwen_batch(qwen_adapter):
     return cond, noise, text_mask
 
 
+@pytest.mark.parity
 def test_qwen_outputs_and_gradients_are_bit_identical_with_true_cfg(qwen_adapter, qwen_batch):
     cond, noise, text_mask = qwen_batch
     sigma = torch.tensor([0.6])
@@ -295,6 +310,7 @@ def test_qwen_outputs_and_gradients_are_bit_identical_with_true_cfg(qwen_adapter
         assert all(torch.equal(a, b) for a, b in zip(grads, plain_grads))
 
 
+@pytest.mark.parity
 def test_qwen_map_is_the_conditional_branch_and_equals_brute_force(qwen_adapter, qwen_batch, monkeypatch):
     """True CFG runs 2B rows (conditional first): the map equals a float64 softmax over the model's own q/k and
     attention mask on the FIRST B rows, over every layer and two denoising calls, and equals the map of a forward
@@ -326,13 +342,17 @@ def test_qwen_map_is_the_conditional_branch_and_equals_brute_force(qwen_adapter,
     query, _, _, attn_mask, _ = guided_calls[0]
     assert query.shape[0] == 2 * batch  # conditional + negative rows in one forward
     assert attn_mask is not None and not attn_mask[:batch].all()  # padded text keys are masked out
-    torch.testing.assert_close(maps.double(), spy.reference_map(text_mask, noise.shape[1], slice(0, batch)),
-                               rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(unguided_maps, maps, rtol=1e-4, atol=1e-6)
+    keys = guided_calls[0][1].shape[1]
+    assert_close(maps.double(), spy.reference_map(text_mask, noise.shape[1], slice(0, batch)), dtype=torch.float32,
+                 accumulations=keys * len(guided_calls), growth="linear",
+                 why="recorded float32 probabilities vs a float64 softmax, summed over layers × calls")
+    assert_close(unguided_maps, maps, dtype=torch.float32, accumulations=keys * len(guided_calls),
+                 why="the same rows in a batch of B vs 2B rows: batch-dependent kernel blocking")
     negative = spy.reference_map(text_mask, noise.shape[1], slice(batch, None))
     assert (negative - maps.double()).abs().max() > 1e-3
 
 
+@pytest.mark.parity
 def test_qwen_batch_rule_records_the_first_block_only(qwen_adapter):
     """One attention layer on random inputs: a 2B-row call records what a B-row call of its first block records;
     a batch that is not a multiple of B is refused."""
@@ -357,7 +377,8 @@ def test_qwen_batch_rule_records_the_first_block_only(qwen_adapter):
     recorder = AttentionRecorder(transformer)
     try:
         stacked, first = record(slice(0, 4)), record(slice(0, 2))
-        torch.testing.assert_close(stacked, first, rtol=1e-5, atol=1e-7)
+        assert_close(stacked, first, dtype=torch.float32, accumulations=text_len + 24,
+                     why="the same rows in a 4-row vs a 2-row batch: softmax sums over 29 keys in another blocking")
         assert (stacked - record(slice(2, 4))).abs().max() > 1e-3
         with pytest.raises(ValueError, match="stacked copies"):
             record(slice(0, 3))
@@ -399,6 +420,8 @@ def test_training_step_and_eval_with_the_attention_reward(model, objective, requ
     (inputs,) = eval_inputs  # two eval samples, one micro-batch
     maps, grid = inputs.extras["attention"], inputs.extras["attention_grid"]
     assert maps.shape == (2, grid[0] * grid[1]) and torch.isfinite(maps).all()
-    torch.testing.assert_close(maps.sum(1), torch.ones(2))
+    assert_close(maps.sum(1), torch.ones(2), dtype=torch.float32, accumulations=grid[0] * grid[1],
+                 why="a renormalised float32 map summed over its tokens")
     concentration = REWARDS["attention_concentration"]()(inputs)
-    assert metrics[0]["eval_reward_mean"] == pytest.approx(float(concentration.nanmean()))
+    assert_close(metrics[0]["eval_reward_mean"], float(concentration.nanmean()), dtype=torch.float32,
+                 accumulations=2, why="the mean of 2 float32 rewards, logged as a Python float")
