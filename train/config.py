@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from editkit.config import ConfigError, load_file
 from train.algorithms.advantages import AdvantageConfig
@@ -20,137 +20,293 @@ from train.algorithms.nft import NFTConfig
 from train.algorithms.regularizer import RegularizerConfig
 from train.algorithms.region_advantages import RegionAdvantageConfig
 from train.parallel import PARALLELISMS, FSDPConfig
+from editkit.config_meta import Help, Range
 
 
 @dataclass
 class ModelConfig:
-    adapter: str = "flux_kontext"  # key in train.adapters.ADAPTERS
-    path: str = "black-forest-labs/FLUX.1-Kontext-dev"  # hub id or local dir for from_pretrained
-    guidance_scale: float = 2.5  # Kontext's distilled guidance embedding (no true CFG)
-    max_sequence_length: int = 512  # T5 tokens
-    true_cfg_scale: float = 4.0  # Qwen-Image-Edit true CFG with norm rescale (> 1 enables it); Kontext ignores it
-    negative_prompt: str = " "  # Qwen-Image-Edit's negative prompt for true CFG (the pipeline's usual " ")
-    gradient_checkpointing: bool = False
-    # keep the frozen text encoders in CPU memory, on the device only while a step's prompts are encoded (once)
-    offload_text_encoders: bool = False
+    adapter: Annotated[
+        str,
+        Help("the model adapter: a key of train.adapters.ADAPTERS (flux_kontext, qwen_image_edit, ...)"),
+    ] = "flux_kontext"
+    path: Annotated[
+        str,
+        Help("hub id or local directory the adapter loads with from_pretrained"),
+    ] = "black-forest-labs/FLUX.1-Kontext-dev"
+    guidance_scale: Annotated[
+        float,
+        Help("Kontext's distilled guidance embedding value (no true CFG)"),
+        Range(ge=0),
+    ] = 2.5
+    max_sequence_length: Annotated[
+        int,
+        Help("T5 text tokens per prompt (longer prompts are truncated)"),
+        Range(gt=0),
+    ] = 512
+    true_cfg_scale: Annotated[
+        float,
+        Help("Qwen-Image-Edit true CFG with norm rescale (> 1 enables it); Kontext ignores it"),
+        Range(ge=0),
+    ] = 4.0
+    negative_prompt: Annotated[
+        str,
+        Help("Qwen-Image-Edit's negative prompt for true CFG (the pipeline's usual \" \")"),
+    ] = " "
+    gradient_checkpointing: Annotated[
+        bool,
+        Help("recompute the transformer's activations in backward to save memory"),
+    ] = False
+    offload_text_encoders: Annotated[
+        bool,
+        Help("keep the frozen text encoders in CPU memory, on the device only while a step's prompts are encoded "
+             "(once)"),
+    ] = False
 
 
 @dataclass
 class LoraConfig:
-    rank: int = 32
-    alpha: int = 64
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"])
-    init_from: str | None = None  # a saved LoRA dir to start from
+    rank: Annotated[int, Help("rank of each LoRA update matrix"), Range(gt=0)] = 32
+    alpha: Annotated[int, Help("LoRA scaling numerator: the update is scaled by alpha / rank"), Range(gt=0)] = 64
+    dropout: Annotated[float, Help("dropout probability on the LoRA input"), Range(ge=0, lt=1)] = 0.0
+    target_modules: Annotated[
+        list[str],
+        Help("names of the transformer's linear layers that get a LoRA"),
+    ] = field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"])
+    init_from: Annotated[str | None, Help("a saved LoRA directory to start from (null: a fresh LoRA)")] = None
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "data/export/dataset"  # a `datasets.save_to_disk` dir from `editkit curate export`
-    resolution: list[int] = field(default_factory=lambda: [512, 512])  # [height, width] of training images
-    eval_size: int = 8  # rows held out (deterministic, by seed) for evaluation
-    source_column: str = "source_image"
-    instruction_columns: list[str] = field(default_factory=lambda: ["instruction_refined", "instruction"])
-    mask_column: str = "mask"  # COCO RLE of the pixels that SHOULD change
-    edit_type_column: str = "edit_type"
-    target_column: str | None = "edited_image"  # ground-truth edited image (optional; rewards that need it say so)
-    phrases_column: str | None = "target_phrases"  # the edit's target phrases (optional; attention reward)
-    center_crop: bool = False  # crop to the centred square before resizing (CoCoEdit), else stretch to resolution
-    resample: str = "bicubic"  # image resize filter: "bicubic" | "lanczos" (CoCoEdit); masks always nearest
+    dataset: Annotated[
+        str,
+        Help("a `datasets.save_to_disk` dir from `editkit curate export`"),
+    ] = "data/export/dataset"
+    resolution: Annotated[
+        list[int],
+        Help("[height, width] in pixels the training images are resized to"),
+        Range(gt=0, le=8192),
+    ] = field(default_factory=lambda: [512, 512])
+    eval_size: Annotated[int, Help("rows held out (deterministic, by seed) for evaluation"), Range(ge=0)] = 8
+    source_column: Annotated[str, Help("dataset column holding the source image")] = "source_image"
+    instruction_columns: Annotated[
+        list[str],
+        Help("instruction columns, first non-empty one wins (refined before raw)"),
+    ] = field(default_factory=lambda: ["instruction_refined", "instruction"])
+    mask_column: Annotated[str, Help("COCO RLE of the pixels that SHOULD change")] = "mask"
+    edit_type_column: Annotated[
+        str,
+        Help("dataset column holding the edit type (editkit.taxonomy name)"),
+    ] = "edit_type"
+    target_column: Annotated[
+        str | None,
+        Help("ground-truth edited image (optional; rewards that need it say so)"),
+    ] = "edited_image"
+    phrases_column: Annotated[
+        str | None,
+        Help("the edit's target phrases (optional; attention reward)"),
+    ] = "target_phrases"
+    center_crop: Annotated[
+        bool,
+        Help("crop to the centred square before resizing (CoCoEdit), else stretch to resolution"),
+    ] = False
+    resample: Annotated[
+        Literal["bicubic", "lanczos"],
+        Help("image resize filter: \"bicubic\" | \"lanczos\" (CoCoEdit); masks always nearest"),
+    ] = "bicubic"
 
 
 @dataclass
 class SamplerConfig:
-    num_steps: int = 10  # denoising steps per rollout
-    sde: str = "flow_sde"  # "flow_sde" | "cps" (GRPO); NFT samples with the deterministic ODE
-    noise_level: float = 0.7  # η of the SDE
-    sde_window: list[int] = field(default_factory=lambda: [0, 10])  # [start, end) step indices run as SDE
-    train_steps: int = 0  # how many of the window's steps to train on per iteration (0 = all; else seeded subset)
-    region_noise: bool = False  # RC-GRPO: a group shares the initial noise outside the edit mask (GRPO and NFT)
-    solver: str = "euler"  # NFT rollout ODE solver: "euler" | "dpm2" (CoCoEdit's deterministic multistep DPM-Solver)
-    # NFT rollouts with solver euler: run the sde_window's steps as the Flow-SDE at noise_level instead of the ODE.
-    # NFT needs no log-probs, so any sampler works; the extra noise gives a group diverse samples when the model
-    # maps every initial noise to nearly the same image. CoCoEdit: false (deterministic rollouts).
-    nft_sde: bool = False
+    num_steps: Annotated[int, Help("denoising steps per rollout"), Range(ge=1)] = 10
+    sde: Annotated[
+        Literal["flow_sde", "cps"],
+        Help("\"flow_sde\" | \"cps\" (GRPO); NFT samples with the deterministic ODE"),
+    ] = "flow_sde"
+    noise_level: Annotated[float, Help("η of the SDE: how much noise each SDE step injects"), Range(ge=0)] = 0.7
+    sde_window: Annotated[
+        list[int],
+        Help("[start, end) step indices run as SDE (within num_steps)"),
+        Range(ge=0),
+    ] = field(default_factory=lambda: [0, 10])
+    train_steps: Annotated[
+        int,
+        Help("how many of the window's steps to train on per iteration (0 = all; else seeded subset)"),
+        Range(ge=0),
+    ] = 0
+    region_noise: Annotated[
+        bool,
+        Help("RC-GRPO: a group shares the initial noise outside the edit mask (GRPO and NFT)"),
+    ] = False
+    solver: Annotated[
+        Literal["euler", "dpm2"],
+        Help("NFT rollout ODE solver: \"euler\" | \"dpm2\" (CoCoEdit's deterministic multistep DPM-Solver)"),
+    ] = "euler"
+    nft_sde: Annotated[
+        bool,
+        Help("NFT rollouts with solver euler: run the sde_window's steps as the Flow-SDE at noise_level instead of "
+             "the ODE. NFT needs no log-probs, so any sampler works; the extra noise gives a group diverse samples "
+             "when the model maps every initial noise to nearly the same image. CoCoEdit: false (deterministic "
+             "rollouts)."),
+    ] = False
 
 
 @dataclass
 class RewardConfig:
-    weights: dict[str, float] = field(default_factory=lambda: {"pixel_consistency": 1.0})  # name -> weight
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> kwargs of its factory
-    # score each rollout micro-batch on a background thread while the next one rolls out (hides an HTTP judge's
-    # latency; same values, same order); false: score the whole batch after the rollout
-    overlap: bool = True
+    weights: Annotated[
+        dict[str, float],
+        Help("reward name -> weight in the summed reward (names of train.rewards.REWARDS)"),
+            ] = field(default_factory=lambda: {"pixel_consistency": 1.0})
+    options: Annotated[
+        dict[str, dict[str, Any]],
+        Help("reward name -> keyword options of its factory (checked against its signature)"),
+    ] = field(default_factory=dict)
+    overlap: Annotated[
+        bool,
+        Help("score each rollout micro-batch on a background thread while the next one rolls out (hides an HTTP "
+             "judge's latency; same values, same order); false: score the whole batch after the rollout"),
+    ] = True
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "nft"  # "grpo" | "nft"
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    nft: NFTConfig = field(default_factory=NFTConfig)
-    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    name: Annotated[str, Help("the policy objective: \"grpo\" or \"nft\" (a key of train.trainers.TRAINERS)")] = "nft"
+    grpo: Annotated[
+        GRPOConfig,
+        Help("GRPO's ratio clip and KL weight (objective grpo)"),
+    ] = field(default_factory=GRPOConfig)
+    nft: Annotated[NFTConfig, Help("DiffusionNFT's settings (objective nft)")] = field(default_factory=NFTConfig)
+    regularizer: Annotated[
+        RegularizerConfig,
+        Help("the region regularizer added to the NFT loss"),
+    ] = field(default_factory=RegularizerConfig)
 
 
 @dataclass
 class OptimConfig:
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    max_grad_norm: float = 1.0
-    warmup_steps: int = 0  # linear warm-up of the LR, then constant
-    gradient_accumulation: int = 0  # backward passes per optimizer update; 0 = one update per iteration
+    learning_rate: Annotated[float, Help("AdamW learning rate of the LoRA parameters"), Range(gt=0, le=1)] = 1e-4
+    weight_decay: Annotated[float, Help("AdamW decoupled weight decay"), Range(ge=0)] = 1e-4
+    betas: Annotated[
+        list[float],
+        Help("AdamW [beta1, beta2] moment decay rates"),
+        Range(ge=0, lt=1),
+    ] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: Annotated[
+        float,
+        Help("gradient norm clip before each update (0 = no clipping)"),
+        Range(ge=0),
+    ] = 1.0
+    warmup_steps: Annotated[int, Help("linear warm-up of the LR, then constant"), Range(ge=0)] = 0
+    gradient_accumulation: Annotated[
+        int,
+        Help("backward passes per optimizer update; 0 = one update per iteration"),
+        Range(ge=0),
+    ] = 0
 
 
 @dataclass
 class TrainLoopConfig:
-    max_steps: int = 100  # iterations (sample -> score -> advantages -> optimise)
-    groups_per_step: int = 4  # prompts per iteration, over all processes
-    group_size: int = 8  # samples per prompt
-    micro_batch_size: int = 2  # rollout AND training batch (same size keeps the first ratio exactly 1)
-    seed: int = 0
-    mixed_precision: str = "auto"  # "auto" (bf16 on GPU, no on CPU) | "no" | "bf16" | "fp16"
-    parallelism: str = "ddp"  # "ddp" (a full model per process) | "fsdp2" (the transformer sharded over processes)
-    fsdp: FSDPConfig = field(default_factory=FSDPConfig)  # with parallelism fsdp2
+    max_steps: Annotated[
+        int,
+        Help("training iterations (sample -> score -> advantages -> optimise); at least 1"),
+        Range(ge=1),
+    ] = 100
+    groups_per_step: Annotated[int, Help("prompts per iteration, over all processes"), Range(ge=1)] = 4
+    group_size: Annotated[int, Help("samples per prompt (at least 2: advantages compare them)"), Range(ge=2)] = 8
+    micro_batch_size: Annotated[
+        int,
+        Help("rollout AND training batch (same size keeps the first ratio exactly 1)"),
+        Range(ge=1),
+    ] = 2
+    seed: Annotated[int, Help("seed of the prompt order, initial noise and LoRA init"), Range(ge=0)] = 0
+    mixed_precision: Annotated[
+        Literal["auto", "no", "bf16", "fp16"],
+        Help("\"auto\" = bf16 on GPU and no on CPU; or \"no\", \"bf16\", \"fp16\""),
+    ] = "auto"
+    parallelism: Annotated[
+        str,
+        Help("\"ddp\" (a full model per process) | \"fsdp2\" (the transformer sharded over processes)"),
+    ] = "ddp"
+    fsdp: Annotated[
+        FSDPConfig,
+        Help("FSDP2 sharding options, used with parallelism fsdp2"),
+    ] = field(default_factory=FSDPConfig)
 
 
 @dataclass
 class EvalConfig:
-    every: int = 10  # iterations between evaluations (0 = never; always at the end if > 0)
-    num_samples: int = 8  # held-out rows evaluated
-    seed: int = 1234  # fixed noise seed
+    every: Annotated[
+        int,
+        Help("iterations between evaluations (0 = never; always at the end if > 0)"),
+        Range(ge=0),
+    ] = 10
+    num_samples: Annotated[int, Help("held-out rows evaluated"), Range(ge=1)] = 8
+    seed: Annotated[int, Help("fixed noise seed of the held-out evaluation"), Range(ge=0)] = 1234
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 10  # iterations between checkpoints (0 = only at the end)
-    keep_last: int = 3
+    every: Annotated[int, Help("iterations between checkpoints (0 = only at the end)"), Range(ge=0)] = 10
+    keep_last: Annotated[int, Help("how many most recent checkpoints are kept on disk"), Range(ge=1)] = 3
 
 
 @dataclass
 class LoggingConfig:
-    tensorboard: bool = True
-    wandb: bool = False  # used only if wandb is installed
-    wandb_project: str = "editkit"
-    plots_csv: str = "plots/train_rewards.csv"  # per-step reward curve for `dvc plots` (relative to output_dir)
-    progress: bool = True
+    tensorboard: Annotated[bool, Help("write TensorBoard event files under output_dir")] = True
+    wandb: Annotated[bool, Help("also log to Weights & Biases (only if wandb is installed)")] = False
+    wandb_project: Annotated[str, Help("the Weights & Biases project runs are logged to")] = "editkit"
+    plots_csv: Annotated[
+        str,
+        Help("per-step reward curve for `dvc plots` (relative to output_dir)"),
+    ] = "plots/train_rewards.csv"
+    progress: Annotated[bool, Help("show a progress bar of the training steps")] = True
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/train"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    rewards: RewardConfig = field(default_factory=RewardConfig)
-    advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
-    region_advantages: RegionAdvantageConfig = field(default_factory=RegionAdvantageConfig)  # Edit-GRPO
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    output_dir: Annotated[str, Help("where checkpoints, the final LoRA, logs and plots are written")] = "runs/train"
+    model: Annotated[
+        ModelConfig,
+        Help("the base editing model and how it is run"),
+    ] = field(default_factory=ModelConfig)
+    lora: Annotated[LoraConfig, Help("the LoRA adapter that is trained")] = field(default_factory=LoraConfig)
+    data: Annotated[
+        DataConfig,
+        Help("the curated dataset and how its rows become training prompts"),
+    ] = field(default_factory=DataConfig)
+    sampler: Annotated[
+        SamplerConfig,
+        Help("how rollouts are sampled (steps, SDE, window)"),
+    ] = field(default_factory=SamplerConfig)
+    rewards: Annotated[
+        RewardConfig,
+        Help("which rewards score the rollouts and with what weights"),
+    ] = field(default_factory=RewardConfig)
+    advantages: Annotated[
+        AdvantageConfig,
+        Help("how rewards become advantages within a group"),
+    ] = field(default_factory=AdvantageConfig)
+    region_advantages: Annotated[
+        RegionAdvantageConfig,
+        Help("Edit-GRPO: per-token advantages inside and outside the edit mask"),
+    ] = field(default_factory=RegionAdvantageConfig)
+    objective: Annotated[
+        ObjectiveConfig,
+        Help("the policy objective (GRPO or NFT) and its regularizer"),
+    ] = field(default_factory=ObjectiveConfig)
+    optim: Annotated[OptimConfig, Help("the AdamW optimizer of the LoRA")] = field(default_factory=OptimConfig)
+    train: Annotated[
+        TrainLoopConfig,
+        Help("the training loop: steps, group sizes, precision, parallelism"),
+    ] = field(default_factory=TrainLoopConfig)
+    eval: Annotated[EvalConfig, Help("the held-out evaluation during training")] = field(default_factory=EvalConfig)
+    checkpoint: Annotated[
+        CheckpointConfig,
+        Help("how often checkpoints are written and how many are kept"),
+    ] = field(default_factory=CheckpointConfig)
+    logging: Annotated[
+        LoggingConfig,
+        Help("where training metrics are logged"),
+    ] = field(default_factory=LoggingConfig)
 
     def validate(self) -> "TrainConfig":
         from train.trainers import TRAINERS
@@ -163,8 +319,8 @@ class TrainConfig:
             raise ValueError(f"train.parallelism must be one of {list(PARALLELISMS)}, got {self.train.parallelism!r}")
         if len(self.data.resolution) != 2:
             raise ValueError("data.resolution must be [height, width]")
-        if self.train.group_size < 2:
-            raise ValueError("train.group_size must be >= 2 (advantages compare samples of one prompt)")
+        if len(self.optim.betas) != 2:
+            raise ValueError(f"optim.betas must be [beta1, beta2], got {self.optim.betas}")
         if self.region_advantages.enabled and self.objective.name != "grpo":
             raise ValueError("region_advantages.enabled is implemented for the GRPO objective only")
         if self.region_advantages.enabled:

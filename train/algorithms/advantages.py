@@ -15,17 +15,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from typing import Annotated, Literal
+from editkit.config_meta import Help, Range
 
 
 @dataclass
 class AdvantageConfig:
-    std: str = "group"  # "group": divide by the group's std; "global": by the std of all valid rewards
-    clip: float = 5.0  # advantages are clipped to [-clip, clip]
-    min_group_std: float = 1e-6  # groups with reward std below this are filtered (zero advantage, not trained)
-    eps: float = 1e-4  # added to the std to avoid dividing by ~0
-    filter: str = "constant"  # "constant": drop groups with std < min_group_std; "ban_prompt": CoCoEdit's rule
-    ban_std: float = 0.02  # ban_prompt: train a group only if std > ban_std ...
-    ban_mean: float = 0.9  # ... and mean < ban_mean; std < ban_std and mean > ban_mean bans the prompt for good
+    std: Annotated[
+        Literal["group", "global"],
+        Help("\"group\": divide by the group's std; \"global\": by the std of all valid rewards"),
+    ] = "group"
+    clip: Annotated[float, Help("advantages are clipped to [-clip, clip]"), Range(gt=0)] = 5.0
+    min_group_std: Annotated[
+        float,
+        Help("groups with reward std below this are filtered (zero advantage, not trained)"),
+        Range(ge=0),
+    ] = 1e-6
+    eps: Annotated[float, Help("added to the std to avoid dividing by ~0"), Range(gt=0)] = 1e-4
+    filter: Annotated[
+        Literal["constant", "ban_prompt"],
+        Help("\"constant\": drop groups with std < min_group_std; \"ban_prompt\": CoCoEdit's rule"),
+    ] = "constant"
+    ban_std: Annotated[
+        float,
+        Help("ban_prompt: train a group only if its reward std exceeds this"),
+        Range(ge=0),
+    ] = 0.02
+    ban_mean: Annotated[
+        float,
+        Help("ban_prompt: ... and its mean is below this; low std with a higher mean bans the prompt for good"),
+    ] = 0.9
 
 
 @dataclass

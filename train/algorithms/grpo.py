@@ -10,12 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from typing import Annotated
+from editkit.config_meta import Help, Range
 
 
 @dataclass
 class GRPOConfig:
-    clip_range: float = 1e-4  # ε of the ratio clip (Flow-GRPO uses 1e-4: SDE log-probs are averaged over many dims)
-    kl_beta: float = 0.0  # weight of the KL to the reference policy (0 = skip the reference forward)
+    clip_range: Annotated[
+        float,
+        Help("ε of the ratio clip (Flow-GRPO uses 1e-4: SDE log-probs are averaged over many dims)"),
+        Range(gt=0),
+    ] = 1e-4
+    kl_beta: Annotated[
+        float,
+        Help("weight of the KL to the reference policy (0 = skip the reference forward)"),
+        Range(ge=0),
+    ] = 0.0
 
 
 def grpo_loss(

@@ -14,13 +14,24 @@ import torch
 import torch.nn.functional as F
 
 from train.algorithms.advantages import Advantages
+from typing import Annotated
+from editkit.config_meta import Help
 
 
 @dataclass
 class RegionAdvantageConfig:
-    enabled: bool = False  # GRPO only: per-token advantages (edit reward inside the mask, preservation outside)
-    edit_rewards: list[str] = field(default_factory=lambda: ["clip_direction"])  # names in rewards.weights
-    preservation_rewards: list[str] = field(default_factory=lambda: ["pixel_consistency"])
+    enabled: Annotated[
+        bool,
+        Help("GRPO only: per-token advantages (edit reward inside the mask, preservation outside)"),
+    ] = False
+    edit_rewards: Annotated[
+        list[str],
+        Help("rewards (names in rewards.weights) that score the edit region"),
+    ] = field(default_factory=lambda: ["clip_direction"])
+    preservation_rewards: Annotated[
+        list[str],
+        Help("rewards (names in rewards.weights) that score the background outside the mask"),
+    ] = field(default_factory=lambda: ["pixel_consistency"])
 
     def check(self, weights: dict[str, float]) -> None:
         """Both lists non-empty, disjoint and made of configured rewards."""

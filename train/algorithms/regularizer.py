@@ -20,18 +20,39 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from typing import Annotated, Literal
+from editkit.config_meta import Help, Range
 
 
 @dataclass
 class RegularizerConfig:
-    enabled: bool = False  # only with the NFT objective (it needs the positive/negative branches)
-    lambda_background: float = 0.02  # λ_bg (CoCoEdit Kontext 0.02; Qwen 0.8)
-    lambda_edit: float = 0.02  # λ_ed (CoCoEdit Kontext 0.02; Qwen 0.5)
-    tau_positive: float = 1e-3  # background distance tolerated before the positive branch is penalised
-    tau_negative: float = 3e-2  # edit-region distance the negative branch must exceed
-    erode_radius: int = 2  # in latent tokens
-    ring_weight: float = 0.2  # weight of the boundary band in both terms
-    grid: str = "token"  # "latent": CoCoEdit's unpacked latent grid (per latent pixel); "token": packed tokens
+    enabled: Annotated[bool, Help("only with the NFT objective (it needs the positive/negative branches)")] = False
+    lambda_background: Annotated[
+        float,
+        Help("weight λ_bg of the background term (CoCoEdit Kontext 0.02; Qwen 0.8)"),
+        Range(ge=0),
+    ] = 0.02
+    lambda_edit: Annotated[
+        float,
+        Help("weight λ_ed of the edit-region term (CoCoEdit Kontext 0.02; Qwen 0.5)"),
+        Range(ge=0),
+    ] = 0.02
+    tau_positive: Annotated[
+        float,
+        Help("background distance tolerated before the positive branch is penalised"),
+        Range(ge=0),
+    ] = 1e-3
+    tau_negative: Annotated[float, Help("edit-region distance the negative branch must exceed"), Range(ge=0)] = 3e-2
+    erode_radius: Annotated[
+        int,
+        Help("erosion of the edit mask, in latent tokens, that defines the boundary band"),
+        Range(ge=0),
+    ] = 2
+    ring_weight: Annotated[float, Help("weight of the boundary band in both terms"), Range(ge=0)] = 0.2
+    grid: Annotated[
+        Literal["latent", "token"],
+        Help("\"latent\": CoCoEdit's unpacked latent grid (per latent pixel); \"token\": packed tokens"),
+    ] = "token"
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
