@@ -32,7 +32,7 @@ from editkit.mllm.config import ClientConfig
 from editkit.mllm.deadline import deadline, deadline_transport
 from editkit.mllm.endpoint import check_endpoint
 from editkit.mllm.messages import Request, Response, TokenLogprob
-from editkit.mllm.redact import Redactor
+from editkit.mllm.redact import Redactor, redact_http_logs
 
 log = logging.getLogger("editkit.mllm")
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -113,6 +113,7 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {key}"
             secrets = [key, headers["Authorization"]]
         self.redact = Redactor(secrets)
+        redact_http_logs(self.redact)
         limits = httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency)
         self._http = httpx.Client(
             headers=headers,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
+import weakref
 from urllib.parse import quote
 
 MASK = "[REDACTED]"
@@ -61,3 +63,42 @@ class Redactor:
     def leaks(self, text: str | None) -> bool:
         """Whether ``text`` holds one of the secrets (in any of the forms this redactor masks)."""
         return bool(text) and any(form in text for form in self._forms)
+
+
+# httpx/httpcore log every exchange at DEBUG, response headers included: a server echoing the key in a header would
+# put it into a debug log. Every active client's redactor is applied to what those loggers emit.
+HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.connection_pool", "httpcore.http11",
+                "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+
+
+class _LogRedaction(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactors = list(self.redactors)
+        if not redactors:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken log call is logging's problem, not ours
+            return True
+        clean = text
+        for redact in redactors:
+            clean = redact(clean) or clean
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_REDACTION = _LogRedaction()
+
+
+def redact_http_logs(redactor: Redactor) -> None:
+    """Apply ``redactor`` to the httpx/httpcore loggers' records for as long as it lives."""
+    _LOG_REDACTION.redactors.add(redactor)
+    for name in HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _LOG_REDACTION not in logger.filters:
+            logger.addFilter(_LOG_REDACTION)
