@@ -1,32 +1,38 @@
-"""The single command line: `editkit <group> <command>`. Run `editkit --help`."""
+"""The single command line: `editkit <group> <command>`. Run `editkit --help`.
+
+The packages' groups are named by ``"package.cli:app"`` strings and imported only when they run or ``--help`` lists
+them, so the core never imports the packages (the import contracts in pyproject.toml forbid it). A new group is one
+line: ``app.add_lazy_typer("package.cli:app", name="group")``, or ``app.add_typer(app_of_the_core, name=...)`` for a
+group that lives in the core.
+"""
 from __future__ import annotations
 
 import typer
 
-from annotate.cli import app as annotate_app
-from benchmarks.cli import app as bench_app
-from curate.cli import app as curate_app
 from editkit.cli_app import command_group
-from train.cli import app as train_app
-from train.rrm.cli import app as rrm_app
+from editkit.registry import import_dotted
+
+# group name -> its Typer app (listed by `editkit --help` in this order)
+GROUPS = {
+    "curate": "curate.cli:app",
+    "annotate": "annotate.cli:app",
+    "bench": "benchmarks.cli:app",
+    "train": "train.cli:app",
+    "rrm": "train.rrm.cli:app",
+}
 
 app = command_group(
     help="Content-consistent image editing: curate edit data with masks, review masks in Label Studio, "
     "benchmark editors, and post-train them with region-regularized RL.",
 )
-app.add_typer(curate_app, name="curate")
-app.add_typer(annotate_app, name="annotate")
-app.add_typer(bench_app, name="bench")
-app.add_typer(train_app, name="train")
-app.add_typer(rrm_app, name="rrm")
+for _name, _target in GROUPS.items():
+    app.add_lazy_typer(_target, name=_name)
 
 
 @app.command()
 def summary(metrics_dir: str = typer.Option("metrics", help="where the stages wrote their metrics JSON")) -> None:
     """Print what the last `dvc repro` produced and where."""
-    from curate.summary import print_summary
-
-    print_summary(metrics_dir)
+    import_dotted("curate.summary:print_summary", "command")(metrics_dir)
 
 
 def main() -> None:

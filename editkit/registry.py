@@ -46,11 +46,12 @@ def import_dotted(path: str, kind: str = "object") -> Any:
     return obj
 
 
-def subclass_of(base: Union[type, Callable[[], type]]) -> Check:
-    """A check: the entry is a class derived from ``base`` (or from ``base()``, to import the base only when used)."""
+def subclass_of(base: Union[type, str, Callable[[], type]]) -> Check:
+    """A check: the entry is a class derived from ``base``: a class, a ``"package.module:Class"`` path or a function
+    returning the class (the last two import the base only when an entry is checked)."""
 
     def check(entry: Any) -> Optional[str]:
-        expected = base if isinstance(base, type) else base()
+        expected = base if isinstance(base, type) else import_dotted(base) if isinstance(base, str) else base()
         if not (isinstance(entry, type) and issubclass(entry, expected)):
             return f"must be a subclass of {expected.__module__}.{expected.__qualname__}, got {_describe(entry)}"
         return None
