@@ -7,7 +7,7 @@ from train.rrm.errors import UserError
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import yaml
 
@@ -15,64 +15,132 @@ from editkit.config import from_dict
 from train.rrm.format import FormatConfig
 from train.rrm.gcpo import GCPOConfig
 from train.rrm.model import LoraConfig, ModelConfig
+from editkit.config_meta import Help, Range
 
 T = TypeVar("T")
 
 
 @dataclass
 class OptimConfig:
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    max_grad_norm: float = 1.0  # 0 = no clipping
+    learning_rate: Annotated[float, Help("AdamW learning rate"), Range(gt=0, le=1)] = 1e-5
+    weight_decay: Annotated[float, Help("AdamW decoupled weight decay"), Range(ge=0)] = 0.0
+    betas: Annotated[
+        list[float],
+        Help("AdamW [beta1, beta2] moment decay rates"),
+        Range(ge=0, lt=1),
+    ] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: Annotated[
+        float,
+        Help("gradient norm clip before each update (0 = no clipping)"),
+        Range(ge=0),
+    ] = 1.0
 
 
 @dataclass
 class LoopConfig:
-    max_steps: int = 100  # optimizer updates (SFT) / sampled batches (GCPO)
-    batch_size: int = 8  # records (SFT) or preference pairs (GCPO) per step, over all processes
-    micro_batch_size: int = 8  # sequences per forward/backward (GCPO: also the generation batch)
-    seed: int = 0
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16
+    max_steps: Annotated[int, Help("optimizer updates (SFT) / sampled batches (GCPO)"), Range(ge=1)] = 100
+    batch_size: Annotated[
+        int,
+        Help("records (SFT) or preference pairs (GCPO) per step, over all processes"),
+        Range(ge=1),
+    ] = 8
+    micro_batch_size: Annotated[
+        int,
+        Help("sequences per forward/backward (GCPO: also the generation batch)"),
+        Range(ge=1),
+    ] = 8
+    seed: Annotated[int, Help("seed of the data order, sampling and LoRA init"), Range(ge=0)] = 0
+    mixed_precision: Annotated[
+        Literal["auto", "no", "bf16"],
+        Help("auto (bf16 on GPU, no on CPU), no or bf16"),
+    ] = "auto"
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 50  # steps between checkpoints (0 = only at the end)
-    keep_last: int = 2
+    every: Annotated[int, Help("steps between checkpoints (0 = only at the end)"), Range(ge=0)] = 50
+    keep_last: Annotated[int, Help("how many most recent checkpoints are kept on disk"), Range(ge=1)] = 2
 
 
 @dataclass
 class DataConfig:
-    path: str = "data/rrm/sft.jsonl"  # jsonl (paths relative to its folder) or a datasets directory
-    layout: str = "auto"  # GCPO: auto | pairs (rating-study jsonl) | editreward (TIGER-Lab/EditReward-Data)
-    split: str = "train"  # editreward from the hub
-    limit: Optional[int] = None  # editreward: read at most this many pairs
+    path: Annotated[str, Help("jsonl (paths relative to its folder) or a datasets directory")] = "data/rrm/sft.jsonl"
+    layout: Annotated[
+        Literal["auto", "pairs", "editreward"],
+        Help("GCPO data layout: auto, pairs (rating-study jsonl) or editreward (TIGER-Lab/EditReward-Data)"),
+    ] = "auto"
+    split: Annotated[str, Help("dataset split read by the editreward layout from the hub")] = "train"
+    limit: Annotated[Optional[int], Help("editreward: read at most this many pairs"), Range(ge=1)] = None
 
 
 @dataclass
 class SFTRunConfig:
-    output_dir: str = "runs/rrm_sft"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    format: FormatConfig = field(default_factory=FormatConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: LoopConfig = field(default_factory=LoopConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    output_dir: Annotated[
+        str,
+        Help("where checkpoints and the trained model/ directory are written"),
+    ] = "runs/rrm_sft"
+    model: Annotated[
+        ModelConfig,
+        Help("the Qwen2.5-VL model the reward model starts from"),
+    ] = field(default_factory=ModelConfig)
+    lora: Annotated[
+        LoraConfig,
+        Help("the LoRA (or full fine-tuning) of the language model"),
+    ] = field(default_factory=LoraConfig)
+    format: Annotated[
+        FormatConfig,
+        Help("score range and prompt version of the judgement format"),
+    ] = field(default_factory=FormatConfig)
+    data: Annotated[DataConfig, Help("the SFT trajectories to train on")] = field(default_factory=DataConfig)
+    optim: Annotated[OptimConfig, Help("the AdamW optimizer")] = field(default_factory=OptimConfig)
+    train: Annotated[
+        LoopConfig,
+        Help("the training loop: steps, batch sizes, precision"),
+    ] = field(default_factory=LoopConfig)
+    checkpoint: Annotated[
+        CheckpointConfig,
+        Help("how often checkpoints are written and how many are kept"),
+    ] = field(default_factory=CheckpointConfig)
 
 
 @dataclass
 class GCPORunConfig:
-    output_dir: str = "runs/rrm_gcpo"
-    model: ModelConfig = field(default_factory=ModelConfig)  # start from an SFT run's model/ directory
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    format: FormatConfig = field(default_factory=FormatConfig)
-    data: DataConfig = field(default_factory=lambda: DataConfig(path="data/rrm/pairs.jsonl"))
-    gcpo: GCPOConfig = field(default_factory=GCPOConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-6))
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(batch_size=4))
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    output_dir: Annotated[
+        str,
+        Help("where checkpoints and the trained model/ directory are written"),
+    ] = "runs/rrm_gcpo"
+    model: Annotated[
+        ModelConfig,
+        Help("the model to start from: an SFT run's model/ directory"),
+    ] = field(default_factory=ModelConfig)
+    lora: Annotated[
+        LoraConfig,
+        Help("the LoRA (or full fine-tuning) of the language model"),
+    ] = field(default_factory=LoraConfig)
+    format: Annotated[
+        FormatConfig,
+        Help("score range and prompt version of the judgement format"),
+    ] = field(default_factory=FormatConfig)
+    data: Annotated[
+        DataConfig,
+        Help("the preference pairs to train on"),
+    ] = field(default_factory=lambda: DataConfig(path="data/rrm/pairs.jsonl"))
+    gcpo: Annotated[
+        GCPOConfig,
+        Help("the GCPO objective: trajectories, ties, clipping, aggregation"),
+    ] = field(default_factory=GCPOConfig)
+    optim: Annotated[
+        OptimConfig,
+        Help("the AdamW optimizer"),
+    ] = field(default_factory=lambda: OptimConfig(learning_rate=1e-6))
+    train: Annotated[
+        LoopConfig,
+        Help("the training loop: steps, batch sizes, precision"),
+    ] = field(default_factory=lambda: LoopConfig(batch_size=4))
+    checkpoint: Annotated[
+        CheckpointConfig,
+        Help("how often checkpoints are written and how many are kept"),
+    ] = field(default_factory=CheckpointConfig)
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -98,10 +166,6 @@ def load_run_config(cls: type[T], path: Optional[str | Path] = None, overrides: 
         config = from_dict(cls, apply_overrides(values, list(overrides or [])), cls.__name__)
     except (TypeError, ValueError) as error:  # unknown keys, bad values: the user's config, not a bug
         raise UserError(str(error)) from None
-    if config.data.layout not in ("auto", "pairs", "editreward"):
-        raise UserError(f"data.layout must be auto, pairs or editreward, got {config.data.layout!r}")
-    if config.train.batch_size < 1 or config.train.micro_batch_size < 1 or config.train.max_steps < 0:
-        raise UserError("train.batch_size and train.micro_batch_size must be >= 1, train.max_steps >= 0")
     return config
 
 

@@ -25,21 +25,34 @@ from train.rrm.errors import UserError
 from dataclasses import dataclass
 
 import torch
+from typing import Annotated, Literal
+from editkit.config_meta import Help, Range
 
 AGGREGATIONS = ("token_mean", "sequence_mean")
 
 
 @dataclass
 class GCPOConfig:
-    num_trajectories: int = 4  # N per image (so 2N per preference pair)
-    temperature: float = 1.0  # sampling temperature of the trajectories
-    max_new_tokens: int = 512
-    tie_value: float = 0.0  # an exact score tie counts 0 (strict) or 0.5
-    eps: float = 1e-6  # advantage normalisation: (r - mean) / (std + eps)
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    aggregation: str = "token_mean"  # token_mean | sequence_mean
-    updates_per_batch: int = 1  # optimizer updates on one batch of trajectories (> 1: the ratio moves off 1)
+    num_trajectories: Annotated[
+        int,
+        Help("trajectories sampled per image, N (so 2N per preference pair); at least 2"),
+        Range(ge=2),
+    ] = 4
+    temperature: Annotated[float, Help("sampling temperature of the trajectories"), Range(gt=0)] = 1.0
+    max_new_tokens: Annotated[int, Help("most tokens generated per trajectory"), Range(ge=1)] = 512
+    tie_value: Annotated[float, Help("an exact score tie counts 0 (strict) or 0.5"), Range(ge=0, le=0.5)] = 0.0
+    eps: Annotated[float, Help("advantage normalisation: (r - mean) / (std + eps)"), Range(gt=0)] = 1e-6
+    clip_low: Annotated[float, Help("lower clip range of the probability ratio (1 - clip_low)"), Range(ge=0)] = 0.2
+    clip_high: Annotated[float, Help("upper clip range of the probability ratio (1 + clip_high)"), Range(ge=0)] = 0.2
+    aggregation: Annotated[
+        Literal["token_mean", "sequence_mean"],
+        Help("how token losses are averaged: token_mean or sequence_mean"),
+    ] = "token_mean"
+    updates_per_batch: Annotated[
+        int,
+        Help("optimizer updates on one batch of trajectories (> 1: the ratio moves off 1)"),
+        Range(ge=1),
+    ] = 1
 
     def __post_init__(self) -> None:
         if self.num_trajectories < 2:
