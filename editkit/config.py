@@ -37,8 +37,54 @@ __all__ = ["ConfigError", "DEFAULT_PARAMS", "apply_overrides", "call_with_option
            "from_dict", "load_file", "load_section", "load_yaml", "read_params"]
 
 
+MAX_YAML_VALUES = 100_000  # values one YAML document may stand for once its aliases are expanded
+MAX_YAML_DEPTH = 100  # nesting levels of one YAML document
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    """A document past :data:`MAX_YAML_VALUES` or :data:`MAX_YAML_DEPTH`, or with a recursive alias."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats: ``1e-4`` and ``1E5`` are floats (YAML 1.1 wants ``1.0e-4``)."""
+    """SafeLoader with YAML 1.2 floats (``1e-4`` and ``1E5`` are floats; YAML 1.1 wants ``1.0e-4``) and bounded
+    aliases: while the document is composed (before anything is constructed or walked), each node's size with every
+    alias expanded is counted; a document that would stand for more than ``MAX_YAML_VALUES`` values ("billion
+    laughs"), nests deeper than ``MAX_YAML_DEPTH`` or holds a recursive alias is refused. Anchors, aliases and merge
+    keys (``<<: *defaults``) within those bounds work as usual."""
+
+    def compose_document(self) -> Any:
+        self._sizes: dict[int, int] = {}  # id(node) -> its size, aliases expanded (nodes stay alive meanwhile)
+        self._depth = 0
+        self.aliases = 0
+        try:
+            return super().compose_document()
+        finally:
+            self._sizes = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YAMLTooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels (line {mark.line + 1})")
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        size = self._sizes.get(id(node))
+        if alias:
+            self.aliases += 1
+            if size is None:  # the anchored node is still being composed: it contains this alias
+                raise YAMLTooLarge(f"a recursive alias (line {mark.line + 1})")
+            return node
+        if size is None:
+            children = node.value if isinstance(node.value, list) else []
+            size = 1 + sum(self._sizes[id(part)] for child in children
+                           for part in (child if isinstance(child, tuple) else (child,)))
+            if size > MAX_YAML_VALUES:
+                raise YAMLTooLarge(f"its aliases expand to more than {MAX_YAML_VALUES} values (line {mark.line + 1})")
+            self._sizes[id(node)] = size
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -52,10 +98,38 @@ _Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str, source: str = "") -> Any:
+    """The one YAML reader of editkit (safe tags only, YAML 1.2 floats, bounded aliases: :class:`_Loader`).
+
+    The result is a tree: an alias becomes a copy of what it names, so changing one place changes only that place.
+    Anything wrong with the text is a one-line :class:`ConfigError` that starts with ``source``."""
+    where = source or "YAML"
+    loader = None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source or 'YAML'}: not valid YAML: {str(error).splitlines()[0]}") from None
+        loader = _Loader(text)
+        data = loader.get_single_data()
+    except YAMLTooLarge as error:
+        raise ConfigError(f"{where}: refused: {error}") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as error:
+        # ValueError etc.: a scalar its constructor cannot build (a date 2024-13-45, an integer of 5000 digits)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if isinstance(error, yaml.MarkedYAMLError) and (error.problem or error.context):
+            mark = error.problem_mark or error.context_mark
+            first = (error.problem or error.context) + (f" (line {mark.line + 1}, column {mark.column + 1})"
+                                                        if mark is not None else "")
+        raise ConfigError(f"{where}: not valid YAML: {first if len(first) <= 200 else first[:197] + '...'}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return _unshare(data) if loader.aliases else data
+
+
+def _unshare(value: Any) -> Any:
+    """A copy of a loaded YAML tree in which no list or mapping appears twice (bounded by MAX_YAML_VALUES)."""
+    if isinstance(value, dict):
+        return {key: _unshare(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshare(item) for item in value]
+    return value
 
 
 def load_yaml(path: Path | str) -> dict[str, Any]:
@@ -63,7 +137,11 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found (run from the repository root or pass the file)")
-    values = parse_yaml(path.read_text(), str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    values = parse_yaml(text, str(path))
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -380,6 +458,35 @@ def _describe_type(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _describe_value(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+def _describe_value(value: Any, limit: int = 60) -> str:
+    """``type repr`` cut to ``limit`` characters; never builds much more than that (the value may be huge)."""
+    text = _short_repr(value, limit + 1)
+    return f"{type(value).__name__} {text if len(text) <= limit else text[: limit - 3] + '...'}"
+
+
+def _short_repr(value: Any, limit: int, depth: int = 0) -> str:
+    """``repr(value)``, or a text longer than ``limit`` that starts like it: containers are walked only until
+    ``limit`` characters are written, strings and numbers are cut before they are quoted."""
+    if isinstance(value, (str, bytes)):
+        return repr(value[:limit])
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() < 3 * limit else f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        opening, closing = {dict: "{}", list: "[]", tuple: "()"}.get(type(value), "{}")
+        if depth >= 8:
+            return opening + "..." + closing
+        parts, used = [], 1
+        items = value.items() if isinstance(value, dict) else value
+        for item in items:
+            room = max(limit - used, 1)
+            part = (f"{_short_repr(item[0], room, depth + 1)}: {_short_repr(item[1], room, depth + 1)}"
+                    if isinstance(value, dict) else _short_repr(item, room, depth + 1))
+            parts.append(part)
+            used += len(part) + 2
+            if used > limit:
+                break
+        return opening + ", ".join(parts) + closing
+    text = repr(value)  # other objects come from code, not from a file
+    return text[: limit + 1]
