@@ -69,15 +69,16 @@ def summary_lines(metrics_dir: Path, params: dict[str, Any]) -> list[str]:
 
 
 def print_summary(metrics_dir: str | Path = "metrics", params_file: str | Path = "params.yaml") -> None:
-    import yaml
     from rich.console import Console
+
+    from editkit.config import load_yaml
 
     metrics_dir, params_file = Path(metrics_dir), Path(params_file)
     console = Console()
     if not any(metrics_dir.glob("*.json")):
         console.print(f"no metrics in {metrics_dir}/ yet: run `dvc repro` first")
         return
-    params = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+    params = load_yaml(params_file) if params_file.exists() else {}
     console.print("[bold]editkit: what `dvc repro` produced[/bold]")
     for line in summary_lines(metrics_dir, params or {}):
         console.print("  " + line, highlight=False, soft_wrap=True)

@@ -87,11 +87,9 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 def load_ablation_config(path: str | Path, smoke: bool = False) -> AblationConfig:
     """The YAML's values; with ``smoke``, its ``smoke:`` section merged on top (a tiny end-to-end run)."""
-    import yaml
+    from editkit.config import from_dict, load_yaml
 
-    from editkit.config import from_dict
-
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    values = load_yaml(path)
     smoke_values = values.pop("smoke", {})
     if smoke:
         values = deep_merge(values, smoke_values)
@@ -104,12 +102,10 @@ def load_ablation_config(path: str | Path, smoke: bool = False) -> AblationConfi
 
 
 def base_config(config: AblationConfig):
-    import yaml
-
-    from editkit.config import from_dict
+    from editkit.config import from_dict, load_yaml
     from train.experiment.pretrain import PretrainConfig
 
-    values = yaml.safe_load(Path(config.base_config).read_text()) or {}
+    values = load_yaml(config.base_config)
     values = deep_merge(values, config.base)
     values["output_dir"] = str(Path(config.work_dir) / "base")
     values["cpu_threads"] = config.cpu_threads

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeVar
 
-import yaml
-
-from editkit.config import from_dict
+from editkit.config import from_dict, load_yaml, parse_yaml
 from train.rrm.format import FormatConfig
 from train.rrm.gcpo import GCPOConfig
 from train.rrm.model import LoraConfig, ModelConfig
@@ -154,14 +152,14 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {override!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(text)
+        node[parts[-1]] = parse_yaml(text, f"override {override!r}")
     return values
 
 
 def load_run_config(cls: type[T], path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> T:
     if path is not None and not Path(path).is_file():
         raise UserError(f"config file {path} not found")
-    values = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
+    values = load_yaml(path) if path else {}
     try:
         config = from_dict(cls, apply_overrides(values, list(overrides or [])), cls.__name__)
     except (TypeError, ValueError) as error:  # unknown keys, bad values: the user's config, not a bug

@@ -131,14 +131,12 @@ def _store(folder: Path, image) -> str:
 
 
 def load_make_sft_config(path: Optional[str], overrides: list[str]) -> MakeSFTConfig:
-    import yaml
-
-    from editkit.config import from_dict
+    from editkit.config import from_dict, load_yaml
     from train.rrm.config import apply_overrides
 
     if path is not None and not Path(path).is_file():
         raise UserError(f"config file {path} not found")
-    values = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
+    values = load_yaml(path) if path else {}
     try:
         return from_dict(MakeSFTConfig, apply_overrides(values, overrides), "make-sft-data config")
     except (TypeError, ValueError) as error:
