@@ -140,9 +140,11 @@ class Registry(Generic[T]):
             self._lazy[name] = target
 
     def unregister(self, name: str) -> Optional[T]:
+        """Remove an entry (or forget an imported dotted path)."""
         self._lazy.pop(name, None)
         self._checked.discard(name)
-        return self._entries.pop(name, None)
+        plugin = self._plugins.pop(name, None)
+        return self._entries.pop(name, plugin)
 
     def get(self, name: str) -> T:
         if name not in self._entries and name in self._lazy:
