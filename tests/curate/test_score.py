@@ -8,6 +8,7 @@ import pytest
 from editkit import rle, schema, store
 from curate.scoring import phash
 from curate.scoring.pair import PSNR_CAP_DB, mask_geometry, score_pairs
+from tests.support.numerics import assert_close
 
 
 def _jpeg(image, quality=90):
@@ -76,9 +77,12 @@ def test_mask_geometry_against_closed_forms_and_skimage():
     strip = np.zeros((200, 200), bool)
     strip[90:110, 10:190] = True
     # closed form 4*pi*A/P^2; digital perimeter estimates overshoot curved boundaries by ~5% (so ~10% on a disc)
-    assert mask_geometry(disc)["mask_compactness"] == pytest.approx(1.0, abs=0.12)
-    assert mask_geometry(square)["mask_compactness"] == pytest.approx(math.pi / 4, abs=0.03)
-    assert mask_geometry(strip)["mask_compactness"] == pytest.approx(4 * math.pi * 3600 / 400**2, abs=0.02)
+    assert_close(mask_geometry(disc)["mask_compactness"], 1.0, atol=0.12,
+                 why="the digital perimeter overshoots a curved boundary by ~5 %, so P^2 by ~10 %")
+    assert_close(mask_geometry(square)["mask_compactness"], math.pi / 4, atol=0.03,
+                 why="the digital perimeter of a square's corners: a few pixels on 400")
+    assert_close(mask_geometry(strip)["mask_compactness"], 4 * math.pi * 3600 / 400**2, atol=0.02,
+                 why="the digital perimeter of a strip's corners: a few pixels on 400")
     rng = np.random.default_rng(5)
     for _ in range(5):
         mask = rng.random((40, 50)) > 0.7
@@ -116,11 +120,14 @@ def test_score_pairs_background_scores_and_rejects(tmp_path):
     assert out["clean"]["scores"]["bg_psnr"] == PSNR_CAP_DB  # identical background: +inf, capped
     diff = (noisy.astype(float) - source.astype(float))[~mask]
     expected = 10 * math.log10(255**2 / np.mean(diff**2))  # closed form over the NON-edited pixels only
-    assert out["noisy"]["scores"]["bg_psnr"] == pytest.approx(expected, abs=1e-3)
+    assert_close(out["noisy"]["scores"]["bg_psnr"], expected, dtype=np.float64, accumulations=diff.size,
+                 growth="linear", why="float64 MSE summed over the background's values, in another order")
     for rid in ("clean", "noisy"):  # reference: scikit-image's full SSIM map averaged over the NON-edited region
         _, ssim_map = structural_similarity(source, pairs[rid][1], full=True, gaussian_weights=True, sigma=1.5,
                                             use_sample_covariance=False, data_range=255, channel_axis=-1)
-        assert out[rid]["scores"]["bg_ssim"] == pytest.approx(ssim_map[~mask].mean(), abs=1e-4)
+        assert_close(out[rid]["scores"]["bg_ssim"], ssim_map[~mask].mean(), dtype=np.float64,
+                     accumulations=11 * 11 * ssim_map[~mask].size, growth="linear",
+                     why="float64 11x11 Gaussian windows (OpenCV vs scipy), then a mean over the background")
     assert out["noisy"]["scores"]["bg_ssim"] < out["clean"]["scores"]["bg_ssim"]
     assert "bg_psnr" not in out["global"]["scores"] and out["global"]["scores"]["mask_area"] == 1.0
     assert out["sizes"]["status"] == "rejected" and "sizes differ" in out["sizes"]["reject_reason"]
@@ -185,8 +192,12 @@ def test_directional_clip_sign_on_a_constructed_case(tiny_clip, tmp_path):
     emb = lambda a: torch.nn.functional.normalize(scorer.model.encode_image(scorer.preprocess(Image.fromarray(a))[None]), dim=-1)[0]
     with torch.no_grad():
         d = emb(toward) - emb(source)
-        assert out["toward"]["clip_direction"] == pytest.approx(float(d @ text[0] / d.norm()), abs=1e-4)
-        assert out["toward"]["clip_image_sim"] == pytest.approx(float(emb(toward) @ emb(source)), abs=1e-4)
+        # the tiny CLIP's image tower: 64-wide sums through 2 layers, batched (2) vs one image, in float32
+        chain = 64 * 2
+        assert_close(out["toward"]["clip_direction"], d @ text[0] / d.norm(), dtype=torch.float32,
+                     accumulations=chain, scale=1.0, why="cosines of embeddings from a batched vs a single forward")
+        assert_close(out["toward"]["clip_image_sim"], emb(toward) @ emb(source), dtype=torch.float32,
+                     accumulations=chain, scale=1.0, why="cosines of embeddings from a batched vs a single forward")
     # second scorer on the same cache: every embedding is a hit and the scores are identical
     again = ClipScorer(tiny_clip, device="cpu", cache_dir=tmp_path / "cache")
     records = [schema.new_record(id=i, has_edited=True, instruction=instruction) for i in ("toward", "away")]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support.numerics import assert_close
 from train.config import LoraConfig, ModelConfig
 from train.algorithms.grpo import grpo_loss
 from train.rollout.sampler import rollout
@@ -27,6 +28,7 @@ def _source(seed=0, size=32):
     return Image.fromarray(array), torch.from_numpy(array / 255.0).float().permute(2, 0, 1)[None]
 
 
+@pytest.mark.parity
 def test_ode_rollout_matches_pipeline(adapter, tiny_kontext_pipe):
     image, tensor = _source()
     cond = adapter.condition(["make it red"], tensor)
@@ -38,7 +40,13 @@ def test_ode_rollout_matches_pipeline(adapter, tiny_kontext_pipe):
                                _auto_resize=False, num_inference_steps=3, latents=noise.clone(), max_sequence_length=32,
                                guidance_scale=2.5,
                                output_type="latent").images
-    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    # the longest chain of float32 sums: per layer an inner-dimension dot product and a softmax over every key
+    # (target + condition image tokens + 32 text tokens), times the layers
+    transformer, keys = adapter.transformer, 2 * noise.shape[1] + 32
+    layers = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+    chain = (transformer.inner_dim + keys) * layers
+    assert_close(ours, theirs, dtype=torch.float32, accumulations=chain, steps=3,
+                 why="the same float32 transformer called another way (batching, packing): 3 denoising steps")
     decoded = adapter.decode(ours, 32, 32)
     assert decoded.shape == (1, 3, 32, 32) and 0 <= decoded.min() and decoded.max() <= 1
     assert adapter.token_grid(32, 32) == (16, 16)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.numerics import assert_close
 from train.config import load_config
 from train.data import EditDataset, GroupSampler, iteration_slots
 
@@ -94,8 +95,9 @@ def test_pixel_consistency_reward_formula():
     region = ~masks[1:2]
     psnr = float(torch.as_tensor(masked_psnr(images[1:2], sources[1:2], region)).reshape(-1)[0])
     ssim = float(torch.as_tensor(masked_ssim(images[1:2], sources[1:2], region)).reshape(-1)[0])
-    assert total[1].item() == pytest.approx(0.35 * ssim + 0.65 * min(max(psnr / 40, 0), 1), rel=1e-6)
-    assert total[0].item() == pytest.approx(1.0, abs=1e-6)
+    assert_close(total[1], 0.35 * ssim + 0.65 * min(max(psnr / 40, 0), 1), accumulations=4, growth="linear",
+                 why="the same PSNR and SSIM mixed by weights: a weighted sum of 2, / 40, clipped")
+    assert_close(total[0], 1.0, accumulations=2, why="the clipped PSNR term and SSIM 1 weighted: 0.35 + 0.65")
     assert torch.isnan(total[2])
 
 

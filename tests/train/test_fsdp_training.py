@@ -28,9 +28,9 @@ pytestmark = pytest.mark.slow  # whole trainer runs on 2 processes: minutes on t
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "train" / "configs" / "tiny_kontext.yaml"
-# one LoRA gradient element: 2 processes × 2 accumulated micro-batches × 2 samples × 2 trained timesteps × 8 tokens
-# (4 target + 4 condition tokens at 32 px), summed in another order by the sharded run
-GRAD_TERMS = 2 * 2 * 2 * 2 * 8
+# one LoRA gradient element: 2 processes × 2 accumulated micro-batches × 2 samples × 2 trained timesteps × 544
+# tokens (256 target + 256 condition + 32 text at 32 px), summed in another order by the sharded run
+GRAD_TERMS = 2 * 2 * 2 * 2 * 544
 UPDATES_PER_STEP = 2  # gradient_accumulation=2 over 4 samples per process: 2 updates per iteration
 ALGORITHMS = ("grpo", "nft")
 
@@ -189,8 +189,8 @@ def test_one_and_two_fsdp2_processes_give_the_same_rollouts(kontext_runs, tiny_k
     assert one.shape == two.shape and one.shape[0] == 8  # 2 groups of 4, all samples of the iteration
     # per-sample seeds: each sample's rollout is the same whichever process computed it; the transformer's
     # batched kernels give the same values for any batch split up to float rounding
-    assert_close(one, two, dtype=torch.float32, accumulations=64, steps=4,
-                 why="batch-size-dependent kernels over 4 denoising steps of 64-wide matmuls")
+    assert_close(one, two, dtype=torch.float32, accumulations=(32 + 544) * 2, steps=4,
+                 why="batch-dependent kernels: (inner dim 32 + 544 keys) × 2 layers, 4 denoising steps")
 
 
 @pytest.mark.integration

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from perf import gpu_check, memory_plan as mp  # noqa: E402
+from tests.support.numerics import assert_close  # noqa: E402
 
 # Tiny variants of every real config (same classes, shrunk dims), for building real models on CPU.
 TINY = {
@@ -105,9 +106,10 @@ def test_block_factors_match_the_measured_saved_tensors():
     """The plan's k_block constants are what autograd actually saves per block (real block types, real head size)."""
     flux = gpu_check.block_factors("FluxTransformer2DModel")
     qwen = gpu_check.block_factors("QwenImageTransformer2DModel")
-    assert flux["transformer_blocks"] == pytest.approx(mp.K_FLUX_DOUBLE, rel=0.05)
-    assert flux["single_transformer_blocks"] == pytest.approx(mp.K_FLUX_SINGLE, rel=0.05)
-    assert qwen["transformer_blocks"] == pytest.approx(mp.K_QWEN_IMAGE, rel=0.05)
+    why = "the plan's k_block constants are rounded summaries of the measured saved tensors: within 5 %"
+    assert_close(flux["transformer_blocks"], mp.K_FLUX_DOUBLE, rtol=0.05, why=why)
+    assert_close(flux["single_transformer_blocks"], mp.K_FLUX_SINGLE, rtol=0.05, why=why)
+    assert_close(qwen["transformer_blocks"], mp.K_QWEN_IMAGE, rtol=0.05, why=why)
 
 
 def test_script_on_real_configs(tmp_path, capsys):
@@ -125,8 +127,9 @@ def test_script_on_real_configs(tmp_path, capsys):
                 "fits_80gb"} <= set(p["settings"][0])
         assert p["transformer"]["source"]["hub"] and "_source" not in p["transformer"]["source"]
     flux, qwen = by_name["FLUX.1-Kontext-dev"], by_name["Qwen-Image-Edit-2509"]
-    assert flux["transformer"]["params"] == pytest.approx(12e9, rel=0.05)
-    assert qwen["transformer"]["params"] == pytest.approx(20e9, rel=0.05)
-    assert flux["text_encoders"][0]["params"] == pytest.approx(4.76e9, rel=0.05)  # T5-XXL encoder, embedding once
-    assert qwen["text_encoders"][0]["params"] == pytest.approx(8.3e9, rel=0.05)  # Qwen2.5-VL-7B incl. vision
+    why = "published parameter counts are rounded (12B, 20B, ...): within 5 %"
+    assert_close(flux["transformer"]["params"], 12e9, rtol=0.05, why=why)
+    assert_close(qwen["transformer"]["params"], 20e9, rtol=0.05, why=why)
+    assert_close(flux["text_encoders"][0]["params"], 4.76e9, rtol=0.05, why=why)  # T5-XXL encoder, embedding once
+    assert_close(qwen["text_encoders"][0]["params"], 8.3e9, rtol=0.05, why=why)  # Qwen2.5-VL-7B incl. vision
     assert flux["sequence"] == 2560

@@ -18,9 +18,9 @@ import torch
 from tests.support.gloo import run_ranks
 from tests.support.numerics import assert_close, assert_exact, skip_if_forced_capability_unsupported
 
-# one LoRA gradient element sums 2 ranks × 2 micro-batches × 2 samples × 16 image tokens = 128 terms (flux; qwen:
-# 16 tokens too), which the sharded run adds in another order
-GRAD_TERMS = 2 * 2 * 2 * 16
+# one LoRA gradient element sums 2 ranks × 2 micro-batches × 2 samples × 22 tokens (flux: 16 image + 6 text; qwen:
+# 16 + 5) = 176 terms, which the sharded run adds in another order
+GRAD_TERMS = 2 * 2 * 2 * 22
 UPDATES = 2
 MAX_NORM = 1e-3
 

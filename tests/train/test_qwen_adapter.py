@@ -12,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
+from tests.support.numerics import assert_close, assert_exact
 from train.config import ModelConfig, load_config
 from train.rollout.sampler import rollout
 
@@ -49,6 +50,14 @@ def small_condition_size(monkeypatch):
     monkeypatch.setattr(plus, "VAE_IMAGE_SIZE", SIZE * SIZE)
 
 
+def _chain(adapter, noise, cond) -> int:
+    """The longest chain of float32 sums in one transformer call: per layer an inner-dimension dot product and a
+    softmax over every key (target + condition image tokens + text tokens), times the layers."""
+    keys = 2 * noise.shape[1] + cond.per_sample["prompt_embeds"].shape[1]
+    return (adapter.transformer.inner_dim + keys) * len(adapter.transformer.transformer_blocks)
+
+
+@pytest.mark.parity
 def test_ode_rollout_with_true_cfg_matches_pipeline(adapter, small_condition_size):
     image, tensor = _source()
     cond = adapter.condition(["make it red"], tensor)
@@ -65,15 +74,19 @@ def test_ode_rollout_with_true_cfg_matches_pipeline(adapter, small_condition_siz
         return {}
 
     pixels = adapter.pipe(**call, output_type="pt", callback_on_step_end=keep_latents).images
-    torch.testing.assert_close(ours, latents[-1], rtol=1e-4, atol=1e-4)
+    chain = _chain(adapter, noise, cond)
+    assert_close(ours, latents[-1], dtype=torch.float32, accumulations=chain, steps=3,
+                 why="the same float32 transformer called another way: (inner dim + keys) × layers, 3 steps")
     # decoding (latents_mean/std are not 0/1 in the tiny VAE) equals the pipeline's own output image
-    torch.testing.assert_close(adapter.decode(ours, SIZE, SIZE), pixels, rtol=1e-4, atol=1e-4)
+    assert_close(adapter.decode(ours, SIZE, SIZE), pixels, dtype=torch.float32, accumulations=chain, steps=3 + 1,
+                 why="the rollout's differences through the VAE decoder (one more chain of sums)")
     # without guidance the rollout differs: the negative branch really takes part
     plain = adapter.condition(["make it red"], tensor)
     plain.per_sample = {k: v for k, v in plain.per_sample.items() if not k.startswith("negative")}
     assert (_ode(adapter, plain, noise, 3) - ours).abs().max() > 1e-3
 
 
+@pytest.mark.parity
 def test_plus_pipeline_checkpoint_matches_its_pipeline(adapter, tmp_path, small_condition_size):
     """A QwenImageEditPlusPipeline checkpoint whose transformer has ``zero_cond_t`` (as Qwen-Image-Edit-2511's):
     the condition tokens get timestep 0, which the transformer reads from ``img_shapes``."""
@@ -90,12 +103,15 @@ def test_plus_pipeline_checkpoint_matches_its_pipeline(adapter, tmp_path, small_
     assert type(plus.pipe).__name__ == "QwenImageEditPlusPipeline" and plus.transformer.config.zero_cond_t
     image, tensor = _source(1)
     noise = plus.noise(1, SIZE, SIZE, torch.Generator().manual_seed(4))
-    ours = _ode(plus, plus.condition(["add a hat"], tensor), noise, 2)
+    cond = plus.condition(["add a hat"], tensor)
+    ours = _ode(plus, cond, noise, 2)
     theirs = plus.pipe(image=image, prompt="add a hat", negative_prompt=" ", true_cfg_scale=4.0, height=SIZE,
                        width=SIZE, num_inference_steps=2, latents=noise.clone(), output_type="latent").images
-    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert_close(ours, theirs, dtype=torch.float32, accumulations=_chain(plus, noise, cond), steps=2,
+                 why="the same float32 transformer called another way: (inner dim + keys) × layers, 2 steps")
 
 
+@pytest.mark.parity
 def test_padded_batch_equals_single_samples(adapter):
     """Prompts of different lengths share one padded text length; the mask keeps each sample's velocity its own."""
     _, first = _source(2)
@@ -108,7 +124,8 @@ def test_padded_batch_equals_single_samples(adapter):
     together = adapter.velocity(adapter.transformer, x, sigma, batch)
     for i, (prompt, image) in enumerate(zip(prompts, (first, second))):
         alone = adapter.velocity(adapter.transformer, x[i : i + 1], sigma, adapter.condition([prompt], image))
-        torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-4, atol=1e-5)
+        assert_close(together[i : i + 1], alone, dtype=torch.float32, accumulations=_chain(adapter, x, batch),
+                     why="one velocity call, batch of 2 (padded) vs 1: batch-dependent kernel blocking")
     # selecting and repeating (a prompt -> its group) keeps shapes consistent
     group = batch.select(torch.tensor([1, 1, 0]))
     assert adapter.velocity(adapter.transformer, x[[1, 1, 0]], sigma, group).shape == (3, 256, 16)
@@ -134,6 +151,7 @@ def test_phrase_token_mask_marks_the_phrase_in_the_encoded_sequence(adapter):
     assert adapter.phrase_fallbacks == before + 1
 
 
+@pytest.mark.parity
 def test_true_cfg_matches_closed_form():
     from train.adapters.qwen_image_edit import true_cfg
 
@@ -147,7 +165,8 @@ def test_true_cfg_matches_closed_form():
                 expected[b, t] = combined / np.sqrt((combined**2).sum()) * np.sqrt((cond[b, t] ** 2).sum())
         ours = true_cfg(torch.from_numpy(cond), torch.from_numpy(uncond), scale)
         assert ours.dtype == torch.float32
-        np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
+        assert_close(ours, expected, dtype=torch.float32, accumulations=2 * 7 + 4, growth="linear",
+                     why="float32 result of two 7-long sums of squares, a sqrt, a divide, a product")
 
 
 def test_clear_errors_for_missing_or_foreign_checkpoints(adapter, tmp_path):
@@ -198,7 +217,7 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, tiny_
         module_name = name.removeprefix("transformer.").replace(".weight", "")
         match = next(p for n, p in loaded.items() if n.startswith(module_name))
         assert saved[name].abs().max() > 0  # lora_B starts at zero: non-zero means the update was saved
-        torch.testing.assert_close(match, saved[name])
+        assert_exact(match, saved[name], why="loading a LoRA copies its values")
     finally:
         pipe.unload_lora_weights()
     if objective == "nft":  # the adapter's own loader (resume, lora.init_from) restores the exact values

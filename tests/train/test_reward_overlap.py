@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.numerics import assert_close, assert_exact
 from tests.support.scripted_server import Reply, ScriptedServer, completion
 from train.rollout.micro_batches import merge_extras
 from train.rollout.reward_thread import PendingRewards, RewardScheduler
@@ -99,10 +100,10 @@ def test_overlapped_scores_equal_sequential(grpo_trainer, judge_server):
     saw_nan = False
     for (b1, total1, parts1, _), (b2, total2, parts2) in zip(overlapped, sequential):
         assert b1.prompts == b2.prompts and torch.equal(b1.samples.images, b2.samples.images)
-        torch.testing.assert_close(total1, total2, rtol=0, atol=0, equal_nan=True)
+        assert_exact(total1, total2, equal_nan=True, why="the same images scored overlapped or in sequence")
         assert list(parts1) == list(parts2) == ["pixel_consistency", "mllm"]
         for name in parts1:
-            torch.testing.assert_close(parts1[name], parts2[name], rtol=0, atol=0, equal_nan=True)
+            assert_exact(parts1[name], parts2[name], equal_nan=True, why="the same images, the same reward")
         saw_nan |= bool(torch.isnan(total1).any())
         assert torch.isfinite(parts1["mllm"]).sum() >= 2  # the judge answered most images
     assert saw_nan  # the NaN path (full-mask row or unparseable verdicts) was exercised
@@ -257,12 +258,13 @@ def test_attention_is_recorded_per_micro_batch_and_scored(nft_trainer):
     extras = batch.samples.extras
     rows, cols = trainer.adapter.token_grid(trainer.height, trainer.width)
     assert extras["attention_grid"] == (rows, cols) and extras["attention"].shape == (8, rows * cols)
-    torch.testing.assert_close(extras["attention"].sum(1), torch.ones(8, dtype=extras["attention"].dtype))
+    assert_close(extras["attention"].sum(1), torch.ones(8), accumulations=rows * cols,
+                 why="a renormalised map summed over its tokens")
     _, parts = trainer.score(batch)
     _, whole_parts = trainer.rewards(RewardInputs(batch.samples.images, batch.sources, batch.masks,
                                                       batch.prompts, batch.edit_types, extras=extras))
-    torch.testing.assert_close(parts["attention_concentration"], whole_parts["attention_concentration"], rtol=0,
-                               atol=0, equal_nan=True)
+    assert_exact(parts["attention_concentration"], whole_parts["attention_concentration"], equal_nan=True,
+                 why="per-micro-batch slices of the same maps, the same reward per row")
     concentration = parts["attention_concentration"]
     assert ((concentration >= 0) & (concentration <= 1)).all() and concentration.std() > 0
     wiring, overlapping = trainer.attention, trainer.reward_scheduler
