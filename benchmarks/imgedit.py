@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from benchmarks.items import BenchItem
 from editkit import safe_paths, taxonomy
@@ -50,7 +50,8 @@ def find_edit_json(path: Path | str, suite: str = "basic") -> Path:
     for candidate in _candidates(path, suite):
         if candidate.is_file():
             return candidate
-    expected = (UGE_JSON + " (in UGE/)") if suite == "uge" else f"{EDIT_JSON} (in Benchmark/Basic/) or {SINGLETURN_JSON} (in singleturn/, the unpacked Benchmark.tar)"
+    expected = (UGE_JSON + " (in UGE/)") if suite == "uge" else (
+        f"{EDIT_JSON} (in Benchmark/Basic/) or {SINGLETURN_JSON} (in singleturn/, the unpacked Benchmark.tar)")
     raise FileNotFoundError(f"ImgEdit-Bench not found at {path}: expected {expected}")
 
 

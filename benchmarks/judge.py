@@ -8,9 +8,9 @@
 
 Judges drift, so the prompts are pinned: they live in the prompt store (``PROMPT_FILES``), and the judge's version
 (``PROMPT_VERSIONS`` plus the content hash of its prompt files and of an ImgEdit rubric file) goes into every
-request's cache key and every cached answer; every raw answer is cached in ``<run>/judge/<id>.json`` beside the parsed scores. ``repeats`` > 1 judges each
-item several times and reports the mean and spread. A malformed answer gives no score and a recorded reason;
-nothing is guessed.
+request's cache key and every cached answer; every raw answer is cached in ``<run>/judge/<id>.json`` beside the
+parsed scores. ``repeats`` > 1 judges each item several times and reports the mean and spread. A malformed answer
+gives no score and a recorded reason; nothing is guessed.
 """
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ class RayExecutor:
     def map_shards(self, stage: str, build: StepFactory, input_dir: Path, images_dir: Optional[Path],
                    shards: list[str], out_dir: Path) -> Iterator[ShardResult]:
         ray = connect(self.config.address)
-        import ray.data
+        import ray.data  # noqa: F811  (the submodule; ``ray`` stays the connected module)
 
         resources = self.config.resources(stage)
         context = ray.data.DataContext.get_current()

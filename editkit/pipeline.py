@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from editkit import schema, store
+from editkit import store
 
 Step = Callable[[list[dict[str, Any]], Optional[store.ImageShard]], list[dict[str, Any]]]
 

@@ -18,7 +18,8 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
     rle = coco_mask.encode(np.asfortranarray(mask.astype(bool).astype(np.uint8)))
     counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])],
+            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
 def decode(rle: dict[str, Any]) -> np.ndarray:
@@ -26,7 +27,8 @@ def decode(rle: dict[str, Any]) -> np.ndarray:
     if rle is None:
         raise ValueError("cannot decode a missing mask (None)")
     counts = rle["counts"]
-    coco = {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    coco = {"size": [int(rle["size"][0]), int(rle["size"][1])],
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     return coco_mask.decode(coco).astype(bool)
 
 

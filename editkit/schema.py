@@ -62,7 +62,8 @@ RECORD_SCHEMA = pa.schema(
         ("reject_stage", pa.string()),
         ("reject_reason", pa.string()),
         ("meta", pa.string()),  # free-form JSON for stage-specific provenance
-        ("phash", pa.struct([("source", pa.uint64()), ("edited", pa.uint64()), ("change", pa.uint64())])),  # 64-bit pHashes (score stage), near-duplicate removal
+        # 64-bit pHashes (score stage), near-duplicate removal
+        ("phash", pa.struct([("source", pa.uint64()), ("edited", pa.uint64()), ("change", pa.uint64())])),
         ("instruction_variants", pa.list_(pa.string())),  # every instruction the dataset ships (primary included)
     ]
 )

@@ -107,7 +107,6 @@ class EditDataset:
 
     def _image(self, record: dict, column: str | None, row: int, required: bool) -> torch.Tensor | None:
         """An image column resized to the training resolution, (3, H, W) in [0, 1]; None if absent and optional."""
-        from PIL import Image
 
         if not column or column not in self.table.column_names or record.get(column) is None:
             if required:

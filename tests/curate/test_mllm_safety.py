@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import pytest
 
@@ -37,7 +36,7 @@ def echo(request) -> Reply:
     if "retry-me" in request.text and request.index == 0:
         return Reply(status=500, body={"error": "upstream failed", "request_headers": request.headers})
     if "bad" in request.text:
-        return Reply(status=400, body=f"Bad request. You sent:\n" + "\n".join(
+        return Reply(status=400, body="Bad request. You sent:\n" + "\n".join(
             f"{k}: {v}" for k, v in request.headers.items()))
     if "garbage" in request.text:
         return Reply(body=f"not json {headers}")

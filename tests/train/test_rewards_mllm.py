@@ -9,7 +9,7 @@ import torch
 
 from tests.support.numerics import assert_close
 from tests.support.scripted_server import Reply, ScriptedServer, completion, free_port
-from train.rewards import REWARDS, RewardInputs, WeightedRewards, build_reward
+from train.rewards import RewardInputs, WeightedRewards, build_reward
 
 
 def batch(prompts):

@@ -6,7 +6,8 @@ outside the small mask, the small source and the small target are averages of ex
 
 Rows whose mask covers (almost) the whole image (global edits such as style transfer) have no background to
 preserve, so the ablation leaves them out, and so are rows of edit types outside ``edit_types`` when it is set; each
-one is listed with its reason in ``excluded.json`` (never silently dropped). The pretraining stage and every RL run train on ``train/``; every evaluation uses ``heldout/``.
+one is listed with its reason in ``excluded.json`` (never silently dropped). The pretraining stage and every RL run
+train on ``train/``; every evaluation uses ``heldout/``.
 """
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ through the MLLM client's transformers backend exactly as the reward does (greed
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 import time

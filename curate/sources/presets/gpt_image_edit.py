@@ -16,7 +16,6 @@ rewritten OmniEdit instructions ``instruction_original``; llava-style records (`
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -61,9 +60,9 @@ class GPTImageEdit(TablePreset):
         return tables.Table(root=path if path.is_dir() else path.parent)
 
     def pairs(self) -> Iterator[RawPair]:
-        for annotations, root in self.sources:
-            for index, record in enumerate(tables.iter_file(annotations)):
-                yield self.record(record if isinstance(record, dict) else {}, annotations.stem, root, index)
+        for annotation_file, root in self.sources:
+            for index, record in enumerate(tables.iter_file(annotation_file)):
+                yield self.record(record if isinstance(record, dict) else {}, annotation_file.stem, root, index)
 
     def record(self, record: dict[str, Any], stem: str, root: Path, index: int) -> RawPair:
         errors: list[str] = []
