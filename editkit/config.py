@@ -181,8 +181,10 @@ def from_dict(cls: type[T], values: Any, where: str = "", file: str | None = Non
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
-        keys = ", ".join(_join(where, str(k)) + _did_you_mean(str(k), fields) for k in unknown)
-        raise ConfigError(f"{origin}unknown key{'s' if len(unknown) > 1 else ''} {keys}; known: {sorted(fields)}")
+        keys = ", ".join(_join(where, str(k)) for k in unknown)
+        hints = "".join(_did_you_mean(str(k), fields, named=len(unknown) > 1) for k in unknown)
+        raise ConfigError(f"{origin}unknown key{'s' if len(unknown) > 1 else ''} {keys}; known: {sorted(fields)}"
+                          f"{hints}")
     hints = _hints(cls)
     kwargs = {name: getattr(base, name) for name in fields} if base is not None else {}
     for name, value in values.items():
@@ -254,9 +256,10 @@ def _in_range(value: Any, bounds: Range | None, where: str, file: str | None) ->
     return value
 
 
-def _did_you_mean(key: str, known: Iterable[str]) -> str:
+def _did_you_mean(key: str, known: Iterable[str], named: bool = False) -> str:
+    """`` (did you mean learning_rate?)`` for a near miss (``named``: ``... learning_rate for learing_rate?``)."""
     close = difflib.get_close_matches(key, [str(k) for k in known], n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return f" (did you mean {close[0]}{f' for {key}' if named else ''}?)" if close else ""
 
 
 def _convert_union(value: Any, args: tuple, where: str, file: str | None, default: Any,
@@ -364,8 +367,9 @@ def _path_type(cls: type, parts: list[str], override: str) -> Any:
             hints = _hints(hint)
             names = [f.name for f in dataclasses.fields(hint) if f.init]
             if part not in names:
-                where = ".".join(parts[: depth + 1]) + _did_you_mean(part, names)
-                raise ConfigError(f"{COMMAND_LINE}: override {override!r}: unknown key {where}; known: {sorted(names)}")
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"{COMMAND_LINE}: override {override!r}: unknown key {where}; known: {sorted(names)}"
+                                  f"{_did_you_mean(part, names)}")
             hint = hints.get(part, Any)
         elif typing.get_origin(hint) in (dict, collections.abc.Mapping) or hint is dict:
             args = typing.get_args(hint)

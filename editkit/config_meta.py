@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
-__all__ = ["FieldInfo", "Help", "Range", "describe_type", "field_infos", "help_of", "range_of", "strip"]
+__all__ = ["FieldInfo", "Help", "Range", "check_fields", "describe_type", "field_infos", "help_of", "range_of", "strip"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,44 @@ class Range:
 
 
 FINITE = Range()  # what a float field without a Range is held to
+
+
+def check_fields(instance: Any) -> None:
+    """Check the ranges and ``Literal`` choices of a dataclass built in code (``__post_init__``); the loader checks
+    them already when it builds one from a file. Raises ValueError naming the field."""
+    hints = typing.get_type_hints(type(instance), include_extras=True)
+    for f in dataclasses.fields(instance):
+        hint = hints.get(f.name, Any)
+        value = getattr(instance, f.name)
+        problem = _problem(value, hint, range_of(hint))
+        if problem:
+            raise ValueError(f"{f.name}: {problem}")
+
+
+def _problem(value: Any, hint: Any, bounds: Range | None) -> str | None:
+    hint = strip(hint)[0]
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return None if value in args else f"expected one of {list(args)}, got {value!r}"
+    if origin is typing.Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType"):
+        options = [a for a in args if a is not type(None)]
+        literal = [a for a in options if typing.get_origin(strip(a)[0]) is typing.Literal]
+        if len(options) == 1:
+            return _problem(value, options[0], range_of(options[0]) or bounds)
+        if literal and len(literal) == len(options):
+            choices = [c for a in literal for c in typing.get_args(strip(a)[0])]
+            return None if value in choices else f"expected one of {choices}, got {value!r}"
+    if isinstance(value, (list, tuple)):
+        item = args[0] if args and origin is not tuple else Any
+        return next((p for p in (_problem(v, item, range_of(item) or bounds) for v in value) if p), None)
+    if isinstance(value, dict):
+        item = args[1] if len(args) == 2 else Any
+        return next((p for p in (_problem(v, item, range_of(item) or bounds) for v in value.values()) if p), None)
+    if isinstance(value, float) and bounds is None:
+        bounds = FINITE
+    return bounds.problem(value) if bounds is not None else None
 
 
 @dataclass

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 
 from editkit.scores import (BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, INSTRUCTION_CLARITY, MASK_ACCURACY,
                             MASK_AREA, MASK_COMPONENTS, TARGET_PROMINENCE)
+from editkit.config_meta import Help, Range
 
 
 @dataclass
@@ -22,17 +23,57 @@ class FilterParams:
     """Thresholds; starting points from UltraEdit, ImgEdit and AnyEdit practice (masks covering 1–90 % of the
     image, CLIP image-image ≥ 0.7, directional CLIP ≥ 0.05)."""
 
-    mask_area_min: Optional[float] = 0.002  # region edits: fraction of the image that changes
-    mask_area_max: Optional[float] = 0.9
-    mask_components_max: Optional[float] = 50
-    bg_psnr_min: Optional[float] = 20.0  # dB outside the mask
-    bg_ssim_min: Optional[float] = 0.7
-    clip_image_sim_min: Optional[float] = 0.7  # only when CLIP scores exist
-    clip_direction_min: Optional[float] = 0.05
-    # MLLM quality scores, 0-10 (score.quality; skipped while it is off). Off by default; CoCoEdit-style: 6-7.
-    instruction_clarity_min: Optional[float] = None
-    mask_accuracy_min: Optional[float] = None  # region edits only (a whole-image mask has nothing to be accurate to)
-    target_prominence_min: Optional[float] = None  # region edits only
+    mask_area_min: Annotated[
+        Optional[float],
+        Help("region edits: minimum fraction of the image that changes (null: no minimum)"),
+        Range(ge=0, le=1),
+    ] = 0.002
+    mask_area_max: Annotated[
+        Optional[float],
+        Help("region edits: maximum fraction of the image that changes (null: no maximum)"),
+        Range(ge=0, le=1),
+    ] = 0.9
+    mask_components_max: Annotated[
+        Optional[float],
+        Help("most connected components a mask may have (null: any number)"),
+        Range(ge=0),
+    ] = 50
+    bg_psnr_min: Annotated[
+        Optional[float],
+        Help("minimum background PSNR in dB outside the mask (null: off)"),
+        Range(ge=0),
+    ] = 20.0
+    bg_ssim_min: Annotated[
+        Optional[float],
+        Help("minimum background SSIM outside the mask (null: off)"),
+        Range(ge=-1, le=1),
+    ] = 0.7
+    clip_image_sim_min: Annotated[
+        Optional[float],
+        Help("minimum CLIP source/edited image similarity, only when CLIP scores exist"),
+        Range(ge=-1, le=1),
+    ] = 0.7
+    clip_direction_min: Annotated[
+        Optional[float],
+        Help("minimum CLIP directional similarity of the edit and instruction (null: off)"),
+        Range(ge=-1, le=1),
+    ] = 0.05
+    instruction_clarity_min: Annotated[
+        Optional[float],
+        Help("MLLM quality scores, 0-10 (score.quality; skipped while it is off). Off by default; CoCoEdit-style: "
+             "6-7."),
+        Range(ge=0, le=10),
+    ] = None
+    mask_accuracy_min: Annotated[
+        Optional[float],
+        Help("minimum MLLM mask accuracy 0-10; region edits only (a whole-image mask has nothing to be accurate to)"),
+        Range(ge=0, le=10),
+    ] = None
+    target_prominence_min: Annotated[
+        Optional[float],
+        Help("minimum MLLM target prominence 0-10; region edits only"),
+        Range(ge=0, le=10),
+    ] = None
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from editkit.mllm.config import ClientConfig
 from editkit.scores import INSTRUCTION_CLARITY, MASK_ACCURACY, TARGET_PROMINENCE
+from editkit.config_meta import Help, Range
 
 SCORES = (INSTRUCTION_CLARITY, MASK_ACCURACY, TARGET_PROMINENCE)
 SCALE = (0, 10)
@@ -31,10 +32,18 @@ OVERLAY_ALPHA = 0.45  # inside the mask; the mask's outline is drawn solid
 class QualityParams:
     """``score.quality`` in params.yaml."""
 
-    enabled: bool = False  # also needs an MLLM: with client.backend none the sub-step stays off
-    client: ClientConfig = field(default_factory=ClientConfig)
-    prompt_version: str = "v1"  # editkit/mllm/prompts/quality_<version>.txt
-    max_side: int = 768  # every image is resized to this longest side before it is sent (bounds vision tokens)
+    enabled: Annotated[
+        bool,
+        Help("score instruction clarity, mask accuracy and target prominence with an MLLM; also needs client.backend"
+             " other than none"),
+    ] = False
+    client: Annotated[ClientConfig, Help("the MLLM client that judges quality")] = field(default_factory=ClientConfig)
+    prompt_version: Annotated[str, Help("the quality prompt: editkit/mllm/prompts/quality_<version>.txt")] = "v1"
+    max_side: Annotated[
+        int,
+        Help("every image is resized to this longest side before it is sent (bounds vision tokens)"),
+        Range(ge=1),
+    ] = 768
 
     @property
     def active(self) -> bool:

@@ -11,23 +11,33 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 from curate.sources import RawPair
 from editkit.safe_paths import UnsafePath, read_inside
+from editkit.config_meta import Help
 
 
 @dataclass
 class HFParams:
-    path: str = ""  # hub id ("org/name") or a local path
-    split: str = "train"
-    source_column: str = "source_image"
-    edited_column: str = "edited_image"
-    instruction_column: str = "instruction"
-    id_column: Optional[str] = None
-    mask_column: Optional[str] = None  # mask image, white = change
-    edit_type_column: Optional[str] = None
-    allow_outside_root: bool = False  # True: file-path cells may point anywhere (still regular files, size-capped)
+    path: Annotated[str, Help("hub id (\"org/name\") or a local path")] = ""
+    split: Annotated[str, Help("the dataset split to read")] = "train"
+    source_column: Annotated[str, Help("column holding the source image")] = "source_image"
+    edited_column: Annotated[str, Help("column holding the edited image")] = "edited_image"
+    instruction_column: Annotated[str, Help("column holding the edit instruction")] = "instruction"
+    id_column: Annotated[
+        Optional[str],
+        Help("optional column kept as the record's origin_key (null: the row index)"),
+    ] = None
+    mask_column: Annotated[Optional[str], Help("optional column with a mask image, white = change")] = None
+    edit_type_column: Annotated[
+        Optional[str],
+        Help("optional column with the edit type (a name of editkit.taxonomy)"),
+    ] = None
+    allow_outside_root: Annotated[
+        bool,
+        Help("True: file-path cells may point anywhere (still regular files, size-capped)"),
+    ] = False
 
 
 def load(params: HFParams):

@@ -11,34 +11,61 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import numpy as np
 
 from curate.sources import RawPair, edits, photos
+from editkit.config_meta import Help, Range, check_fields
 
 
 @dataclass
 class SampleParams:
-    n: int = 200
-    size: int = 512
-    seed: int = 0
-    edit_types: list[str] = field(default_factory=lambda: list(edits.EDITS))
-    min_crop: float = 0.6  # crop side as a fraction of the photo's short side: min_crop..1
-    degrade_fraction: float = 0.3
-    jpeg_quality: list[int] = field(default_factory=lambda: [70, 92])
-    brightness: float = 0.04  # max |shift| as a fraction of 255
-    contrast: float = 0.05  # max |relative change|
-    gamma: float = 0.06  # max |relative change| of the exponent
+    n: Annotated[
+        int,
+        Help("number of pairs generated; pair i depends only on (seed, i)"),
+        Range(ge=0, le=1_000_000),
+    ] = 200
+    size: Annotated[int, Help("square side of each generated image in pixels"), Range(ge=32, le=4096)] = 512
+    seed: Annotated[int, Help("seed of the crops, edits and degradations"), Range(ge=0)] = 0
+    edit_types: Annotated[
+        list[str],
+        Help("edit types cycled in this order (balanced counts); names of the sample's edits"),
+    ] = field(default_factory=lambda: list(edits.EDITS))
+    min_crop: Annotated[
+        float,
+        Help("crop side as a fraction of the photo's short side: min_crop..1"),
+        Range(gt=0, le=1),
+    ] = 0.6
+    degrade_fraction: Annotated[
+        float,
+        Help("share of edited images re-encoded as JPEG with a global jitter"),
+        Range(ge=0, le=1),
+    ] = 0.3
+    jpeg_quality: Annotated[
+        list[int],
+        Help("[low, high] JPEG quality range of degraded images"),
+        Range(ge=1, le=100),
+    ] = field(default_factory=lambda: [70, 92])
+    brightness: Annotated[
+        float,
+        Help("max |brightness shift| of degraded images, as a fraction of 255"),
+        Range(ge=0, le=1),
+    ] = 0.04
+    contrast: Annotated[float, Help("max |relative contrast change| of degraded images"), Range(ge=0, le=1)] = 0.05
+    gamma: Annotated[
+        float,
+        Help("max |relative change| of the gamma exponent of degraded images"),
+        Range(ge=0, le=1),
+    ] = 0.06
 
     def __post_init__(self) -> None:
+        check_fields(self)
         unknown = set(self.edit_types) - set(edits.EDITS)
         if unknown or not self.edit_types:
             raise ValueError(f"sample.edit_types {self.edit_types!r}: each must be one of {sorted(edits.EDITS)}")
-        if self.n < 0 or self.size < 32:
-            raise ValueError(f"sample needs n >= 0 and size >= 32 (got n={self.n}, size={self.size})")
-        if not 0.0 <= self.degrade_fraction <= 1.0:
-            raise ValueError(f"sample.degrade_fraction must be in [0, 1], got {self.degrade_fraction}")
+        if len(self.jpeg_quality) != 2 or self.jpeg_quality[0] > self.jpeg_quality[1]:
+            raise ValueError(f"sample.jpeg_quality must be [low, high], got {self.jpeg_quality}")
 
 
 @dataclass

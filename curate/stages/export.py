@@ -15,9 +15,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator, Literal
 
 import typer
+from editkit.config_meta import Help
 
 STAGE = "export"
 TEXT_COLUMNS = ("id", "origin", "instruction", "instruction_refined", "edit_type", "scope", "mask_source")
@@ -25,9 +26,15 @@ TEXT_COLUMNS = ("id", "origin", "instruction", "instruction_refined", "edit_type
 
 @dataclass
 class ExportParams:
-    format: str = "save_to_disk"  # the only format: Arrow shards + dataset_info (datasets.load_from_disk)
-    mask_png: bool = True  # also store each mask as a PNG Image column (viewer-friendly; RLE is canonical)
-    max_shard_size: str = "500MB"
+    format: Annotated[
+        Literal["save_to_disk"],
+        Help("the only format: Arrow shards + dataset_info (datasets.load_from_disk)"),
+    ] = "save_to_disk"
+    mask_png: Annotated[
+        bool,
+        Help("also store each mask as a PNG Image column (viewer-friendly; RLE is canonical)"),
+    ] = True
+    max_shard_size: Annotated[str, Help("largest Arrow shard written, e.g. 500MB")] = "500MB"
 
 
 def features(score_names: list[str], mask_png: bool):

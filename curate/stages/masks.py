@@ -19,12 +19,13 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
 from curate.masks.diff import DiffParams
 from curate.masks.grounded import GroundingParams
+from editkit.config_meta import Help, Range, check_fields
 
 STAGE = "masks"
 MODES = ("diff", "grounded")
@@ -34,20 +35,33 @@ IOU_SCORE = "diff_gt_iou"
 
 @dataclass
 class MasksParams:
-    mode: str = "diff"
-    diff: DiffParams = field(default_factory=DiffParams)
-    grounding: GroundingParams = field(default_factory=GroundingParams)  # used by mode: grounded
-    workers: int = 0  # threads for the per-record diff work; 0 = one per available CPU core (results do not change)
-    dilate: dict[str, int] = field(default_factory=dict)  # edit type -> radius (px) the final mask grows by
+    mode: Annotated[
+        Literal["diff", "grounded"],
+        Help("how masks are made: diff (pixel differences) or grounded (boxes -> SAM2, needs weights)"),
+    ] = "diff"
+    diff: Annotated[
+        DiffParams,
+        Help("pixel-difference masks (curate/masks/diff.py)"),
+    ] = field(default_factory=DiffParams)
+    grounding: Annotated[
+        GroundingParams,
+        Help("the grounded masker, used by mode: grounded"),
+    ] = field(default_factory=GroundingParams)
+    workers: Annotated[
+        int,
+        Help("threads for the per-record diff work; 0 = one per available CPU core (results do not change)"),
+        Range(ge=0),
+    ] = 0
+    dilate: Annotated[
+        dict[str, int],
+        Help("edit type -> radius (px) the final mask grows by"),
+    ] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from curate.masks.dilation import check_dilate
 
         self.dilate = check_dilate(self.dilate)
-        if self.mode not in MODES:
-            raise ValueError(f"masks.mode must be one of {MODES}, got {self.mode!r}")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"masks.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
+        check_fields(self)
 
 
 def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:

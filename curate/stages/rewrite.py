@@ -10,19 +10,23 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from editkit.mllm.config import ClientConfig
+from editkit.config_meta import Help
 
 STAGE = "rewrite"
 
 
 @dataclass
 class RewriteParams:
-    client: ClientConfig = field(default_factory=ClientConfig)  # the MLLM client; backend none = pass-through
-    prompt_version: str = "v1"  # editkit/mllm/prompts/rewrite_<version>.txt
+    client: Annotated[
+        ClientConfig,
+        Help("the MLLM client that rewrites instructions; backend none passes them through"),
+    ] = field(default_factory=ClientConfig)
+    prompt_version: Annotated[str, Help("the rewrite prompt: editkit/mllm/prompts/rewrite_<version>.txt")] = "v1"
 
 
 def passthrough(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,34 +16,56 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from curate.scoring.quality import QualityParams
+from editkit.config_meta import Help, Range, check_fields
 
 STAGE = "score"
 
 
 @dataclass
 class ClipParams:
-    enabled: bool = False  # off by default: needs CLIP weights you have locally (a hub tag downloads them)
-    model: str = "ViT-B-32"  # open-clip name, or "hf-hub:org/repo", or "local-dir:/path/to/folder"
-    pretrained: Optional[str] = "laion2b_s34b_b79k"  # tag or local checkpoint file (ignored for hf-hub:/local-dir:)
-    batch_size: int = 32
-    cache_dir: Optional[str] = "data/cache/clip"  # embeddings cached by model fingerprint + image bytes; null = off
+    enabled: Annotated[
+        bool,
+        Help("off by default: needs CLIP weights you have locally (a hub tag downloads them)"),
+    ] = False
+    model: Annotated[
+        str,
+        Help("open-clip name, or \"hf-hub:org/repo\", or \"local-dir:/path/to/folder\""),
+    ] = "ViT-B-32"
+    pretrained: Annotated[
+        Optional[str],
+        Help("tag or local checkpoint file (ignored for hf-hub:/local-dir:)"),
+    ] = "laion2b_s34b_b79k"
+    batch_size: Annotated[int, Help("images per CLIP forward"), Range(ge=1)] = 32
+    cache_dir: Annotated[
+        Optional[str],
+        Help("embeddings cached by model fingerprint + image bytes; null = off"),
+    ] = "data/cache/clip"
 
 
 @dataclass
 class ScoreParams:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    clip: ClipParams = field(default_factory=ClipParams)
-    quality: QualityParams = field(default_factory=QualityParams)  # MLLM quality scores; off without an MLLM
-    workers: int = 0  # threads for the per-record pixel scores; 0 = one per available CPU core (same results)
+    device: Annotated[str, Help("where the CLIP model runs: auto, cpu, cuda or cuda:N")] = "auto"
+    clip: Annotated[
+        ClipParams,
+        Help("CLIP image and direction similarity scores"),
+    ] = field(default_factory=ClipParams)
+    quality: Annotated[
+        QualityParams,
+        Help("MLLM quality scores; off without an MLLM"),
+    ] = field(default_factory=QualityParams)
+    workers: Annotated[
+        int,
+        Help("threads for the per-record pixel scores; 0 = one per available CPU core (same results)"),
+        Range(ge=0),
+    ] = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"score.workers must be an int >= 0 (0: one per CPU core), got {self.workers!r}")
+        check_fields(self)
 
 
 class ScoreStep:

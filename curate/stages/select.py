@@ -11,35 +11,60 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
 from curate.scoring.filters import FilterParams
+from editkit.config_meta import Help, Range
 
 STAGE = "select"
 
 
 @dataclass
 class DedupeParams:
-    enabled: bool = True
-    max_hamming: int = 4  # per 64-bit pHash (source, edited, change); JPEG re-encoding moves 0-2 bits
-    keep_by: str = "bg_ssim"  # score deciding which cluster member stays (highest; ties: smallest id)
+    enabled: Annotated[bool, Help("remove near-duplicate pairs before balancing")] = True
+    max_hamming: Annotated[
+        int,
+        Help("per 64-bit pHash (source, edited, change); JPEG re-encoding moves 0-2 bits"),
+        Range(ge=0, le=64),
+    ] = 4
+    keep_by: Annotated[
+        str,
+        Help("score deciding which cluster member stays (highest; ties: smallest id)"),
+    ] = "bg_ssim"
 
 
 @dataclass
 class BalanceParams:
-    target: dict = field(default_factory=dict)  # edit_type -> weight; empty = uniform over the types present
+    target: Annotated[
+        dict[str, float],
+        Help("edit_type -> weight; empty = uniform over the types present"),
+        Range(ge=0),
+    ] = field(default_factory=dict)
 
 
 @dataclass
 class SelectParams:
-    target_size: int = 40000
-    seed: int = 0
-    filters: FilterParams = field(default_factory=FilterParams)
-    dedupe: DedupeParams = field(default_factory=DedupeParams)
-    balance: BalanceParams = field(default_factory=BalanceParams)
+    target_size: Annotated[
+        int,
+        Help("how many pairs the balanced selection keeps (fewer if fewer pass)"),
+        Range(ge=1),
+    ] = 40000
+    seed: Annotated[int, Help("seed of the balanced sampling"), Range(ge=0)] = 0
+    filters: Annotated[
+        FilterParams,
+        Help("score thresholds a pair must pass (null turns one off)"),
+    ] = field(default_factory=FilterParams)
+    dedupe: Annotated[
+        DedupeParams,
+        Help("near-duplicate removal by perceptual hashes"),
+    ] = field(default_factory=DedupeParams)
+    balance: Annotated[
+        BalanceParams,
+        Help("the mix of edit types in the selection"),
+    ] = field(default_factory=BalanceParams)
 
 
 def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Path) -> dict[str, Any]:

@@ -9,10 +9,11 @@ See docs/datasets.md for the table of presets and what each one reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import Annotated, Callable, Optional, TypeVar
 
 from editkit.errors import ConfigError, UnknownName
 from editkit.registry import Registry, all_of, callable_with, has_methods
+from editkit.config_meta import Help, Range, check_fields
 
 T = TypeVar("T")
 
@@ -39,16 +40,21 @@ PRESETS: Registry[type] = Registry("preset", lazy=MODULES, check=all_of(
 class PresetParams:
     """``ingest.preset`` in params.yaml."""
 
-    name: str = ""  # one of names()
-    path: str = ""  # hub id or local path (a folder, or one parquet/jsonl file); "" = the preset's hub id
-    split: Optional[str] = None  # None = the preset's default split
-    streaming: bool = False  # iterate without downloading/converting the whole dataset first
-    limit: Optional[int] = None  # take the first N pairs only
-    allow_outside_root: bool = False  # let path columns point outside the dataset folder
+    name: Annotated[
+        str,
+        Help("the preset: magicbrush, ultraedit, omniedit, instructpix2pix, hq_edit, ... (docs/datasets.md)"),
+    ] = ""
+    path: Annotated[
+        str,
+        Help("hub id or local path (a folder, or one parquet/jsonl file); \"\" = the preset's hub id"),
+    ] = ""
+    split: Annotated[Optional[str], Help("the split to read (null: the preset's default split)")] = None
+    streaming: Annotated[bool, Help("iterate without downloading/converting the whole dataset first")] = False
+    limit: Annotated[Optional[int], Help("take the first N pairs only"), Range(ge=0)] = None
+    allow_outside_root: Annotated[bool, Help("let path columns point outside the dataset folder")] = False
 
     def __post_init__(self) -> None:
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
-            raise ValueError(f"ingest.preset.limit must be a non-negative integer or null, got {self.limit!r}")
+        check_fields(self)
 
 
 def register_preset(name: str) -> Callable[[T], T]:
