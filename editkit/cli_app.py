@@ -77,10 +77,6 @@ class CommandGroup(typer.Typer):
         if not self.registered_callback and not self.info.callback:
             self.info.callback = _no_options  # a group, even while it declares one command of its own
 
-
-def _no_options() -> None:
-    """A group's callback that takes no options (Typer builds a group, not a single command, when there is one)."""
-
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         register = super().command(*args, **kwargs)
 
@@ -98,6 +94,10 @@ def _no_options() -> None:
             return function
 
         return decorator
+
+
+def _no_options() -> None:
+    """A group's callback that takes no options (Typer builds a group, not a single command, when there is one)."""
 
 
 def command_group(**settings: Any) -> CommandGroup:
