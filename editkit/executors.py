@@ -24,9 +24,10 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Annotated, Any, Callable, Iterator, Literal, Optional
 
 from editkit import schema, store
+from editkit.config_meta import Help, Range
 
 Step = Callable[[list[dict[str, Any]], Optional["store.ImageShard"]], list[dict[str, Any]]]
 StepFactory = Callable[[], Step]
@@ -36,19 +37,41 @@ StepFactory = Callable[[], Step]
 class StageResources:
     """What one actor of a stage asks Ray for."""
 
-    num_cpus: float = 0.5  # fractional: on small machines whole-CPU actors starve Ray Data's own tasks
-    num_gpus: float = 0.0  # 1 = one actor per GPU; the step's models then see that GPU as cuda:0
-    concurrency: int = 2  # actors in the pool (the most shards in flight at once)
-    max_restarts: int = 3  # restarts of an actor whose process died; its shard is retried on the new one
+    num_cpus: Annotated[
+        float,
+        Help("CPUs per actor; fractional values help on small machines, where whole-CPU actors starve Ray Data's own"
+             " tasks"),
+        Range(gt=0),
+    ] = 0.5
+    num_gpus: Annotated[
+        float,
+        Help("GPUs per actor; 1 = one actor per GPU (the step's models then see that GPU as cuda:0)"),
+        Range(ge=0),
+    ] = 0.0
+    concurrency: Annotated[int, Help("actors in the pool (the most shards in flight at once)"), Range(ge=1)] = 2
+    max_restarts: Annotated[
+        int,
+        Help("restarts of an actor whose process died; its shard is retried on the new one"),
+        Range(ge=0),
+    ] = 3
 
 
 @dataclass
 class ExecutorConfig:
     """The ``executor`` section of params.yaml."""
 
-    kind: Literal["local", "ray"] = "local"
-    address: str = ""  # "" = start a local Ray instance on 127.0.0.1; "auto" = join the running cluster; ray://h:p
-    stages: dict[str, StageResources] = field(default_factory=dict)  # per stage name; missing = the defaults
+    kind: Annotated[
+        Literal["local", "ray"],
+        Help("where record stages run: local (this process) or ray (a Ray Data pipeline)"),
+    ] = "local"
+    address: Annotated[
+        str,
+        Help("\"\" = start a local Ray instance on 127.0.0.1; \"auto\" = join the running cluster; ray://h:p"),
+    ] = ""
+    stages: Annotated[
+        dict[str, StageResources],
+        Help("per stage name, the Ray resources of its actors; a missing stage gets the defaults"),
+    ] = field(default_factory=dict)
 
     def resources(self, stage: str) -> StageResources:
         return self.stages.get(stage) or StageResources()

@@ -6,34 +6,65 @@ The API key itself is never a parameter: ``api_key_env`` names the environment v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Annotated, Optional
+
+from editkit.config_meta import Help, Range, check_fields
 
 
 @dataclass
 class ClientConfig:
-    backend: str = "none"  # none | openai | transformers (editkit.mllm.backends.BACKENDS)
-    model: str = ""  # hub id or local path (transformers); served model name (openai; "" = the only one served)
-    endpoint: str = ""  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang)
-    api_key_env: str = ""  # NAME of the env var holding the API key ("" = no key); the key is never logged or cached
-    allow_private_endpoint: bool = False  # openai: allow a private/link-local endpoint host (loopback always is)
-    max_concurrency: int = 8  # openai: requests in flight; transformers: generation batch size
-    timeout_s: float = 120.0  # per HTTP attempt, end to end (connect + send + the whole answer)
-    budget_s: Optional[float] = None  # openai: wall-clock budget of the whole stage; no retry starts after it
-    retries: int = 4  # extra attempts on timeouts, connection errors, 429 and 5xx (never on other 4xx)
-    backoff_s: float = 0.5  # first retry delay; doubles each attempt, with full jitter
-    backoff_max_s: float = 30.0
-    temperature: float = 0.0
-    max_tokens: int = 512
-    cache_dir: str = "data/cache/mllm"  # on-disk response cache ("" disables it)
-    device: str = "auto"  # transformers: auto | cpu | cuda[:i]
-    max_pixels: int = 512 * 28 * 28  # transformers: Qwen2.5-VL image processor budget per image
+    backend: Annotated[
+        str,
+        Help("the MLLM backend: none, openai or transformers (a key of editkit.mllm.backends.BACKENDS)"),
+    ] = "none"
+    model: Annotated[
+        str,
+        Help("hub id or local path (transformers); served model name (openai; \"\" = the only one served)"),
+    ] = ""
+    endpoint: Annotated[str, Help("OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang)")] = ""
+    api_key_env: Annotated[
+        str,
+        Help("NAME of the env var holding the API key (\"\" = no key); the key is never logged or cached"),
+    ] = ""
+    allow_private_endpoint: Annotated[
+        bool,
+        Help("openai: allow a private/link-local endpoint host (loopback always is)"),
+    ] = False
+    max_concurrency: Annotated[
+        int,
+        Help("openai: requests in flight; transformers: generation batch size"),
+        Range(ge=1),
+    ] = 8
+    timeout_s: Annotated[
+        float,
+        Help("seconds per HTTP attempt, end to end (connect + send + the whole answer)"),
+        Range(gt=0),
+    ] = 120.0
+    budget_s: Annotated[
+        Optional[float],
+        Help("openai: wall-clock budget in seconds of the whole stage; no retry starts after it (null: none)"),
+        Range(gt=0),
+    ] = None
+    retries: Annotated[
+        int,
+        Help("extra attempts on timeouts, connection errors, 429 and 5xx (never on other 4xx)"),
+        Range(ge=0),
+    ] = 4
+    backoff_s: Annotated[
+        float,
+        Help("seconds of the first retry delay; doubles each attempt, with full jitter"),
+        Range(ge=0),
+    ] = 0.5
+    backoff_max_s: Annotated[float, Help("longest retry delay in seconds"), Range(ge=0)] = 30.0
+    temperature: Annotated[float, Help("sampling temperature of the answers (0 = greedy)"), Range(ge=0)] = 0.0
+    max_tokens: Annotated[int, Help("most tokens generated per answer"), Range(ge=1)] = 512
+    cache_dir: Annotated[str, Help("on-disk response cache (\"\" disables it)")] = "data/cache/mllm"
+    device: Annotated[str, Help("transformers: where the model runs, auto, cpu or cuda[:i]")] = "auto"
+    max_pixels: Annotated[
+        int,
+        Help("transformers: Qwen2.5-VL image processor budget per image"),
+        Range(ge=1),
+    ] = 512 * 28 * 28
 
     def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.budget_s is not None and self.budget_s <= 0:
-            raise ValueError(f"budget_s must be > 0 (or null: no budget), got {self.budget_s}")
+        check_fields(self)
