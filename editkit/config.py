@@ -52,6 +52,8 @@ class _Loader(yaml.SafeLoader):
     laughs"), nests deeper than ``MAX_YAML_DEPTH`` or holds a recursive alias is refused. Anchors, aliases and merge
     keys (``<<: *defaults``) within those bounds work as usual."""
 
+    aliases = 0  # aliases met in the document (an empty document composes nothing)
+
     def compose_document(self) -> Any:
         self._sizes: dict[int, int] = {}  # id(node) -> its size, aliases expanded (nodes stay alive meanwhile)
         self._depth = 0
@@ -109,8 +111,9 @@ def parse_yaml(text: str, source: str = "") -> Any:
         data = loader.get_single_data()
     except YAMLTooLarge as error:
         raise ConfigError(f"{where}: refused: {error}") from None
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as error:
-        # ValueError etc.: a scalar its constructor cannot build (a date 2024-13-45, an integer of 5000 digits)
+    except Exception as error:  # noqa: BLE001
+        # Not only YAMLError: PyYAML's constructors fail with ValueError (a date 2024-13-45, an integer of 5000
+        # digits), AttributeError (an empty !!timestamp) ...; whatever it is, the text is at fault.
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if isinstance(error, yaml.MarkedYAMLError) and (error.problem or error.context):
             mark = error.problem_mark or error.context_mark
