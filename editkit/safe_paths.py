@@ -65,9 +65,13 @@ def read_inside(root: Path | str, relative: str | os.PathLike, *, allow_outside:
     except OSError as error:
         raise UnsafePath(os.fspath(relative), f"cannot open: {error.strerror or error}") from None
     with os.fdopen(fd, "rb") as handle:
-        _check(os.fspath(relative), os.fstat(handle.fileno()), max_bytes)
-        limit = -1 if max_bytes is None else max_bytes + 1
+        info = os.fstat(handle.fileno())
+        _check(os.fspath(relative), info, max_bytes)
+        # read(n) allocates n bytes up front: ask for the file's size (+1, to notice growth), never the whole cap
+        limit = info.st_size + 1 if max_bytes is None else min(info.st_size, max_bytes) + 1
         data = handle.read(limit)
+        if len(data) == limit and (max_bytes is None or len(data) <= max_bytes):  # it grew since: read the rest
+            data += handle.read(-1 if max_bytes is None else max_bytes + 1 - len(data))
     if max_bytes is not None and len(data) > max_bytes:
         raise UnsafePath(os.fspath(relative), f"too large (over {max_bytes} bytes)")
     return data
