@@ -10,7 +10,7 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Literal, Optional
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from editkit import schema, store
 from editkit.mllm.config import ClientConfig
 from editkit.registry import Registry, callable_with
 from editkit.safe_paths import UnsafePath, read_inside
+from editkit.config_meta import Help, Range
 
 # bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
 READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read",
@@ -33,33 +34,79 @@ LAYOUTS = ("public", "cocoedit")  # cocoedit: CoCoEdit's masked GEdit/ImgEdit re
 class JudgeParams:
     """``bench.judge``: the MLLM judge of `bench evaluate` (its prompts are pinned in :mod:`benchmarks.judge`)."""
 
-    client: ClientConfig = field(default_factory=ClientConfig)  # backend "none" = no judge scores
+    client: Annotated[
+        ClientConfig,
+        Help("the MLLM judge client of `bench evaluate`; backend none = no judge scores"),
+    ] = field(default_factory=ClientConfig)
 
 
 @dataclass
 class MetricsParams:
-    convention: str = "standard"  # masked PSNR/SSIM: "standard" (ours) | "cocoedit" (CoCoEdit's released scorer)
+    convention: Annotated[
+        Literal["standard", "cocoedit"],
+        Help("masked PSNR/SSIM: \"standard\" (ours) | \"cocoedit\" (CoCoEdit's released scorer)"),
+    ] = "standard"
 
 
 @dataclass
 class BenchParams:
     """``params.yaml`` section ``bench`` (see the README, "Benchmarks")."""
 
-    gedit_path: str = "data/bench_fixture/gedit"
-    imgedit_path: str = "data/bench_fixture/imgedit"
-    compbench_path: str = "data/compbench"  # a CompBench copy written by its download_from_hf.py (tasks/...)
-    gedit_languages: list[str] = field(default_factory=lambda: ["en"])  # en | cn | both (= all)
-    gedit_source_image: str = "input_image"  # what GEdit's scorer compares against; or input_image_raw
-    imgedit_image_root: str | None = None
-    imgedit_suite: str = "basic"  # basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)
-    imgedit_prompts: str | None = None  # ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it
-    masks_dir: dict[str, str] = field(default_factory=dict)  # bench -> folder of known masks (<key>.png)
-    grounding: Optional[GroundingParams] = None  # the grounded masker (as masks.grounding); {} or null = none
-    fixture_items: int = 4
-    judge: JudgeParams = field(default_factory=JudgeParams)
-    metrics: MetricsParams = field(default_factory=MetricsParams)
-    layout: str = "public"  # "public": the benchmark's own release; "cocoedit": CoCoEdit's masked release
-    allow_outside_root: bool = False  # True: image paths in the release may point outside its folder
+    gedit_path: Annotated[
+        str,
+        Help("a local GEdit-Bench copy (the built-in fixture by default)"),
+    ] = "data/bench_fixture/gedit"
+    imgedit_path: Annotated[
+        str,
+        Help("a local ImgEdit-Bench copy (the built-in fixture by default)"),
+    ] = "data/bench_fixture/imgedit"
+    compbench_path: Annotated[
+        str,
+        Help("a CompBench copy written by its download_from_hf.py (tasks/...)"),
+    ] = "data/compbench"
+    gedit_languages: Annotated[
+        list[Literal["en", "cn", "both"]],
+        Help("GEdit instruction languages read: en, cn or both (= all)"),
+    ] = field(default_factory=lambda: ["en"])
+    gedit_source_image: Annotated[
+        Literal["input_image", "input_image_raw"],
+        Help("what GEdit's scorer compares against; or input_image_raw"),
+    ] = "input_image"
+    imgedit_image_root: Annotated[
+        str | None,
+        Help("folder ImgEdit's image paths are relative to (null: the copy's own folder)"),
+    ] = None
+    imgedit_suite: Annotated[
+        Literal["basic", "uge"],
+        Help("basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)"),
+    ] = "basic"
+    imgedit_prompts: Annotated[
+        str | None,
+        Help("ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it"),
+    ] = None
+    masks_dir: Annotated[
+        dict[str, str],
+        Help("bench -> folder of known masks (<key>.png)"),
+    ] = field(default_factory=dict)
+    grounding: Annotated[
+        Optional[GroundingParams],
+        Help("the grounded masker (as masks.grounding); {} or null = none"),
+    ] = None
+    fixture_items: Annotated[
+        int,
+        Help("items per benchmark in the generated fixture (`editkit bench make-fixture`)"),
+        Range(ge=1),
+    ] = 4
+    judge: Annotated[JudgeParams, Help("the MLLM judge of `bench evaluate`")] = field(default_factory=JudgeParams)
+    metrics: Annotated[
+        MetricsParams,
+        Help("how masked PSNR/SSIM are computed"),
+    ] = field(default_factory=MetricsParams)
+    layout: Annotated[
+        Literal["public", "cocoedit"],
+        Help("\"public\": the benchmark's own release; \"cocoedit\": CoCoEdit's masked release"),
+    ] = "public"
+    allow_outside_root: Annotated[bool, Help("True: image paths in the release may point outside its folder")] = False
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:
