@@ -53,7 +53,7 @@ class Range:
                 return None if self.allow_nan else f"must be {self.describe() or 'a finite number'}, got nan"
             if math.isinf(value) and not self.allow_inf:
                 return f"must be {self.describe() or 'a finite number'}, got {value}"
-        for op, bound, ok in ((">", self.gt, lambda v, b: v > b), (">=", self.ge, lambda v, b: v >= b),
+        for _op, bound, ok in ((">", self.gt, lambda v, b: v > b), (">=", self.ge, lambda v, b: v >= b),
                               ("<", self.lt, lambda v, b: v < b), ("<=", self.le, lambda v, b: v <= b)):
             if bound is not None and not ok(value, bound):
                 return f"must be {self.describe()}, got {_number(value)}"

@@ -66,7 +66,8 @@ def main(
     from editkit import store
 
     store.write_metrics(metrics_file, metrics)
-    typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + (f" ({metrics['note']})" if metrics.get("note") else ""))
+    note = f" ({metrics['note']})" if metrics.get("note") else ""
+    typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + note)
 
 
 class RewriteStep:

@@ -13,7 +13,7 @@ import pytest
 
 from editkit.config import (MAX_YAML_DEPTH, MAX_YAML_VALUES, _describe_value, apply_overrides, from_dict, load_file,
                             load_section, load_yaml, parse_yaml)
-from editkit.errors import ConfigError, UserError
+from editkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("editkit", "curate", "annotate", "benchmarks", "train")
