@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from editkit import rle, store
+from tests.support.numerics import assert_close
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -82,7 +83,8 @@ def test_reviews_reach_select_and_export(pipeline_repo):
     assert np.array_equal(rle.decode(after[fixed_id]["mask"]), fixed)  # what training reads is the reviewed mask
     assert after[fixed_id]["mask_source"] == "human"
     scored = {r["id"]: r for _, shard in store.iter_records(repo / "data/score/records") for r in shard}
-    assert scored[fixed_id]["scores"]["mask_area"] == pytest.approx(fixed.mean(), rel=1e-5)  # stored to 6 digits
+    assert_close(scored[fixed_id]["scores"]["mask_area"], fixed.mean(), rtol=1e-5,
+                 why="the stage stores scores with 6 significant digits")
     import pyarrow.parquet as pq
 
     rejects = pq.read_table(repo / "data/rejects/rejects.parquet").to_pylist()

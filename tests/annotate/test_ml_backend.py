@@ -10,13 +10,12 @@ from annotate.ml_backend.app import brush_target, create_app, local_image, promp
 from annotate.ml_backend.masker import Prompt, PromptMasker
 from annotate.rle import rle_to_mask
 from editkit import store
+from tests.support.numerics import assert_close
 
 
 @pytest.fixture(scope="module")
-def tiny_sam2(tmp_path_factory):
-    from tests.support.tiny.sam2 import build_tiny_sam2
-
-    return build_tiny_sam2(tmp_path_factory.mktemp("sam2"))
+def tiny_sam2(tiny_sam2_dir):
+    return tiny_sam2_dir  # one build per session (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,8 @@ def _context(width, height, x, y, box=None, positive=True):
 def test_context_becomes_a_pixel_prompt():
     prompt, size = prompt_from_context(_context(200, 100, 50, 25, box=(10, 20, 110, 80), positive=False))
     assert size == (200, 100) and prompt.labels == [0]
-    assert np.allclose(prompt.points, [(50, 25)]) and np.allclose(prompt.box, (10, 20, 110, 80))
+    assert_close(prompt.points, [(50, 25)], accumulations=2, why="percent × size / 100: two roundings")
+    assert_close(prompt.box, (10, 20, 110, 80), accumulations=2, why="percent × size / 100: two roundings")
     assert prompt_from_context(None)[0].is_empty()
     assert prompt_from_context({"result": [{"type": "keypointlabels", "value": {}}]})[0].is_empty()  # malformed
 

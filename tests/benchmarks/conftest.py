@@ -26,10 +26,9 @@ def built(bench_sources, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_kontext(tmp_path_factory):
-    from train.experiment.small_kontext import build_small_kontext
-
-    return build_small_kontext(tmp_path_factory.mktemp("tiny_kontext"))
+def tiny_kontext(tiny_kontext_dir):
+    """The session's tiny Kontext pipeline (tests/conftest.py), the same one the train tests use."""
+    return tiny_kontext_dir
 
 
 @pytest.fixture(scope="session")

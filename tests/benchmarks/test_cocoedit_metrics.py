@@ -11,6 +11,9 @@ from scipy import ndimage
 
 from editkit.metrics import masked_psnr, metric_pair
 from editkit.metrics_cocoedit import cocoedit_masked_psnr, cocoedit_masked_ssim
+from tests.support.numerics import assert_close
+
+WINDOW = 11 * 11  # the SSIM window: each local moment is a float64 sum of 121 products
 
 
 def reference_psnr(x, y, m):
@@ -53,29 +56,35 @@ def _pair(seed, size=(40, 52), noise=0.05):
     return base, edited, region
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cocoedit_metrics_match_the_formula(seed):
     a, b, region = _pair(seed, noise=0.02 + 0.1 * seed)
     m = region.astype(np.float64)
-    assert cocoedit_masked_psnr(a, b, region) == pytest.approx(reference_psnr(a, b, m), rel=1e-10)
-    assert cocoedit_masked_ssim(a, b, region) == pytest.approx(reference_ssim(a, b, m), rel=1e-9, abs=1e-12)
+    assert_close(cocoedit_masked_psnr(a, b, region), reference_psnr(a, b, m), accumulations=a.size, growth="linear",
+                 why="CoCoEdit's PSNR formula re-implemented: float64 sums over every value, another order")
+    assert_close(cocoedit_masked_ssim(a, b, region), reference_ssim(a, b, m), accumulations=WINDOW * a.size,
+                 growth="linear", why="CoCoEdit's SSIM re-implemented: float64 windows, then a masked mean")
     # batched torch input gives the same per-image values
     batch_a = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2)
     batch_b = torch.from_numpy(np.stack([b, b])).permute(0, 3, 1, 2)
     ssim = cocoedit_masked_ssim(batch_a, batch_b, torch.from_numpy(np.stack([region, region])))
-    assert ssim.shape == (2,) and float(ssim[0]) == pytest.approx(reference_ssim(a, b, m), rel=1e-9)
-    assert float(ssim[1]) == pytest.approx(1.0)
+    assert ssim.shape == (2,)
+    assert_close(ssim[0], reference_ssim(a, b, m), accumulations=WINDOW * a.size, growth="linear",
+                 why="the batched torch path of the same float64 formula")
+    assert_close(ssim[1], 1.0, accumulations=WINDOW * a.size, growth="linear", why="SSIM of an image with itself")
 
 
 def test_cocoedit_psnr_is_4_77_db_below_ours_and_empty_is_nan():
     a, b, region = _pair(3)
     gap = masked_psnr(a, b, region) - cocoedit_masked_psnr(a, b, region)
-    assert gap == pytest.approx(10 * math.log10(3), abs=1e-6)
-    assert cocoedit_masked_psnr(a, a, region) == pytest.approx(80.0)  # MSE clamped at 1e-8
+    assert_close(gap, 10 * math.log10(3), accumulations=a.size, growth="linear", scale=masked_psnr(a, b, region),
+                 why="a difference of two float64 PSNRs (dB): its error is relative to the PSNRs, not to the gap")
+    assert_close(cocoedit_masked_psnr(a, a, region), 80.0, accumulations=2, why="10 log10(1 / 1e-8)")  # MSE clamped
     empty = np.zeros(region.shape, bool)
     assert math.isnan(cocoedit_masked_psnr(a, b, empty)) and math.isnan(cocoedit_masked_ssim(a, b, empty))
     uint8 = (a * 255).round().astype(np.uint8)
-    assert cocoedit_masked_psnr(uint8, uint8, region) == pytest.approx(80.0)
+    assert_close(cocoedit_masked_psnr(uint8, uint8, region), 80.0, accumulations=2, why="10 log10(1 / 1e-8)")
     with pytest.raises(ValueError, match="convention"):
         metric_pair("paper")
 
@@ -89,9 +98,12 @@ def test_reward_and_benchmark_scores_select_the_convention():
     to_uint8 = lambda image: (image * 255).round().astype(np.uint8)  # noqa: E731
     ours = pixel_metrics(to_uint8(a), to_uint8(b), ~region)["scores"]
     theirs = pixel_metrics(to_uint8(a), to_uint8(b), ~region, convention="cocoedit")["scores"]
-    assert theirs["psnr_bg"] == pytest.approx(cocoedit_masked_psnr(to_uint8(a), to_uint8(b), region))
-    assert theirs["ssim_bg"] == pytest.approx(cocoedit_masked_ssim(to_uint8(a), to_uint8(b), region))
-    assert ours["psnr_bg"] - theirs["psnr_bg"] == pytest.approx(10 * math.log10(3), abs=1e-4)
+    assert_close(theirs["psnr_bg"], cocoedit_masked_psnr(to_uint8(a), to_uint8(b), region), accumulations=1,
+                 why="the same function, called through pixel_metrics")
+    assert_close(theirs["ssim_bg"], cocoedit_masked_ssim(to_uint8(a), to_uint8(b), region), accumulations=1,
+                 why="the same function, called through pixel_metrics")
+    assert_close(ours["psnr_bg"] - theirs["psnr_bg"], 10 * math.log10(3), accumulations=a.size, growth="linear",
+                 scale=ours["psnr_bg"], why="a difference of two float64 PSNRs: error relative to the PSNRs")
 
     images = torch.from_numpy(np.stack([b])).permute(0, 3, 1, 2)
     sources = torch.from_numpy(np.stack([a])).permute(0, 3, 1, 2)
@@ -100,6 +112,7 @@ def test_reward_and_benchmark_scores_select_the_convention():
                           images=images, sources=sources, edit_masks=torch.from_numpy(~region)[None])
     value = float(pixel_consistency(convention="cocoedit")(inputs)[0])
     expected = 0.35 * reference_ssim(a, b, region.astype(float)) + 0.65 * min(reference_psnr(a, b, region) / 40, 1)
-    assert value == pytest.approx(expected, rel=1e-9)
+    assert_close(value, expected, accumulations=WINDOW * a.size, growth="linear",
+                 why="the reward's float64 SSIM and PSNR vs the reference formulas, mixed 0.35 / 0.65")
     with pytest.raises(ValueError, match="convention"):
         pixel_consistency(convention="paper")

@@ -14,6 +14,7 @@ from benchmarks import evaluation as evaluate
 from benchmarks.build import build
 from benchmarks.compbench import CompBenchScorer, bbox, load_lpips
 from editkit import rle, schema, store
+from tests.support.numerics import assert_close, assert_exact
 
 
 def build_compbench(root, per_task=2):
@@ -70,23 +71,26 @@ def test_lpips_never_downloads_and_maps_torchvision_weights(tmp_path, monkeypatc
     squeeze = torchvision.models.squeezenet1_1(weights=None)
     torch.save(squeeze.state_dict(), tmp_path / "squeeze.pth")
     model = load_lpips(tmp_path / "squeeze.pth")
-    torch.testing.assert_close(model.net.slice1[0].weight, squeeze.features[0].weight)
-    torch.testing.assert_close(model.net.slice7._modules["12"].expand1x1.weight, squeeze.features[12].expand1x1.weight)
+    assert_exact(model.net.slice1[0].weight, squeeze.features[0].weight, why="weights are copied by name")
+    assert_exact(model.net.slice7._modules["12"].expand1x1.weight, squeeze.features[12].expand1x1.weight,
+                 why="weights are copied by name")
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        assert float(model(x, x)) == pytest.approx(0.0, abs=1e-6) and float(model(x, -x)) > 0
+        assert_close(model(x, x), 0.0, dtype=torch.float32, accumulations=1,
+                     why="identical inputs: identical features, differences of exactly equal values")
+        assert float(model(x, -x)) > 0
 
 
 def _resize(array, nearest=False):
     return np.asarray(Image.fromarray(array).resize((512, 512), Image.NEAREST if nearest else Image.BICUBIC))
 
 
-def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_config, kontext_pipe, tmp_path):
+def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_config, kontext_pipe, tiny_clip_dir,
+                                                    tmp_path):
     from editkit.clip import ClipScorer
-    from tests.support.tiny.clip import build_clip
 
     root, truth, _ = compbench_built
-    clip = ClipScorer(f"local-dir:{build_clip(tmp_path / 'clip')}", device="cpu")
+    clip = ClipScorer(f"local-dir:{tiny_clip_dir}", device="cpu")
     scorer = CompBenchScorer(load_lpips(random_init=True), clip)
     result = evaluate.evaluate(root / "built", tmp_path / "run", tiny_config(), pipe=kontext_pipe, progress=False,
                                compbench=scorer)
@@ -101,13 +105,17 @@ def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_confi
     # CompBench resizes the output straight to 512² (whatever its size), as the scorer does
     keep = 1 - _resize(mask.astype(np.uint8) * 255, nearest=True)[..., None] / 255.0
     a, b = _resize(output) / 255.0 * keep, _resize(source) / 255.0 * keep
-    assert item["scores"]["cb_psnr"] == pytest.approx(10 * np.log10(1 / np.mean((a - b) ** 2)), rel=1e-9)
+    assert_close(item["scores"]["cb_psnr"], 10 * np.log10(1 / np.mean((a - b) ** 2)), accumulations=a.size,
+                 growth="linear", why="a float64 MSE over 512² × 3 values, in another order, in dB")
     x0, y0, x1, y1 = bbox(_resize(mask.astype(np.uint8) * 255, nearest=True) > 0)
     crop = clip.embed_images([_png(_resize(output)[y0:y1, x0:x1])])[0]
     text = clip.embed_texts([f"a thing {item['key'][-5]}"])[0]
-    assert item["scores"]["lc_t"] == pytest.approx(100 * max(float(crop @ text), 0), rel=1e-5, abs=1e-6)
+    chain = 64 * 2  # the tiny CLIP's towers: 64-wide sums through 2 layers, in float32
+    assert_close(item["scores"]["lc_t"], 100 * max(float(crop @ text), 0), dtype=np.float32, accumulations=chain,
+                 scale=100.0, why="100 × the cosine of float32 embeddings computed in another call")
     gt = clip.embed_images([_png(_resize(edited)[y0:y1, x0:x1])])[0]
-    assert item["scores"]["lc_i"] == pytest.approx(float(crop @ gt), rel=1e-5)
+    assert_close(item["scores"]["lc_i"], float(crop @ gt), dtype=np.float32, accumulations=chain, scale=1.0,
+                 why="the cosine of float32 embeddings computed in another call")
     assert "CompBench LPIPS" in (tmp_path / "run" / "report.md").read_text()
 
 

@@ -156,13 +156,12 @@ def test_grounding_phrases_per_rule():
     assert proposals.grounding_phrases(removal) == ["red car"]
 
 
-def test_build_with_tiny_grounding_models(bench_sources, tmp_path):
+def test_build_with_tiny_grounding_models(bench_sources, tiny_sam2_dir, tmp_path):
     """bench.grounding loads the real masker (tiny random Grounding-DINO + SAM2): proposals follow the rules."""
     from tests.support.tiny.grounding_dino import build_tiny_grounding_dino
-    from tests.support.tiny.sam2 import build_tiny_sam2
 
     grounding = {"detector": str(build_tiny_grounding_dino(tmp_path / "gd")),
-                 "segmenter": str(build_tiny_sam2(tmp_path / "sam")), "device": "cpu", "progress": False,
+                 "segmenter": str(tiny_sam2_dir), "device": "cpu", "progress": False,
                  "box_threshold": 0.0, "text_threshold": 0.0}
     stats = build.build("gedit", bench_sources["gedit"], tmp_path / "g", from_dict(build.BenchParams, {"grounding": grounding}),
                         progress=False)

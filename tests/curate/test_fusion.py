@@ -5,6 +5,7 @@ import pytest
 from editkit import taxonomy
 from curate.masks import fusion
 from curate.masks.phrases import detector_prompt, phrases_from_instruction, record_phrases
+from tests.support.numerics import assert_close
 
 SHAPE = (8, 10)
 
@@ -40,7 +41,7 @@ def test_every_edit_type_gets_its_rule_region(edit_type):
         assert out.mask_source == "whole" and out.flags == [] and out.scores == {}
     else:
         assert out.mask_source == "fused" and out.flags == []
-        assert out.scores[fusion.IOU_SCORE] == pytest.approx(1.0)
+        assert_close(out.scores[fusion.IOU_SCORE], 1.0, accumulations=1, why="IoU: one division of pixel counts")
 
 
 def test_images_to_ground_per_rule_and_benchmark_items():
@@ -61,7 +62,7 @@ def test_fused_is_grounded_union_diff_when_they_agree():
     out = fusion.fuse("source", {"source": SOURCE_OBJ}, diff, SHAPE, min_iou=0.5)
     np.testing.assert_array_equal(out.mask, SOURCE_OBJ | diff)
     assert out.mask_source == "fused"
-    assert out.scores[fusion.IOU_SCORE] == pytest.approx(9 / 12)
+    assert_close(out.scores[fusion.IOU_SCORE], 9 / 12, accumulations=1, why="IoU: one division of pixel counts")
 
 
 def test_disagreement_keeps_diff_and_flags_with_iou():
@@ -71,7 +72,8 @@ def test_disagreement_keeps_diff_and_flags_with_iou():
     np.testing.assert_array_equal(out.mask, diff)
     assert out.mask_source == "diff" and out.flags == ["grounding_disagrees"]
     expected_iou = 1 / (21 + 13 - 1)
-    assert out.scores[fusion.IOU_SCORE] == pytest.approx(expected_iou)
+    assert_close(out.scores[fusion.IOU_SCORE], expected_iou, accumulations=1,
+                 why="IoU: one division of pixel counts")
     # exactly at the threshold it counts as agreement
     at_threshold = fusion.fuse("union", {"source": SOURCE_OBJ, "edited": EDITED_OBJ}, diff, SHAPE, expected_iou)
     assert at_threshold.mask_source == "fused"

@@ -9,16 +9,16 @@ from editkit.config import from_dict
 from curate.masks.refine import RefineParams
 from curate.masks.grounded import GroundedMasker, GroundingParams, WeightsUnavailableError
 from curate.masks.grounded_step import grounded_step, refine_grounded
+from tests.support.numerics import assert_close
 from tests.support.tiny.grounding_dino import build_tiny_grounding_dino
-from tests.support.tiny.sam2 import build_tiny_sam2
 
 SIZES = [(140, 200), (160, 130), (128, 128)]
 
 
 @pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
+def tiny_dirs(tmp_path_factory, tiny_sam2_dir):
     root = tmp_path_factory.mktemp("grounding_models")
-    return build_tiny_grounding_dino(root / "gdino"), build_tiny_sam2(root / "sam2")
+    return build_tiny_grounding_dino(root / "gdino"), tiny_sam2_dir
 
 
 def make_params(tiny_dirs, **overrides):
@@ -57,6 +57,7 @@ def test_batch_gives_masks_at_original_size_and_boxes_inside(masker):
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
 
 
+@pytest.mark.parity
 def test_batched_equals_one_image_at_a_time(masker):
     """Batching must not change results: same-size images so padding cannot differ."""
     rng = np.random.default_rng(1)
@@ -65,8 +66,11 @@ def test_batched_equals_one_image_at_a_time(masker):
     batched = masker.ground_batch(imgs, phrases)
     single = [masker.ground_batch([image], [p])[0] for image, p in zip(imgs, phrases)]
     for b, s in zip(batched, single):
-        np.testing.assert_allclose(b.boxes, s.boxes, atol=0.05)
-        np.testing.assert_allclose(b.scores, s.scores, atol=1e-4)
+        # the tiny Grounding DINO (d_model 32, 1 + 2 layers) and its backbone: about 32 × 32 chained float32 sums
+        assert_close(b.boxes, s.boxes, dtype=np.float32, accumulations=32 * 32,
+                     why="a batch of 3 vs one image: batch-dependent kernel blocking, boxes in pixels")
+        assert_close(b.scores, s.scores, dtype=np.float32, accumulations=32 * 32, scale=1.0,
+                     why="a batch of 3 vs one image: batch-dependent kernel blocking, probabilities")
         assert rle.iou(b.mask, s.mask) > 0.99
 
 
@@ -179,7 +183,9 @@ def test_step_with_detections_lands_in_schema(masker, tiny_dirs, tmp_path):
     assert by_id["bench"]["mask_source"] in ("grounded", "none")
     restored = {r["id"]: r for r in schema.from_table(schema.to_table(out))}
     assert restored["replace"]["mask"] == by_id["replace"]["mask"]
-    assert restored["replace"]["scores"] == pytest.approx(by_id["replace"]["scores"])
+    assert restored["replace"]["scores"].keys() == by_id["replace"]["scores"].keys()
+    for name, value in by_id["replace"]["scores"].items():
+        assert_close(restored["replace"]["scores"][name], value, accumulations=1, why="an Arrow float64 round trip")
 
 
 def test_step_on_built_in_sample_records(masker, tiny_dirs, sample_ingest_dir, tmp_path):

@@ -138,15 +138,13 @@ def test_score_pairs_background_scores_and_rejects(tmp_path):
 
 # ---------------------------------------------------------------- CLIP
 @pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
+def tiny_clip(tiny_clip_dir):
     import torch
-
-    from tests.support.tiny.clip import build_clip
 
     # Tiny ops on a shared 2-core machine: one thread avoids oversubscription stalls (10x slower otherwise).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield "local-dir:" + str(build_clip(tmp_path_factory.mktemp("tiny-clip")))
+    yield "local-dir:" + str(tiny_clip_dir)  # one build per session (tests/conftest.py)
     torch.set_num_threads(threads)
 
 

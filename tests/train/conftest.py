@@ -5,13 +5,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tiny_kontext_dir(tmp_path_factory):
-    from train.experiment.small_kontext import build_small_kontext
-
-    return build_small_kontext(tmp_path_factory.mktemp("tiny_kontext"))
-
-
-@pytest.fixture(scope="session")
 def tiny_kontext_pipe(tiny_kontext_dir):
     from diffusers import FluxKontextPipeline
 

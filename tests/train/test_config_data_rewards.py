@@ -95,17 +95,16 @@ def test_pixel_consistency_reward_formula():
     region = ~masks[1:2]
     psnr = float(torch.as_tensor(masked_psnr(images[1:2], sources[1:2], region)).reshape(-1)[0])
     ssim = float(torch.as_tensor(masked_ssim(images[1:2], sources[1:2], region)).reshape(-1)[0])
-    assert_close(total[1], 0.35 * ssim + 0.65 * min(max(psnr / 40, 0), 1), accumulations=4, growth="linear",
-                 why="the same PSNR and SSIM mixed by weights: a weighted sum of 2, / 40, clipped")
+    assert_close(total[1], 0.35 * ssim + 0.65 * min(max(psnr / 40, 0), 1), dtype=torch.float32, accumulations=4,
+                 growth="linear", why="the same PSNR and SSIM (of float32 images) mixed: a weighted sum of 2, / 40")
     assert_close(total[0], 1.0, accumulations=2, why="the clipped PSNR term and SSIM 1 weighted: 0.35 + 0.65")
     assert torch.isnan(total[2])
 
 
-def test_clip_direction_reward_with_tiny_clip(tmp_path):
-    from tests.support.tiny.clip import build_clip
+def test_clip_direction_reward_with_tiny_clip(tiny_clip_dir):
     from train.rewards import RewardInputs, WeightedRewards
 
-    model_dir = build_clip(tmp_path / "clip")
+    model_dir = tiny_clip_dir
     mix = WeightedRewards({"clip_direction": 1.0}, {"clip_direction": {"model": f"local-dir:{model_dir}",
                                                                         "device": "cpu"}})
     g = torch.Generator().manual_seed(0)

@@ -87,14 +87,13 @@ def test_reward_mix_and_config_checks():
     assert not load_config(None, []).region_advantages.enabled and not load_config(None, []).sampler.region_noise
 
 
-def test_grpo_trainer_with_region_advantages_and_noise(tiny_kontext_dir, edit_dataset_dir, tmp_path):
+def test_grpo_trainer_with_region_advantages_and_noise(tiny_kontext_dir, edit_dataset_dir, tiny_clip_dir, tmp_path):
     """One GRPO iteration with both switches: per-token ratio exactly 1 on-policy, members of a group share the
     initial noise outside the edit mask and differ inside it."""
-    from tests.support.tiny.clip import build_clip
     from train.config import load_config
     from train.trainers.grpo import GRPOTrainer
 
-    clip_dir = build_clip(tmp_path / "clip")
+    clip_dir = tiny_clip_dir
     config = load_config(REPO_CONFIG, [
         f"model.path={tiny_kontext_dir}", f"data.dataset={edit_dataset_dir}", f"output_dir={tmp_path / 'run'}",
         "objective.name=grpo", "objective.regularizer.enabled=false", "logging.progress=false",
