@@ -5,6 +5,7 @@ import numpy as np
 
 from annotate.merge import latest_per_sample, merge_record, review_metrics
 from editkit import rle, schema, store
+from tests.support.numerics import assert_close
 
 
 def _record(mask):
@@ -28,7 +29,7 @@ def test_painted_change_with_accept_ticked_is_a_correction():
         assert np.array_equal(rle.decode(out["mask"]), painted)
         assert np.array_equal(rle.decode(out["mask_predicted"]), predicted)
         expected = (predicted & painted).sum() / (predicted | painted).sum()
-        assert abs(out["scores"]["review_iou"] - expected) < 1e-12
+        assert_close(out["scores"]["review_iou"], expected, accumulations=1, why="IoU: one division of pixel counts")
 
 
 def test_unchanged_mask_with_fixed_ticked_is_an_accept():

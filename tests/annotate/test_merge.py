@@ -7,6 +7,7 @@ import numpy as np
 
 from annotate.merge import load_reviews, merge_step, review_metrics
 from editkit import pipeline, rle, schema, store
+from tests.support.numerics import assert_close
 
 
 def _records():
@@ -40,7 +41,8 @@ def test_merge_statuses_masks_and_metrics(tmp_path):
     assert np.array_equal(rle.decode(out["b"]["mask"]), fixed)
     assert np.array_equal(rle.decode(out["b"]["mask_predicted"]), predicted)
     expected_iou = (predicted & fixed).sum() / (predicted | fixed).sum()
-    assert abs(out["b"]["scores"]["review_iou"] - expected_iou) < 1e-12
+    assert_close(out["b"]["scores"]["review_iou"], expected_iou, accumulations=1,
+                 why="IoU: one division of pixel counts")
     assert out["c"]["status"] == schema.STATUS_REJECTED and out["c"]["reject_stage"] == "review"
     assert "edit failed" in out["c"]["reject_reason"]
     assert out["d"]["review_status"] is None and schema.is_ok(out["d"])  # missing review: passes through
@@ -50,7 +52,8 @@ def test_merge_statuses_masks_and_metrics(tmp_path):
     assert metrics["status"] == {"accept": 1, "fixed": 1, "reject": 1, "unreviewed": 2}
     assert metrics["reviews_without_record"] == 1
     assert metrics["iou_by_edit_type"]["recolor"]["n"] == 2
-    assert abs(metrics["iou_by_edit_type"]["recolor"]["mean_iou"] - (1 + expected_iou) / 2) < 1e-12
+    assert_close(metrics["iou_by_edit_type"]["recolor"]["mean_iou"], (1 + expected_iou) / 2, accumulations=2,
+                 why="a mean of 2 IoUs")
 
 
 def test_no_reviews_file_means_pass_through(tmp_path):

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks import evaluation as evaluate
 from benchmarks.editor import EditorConfig, load_pipeline

@@ -13,6 +13,11 @@ from editkit.metrics import masked_psnr, masked_ssim
 from tests.support.numerics import assert_close
 
 
+WINDOW = 11 * 11  # each SSIM moment is a float64 sum over an 11x11 Gaussian window
+SSIM_WHY = "float64 SSIM (OpenCV windows) vs scikit-image's (scipy windows), then a mean over the region"
+PSNR_WHY = "a float64 MSE over the region's values, in another order, in dB"
+
+
 def _skimage_ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     """Reference: skimage's full SSIM map (float64, HxWxC in [0, 1]) averaged over the region's pixels."""
     _, full = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
@@ -36,8 +41,10 @@ def test_single_float_images_match_skimage(seed):
     h, w = rng.integers(11, 70, size=2)
     a, b = _pair(rng, h, w, rng.uniform(0.01, 0.3))
     region = rng.random((h, w)) < rng.uniform(0.05, 0.95)
-    assert abs(masked_ssim(a, b, region) - _skimage_ssim(a, b, region)) <= 1e-4
-    assert abs(masked_psnr(a, b, region) - _reference_psnr(a, b, region)) <= 1e-4
+    assert_close(masked_ssim(a, b, region), _skimage_ssim(a, b, region), accumulations=WINDOW * a.size,
+                 growth="linear", scale=1.0, why=SSIM_WHY)
+    assert_close(masked_psnr(a, b, region), _reference_psnr(a, b, region), accumulations=a.size, growth="linear",
+                 why=PSNR_WHY)
 
 
 def test_uint8_numpy_images_are_scaled_by_255():
@@ -48,9 +55,10 @@ def test_uint8_numpy_images_are_scaled_by_255():
     region[5:30, 3:37] = True
     value = masked_ssim(a, b, region)
     assert isinstance(value, float)
-    assert abs(value - _skimage_ssim(a / 255.0, b / 255.0, region)) <= 1e-4
+    assert_close(value, _skimage_ssim(a / 255.0, b / 255.0, region), accumulations=WINDOW * a.size,
+                 growth="linear", scale=1.0, why=SSIM_WHY)
     expected_psnr = 10 * math.log10(255.0**2 / np.mean((a.astype(float) - b.astype(float))[region] ** 2))
-    assert abs(masked_psnr(a, b, region) - expected_psnr) <= 1e-4
+    assert_close(masked_psnr(a, b, region), expected_psnr, accumulations=a.size, growth="linear", why=PSNR_WHY)
 
 
 def test_grayscale_numpy_image():
@@ -59,7 +67,8 @@ def test_grayscale_numpy_image():
     region = rng.random((30, 30)) < 0.5
     _, full = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                     data_range=1.0, full=True)
-    assert abs(masked_ssim(a, b, region) - full[region].mean()) <= 1e-4
+    assert_close(masked_ssim(a, b, region), full[region].mean(), accumulations=WINDOW * a.size, growth="linear",
+                 scale=1.0, why=SSIM_WHY)
 
 
 @pytest.mark.parametrize("per_image_region", [False, True])
@@ -77,8 +86,9 @@ def test_batched_tensors_match_per_image_reference(per_image_region):
         r = regions[i] if per_image_region else regions[0]
         # The tensors are float32 copies: compare with the reference on the same rounded values.
         ai, bi = a[i].permute(1, 2, 0).double().numpy(), b[i].permute(1, 2, 0).double().numpy()
-        assert abs(float(ssim[i]) - _skimage_ssim(ai, bi, r)) <= 1e-4
-        assert abs(float(psnr[i]) - _reference_psnr(ai, bi, r)) <= 1e-4
+        assert_close(ssim[i], _skimage_ssim(ai, bi, r), accumulations=WINDOW * ai.size, growth="linear", scale=1.0,
+                     why=SSIM_WHY)
+        assert_close(psnr[i], _reference_psnr(ai, bi, r), accumulations=ai.size, growth="linear", why=PSNR_WHY)
 
 
 def test_region_with_channel_axis_and_uint8_tensors():
@@ -89,7 +99,8 @@ def test_region_with_channel_axis_and_uint8_tensors():
     got = masked_ssim(a, b, region)
     for i in range(2):
         ai, bi = a[i].permute(1, 2, 0).numpy() / 255.0, b[i].permute(1, 2, 0).numpy() / 255.0
-        assert abs(float(got[i]) - _skimage_ssim(ai, bi, region[i, 0].numpy())) <= 1e-4
+        assert_close(got[i], _skimage_ssim(ai, bi, region[i, 0].numpy()), accumulations=WINDOW * ai.size,
+                     growth="linear", scale=1.0, why=SSIM_WHY)
 
 
 def test_torch_convolution_path_matches_skimage():
@@ -101,11 +112,13 @@ def test_torch_convolution_path_matches_skimage():
         y = torch.from_numpy(b.transpose(2, 0, 1)[None].copy())
         got = metrics._ssim_map_torch(x, y)[0].permute(1, 2, 0).numpy()
         expected = metrics._ssim_map_numpy(a[None], b[None])[0]
-        assert np.abs(got - expected).max() <= 1e-6
+        assert_close(got, expected, accumulations=2 * WINDOW, growth="linear", scale=1.0,
+                     why="per pixel: float64 grouped convolution vs OpenCV's separable filter, then the SSIM formula")
         if min(h, w) >= 11:  # skimage refuses images smaller than its window
             _, full = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                             data_range=1.0, channel_axis=2, full=True)
-            assert np.abs(got - full).max() <= 1e-6
+            assert_close(got, full, accumulations=2 * WINDOW, growth="linear", scale=1.0,
+                         why="per pixel: float64 grouped convolution vs scipy's separable filter, then the formula")
 
 
 def test_edge_cases_identical_empty_and_full_regions():
