@@ -151,3 +151,17 @@ def test_a_bad_dotted_path_is_one_line_naming_it(plugins):
     assert str(interface.value) == ("pair source (ingest.source) 'my_sources_broken:Squares' lacks __iter__ "
                                     "(needs __len__, __iter__)")
     sys.modules.pop("my_sources_broken", None)
+
+
+def test_every_built_in_passes_its_registry_s_check():
+    from benchmarks.build import READERS
+    from curate.sources import SOURCES
+    from curate.sources.presets import PRESETS
+    from editkit.mllm.backends import BACKENDS
+    from train.adapters import ADAPTERS
+    from train.rewards import REWARDS
+    from train.trainers import TRAINERS
+
+    for registry in (ADAPTERS, REWARDS, TRAINERS, BACKENDS, SOURCES, PRESETS, READERS):
+        assert registry.check is not None, registry.kind
+        assert set(registry.load_all()) == set(registry.names())  # get() runs the check on each entry
