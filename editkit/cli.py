@@ -27,6 +27,7 @@ app = command_group(
 )
 for _name, _target in GROUPS.items():
     app.add_lazy_typer(_target, name=_name)
+app.add_lazy_typer("editkit.config_cli:app", name="config")
 
 
 @app.command()

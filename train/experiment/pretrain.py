@@ -34,7 +34,7 @@ from editkit.config_meta import Help, Range
 @dataclass
 class ArchitectureConfig:
     num_layers: Annotated[int, Help("dual-stream (MMDiT) blocks"), Range(ge=1)] = 2
-    num_single_layers: Annotated[int, Help("single-stream blocks"), Range(ge=0)] = 2
+    num_single_layers: Annotated[int, Help("single-stream blocks after the dual-stream ones"), Range(ge=0)] = 2
     num_attention_heads: Annotated[int, Help("attention heads per transformer block"), Range(ge=1)] = 4
     attention_head_dim: Annotated[int, Help("width of each attention head"), Range(ge=1)] = 16
     latent_channels: Annotated[int, Help("channels of the VAE latent"), Range(ge=1)] = 8
