@@ -50,7 +50,7 @@ class MetricsParams:
 
 @dataclass
 class BenchParams:
-    """``params.yaml`` section ``bench`` (see the README, "Benchmarks")."""
+    """``params.yaml`` section ``bench`` (see docs/benchmarks.md)."""
 
     gedit_path: Annotated[
         str,
@@ -126,6 +126,9 @@ def build(bench: str, path: Path | str, out_dir: Path | str, params: BenchParams
 
     params = params or BenchParams()
     READERS.get(bench)  # an unknown benchmark fails here, listing the choices
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{bench}: {path} does not exist (a local copy of the benchmark; "
+                                "`editkit bench make-fixture` writes the tiny fixture copies the defaults point at)")
     if masks_dir is None and params.masks_dir.get(bench):
         masks_dir = params.masks_dir[bench]
         if not Path(masks_dir).is_dir():

@@ -60,7 +60,8 @@ def build(
                                                    "(default: params.yaml bench.<bench>_path)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: data/bench/<bench>)"),
     masks: Optional[Path] = typer.Option(None, help="folder of known masks <key>.png, white = should change "
-                                                    "(default: params.yaml bench.masks_dir.<bench>)"),
+                                                    "(default: params.yaml bench.masks_dir.<bench>, used for "
+                                                    "the configured bench.<bench>_path only)"),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file with a `bench:` section"),
     metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default: metrics/bench_<bench>.json)"),
     layout: Optional[str] = typer.Option(None, help="public (the benchmark's release) | cocoedit (CoCoEdit's masked "
@@ -80,7 +81,16 @@ def build(
         from dataclasses import replace
 
         params = replace(params, layout=layout)
-    path = path or Path(getattr(params, f"{bench}_path"))
+    configured = Path(getattr(params, f"{bench}_path"))
+    if path is not None and masks is None and params.masks_dir.get(bench) and path.resolve() != configured.resolve():
+        # bench.masks_dir.<bench> holds the known masks of the configured copy (by default the fixture's reference
+        # masks): another copy given with --path does not get them; --masks gives it its own
+        from dataclasses import replace
+
+        typer.echo(f"note: bench.masks_dir.{bench} belongs to bench.{bench}_path ({configured}), not used for {path}; "
+                   "pass --masks DIR for known masks of this copy", err=True)
+        params = replace(params, masks_dir={k: v for k, v in params.masks_dir.items() if k != bench})
+    path = path or configured
     out = out or Path("data/bench") / bench
     with _user_errors():
         stats = run_build(bench, path, out, params, masks_dir=masks)

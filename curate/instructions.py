@@ -54,7 +54,7 @@ class RewriteOutput(BaseModel):
 
 
 def taxonomy_table() -> str:
-    """One line per edit type: what the prompt (and the README) show."""
+    """One line per edit type: what the prompt (and docs/mllm.md, "Edit taxonomy") show."""
     lines = []
     for name, edit_type in taxonomy.EDIT_TYPES.items():
         gedit = [k for k, v in taxonomy.GEDIT_TO_EDIT_TYPE.items() if v == name]

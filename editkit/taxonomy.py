@@ -1,7 +1,7 @@
 """The edit-type taxonomy shared by every stage, with the mappings from the public benchmarks.
 
 Each type says its scope (local edits change a region; global edits change the whole image) and which image the
-grounded mask is taken from (see the fusion table in the README):
+grounded mask is taken from (see the fusion table in docs/data-pipeline.md):
 
 * ``edited``     ground the target in the edited image (the object exists only after the edit)
 * ``source``     ground in the source image (the object exists only before)

@@ -4,7 +4,7 @@ Loaded by the core's typed loader (:mod:`editkit.config`): unknown keys and wron
 key and the file, before any model is loaded; overrides are parsed by the type of the field they set. Reward
 options (``rewards.options.<name>``) are checked against the reward factory's signature at load time too. Each
 algorithmic module owns its config dataclass (advantages, GRPO, NFT, regularizer); this file assembles them. See
-``train/configs/*.yaml`` and the README's "Post-training" section for the reference.
+``train/configs/*.yaml`` and docs/training.md ("Config reference") for the reference.
 """
 from __future__ import annotations
 

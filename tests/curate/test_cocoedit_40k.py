@@ -13,7 +13,7 @@ from curate.stages import ingest as ingest_stage
 from editkit import rle, schema, store
 
 
-def build_release(root, count=4, seed=0):
+def build_release(root, count=4, seed=0, metadata="metadata.jsonl"):
     """The unpacked release: metadata.jsonl at the root, JPEG images and PNG keep-masks (white = keep) in the
     unzipped part folders, plus broken lines of every kind."""
     rng = np.random.default_rng(seed)
@@ -38,7 +38,7 @@ def build_release(root, count=4, seed=0):
     (root / "masks_part1" / "broken.png").write_bytes(b"not a png")
     lines.append({"prompt": "broken mask", "image": "images_part1/000001.jpg", "mask": "masks_part1/broken.png"})
     text = "\n".join(json.dumps(line) for line in lines) + "\n{not json\n"
-    (root / "metadata.jsonl").write_text(text)
+    (root / metadata).write_text(text)
     return edits
 
 
@@ -57,6 +57,17 @@ def test_reader_converts_polarity_and_rejects_bad_lines(tmp_path):
     for record in (r for r in records if schema.is_ok(r)):
         assert record["has_edited"] is False and record["mask_source"] == "gt"
         np.testing.assert_array_equal(rle.decode(record["mask"]), edits[record["origin_key"]])  # white = keep
+
+
+@pytest.mark.parametrize("metadata", ["train_metadata.jsonl", "metadata.jsonl"])
+def test_folder_form_finds_either_metadata_name(tmp_path, metadata):
+    """The release folder names its metadata train_metadata.jsonl; CoCoEdit's reader, metadata.jsonl: the folder form
+    (ingest.preset.path = the folder) finds either, and the file form takes the file itself."""
+    build_release(tmp_path / "release", metadata=metadata)
+    for path in (tmp_path / "release", tmp_path / "release" / metadata):
+        source = open_preset(PresetParams(name="cocoedit_40k", path=str(path)))
+        assert len(source) == 9
+        assert sum(pair.error is None for pair in source) == 4
 
 
 def test_missing_release_is_clear(tmp_path):

@@ -1,13 +1,14 @@
 """CoCoEdit-40K (``wyh6666/CoCoEdit-40K``), CoCoEdit's RL prompt set, from its unpacked release.
 
-Layout (its dataset card and the reader in CoCoEdit's training code): ``metadata.jsonl`` at the root, one object
+Layout (its dataset card and the reader in CoCoEdit's training code): the metadata file at the root
+(``train_metadata.jsonl`` in the release, ``metadata.jsonl`` in CoCoEdit's reader; either is found), one object
 per line with ``prompt`` (the instruction), ``image`` and ``mask`` (paths relative to the root; the images and masks
 come in zip parts, unpacked beside the file). There is no edited image: it is a prompt set for RL. In its masks
 **white marks the region to KEEP** (CoCoEdit scores the white region and regularises it as background); they are
 inverted to our convention (True = should change), the max over channels below 128 being the edit region, as
 CoCoEdit's scorer binarises them. Masks become ``mask_source: gt``; records have ``has_edited = False``.
 
-``path`` is the release folder (or its ``metadata.jsonl``). Every line yields a pair: one that cannot be used (bad
+``path`` is the release folder (or its metadata file). Every line yields a pair: one that cannot be used (bad
 JSON, a missing field, a path leaving the release, a missing or unreadable file) becomes a rejected record.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from curate.sources import RawPair
 from curate.sources.presets import register_preset, tables
 from curate.sources.presets.base import TablePreset, text_list
 
-METADATA = "metadata.jsonl"
+METADATA_NAMES = ("train_metadata.jsonl", "metadata.jsonl")  # looked for in this order in the release folder
 
 
 def keep_mask_to_edit_png(data: bytes) -> bytes:
@@ -45,11 +46,13 @@ class CoCoEdit40K(TablePreset):
     def open(self) -> tables.Table:
         if not self.path:
             raise ValueError("ingest.preset.path: cocoedit_40k needs the unpacked CoCoEdit-40K release "
-                             f"({METADATA} + the unzipped image and mask parts)")
+                             f"({' or '.join(METADATA_NAMES)} + the unzipped image and mask parts)")
         path = Path(self.path)
-        file = path if path.is_file() else path / METADATA
-        if not file.is_file():
-            raise ValueError(f"ingest.preset.path: {file} not found; point it at the unpacked CoCoEdit-40K release")
+        found = [path] if path.is_file() else [path / name for name in METADATA_NAMES if (path / name).is_file()]
+        if not found:
+            raise ValueError(f"ingest.preset.path: {' or '.join(METADATA_NAMES)} not found in {path}; point it at the "
+                             "unpacked CoCoEdit-40K release (or at its metadata file)")
+        file = found[0]
         return tables.Table(root=file.parent, files=[file], columns=tables._columns(file),
                             length=tables.count_rows(file))
 
