@@ -32,3 +32,8 @@ class CheckpointError(UserError, ValueError):
 
 class MissingCheckpoint(CheckpointError, FileNotFoundError):
     """``--resume`` names a directory that is not a complete checkpoint (also a FileNotFoundError)."""
+
+
+class OutputRefused(UserError, FileExistsError):
+    """An output path that exists and is not a previous output of the same stage (a user's file or folder): it is
+    never moved or replaced."""

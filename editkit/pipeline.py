@@ -28,9 +28,11 @@ class StageStats:
     counters: Counter = field(default_factory=Counter)  # summed from the steps' own `counters` (e.g. requests)
     facts: dict = field(default_factory=dict)  # the steps' `facts` (e.g. the model id a server reported)
     seconds: float = 0.0
+    repaired: list = field(default_factory=list)  # outputs a killed run had left hidden, repaired before running
+    metrics: Optional[dict] = None  # what ``summarize`` returned (committed with the records when a file is given)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "stage": self.stage,
             "records_in": self.records_in,
             "records_out": self.records_out,
@@ -38,6 +40,13 @@ class StageStats:
             "seconds": round(self.seconds, 3),
             "records_per_s": round(self.records_in / self.seconds, 2) if self.seconds else None,
         }
+        if self.repaired:  # only then: an ordinary run's metrics stay as they were
+            out["repaired"] = list(self.repaired)
+        return out
+
+
+# What a record output folder holds: an existing --out with anything else is not replaced (editkit.atomic).
+RECORD_OUTPUT = ("shard-*.parquet",)
 
 
 class Deferred:
@@ -62,11 +71,19 @@ def run_stage(
     images_dir: Path | str | None = None,
     progress: bool = True,
     executor: Any = None,
+    metrics_file: Path | str | None = None,
+    summarize: Optional[Callable[[StageStats, Path], dict[str, Any]]] = None,
 ) -> StageStats:
     """Apply ``step`` to each shard of ``input_dir`` and write ``output_dir`` atomically.
 
     ``executor``: an :mod:`editkit.executors` executor (default: local, in this process). Executors other than the
     local one need ``step`` as a :class:`Deferred`. Output shards keep the input's names and order either way.
+
+    Inputs and outputs a killed run left hidden are repaired first (:func:`editkit.atomic.recover_input`), and
+    said so (``stats.repaired``, in the metrics as ``repaired``). ``summarize(stats, records_dir)`` computes the
+    stage's metrics from the finished records before they are committed (``stats.metrics``); with
+    ``metrics_file`` they are written in the same atomic step as the records, so a kill never leaves metrics that
+    describe other records. An existing ``output_dir`` that is not a record output is refused, never replaced.
     """
     from tqdm.auto import tqdm
 
@@ -81,13 +98,18 @@ def run_stage(
         raise ValueError(f"{stage}: this stage's step cannot run on the {executor.kind} executor (it is not a "
                          "pipeline.Deferred); run it with --executor local")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    repaired = store.recover_input(input_dir) + (store.recover_input(images_dir) if images_dir is not None else [])
+    repaired += store.recover(output_dir, *([metrics_file] if metrics_file is not None else []))
     shards = store.list_shards(input_dir)
     if not shards:
         raise FileNotFoundError(f"{stage}: no record shards in {input_dir}; run the previous stage first (dvc repro)")
-    stats = StageStats(stage)
+    stats = StageStats(stage, repaired=repaired)
     started = time.perf_counter()
     total = store.count_records(input_dir)
-    with store.atomic_dir(output_dir) as tmp, tqdm(total=total, desc=stage, unit="rec", disable=not progress) as bar:
+    files = [Path(metrics_file)] if metrics_file is not None else []
+    with store.atomic_dirs(output_dir, files=files, owns=[RECORD_OUTPUT]) as tmps, \
+            tqdm(total=total, desc=stage, unit="rec", disable=not progress) as bar:
+        tmp = tmps[0]
         # absolute: workers elsewhere (other processes, other nodes) do not share this process's working directory
         images = Path(images_dir).resolve() if images_dir is not None else None
         for result in executor.map_shards(stage, build, input_dir.resolve(), images, shards, Path(tmp).resolve()):
@@ -100,6 +122,11 @@ def run_stage(
         written = set(store.list_shards(tmp))
         if written != set(shards):  # an executor that lost a shard must never commit a partial output
             raise RuntimeError(f"{stage}: output shards {sorted(set(shards) - written)[:3]} missing; nothing committed")
+        stats.seconds = time.perf_counter() - started
+        if summarize is not None:
+            stats.metrics = summarize(stats, Path(tmp))
+        if metrics_file is not None:
+            store.write_metrics(tmps[1], stats.metrics if stats.metrics is not None else stats.as_dict())
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from editkit import schema
-from editkit.atomic import atomic_dir, atomic_dirs, atomic_write_text, recover  # noqa: F401  (the store's API)
+from editkit.atomic import (  # noqa: F401  (the store's API)
+    atomic_dir, atomic_dirs, atomic_write_text, recover, recover_input, refuse_foreign)
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGE_SCHEMA = pa.schema([("id", pa.string()), ("source_image", IMAGE_STRUCT), ("edited_image", IMAGE_STRUCT)])

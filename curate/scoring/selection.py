@@ -177,12 +177,19 @@ def decide(params, cand: Candidates) -> Decision:
 
 
 # ---------------------------------------------------------------- pass 2
-def write_outputs(cand: Candidates, decision: Decision, input_dir: Path, output_dir: Path, rejects_dir: Path) -> None:
-    """Rewrite every shard with the new status and reason; write all rejected records to the rejects table."""
+def write_outputs(cand: Candidates, decision: Decision, input_dir: Path, output_dir: Path, rejects_dir: Path,
+                  metrics_file: Path | None = None, metrics: dict | None = None) -> None:
+    """Rewrite every shard with the new status and reason; write all rejected records to the rejects table (and
+    ``metrics`` to ``metrics_file``, in the same atomic step)."""
     reason_of_step = np.array([r or None for r in decision.reasons] + [None], dtype=object)
     offset = 0
-    # One unit: the records and the rejects table are replaced together or not at all (store.atomic_dirs).
-    with store.atomic_dirs(output_dir, rejects_dir) as (out_tmp, rej_tmp):
+    files = [Path(metrics_file)] if metrics_file is not None else []
+    # One unit: the records, the rejects table and the metrics are replaced together or not at all (store.atomic_dirs).
+    with store.atomic_dirs(output_dir, rejects_dir, files=files,
+                           owns=[("shard-*.parquet",), ("rejects.parquet",)]) as tmps:
+        out_tmp, rej_tmp = tmps[0], tmps[1]
+        if metrics_file is not None:
+            store.write_metrics(tmps[2], metrics or {})
         writer = pq.ParquetWriter(rej_tmp / "rejects.parquet", REJECTS_SCHEMA, compression="zstd")
         try:
             for shard, size in zip(cand.shards, cand.shard_sizes):

@@ -108,15 +108,25 @@ def build_dataset(records_dir: Path, images_dir: Path, params: ExportParams, wor
     return dataset, by_type, score_names
 
 
+# What an export folder holds: an existing --out with anything else is not replaced (editkit.atomic).
+OUTPUT_ENTRIES = ("dataset", "README.md", "funnel.png")
+
+
 def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: Path, select_metrics: Path,
-        funnel_png: Path) -> dict[str, Any]:
+        funnel_png: Path, metrics_file: Path | None = None) -> dict[str, Any]:
+    """Export and return the metrics; with ``metrics_file`` they are written in the same atomic step as the
+    dataset."""
     from editkit import store
 
     if params.format != "save_to_disk":
         raise ValueError(f"export.format {params.format!r} is not implemented; use save_to_disk")
     started = time.perf_counter()
+    repaired = store.recover_input(records_dir) + store.recover_input(images_dir) + store.recover(select_metrics)
+    repaired += store.recover(output_dir, *([metrics_file] if metrics_file is not None else []))
     funnel = json.loads(select_metrics.read_text()) if select_metrics.exists() else {}
-    with store.atomic_dir(output_dir) as tmp:
+    files = [Path(metrics_file)] if metrics_file is not None else []
+    with store.atomic_dirs(output_dir, files=files, owns=[OUTPUT_ENTRIES]) as tmps:
+        tmp = tmps[0]
         work = tmp / ".build-cache"
         dataset, by_type, score_names = build_dataset(records_dir, images_dir, params, work)
         dataset.save_to_disk(str(tmp / "dataset"), max_shard_size=params.max_shard_size)
@@ -134,7 +144,11 @@ def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: P
             "card_path": str(output_dir / "README.md"),
             "dataset_mb": round(size / 2**20, 2),
         }
+        if repaired:
+            metrics["repaired"] = repaired
         write_card(tmp / "README.md", metrics, funnel, has_plot=(tmp / "funnel.png").exists())
+        if metrics_file is not None:
+            store.write_metrics(tmps[1], metrics)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return metrics
 
@@ -197,10 +211,10 @@ def main(
 
     Load it with `datasets.load_from_disk("data/export/dataset")`; the card is data/export/README.md.
     """
-    from editkit import config, store
+    from editkit import config
 
     params = config.load_section(ExportParams, STAGE, params_file)
-    metrics = run(params, input_dir, images_dir, output_dir, select_metrics, funnel_png)
-    store.write_metrics(metrics_file, metrics)
+    # the metrics are committed with the dataset (one atomic step)
+    metrics = run(params, input_dir, images_dir, output_dir, select_metrics, funnel_png, metrics_file=metrics_file)
     typer.echo(f"export: {metrics['rows']} rows {metrics['by_edit_type']} -> {metrics['dataset_path']} "
                f"(load with datasets.load_from_disk); card {metrics['card_path']}")

@@ -153,9 +153,14 @@ def _gt_mask(mask, width: int, height: int, policy: images.ImagePolicy):
     return mask
 
 
+# What an ingest output folder holds: an existing --out with anything else is not replaced (editkit.atomic).
+OUTPUT_ENTRIES = ("records", "images")
+
+
 def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total: int | None = None,
-               progress: bool = True) -> dict[str, Any]:
-    """Ingest ``pairs`` into ``out_dir`` (records/ + images/, atomically) and return the metrics."""
+               progress: bool = True, metrics_file: Path | str | None = None) -> dict[str, Any]:
+    """Ingest ``pairs`` into ``out_dir`` (records/ + images/, atomically) and return the metrics; with
+    ``metrics_file`` they are written in the same atomic step as the records (timings left out)."""
     from tqdm.auto import tqdm
 
     policy = params.policy()
@@ -165,7 +170,11 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
     rejects: Counter = Counter()
     flags: Counter = Counter()
     count = 0
-    with store.atomic_dir(out_dir) as tmp, tqdm(total=total, desc=STAGE, unit="pair", disable=not progress) as bar:
+    repaired = store.recover(out_dir, *([metrics_file] if metrics_file is not None else []))
+    files = [Path(metrics_file)] if metrics_file is not None else []
+    with store.atomic_dirs(out_dir, files=files, owns=[OUTPUT_ENTRIES]) as tmps, \
+            tqdm(total=total, desc=STAGE, unit="pair", disable=not progress) as bar:
+        tmp = tmps[0]
         shard_index, records = 0, []
         image_writer = store.ImageShardWriter(tmp / "images" / f"{store.shard_name(0)}.parquet")
         for pair in pairs:
@@ -192,17 +201,21 @@ def run_ingest(pairs: Iterable, out_dir: Path | str, params: IngestParams, total
             store.write_records(tmp / "records", store.shard_name(shard_index), records)
             image_writer.close()
             shard_index += 1
-    return {
-        "source": params.source,
-        "records": count,
-        "ok": sum(edit_types.values()),
-        "rejected": sum(rejects.values()),
-        "edit_types": dict(sorted(edit_types.items())),
-        "rejects": dict(sorted(rejects.items())),
-        "flags": dict(sorted(flags.items())),
-        "shards": shard_index,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+        metrics = {
+            "source": params.source,
+            "records": count,
+            "ok": sum(edit_types.values()),
+            "rejected": sum(rejects.values()),
+            "edit_types": dict(sorted(edit_types.items())),
+            "rejects": dict(sorted(rejects.items())),
+            "flags": dict(sorted(flags.items())),
+            "shards": shard_index,
+        }
+        if repaired:
+            metrics["repaired"] = repaired
+        if metrics_file is not None:
+            store.write_metrics(tmps[1], metrics)
+    return {**metrics, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _mark_duplicate(record: dict[str, Any], seen: dict[str, str]) -> None:
@@ -240,9 +253,8 @@ def main(
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    result = run_ingest(source, out, cfg, total=_length(source), progress=progress)
-    result.pop("seconds")  # keep the committed metrics file identical across reruns
-    store.write_json(metrics, result)
+    # the metrics are committed with the records, in one atomic step (without the timings: identical across reruns)
+    result = run_ingest(source, out, cfg, total=_length(source), progress=progress, metrics_file=metrics)
     typer.echo(f"ingest: {result['ok']} ok, {result['rejected']} rejected of {result['records']} -> {out}")
     for reason, n in result["rejects"].items():
         typer.echo(f"  rejected {n:6d}  {reason}")

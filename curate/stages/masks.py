@@ -176,21 +176,26 @@ def summarize(records_dir: Path) -> dict[str, Any]:
     }
 
 
-def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None
-        ) -> dict[str, Any]:
+def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None,
+        metrics_file: Path | None = None) -> dict[str, Any]:
+    """Run the stage and return its metrics (with ``metrics_file``: also written with the records, atomically)."""
     from editkit.pipeline import Deferred, run_stage
 
+    def metrics_of(stats, records_dir: Path) -> dict[str, Any]:
+        metrics = {**stats.as_dict(), "mode": params.mode, **summarize(records_dir)}
+        if params.dilate:  # only when set: the default run's metrics stay as they were
+            metrics["dilate"] = dict(params.dilate)
+        if params.mode == "grounded":
+            metrics["detector"] = params.grounding.detector
+            if params.grounding.detector == "mllm":
+                metrics["mllm_model"] = stats.facts.get("mllm_model") or params.grounding.mllm.client.model
+                metrics["mllm_requests"] = {k[len("mllm_"):]: v for k, v in stats.counters.items()
+                                            if k.startswith("mllm_")}
+        return metrics
+
     stats = run_stage(STAGE, input_dir, output_dir, Deferred(build_step, params), images_dir=images_dir,
-                      executor=executor)
-    metrics = {**stats.as_dict(), "mode": params.mode, **summarize(output_dir)}
-    if params.dilate:  # only when set: the default run's metrics stay as they were
-        metrics["dilate"] = dict(params.dilate)
-    if params.mode == "grounded":
-        metrics["detector"] = params.grounding.detector
-        if params.grounding.detector == "mllm":
-            metrics["mllm_model"] = stats.facts.get("mllm_model") or params.grounding.mllm.client.model
-            metrics["mllm_requests"] = {k[len("mllm_"):]: v for k, v in stats.counters.items() if k.startswith("mllm_")}
-    return metrics
+                      executor=executor, metrics_file=metrics_file, summarize=metrics_of)
+    return {**stats.metrics, **{k: v for k, v in stats.as_dict().items() if k in ("seconds", "records_per_s")}}
 
 
 def main(
@@ -202,7 +207,7 @@ def main(
     executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: params.yaml `executor`)"),
 ) -> None:
     """Edit masks by pixel difference (robust to JPEG and photometric jitter); IoU vs ground truth where known."""
-    from editkit import config, store
+    from editkit import config
 
     from curate.masks.grounded import WeightsUnavailableError
     from editkit.executors import stage_executor
@@ -210,10 +215,10 @@ def main(
 
     params = config.load_section(MasksParams, STAGE, params_file)
     try:
-        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
+        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor),
+                      metrics_file=metrics_file)  # committed with the records (one atomic step)
     except (WeightsUnavailableError, MLLMError) as error:  # which model, where it looked, how to run diff-only
         typer.echo(f"masks: {error}", err=True)
         raise typer.Exit(2) from None
-    store.write_metrics(metrics_file, metrics)
     typer.echo(f"masks: {metrics['records_in']} records, mean_iou={metrics['mean_iou']} over {metrics['with_gt']} "
                f"with gt, rejected here {metrics['rejected_here']}")

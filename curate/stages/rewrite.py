@@ -58,14 +58,12 @@ def main(
     from editkit.mllm.backends import MLLMError
 
     params = config.load_section(RewriteParams, STAGE, params_file)
-    try:
-        metrics = run(params, input_dir, output_dir, images_dir, stage_executor(params_file, executor))
+    try:  # the metrics are committed with the records (one atomic step)
+        metrics = run(params, input_dir, output_dir, images_dir, stage_executor(params_file, executor),
+                      metrics_file=metrics_file)
     except MLLMError as error:  # endpoint down, model missing, key unset: say what to do, no traceback
         typer.echo(f"rewrite [{params.client.backend}]: {error}", err=True)
         raise typer.Exit(code=2) from None
-    from editkit import store
-
-    store.write_metrics(metrics_file, metrics)
     note = f" ({metrics['note']})" if metrics.get("note") else ""
     typer.echo(f"rewrite [{params.client.backend}]: {metrics['outcomes']}" + note)
 
@@ -98,37 +96,46 @@ def passthrough_step():
 
 
 def run(params: RewriteParams, input_dir: Path, output_dir: Path, images_dir: Optional[Path] = None,
-        executor: Any = None) -> dict[str, Any]:
-    """Run the stage and return its metrics."""
+        executor: Any = None, metrics_file: Optional[Path] = None) -> dict[str, Any]:
+    """Run the stage and return its metrics (with ``metrics_file``: also written with the records, atomically)."""
     from editkit import schema, store
     from editkit.pipeline import Deferred, run_stage
 
     started = time.perf_counter()
     if params.client.backend == "none":
-        stats = run_stage(STAGE, input_dir, output_dir, Deferred(passthrough_step), images_dir=None,
-                          executor=executor)
-        note = "backend none: instructions passed through unchanged (set rewrite.client.backend in params.yaml to refine)"
+        step, images = Deferred(passthrough_step), None
     else:
         if images_dir is None:
             raise ValueError(f"rewrite backend {params.client.backend!r} needs the ingest image shards (images_dir)")
-        stats = run_stage(STAGE, input_dir, output_dir, Deferred(RewriteStep, params), images_dir=images_dir,
-                          executor=executor)
-    outcomes: Counter = Counter()
-    for _, records in store.iter_records(output_dir):  # from the output, so every executor reports the same
-        for record in records:
-            outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
-    if params.client.backend != "none":
-        refined = sum(v for k, v in outcomes.items() if k in ("ok", "repaired"))
-        note = f"backend {params.client.backend}: {refined} of {stats.records_in} instructions refined"
-    return {
-        "backend": params.client.backend,
-        "model": stats.facts.get("model"),
-        "prompt_version": params.prompt_version if params.client.backend != "none" else None,
-        "records": stats.records_in,
-        "outcomes": dict(sorted(outcomes.items())),
-        "requests_sent": stats.counters.get("sent", 0),
-        "cache_hits": stats.counters.get("cache_hits", 0),
-        "request_errors": stats.counters.get("errors", 0),
-        "note": note,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+        step, images = Deferred(RewriteStep, params), images_dir
+
+    def summarize(stats, records_dir: Path) -> dict[str, Any]:
+        outcomes: Counter = Counter()
+        for _, records in store.iter_records(records_dir):  # from the output, so every executor reports the same
+            for record in records:
+                outcomes["skipped_rejected" if not schema.is_ok(record) else record["rewrite_status"]] += 1
+        if params.client.backend == "none":
+            note = ("backend none: instructions passed through unchanged (set rewrite.client.backend in params.yaml "
+                    "to refine)")
+        else:
+            refined = sum(v for k, v in outcomes.items() if k in ("ok", "repaired"))
+            note = f"backend {params.client.backend}: {refined} of {stats.records_in} instructions refined"
+        metrics = {
+            "backend": params.client.backend,
+            "model": stats.facts.get("model"),
+            "prompt_version": params.prompt_version if params.client.backend != "none" else None,
+            "records": stats.records_in,
+            "outcomes": dict(sorted(outcomes.items())),
+            "requests_sent": stats.counters.get("sent", 0),
+            "cache_hits": stats.counters.get("cache_hits", 0),
+            "request_errors": stats.counters.get("errors", 0),
+            "note": note,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if stats.repaired:
+            metrics["repaired"] = list(stats.repaired)
+        return metrics
+
+    stats = run_stage(STAGE, input_dir, output_dir, step, images_dir=images, executor=executor,
+                      metrics_file=metrics_file, summarize=summarize)
+    return {**stats.metrics, "seconds": round(time.perf_counter() - started, 3)}

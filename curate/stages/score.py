@@ -144,35 +144,40 @@ class ScoreMeans:
         return out
 
 
-def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None
-        ) -> dict[str, Any]:
+def run(params: ScoreParams, input_dir: Path, images_dir: Path, output_dir: Path, executor: Any = None,
+        metrics_file: Path | None = None) -> dict[str, Any]:
+    """Run the stage and return its metrics (with ``metrics_file``: also written with the records, atomically)."""
     from editkit import store
     from editkit.pipeline import Deferred, run_stage
 
     started = time.perf_counter()
-    stats = run_stage(STAGE, input_dir, output_dir, Deferred(ScoreStep, params), images_dir=images_dir,
-                      executor=executor)
-    means = ScoreMeans()
-    for _, records in store.iter_records(output_dir):  # from the output, so every executor reports the same
-        means.add(records)
-    metrics: dict[str, Any] = {
-        **stats.as_dict(),
-        "clip_enabled": params.clip.enabled,
-        "clip_model": f"{params.clip.model} ({params.clip.pretrained})" if params.clip.enabled else None,
-        "by_edit_type": means.as_dict(),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    if params.clip.enabled:
-        from editkit.clip import resolve_device
 
-        metrics["clip_device"] = resolve_device(params.device)
-        metrics["clip_cache"] = {"hits": stats.counters.get("clip_cache_hits", 0),
-                                 "misses": stats.counters.get("clip_cache_misses", 0)}
-    else:
-        metrics["note"] = ("CLIP scores off (score.clip.enabled: false): no CLIP weights configured; "
-                           "the CLIP filters in select are skipped")
-    metrics.update(quality_metrics(params.quality, stats))
-    return metrics
+    def summarize(stats, records_dir: Path) -> dict[str, Any]:
+        means = ScoreMeans()
+        for _, records in store.iter_records(records_dir):  # from the output, so every executor reports the same
+            means.add(records)
+        metrics: dict[str, Any] = {
+            **stats.as_dict(),
+            "clip_enabled": params.clip.enabled,
+            "clip_model": f"{params.clip.model} ({params.clip.pretrained})" if params.clip.enabled else None,
+            "by_edit_type": means.as_dict(),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if params.clip.enabled:
+            from editkit.clip import resolve_device
+
+            metrics["clip_device"] = resolve_device(params.device)
+            metrics["clip_cache"] = {"hits": stats.counters.get("clip_cache_hits", 0),
+                                     "misses": stats.counters.get("clip_cache_misses", 0)}
+        else:
+            metrics["note"] = ("CLIP scores off (score.clip.enabled: false): no CLIP weights configured; "
+                               "the CLIP filters in select are skipped")
+        metrics.update(quality_metrics(params.quality, stats))
+        return metrics
+
+    stats = run_stage(STAGE, input_dir, output_dir, Deferred(ScoreStep, params), images_dir=images_dir,
+                      executor=executor, metrics_file=metrics_file, summarize=summarize)
+    return {**stats.metrics, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def quality_metrics(quality: QualityParams, stats: Any) -> dict[str, Any]:
@@ -201,17 +206,17 @@ def main(
     CLIP needs weights (params.yaml `score.clip`): an open-clip name + pretrained tag/file, `hf-hub:org/repo` or
     `local-dir:/folder`; it is off by default because nothing can be downloaded here. Embeddings are cached on disk.
     """
-    from editkit import config, store
+    from editkit import config
     from editkit.executors import stage_executor
     from editkit.mllm.backends import MLLMError
 
     params = config.load_section(ScoreParams, STAGE, params_file)
     try:
-        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor))
+        metrics = run(params, input_dir, images_dir, output_dir, stage_executor(params_file, executor),
+                      metrics_file=metrics_file)  # committed with the records (one atomic step)
     except MLLMError as error:  # the quality judge's endpoint down, model missing, key unset: say what to do
         typer.echo(f"score: score.quality: {error}", err=True)
         raise typer.Exit(code=2) from None
-    store.write_metrics(metrics_file, metrics)
     overall = metrics["by_edit_type"].get("all", {})
     typer.echo(f"score: {metrics['records_in']} records, rejected here {metrics['rejected_here']}, "
                f"mean bg_psnr={overall.get('mean_bg_psnr')} bg_ssim={overall.get('mean_bg_ssim')}, "

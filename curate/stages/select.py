@@ -67,15 +67,19 @@ class SelectParams:
     ] = field(default_factory=BalanceParams)
 
 
-def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Path) -> dict[str, Any]:
-    """Run both passes; returns the metrics (funnel included)."""
+def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Path,
+        metrics_file: Path | None = None) -> dict[str, Any]:
+    """Run both passes; returns the metrics (funnel included). With ``metrics_file`` they are written in the same
+    atomic step as the records and the rejects table."""
+    from editkit import store
     from curate.scoring import selection
 
     started = time.perf_counter()
+    repaired = store.recover_input(input_dir)
+    repaired += store.recover(output_dir, rejects_dir, *([metrics_file] if metrics_file is not None else []))
     score_names = selection.needed_scores(params)
     cand = selection.load(input_dir, score_names)
     decision = selection.decide(params, cand)
-    selection.write_outputs(cand, decision, input_dir, output_dir, rejects_dir)
     selected = decision.step_codes < 0
     by_type = np.bincount(cand.type_codes[selected], minlength=len(cand.type_names))
     metrics = {
@@ -89,8 +93,11 @@ def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Pa
         "skipped_filters": decision.skipped_filters,  # thresholds set but no record has the score (e.g. CLIP off)
         "dedupe_clusters_merged": decision.duplicates,
         "warning": decision.warning,
-        "seconds": round(time.perf_counter() - started, 3),
     }
+    if repaired:
+        metrics["repaired"] = repaired
+    selection.write_outputs(cand, decision, input_dir, output_dir, rejects_dir, metrics_file, metrics)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
     return metrics
 
 
@@ -109,12 +116,11 @@ def main(
     `target_size` toward `balance.target` (uniform if empty), deterministic for `seed`. Every record keeps its
     reason; all rejects go to the rejects table; the funnel goes to metrics and plots/.
     """
-    from editkit import config, store
+    from editkit import config
     from curate.scoring import funnel
 
     params = config.load_section(SelectParams, STAGE, params_file)
-    metrics = run(params, input_dir, output_dir, rejects_dir)
-    store.write_metrics(metrics_file, metrics)
+    metrics = run(params, input_dir, output_dir, rejects_dir, metrics_file)  # metrics committed with the records
     type_names = sorted({t for row in metrics["funnel"] for t in row["by_edit_type"]})
     funnel.write_csv(metrics["funnel"], type_names, plots_dir / "funnel.csv")
     funnel.plot_png(metrics["funnel"], type_names, metrics["records_in"], plots_dir / "funnel.png")
