@@ -36,7 +36,6 @@ def _finals(tiny_kontext_dir, edit_dataset_dir, tmp_path, *overrides):
     return batch.samples.final
 
 
-@pytest.mark.parity
 def test_nft_rollouts_are_deterministic_by_default_and_stochastic_with_nft_sde(tiny_kontext_dir, edit_dataset_dir,
                                                                                tmp_path):
     ode = _finals(tiny_kontext_dir, edit_dataset_dir, tmp_path / "ode")
