@@ -36,7 +36,8 @@ def test_degenerate_channels_fall_back_to_the_minimum_norm_solution():
     e[:, 1] = np.where(np.arange(500) % 2, 0.2, 0.7)  # two distinct values: the quadratic is not unique
     s = 0.1 + 0.8 * e + rng.normal(scale=0.01, size=e.shape)
     assert_close(_fit_quadratics(e.T.copy(), s.T.copy()), _lstsq_per_channel(e, s), dtype=np.float64,
-                 accumulations=500, why="float64 normal equations over 500 samples vs numpy's lstsq (SVD)")
+                 accumulations=500, growth="linear",
+                 why="float64 normal equations over 500 samples vs numpy's lstsq (SVD): another algorithm")
 
 
 def test_sample_index_is_drawn_once():
