@@ -23,7 +23,7 @@ class AnnotateParams:
     data_root: Annotated[str, Help("the only folder Label Studio may serve local files from")] = "data"
     start_timeout_s: Annotated[
         float,
-        Help("seconds to wait for Label Studio to start (the first start runs ~60 s of migrations)"),
+        Help("seconds to wait for Label Studio to start (the first start runs its database migrations first)"),
         Range(gt=0),
     ] = 240.0
     project_title: Annotated[str, Help("title of the Label Studio review project")] = "editkit mask review"
@@ -39,7 +39,7 @@ class AnnotateParams:
     metrics: Annotated[str, Help("where the review stage writes its metrics JSON")] = "metrics/review.json"
     ml_backend_port: Annotated[
         int,
-        Help("port of the SAM2-assisted review backend (`editkit annotate serve --ml-backend`), bound to 127.0.0.1"),
+        Help("port of the SAM2-assisted review backend (`annotate serve --ml-backend` starts it), bound to 127.0.0.1"),
         Range(ge=1, le=65535),
     ] = 8766
     ml_backend_model: Annotated[

@@ -38,12 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 MARKERS = {"gpu", "weights", "hub download", "long"}
-# `long` commands CI runs as they are (.ci/run runs `make test`, whose suite runs `make demo`'s pipeline).
-CI_RUNS = {"make demo", "make test"}
+# `long` commands CI runs as they are: .ci/run runs `make test`, which is `python -m pytest` in .venv (and the suite
+# runs `make demo`'s pipeline, here too).
+CI_RUNS = {"make demo", "make test", "python -m pytest"}
 # `long` command (as written, comment dropped, whitespace collapsed) -> the smoke variant that runs in its place.
 SMOKE = {
-    "make test-fast": 'PYTEST_ADDOPTS="--collect-only -q" make test-fast',
-    "python -m pytest": "python -m pytest --collect-only -q -p no:cacheprovider",
+    "make test-fast": 'PYTEST_ADDOPTS="-p no:cacheprovider tests/test_config_loader.py" make test-fast',
     "make ablation": "editkit train ablation --config train/configs/ablation.yaml --smoke --out runs/ablation_smoke "
                      "--work-dir runs/ablation_smoke_work",
     "editkit train ablation --config train/configs/ablation.yaml":
@@ -81,7 +81,7 @@ SMOKE = {
     ".venv/bin/python perf/rle_codec.py": ".venv/bin/python perf/rle_codec.py --size 64 --repeats 1 --out runs/perf/rle.json",
 }
 # placeholder -> the value a form is parsed with (any other placeholder stands for "x")
-FILL = {"<stage>": "ingest", "<bench>": "gedit", "gedit|imgedit": "gedit"}
+FILL = {"<stage>": "ingest", "<bench>": "gedit"}
 # Spans that name a launcher or entry point without its arguments; they run as `<name> --help`.
 NAMES = {"accelerate launch", "python -m train"}
 # Commands that must not touch the shared copy: they run in a throwaway copy of it.
@@ -237,36 +237,43 @@ BLOCKS = all_blocks()
 
 def parse_editkit(args: list[str]) -> str:
     """Resolve `editkit <args>` down the command groups and parse the last command's options without invoking it.
-    Returns the resolved command path; raises (click's UsageError, ValueError) on an unknown command or option."""
+    Returns the resolved command path, with "(name only: ...)" when the command's required options are missing (a
+    command named in prose); raises click's UsageError (or ValueError) on an unknown command or option."""
     import typer
 
     from editkit.cli import app
 
     command = typer.main.get_command(app)   # typer may bring its own click: groups are told by resolve_command
-    context = command.make_context("editkit", list(args), resilient_parsing=True)
-    path = ["editkit"]
+    args = [arg for arg in args if arg != "--help"]   # always valid; parsing it would print the help and exit
+    name, context, path = "editkit", None, ["editkit"]
     while hasattr(command, "resolve_command"):
+        if not args:
+            return " ".join(path)                      # a group named on its own: it lists its commands
+        context = command.make_context(name, list(args), parent=context)
         rest = [*getattr(context, "_protected_args", []), *context.args]
         if not rest:
-            break
-        name, command, rest = command.resolve_command(context, rest)
+            return " ".join(path)
+        name, command, args = command.resolve_command(context, rest)
         if command is None:
             raise ValueError(f"no such command {rest[0]!r}")
         path.append(name)
-        context = command.make_context(name, list(rest), parent=context, resilient_parsing=True)
-    if not hasattr(command, "resolve_command") and context.args and not any(
-            p.param_type_name == "argument" and p.nargs == -1 for p in command.params):
-        raise ValueError(f"unexpected arguments {context.args}")
-    missing = [p.name for p in command.params if p.required and context.params.get(p.name) in (None, ())]
-    return " ".join(path) + (" (name only: missing " + ", ".join(missing) + ")" if missing else "")
+    try:
+        command.make_context(name, list(args), parent=context)
+    except Exception as error:
+        if type(error).__name__ != "MissingParameter":
+            raise
+        return " ".join(path) + f" (name only: missing {error.param.name if error.param else 'a parameter'})"
+    return " ".join(path)
 
 
 def _editkit_argv(text: str) -> list[str] | None:
     """The arguments of every `editkit` invocation in a command line (`a && b` holds two)."""
     found = []
     for part in re.split(r"\s*(?:&&|\|\||;)\s*", text):
+        part = re.split(r"\s\d?>>?\s", part)[0]                      # drop a redirection (`> file`)
         for placeholder, value in FILL.items():
             part = part.replace(placeholder, value)
+        part = re.sub(r"(?<![\w/])([\w-]+)(?:\|[\w-]+)+", r"\1", part)    # `run|show-config`: the first choice
         words = shlex.split(PLACEHOLDER.sub("x", part.replace("[", " ").replace("]", " ")))
         if words and re.fullmatch(r"(?:\.venv/bin/)?editkit", words[0]):
             found.append(words[1:])

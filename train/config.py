@@ -256,7 +256,7 @@ class LoggingConfig:
     wandb_project: Annotated[str, Help("the Weights & Biases project runs are logged to")] = "editkit"
     plots_csv: Annotated[
         str,
-        Help("per-step reward curve for `dvc plots` (relative to output_dir)"),
+        Help("per-step reward curve for `dvc plots show` (relative to output_dir)"),
     ] = "plots/train_rewards.csv"
     progress: Annotated[bool, Help("show a progress bar of the training steps")] = True
 
