@@ -16,7 +16,7 @@ from editkit.config import from_dict
 from curate.masks.grounded import GroundingParams
 from curate.masks.mllm_boxes import MLLMBoxDetector, MLLMGroundingParams, clean_boxes, model_view_size
 from tests.support.numerics import assert_close
-from tests.support.scripted_server import ScriptedServer, sequence
+from tests.support.scripted_server import ScriptedServer
 
 SIZE_RE = re.compile(r"(\d+) pixels wide and (\d+) pixels high")
 
