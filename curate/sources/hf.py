@@ -137,8 +137,12 @@ def _bytes(value: Any, role: str, errors: list[str], roots: list[Path], allow_ou
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, dict):
-        if value.get("bytes"):
-            return bytes(value["bytes"])
+        data = value.get("bytes")
+        if isinstance(data, (bytes, bytearray, memoryview)) and data:
+            return bytes(data)
+        if data:  # bytes(<int>) would allocate that many zeros, bytes(<str>) raises: neither is an image
+            errors.append(f"missing {role} image: unsupported 'bytes' in the cell ({type(data).__name__})")
+            return None
         value = value.get("path")
     if isinstance(value, str) and value:
         try:
