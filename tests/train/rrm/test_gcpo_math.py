@@ -60,8 +60,8 @@ def test_normalisation_is_per_group():
     for adv, raw in ((adv_w, rw), (adv_l, rl)):
         mean = sum(raw.tolist()) / 4
         std = math.sqrt(sum((r - mean) ** 2 for r in raw.tolist()) / 4)
-        assert_close(adv, [(r - mean) / std for r in raw.tolist()], accumulations=2 * 4, growth="linear",
-                     why="(r - mean) / std over a group of 4: a mean and a variance of 4 terms")
+        assert_close(adv, [(r - mean) / (std + 1e-12) for r in raw.tolist()], accumulations=2 * 4, growth="linear",
+                     why="(r - mean) / (std + eps) over a group of 4: a mean and a variance of 4 terms")
     assert group_normalise(torch.full((5,), 0.3)).abs().max() == 0  # one group all equal: no signal
 
 
