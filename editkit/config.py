@@ -6,7 +6,14 @@ file and the key (``params.yaml: ingest.folder.pth: unknown key; known: ...``). 
 ``float`` (an int is accepted as is), ``bool``, ``str``, ``Optional[...]``, ``Literal[...]``, ``list[...]``,
 ``tuple[...]``, ``dict[str, ...]``, ``Any`` and nested dataclasses. A nested section is always a dataclass field;
 the keys given in the file replace those of the field's default (the rest keep it). An optional section
-(``Optional[SomeParams]``) given as ``{}`` or ``null`` is off (``None``).
+(``Optional[SomeParams]``) given as ``{}`` or ``null`` is off (``None``). An unknown key near a known one is
+suggested (``... (did you mean learning_rate?)``).
+
+Field metadata rides on ``Annotated`` (:mod:`editkit.config_meta`): ``Annotated[float, Help("..."), Range(gt=0)]``
+is checked as a ``float`` and then against its range, each number of a list, tuple or mapping value too; a float
+must be finite unless its range allows NaN/inf. Out of range is one line naming the file and the key
+(``train.yaml: optim.learning_rate: must be > 0, <= 1, got nan``). ``editkit config explain`` and the generated
+``docs/config-reference.md`` read the same metadata.
 
 Command-line overrides ``key.sub=value`` (:func:`apply_overrides`) are parsed by the target field's type, so
 ``optim.learning_rate=1e-4`` is the float 1e-4 and ``logging.wandb=false`` the bool False. YAML is read with
