@@ -12,6 +12,7 @@ is never checked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -66,13 +67,18 @@ FINITE = Range()  # what a float field without a Range is held to
 def check_fields(instance: Any) -> None:
     """Check the ranges and ``Literal`` choices of a dataclass built in code (``__post_init__``); the loader checks
     them already when it builds one from a file. Raises ValueError naming the field."""
-    hints = typing.get_type_hints(type(instance), include_extras=True)
+    hints = _hints(type(instance))
     for f in dataclasses.fields(instance):
         hint = hints.get(f.name, Any)
         value = getattr(instance, f.name)
         problem = _problem(value, hint, range_of(hint))
         if problem:
             raise ValueError(f"{f.name}: {problem}")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _problem(value: Any, hint: Any, bounds: Range | None) -> str | None:
