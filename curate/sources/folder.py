@@ -55,7 +55,11 @@ class FolderParams:
         Help("larger image/mask files are rejected unread"),
         Range(ge=1),
     ] = DEFAULT_MAX_BYTES
-    max_line_bytes: int = MAX_LINE_BYTES  # longer pairs lines are rejected (malformed), never held in memory
+    max_line_bytes: Annotated[
+        int,
+        Help("longer pairs lines are rejected (malformed), never held in memory"),
+        Range(ge=1),
+    ] = MAX_LINE_BYTES
 
 
 class FolderSource:
