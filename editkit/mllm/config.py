@@ -28,7 +28,8 @@ class ClientConfig:
     ] = ""
     allow_private_endpoint: Annotated[
         bool,
-        Help("openai: allow a private/link-local endpoint host (loopback always is)"),
+        Help("openai: allow an endpoint host on a private or link-local address (loopback always is; a cloud "
+             "metadata service never is)"),
     ] = False
     max_concurrency: Annotated[
         int,
@@ -68,3 +69,5 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_s ({self.backoff_s})")
