@@ -15,7 +15,7 @@ import numpy as np
 
 from editkit.scores import (BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, INSTRUCTION_CLARITY, MASK_ACCURACY,
                             MASK_AREA, MASK_COMPONENTS, TARGET_PROMINENCE)
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Help, Range, check_fields
 
 
 @dataclass
@@ -74,6 +74,12 @@ class FilterParams:
         Help("minimum MLLM target prominence 0-10; region edits only"),
         Range(ge=0, le=10),
     ] = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        low, high = self.mask_area_min, self.mask_area_max
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"mask_area_min ({low}) is above mask_area_max ({high}): no pair could pass")
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,26 @@ def test_the_shipped_configs_are_all_in_range():
             continue
         kind = _kind_of(values, path)
         _load_file(kind, resolve(FILES[kind][0]), path, values)
+
+
+@pytest.mark.parametrize("section, body, line", [
+    ("select", "filters: {mask_area_min: 0.5, mask_area_max: 0.1}",
+     "select.filters: mask_area_min (0.5) is above mask_area_max (0.1): no pair could pass"),
+    ("rewrite", "client: {backoff_s: 5, backoff_max_s: 1}", "rewrite.client: backoff_max_s (1) is below backoff_s (5)"),
+    ("sample", "jpeg_quality: [92, 70]", "sample: sample.jpeg_quality must be [low, high], got [92, 70]"),
+])
+def test_combinations_that_make_no_sense_are_refused(tmp_path, section, body, line):
+    from editkit.config_cli import SECTIONS, resolve
+
+    path = tmp_path / "params.yaml"
+    path.write_text(f"{section}:\n  {body}\n")
+    with pytest.raises(ConfigError) as info:
+        load_section(resolve(SECTIONS[section]), section, path)
+    assert str(info.value) == f"{path}: {line}"
+
+
+def test_the_ablation_data_must_leave_rows_to_train(tmp_path):
+    from train.experiment.pretrain import load_pretrain_config
+
+    with pytest.raises(ConfigError, match=r"data: limit \(3\) must exceed heldout \(16\)"):
+        load_pretrain_config("train/configs/ablation_base.yaml", ["data.limit=3"])

@@ -36,6 +36,10 @@ class AblationDataConfig:
     edit_types: Annotated[list[str], Help("keep only these edit types ([] = all)")] = field(default_factory=list)
     limit: Annotated[int, Help("use only the first N usable rows (0 = all); for smoke runs"), Range(ge=0)] = 0
 
+    def __post_init__(self) -> None:
+        if 0 < self.limit <= self.heldout:
+            raise ValueError(f"limit ({self.limit}) must exceed heldout ({self.heldout}): no row would be left to train")
+
 
 def small_image(image, size: int):
     """A PIL image, area-downsampled to (size, size) RGB."""
