@@ -16,6 +16,10 @@ from tests.support.numerics import assert_close
 WINDOW = 11 * 11  # each SSIM moment is a float64 sum over an 11x11 Gaussian window
 SSIM_WHY = "float64 SSIM (OpenCV windows) vs scikit-image's (scipy windows), then a mean over the region"
 PSNR_WHY = "a float64 MSE over the region's values, in another order, in dB"
+# uint8 images and float32 tensors take the float32 path: per-pixel SSIM from float32 window sums (the region's mean
+# is then taken in float64), against scikit-image in float64
+SSIM32 = dict(dtype=np.float32, accumulations=WINDOW, scale=1.0,
+              why="float32 11x11 window sums per pixel (the uint8 / float32 path) vs scikit-image's float64")
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
@@ -55,10 +59,10 @@ def test_uint8_numpy_images_are_scaled_by_255():
     region[5:30, 3:37] = True
     value = masked_ssim(a, b, region)
     assert isinstance(value, float)
-    assert_close(value, _skimage_ssim(a / 255.0, b / 255.0, region), accumulations=WINDOW * a.size,
-                 growth="linear", scale=1.0, why=SSIM_WHY)
+    assert_close(value, _skimage_ssim(a / 255.0, b / 255.0, region), **SSIM32)
     expected_psnr = 10 * math.log10(255.0**2 / np.mean((a.astype(float) - b.astype(float))[region] ** 2))
-    assert_close(masked_psnr(a, b, region), expected_psnr, accumulations=a.size, growth="linear", why=PSNR_WHY)
+    assert_close(masked_psnr(a, b, region), expected_psnr, dtype=np.float32, accumulations=a.size,
+                 why="the float32 path of uint8 images: an MSE over the region's values, in dB")
 
 
 def test_grayscale_numpy_image():
@@ -86,9 +90,9 @@ def test_batched_tensors_match_per_image_reference(per_image_region):
         r = regions[i] if per_image_region else regions[0]
         # The tensors are float32 copies: compare with the reference on the same rounded values.
         ai, bi = a[i].permute(1, 2, 0).double().numpy(), b[i].permute(1, 2, 0).double().numpy()
-        assert_close(ssim[i], _skimage_ssim(ai, bi, r), accumulations=WINDOW * ai.size, growth="linear", scale=1.0,
-                     why=SSIM_WHY)
-        assert_close(psnr[i], _reference_psnr(ai, bi, r), accumulations=ai.size, growth="linear", why=PSNR_WHY)
+        assert_close(ssim[i], _skimage_ssim(ai, bi, r), **SSIM32)
+        assert_close(psnr[i], _reference_psnr(ai, bi, r), dtype=np.float32, accumulations=ai.size,
+                     why="the float32 path of float32 tensors: an MSE over the region's values, in dB")
 
 
 def test_region_with_channel_axis_and_uint8_tensors():
@@ -99,8 +103,7 @@ def test_region_with_channel_axis_and_uint8_tensors():
     got = masked_ssim(a, b, region)
     for i in range(2):
         ai, bi = a[i].permute(1, 2, 0).numpy() / 255.0, b[i].permute(1, 2, 0).numpy() / 255.0
-        assert_close(got[i], _skimage_ssim(ai, bi, region[i, 0].numpy()), accumulations=WINDOW * ai.size,
-                     growth="linear", scale=1.0, why=SSIM_WHY)
+        assert_close(got[i], _skimage_ssim(ai, bi, region[i, 0].numpy()), **SSIM32)
 
 
 def test_torch_convolution_path_matches_skimage():
