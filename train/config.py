@@ -343,9 +343,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise
     except ValueError as error:
         raise ConfigError(f"{source}: {error}") from None
-    from train.rewards import check_reward_options
+    from train.data import dataset_columns
+    from train.rewards import check_reward_needs, check_reward_options
 
     check_reward_options(config.rewards.weights, config.rewards.options, source)
+    # a reward reading a field the dataset lacks fails here, before any model loads (its metadata only is read)
+    check_reward_needs(config.rewards.weights, config.data, dataset_columns(config.data.dataset), source)
     return config
 
 

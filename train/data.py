@@ -28,6 +28,26 @@ class Example:
     phrases: list[str] = field(default_factory=list)  # the edit's target phrases (e.g. "the red car"), may be empty
 
 
+def dataset_columns(path: Path | str) -> list[str] | None:
+    """The columns of a ``save_to_disk`` dataset from its metadata only (``dataset_info.json`` features; of the
+    ``train`` split of a DatasetDict), without opening the data; None when there is no such metadata to read."""
+    import json
+
+    path = Path(path)
+    splits = path / "dataset_dict.json"
+    if splits.is_file():
+        try:
+            names = json.loads(splits.read_text(encoding="utf-8")).get("splits") or []
+        except (OSError, ValueError, AttributeError):
+            return None
+        path = path / ("train" if "train" in names else (names[0] if names else "train"))
+    try:
+        features = json.loads((path / "dataset_info.json").read_text(encoding="utf-8")).get("features")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(features) if isinstance(features, dict) else None
+
+
 class EditDataset:
     """Lazy access to the exported dataset, resized to the training resolution."""
 

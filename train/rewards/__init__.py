@@ -4,6 +4,11 @@ A reward factory takes its options from ``rewards.options.<name>`` (keyword argu
 annotations and checked when the config loads) and returns the callable. Higher is better. Non-finite values are
 allowed: the sample is masked out of the advantages and counted (see :func:`train.algorithms.advantages.group_advantages`).
 A new reward is a factory decorated with ``@REWARDS.register("name")`` (docs/extending.md).
+
+A factory declares what it reads with :func:`editkit.needs.declare_needs`: sample fields (:data:`SAMPLE_FIELDS`,
+e.g. ``mask`` or ``target_image``) and run capabilities (:data:`CAPABILITIES`, e.g. ``attention_maps``: the rollout
+records attention only when an active reward declares it). :func:`check_reward_needs` compares the declared fields
+with the training dataset's columns when the config loads; an undeclared reward needs nothing extra.
 """
 from __future__ import annotations
 
@@ -14,15 +19,28 @@ import torch
 
 from editkit.config import call_with_options, check_options
 from editkit.errors import ConfigError, UserError
-from editkit.registry import Registry, callable_with
+from editkit.needs import Needs, needs_of, needs_problem
+from editkit.registry import Registry, all_of, callable_with
 
 RewardFn = Callable[["RewardInputs"], torch.Tensor]
 # the built-ins register themselves when their module is imported (on first lookup)
 REWARDS: Registry[Callable[..., RewardFn]] = Registry("reward", lazy={
     "attention_concentration": "train.rewards.attention", "clip_direction": "train.rewards.clip_direction",
     "edit_region": "train.rewards.edit_region", "mllm": "train.rewards.mllm", "pixel_consistency": "train.rewards.pixel",
-    "verifier": "train.rewards.verifier"}, check=callable_with(keywords=True))  # factory(**options) -> reward
-register_reward = REWARDS.register
+    "verifier": "train.rewards.verifier"}, check=all_of(callable_with(keywords=True), needs_problem))
+register_reward = REWARDS.register  # factory(**options) -> reward
+
+# what a reward may declare it reads: sample field -> the data config's column(s) holding it (any one suffices)
+SAMPLE_FIELDS: dict[str, Callable[[Any], list[str]]] = {
+    "source_image": lambda data: [data.source_column],
+    "instruction": lambda data: list(data.instruction_columns),
+    "mask": lambda data: [data.mask_column],
+    "edit_type": lambda data: [data.edit_type_column],
+    "target_image": lambda data: [data.target_column] if data.target_column else [],
+    "target_phrases": lambda data: [data.phrases_column] if data.phrases_column else [],
+}
+ATTENTION_MAPS = "attention_maps"  # the rollout records the target phrase's attention (RewardInputs.extras)
+CAPABILITIES = (ATTENTION_MAPS,)
 
 
 @dataclass
@@ -53,6 +71,38 @@ def check_reward_options(weights: dict[str, float], options: dict[str, Any], sou
                 raise ConfigError(f"{origin}{where}: {error}") from None
     for name, values in options.items():
         check_options(REWARDS.get(name), values, f"rewards.options.{name}", source)
+
+
+def reward_needs(name: str) -> Needs:
+    """What reward ``name`` declared it reads (undeclared: nothing extra); unknown fields are a ConfigError."""
+    needs = needs_of(REWARDS.get(name))
+    unknown = [f for f in needs.fields if f not in SAMPLE_FIELDS]
+    if unknown:
+        raise ConfigError(f"reward {name!r} declares an unknown sample field {unknown[0]!r}; choose from: "
+                          f"{', '.join(SAMPLE_FIELDS)}")
+    unknown = [c for c in needs.capabilities if c not in CAPABILITIES]
+    if unknown:
+        raise ConfigError(f"reward {name!r} declares an unknown capability {unknown[0]!r}; choose from: "
+                          f"{', '.join(CAPABILITIES)}")
+    return needs
+
+
+def needs_capability(weights: dict[str, float], capability: str) -> bool:
+    """Whether any configured reward declares ``capability`` (e.g. :data:`ATTENTION_MAPS`)."""
+    return any(capability in reward_needs(name).capabilities for name in weights)
+
+
+def check_reward_needs(weights: dict[str, float], data, columns: list[str] | None, source: str | None = None) -> None:
+    """Config-time check: every field a configured reward declares is a column of the training dataset
+    (``columns``; None = the dataset is not there yet, nothing to compare). ``data``: the config's ``data``."""
+    origin = f"{source}: " if source else ""
+    for name in weights:
+        for wanted in reward_needs(name).fields:
+            candidates = SAMPLE_FIELDS[wanted](data)
+            if columns is not None and not any(c in columns for c in candidates):
+                held = f"column {' / '.join(repr(c) for c in candidates)}" if candidates else "no column (unset)"
+                raise ConfigError(f"{origin}reward {name!r} needs field {wanted!r}, which the training dataset "
+                                  f"{data.dataset} lacks ({held}; it has: {', '.join(columns)})")
 
 
 class WeightedRewards:

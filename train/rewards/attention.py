@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from editkit.needs import declare_needs
 from train.rewards import RewardInputs, register_reward
 
 
 @register_reward("attention_concentration")
+@declare_needs("mask", capabilities=("attention_maps",))
 def attention_concentration():
     def reward(inputs: RewardInputs) -> torch.Tensor:
         from train.rollout.attention import attention_fraction_inside

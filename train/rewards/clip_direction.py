@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from editkit.needs import declare_needs
 from train.rewards import RewardInputs, register_reward
 
 
@@ -19,6 +20,7 @@ def _png_bytes(images: torch.Tensor) -> list[bytes]:
 
 
 @register_reward("clip_direction")
+@declare_needs("source_image", "instruction")
 def clip_direction(model: str = "ViT-B-32", pretrained: str | None = None, device: str = "auto",
                    batch_size: int = 32):
     from editkit.clip import ClipScorer, clip_scores

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from editkit.needs import declare_needs
 from train.rewards import RewardInputs, register_reward
 
 
 @register_reward("edit_region")
+@declare_needs("mask", "target_image")
 def edit_region(psnr_scale_db: float = 40.0):
     def reward(inputs: RewardInputs) -> torch.Tensor:
         from editkit.metrics import masked_psnr

@@ -16,6 +16,7 @@ from collections import Counter
 import torch
 
 from editkit.mllm.config import ClientConfig
+from editkit.needs import declare_needs
 from train.rewards import RewardInputs, register_reward
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -103,6 +104,7 @@ class MLLMReward:
 
 
 @register_reward("mllm")
+@declare_needs("source_image", "instruction")
 def mllm_judge(client: ClientConfig = JUDGE_CLIENT, prompt_version: str = "v1", score_min: int = 0,
                score_max: int = 10, top_logprobs: int = 20) -> MLLMReward:
     """``client``: the judge's MLLM client; ``prompt_version``: editkit/mllm/prompts/mllm_reward_<version>.txt."""

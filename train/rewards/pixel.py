@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from editkit.needs import declare_needs
 from train.rewards import RewardInputs, register_reward
 
 
 @register_reward("pixel_consistency")
+@declare_needs("source_image", "mask")
 def pixel_consistency(ssim_weight: float = 0.35, psnr_weight: float = 0.65, psnr_scale_db: float = 40.0,
                       convention: str = "standard"):
     from editkit.metrics import metric_pair

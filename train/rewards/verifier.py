@@ -20,6 +20,7 @@ import torch
 
 from editkit.errors import ConfigError
 from editkit.mllm.config import ClientConfig
+from editkit.needs import declare_needs
 from train.rewards import RewardInputs, register_reward
 from train.rewards.mllm import make_client, to_uint8
 
@@ -110,6 +111,7 @@ class VerifierReward:
 
 
 @register_reward("verifier")
+@declare_needs("source_image", "instruction")
 def verifier(client: ClientConfig = VERIFIER_CLIENT, prompt_version: str = "v1", max_principles: int = 6,
              protocol: str = "checklist", score_min: int = 0, score_max: int = 10, top_logprobs: int = 20):
     """``client``: the verifier's MLLM client; ``prompt_version``: prompts/verifier_{decompose,verify}_<version>.txt.

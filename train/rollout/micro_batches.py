@@ -2,8 +2,9 @@
 thread (:mod:`train.rollout.reward_thread`), go on with the next one. Every trainer's ``sample()`` goes through
 :func:`sample_micro_batches`.
 
-With the ``attention_concentration`` reward configured, :class:`AttentionWiring` records each micro-batch's
-target-phrase attention during its rollout and hands it to that micro-batch's reward as ``extras``.
+When a configured reward declares the ``attention_maps`` capability (:func:`train.rewards.needs_capability`; the
+built-in ``attention_concentration`` does), :class:`AttentionWiring` records each micro-batch's target-phrase
+attention during its rollout and hands it to that micro-batch's reward as ``extras``.
 """
 from __future__ import annotations
 
@@ -60,14 +61,17 @@ class AttentionWiring:
 
 def recorded_rollout(attention: AttentionWiring | None, prompts: list[str], phrases: list, run: Callable[[], Any],
                      cond=None) -> tuple[Any, dict[str, Any]]:
-    """``run()`` and its reward extras: recorded through ``attention`` when the attention reward is configured,
-    else no extras."""
+    """``run()`` and its reward extras: recorded through ``attention`` when a reward needs attention maps, else no
+    extras."""
     return attention.record(prompts, phrases, run, cond=cond) if attention is not None else (run(), {})
 
 
 def attention_wiring(adapter, reward_weights: dict[str, float], height: int, width: int) -> AttentionWiring | None:
-    """The recorder wiring when the ``attention_concentration`` reward is configured, else None (no hooks)."""
-    return AttentionWiring(adapter, height, width) if "attention_concentration" in reward_weights else None
+    """The recorder wiring when a configured reward declares the ``attention_maps`` capability, else None (no
+    hooks)."""
+    from train.rewards import ATTENTION_MAPS, needs_capability
+
+    return AttentionWiring(adapter, height, width) if needs_capability(reward_weights, ATTENTION_MAPS) else None
 
 
 def merge_extras(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The trainer's periodic evaluation on the held-out rows: deterministic ODE edits with fixed seeds, rewards and
 the masked PSNR of the region that should not change (vs the source). Same seeds every time, so curves compare
-checkpoints. With the ``attention_concentration`` reward, each eval rollout is recorded through
-``trainer.attention`` too. :func:`ode_edits` is also the ablation's edit loop (:mod:`train.experiment.edit_metrics`)."""
+checkpoints. With a reward declaring ``attention_maps`` (``attention_concentration``), each eval rollout is
+recorded through ``trainer.attention`` too. :func:`ode_edits` is also the ablation's edit loop
+(:mod:`train.experiment.edit_metrics`)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
