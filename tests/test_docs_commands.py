@@ -247,12 +247,12 @@ def parse_editkit(args: list[str]) -> str:
     args = [arg for arg in args if arg != "--help"]   # always valid; parsing it would print the help and exit
     name, context, path = "editkit", None, ["editkit"]
     while hasattr(command, "resolve_command"):
-        if not args:
-            return " ".join(path)                      # a group named on its own: it lists its commands
+        if not args:                                   # a group named on its own (it exits 2 without a command)
+            return " ".join(path) + " (name only: a group)"
         context = command.make_context(name, list(args), parent=context)
         rest = [*getattr(context, "_protected_args", []), *context.args]
         if not rest:
-            return " ".join(path)
+            return " ".join(path) + " (name only: a group)"
         name, command, args = command.resolve_command(context, rest)
         if command is None:
             raise ValueError(f"no such command {rest[0]!r}")
@@ -416,6 +416,8 @@ def test_marked_editkit_commands_are_checked():
     """The parser rejects what a new user would get wrong (an unknown option, a misspelt command)."""
     assert parse_editkit(["bench", "evaluate", "--bench", "gedit", "--model", "m"]) == "editkit bench evaluate"
     assert parse_editkit(["train", "run", "--config", "c.yaml", "train.max_steps=1"]) == "editkit train run"
+    assert parse_editkit(["curate"]) == "editkit curate (name only: a group)"
+    assert parse_editkit(["bench", "evaluate"]).startswith("editkit bench evaluate (name only: missing")
     with pytest.raises(Exception, match="no-such-option"):
         parse_editkit(["bench", "evaluate", "--no-such-option", "1"])
     with pytest.raises(Exception, match="no-such-command"):
