@@ -5,6 +5,10 @@ A *step* is a callable ``step(records, images) -> records`` over ONE shard (a ba
 batch -> batch functions: the same function can run here shard by shard, or under a distributed engine (Ray Data's
 ``map_batches``) unchanged. Steps must return every record they were given (rejected ones included, see
 :func:`editkit.schema.reject`); the runner checks this, so no record is ever silently dropped.
+
+A step (or the class / function a :class:`Deferred` builds it with) may declare the record fields it reads
+(:mod:`editkit.needs`, e.g. ``needs = Needs(("mask", "scores"))``): an input whose shards lack one fails at start,
+in one line naming the field, before any model loads.
 """
 from __future__ import annotations
 
@@ -103,6 +107,7 @@ def run_stage(
     shards = store.list_shards(input_dir)
     if not shards:
         raise FileNotFoundError(f"{stage}: no record shards in {input_dir}; run the previous stage first (dvc repro)")
+    check_step_needs(stage, build.build if isinstance(build, Deferred) else step, input_dir)
     stats = StageStats(stage, repaired=repaired)
     started = time.perf_counter()
     total = store.count_records(input_dir)
@@ -129,6 +134,17 @@ def run_stage(
             store.write_metrics(tmps[1], stats.metrics if stats.metrics is not None else stats.as_dict())
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def check_step_needs(stage: str, step: Any, input_dir: Path | str) -> None:
+    """Fail (one line) when ``step`` declares a record field the first input shard has no column for."""
+    from editkit.needs import needs_of, require, shard_columns
+
+    needs = needs_of(step)
+    columns = shard_columns(input_dir) if needs.fields else None
+    if columns is not None:
+        require(f"{stage}: step {getattr(step, '__name__', type(step).__name__)}", needs, columns,
+                f"the input records in {input_dir}")
 
 
 def for_each_record(work: Callable[[dict[str, Any]], Any], records: list[dict[str, Any]], workers: int = 0) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from editkit.scores import (BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, INSTRUCTION_CLARITY, MASK_ACCURACY,
                             MASK_AREA, MASK_COMPONENTS, TARGET_PROMINENCE)
 from editkit.config_meta import Help, Range, check_fields
+from editkit.needs import Needs
 
 
 @dataclass
@@ -88,6 +89,11 @@ class Filter:
     bound: str  # "min": reject value < threshold; "max": reject value > threshold
     region_edits_only: bool = False
 
+    @property
+    def needs(self) -> Needs:
+        """The record fields it reads (:mod:`editkit.needs`): the scores map, and what tells a region edit apart."""
+        return Needs(("scores", "edit_type", "scope") if self.region_edits_only else ("scores",))
+
 
 FILTERS: dict[str, Filter] = {
     "mask_area_min": Filter(MASK_AREA, "min", region_edits_only=True),
@@ -107,6 +113,14 @@ assert [f.name for f in fields(FilterParams)] == list(FILTERS), "FilterParams an
 def active_filters(params: FilterParams) -> list[tuple[str, Filter, float]]:
     return [(name, spec, float(getattr(params, name))) for name, spec in FILTERS.items()
             if getattr(params, name) is not None]
+
+
+def check_input(params: FilterParams, columns: list[str], where: str) -> None:
+    """Fail (one line naming the filter and the field) when an active filter reads a field ``columns`` lacks."""
+    from editkit.needs import require
+
+    for name, spec, _ in active_filters(params):
+        require(f"filter {name!r}", spec.needs, columns, where)
 
 
 def needed_scores(params: FilterParams) -> list[str]:

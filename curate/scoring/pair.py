@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from editkit import rle, schema
+from editkit.needs import Needs
 from editkit.scores import BG_PSNR, BG_SSIM, MASK_AREA, MASK_COMPACTNESS, MASK_COMPONENTS
 from curate.scoring import phash
 
@@ -95,6 +96,10 @@ def score_pair(record: dict[str, Any], source: np.ndarray, edited: np.ndarray) -
     record["scores"] = scores
     record["phash"] = phash.pair_hashes(source, edited)
     return record
+
+
+# the record fields the pixel scores read (editkit.needs)
+NEEDS = Needs(("id", "status", "has_edited", "mask", "scores"))
 
 
 def score_pairs(records: list[dict[str, Any]], images: Optional[Any], workers: int = 0) -> list[dict[str, Any]]:

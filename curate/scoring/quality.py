@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from editkit.mllm.config import ClientConfig
+from editkit.needs import Needs
 from editkit.scores import INSTRUCTION_CLARITY, MASK_ACCURACY, TARGET_PROMINENCE
 from editkit.config_meta import Help, Range
 
@@ -82,6 +83,8 @@ def _output_model():
 
 class QualityJudge:
     """The batch -> batch quality step (client probed / model loaded once, here)."""
+
+    needs = Needs(("id", "status", "has_edited", "edit_type", "mask", "scores", "meta"))  # fields it reads
 
     def __init__(self, params: QualityParams):
         from editkit.mllm.client import Client

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from editkit import schema, store, taxonomy
+from editkit.needs import Needs
 from curate.scoring import balance, dedupe, filters, funnel
 
 STAGE = "select"
@@ -70,11 +71,27 @@ def needed_scores(params) -> list[str]:
 
 
 # ---------------------------------------------------------------- pass 1
+# the record fields pass 1 reads (editkit.needs); each active filter declares its own (filters.Filter.needs)
+NEEDS = Needs(("id", "edit_type", "scope", "status", "reject_stage", "reject_reason", "scores", "phash"))
+
+
+def check_input(params, input_dir: Path) -> None:
+    """At the stage's start: every field the active filters and pass 1 read is a column of the input shards."""
+    from editkit.needs import require, shard_columns
+
+    columns = shard_columns(input_dir)
+    if columns is None:
+        return  # no shard: load() says so
+    where = f"the input records in {input_dir}"
+    filters.check_input(params.filters, columns, where)
+    require(f"the {STAGE} stage", NEEDS, columns, where)
+
+
 def load(input_dir: Path, score_names: list[str]) -> Candidates:
     shards = store.list_shards(input_dir)
     if not shards:
         raise FileNotFoundError(f"{STAGE}: no record shards in {input_dir}; run the score stage first (dvc repro)")
-    columns = ["id", "edit_type", "scope", "status", "reject_stage", "reject_reason", "scores", "phash"]
+    columns = list(NEEDS.fields)
     type_index: dict[str, int] = {}
     parts: dict[str, list] = {k: [] for k in ("ids", "types", "region", "upstream", "hashes", "has_hash")}
     score_parts: dict[str, list] = {name: [] for name in score_names}

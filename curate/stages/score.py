@@ -20,7 +20,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from curate.scoring.quality import QualityParams
+from curate.scoring.pair import NEEDS as PAIR_NEEDS
+from curate.scoring.quality import QualityJudge, QualityParams
 from editkit.config_meta import Help, Range, check_fields
 
 STAGE = "score"
@@ -73,6 +74,8 @@ class ScoreStep:
 
     ``counters`` reports the CLIP embedding cache's hits and misses and the judge's requests (summed over workers
     by the executor)."""
+
+    needs = PAIR_NEEDS | QualityJudge.needs  # the record fields its parts read (checked at stage start)
 
     def __init__(self, params: ScoreParams):
         self.params, self.clip, self.quality = params, None, None

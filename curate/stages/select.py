@@ -77,6 +77,7 @@ def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Pa
     started = time.perf_counter()
     repaired = store.recover_input(input_dir)
     repaired += store.recover(output_dir, rejects_dir, *([metrics_file] if metrics_file is not None else []))
+    selection.check_input(params, input_dir)  # a field a filter reads missing: one line, before any work
     score_names = selection.needed_scores(params)
     cand = selection.load(input_dir, score_names)
     decision = selection.decide(params, cand)
