@@ -16,17 +16,18 @@ import numpy as np
 
 from benchmarks import imgedit, proposals
 from benchmarks.items import BenchItem, to_record, write_benchmark
+from benchmarks.reader import BenchmarkReader, reader_check
 from curate.masks.grounded import GroundingParams
 from editkit import schema, store
 from editkit.mllm.config import ClientConfig
-from editkit.registry import Registry, callable_with
+from editkit.registry import Registry
 from editkit.safe_paths import UnsafePath, read_inside
 from editkit.config_meta import Help, Range
 
-# bench name -> ``read(path, params) -> Iterator[(BenchItem, edit type or None)]`` (modules load on first lookup)
-READERS: Registry = Registry("benchmark", lazy={"gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read",
-                                                "compbench": "benchmarks.compbench:read"},
-                     check=callable_with("path", "bench_params"))
+# bench name -> its module's reader, a benchmarks.reader.BenchmarkReader (modules load on first lookup)
+READERS: Registry[BenchmarkReader] = Registry("benchmark", lazy={
+    "gedit": "benchmarks.gedit:read", "imgedit": "benchmarks.imgedit:read", "compbench": "benchmarks.compbench:read"},
+    check=reader_check)
 LAYOUTS = ("public", "cocoedit")  # cocoedit: CoCoEdit's masked GEdit/ImgEdit release (benchmarks.cocoedit_masked)
 
 
