@@ -284,7 +284,7 @@ def _editkit_argv(text: str) -> list[str] | None:
 
 def _venv() -> Path:
     local = ROOT / ".venv"
-    return local if (local / "bin" / "python").exists() else Path(sys.executable).resolve().parents[1]
+    return local if (local / "bin" / "python").exists() else Path(sys.prefix)
 
 
 def _environment(copy: Path) -> dict[str, str]:
@@ -364,6 +364,8 @@ def test_commands_are_collected():
     assert any(c.text == "make demo" for b in BLOCKS if b.file == "README.md" for c in b.commands)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
 def test_docs_command(block: Block, request):
     failures = []
