@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -164,7 +165,7 @@ def render_reference() -> str:
         "# Config reference",
         "",
         "Every setting of `params.yaml` and of the trainer configs, generated from the config classes "
-        "(`editkit config reference > docs/config-reference.md`; a test fails when this page is stale). "
+        "(`editkit config reference` prints it; a test fails when this page is stale). "
         "`editkit config explain <section|file>` prints the same with a file's current values.",
         "",
         "A range is checked when the file is loaded: a value outside it ends the command with one line naming the "
@@ -196,6 +197,8 @@ def _table(rows: list[FieldInfo], prefix: str = "") -> list[str]:
 
 
 def _cell(text: str) -> str:
+    # a command named in a help text is quoted, not a code span: the page lists settings, it runs nothing
+    text = re.sub(r"`((?:editkit|dvc|make|python|accelerate|torchrun) [^`]*)`", r'"\1"', text)
     for raw, escaped in (("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("*", "\\*"), ("\n", " ")):
         text = text.replace(raw, escaped)
     return text
