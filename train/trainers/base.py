@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from editkit.errors import CheckpointError, OutputRefused
 from editkit.store import atomic_dir
 from train.algorithms.advantages import Advantages, gathered_advantages
 from train.algorithms.region_advantages import token_mask
@@ -273,12 +274,13 @@ class Trainer(ABC):
         path = resolve_resume(resume, root)
         if path is None:
             if resume != "auto" and list_checkpoints(root):
-                raise FileExistsError(f"{root} holds checkpoints of an earlier run: pass --resume auto to continue "
+                raise OutputRefused(f"{root} holds checkpoints of an earlier run: pass --resume auto to continue "
                                       "it, or use a new output_dir")
             return 0
         state = load_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, path)
         if state.get("algorithm") != self.name:
-            raise ValueError(f"checkpoint {path} was written by {state.get('algorithm')!r}, this run is {self.name!r}")
+            raise CheckpointError(f"checkpoint {path} was written by {state.get('algorithm')!r}, this run is "
+                                  f"{self.name!r}: resume it with the same trainer, or use a new output_dir")
         self.sampler.load_state_dict(state["sampler"])
         self.advantage_stats = state.get("advantage_stats", {})
         self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
