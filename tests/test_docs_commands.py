@@ -83,7 +83,7 @@ SMOKE = {
 # placeholder -> the value a form is parsed with (any other placeholder stands for "x")
 FILL = {"<stage>": "ingest", "<bench>": "gedit"}
 # Spans that name a launcher or entry point without its arguments; they run as `<name> --help`.
-NAMES = {"accelerate launch", "python -m train"}
+NAMES = {"accelerate launch", "python -m train", "accelerate launch -m train", "torchrun -m train", "editkit train run"}
 # Commands that must not touch the shared copy: they run in a throwaway copy of it.
 DESTRUCTIVE = {"make clean-data"}
 
