@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Iterator, Optional
 
 from editkit.mllm.backends import Backend, MLLMError
@@ -270,15 +270,31 @@ class OpenAIBackend(Backend):
         return None, detail, _retry_after(answer.headers.get("retry-after"))
 
     def generate(self, requests: list[Request]) -> Iterator[tuple[int, Response]]:
+        """Answers as they complete. At most ``max_concurrency`` requests are out at a time, and the next one is
+        sent only once the caller has taken an answer (and cached it): a run killed at any moment loses at most
+        the answers of the requests in flight, however slowly the caller keeps up."""
         if not requests:
             return
-        with ThreadPoolExecutor(max_workers=min(self.config.max_concurrency, len(requests))) as pool:
-            futures = {pool.submit(self._post, r): i for i, r in enumerate(requests)}
+        window = min(self.config.max_concurrency, len(requests))
+        queued = iter(enumerate(requests))
+        running: dict = {}
+        with ThreadPoolExecutor(max_workers=window) as pool:
+
+            def send_next() -> None:
+                for index, request in queued:
+                    running[pool.submit(self._post, request)] = index
+                    return
+
+            for _ in range(window):
+                send_next()
             try:
-                for future in as_completed(futures):
-                    yield futures[future], future.result()
-            finally:  # the caller stopped early (e.g. Ctrl-C): do not start what is still queued
-                for future in futures:
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield running.pop(future), future.result()
+                        send_next()
+            finally:  # the caller stopped early (e.g. Ctrl-C): nothing more is sent
+                for future in running:
                     future.cancel()
 
     def close(self) -> None:
