@@ -150,7 +150,7 @@ def merge(
 ) -> None:
     """DVC stage `review` (and the benchmarks' review stages): merge a reviews file into records, no server needed."""
     from annotate.merge import load_reviews, merge_step, review_metrics
-    from editkit import pipeline, store
+    from editkit import pipeline
     from editkit.executors import stage_executor
 
     p = _params(params)
@@ -161,10 +161,13 @@ def merge(
         loaded = load_reviews(ds.reviews)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    def summarize(stats, records_dir: Path) -> dict:  # written with the records, in one atomic step
+        return {**review_metrics(records_dir, loaded), "stage": stats.as_dict()}
+
     stats = pipeline.run_stage("review", ds.records, out, pipeline.Deferred(merge_step, loaded),
-                               executor=stage_executor(params, executor))
-    result = {**review_metrics(out, loaded), "stage": stats.as_dict()}
-    store.write_metrics(Path(metrics_path), result)
+                               executor=stage_executor(params, executor), metrics_file=Path(metrics_path),
+                               summarize=summarize)
+    result = stats.metrics
     typer.echo(f"review: {result['status']} ({ds.reviews})")
 
 
