@@ -99,3 +99,27 @@ def test_merge_command_options_override_params(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["status"] == {"reject": 1, "unreviewed": 4}
     assert not (tmp_path / "nowhere").exists() and store.count_records(tmp_path / "out") == 5
+
+
+def test_merge_command_commits_its_metrics_with_the_records(tmp_path, monkeypatch):
+    """The review stage's metrics are part of the records' atomic commit: a kill can never leave metrics that
+    describe other records (the same journal as the curate stages)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from annotate.cli import app
+    from editkit import atomic
+
+    records, _ = _records()
+    store.write_records(tmp_path / "masks", "shard-00000", records)
+    (tmp_path / "reviews.json").write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": "blurry"}]))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"annotate": {"records": str(tmp_path / "masks"), "reviews": str(tmp_path / "reviews.json"),
+                                                   "out": str(tmp_path / "review"), "metrics": str(tmp_path / "m.json")}}))
+    seen = []
+    real = atomic._commit
+    monkeypatch.setattr(atomic, "_commit", lambda moves: (seen.append([str(m[1]) for m in moves]), real(moves)))
+    result = CliRunner().invoke(app, ["merge", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert seen == [[str(tmp_path / "review"), str(tmp_path / "m.json")]]
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == {"reject": 1, "unreviewed": 4}
