@@ -11,14 +11,18 @@ is never checked.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import inspect
 import math
+import textwrap
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
-__all__ = ["FieldInfo", "Help", "Range", "check_fields", "describe_type", "field_infos", "help_of", "range_of", "strip"]
+__all__ = ["FieldInfo", "Help", "Range", "check_fields", "describe_type", "field_infos", "field_docs", "help_of",
+           "range_of", "strip"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,26 @@ def help_of(hint: Any) -> str:
     return next((m.text for m in strip(hint)[1] if isinstance(m, Help)), "")
 
 
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a class and its bases: the string literal right under a field's line.
+
+    The same convention Sphinx, mkdocstrings and pydantic's ``use_attribute_docstrings`` read, so an editor shows
+    the help on hover. A class whose source cannot be read (built at run time) has none."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = next((n.body for n in ast.parse(source).body if isinstance(n, ast.ClassDef)), [])
+        for node, after in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    return docs
+
+
 def range_of(hint: Any) -> Range | None:
     return next((m for m in strip(hint)[1] if isinstance(m, Range)), None)
 
@@ -183,7 +207,8 @@ def field_infos(cls: type, prefix: str = "", instance: Any = None) -> list[Field
         if is_float and not (rng and (rng.allow_nan or rng.allow_inf)):
             limits = f"{limits}, finite" if limits else "finite"
         key = f"{prefix}{f.name}"
-        rows.append(FieldInfo(key, describe_type(hint), None if section else default, help_of(hint), limits,
+        text = help_of(hint) or field_docs(cls).get(f.name, "")
+        rows.append(FieldInfo(key, describe_type(hint), None if section else default, text, limits,
                               section is not None, cls, f.name))
         if section is not None:
             sub = default if dataclasses.is_dataclass(default) else None
