@@ -15,7 +15,6 @@ modes (interleaved; minimum over repeats, because on a shared machine other jobs
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-dataset builder
+
+from perf import harness  # noqa: E402
 
 
 def slow_judge(delay_s: float, capacity: int):
@@ -58,7 +59,8 @@ def build_trainer(workdir: Path, url: str, args):
         f"sampler.sde_window=[0, {min(3, args.num_steps)}]", "train.groups_per_step=2", "train.group_size=4",
         f"train.micro_batch_size={args.micro_batch_size}", "logging.progress=false", "logging.tensorboard=false",
         "eval.every=0", "checkpoint.every=0", "rewards.weights={pixel_consistency: 1.0, mllm: 1.0}",
-        f"rewards.options={{mllm: {{endpoint: '{url}', retries: 0, timeout_s: 60, max_concurrency: 8}}}}"])
+        f"rewards.options={{mllm: {{client: {{backend: openai, endpoint: '{url}', retries: 0, timeout_s: 60, "
+        "max_concurrency: 8, max_tokens: 8, temperature: 0.0}}}"])
     return GRPOTrainer(config)
 
 
@@ -132,7 +134,11 @@ def main() -> None:
     parser.add_argument("--num-steps", type=int, default=8, help="denoising steps per rollout")
     parser.add_argument("--micro-batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    harness.add_options(parser, "reward_overlap")
     args = parser.parse_args()
+    if args.smoke:
+        args.delay, args.steps, args.num_steps, args.resolution = 0.01, 1, 2, 32
+    provenance = harness.Provenance(args.smoke)
     result = run(args)
     print(" ".join(f"{k}={v}" for k, v in result.items() if k not in ("rows", "speedup", "saved_s_per_step")))
     header = ["mode", "step_s", "sample_s", "score_s", "step_median_s"]
@@ -140,10 +146,7 @@ def main() -> None:
     for row in result["rows"]:
         print(" | ".join(f"{row[h]:>13.3f}" if isinstance(row[h], float) else f"{row[h]:>13}" for h in header))
     print(f"speedup {result['speedup']:.2f}x, {result['saved_s_per_step']:.3f} s saved per step")
-    out = REPO / "perf" / "results" / "reward_overlap.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    harness.write_result(harness.out_path(args, "reward_overlap"), result, provenance)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ upstream rejects, score distributions that fail each filter now and then, and ~5
 bits flipped in all three pHashes). The selection runs as a separate process (the real CLI) so its peak RSS is
 measured alone (os.wait4).
 
-    .venv/bin/python perf/select_1m.py [--records 1000000] [--workdir /tmp/editkit-select-1m] [--keep]
+    .venv/bin/python perf/select_1m.py [--records 1000000] [--workdir /tmp/editkit-select-1m] [--keep] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from editkit import schema, store, taxonomy  # noqa: E402
+from perf import harness  # noqa: E402
 
 TYPES = sorted(taxonomy.EDIT_TYPES)
 SCORE_NAMES = ("mask_area", "mask_components", "bg_psnr", "bg_ssim")
@@ -79,11 +81,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/editkit-select-1m"))
     parser.add_argument("--keep", action="store_true", help="keep the generated shards")
+    harness.add_options(parser, "select_1m")
     args = parser.parse_args()
+    if args.smoke:
+        args.records = 3000
+        args.workdir = args.workdir.with_name(args.workdir.name + "-smoke")
+    provenance = harness.Provenance(args.smoke)
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     gen_s = generate(work / "score", args.records)
-    (work / "params.yaml").write_text("select:\n  target_size: 40000\n  seed: 0\n")
+    target = min(40000, args.records // 25)
+    (work / "params.yaml").write_text(f"select:\n  target_size: {target}\n  seed: 0\n")
     editkit = Path(sys.executable).with_name("editkit")
     command = [str(editkit), "curate", "select", "--params", str(work / "params.yaml"), "--input", str(work / "score"),
                "--out", str(work / "select"), "--rejects", str(work / "rejects"),
@@ -96,21 +104,22 @@ def main() -> None:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"select failed:\n{output}")
     metrics = json.loads((work / "select.json").read_text())
+    stated = re.search(r" in ([0-9.]+) s", output)  # the stage's own time, as its command line prints it
     peak_mb = usage.ru_maxrss / 1024  # Linux: KiB
     result = {
         "records": args.records, "shards": len(store.list_shards(work / "score")), "generate_s": round(gen_s, 1),
-        "select_wall_s": round(wall, 1), "select_stage_s": metrics["seconds"], "peak_rss_mb": round(peak_mb),
+        "select_wall_s": round(wall, 1), "select_stage_s": float(stated.group(1)) if stated else None,
+        "peak_rss_mb": round(peak_mb),
         "selected": metrics["selected"], "near_duplicates": metrics["dedupe_clusters_merged"],
         "goal_peak_rss_mb": 2048, "goal_wall_s": 60, "cpu_cores": os.cpu_count(),
         "meets_goal": peak_mb <= 2048 and wall <= 60,
     }
-    print(f"{'records':>10} {'shards':>7} {'select wall s':>14} {'peak RSS MB':>12} {'selected':>9} {'near-dups':>10} {'goal':>22}")
+    print(f"{'records':>10} {'shards':>7} {'select wall s':>14} {'peak RSS MB':>12} {'selected':>9} {'near-dups':>10} "
+          f"{'goal':>22}")
     print(f"{result['records']:>10,} {result['shards']:>7} {result['select_wall_s']:>14} {result['peak_rss_mb']:>12} "
           f"{result['selected']:>9} {result['near_duplicates']:>10} {'<= 60 s, <= 2048 MB':>22}")
     print("funnel:", ", ".join(f"{r['filter']} -{r['rejected']}" for r in metrics["funnel"]))
-    out = ROOT / "perf" / "results" / "select_1m.json"
-    store.write_json(out, {**result, "funnel": metrics["funnel"]})
-    print(f"written {out}")
+    harness.write_result(harness.out_path(args, "select_1m"), {**result, "funnel": metrics["funnel"]}, provenance)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
