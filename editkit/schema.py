@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from editkit import schema_versions
+
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
 
@@ -28,7 +30,8 @@ MASK_SOURCES = ("gt", "diff", "grounded", "fused", "human", "whole", "none")
 
 RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
 
-# Column order is the on-disk order. Append new fields at the end of their group; never rename.
+# Column order is the on-disk order. Append new fields at the end of their group; never rename. A change that old
+# shards cannot be read as (a renamed or re-meant field) bumps schema_versions.CURRENT["records"] with a migration.
 RECORD_SCHEMA = pa.schema(
     [
         # identity and provenance
@@ -65,7 +68,8 @@ RECORD_SCHEMA = pa.schema(
         # 64-bit pHashes (score stage), near-duplicate removal
         ("phash", pa.struct([("source", pa.uint64()), ("edited", pa.uint64()), ("change", pa.uint64())])),
         ("instruction_variants", pa.list_(pa.string())),  # every instruction the dataset ships (primary included)
-    ]
+    ],
+    metadata=schema_versions.parquet_metadata("records"),  # every shard written carries the records' schema version
 )
 
 FIELDS = tuple(RECORD_SCHEMA.names)
@@ -147,13 +151,19 @@ def to_table(records: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
 
 
-def from_table(table: pa.Table) -> list[dict[str, Any]]:
-    """Arrow table -> records (maps back to dicts; missing columns filled with defaults)."""
+def from_table(table: pa.Table, where: str = "") -> list[dict[str, Any]]:
+    """Arrow table -> records (maps back to dicts; missing columns filled with defaults).
+
+    A table of an older records version (its schema metadata; none = version 1) is migrated record by record; a
+    newer one fails with :class:`editkit.schema_versions.UnsupportedVersion` (``where`` names the file)."""
+    version = schema_versions.check("records", schema_versions.parquet_version(table.schema.metadata), where)
+    old = version < schema_versions.CURRENT["records"]
     records = []
     for row in table.to_pylist():
         scores = row.get("scores") or []
         row["scores"] = dict(scores) if not isinstance(scores, dict) else scores
         for name in _LIST_FIELDS:
             row[name] = list(row.get(name) or [])
-        records.append(new_record(**{k: v for k, v in row.items() if k in FIELDS}))
+        record = new_record(**{k: v for k, v in row.items() if k in FIELDS})
+        records.append(schema_versions.migrate("records", record, version, where) if old else record)
     return records

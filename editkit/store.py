@@ -81,7 +81,8 @@ def write_records(directory: Path | str, shard: str, records: list[dict[str, Any
 
 
 def read_records(directory: Path | str, shard: str) -> list[dict[str, Any]]:
-    return schema.from_table(pq.read_table(Path(directory) / f"{shard}.parquet"))
+    path = Path(directory) / f"{shard}.parquet"
+    return schema.from_table(pq.read_table(path), where=str(path))  # an older schema version is migrated
 
 
 def iter_records(directory: Path | str) -> Iterator[tuple[str, list[dict[str, Any]]]]:

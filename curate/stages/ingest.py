@@ -90,6 +90,8 @@ def to_record(pair, policy: images.ImagePolicy) -> tuple[dict[str, Any], dict[st
     edit_type = None if pair.edit_type is None else str(pair.edit_type)
     origin_key, phrases = str(pair.origin_key), [str(p) for p in pair.target_phrases]
     variants = [str(v) for v in getattr(pair, "instruction_variants", None) or []]
+    if not variants and instruction:  # records schema 2: the primary instruction is always among the variants
+        variants = [instruction]
     has_edited = getattr(pair, "has_edited", True)
     if pair.source is not None and (pair.edited is not None or not has_edited):
         record_id = schema.content_id(pair.source, pair.edited or b"", instruction or "")
