@@ -116,7 +116,7 @@ def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: P
         funnel_png: Path, metrics_file: Path | None = None) -> dict[str, Any]:
     """Export and return the metrics; with ``metrics_file`` they are written in the same atomic step as the
     dataset."""
-    from editkit import store
+    from editkit import schema_versions, store
 
     if params.format != "save_to_disk":
         raise ValueError(f"export.format {params.format!r} is not implemented; use save_to_disk")
@@ -130,6 +130,7 @@ def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: P
         work = tmp / ".build-cache"
         dataset, by_type, score_names = build_dataset(records_dir, images_dir, params, work)
         dataset.save_to_disk(str(tmp / "dataset"), max_shard_size=params.max_shard_size)
+        schema_versions.write_export_stamp(tmp / "dataset")  # the export's schema version, beside dataset_info.json
         del dataset
         shutil.rmtree(work, ignore_errors=True)
         if funnel_png.exists():
