@@ -78,22 +78,20 @@ class CommandGroup(typer.Typer):
             self.info.callback = _no_options  # a group, even while it declares one command of its own
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        register = super().command(*args, **kwargs)
-
-        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-            register(report_user_errors(function))
-            return function
-
-        return decorator
+        return _reporting(super().command(*args, **kwargs))
 
     def callback(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        register = super().callback(*args, **kwargs)
+        return _reporting(super().callback(*args, **kwargs))
 
-        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
-            register(report_user_errors(function))
-            return function
 
-        return decorator
+def _reporting(register: Callable[[Callable[..., Any]], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A Typer registration decorator that registers the function wrapped by :func:`report_user_errors`."""
+
+    def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+        register(report_user_errors(function))
+        return function
+
+    return decorator
 
 
 def _no_options() -> None:

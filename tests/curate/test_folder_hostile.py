@@ -2,30 +2,20 @@
 images are flagged (kept), and the pairs file is streamed (a long line or a long file is not held in memory)."""
 from __future__ import annotations
 
-import io
 import json
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from curate.sources.folder import FolderParams, FolderSource, animation_frames
 from curate.stages.ingest import IngestParams, run_ingest
 from editkit import store
 from editkit.errors import UserError
+from tests.support.files import pair_folder, random_image
 
 
-def image(seed: int, fmt: str = "PNG", frames: int = 1, size: int = 8) -> bytes:
-    rng = np.random.default_rng(seed)
-    pictures = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(frames)]
-    buffer = io.BytesIO()
-    if frames > 1:
-        pictures[0].save(buffer, fmt, save_all=True, append_images=pictures[1:], duration=100, loop=0)
-    else:
-        pictures[0].save(buffer, fmt)
-    return buffer.getvalue()
+image = random_image
 
 
 def line(source: str = "s.png", edited: str = "e.png", instruction: str = "make it red", **extra) -> str:
@@ -34,12 +24,7 @@ def line(source: str = "s.png", edited: str = "e.png", instruction: str = "make 
 
 @pytest.fixture
 def root(tmp_path):
-    folder = tmp_path / "pairs"
-    folder.mkdir()
-    (folder / "s.png").write_bytes(image(0))
-    (folder / "e.png").write_bytes(image(1))
-    (folder / "s2.png").write_bytes(image(2))
-    return folder
+    return pair_folder(tmp_path, "s2.png")
 
 
 def records(source, out: Path) -> list[dict]:

@@ -3,19 +3,17 @@ committed with the records (a kill never leaves metrics describing other records
 user's file or folder is refused in one line, never moved."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from curate.stages import rewrite
 from editkit import atomic, schema, store
 from editkit.errors import OutputRefused, UserError
+from tests.support.files import pair_folder
 
 DEAD = 999_999_999  # above any pid_max: a process that is certainly gone
 
@@ -127,18 +125,9 @@ def test_the_commit_has_the_metrics_in_its_journal(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ --out refusal
-def png(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def ingest_args(tmp_path):
-    folder = tmp_path / "pairs"
-    folder.mkdir()
-    (folder / "s.png").write_bytes(png(0))
-    (folder / "e.png").write_bytes(png(1))
+    folder = pair_folder(tmp_path, size=16)
     (folder / "pairs.jsonl").write_text(json.dumps({"source": "s.png", "edited": "e.png", "instruction": "x"}) + "\n")
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"ingest": {"source": "folder", "folder": {"path": str(folder)}}}))

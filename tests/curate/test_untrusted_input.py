@@ -5,28 +5,24 @@ source, the schema and ingest, and check that the stage always finishes with one
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from PIL import Image
 
 from curate.sources import RawPair
 from curate.sources.folder import FolderParams, FolderSource
 from curate.stages.ingest import IngestParams, run_ingest, to_record
 from curate import images
 from editkit import schema, store
+from tests.support.files import pair_folder, random_image
 
 
 def png(seed: int, size: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return random_image(seed, size=size)
 
 
 def folder(root: Path, lines: list[bytes]) -> FolderSource:
@@ -47,10 +43,7 @@ def line(source: str, edited: str = "e.png", instruction: str = "make it red", *
 # ----------------------------------------------------------------------------------------------- containment
 @pytest.fixture
 def pairs_dir(tmp_path):
-    root = tmp_path / "pairs"
-    root.mkdir()
-    (root / "s.png").write_bytes(png(0))
-    (root / "e.png").write_bytes(png(1))
+    root = pair_folder(tmp_path)
     secret = tmp_path / "secret.png"  # a valid image OUTSIDE the folder: must never reach the shards
     secret.write_bytes(png(2))
     (root / "link.png").symlink_to(secret)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
+
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass
@@ -62,23 +64,13 @@ def echo_answer(seen: Seen) -> tuple[int, Any]:
     return 200, {"id": key, "object": "chat.completion", "model": key, "choices": [choice]}
 
 
-class EchoServer:
+class EchoServer(LoopbackServer):
     def __init__(self, answer=echo_answer, redirect_to: Optional[str] = None, extra_models: tuple[str, ...] = ()):
         self.answer = answer
         self.redirect_to = redirect_to
         self.extra_models = extra_models
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None, "server not started (use it as a context manager)"
-        return self._httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> "EchoServer":
         server = self
@@ -136,14 +128,5 @@ class EchoServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._serve(_Handler)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None

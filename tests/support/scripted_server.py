@@ -19,8 +19,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Optional, Union
+
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass
@@ -89,7 +91,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     def __init__(self, handler: Handler, models: tuple[str, ...] = ("scripted",), models_route: bool = True,
                  health_route: bool = True):
         self.handler = handler
@@ -100,16 +102,11 @@ class ScriptedServer:
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
 
     @property
     def count(self) -> int:
         return len(self.requests)
 
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started (use it as a context manager)"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def __enter__(self) -> "ScriptedServer":
         server = self
@@ -188,17 +185,8 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     pass  # the client hung up: what a deadline is for
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._serve(_Handler)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
 
 
 def _fake_logprobs(text: str, k: int) -> Optional[list]:

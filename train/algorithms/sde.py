@@ -51,17 +51,9 @@ def _finish(x, mean, std, noise, prev_sample):
     return StepOutput(prev_sample.to(x.dtype), gaussian_log_prob(prev_sample, mean, std), mean, std)
 
 
-def flow_sde_step(
-    x: torch.Tensor,
-    v: torch.Tensor,
-    sigma: torch.Tensor | float,
-    sigma_next: torch.Tensor | float,
-    noise_level: float,
-    noise: torch.Tensor | None = None,
-    *,
-    sigma_max: float | None = None,
-    prev_sample: torch.Tensor | None = None,
-) -> StepOutput:
+def flow_sde_step(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float,
+                  noise_level: float, noise: torch.Tensor | None = None, *, sigma_max: float | None = None,
+                  prev_sample: torch.Tensor | None = None) -> StepOutput:
     """Flow-SDE step (Flow-GRPO). ``std_t = noise_level·sqrt(σ/(1−σ'))`` with σ' = σ, except at σ = 1 where the
     caller passes ``sigma_max`` (the first sigma below 1) to avoid the pole; the transition std is ``std_t·sqrt(−dt)``.
 
@@ -79,16 +71,9 @@ def flow_sde_step(
     return _finish(x, mean, std, noise, prev_sample)
 
 
-def cps_step(
-    x: torch.Tensor,
-    v: torch.Tensor,
-    sigma: torch.Tensor | float,
-    sigma_next: torch.Tensor | float,
-    noise_level: float,
-    noise: torch.Tensor | None = None,
-    *,
-    prev_sample: torch.Tensor | None = None,
-) -> StepOutput:
+def cps_step(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float,
+             noise_level: float, noise: torch.Tensor | None = None, *,
+             prev_sample: torch.Tensor | None = None) -> StepOutput:
     """Coefficients-preserving sampling: ``std = σ_next·sin(η·π/2)``, ``x̂0 = x − σv``, ``x̂1 = x + (1−σ)v``,
     ``mean = x̂0·(1−σ_next) + x̂1·sqrt(σ_next² − std²)``. With η = 0 it is the Euler ODE step."""
     x32, v32 = x.to(torch.float32), v.to(torch.float32)

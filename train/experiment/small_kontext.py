@@ -73,74 +73,30 @@ def build_small_kontext(
     first = attention_head_dim - 2 * ((attention_head_dim * 7 // 16) // 2 * 2)
     rope = (first, (attention_head_dim - first) // 2, (attention_head_dim - first) // 2)
     transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=4 * latent_channels,
-        out_channels=None,
-        num_layers=num_layers,
-        num_single_layers=num_single_layers,
-        attention_head_dim=attention_head_dim,
-        num_attention_heads=num_attention_heads,
-        joint_attention_dim=text_hidden,
-        pooled_projection_dim=text_hidden,
-        guidance_embeds=True,
-        axes_dims_rope=rope,
-    )
+        patch_size=1, in_channels=4 * latent_channels, out_channels=None, num_layers=num_layers,
+        num_single_layers=num_single_layers, attention_head_dim=attention_head_dim,
+        num_attention_heads=num_attention_heads, joint_attention_dim=text_hidden, pooled_projection_dim=text_hidden,
+        guidance_embeds=True, axes_dims_rope=rope)
     vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        block_out_channels=(4,), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=1,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
     clip_vocab, clip_merges = _clip_vocab()
     tokenizer = CLIPTokenizer(vocab=clip_vocab, merges=clip_merges, model_max_length=77)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(clip_vocab),
-            hidden_size=text_hidden,
-            intermediate_size=2 * text_hidden,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            projection_dim=text_hidden,
-            bos_token_id=clip_vocab["<|startoftext|>"],
-            eos_token_id=clip_vocab["<|endoftext|>"],
-            pad_token_id=clip_vocab["<|endoftext|>"],
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(clip_vocab), hidden_size=text_hidden, intermediate_size=2 * text_hidden, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=77, projection_dim=text_hidden,
+        bos_token_id=clip_vocab["<|startoftext|>"], eos_token_id=clip_vocab["<|endoftext|>"],
+        pad_token_id=clip_vocab["<|endoftext|>"]))
     t5_vocab = _t5_vocab()
     tokenizer_2 = T5Tokenizer(vocab=t5_vocab, extra_ids=0, model_max_length=512)
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_vocab),
-            d_model=text_hidden,
-            d_kv=8,
-            d_ff=2 * text_hidden,
-            num_layers=1,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_vocab), d_model=text_hidden, d_kv=8, d_ff=2 * text_hidden, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
                                                 max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
-    pipe = FluxKontextPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
-        transformer=transformer,
-    )
+    pipe = FluxKontextPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                               text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
     directory.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(directory)
     return directory
