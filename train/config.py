@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from editkit import export_columns as columns
 from editkit.config import ConfigError, load_file
 from train.algorithms.advantages import AdvantageConfig
 from train.algorithms.grpo import GRPOConfig
@@ -87,24 +88,24 @@ class DataConfig:
         Range(gt=0, le=8192),
     ] = field(default_factory=lambda: [512, 512])
     eval_size: Annotated[int, Help("rows held out (deterministic, by seed) for evaluation"), Range(ge=0)] = 8
-    source_column: Annotated[str, Help("dataset column holding the source image")] = "source_image"
+    source_column: Annotated[str, Help("dataset column holding the source image")] = columns.SOURCE_IMAGE
     instruction_columns: Annotated[
         list[str],
         Help("instruction columns, first non-empty one wins (refined before raw)"),
-    ] = field(default_factory=lambda: ["instruction_refined", "instruction"])
-    mask_column: Annotated[str, Help("COCO RLE of the pixels that SHOULD change")] = "mask"
+    ] = field(default_factory=lambda: list(columns.INSTRUCTION_COLUMNS))
+    mask_column: Annotated[str, Help("COCO RLE of the pixels that SHOULD change")] = columns.MASK
     edit_type_column: Annotated[
         str,
         Help("dataset column holding the edit type (editkit.taxonomy name)"),
-    ] = "edit_type"
+    ] = columns.EDIT_TYPE
     target_column: Annotated[
         str | None,
         Help("ground-truth edited image (optional; rewards that need it say so)"),
-    ] = "edited_image"
+    ] = columns.EDITED_IMAGE
     phrases_column: Annotated[
         str | None,
         Help("the edit's target phrases (optional; attention reward)"),
-    ] = "target_phrases"
+    ] = columns.TARGET_PHRASES
     center_crop: Annotated[
         bool,
         Help("crop to the centred square before resizing (CoCoEdit), else stretch to resolution"),

@@ -16,6 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from editkit import export_columns as columns
+
+# provenance columns of the export (editkit.export_columns) carried into each Example, to trace a row back
+PROVENANCE_COLUMNS = (columns.DATASET, columns.SPLIT, columns.ORIGIN_KEY, columns.MASK_SOURCE, columns.LICENCE)
+
 
 @dataclass
 class Example:
@@ -26,6 +31,7 @@ class Example:
     edit_type: str
     target: torch.Tensor | None = None  # (3, H, W) the dataset's edited image (ground truth), if the column exists
     phrases: list[str] = field(default_factory=list)  # the edit's target phrases (e.g. "the red car"), may be empty
+    provenance: dict[str, str | None] = field(default_factory=dict)  # dataset, split, origin_key, mask_source, licence
 
 
 def dataset_columns(path: Path | str) -> list[str] | None:
@@ -54,10 +60,13 @@ class EditDataset:
     def __init__(self, config, seed: int):
         import datasets
 
+        from editkit import schema_versions
+
         path = Path(config.dataset)
         if not path.exists():
             raise FileNotFoundError(f"training dataset {path} not found; build it with `editkit curate export` "
                                     "(or `dvc repro`) or point data.dataset at a `datasets.save_to_disk` dir")
+        schema_versions.export_version(path)  # a newer export than this code reads: one line, no misread
         self.table = datasets.load_from_disk(str(path))
         if isinstance(self.table, datasets.DatasetDict):
             self.table = self.table["train"]
@@ -106,7 +115,9 @@ class EditDataset:
         edit_type = str(record.get(self.config.edit_type_column) or "unknown")
         target = self._image(record, self.config.target_column, row, required=False)
         phrases = [str(p) for p in (record.get(self.config.phrases_column) or []) if p]
-        return Example(row, source, torch.from_numpy(np.asarray(mask) > 127), prompt, edit_type, target, phrases)
+        provenance = {name: record.get(name) for name in PROVENANCE_COLUMNS if name in record}
+        return Example(row, source, torch.from_numpy(np.asarray(mask) > 127), prompt, edit_type, target, phrases,
+                       provenance)
 
     def _filter(self):
         from PIL import Image

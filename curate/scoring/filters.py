@@ -18,6 +18,8 @@ from editkit.scores import (BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, IN
 from editkit.config_meta import Help, Range, check_fields
 from editkit.needs import Needs
 
+SHIPPED_DERIVED_IOU = "shipped_derived_iou"  # written by the masks stage (curate.stages.masks.SHIPPED_IOU_SCORE)
+
 
 @dataclass
 class FilterParams:
@@ -75,6 +77,12 @@ class FilterParams:
         Help("minimum MLLM target prominence 0-10; region edits only"),
         Range(ge=0, le=10),
     ] = None
+    shipped_derived_iou_min: Annotated[
+        Optional[float],
+        Help("minimum IoU of a dataset's shipped mask with the pipeline's derived mask (masks stage); records "
+             "without a shipped mask pass. Off by default (null)"),
+        Range(ge=0, le=1),
+    ] = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -106,6 +114,7 @@ FILTERS: dict[str, Filter] = {
     "instruction_clarity_min": Filter(INSTRUCTION_CLARITY, "min"),
     "mask_accuracy_min": Filter(MASK_ACCURACY, "min", region_edits_only=True),
     "target_prominence_min": Filter(TARGET_PROMINENCE, "min", region_edits_only=True),
+    "shipped_derived_iou_min": Filter(SHIPPED_DERIVED_IOU, "min"),
 }
 assert [f.name for f in fields(FilterParams)] == list(FILTERS), "FilterParams and FILTERS must list the same filters"
 

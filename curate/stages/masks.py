@@ -10,6 +10,12 @@ Reads ``data/rewrite/records`` + ``data/ingest/images``, writes ``data/masks/rec
   an MLLM (``detector: mllm``); missing weights or an unusable MLLM stop the stage with a message.
 * ``dilate`` - per edit type, the final mask is dilated by that many pixels (:mod:`curate.masks.dilation`).
 * A mask that came with the data (``mask_source`` gt/human) is kept; the diff mask is still computed for the metrics.
+* ``source_policy`` - what a record whose dataset ships a mask (``gt_mask``) carries on (:func:`apply_source_policy`,
+  after the derived mask is made): ``keep`` (default) the shipped mask (``mask_source="gt"``), ``fuse`` the union of
+  shipped and derived (``"gt_fused"``), ``derive`` the derived one, with the flag ``shipped_mask_replaced`` (the
+  shipped mask stays in ``gt_mask`` and is exported beside it). Either way ``scores["shipped_derived_iou"]`` is the
+  IoU of the shipped and the derived mask at the record's resolution (select can filter on it). The built-in
+  sample's ``gt_mask`` is its evaluation truth, not a shipped mask: its records keep the derived mask.
 * ``metrics/masks.json``: ``mean_iou`` of the diff masks against ``gt_mask`` (where known), overall and per edit
   type, with counts. A whole-image edit counts like any other: a whole mask vs a whole-image gt has IoU 1.
 """
@@ -25,12 +31,17 @@ import typer
 
 from curate.masks.diff import DiffParams
 from curate.masks.grounded import GroundingParams
+from curate.scoring.filters import SHIPPED_DERIVED_IOU
 from editkit.config_meta import Help, Range, check_fields
 
 STAGE = "masks"
 MODES = ("diff", "grounded")
 KEPT_SOURCES = ("gt", "human")  # masks supplied with the data are never overwritten
 IOU_SCORE = "diff_gt_iou"
+SHIPPED_IOU_SCORE = SHIPPED_DERIVED_IOU  # IoU(shipped gt_mask, the pipeline's derived mask)
+SOURCE_POLICIES = ("keep", "fuse", "derive")
+EVALUATION_ONLY_ORIGINS = ("sample",)  # their gt_mask measures the derived masks; it is not a shipped mask
+REPLACED_FLAG = "shipped_mask_replaced"
 
 
 @dataclass
@@ -56,6 +67,11 @@ class MasksParams:
         dict[str, int],
         Help("edit type -> radius (px) the final mask grows by"),
     ] = field(default_factory=dict)
+    source_policy: Annotated[
+        Literal["keep", "fuse", "derive"],
+        Help("records whose dataset ships a mask: keep it (default), fuse it with the derived mask (union), or "
+             "derive (the derived mask replaces it, flagged shipped_mask_replaced); a reviewed mask always wins"),
+    ] = "keep"
 
     def __post_init__(self) -> None:
         from curate.masks.dilation import check_dilate
@@ -135,11 +151,49 @@ class MasksStep:
         records = diff_step(records, images, self.params)
         if self.grounded is not None:
             records = self.grounded(records, images)
-        return dilate_records(records, self.params.dilate)
+        records = dilate_records(records, self.params.dilate)
+        return apply_source_policy(records, self.params.source_policy)
 
     def close(self) -> None:
         if self.grounded is not None:
             self.grounded.close()
+
+
+def has_shipped_mask(record: dict[str, Any]) -> bool:
+    """The record's dataset shipped a mask (``gt_mask``), as opposed to the built-in sample's evaluation truth."""
+    return record.get("gt_mask") is not None and record.get("origin") not in EVALUATION_ONLY_ORIGINS
+
+
+def apply_source_policy(records: list[dict[str, Any]], policy: str) -> list[dict[str, Any]]:
+    """Per ok record with a shipped mask: score the shipped/derived IoU, then carry the mask ``policy`` says.
+
+    Precedence reviewed > shipped > derived: a ``human`` mask is never touched. A record with no derived mask (no
+    edited image, or an unusable one) keeps its shipped mask whatever the policy. All records are returned."""
+    from editkit import rle, schema
+    from editkit.scores import stored
+
+    if policy not in SOURCE_POLICIES:
+        raise ValueError(f"masks.source_policy must be one of {', '.join(SOURCE_POLICIES)}, got {policy!r}")
+    for record in records:
+        if not schema.is_ok(record) or not has_shipped_mask(record) or record.get("mask_source") == "human":
+            continue
+        derived_rle = record.get("mask") if record.get("mask_source") not in KEPT_SOURCES + ("none", None) else None
+        shipped = rle.decode(record["gt_mask"])
+        if derived_rle is None:  # nothing derived to compare or fuse with: the shipped mask is the mask
+            record["mask"], record["mask_source"] = record["gt_mask"], "gt"
+            continue
+        derived = rle.decode(derived_rle)
+        if derived.shape != shipped.shape:  # ingest stores both at the record's resolution; anything else is a bug
+            schema.reject(record, STAGE, f"shipped mask {shipped.shape} and derived mask {derived.shape} sizes differ")
+            continue
+        record["scores"] = {**(record.get("scores") or {}), SHIPPED_IOU_SCORE: stored(rle.iou(shipped, derived))}
+        if policy == "keep":
+            record["mask"], record["mask_source"] = record["gt_mask"], "gt"
+        elif policy == "fuse":
+            record["mask"], record["mask_source"] = rle.encode(shipped | derived), "gt_fused"
+        else:
+            schema.add_flag(record, REPLACED_FLAG)
+    return records
 
 
 def build_step(params: MasksParams) -> MasksStep:
@@ -151,6 +205,7 @@ def summarize(records_dir: Path) -> dict[str, Any]:
     from editkit import schema, store
 
     ious: dict[str, list[float]] = defaultdict(list)
+    shipped_ious: list[float] = []
     counts: dict[str, int] = defaultdict(int)
     for _, records in store.iter_records(records_dir):
         for record in records:
@@ -163,15 +218,24 @@ def summarize(records_dir: Path) -> dict[str, Any]:
                 counts["grounding_mllm_fallback"] += 1
             if (record.get("scores") or {}).get("mask_dilate_px"):
                 counts["dilated"] += 1
+            if REPLACED_FLAG in (record.get("flags") or []):
+                counts[REPLACED_FLAG] += 1
+            if "mask_ambiguous" in (record.get("flags") or []):
+                counts["mask_ambiguous"] += 1
             iou = (record.get("scores") or {}).get(IOU_SCORE)
             if iou is not None and not math.isnan(iou):
                 ious[record.get("edit_type") or "unknown"].append(iou)
+            shipped_iou = (record.get("scores") or {}).get(SHIPPED_IOU_SCORE)
+            if shipped_iou is not None and not math.isnan(shipped_iou):
+                shipped_ious.append(shipped_iou)
     every = [v for values in ious.values() for v in values]
     return {
         "mean_iou": round(sum(every) / len(every), 4) if every else None,
         "with_gt": len(every),
         "by_edit_type": {k: {"mean_iou": round(sum(v) / len(v), 4), "count": len(v)} for k, v in sorted(ious.items())},
         "counts": dict(sorted(counts.items())),
+        "shipped_masks": {"count": len(shipped_ious), "mean_iou_vs_derived":
+                          round(sum(shipped_ious) / len(shipped_ious), 4) if shipped_ious else None},
         "whole_image_rule": "global edits get the whole image as mask; vs a whole-image gt that is IoU 1",
     }
 
@@ -182,7 +246,8 @@ def run(params: MasksParams, input_dir: Path, images_dir: Path, output_dir: Path
     from editkit.pipeline import Deferred, run_stage
 
     def metrics_of(stats, records_dir: Path) -> dict[str, Any]:
-        metrics = {**stats.as_dict(), "mode": params.mode, **summarize(records_dir)}
+        metrics = {**stats.as_dict(), "mode": params.mode, "source_policy": params.source_policy,
+                   **summarize(records_dir)}
         if params.dilate:  # only when set: the default run's metrics stay as they were
             metrics["dilate"] = dict(params.dilate)
         if params.mode == "grounded":

@@ -108,4 +108,4 @@ def test_release_through_the_pipeline_into_the_trainer(tmp_path):
     for row in data.table:  # the exported masks are the release's, inverted, at full resolution
         k = int(row["instruction"].rsplit(" ", 1)[1])
         np.testing.assert_array_equal(rle.decode(row["mask"]), edits[f"images_part1/{k:06d}.jpg"])
-        assert row["mask_source"] == "gt" and row["edited_image"] is None
+        assert row["mask_source"] == "shipped" and row["mask_method"] == "gt" and row["edited_image"] is None
