@@ -31,6 +31,7 @@ EDIT_TYPES = table({
 @register_preset("anyedit")
 class AnyEdit(TablePreset):
     hub_id = "Bin1117/AnyEdit"
+    licence = "CC-BY-4.0"
     required = ("image_id", "edit_instruction", "edit_type", "image_file", "edited_file")
 
     def pair(self, row, index):

@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from curate.sources import RawPair
-from curate.sources.presets import PresetParams, tables
+from curate.sources.presets import PresetParams, masks, tables
 from editkit import safe_paths, taxonomy
 
 UNMAPPED_FLAG = "edit_type_unmapped"  # the dataset's type has no equivalent in editkit.taxonomy (edit_type None)
+UNKNOWN_LICENCE = "unknown"
+
+
+def licence_restrictions(licence: str) -> list[str]:
+    """What a licence id forbids that a training set needs: ``non-commercial`` (CC ``NC``) and ``no-derivatives``
+    (CC ``ND``); empty for permissive and unknown licences."""
+    tokens = set(re.split(r"[\s_.\-]+", licence.strip().lower()))
+    return [name for name, token in (("non-commercial", "nc"), ("no-derivatives", "nd")) if token in tokens]
 
 
 class TablePreset:
@@ -25,6 +33,8 @@ class TablePreset:
     hub_id = ""  # the published dataset; the default path
     default_split: Optional[str] = "train"
     required: tuple[str, ...] = ()  # columns the preset cannot work without
+    licence = UNKNOWN_LICENCE  # SPDX-like id of the dataset's licence as its card states it ("unknown": none stated)
+    dataset = ""  # the public dataset's name for provenance ("": the hub id, else the preset name)
 
     def __init__(self, params: PresetParams):
         self.params = params
@@ -52,8 +62,33 @@ class TablePreset:
         return total if self.params.limit is None else min(total, self.params.limit)
 
     def __iter__(self) -> Iterator[RawPair]:
-        pairs = self.pairs()
+        pairs = map(self.provenance, self.pairs())
         yield from pairs if self.params.limit is None else itertools.islice(pairs, self.params.limit)
+
+    def provenance(self, pair: RawPair) -> RawPair:
+        """Where the pair came from, in its meta: the public dataset, the split read, the licence and what the
+        licence forbids (``licence_restrictions``: ``non-commercial`` / ``no-derivatives``)."""
+        pair.meta.setdefault("dataset", self.dataset or self.hub_id or self.name)
+        split = self.table.split if self.table.split is not None else self.params.split
+        if split is not None:
+            pair.meta.setdefault("split", split)
+        pair.meta["licence"] = self.licence
+        pair.meta["licence_restrictions"] = licence_restrictions(self.licence)
+        return pair
+
+    def read_mask(self, pair: RawPair, cell: Any, errors: list[str], encoding: masks.Encoding = "auto") -> None:
+        """A mask cell read at the source's resolution into ``pair.gt_mask`` (with its flags), or an error."""
+        if cell is None or errors:
+            return
+        data = self.image(cell, "mask", errors)
+        if data is None:
+            return
+        try:
+            masks.read_mask(data, pair.source, encoding).apply(pair)
+        except masks.MaskProblem as problem:
+            errors.append(str(problem))
+        except masks.SourceUnreadable:  # ingest rejects the pair for its source; the mask is not read
+            pass
 
     def pairs(self) -> Iterator[RawPair]:
         for index, row in enumerate(self.table):

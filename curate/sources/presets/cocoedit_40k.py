@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.sources import RawPair
-from curate.sources.presets import register_preset, tables
+from curate.sources.presets import masks, register_preset, tables
 from curate.sources.presets.base import TablePreset, text_list
 
 METADATA_NAMES = ("train_metadata.jsonl", "metadata.jsonl")  # looked for in this order in the release folder
@@ -41,6 +41,7 @@ def keep_mask_to_edit_png(data: bytes) -> bytes:
 @register_preset("cocoedit_40k")
 class CoCoEdit40K(TablePreset):
     hub_id = ""  # the hub repository holds zip parts, not a loadable dataset: unpack it and give the folder
+    dataset = "wyh6666/CoCoEdit-40K"
     required = ("prompt", "image", "mask")
 
     def open(self) -> tables.Table:
@@ -70,8 +71,15 @@ class CoCoEdit40K(TablePreset):
         mask = self.read_path(row["mask"], "mask", errors)
         if mask is not None and not errors:
             try:
-                pair.gt_mask = keep_mask_to_edit_png(mask)
+                edit = np.asarray(masks.decode(keep_mask_to_edit_png(mask)).convert("L")) > 127
             except Exception as error:  # corrupt or not an image: this record is rejected, the rest go on
                 errors.append(f"unreadable mask: {row['mask']}: {type(error).__name__}")
+            else:
+                try:  # at the source's resolution: resized with a flag, or rejected when the aspect differs
+                    masks.fit_mask(edit, pair.source).apply(pair)
+                except masks.MaskProblem as problem:
+                    errors.append(str(problem))
+                except masks.SourceUnreadable:
+                    pair.gt_mask = edit  # ingest rejects the pair for its source image
         pair.error = errors[0] if errors else None
         return pair

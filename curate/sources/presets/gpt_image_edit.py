@@ -43,6 +43,7 @@ IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 @register_preset("gpt_image_edit")
 class GPTImageEdit(TablePreset):
     hub_id = ""  # tars + separate annotation files: not loadable with datasets, use a local copy
+    dataset = "UCSC-VLAA/GPT-Image-Edit-1.5M"
     required = ()
 
     def open(self):

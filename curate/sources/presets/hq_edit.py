@@ -14,6 +14,7 @@ from curate.sources.presets.base import TablePreset, text_list
 @register_preset("hq_edit")
 class HQEdit(TablePreset):
     hub_id = "UCSC-VLAA/HQ-Edit"
+    licence = "CC-BY-NC-4.0"
     required = ("input_image", "edit", "output_image")
 
     def pair(self, row, index):

@@ -32,6 +32,7 @@ def task_of(path: Path) -> str:
 @register_preset("imgedit")
 class ImgEdit(TablePreset):
     hub_id = ""  # the hub repository holds tars and parquet files, not a loadable dataset: use a local copy
+    dataset = "sysuyy/ImgEdit"
     required = ()
 
     def open(self):

@@ -29,6 +29,7 @@ SCORES = ("sc_score_1", "sc_score_2", "pq_score", "o_score", "sc_reasoning", "pq
 @register_preset("omniedit")
 class OmniEdit(TablePreset):
     hub_id = "TIGER-Lab/OmniEdit-Filtered-1.2M"
+    licence = "MIT"
     required = ("omni_edit_id", "src_img", "edited_img", "edited_prompt_list")
 
     def pair(self, row, index):

@@ -34,6 +34,8 @@ SOURCE_KEYS = ("local_input_image", "input_image", "open_image_input_url")
 @register_preset("pico_banana")
 class PicoBanana(TablePreset):
     hub_id = ""  # manifests on Apple's CDN, not a hub dataset: use the downloaded folder or a manifest file
+    dataset = "apple/pico-banana-400k"
+    licence = "CC-BY-NC-ND-4.0"
     default_split = "sft"
     required = ("text", "output_image")
 
