@@ -1,108 +1,164 @@
-"""A Hugging Face dataset of edit pairs: a hub id, a ``save_to_disk`` folder, or a local data folder/file.
+"""A Hugging Face dataset of edit pairs: a hub id, a ``save_to_disk`` folder, a local data folder or one data file.
 
-Column names are mapped in ``params.yaml`` (``ingest.hf``). Image columns may be ``datasets.Image`` features, raw
-bytes, ``{"bytes", "path"}`` dicts or file paths; they are read as encoded bytes (never decoded here) so that
-:mod:`curate.images` validates every source the same way. A file-path cell is data: it is read only when it stays
-inside the local dataset folder (or, for a hub dataset, the ``datasets``/hub cache that holds its files), as a
-regular, size-capped file (:mod:`editkit.safe_paths`); ``allow_outside_root: true`` lifts the folder check.
+Column names are mapped in ``params.yaml`` (``ingest.hf``). Where the rows come from is resolved and read by
+:mod:`curate.sources.presets.tables`, the same reader the presets use, and always **streamed**:
+
+* a local folder of data files (a clone of a hub repository) has its files and splits resolved by ``datasets``' own
+  data-files machinery (the card's ``configs: data_files``, else its patterns: the split from the file-name prefix,
+  sharded names with hashes such as ``data/train-00000-of-00002-<hash>.parquet``); the files are read in place, in
+  batches (parquet: only the mapped columns), so nothing is converted or copied into the ``datasets`` cache;
+* one ``.parquet`` / ``.jsonl`` / ``.jsonl.gz`` / ``.arrow`` / ``.json`` file is read the same way;
+* a ``save_to_disk`` folder is memory-mapped (``load_from_disk``);
+* a hub id is iterated with ``datasets.load_dataset(..., streaming=True)``: nothing is downloaded up front.
+
+An instruction column may hold one text or a list of texts: every text becomes an instruction variant and the first
+non-empty one is the instruction. Image columns may be ``datasets.Image`` features, raw bytes, ``{"bytes", "path"}``
+dicts or file paths; they are read as encoded bytes (never decoded here) so that :mod:`curate.images` validates every
+source the same way. A file-path cell is data: it is read only when it stays inside the local dataset folder (or, for
+a hub dataset, the ``datasets``/hub cache that holds its files), as a regular, size-capped file
+(:mod:`editkit.safe_paths`); ``allow_outside_root: true`` lifts the folder check. A mask column is read where its
+paint is (:func:`curate.sources.presets.masks.read_mask`) at the source image's resolution.
 """
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Literal, Optional
 
 from curate.sources import RawPair
+from curate.sources.presets import masks, tables
+from curate.sources.presets.base import UNKNOWN_LICENCE, licence_restrictions, text_list
+from editkit.config_meta import Help, Range
 from editkit.safe_paths import UnsafePath, read_inside
-from editkit.config_meta import Help
 
 
 @dataclass
 class HFParams:
-    path: Annotated[str, Help("hub id (\"org/name\") or a local path")] = ""
-    split: Annotated[str, Help("the dataset split to read")] = "train"
+    path: Annotated[str, Help("hub id (\"org/name\") or a local path (a folder of data files, a save_to_disk "
+                              "folder, or one parquet/jsonl/arrow file)")] = ""
+    split: Annotated[str, Help("the dataset split to read (ignored for a single data file)")] = "train"
     source_column: Annotated[str, Help("column holding the source image")] = "source_image"
     edited_column: Annotated[str, Help("column holding the edited image")] = "edited_image"
-    instruction_column: Annotated[str, Help("column holding the edit instruction")] = "instruction"
+    instruction_column: Annotated[
+        str,
+        Help("column holding the edit instruction, or a list of them (every one is kept as a variant)"),
+    ] = "instruction"
     id_column: Annotated[
         Optional[str],
         Help("optional column kept as the record's origin_key (null: the row index)"),
     ] = None
-    mask_column: Annotated[Optional[str], Help("optional column with a mask image, white = change")] = None
+    mask_column: Annotated[Optional[str], Help("optional column with the dataset's own mask image")] = None
+    mask_encoding: Annotated[
+        Literal["auto", "white", "black", "alpha", "painted"],
+        Help("how the mask marks the edit: auto (transparent pixels if any, else white in a black/white image, "
+             "else white paint over the photo), white, black, alpha (transparent = edit), painted"),
+    ] = "auto"
     edit_type_column: Annotated[
         Optional[str],
         Help("optional column with the edit type (a name of editkit.taxonomy)"),
     ] = None
+    licence: Annotated[
+        Optional[str],
+        Help("the dataset's licence as an SPDX-like id (e.g. CC-BY-4.0), kept in every record's meta "
+             "(null: unknown)"),
+    ] = None
+    limit: Annotated[Optional[int], Help("take the first N rows only"), Range(ge=0)] = None
     allow_outside_root: Annotated[
         bool,
         Help("True: file-path cells may point anywhere (still regular files, size-capped)"),
     ] = False
 
 
-def load(params: HFParams):
-    """The dataset split named by ``params`` (``load_from_disk`` for saved datasets, else ``load_dataset``)."""
-    import datasets
+KEY = "ingest.hf"
 
+
+def load(params: HFParams) -> tables.Table:
+    """The rows of the split named by ``params``, streamed (see the module docstring)."""
     if not params.path:
-        raise ValueError("ingest.hf.path is empty: set a hub id or a local dataset path")
-    local = Path(params.path)
-    if local.is_dir() and any((local / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        loaded = datasets.load_from_disk(str(local))
-        if isinstance(loaded, datasets.DatasetDict):
-            if params.split not in loaded:
-                raise ValueError(f"ingest.hf.split: {params.split!r} not in {params.path}; "
-                                 f"choose one of: {', '.join(sorted(loaded))}")
-            loaded = loaded[params.split]
-        return loaded
+        raise ValueError(f"{KEY}.path is empty: set a hub id or a local dataset path")
+    local = Path(params.path).expanduser()
+    if not local.exists() and (params.path.startswith((".", "/", "~")) or params.path.count("/") != 1):
+        raise RuntimeError(f"could not load the Hugging Face dataset {params.path!r}: no such file or folder, and "
+                           "not a hub id (org/name)")
     try:
-        return datasets.load_dataset(params.path, split=params.split)
-    except Exception as error:  # hub unreachable, unknown id, bad split: say what was tried
+        return tables.open_table(params.path, params.split, None, streaming=True, key=KEY)
+    except RuntimeError as error:  # hub unreachable, unknown id: say what was tried
         raise RuntimeError(f"could not load the Hugging Face dataset {params.path!r} (split {params.split!r}): "
-                           f"{type(error).__name__}: {error}. Without internet, use a local path "
-                           "(a save_to_disk folder or a folder of data files)") from error
+                           f"{error}. Without internet, use a local path (a folder of data files, a save_to_disk "
+                           "folder or one data file)") from error
 
 
 class HFSource:
     def __init__(self, params: HFParams, dataset=None):
-        import datasets
-
         self.params = params
-        dataset = load(params) if dataset is None else dataset
+        if dataset is None:
+            table = load(params)
+        else:  # an already loaded dataset (datasets.Dataset, IterableDataset or any iterable of row dicts)
+            dataset = tables._encoded_images(dataset) if hasattr(dataset, "cast_column") else dataset
+            columns = list(getattr(dataset, "column_names", None) or (getattr(dataset, "features", None) or {}))
+            length = len(dataset) if hasattr(dataset, "__len__") else None
+            table = tables.Table(root=None, dataset=dataset, columns=columns, length=length)
         wanted = [params.source_column, params.edited_column, params.instruction_column,
                   params.id_column, params.mask_column, params.edit_type_column]
         keys = ("source_column", "edited_column", "instruction_column", "id_column", "mask_column", "edit_type_column")
-        missing = [f"ingest.hf.{key}: {column!r}" for key, column in zip(keys, wanted)
-                   if column and column not in dataset.column_names]
+        missing = [f"{KEY}.{key}: {column!r}" for key, column in zip(keys, wanted)
+                   if column and table.columns and column not in table.columns]
         if missing:
             raise ValueError(f"column(s) not in the dataset: {'; '.join(missing)}; "
-                             f"choose from: {', '.join(dataset.column_names)}")
-        for column in (params.source_column, params.edited_column, params.mask_column):
-            if column and isinstance(dataset.features[column], datasets.Image):
-                dataset = dataset.cast_column(column, datasets.Image(decode=False))  # keep the encoded bytes
-        self.dataset = dataset
+                             f"choose from: {', '.join(table.columns)}")
+        table.read_columns = [c for c in wanted if c]  # parquet files read only the mapped columns
+        self.table = table
+        self.dataset = table.dataset
         self.origin = f"hf:{Path(params.path).name if Path(params.path).exists() else params.path}"
-        self.roots = _path_roots(params.path)
+        self.roots = [table.root] if table.root is not None else _path_roots(params.path)
+        self.licence = params.licence or UNKNOWN_LICENCE
+        self.split = table.split if table.split is not None else (params.split if table.files == [] else None)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        total = len(self.table)  # TypeError when streaming a hub dataset: the length is unknown
+        return total if self.params.limit is None else min(total, self.params.limit)
 
     def __iter__(self) -> Iterator[RawPair]:
-        p = self.params
-        for index, row in enumerate(self.dataset):
-            key = str(row[p.id_column]) if p.id_column and row.get(p.id_column) is not None else f"row {index}"
-            errors: list[str] = []
-            pair = RawPair(
-                self.origin, key, row.get(p.instruction_column),
-                self._bytes(row.get(p.source_column), "source", errors),
-                self._bytes(row.get(p.edited_column), "edited", errors),
-                edit_type=row.get(p.edit_type_column) if p.edit_type_column else None, meta={"row": index},
-            )
-            if p.mask_column and row.get(p.mask_column) is not None:
-                pair.gt_mask = self._bytes(row[p.mask_column], "mask", errors)
-            pair.error = errors[0] if errors else None
-            yield pair
+        rows = enumerate(self.table)
+        if self.params.limit is not None:
+            rows = itertools.islice(rows, self.params.limit)
+        for index, row in rows:
+            yield self.pair(row, index)
 
+    def pair(self, row: dict[str, Any], index: int) -> RawPair:
+        p = self.params
+        if "__error__" in row:
+            return RawPair(self.origin, f"row {index}", None, None, None, error=f"malformed row: {row['__error__']}")
+        key = str(row[p.id_column]) if p.id_column and row.get(p.id_column) is not None else f"row {index}"
+        instruction = row.get(p.instruction_column)
+        variants = text_list(instruction)
+        if isinstance(instruction, (list, tuple)):
+            instruction = variants[0] if variants else None
+        errors: list[str] = []
+        meta: dict[str, Any] = {"row": index, "dataset": self.origin.split(":", 1)[1], "licence": self.licence,
+                                "licence_restrictions": licence_restrictions(self.licence)}
+        if self.split is not None:
+            meta["split"] = self.split
+        pair = RawPair(
+            self.origin, key, instruction,
+            self._bytes(row.get(p.source_column), "source", errors),
+            self._bytes(row.get(p.edited_column), "edited", errors),
+            edit_type=row.get(p.edit_type_column) if p.edit_type_column else None, meta=meta,
+            instruction_variants=variants,
+        )
+        if p.mask_column and row.get(p.mask_column) is not None and not errors:
+            data = self._bytes(row[p.mask_column], "mask", errors)
+            if data is not None:
+                try:
+                    masks.read_mask(data, pair.source, p.mask_encoding).apply(pair)
+                except masks.MaskProblem as problem:
+                    errors.append(str(problem))
+                except masks.SourceUnreadable:  # ingest rejects the pair for its source image
+                    pass
+        pair.error = errors[0] if errors else None
+        return pair
 
     def _bytes(self, value: Any, role: str, errors: list[str]) -> bytes | None:
         return _bytes(value, role, errors, self.roots, self.params.allow_outside_root)
