@@ -6,7 +6,6 @@ trickle would have finished), never precise durations.
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from editkit.mllm import messages as m
 from editkit.mllm.client import Client
 from editkit.mllm.config import ClientConfig
 from editkit.mllm.redact import Redactor
+from tests.support.logs import debug_log
 from tests.support.scripted_server import Reply, ScriptedServer, completion
 
 SECRET = "sk-live-0d7a4c1b9e8f2a63"
@@ -57,21 +57,11 @@ def test_redactor_masks_values_headers_tokens_and_urls():
 def test_an_echoing_server_leaks_the_key_into_no_file_and_no_log(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITKIT_SECRET_KEY", SECRET)
     log_file = tmp_path / "logs" / "run.log"
-    log_file.parent.mkdir()
-    handler = logging.FileHandler(log_file)
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # every logger, httpx/httpcore included
-    try:
+    with debug_log(log_file):
         with ScriptedServer(echo) as server:
             with Client(_config(tmp_path, server.url, api_key_env="EDITKIT_SECRET_KEY")) as client:
                 responses = client.generate([_request(t) for t in ("retry-me", "bad", "garbage", "fine")])
             assert all(r.headers["Authorization"] == f"Bearer {SECRET}" for r in server.requests)  # it was sent
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
-        handler.close()
     assert responses[1].error.startswith("HTTP 400") and "[REDACTED]" in responses[1].error
     assert "not JSON" in responses[2].error and "[REDACTED]" in responses[3].text
     # what a stage stores: the answers and errors in records (as curate.instructions keeps them)

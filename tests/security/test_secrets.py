@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import socket
 from pathlib import Path
@@ -24,6 +23,7 @@ from editkit.mllm.config import ClientConfig
 from editkit.mllm.endpoint import EndpointRefused, HostGuard, check_endpoint, vet_host
 from editkit.mllm.openai_backend import OpenAIBackend
 from editkit.mllm.redact import Redactor
+from tests.support import logs
 from tests.support.echo_server import EchoServer, Seen, echo_answer
 from tests.support.scripted_server import ScriptedServer
 
@@ -40,18 +40,8 @@ def key(monkeypatch):
 
 @pytest.fixture
 def debug_log(tmp_path):
-    """Every logger (httpx and httpcore included) at DEBUG into a file under tmp_path."""
-    path = tmp_path / "logs" / "debug.log"
-    path.parent.mkdir()
-    handler = logging.FileHandler(path)
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield path
-    root.removeHandler(handler)
-    root.setLevel(previous)
-    handler.close()
+    with logs.debug_log(tmp_path / "logs" / "debug.log") as path:
+        yield path
 
 
 def _assert_no_key(tmp_path: Path, *texts: str) -> None:

@@ -47,7 +47,7 @@ import pytest
 
 SAFETY = 8.0
 
-__all__ = ["SAFETY", "Tolerance", "approx", "assert_close", "assert_exact", "eps", "forced_capability",
+__all__ = ["SAFETY", "Tolerance", "approx", "assert_close", "assert_exact", "assert_states_close", "eps", "forced_capability",
            "is_close", "skip_if_forced_capability_unsupported", "tol"]
 
 
@@ -237,6 +237,19 @@ def assert_exact(actual: Any, expected: Any, *, why: str, equal_nan: bool = Fals
     except ImportError:  # pragma: no cover
         pass
     np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected), err_msg=f"not identical ({why})")
+
+
+def assert_states_close(actual: dict, expected: dict, *, exact: bool, why: str, dtype: Any = None,
+                        accumulations: int | None = None, steps: int | None = None) -> None:
+    """Two state dicts (name -> tensor) with the same keys: bit-identical when ``exact``, else each tensor within the
+    rounding bound of ``accumulations``-long sums over ``steps`` updates."""
+    assert actual.keys() == expected.keys() and actual, (sorted(actual), sorted(expected))
+    for key in actual:
+        if exact:
+            assert_exact(actual[key], expected[key], why=why)
+        else:
+            assert_close(actual[key], expected[key], dtype=dtype, accumulations=accumulations, steps=steps or 1,
+                         msg=key, why=why)
 
 
 # --- forced CPU capabilities (ATEN_CPU_CAPABILITY) ---------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.support.gloo import run_ranks
-from tests.support.numerics import assert_close, assert_exact, skip_if_forced_capability_unsupported
+from tests.support.numerics import assert_close, assert_exact, assert_states_close, skip_if_forced_capability_unsupported
 
 # one LoRA gradient element sums 2 ranks × 2 micro-batches × 2 samples × 22 tokens (flux: 16 image + 6 text; qwen:
 # 16 + 5) = 176 terms, which the sharded run adds in another order
@@ -144,13 +144,9 @@ def _fsdp_worker(rank, world, kind, checkpointing):
 def _close(a: dict, b: dict, *, steps: int | None = None, exact: bool = False):
     """LoRA states: bit-identical (``exact``) or equal up to GRAD_TERMS-long sums in another order, ``steps``
     updates over."""
-    assert a.keys() == b.keys() and a
-    for key in a:
-        if exact:
-            assert_exact(a[key], b[key], why="a state round-trip copies values")
-        else:
-            assert_close(a[key], b[key], dtype=torch.float32, accumulations=GRAD_TERMS, steps=steps, msg=key,
-                         why=f"LoRA gradients summed in another order, {steps} AdamW updates")
+    assert_states_close(a, b, exact=exact, dtype=torch.float32, accumulations=GRAD_TERMS, steps=steps,
+                        why="a state round-trip copies values" if exact
+                        else f"LoRA gradients summed in another order, {steps} AdamW updates")
 
 
 def _optim_close(a: dict, b: dict, *, steps: int | None = None, exact: bool = False):
