@@ -1,7 +1,8 @@
 """`editkit summary`: what the last `dvc repro` produced and where, in a dozen lines (reads metrics/*.json).
 
-Shows records in, rejected by reason, selected per edit type, the masks' mean IoU, where the dataset and its card
-are, and which optional parts were off (CLIP scores, MLLM rewrite, grounded masks), from ``params.yaml``.
+Shows records in, rejected by reason, selected per edit type, the masks' mean IoU, shipped masks (kept, replaced,
+ambiguous), where the dataset and its card are, what the export dropped (benchmark leaks) and which licences it
+flagged, and which optional parts were off (CLIP scores, MLLM rewrite, grounded masks), from ``params.yaml``.
 """
 from __future__ import annotations
 
@@ -56,15 +57,58 @@ def summary_lines(metrics_dir: Path, params: dict[str, Any]) -> list[str]:
         lines.append(f"selected: {select.get('selected')} (target {select.get('target_size')}) — {per_type}")
         if select.get("warning"):
             lines.append(f"warning: {select['warning']}")
-    if "mean_iou" in masks:
+    if masks.get("mean_iou") is not None:
         lines.append(f"masks: mean_iou {masks['mean_iou']:.3f} vs ground truth (goal >= 0.90)")
+    shipped = masks.get("shipped_masks") or {}
+    if shipped.get("count"):
+        lines.append(shipped_line(masks))
     if export:
         lines.append(f"dataset: {export.get('dataset_path')} ({export.get('rows')} rows, {export.get('dataset_mb')} MB; "
                      f"datasets.load_from_disk), card {export.get('card_path')}, funnel plot plots/funnel.png")
+        lines += export_lines(export)
     off = optional_parts_off(params)
     if off:
         lines.append("off: " + "; ".join(off))
     lines.append(f"all metrics: {metrics_dir}/*.json (`dvc metrics show`), rejects table: data/rejects/")
+    return lines
+
+
+def shipped_line(masks: dict[str, Any]) -> str:
+    """Shipped masks: how many, the policy, their agreement with the derived masks, what was replaced or flagged."""
+    shipped, counts = masks.get("shipped_masks") or {}, masks.get("counts") or {}
+    mean = shipped.get("mean_iou_vs_derived")
+    line = (f"shipped masks: {shipped['count']} (masks.source_policy {masks.get('source_policy', 'keep')}), "
+            f"mean IoU with the derived masks {mean if mean is not None else '?'}")
+    if counts.get("shipped_mask_replaced"):
+        line += f"; replaced by derived masks: {counts['shipped_mask_replaced']} (flag shipped_mask_replaced)"
+    if counts.get("mask_ambiguous"):
+        line += f"; ambiguous paint: {counts['mask_ambiguous']} (flag mask_ambiguous)"
+    return line
+
+
+def export_lines(export: dict[str, Any]) -> list[str]:
+    """What the export dropped (benchmark leaks) and which licences it flagged."""
+    lines = []
+    if export.get("mask_source"):
+        lines.append("exported masks: " + ", ".join(f"{k} {v}" for k, v in export["mask_source"].items()))
+    leak = export.get("leak_check") or {}
+    if leak.get("enabled"):
+        by_bench = ", ".join(f"{k} {v}" for k, v in (leak.get("dropped_by_benchmark") or {}).items())
+        checked = leak.get("items_checked", 0)
+        line = (f"benchmark leaks: dropped {leak.get('dropped', 0)}" + (f" ({by_bench})" if by_bench else "")
+                + f" of the rows, checked against {checked} benchmark items"
+                + f" ({', '.join(leak.get('benchmarks') or {}) or 'no built benchmark found'})")
+        if leak.get("not_found"):
+            line += f"; not built: {', '.join(leak['not_found'])}"
+        lines.append(line + f"; reasons in {export.get('rejects_path', 'data/export/rejects.parquet')}")
+    elif leak:
+        lines.append("benchmark leaks: NOT checked (export.leak_check.enabled: false)")
+    flagged = export.get("licence_flagged") or {}
+    if flagged:
+        lines.append("licences flagged (allowed by export.allow_licences): "
+                     + "; ".join(f"{name} ({', '.join(r)})" for name, r in flagged.items()))
+    if export.get("licence_unknown_rows"):
+        lines.append(f"licence unknown: {export['licence_unknown_rows']} rows (flag licence_unknown; see the card)")
     return lines
 
 
