@@ -15,7 +15,7 @@ from tests.support import dataset_layouts as layouts
 # preset -> (pairs read, of them ok) for the fixture as built
 EXPECTED = {
     "magicbrush": (3, 3), "ultraedit": (3, 3), "omniedit": (8, 8), "instructpix2pix": (3, 3), "hq_edit": (3, 3),
-    "anyedit": (8, 8), "imgedit": (7, 6), "gpt_image_edit": (5, 5), "pico_banana": (7, 5),
+    "anyedit": (8, 8), "imgedit": (7, 6), "gpt_image_edit": (5, 5), "pico_banana": (7, 5), "inter_edit": (4, 4),
 }
 
 
@@ -69,7 +69,7 @@ def test_magicbrush_dev_split_and_single_file(built):
     root = built["magicbrush"][0]
     dev = list(open_preset(PresetParams(name="magicbrush", path=str(root), split="dev")))
     assert len(dev) == 3 and dev[0].origin_key == "242779/turn1"
-    single = open_preset(PresetParams(name="magicbrush", path=str(root / "data" / "dev-00000-of-00001.parquet")))
+    single = open_preset(PresetParams(name="magicbrush", path=str(root / "data" / layouts.hub_shard("dev", 0, 1))))
     assert len(single) == 3 and [p.origin_key for p in single] == [p.origin_key for p in dev]
     with pytest.raises(ValueError, match=r"ingest.preset.split: 'test' not found .*choose one of: dev, train"):
         open_preset(PresetParams(name="magicbrush", path=str(root), split="test"))

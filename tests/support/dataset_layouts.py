@@ -43,13 +43,16 @@ def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def _parquet(path: Path, columns: dict[str, list], images: tuple[str, ...], lists: tuple[str, ...] = ()) -> None:
+def _parquet(path: Path, columns: dict[str, list], images: tuple[str, ...], lists: tuple[str, ...] = (),
+             kinds: dict | None = None) -> None:
     """Write like the hub does: ``datasets`` Image features (``{bytes, path}`` structs) in a parquet file."""
     import datasets
 
     features = {}
     for name, values in columns.items():
-        if name in images:
+        if kinds and name in kinds:
+            features[name] = kinds[name]
+        elif name in images:
             features[name] = datasets.Image()
         elif name in lists:
             features[name] = datasets.Sequence(datasets.Value("string"))
@@ -63,22 +66,56 @@ def _parquet(path: Path, columns: dict[str, list], images: tuple[str, ...], list
     datasets.Dataset.from_dict(cells, features=datasets.Features(features)).to_parquet(str(path))
 
 
-def magicbrush(root: Path, n: int = 3) -> Path:
-    """``data/{train,dev}-00000-of-00001.parquet``; masks as the photo with the edit region painted white."""
-    for split, offset in (("train", 0), ("dev", 100)):
+def hub_shard(split: str, index: int, count: int) -> str:
+    """A shard name as ``push_to_hub`` wrote them: ``<split>-NNNNN-of-NNNNN-<16 hex digits>.parquet``."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{split}/{index}".encode()).hexdigest()[:16]
+    return f"{split}-{index:05d}-of-{count:05d}-{digest}.parquet"
+
+
+def white_spots(image: np.ndarray) -> np.ndarray:
+    """The photo with pure white pixels inside and outside :func:`region` (where white paint is ambiguous)."""
+    out = image.copy()
+    out[10:14, 12:16] = 255  # inside the region, touching its paint
+    out[26:30, 2:6] = 255  # far from the region
+    return out
+
+
+def magicbrush_mask(image: np.ndarray, style: str = "alpha") -> bytes:
+    """A MagicBrush ``mask_img``: the photo with the edited region erased (``alpha``: transparent, white underneath)
+    or painted opaque white (``rgb``)."""
+    if style == "rgb":
+        painted = image.copy()
+        painted[region()] = 255
+        return png(painted)
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    rgba[region()] = (255, 255, 255, 0)
+    return png(rgba)
+
+
+def magicbrush(root: Path, n: int = 3, mask_style: str = "alpha") -> Path:
+    """As on the hub: ``data/train-0000k-of-00002-<hash>.parquet`` + ``data/dev-00000-of-00001-<hash>.parquet``
+    (``img_id`` string, ``turn_index`` int32, Image features); ``mask_img`` is the photo (with white spots) whose edit
+    region is erased to transparent white (``mask_style="rgb"``: painted opaque white instead)."""
+    import datasets
+
+    for split, offset, shards in (("train", 0, 2), ("dev", 100, 1)):
         rows: dict[str, list] = {k: [] for k in ("img_id", "turn_index", "source_img", "mask_img", "instruction",
                                                  "target_img")}
         for i in range(n):
-            image = photo(offset + i)
-            painted = image.copy()
-            painted[region()] = 255
+            image = white_spots(photo(offset + i))
             rows["img_id"].append(str(242679 + offset + i // 2))
             rows["turn_index"].append(1 + i % 2)  # two turns of the same image share img_id
             rows["source_img"].append(png(image))
-            rows["mask_img"].append(png(painted))
+            rows["mask_img"].append(magicbrush_mask(image, mask_style))
             rows["instruction"].append(f"make the box red {i}")
             rows["target_img"].append(png(edited(image)))
-        _parquet(root / "data" / f"{split}-00000-of-00001.parquet", rows, ("source_img", "mask_img", "target_img"))
+        cut = [(k * n) // shards for k in range(shards + 1)]
+        for k in range(shards):
+            part = {name: values[cut[k]:cut[k + 1]] for name, values in rows.items()}
+            _parquet(root / "data" / hub_shard(split, k, shards), part, ("source_img", "mask_img", "target_img"),
+                     kinds={"turn_index": datasets.Value("int32")})
     return root
 
 
@@ -134,6 +171,8 @@ def omniedit(root: Path, n: int = 8) -> Path:
 
 
 def instructpix2pix(root: Path, n: int = 3) -> Path:
+    """As on the hub: ``data/train-0000k-of-00002-<hash>.parquet`` with ``original_prompt, original_image, edit_prompt,
+    edited_prompt, edited_image``."""
     rows: dict[str, list] = {k: [] for k in ("original_prompt", "original_image", "edit_prompt", "edited_prompt",
                                              "edited_image")}
     for i in range(n):
@@ -143,7 +182,10 @@ def instructpix2pix(root: Path, n: int = 3) -> Path:
         rows["edit_prompt"].append(f"make it red {i}")
         rows["edited_prompt"].append("a red box")
         rows["edited_image"].append(png(edited(image)))
-    _parquet(root / "data" / "train-00000-of-00001.parquet", rows, ("original_image", "edited_image"))
+    cut = n // 2
+    for k, (start, stop) in enumerate(((0, cut), (cut, n))):
+        part = {name: values[start:stop] for name, values in rows.items()}
+        _parquet(root / "data" / hub_shard("train", k, 2), part, ("original_image", "edited_image"))
     return root
 
 
@@ -268,6 +310,52 @@ def pico_banana(root: Path, n: int = 5) -> Path:
     return root
 
 
+INTER_EDIT_TYPES = ["Add", "Remove", "Texture", "Local"]
+
+
+def inter_edit(root: Path, n: int = 4) -> Path:
+    """Inter-Edit-Train's release: ``metadata/train-0000k-of-00002.jsonl.gz`` + ``asset_shards/asset-0000k-of-00002.tar``.
+
+    Manifest 0 gives its asset locations as ``{"shard", "member"}`` objects under ``source`` / ``target`` / ``mask``,
+    manifest 1 as ``<shard>.tar/<member>`` strings under ``source_path`` / ``target_path`` / ``mask_path`` (the card
+    does not spell these keys; the preset reads both). Masks are white = edit at the image size except one at half
+    size (resized, flagged); boxes are given in a reference size of twice the image.
+    """
+    import gzip
+    import tarfile
+
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    (root / "asset_shards").mkdir(parents=True, exist_ok=True)
+    for shard in range(2):
+        shard_name = f"asset-{shard:05d}-of-00002.tar"
+        lines = []
+        with tarfile.open(root / "asset_shards" / shard_name, "w") as archive:
+            for i in range(shard * n // 2, (shard + 1) * n // 2):
+                image = photo(1100 + i)
+                mask = np.where(region(), 255, 0).astype(np.uint8)
+                if i == 1:  # a mask shipped at half the image size
+                    mask = mask[::2, ::2]
+                members = {"source": (f"{i:08d}_src.jpg", png(image, "JPEG")),
+                           "target": (f"{i:08d}_tgt.png", png(edited(image))),
+                           "mask": (f"{i:08d}_mask.png", png(mask))}
+                for name, data in members.values():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+                line = {"instruction": f"make the box red {i}", "edit_type": INTER_EDIT_TYPES[i % 4],
+                        "bounding_box": [20, 16, 48, 40], "bbox_reference_dimensions": [2 * SIZE, 2 * SIZE],
+                        "better_data": i % 2 == 0}
+                for role, (name, _) in members.items():
+                    if shard == 0:
+                        line[role] = {"shard": shard_name, "member": name}
+                    else:
+                        line[f"{role}_path"] = f"{shard_name.removesuffix('.tar')}.tar/{name}"
+                lines.append(line)
+        with gzip.open(root / "metadata" / f"train-{shard:05d}-of-00002.jsonl.gz", "wt", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(line) + "\n" for line in lines)
+    return root
+
+
 BUILDERS = {"magicbrush": magicbrush, "ultraedit": ultraedit, "omniedit": omniedit,
             "instructpix2pix": instructpix2pix, "hq_edit": hq_edit, "anyedit": anyedit, "imgedit": imgedit,
-            "gpt_image_edit": gpt_image_edit, "pico_banana": pico_banana}
+            "gpt_image_edit": gpt_image_edit, "pico_banana": pico_banana, "inter_edit": inter_edit}

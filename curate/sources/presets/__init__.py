@@ -25,6 +25,7 @@ MODULES = {
     "hq_edit": "curate.sources.presets.hq_edit",
     "imgedit": "curate.sources.presets.imgedit",
     "instructpix2pix": "curate.sources.presets.instructpix2pix",
+    "inter_edit": "curate.sources.presets.inter_edit",
     "magicbrush": "curate.sources.presets.magicbrush",
     "omniedit": "curate.sources.presets.omniedit",
     "pico_banana": "curate.sources.presets.pico_banana",
@@ -42,7 +43,7 @@ class PresetParams:
 
     name: Annotated[
         str,
-        Help("the preset: magicbrush, ultraedit, omniedit, instructpix2pix, hq_edit, ... (docs/datasets.md)"),
+        Help("the preset: magicbrush, ultraedit, omniedit, instructpix2pix, hq_edit, inter_edit, ... (docs/datasets.md)"),
     ] = ""
     path: Annotated[
         str,
