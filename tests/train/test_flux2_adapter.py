@@ -1,0 +1,257 @@
+"""The FLUX.2 adapter ([klein] with true CFG, [dev] with the guidance embedding) reproduces diffusers'
+Flux2KleinPipeline / Flux2Pipeline (one and several reference images, a non-square size), its SDE/CPS log-probs are
+the closed-form Gaussian densities, and GRPO and DiffusionNFT each run an update whose LoRA the pipeline loads."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.support.numerics import assert_close, assert_exact
+from tests.support.tiny.flux2 import cached_tiny_flux2
+from train.config import ModelConfig
+from train.rollout.sampler import rollout
+
+REPO = Path(__file__).resolve().parents[2]
+HEIGHT, WIDTH = 64, 96  # the pipelines refuse condition images under 64 px; 16x24 latents, 8x12 tokens
+TEXT = 32  # model.max_sequence_length of the tests ([klein]); [dev]'s system message alone is ~190 tokens here
+DEV_TEXT = 224
+
+
+def _adapter(variant: str, **overrides):
+    from train.adapters import build_adapter
+
+    config = ModelConfig(adapter="flux2", path=str(cached_tiny_flux2(variant)),
+                         max_sequence_length=DEV_TEXT if variant == "dev" else TEXT,
+                         true_cfg_scale=4.0, guidance_scale=3.5, **overrides)
+    return build_adapter(config, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices on a shared 2-core machine: one thread avoids oversubscription (10x faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def klein():
+    return _adapter("klein")
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return _adapter("dev")
+
+
+def _image(seed: int, height: int = HEIGHT, width: int = WIDTH):
+    array = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(array), torch.from_numpy(array / 255.0).float().permute(2, 0, 1)[None]
+
+
+def _ode(adapter, cond, noise, steps, height=HEIGHT, width=WIDTH):
+    return rollout(adapter, adapter.transformer, cond, noise, adapter.sigmas(steps, height, width), sde="flow_sde",
+                   noise_level=0.0, window=(0, 0), generators=[torch.Generator()],
+                   autocast=contextlib.nullcontext).final
+
+
+def _chain(adapter, cond, noise) -> int:
+    """The longest chain of float32 sums in one transformer call: per block an inner-dimension dot product and a
+    softmax over every key (text + target + reference tokens), times the blocks."""
+    transformer = adapter.transformer
+    keys = cond.per_sample["prompt_embeds"].shape[1] + noise.shape[1] + cond.per_sample["image_tokens"].shape[1]
+    blocks = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+    return (transformer.inner_dim + keys) * blocks
+
+
+def _unpacked(noise, rows, cols):
+    """Packed noise (B, L, C) as the (B, C, rows, cols) latents the pipelines take."""
+    return noise.transpose(1, 2).reshape(noise.shape[0], noise.shape[2], rows, cols).clone()
+
+
+def _pipeline_final_tokens(adapter, **call):
+    """The pipeline's latents after its last step, as packed tokens (its output_type="latent" is unpacked)."""
+    final = {}
+
+    def keep(pipe, step, timestep, tensors):
+        final["latents"] = tensors["latents"].clone()
+        return {}
+
+    pixels = adapter.pipe(**call, max_sequence_length=adapter.config.max_sequence_length, output_type="pt", callback_on_step_end=keep).images
+    return final["latents"], pixels
+
+
+@pytest.mark.parity
+def test_klein_ode_rollout_with_cfg_matches_pipeline_non_square(klein):
+    assert klein.variant == "klein" and klein.cfg_scale == 4.0
+    image, tensor = _image(0)
+    cond = klein.condition(["make it red"], tensor)
+    assert "negative_embeds" in cond.per_sample and cond.per_sample["prompt_embeds"].shape[1:] == (TEXT, 48)
+    rows, cols = klein.token_grid(HEIGHT, WIDTH)
+    assert (rows, cols) == (8, 12) and cond.shared["reference_shapes"] == [(8, 12)]
+    noise = klein.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(3))
+    ours = _ode(klein, cond, noise, 3)
+    theirs, pixels = _pipeline_final_tokens(klein, image=image, prompt="make it red", height=HEIGHT, width=WIDTH,
+                                            num_inference_steps=3, guidance_scale=4.0,
+                                            latents=_unpacked(noise, rows, cols))
+    chain = _chain(klein, cond, noise)
+    assert_close(ours, theirs, dtype=torch.float32, accumulations=chain, steps=3,
+                 why="the same float32 transformer called another way (CFG batched, packing): 3 steps")
+    assert_close(klein.decode(ours, HEIGHT, WIDTH), pixels, dtype=torch.float32, accumulations=chain, steps=4,
+                 why="the rollout's differences through the batch-norm denormalisation and the VAE decoder")
+    # reference tokens follow the target tokens: T = 10 for the first reference, 0 for the target
+    ids = cond.shared["reference_ids"]
+    assert ids.shape == (rows * cols, 4) and ids[:, 0].eq(10).all() and ids[:, 3].eq(0).all()
+    # without CFG the rollout differs: the negative branch really takes part
+    plain = klein.condition(["make it red"], tensor)
+    plain.per_sample.pop("negative_embeds")
+    assert (_ode(klein, plain, noise, 3) - ours).abs().max() > 1e-3
+
+
+@pytest.mark.parity
+def test_klein_two_reference_images_match_pipeline(klein):
+    """Several reference images per sample, of different sizes: T = 10, 20 and their own grids, as the pipeline."""
+    first, first_tensor = _image(1, 64, 64)
+    second, second_tensor = _image(2, 64, 96)
+    cond = klein.condition(["put the hat on the cat"], [first_tensor, second_tensor])
+    assert cond.shared["reference_shapes"] == [(8, 8), (8, 12)]
+    assert cond.shared["reference_ids"][:, 0].unique().tolist() == [10, 20]
+    noise = klein.noise(1, 64, 64, torch.Generator().manual_seed(4))
+    ours = _ode(klein, cond, noise, 2, 64, 64)
+    theirs, _ = _pipeline_final_tokens(klein, image=[first, second], prompt="put the hat on the cat", height=64,
+                                       width=64, num_inference_steps=2, guidance_scale=4.0,
+                                       latents=_unpacked(noise, 8, 8))
+    assert_close(ours, theirs, dtype=torch.float32, accumulations=_chain(klein, cond, noise), steps=2,
+                 why="the same float32 transformer called another way: 2 steps, two reference images")
+
+
+@pytest.mark.parity
+def test_dev_ode_rollout_with_guidance_embedding_matches_pipeline(dev):
+    assert dev.variant == "dev" and dev.cfg_scale == 1.0 and dev.transformer.config.guidance_embeds
+    image, tensor = _image(5)
+    cond = dev.condition(["add a hat"], tensor)
+    assert "negative_embeds" not in cond.per_sample and cond.per_sample["prompt_embeds"].shape[1:] == (DEV_TEXT, 48)
+    rows, cols = dev.token_grid(HEIGHT, WIDTH)
+    noise = dev.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(6))
+    ours = _ode(dev, cond, noise, 2)
+    theirs, _ = _pipeline_final_tokens(dev, image=image, prompt="add a hat", height=HEIGHT, width=WIDTH,
+                                       num_inference_steps=2, guidance_scale=3.5, latents=_unpacked(noise, rows, cols))
+    assert_close(ours, theirs, dtype=torch.float32, accumulations=_chain(dev, cond, noise), steps=2,
+                 why="the same float32 transformer called another way: 2 steps, guidance embedding 3.5")
+    # the guidance value reaches the model
+    other = _adapter("dev", )
+    other.config.guidance_scale = 1.0
+    assert (other.velocity(other.transformer, noise, torch.tensor([0.8]), cond)
+            - dev.velocity(dev.transformer, noise, torch.tensor([0.8]), cond)).abs().max() > 1e-4
+
+
+def _gaussian_log_density64(x, mean, std):
+    x, mean = x.double(), mean.double()
+    dens = -((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return dens.mean(dim=tuple(range(1, x.ndim)))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("sde", ["flow_sde", "cps"])
+def test_sde_log_probs_are_the_closed_form(klein, sde):
+    """Each recorded SDE transition's log-prob is the float64 Gaussian density of the stored next state under the
+    step's closed-form mean and std, with the adapter's (CFG-guided) velocity at the stored state."""
+    _, tensor = _image(7)
+    cond = klein.condition(["make the sky blue"], tensor)
+    x = klein.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(8))
+    sigmas = klein.sigmas(4, HEIGHT, WIDTH)  # the window avoids the last step (σ_next = 0: CPS has std 0 there)
+    eta = 0.7
+    trajectory = rollout(klein, klein.transformer, cond, x, sigmas, sde=sde, noise_level=eta, window=(1, 3),
+                         generators=[torch.Generator().manual_seed(9)], autocast=contextlib.nullcontext)
+    assert sorted(trajectory.log_probs) == [1, 2]
+    sigma_max = float(sigmas[1])
+    for i in (1, 2):
+        s, sn = float(sigmas[i]), float(sigmas[i + 1])
+        state = trajectory.states[i]
+        v = klein.velocity(klein.transformer, state, torch.tensor([s]), cond).double()
+        xd, dt = state.double(), sn - s
+        if sde == "flow_sde":
+            std_t = eta * math.sqrt((s if s < 1 else sigma_max) / (1 - (s if s < 1 else sigma_max)))
+            mean = xd * (1 + std_t**2 / (2 * s) * dt) + v * (1 + std_t**2 * (1 - s) / (2 * s)) * dt
+            std = std_t * math.sqrt(-dt)
+        else:
+            std = sn * math.sin(eta * math.pi / 2)
+            mean = (xd - s * v) * (1 - sn) + (xd + (1 - s) * v) * math.sqrt(sn**2 - std**2)
+        expected = _gaussian_log_density64(trajectory.next_states[i], mean, std)
+        assert_close(trajectory.log_probs[i], expected, dtype=torch.float32, accumulations=state[0].numel(),
+                     growth="linear", scale=float(expected.abs().max()) + 1.0,
+                     why="a float32 mean of the tokens' log densities against float64; (x − mean)/std amplifies "
+                         "the mean's rounding")
+
+
+def test_clear_errors(tmp_path, klein):
+    from train.adapters import build_adapter
+
+    def build(path):
+        return build_adapter(ModelConfig(adapter="flux2", path=str(path)), torch.device("cpu"), torch.float32)
+
+    with pytest.raises(RuntimeError, match="No weights can be downloaded here"):
+        build(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxKontextPipeline"}))
+    with pytest.raises(ValueError, match="holds a FluxKontextPipeline"):
+        build(tmp_path)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        klein.token_grid(60, 64)
+
+
+def test_phrase_token_mask_marks_the_phrase_in_the_templated_prompt(klein, dev):
+    """The marked tokens are the phrase's, checked against the ids the text encoder receives (byte-level tiny
+    tokenizers: one token per character)."""
+    for adapter in (klein, dev):
+        prompts = ["make the cat red", "add a hat"]
+        length = adapter.config.max_sequence_length
+        mask = adapter.phrase_token_mask(prompts, [["cat"], ["dog"]])
+        assert mask.shape == (2, length) and mask.dtype == torch.bool
+        tokenizer = adapter._text_tokenizer()
+        for row, (prompt, expected) in enumerate(zip(prompts, ["cat", "add a hat"])):
+            ids = tokenizer(adapter._prompt_text(prompt), padding="max_length", max_length=length, truncation=True,
+                            add_special_tokens=False)["input_ids"]
+            assert tokenizer.decode([i for i, m in zip(ids, mask[row].tolist()) if m]) == expected
+
+
+@pytest.mark.parametrize("objective", ["grpo", "nft"])
+def test_training_step_saves_a_lora_the_pipeline_loads(objective, klein, edit_dataset_dir, tmp_path):
+    from train.main import run
+
+    out = tmp_path / objective
+    extra = ["objective.regularizer.enabled=false"] if objective == "grpo" else ["objective.regularizer.grid=latent"]
+    run(str(REPO / "train" / "configs" / "tiny_kontext.yaml"),
+        [f"objective.name={objective}", "model.adapter=flux2", f"model.path={cached_tiny_flux2('klein')}",
+         "model.true_cfg_scale=2.0", f"data.dataset={edit_dataset_dir}", f"output_dir={out}", "data.resolution=[64, 64]",
+         "train.max_steps=1", "train.groups_per_step=1", "train.group_size=2", "train.micro_batch_size=2",
+         "train.seed=1", "sampler.num_steps=2", "sampler.sde_window=[0, 2]", "sampler.train_steps=1",
+         "eval.every=0", "checkpoint.every=0", "logging.progress=false", "logging.tensorboard=false", *extra])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1] and np.isfinite(metrics[0]["loss"])
+    assert metrics[0]["kept_fraction"] == 1.0 and metrics[0]["grad_norm"] > 0
+    if objective == "grpo":
+        assert metrics[0]["ratio_first"] == 1.0  # on-policy through the CFG-guided velocity
+    else:
+        assert "regularizer" in metrics[0]
+    pipe = klein.pipe
+    pipe.load_lora_weights(str(out / "lora"))
+    try:
+        from safetensors.torch import load_file
+
+        saved = load_file(str(out / "lora" / "pytorch_lora_weights.safetensors"))
+        loaded = {n: p for n, p in pipe.transformer.named_parameters() if "lora" in n}
+        assert len(loaded) == len(saved) > 0
+        name = next(n for n in saved if "lora_B" in n and saved[n].abs().max() > 0)  # trained, not the zero init
+        module_name = name.removeprefix("transformer.").replace(".weight", "")
+        assert_exact(next(p for n, p in loaded.items() if n.startswith(module_name)), saved[name],
+                     why="loading a LoRA copies its values")
+    finally:
+        pipe.unload_lora_weights()
