@@ -16,6 +16,7 @@ from tests.support import dataset_layouts as layouts
 EXPECTED = {
     "magicbrush": (3, 3), "ultraedit": (3, 3), "omniedit": (8, 8), "instructpix2pix": (3, 3), "hq_edit": (3, 3),
     "anyedit": (8, 8), "imgedit": (7, 6), "gpt_image_edit": (5, 5), "pico_banana": (7, 5), "inter_edit": (4, 4),
+    "cocoedit_40k": (3, 3),
 }
 
 

@@ -310,6 +310,24 @@ def pico_banana(root: Path, n: int = 5) -> Path:
     return root
 
 
+def cocoedit_40k(root: Path, n: int = 3) -> Path:
+    """CoCoEdit-40K unpacked: ``train_metadata.jsonl`` (``prompt, image, mask``) + the unzipped ``images_part1/`` and
+    ``masks_part1/`` folders; masks are RGB PNGs where white marks the region to KEEP (the edit is black); the last
+    mask is shipped at half the image size."""
+    lines = []
+    for i in range(n):
+        image = photo(1200 + i)
+        keep = np.where(region(), 0, 255).astype(np.uint8)
+        if i == n - 1:
+            keep = keep[::2, ::2]
+        _write(root / "images_part1" / f"{i:06d}.jpg", png(image, "JPEG"))
+        _write(root / "masks_part1" / f"{i:06d}.png", png(np.stack([keep] * 3, -1)))
+        lines.append({"prompt": f"replace the box with a red ball {i}", "image": f"images_part1/{i:06d}.jpg",
+                      "mask": f"masks_part1/{i:06d}.png"})
+    (root / "train_metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
 INTER_EDIT_TYPES = ["Add", "Remove", "Texture", "Local"]
 
 
@@ -358,4 +376,5 @@ def inter_edit(root: Path, n: int = 4) -> Path:
 
 BUILDERS = {"magicbrush": magicbrush, "ultraedit": ultraedit, "omniedit": omniedit,
             "instructpix2pix": instructpix2pix, "hq_edit": hq_edit, "anyedit": anyedit, "imgedit": imgedit,
-            "gpt_image_edit": gpt_image_edit, "pico_banana": pico_banana, "inter_edit": inter_edit}
+            "gpt_image_edit": gpt_image_edit, "pico_banana": pico_banana, "inter_edit": inter_edit,
+            "cocoedit_40k": cocoedit_40k}
