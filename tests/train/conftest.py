@@ -55,6 +55,7 @@ def build_edit_dataset(directory, count: int = 6, size: int = 40, seed: int = 0,
         row.update({name: row.get(name, "x") for name in TEXT_COLUMNS}, target_phrases=["square"],
                    mask_image=Image.fromarray(rle.decode(row["mask"]).astype(np.uint8) * 255),
                    score_clip_direction=0.3)
+        row.update({name: row.get(name) for name in features})  # provenance columns the fixture leaves empty
     if corrupt:  # undecodable image bytes: the trainer must record and skip this row, not crash
         rows.append({**rows[0], "id": "corrupt", "source_image": {"bytes": b"not an image", "path": None}})
     datasets.Dataset.from_list(rows, features=features).save_to_disk(str(directory))
