@@ -115,6 +115,9 @@ class HFSource:
         self.roots = [table.root] if table.root is not None else _path_roots(params.path)
         self.licence = params.licence or UNKNOWN_LICENCE
         self.split = table.split if table.split is not None else (params.split if table.files == [] else None)
+        self.provenance = {"dataset": self.origin.split(":", 1)[1], "licence": self.licence,
+                           "licence_restrictions": licence_restrictions(self.licence),
+                           **({"split": self.split} if self.split is not None else {})}
 
     def __len__(self) -> int:
         total = len(self.table)  # TypeError when streaming a hub dataset: the length is unknown
@@ -137,10 +140,8 @@ class HFSource:
         if isinstance(instruction, (list, tuple)):
             instruction = variants[0] if variants else None
         errors: list[str] = []
-        meta: dict[str, Any] = {"row": index, "dataset": self.origin.split(":", 1)[1], "licence": self.licence,
-                                "licence_restrictions": licence_restrictions(self.licence)}
-        if self.split is not None:
-            meta["split"] = self.split
+        meta: dict[str, Any] = {"row": index, **self.provenance}
+        meta["licence_restrictions"] = list(meta["licence_restrictions"])  # each pair owns its meta
         pair = RawPair(
             self.origin, key, instruction,
             self._bytes(row.get(p.source_column), "source", errors),
