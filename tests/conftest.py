@@ -1,7 +1,36 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package, and the grouping that lets ``make test`` run on two pytest workers."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+# Under pytest-xdist (`-n 2 --dist loadgroup`) the tests that share one costly session resource run on one worker,
+# so it starts once: the Label Studio server and the browser, the manual's demo repository, the local Ray instance.
+# Each worker runs its torch ops on one thread, so two workers do not fight over two cores.
+_GROUPS = (("label-studio", ("tests/annotate/",), ("ls_server", "ls_params", "browser")),
+           ("manual", ("tests/test_docs_commands.py", "tests/test_docs.py"), ("manual",)),
+           ("ray", ("tests/curate/test_ray_", ), ("ray_session",)))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(str(config.rootpath))
+    for item in items:
+        where = Path(str(item.path)).relative_to(root).as_posix() if str(item.path).startswith(str(root)) else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for name, prefixes, needs in _GROUPS:
+            if where.startswith(prefixes) or fixtures & set(needs):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
 
 
 @pytest.fixture(scope="session")
