@@ -16,9 +16,6 @@ import numpy as np
 
 from curate.scoring.phash import hamming, phash
 
-BLOCK = 4096  # training hashes compared per block (BLOCK x items distances in memory)
-
-
 @dataclass
 class BenchmarkHashes:
     names: list[str] = field(default_factory=list)  # benchmark name per item (its folder name)
@@ -84,29 +81,46 @@ def benchmark_hashes(paths: Iterable[str | Path], progress: bool = False) -> Ben
 def find_leaks(ids: list[str], sources: np.ndarray, edited: np.ndarray, has_edited: np.ndarray,
                bench: BenchmarkHashes, max_hamming: int) -> dict[str, str]:
     """``id -> reason`` for each training row whose source (or edited) pHash is within ``max_hamming`` bits of a
-    benchmark item's source pHash (the nearest item is named)."""
+    benchmark item's source pHash (the nearest item is named).
+
+    Multi-index hashing, as select's near-duplicate search (:mod:`curate.scoring.dedupe`): two hashes within ``t``
+    bits agree exactly on one of ``t + 1`` bands, so only rows and items sharing a band value are compared
+    (near-linear in the rows)."""
+    from curate.scoring.dedupe import _band, band_slices
+
     items = bench.array()
     if not len(items) or not len(ids):
         return {}
-    sources = np.asarray(sources, dtype=np.uint64)
-    edited = np.asarray(edited, dtype=np.uint64)
     has_edited = np.asarray(has_edited, dtype=bool)
+    best_distance = np.full(len(ids), 64 + 1, dtype=np.int64)
+    best_item = np.zeros(len(ids), dtype=np.int64)
+    best_role = np.zeros(len(ids), dtype=np.int64)  # 0 source, 1 edited
+    for role, hashes in enumerate((np.asarray(sources, dtype=np.uint64), np.asarray(edited, dtype=np.uint64))):
+        rows_in = np.flatnonzero(has_edited) if role == 1 else np.arange(len(ids))
+        for shift, width in band_slices(max_hamming):
+            item_keys = _band(items, shift, width)
+            order = np.argsort(item_keys, kind="stable")
+            sorted_keys = item_keys[order]
+            row_keys = _band(hashes[rows_in], shift, width)
+            left = np.searchsorted(sorted_keys, row_keys, "left")
+            counts = np.searchsorted(sorted_keys, row_keys, "right") - left
+            if not counts.any():
+                continue
+            rows = np.repeat(rows_in, counts)
+            starts = np.repeat(left, counts)
+            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            cand = order[starts + offsets]
+            distance = hamming(hashes[rows], items[cand]).astype(np.int64)
+            better = (distance <= max_hamming) & (distance < best_distance[rows])
+            for r, c, d in zip(rows[better], cand[better], distance[better]):  # few: the near-duplicates only
+                if d < best_distance[r]:
+                    best_distance[r], best_item[r], best_role[r] = d, c, role
     leaks: dict[str, str] = {}
-    for start in range(0, len(ids), BLOCK):
-        stop = min(start + BLOCK, len(ids))
-        for role, hashes in (("source", sources[start:stop]), ("edited", edited[start:stop])):
-            distances = hamming(hashes[:, None], items[None, :])
-            if role == "edited":
-                distances[~has_edited[start:stop]] = 64 + 1  # no edited image: nothing to compare
-            nearest = distances.argmin(axis=1)
-            best = distances[np.arange(len(hashes)), nearest]
-            for offset in np.flatnonzero(best <= max_hamming):
-                rid = ids[start + offset]
-                if rid in leaks:
-                    continue
-                j = int(nearest[offset])
-                leaks[rid] = (f"benchmark leak: {role} image near-duplicate of {bench.names[j]} item "
-                              f"{bench.keys[j]} (pHash {int(best[offset])} bits <= {max_hamming})")
+    for r in np.flatnonzero(best_distance <= max_hamming):
+        j = int(best_item[r])
+        role = ("source", "edited")[int(best_role[r])]
+        leaks[ids[r]] = (f"benchmark leak: {role} image near-duplicate of {bench.names[j]} item {bench.keys[j]} "
+                         f"(pHash {int(best_distance[r])} bits <= {max_hamming})")
     return leaks
 
 

@@ -282,3 +282,24 @@ def test_one_column_contract_for_export_and_trainer():
     feats = export_stage.features([], mask_png=True)
     expected = set(columns.TEXT_COLUMNS + columns.LIST_COLUMNS + columns.RLE_COLUMNS + columns.IMAGE_COLUMNS)
     assert set(feats) == expected | {columns.MASK_IMAGE}
+
+
+def test_leak_search_threshold_roles_and_missing_edited():
+    from curate.scoring import leaks
+
+    rng = np.random.default_rng(0)
+    items = [int(v) for v in rng.integers(0, 2**63, 50, dtype=np.int64)]
+    bench = leaks.BenchmarkHashes(names=["imgedit"] * 50, keys=[f"k{i}" for i in range(50)], hashes=items)
+    sources = rng.integers(0, 2**63, 6, dtype=np.int64).astype(np.uint64)
+    edited = rng.integers(0, 2**63, 6, dtype=np.int64).astype(np.uint64)
+    sources[0] = items[3] ^ 0b1111  # 4 bits: a near-duplicate at max_hamming 4
+    sources[1] = items[4] ^ 0b11111  # 5 bits: not
+    edited[2] = items[5]  # the edited image is a benchmark item
+    edited[3] = items[6]  # ... but the row has no edited image (its hash is meaningless)
+    has_edited = np.array([True, True, True, False, True, True])
+    found = leaks.find_leaks([f"r{i}" for i in range(6)], sources, edited, has_edited, bench, 4)
+    assert sorted(found) == ["r0", "r2"]
+    assert found["r0"] == "benchmark leak: source image near-duplicate of imgedit item k3 (pHash 4 bits <= 4)"
+    assert found["r2"].startswith("benchmark leak: edited image near-duplicate of imgedit item k5 (pHash 0 bits")
+    assert sorted(leaks.find_leaks([f"r{i}" for i in range(6)], sources, edited, has_edited, bench, 5)) == \
+        ["r0", "r1", "r2"]
