@@ -53,7 +53,7 @@ class LeakCheckParams:
     ] = True
     benchmarks: Annotated[
         list[str],
-        Help("built benchmarks (`editkit bench build` outputs: records/ + images/) or folders holding them"),
+        Help("built benchmarks (outputs of editkit bench build: records/ + images/) or folders holding them"),
     ] = field(default_factory=lambda: ["data/bench"])
     max_hamming: Annotated[
         Optional[int],

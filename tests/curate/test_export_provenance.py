@@ -198,6 +198,16 @@ def test_restricted_licence_is_refused_unless_allowed(tmp_path):
     assert "\n" not in message and "'CC BY-NC-ND 4.0'" in message and "pico_banana" in message
     assert "non-commercial and no-derivatives" in message and "export.allow_licences" in message
     assert not (tmp_path / "export").exists()
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("export:\n  leak_check: {enabled: false}\n")
+    result = CliRunner().invoke(app, ["export", "--params", str(params), "--input", str(tmp_path / "select"),
+                                      "--images", str(tmp_path / "images"), "--out", str(tmp_path / "cli"),
+                                      "--metrics", str(tmp_path / "m.json")])
+    assert result.exit_code == 2 and "'CC BY-NC-ND 4.0'" in result.output, result.output
     metrics = _export(tmp_path, export_stage.ExportParams(leak_check=off, allow_licences=["cc_by_nc_nd_4.0"]))
     assert metrics["rows"] == 3 and metrics["licence_unknown_rows"] == 1
     assert metrics["licence_flagged"] == {"CC BY-NC-ND 4.0": ["non-commercial", "no-derivatives"]}
