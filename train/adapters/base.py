@@ -22,7 +22,7 @@ from editkit.registry import Registry, subclass_of
 # model.adapter -> adapter class; the built-ins register themselves when their module is imported (on first lookup)
 ADAPTERS: Registry[Callable[..., "EditModelAdapter"]] = Registry("model adapter (model.adapter)", lazy={
     "flux_kontext": "train.adapters.flux_kontext", "qwen_image_edit": "train.adapters.qwen_image_edit",
-    "flux2": "train.adapters.flux2"},
+    "flux2": "train.adapters.flux2", "qwen_image_21": "train.adapters.qwen_image_21"},
     check=subclass_of(lambda: EditModelAdapter))
 
 
