@@ -22,6 +22,7 @@ from editkit import rle, schema, store
 from editkit.scores import stored
 from tests.support import dataset_layouts as layouts
 
+pytestmark = pytest.mark.filterwarnings("ignore:only .* records pass the filters")  # tiny sets, large target_size
 NO_FILTERS = FilterParams(**{name: None for name in FilterParams.__dataclass_fields__})
 
 
@@ -313,3 +314,19 @@ def test_leak_search_threshold_roles_and_missing_edited():
     assert found["r2"].startswith("benchmark leak: edited image near-duplicate of imgedit item k5 (pHash 0 bits")
     assert sorted(leaks.find_leaks([f"r{i}" for i in range(6)], sources, edited, has_edited, bench, 5)) == \
         ["r0", "r1", "r2"]
+
+
+def test_a_non_commercial_preset_is_refused_end_to_end(tmp_path):
+    """HQ-Edit's look-alike (its preset records CC-BY-NC-4.0) through the pipeline: refused, then allowed."""
+    from editkit.errors import UserError
+
+    ingest = _ingest("hq_edit", layouts.hq_edit(tmp_path / "src", n=2), tmp_path / "ingest")
+    with pytest.raises(UserError, match=r"licence 'CC-BY-NC-4\.0' \(non-commercial\) of 2 row\(s\) from "
+                                        r"UCSC-VLAA/HQ-Edit is not allowed"):
+        _pipeline(ingest, tmp_path / "refused")
+    allowed = export_stage.ExportParams(allow_licences=["cc-by-nc-4.0"],
+                                        leak_check=export_stage.LeakCheckParams(enabled=False))
+    _, rows, metrics = _pipeline(ingest, tmp_path / "allowed", export_params=allowed)
+    assert len(rows) == 2 and all(r["licence"] == "CC-BY-NC-4.0" for r in rows)
+    assert all("licence_non_commercial" in r["flags"] for r in rows)
+    assert metrics["licence_flagged"] == {"CC-BY-NC-4.0": ["non-commercial"]}
