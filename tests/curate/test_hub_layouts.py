@@ -217,3 +217,22 @@ def test_every_preset_record_names_its_licence(tmp_path):
     source = HFSource(HFParams(path=str(layouts.hq_edit(tmp_path / "hf")), source_column="input_image",
                                edited_column="output_image", instruction_column="edit", licence="CC-BY-NC-4.0"))
     assert next(iter(source)).meta["licence_restrictions"] == ["non-commercial"]
+
+
+def test_hf_hub_id_is_streamed(magicbrush, monkeypatch):
+    """A hub id goes through datasets' IterableDataset (here over the local shards standing in for the hub)."""
+    import datasets
+
+    calls, real_load_dataset = [], datasets.load_dataset
+
+    def fake_load_dataset(path, split=None, streaming=False):
+        calls.append((path, split, streaming))
+        files = [str(p) for p in tables.hub_splits(magicbrush)[split]]
+        return real_load_dataset("parquet", data_files=files, split="train", streaming=streaming)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    source = HFSource(HFParams(path="osunlp/MagicBrush", limit=2, **MB_COLUMNS))
+    assert isinstance(source.dataset, datasets.IterableDataset)
+    pairs = list(source)
+    assert calls == [("osunlp/MagicBrush", "train", True)] and len(pairs) == 2
+    assert all(p.error is None and (p.gt_mask == layouts.region()).all() for p in pairs)
