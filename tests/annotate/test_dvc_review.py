@@ -81,7 +81,7 @@ def test_reviews_reach_select_and_export(pipeline_repo):
     after = _exported(repo)
     assert rejected_id not in after and set(after) == set(before) - {rejected_id}
     assert np.array_equal(rle.decode(after[fixed_id]["mask"]), fixed)  # what training reads is the reviewed mask
-    assert after[fixed_id]["mask_source"] == "human"
+    assert after[fixed_id]["mask_source"] == "reviewed" and after[fixed_id]["mask_method"] == "human"
     scored = {r["id"]: r for _, shard in store.iter_records(repo / "data/score/records") for r in shard}
     assert_close(scored[fixed_id]["scores"]["mask_area"], fixed.mean(), rtol=1e-5,
                  why="the stage stores scores with 6 significant digits")
