@@ -72,35 +72,36 @@ def mask_provenance(mask_source: str | None, review_status: str | None = None) -
     return "derived"
 
 
-def _meta(record: dict[str, Any]) -> dict[str, Any]:
+def parse_meta(text: str | None) -> dict[str, Any]:
+    """A record's ``meta`` JSON as a dict ({} when empty or not an object)."""
     try:
-        meta = json.loads(record.get("meta") or "{}")
+        meta = json.loads(text or "{}")
     except (TypeError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}
 
 
-def dataset_name(record: dict[str, Any]) -> str:
+def dataset_name(record: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
     """The public dataset a record came from: ``meta.dataset`` when the source says, else the origin's name
     (``preset:magicbrush`` -> ``magicbrush``, ``hf:osunlp/MagicBrush`` -> ``osunlp/MagicBrush``)."""
-    named = _meta(record).get("dataset")
+    named = (parse_meta(record.get("meta")) if meta is None else meta).get("dataset")
     if isinstance(named, str) and named:
         return named
     origin = record.get("origin") or UNKNOWN_LICENCE
     return origin.split(":", 1)[1] if ":" in origin else origin
 
 
-def split_name(record: dict[str, Any]) -> str | None:
-    split = _meta(record).get("split")
+def split_name(record: dict[str, Any], meta: dict[str, Any] | None = None) -> str | None:
+    split = (parse_meta(record.get("meta")) if meta is None else meta).get("split")
     return str(split) if split not in (None, "") else None
 
 
-def licence_of(record: dict[str, Any]) -> str:
+def licence_of(record: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
     """The record's licence as its source recorded it (a ``licence`` field or ``meta.licence``/``meta.license``);
     ``unknown`` when none did."""
     value = record.get("licence")
     if not value:
-        meta = _meta(record)
+        meta = parse_meta(record.get("meta")) if meta is None else meta
         value = meta.get("licence") or meta.get("license")
     return str(value).strip() if value else UNKNOWN_LICENCE
 

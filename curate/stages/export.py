@@ -117,6 +117,7 @@ class Scan:
 def scan(records_dir: Path, images_dir: Path | None = None) -> Scan:
     """Pass 1 (compact columns only): score names, counts per edit type, licences, datasets and pHashes of the
     selected records (a record without pHashes, not scored, is hashed here from its images)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -136,20 +137,30 @@ def scan(records_dir: Path, images_dir: Path | None = None) -> Scan:
         if not table.num_rows:
             continue
         names.update(pc.unique(table["scores"].combine_chunks().keys).to_pylist())
-        for row in table.to_pylist():
-            out.ids.append(row["id"])
-            out.edit_types.append(row.get("edit_type") or "unknown")
-            out.datasets.append(columns.dataset_name(row))
-            out.licences.append(columns.licence_of(row))
-            out.mask_sources.append(columns.mask_provenance(row.get("mask_source"), row.get("review_status")))
-            hashes = row.get("phash") or {}
-            edited = row.get("has_edited") is not False
-            if hashes.get("source") is None and images is not None:
-                hashes = _hash_images(images, shard, row["id"])
-                edited = hashes.get("edited") is not None
-            sources.append(hashes.get("source") or 0)
-            edits.append(hashes.get("edited") or 0)
-            has_edited.append(edited and hashes.get("edited") is not None)
+        column = {name: table[name].to_pylist() for name in ("id", "edit_type", "origin", "meta", "mask_source",
+                                                            "review_status", "has_edited") if name in present}
+        hashes, valid = {}, {}
+        for role in ("source", "edited"):  # uint64 exactly (a null would turn a numpy column into float64)
+            field_ = pc.struct_field(table["phash"], role) if "phash" in present else pa.nulls(table.num_rows, pa.uint64())
+            valid[role] = pc.is_valid(field_).to_numpy(zero_copy_only=False)
+            hashes[role] = pc.fill_null(field_, 0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        for i, rid in enumerate(column["id"]):
+            record = {name: values[i] for name, values in column.items()}
+            meta = columns.parse_meta(record.get("meta"))
+            out.ids.append(rid)
+            out.edit_types.append(record.get("edit_type") or "unknown")
+            out.datasets.append(columns.dataset_name(record, meta))
+            out.licences.append(columns.licence_of(record, meta))
+            out.mask_sources.append(columns.mask_provenance(record.get("mask_source"), record.get("review_status")))
+            source, edited = int(hashes["source"][i]), int(hashes["edited"][i])
+            has = record.get("has_edited") is not False and bool(valid["edited"][i])
+            if not valid["source"][i]:  # not scored (no pHashes): hash the images here
+                computed = _hash_images(images, shard, rid) if images is not None else {}
+                source, edited = computed.get("source") or 0, computed.get("edited")
+                has = edited is not None
+            sources.append(source)
+            edits.append(edited if has else 0)
+            has_edited.append(has)
     out.by_type = Counter(out.edit_types)
     out.score_names = sorted(names)
     out.source_hash = np.asarray(sources, dtype=np.uint64)

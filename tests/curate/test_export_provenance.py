@@ -157,8 +157,11 @@ def test_shipped_iou_filter_is_off_by_default_and_filters_when_set():
     assert filters.fails(spec, 0.5, values, np.ones(3, bool)).tolist() == [True, False, False]
 
 
-def _records_dir(root, rows):
-    """Write selected records + images: rows = [(id, meta dict, source uint8 image)]."""
+def _records_dir(root, rows, hashed=()):
+    """Write selected records + images: rows = [(id, meta dict, source uint8 image)]; the ids in ``hashed`` carry
+    their pHashes as the score stage stores them (the others are hashed by the export)."""
+    from curate.scoring.phash import pair_hashes
+
     records, images = [], []
     shard = store.shard_name(0)
     for rid, meta, source in rows:
@@ -170,6 +173,8 @@ def _records_dir(root, rows):
                                          image_shard=shard, has_edited=True, instruction="invert the corner",
                                          edit_type="recolor", mask=rle.encode(mask), mask_source="diff",
                                          meta=json.dumps(meta), width=source.shape[1], height=source.shape[0]))
+        if rid in hashed:
+            records[-1]["phash"] = pair_hashes(source, edited)
         images.append({"id": rid, "source": store.encode_png(source), "edited": store.encode_png(edited)})
     store.write_records(root / "select", shard, records)
     store.write_image_shard(root / "images", shard, images)
@@ -237,7 +242,7 @@ def test_planted_benchmark_image_is_dropped_with_its_reason(tmp_path):
                       store.encode_png(image)))
     write_benchmark(tmp_path / "bench" / "gedit", items)
     _records_dir(tmp_path, [("planted", {}, bench_image), ("resized", {}, smaller), ("clean", {}, _image(13)),
-                            ("clean2", {}, _image(14))])
+                            ("clean2", {}, _image(14))], hashed={"planted", "clean"})
     params = export_stage.ExportParams(leak_check=export_stage.LeakCheckParams(
         benchmarks=[str(tmp_path / "bench"), str(tmp_path / "not-built")]))
     metrics = _export(tmp_path, params)
