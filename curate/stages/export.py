@@ -300,7 +300,7 @@ def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: P
         funnel_png: Path, metrics_file: Path | None = None, max_hamming: int | None = None) -> dict[str, Any]:
     """Export and return the metrics; with ``metrics_file`` they are written in the same atomic step as the
     dataset. ``max_hamming``: the near-duplicate threshold of select (``export.leak_check.max_hamming`` wins)."""
-    from editkit import store
+    from editkit import schema_versions, store
 
     if params.format != "save_to_disk":
         raise ValueError(f"export.format {params.format!r} is not implemented; use save_to_disk")
@@ -327,6 +327,7 @@ def run(params: ExportParams, records_dir: Path, images_dir: Path, output_dir: P
         dataset = build_dataset(records_dir, images_dir, params, work, found.score_names,
                                 tuple(sorted(dropped)), total)
         dataset.save_to_disk(str(tmp / "dataset"), max_shard_size=params.max_shard_size)
+        schema_versions.write_export_stamp(tmp / "dataset")  # the export's schema version, beside dataset_info.json
         del dataset
         shutil.rmtree(work, ignore_errors=True)
         write_rejects(tmp / REJECTS_FILE, dropped, dropped_types)

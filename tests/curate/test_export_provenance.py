@@ -216,6 +216,9 @@ def test_restricted_licence_is_refused_unless_allowed(tmp_path):
     assert result.exit_code == 2 and "'CC BY-NC-ND 4.0'" in result.output, result.output
     metrics = _export(tmp_path, export_stage.ExportParams(leak_check=off, allow_licences=["cc_by_nc_nd_4.0"]))
     assert metrics["rows"] == 3 and metrics["licence_unknown_rows"] == 1
+    from editkit import schema_versions
+
+    assert schema_versions.export_version(tmp_path / "export" / "dataset") == schema_versions.CURRENT["export"]
     assert metrics["licence_flagged"] == {"CC BY-NC-ND 4.0": ["non-commercial", "no-derivatives"]}
     card = (tmp_path / "export" / "README.md").read_text()
     assert "| CC BY-NC-ND 4.0 | 1 | pico_banana (1) | **non-commercial, no-derivatives**" in card
