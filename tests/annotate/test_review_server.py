@@ -119,7 +119,7 @@ def test_drafts_block_stop_and_are_pulled_as_drafts(ls_server, tmp_path):
 
         pulled = runner.invoke(app, ["pull", "--params", str(params_file)])
         assert pulled.exit_code == 0, pulled.output
-        assert json.loads(open(params.reviews).read()) == []  # a draft is never a review
+        assert json.loads(open(params.reviews).read()) == {"schema_version": 2, "reviews": []}  # a draft is no review
         [draft] = json.loads((params.state_dir / "drafts" / "drafts.json").read_text())
         assert draft["sample_id"] == "draft0" and draft["draft_id"] == draft_id
         assert np.array_equal(rle.decode(draft["mask"]), painted)
@@ -149,7 +149,8 @@ def test_benchmark_review_path_as_documented(ls_server, tmp_path, monkeypatch):
 
     pulled = runner.invoke(app, ["pull", "--params", str(params_file), "--records", "data/bench/gedit/records"])
     assert pulled.exit_code == 0, pulled.output
-    assert [r["sample_id"] for r in json.loads((tmp_path / "reviews/bench_gedit.json").read_text())] == ["gedit1"]
+    pulled = json.loads((tmp_path / "reviews/bench_gedit.json").read_text())["reviews"]  # a stamped reviews file
+    assert [r["sample_id"] for r in pulled] == ["gedit1"]
     merged = runner.invoke(app, ["merge", "--params", str(params_file), "--records", "data/bench/gedit/records"])
     assert merged.exit_code == 0, merged.output
     out = {r["id"]: r for r in store.read_records(tmp_path / "data/bench/gedit_reviewed/records", "shard-00000")}
