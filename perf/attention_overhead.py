@@ -11,7 +11,6 @@ repeat of each is reported (other jobs on a shared machine only ever add time). 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from perf import harness  # noqa: E402
 
 PROMPTS = ["make the red car blue", "remove the dog on the left", "add a hat to the man", "turn the sky orange"]
 PHRASES = [["the red car"], ["the dog"], ["the man"], ["the sky"]]
@@ -32,7 +33,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="edits per rollout (<= 4)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    harness.add_options(parser, "attention_overhead")
     args = parser.parse_args()
+    if args.smoke:
+        args.size, args.steps, args.batch, args.repeats = 32, 1, 1, 1
+    provenance = harness.Provenance(args.smoke)
 
     import torch
 
@@ -100,9 +105,7 @@ def main() -> None:
     print(f"{'mode':>26} | {'best (s)':>9} | {'median (s)':>10} | overhead")
     for row in rows:
         print(f"{row['mode']:>26} | {row['best_s']:9.3f} | {row['median_s']:10.3f} | {100 * row['overhead']:+6.1f} %")
-    out = ROOT / "perf" / "results" / "attention_overhead.json"
-    out.write_text(json.dumps({**setup, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    harness.write_result(harness.out_path(args, "attention_overhead"), {**setup, "rows": rows}, provenance)
 
 
 if __name__ == "__main__":

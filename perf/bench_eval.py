@@ -27,8 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from perf import harness  # noqa: E402
 
-def time_pixel_metrics(side: int, repeats: int) -> float:
+
+def time_pixel_metrics(side: int, repeats: int) -> float:  # median ms
     from benchmarks.pixel_metrics import pixel_metrics
 
     rng = np.random.default_rng(side)
@@ -47,17 +49,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/editkit-bench-perf"))
+    harness.add_options(parser, "bench_eval")
     args = parser.parse_args()
+    if args.smoke:
+        args.items, args.workdir = 2, args.workdir.with_name(args.workdir.name + "-smoke")
+    provenance = harness.Provenance(args.smoke)
+    sizes = ((64, 1), (128, 1)) if args.smoke else ((512, 20), (1024, 8))
     from benchmarks import build, editor, evaluation, synthetic
-    from editkit.store import write_json
     from train.experiment.small_kontext import build_small_kontext
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     load_before = os.getloadavg()[0]  # the dev machine is shared: report how busy it was
-    rows = []
-    for side, repeats in ((512, 20), (1024, 8)):
-        rows.append((f"pixel_metrics {side}²", f"{time_pixel_metrics(side, repeats):.1f} ms/item"))
-    source = synthetic.make_gedit_fixture(args.workdir / "gedit", n=args.items, size=(384, 512))
+    rows, pixel_ms = [], {}
+    for side, repeats in sizes:
+        pixel_ms[side] = round(time_pixel_metrics(side, repeats), 2)
+        rows.append((f"pixel_metrics {side}²", f"{pixel_ms[side]:.1f} ms/item"))
+    source = synthetic.make_gedit_fixture(args.workdir / "gedit", n=args.items,
+                                          size=(48, 64) if args.smoke else (384, 512))
     started = time.perf_counter()
     stats = build.build("gedit", source, args.workdir / "built", masks_dir=source / "reference_masks", progress=False)
     build_s = time.perf_counter() - started
@@ -80,10 +88,11 @@ def main() -> None:
     print(f"{'measure':<{width}}  result")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    out = ROOT / "perf" / "results" / "bench_eval.json"
-    write_json(out, {"items": n, "rows": dict(rows), "build_seconds": round(build_s, 3), "first_run": first,
-                     "cached_run": second, "cached_run_seconds": round(cached_s, 3)})
-    print(f"wrote {out}")
+    harness.write_result(harness.out_path(args, "bench_eval"), {
+        "items": n, "rows": dict(rows), "build_seconds": round(build_s, 3), "first_run": first,
+        "cached_run": second, "cached_run_seconds": round(cached_s, 3),
+        "pixel_metrics_ms": {str(side): ms for side, ms in pixel_ms.items()}}, provenance)
+    shutil.rmtree(args.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

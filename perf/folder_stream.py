@@ -11,7 +11,6 @@ referenced image (containment checks included) and flags repeated ids and animat
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -23,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from perf import harness  # noqa: E402
+
 BUDGET_MB = 350
 
 
@@ -73,12 +75,15 @@ def child(folder: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "folder_stream.json")
+    harness.add_options(parser, "folder_stream")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
+    if args.smoke:
+        args.lines = 2000
+    provenance = harness.Provenance(args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pairs"
         folder.mkdir()
@@ -98,9 +103,7 @@ def main() -> None:
           f"{result['rss_after_imports_mb']:>17} {result['rows_per_s']:>9} {result['duplicate_user_id']:>8} "
           f"{result['animated']:>9} {result['errors']:>7}")
     print(f"peak RSS {'within' if result['within_budget'] else 'OVER'} the {BUDGET_MB} MB budget")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.out}")
+    harness.write_result(harness.out_path(args, "folder_stream"), result, provenance)
 
 
 if __name__ == "__main__":

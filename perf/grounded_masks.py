@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.masks.grounded import GroundedMasker, GroundingParams  # noqa: E402
 from curate.masks.phrases import detector_prompt  # noqa: E402
-from editkit.store import write_json  # noqa: E402
+from perf import harness  # noqa: E402
 
 PHRASES = [["cat"], ["red car", "dog"], ["hat"], ["person"], ["cup", "bottle"], ["tree"]]
 
@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-sizes", default=None, help="comma-separated (default 4,16 tiny / 8,16 full)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", default="perf/results/grounded_masks.json")
+    harness.add_options(parser, "grounded_masks")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.images, args.size, args.batch_sizes, args.repeats = 2, 64, "2", 1
+    provenance = harness.Provenance(args.smoke)
 
     import torch
 
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print(f"{row['path']:<24} {row['batch_size']:>5} {row['seconds']:>8.3f} {row['images_per_s']:>9.2f} "
               f"{row['speedup']:>7.2f}x")
-    write_json(args.out, result)
+    harness.write_result(harness.out_path(args, "grounded_masks"), result, provenance,
+                         gpu=device if masker.device.type == "cuda" else None)
     return result
 
 

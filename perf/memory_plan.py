@@ -1,5 +1,6 @@
-"""Memory plan for LoRA RL post-training of FLUX.1-Kontext-dev and Qwen-Image-Edit-2509, per GPU, from the real
-architectures instantiated on the meta device (no weights, no memory, exact parameter counts).
+"""Memory plan for LoRA RL post-training of FLUX.1-Kontext-dev, Qwen-Image-Edit-2509/2511, FLUX.2 [klein] 4B / 9B,
+FLUX.2 [dev] and Qwen-Image 2.1, per GPU, from the real architectures instantiated on the meta device (no weights, no
+memory, exact parameter counts).
 
     .venv/bin/python perf/memory_plan.py                                   # prints the tables
     .venv/bin/python perf/memory_plan.py --out perf/results/memory_plan.json
@@ -22,16 +23,20 @@ Per-GPU bytes (``plan``), N GPUs, P base parameters of the trained transformer, 
 * fits 80GB:                    total <= 0.9 · 80 GiB (10% kept for the CUDA context, NCCL buffers and allocator
                                 fragmentation)
 
-Activations at a resolution R (default 512): packed 2x2 latents of an 8x VAE give (R/16)² target tokens; the
-condition image adds the same again; the text adds its tokens (512 T5 tokens for Kontext; for Qwen-Image-Edit-2509
-the Qwen2.5-VL hidden states of the prompt with the 384² condition view: ~196 vision + ~60 instruction tokens,
-256 assumed). With sequence S, hidden H and bf16 (2 bytes), one "unit" is S·H·2 bytes and
+Activations at a resolution R (default 512): packed 2x2 latents of an 8x VAE give (R/16)² target tokens (so do
+Qwen-Image 2.1's unpacked latents of its 16x VAE); the condition image adds the same again; the text adds its tokens
+(512 T5 tokens for Kontext; 512 padded tokens for FLUX.2, its pipelines' max_sequence_length; for
+Qwen-Image-Edit-2509/2511 the Qwen2.5-VL hidden states of the prompt with the 384² condition view: ~196 vision + ~60
+instruction tokens, 256 assumed; for Qwen-Image 2.1 the instruction, ~64 tokens, its condition image being the
+condition tokens already counted). With sequence S, hidden H and bf16 (2 bytes), one "unit" is S·H·2 bytes and
 
 * without checkpointing:  Σ_blocks k_block · unit  +  (g + 1) · unit
 * with checkpointing:     n_blocks · 1 · unit  (each block's input)  +  max k_block · unit  (one block recomputed
                           in backward)  +  (g + 1) · unit
 
-k_block = number of hidden-sized tensors a block stores for backward. The values (FLUX double 15, FLUX single 14.1,
+k_block = number of hidden-sized tensors a block stores for backward. FLUX.2's double/single blocks and Qwen-Image
+2.1's single-stream block are modelled with FLUX.1's factors (same block shapes: attention + 3x MLP; not yet
+re-measured: ``perf/gpu_check.py --block-factors`` does it on a GPU). The values (FLUX double 15, FLUX single 14.1,
 Qwen-Image 17) are the bytes autograd saved per block, counted with ``torch.autograd.graph.saved_tensors_hooks`` on
 shrunk copies of these blocks on CPU (hidden 512-1024, same MLP ratio, SDPA attention, LoRA on), divided by
 S·H·2: they include the fp32 RMSNorm/RoPE intermediates of q and k (``perf/gpu_check.py --block-factors``
@@ -42,6 +47,7 @@ gradient of the 4·H MLP activation), +1 unit for what lives outside the blocks 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -83,6 +89,17 @@ PIPELINES = (
              ("t5_v1_1_xxl_encoder.json", "clip_l_text.json"), "flux_vae.json", text_tokens=512),
     Pipeline("Qwen-Image-Edit-2509", "qwen_image_edit_2509_transformer.json",
              ("qwen2_5_vl_7b_instruct.json",), "qwen_image_vae.json", text_tokens=256),
+    # 2511: the 2509 architecture (its transformer adds only the zero_cond_t flag, no parameters)
+    Pipeline("Qwen-Image-Edit-2511", "qwen_image_edit_2509_transformer.json",
+             ("qwen2_5_vl_7b_instruct.json",), "qwen_image_vae.json", text_tokens=256),
+    Pipeline("FLUX.2-klein-4B", "flux2_klein_4b_transformer.json", ("qwen3_4b.json",), "flux2_vae.json",
+             text_tokens=512),
+    Pipeline("FLUX.2-klein-9B", "flux2_klein_9b_transformer.json", ("qwen3_8b.json",), "flux2_vae.json",
+             text_tokens=512),
+    Pipeline("FLUX.2-dev", "flux2_dev_transformer.json", ("mistral_small_3_1_24b.json",), "flux2_vae.json",
+             text_tokens=512),
+    Pipeline("Qwen-Image-2.1", "qwen_image_21_transformer.json", ("qwen3_vl_8b_instruct.json",),
+             "qwen_image_21_vae.json", text_tokens=64),
 )
 
 
@@ -154,10 +171,16 @@ def transformer_blocks(class_name: str, config: dict[str, Any]) -> list[tuple[in
         return [(config["num_layers"], K_FLUX_DOUBLE), (config["num_single_layers"], K_FLUX_SINGLE)]
     if class_name == "QwenImageTransformer2DModel":
         return [(config["num_layers"], K_QWEN_IMAGE)]
+    if class_name == "Flux2Transformer2DModel":  # FLUX.1's factors (same block shapes; see the module docstring)
+        return [(config.get("num_layers", 8), K_FLUX_DOUBLE), (config.get("num_single_layers", 48), K_FLUX_SINGLE)]
+    if class_name == "QwenImage21Transformer2DModel":  # one single-stream block type, modelled as FLUX's single
+        return [(config.get("num_layers", 32), K_FLUX_SINGLE)]
     raise KeyError(f"no activation model for {class_name}")
 
 
-def hidden_size(config: dict[str, Any]) -> int:
+def hidden_size(config: dict[str, Any], model=None) -> int:
+    if "num_attention_heads" not in config and model is not None:  # a config of class defaults
+        return int(model.inner_dim)
     return config["num_attention_heads"] * config["attention_head_dim"]
 
 
@@ -215,6 +238,7 @@ def _comm_buffer_bytes(strategy: str, gpus: int, lora_params: int, largest_block
 
 
 # ----------------------------------------------------------------------------------------------- the report
+@functools.lru_cache(maxsize=None)
 def describe_component(file: str, rank: int | None = None) -> dict[str, Any]:
     """Counts of one config's meta model; for a trained transformer also its LoRA and largest-block counts."""
     class_name, config, source = load_config(file)
@@ -225,7 +249,7 @@ def describe_component(file: str, rank: int | None = None) -> dict[str, Any]:
         row["lora_params"] = lora_parameter_count(model, rank)
         row["lora_targets"] = list(LORA_TARGETS)
         row["largest_block_params"] = largest_block_parameters(model)
-        row["hidden"] = hidden_size(config)
+        row["hidden"] = hidden_size(config, model)
         row["blocks"] = transformer_blocks(class_name, config)
     return row
 
@@ -263,6 +287,49 @@ def report(resolution: int = 512, rank: int = 32, gpu_counts: tuple[int, ...] = 
                                                                       "qwen_image": K_QWEN_IMAGE},
                             "backward_units": BACKWARD_TRANSIENT_UNITS, "outside_units": OUTSIDE_UNITS},
             "pipelines": [pipeline_report(p, resolution, rank, gpu_counts, capacity_gib) for p in PIPELINES]}
+
+
+def minimum_gpus(pipeline: dict[str, Any]) -> dict[str, Any] | None:
+    """The cheapest fitting setting of one pipeline report: fewest GPUs, then text encoders replicated before
+    offloaded, DDP before FSDP2, gradient checkpointing only when needed. ``plan_only``: more than one GPU is needed,
+    which ``perf/gpu_check.py`` (one GPU) cannot measure. None when nothing fits."""
+    def cost(row):
+        return (row["gpus"], row["text_encoders"] != "replicated", row["strategy"] != "ddp",
+                row["gradient_checkpointing"])
+
+    fitting = sorted((row for row in pipeline["settings"] if row["fits_80gb"]), key=cost)
+    if not fitting:
+        return None
+    best = fitting[0]
+    return {"gpus": best["gpus"], "strategy": best["strategy"], "text_encoders": best["text_encoders"],
+            "gradient_checkpointing": best["gradient_checkpointing"], "total": best["total"],
+            "plan_only": best["gpus"] > 1}
+
+
+def requirements(resolutions: tuple[int, ...] = (512, 1024), rank: int = 32,
+                 gpu_counts: tuple[int, ...] = GPU_COUNTS, capacity_gib: float = 80.0) -> list[dict[str, Any]]:
+    """Per pipeline and resolution, the fewest 80 GB GPUs and how they are used (:func:`minimum_gpus`)."""
+    rows = []
+    for resolution in resolutions:
+        for p in PIPELINES:
+            report_ = pipeline_report(p, resolution, rank, gpu_counts, capacity_gib)
+            rows.append({"pipeline": p.name, "resolution": resolution, "minimum": minimum_gpus(report_)})
+    return rows
+
+
+def requirements_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| pipeline | resolution | GPUs (80 GB) | how | per-GPU GiB | measured by gpu-check |",
+             "|---|---:|---:|---|---:|---|"]
+    for row in rows:
+        best = row["minimum"]
+        if best is None:
+            lines.append(f"| {row['pipeline']} | {row['resolution']}² | > {max(GPU_COUNTS)} | - | - | - |")
+            continue
+        how = (f"{best['strategy'].upper()}, text encoders {best['text_encoders']}, "
+               f"{'with' if best['gradient_checkpointing'] else 'without'} gradient checkpointing")
+        lines.append(f"| {row['pipeline']} | {row['resolution']}² | {best['gpus']} | {how} | {_gib(best['total'])} "
+                     f"| {'plan-only' if best['plan_only'] else 'yes (one GPU)'} |")
+    return "\n".join(lines)
 
 
 def _gib(n: int) -> str:
@@ -307,7 +374,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--gpus", default=",".join(map(str, GPU_COUNTS)), help="comma-separated GPU counts")
     parser.add_argument("--capacity-gib", type=float, default=80.0)
     parser.add_argument("--out", default=None, help="write the full JSON here")
+    parser.add_argument("--requirements", action="store_true",
+                        help="print only the fewest GPUs per model at 512² and 1024² (and how)")
+    parser.add_argument("--smoke", action="store_true", help="one GPU count (the script's CI check)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.gpus = "1"
+    if args.requirements:
+        rows = requirements((512, 1024), args.rank, tuple(int(g) for g in args.gpus.split(",")), args.capacity_gib)
+        print(requirements_table(rows))
+        return {"requirements": rows}
     result = report(args.resolution, args.rank, tuple(int(g) for g in args.gpus.split(",")), args.capacity_gib)
     print(markdown_tables(result))
     if args.out:

@@ -1,17 +1,24 @@
 """How far apart our masked PSNR/SSIM ("standard") and CoCoEdit's ("cocoedit") are on the same images.
 
 Three images bundled with scikit-image (no download), each degraded four ways, measured on the non-edited region
-of a central-box edit mask (the box itself recoloured). Prints a table and writes JSON (``--json``).
-    python perf/metric_conventions.py [--json metrics/metric_conventions.json]
+of a central-box edit mask (the box itself recoloured). Prints a table and writes
+``perf/results/metric_conventions.json``.
+    python perf/metric_conventions.py [--out FILE] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
 import io
-import json
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perf import harness  # noqa: E402
 
 
 def degradations(image: np.ndarray, rng) -> dict[str, np.ndarray]:
@@ -31,15 +38,17 @@ def main() -> None:
 
     from editkit.metrics import metric_pair
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", default=None)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    harness.add_options(parser, "metric_conventions")
     args = parser.parse_args()
+    provenance = harness.Provenance(args.smoke)
+    side = 64 if args.smoke else 512
     rng = np.random.default_rng(0)
     rows = []
-    for name in ("astronaut", "chelsea", "coffee"):
-        source = np.asarray(Image.fromarray(getattr(data, name)()).resize((512, 512), Image.LANCZOS))
+    for name in ("astronaut",) if args.smoke else ("astronaut", "chelsea", "coffee"):
+        source = np.asarray(Image.fromarray(getattr(data, name)()).resize((side, side), Image.LANCZOS))
         edit = np.zeros(source.shape[:2], bool)
-        edit[160:352, 160:352] = True
+        edit[side * 5 // 16:side * 11 // 16, side * 5 // 16:side * 11 // 16] = True  # 160:352 at 512
         for kind, degraded in degradations(source, rng).items():
             output = degraded.copy()
             output[edit] = 255 - output[edit]  # the edit itself: not measured
@@ -55,9 +64,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['image']:<10} {r['degradation']:<18} {r['psnr_standard']:9.2f} {r['psnr_cocoedit']:9.2f} "
               f"{r['psnr_standard'] - r['psnr_cocoedit']:6.2f} {r['ssim_standard']:9.4f} {r['ssim_cocoedit']:9.4f}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=1)
+    harness.write_result(harness.out_path(args, "metric_conventions"), {
+        "size": side, "edit_box": "central, 3/8 of each side", "rows": rows}, provenance)
 
 
 if __name__ == "__main__":

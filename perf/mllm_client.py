@@ -10,7 +10,6 @@ Every request carries one 256x256 PNG (hashed for the cache key, base64-encoded 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from editkit.mllm.client import Client  # noqa: E402
 from editkit.mllm.config import ClientConfig  # noqa: E402
 from editkit.mllm.messages import Request, user  # noqa: E402
+from perf import harness  # noqa: E402
 from tests.support.scripted_server import Reply, ScriptedServer, completion  # noqa: E402
 
 
@@ -50,8 +50,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 32])
-    parser.add_argument("--out", type=Path, default=ROOT / "perf/results/mllm_client.json")
+    harness.add_options(parser, "mllm_client")
     args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.delay_ms, args.workers = 8, 1.0, [1, 4]
+    provenance = harness.Provenance(args.smoke)
 
     reply = Reply(body=completion('{"score": 7}'), delay_s=args.delay_ms / 1000)
     rows = []
@@ -93,9 +96,7 @@ def main() -> None:
               "cpu_count": __import__("os").cpu_count(), "rows": rows,
               "note": "cache_write_ms_per_req = (cold run with cache - run without cache) / requests; can be "
                       "negative within noise"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    harness.write_result(harness.out_path(args, "mllm_client"), result, provenance)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Outputs of the two executors are compared record for record. Prints a table and 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from perf import harness  # noqa: E402
 
 
 def noop_step():
@@ -55,8 +56,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--tiny", type=int, default=20, help="one-record shards for the per-shard overhead")
-    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "ray_executor.json")
+    harness.add_options(parser, "ray_executor")
     args = parser.parse_args()
+    if args.smoke:
+        args.records, args.shard_size, args.size, args.tiny = 6, 3, 64, 2
+    provenance = harness.Provenance(args.smoke)
 
     from editkit import executors
     from editkit.pipeline import Deferred, run_stage
@@ -106,8 +110,7 @@ def main() -> None:
         print(f"| {name} | {seconds:.2f} | {rate:.1f} |")
     print(f"\nRay over local: {result['ray_overhead_pct']:+.1f}%  | ray.init {startup_s:.2f} s | actor pool start-up "
           f"{actor_s:.2f} s | per-shard overhead {per_shard_s * 1000:.0f} ms | outputs identical: {identical}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_result(harness.out_path(args, "ray_executor"), result, provenance)
 
 
 if __name__ == "__main__":

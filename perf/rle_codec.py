@@ -7,15 +7,19 @@ the minimum is the least disturbed measurement). Run: .venv/bin/python perf/rle_
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from label_studio_sdk.converter import brush
 
-from annotate.rle import mask_to_rle, rle_to_mask
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from annotate.rle import mask_to_rle, rle_to_mask  # noqa: E402
+from perf import harness  # noqa: E402
 
 GOAL = 20.0
 
@@ -44,8 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="perf/results/rle_codec.json")
+    harness.add_options(parser, "rle_codec")
     args = parser.parse_args()
+    if args.smoke:
+        args.size, args.repeats = 64, 1
+    provenance = harness.Provenance(args.smoke)
 
     rows = []
     for name, mask in masks(args.size).items():
@@ -76,12 +83,9 @@ def main() -> None:
     noisy = next(r for r in rows if r["mask"] == "noisy")
     met = noisy["encode_speedup"] >= GOAL and noisy["decode_speedup"] >= GOAL
     print(f"goal >= {GOAL:.0f}x on the noisy mask: {'met' if met else 'NOT met'}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"size": args.size, "repeats": args.repeats, "goal_speedup": GOAL, "goal_met": met,
-                               "machine": f"{platform.machine()} {platform.processor()}".strip(), "rows": rows},
-                              indent=2) + "\n")
-    print(f"wrote {out}")
+    harness.write_result(harness.out_path(args, "rle_codec"), {
+        "size": args.size, "repeats": args.repeats, "goal_speedup": GOAL, "goal_met": met,
+        "machine": f"{platform.machine()} {platform.processor()}".strip(), "rows": rows}, provenance)
 
 
 if __name__ == "__main__":

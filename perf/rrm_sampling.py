@@ -9,14 +9,19 @@ Without --model it builds the small CPU RRM (:mod:`train.rrm.small_model`); on a
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perf import harness  # noqa: E402
 
 
 def main() -> None:
@@ -25,8 +30,11 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--out", default="perf/results/rrm_sampling.json")
+    harness.add_options(parser, "rrm_sampling")
     args = parser.parse_args()
+    if args.smoke:
+        args.trajectories, args.batch, args.new_tokens = 2, 2, 2
+    provenance = harness.Provenance(args.smoke)
 
     from train.rrm.demo import INSTRUCTION, default_phrases
     from train.rrm.format import build_request
@@ -66,11 +74,10 @@ def main() -> None:
     for row in rows:
         print(f"| {row['mode']} | {row['seconds']:.2f} | {row['tokens_per_s']:.0f} |")
     print(f"speed-up from batching: {speedup:.1f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": args.model or "small CPU RRM", "hardware": hardware, "rows": rows,
-                               "speedup": speedup, "trajectories": args.trajectories,
-                               "new_tokens": args.new_tokens}, indent=2) + "\n")
+    harness.write_result(harness.out_path(args, "rrm_sampling"), {
+        "model": args.model or "small CPU RRM", "hardware": hardware, "threads": torch.get_num_threads(),
+        "rows": rows, "speedup": speedup, "trajectories": args.trajectories, "new_tokens": args.new_tokens},
+        provenance, gpu=hardware if device.startswith("cuda") else None)
 
 
 if __name__ == "__main__":

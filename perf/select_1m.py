@@ -109,7 +109,7 @@ def main() -> None:
     result = {
         "records": args.records, "shards": len(store.list_shards(work / "score")), "generate_s": round(gen_s, 1),
         "select_wall_s": round(wall, 1), "select_stage_s": float(stated.group(1)) if stated else None,
-        "peak_rss_mb": round(peak_mb),
+        "select_cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(peak_mb),
         "selected": metrics["selected"], "near_duplicates": metrics["dedupe_clusters_merged"],
         "goal_peak_rss_mb": 2048, "goal_wall_s": 60, "cpu_cores": os.cpu_count(),
         "meets_goal": peak_mb <= 2048 and wall <= 60,

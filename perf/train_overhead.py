@@ -14,11 +14,11 @@ and seconds per sample for one GRPO group step (rollout + training on the SDE wi
 
     .venv/bin/python perf/train_overhead.py            # tiny model, CPU
     .venv/bin/python perf/train_overhead.py --full     # GPU
+    .venv/bin/python perf/train_overhead.py --smoke    # seconds: checks the script runs (also with --full: toy dims)
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,6 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-dataset builder
+
+from perf import harness  # noqa: E402
 
 
 def _tiny_trainer(workdir: Path, args):
@@ -190,7 +192,7 @@ def run_full(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     sync()
     began = time.perf_counter()
-    for start in range(0, group, micro):
+    for _ in range(0, group, micro):
         x = torch.randn(micro, tokens, 64, device=device)
         stored = []
         with torch.no_grad():
@@ -212,7 +214,8 @@ def run_full(args) -> dict:
     sync()
     seconds = time.perf_counter() - began
     return {"model": "FLUX.1-Kontext-dev transformer config, random bf16 weights, LoRA r32, grad checkpointing",
-            "smoke": bool(args.smoke), "device": torch.cuda.get_device_name() if cuda else "cpu", "resolution": args.full_resolution, "group_size": group,
+            "smoke": bool(args.smoke), "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "resolution": args.full_resolution, "group_size": group,
             "micro_batch_size": micro, "sampling_steps": steps, "trained_steps": window[1] - window[0],
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
             "seconds_per_sample": seconds / group}
@@ -226,10 +229,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="full-size FLUX.1-Kontext transformer on a CUDA GPU")
     parser.add_argument("--full-resolution", type=int, default=512)
-    parser.add_argument("--smoke", action="store_true", help="with --full: toy dimensions on CPU (checks the script)")
     parser.add_argument("--group-size", type=int, default=12)
     parser.add_argument("--micro-batch-size", type=int, default=2)
+    harness.add_options(parser, "train_overhead")  # --smoke with --full: toy dimensions on CPU, same code path
     args = parser.parse_args()
+    if args.smoke and not args.full:
+        args.steps, args.resolution = 1, 32
+    provenance = harness.Provenance(args.smoke)
     result = run_full(args) if args.full else run_tiny(args)
     name = ("train_overhead_full_smoke" if args.smoke else "train_overhead_full") if args.full \
         else f"train_overhead_{args.objective}"
@@ -237,10 +243,9 @@ def main() -> None:
     print(f"{'metric':<{width}}  value")
     for key, value in result.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    out = REPO / "perf" / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    cuda = args.full and torch.cuda.is_available()
+    harness.write_result(harness.out_path(args, name), result, provenance,
+                         gpu=torch.cuda.get_device_name() if cuda else None)
 
 
 if __name__ == "__main__":
