@@ -117,7 +117,7 @@ def pull(params: str = PARAMS, records: Optional[str] = RECORDS, reviews: Option
          project_title: Optional[str] = typer.Option(None, "--project", help=PROJECT.help)) -> None:
     """Export the annotations (raw JSON under the data folder), write the reviews file the `review` stage reads and
     the drafts (unsubmitted work, never merged) beside the raw export."""
-    from annotate import project, server
+    from annotate import merge, project, server
     from editkit import store
 
     p = _params(params)
@@ -127,12 +127,93 @@ def pull(params: str = PARAMS, records: Optional[str] = RECORDS, reviews: Option
     if project_id is None:
         raise typer.BadParameter(f"no project {ds.project_title!r} on the server (push first)")
     exported = project.export(ls, project_id, p.state_dir / "exports" / f"{ds.slug}.json")
-    found = project.reviews_from_export(exported)
+    earlier = [r for group in merge.load_reviews(ds.reviews).values() for r in group]
+    found = project.with_earlier(earlier, project.reviews_from_export(exported, project.user_names(ls)))
     drafts = project.drafts_from_export(exported)
-    store.write_json(ds.reviews, found)
+    store.write_json(ds.reviews, merge.reviews_document(found))  # stamped with the reviews' schema version
     store.write_json(p.state_dir / "drafts" / f"{ds.slug}.json", drafts)
-    typer.echo(f"{len(found)} reviews -> {ds.reviews}; {len(drafts)} drafts (not merged) -> "
-               f"{p.state_dir / 'drafts' / (ds.slug + '.json')}")
+    typer.echo(f"{len(found)} reviews of {len({r['sample_id'] for r in found})} samples by "
+               f"{len({r['reviewer'] for r in found})} reviewer(s) -> {ds.reviews}; {len(drafts)} drafts "
+               f"(not merged) -> {p.state_dir / 'drafts' / (ds.slug + '.json')}")
+    summary = _team_summary(p, ds)
+    if summary is not None:
+        typer.echo(_summary_lines(summary, p.review.resolve))
+
+
+def _team_summary(p, ds) -> dict | None:
+    """Per-reviewer counts, agreement and open conflicts of a reviews file against the records' masks."""
+    from annotate import reviewers
+    from annotate.merge import load_reviews
+    from editkit import rle, store
+
+    grouped = load_reviews(ds.reviews)
+    if not grouped:
+        return None
+    predicted = {}
+    if Path(ds.records).is_dir():
+        for _, shard in store.iter_records(ds.records):
+            for record in shard:
+                if record["id"] in grouped and record.get("mask") is not None:
+                    predicted[record["id"]] = rle.decode(record["mask"])
+    resolutions = {sid: reviewers.resolve(group, predicted.get(sid), p.review) for sid, group in grouped.items()}
+    return reviewers.summary(resolutions, (r for group in grouped.values() for r in group))
+
+
+def _summary_lines(summary: dict, policy: str) -> str:
+    lines = ["reviewer: annotations / samples"]
+    lines += [f"  {who}: {c['annotations']} / {c['samples']}" for who, c in summary["reviewers"].items()]
+    overall = summary["agreement"].get("all")
+    if overall:
+        iou = "n/a" if overall["mean_mask_iou"] is None else f"{overall['mean_mask_iou']:.3f}"
+        lines.append(f"agreement over {overall['pairs']} reviewer pair(s) of {summary['multi_reviewed']} sample(s): "
+                     f"verdicts {100 * overall['verdict_agreement']:.0f}%, mean mask IoU {iou}")
+        lines += [f"  {pair}: verdicts {100 * a['verdict_agreement']:.0f}% of {a['pairs']}"
+                  + ("" if a["mean_mask_iou"] is None else f", mask IoU {a['mean_mask_iou']:.3f}")
+                  for pair, a in summary["agreement"].items() if pair != "all"]
+    queue = summary["adjudication_queue"]
+    lines.append(f"open conflicts ({policy}): {summary['open_conflicts']}"
+                 + (f" -> adjudicate: {', '.join(queue[:20])}{' ...' if len(queue) > 20 else ''}" if queue else ""))
+    return "\n".join(lines)
+
+
+@app.command("add-reviewer")
+def add_reviewer(email: str = typer.Argument(..., help="the reviewer's login (an email address)"),
+                 params: str = PARAMS) -> None:
+    """Create a reviewer's Label Studio login in the running server's organisation (or reset its password). The
+    password is $EDITKIT_REVIEWER_PASSWORD, else generated and printed once for you to hand over."""
+    import os
+    import secrets
+
+    from annotate import server
+
+    p = _params(params)
+    if server.running_pid(p) is None:
+        raise typer.BadParameter("no server of ours is running (`editkit annotate serve` first)")
+    given = os.environ.get("EDITKIT_REVIEWER_PASSWORD")
+    password = given or secrets.token_urlsafe(12)
+    user_id = server.add_user(p, email, password)
+    typer.echo(f"reviewer {email} (user {user_id}) can log in at {server.base_url(p)}"
+               + ("" if given else f" with the password {password}"))
+
+
+@app.command()
+def report(params: str = PARAMS, records: Optional[str] = RECORDS, reviews: Optional[str] = REVIEWS,
+           project_title: Optional[str] = typer.Option(None, "--project", help=PROJECT.help),
+           as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
+    """The team's review report (no server needed): per-reviewer counts, agreement between reviewers of the same
+    task (verdicts, mask IoU) and the open conflicts waiting for adjudication (annotate.review)."""
+    import json
+
+    p = _params(params)
+    ds = _dataset(p, records, None, reviews, project_title)
+    try:
+        summary = _team_summary(p, ds)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if summary is None:
+        typer.echo(f"no reviews in {ds.reviews} (`editkit annotate pull` first)")
+        return
+    typer.echo(json.dumps(summary, indent=2) if as_json else _summary_lines(summary, p.review.resolve))
 
 
 @app.command()
@@ -162,13 +243,14 @@ def merge(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     def summarize(stats, records_dir: Path) -> dict:  # written with the records, in one atomic step
-        return {**review_metrics(records_dir, loaded), "stage": stats.as_dict()}
+        return {**review_metrics(records_dir, loaded, p.review), "stage": stats.as_dict()}
 
-    stats = pipeline.run_stage("review", ds.records, out, pipeline.Deferred(merge_step, loaded),
+    stats = pipeline.run_stage("review", ds.records, out, pipeline.Deferred(merge_step, loaded, p.review),
                                executor=stage_executor(params, executor), metrics_file=Path(metrics_path),
                                summarize=summarize)
     result = stats.metrics
-    typer.echo(f"review: {result['status']} ({ds.reviews})")
+    typer.echo(f"review: {result['status']} ({ds.reviews}); open conflicts ({p.review.resolve}): "
+               f"{result['open_conflicts']}")
 
 
 @app.command()

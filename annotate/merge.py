@@ -1,8 +1,10 @@
 """Merge human reviews into records: the `review` DVC stage (``editkit annotate merge``). Needs no server.
 
 Input: the committed reviews file (``reviews/masks.json``, written by ``editkit annotate pull``; ``[]`` until the first
-pull), a list of ``{"sample_id", "choice", "comment", "mask" (COCO RLE or null), "task_id", "annotation_id",
-"updated_at"}``. Two reviews of one sample: the later ``updated_at`` wins (then the higher annotation id).
+pull), a list of ``{"sample_id", "reviewer", "choice", "comment", "mask" (COCO RLE or null), "task_id",
+"annotation_id", "created_at", "updated_at"}``, every reviewer's annotations side by side. Several reviewers of one
+sample are resolved by ``annotate.review`` (:mod:`annotate.reviewers`): agreeing reviewers decide; disagreeing ones
+(by default) leave the record unchanged with ``review_status="conflict"`` until the lead adjudicates.
 
 The painted mask is the truth; the ticked choice only decides what a record without a changed mask means.
 Per record (nothing is dropped):
@@ -31,36 +33,60 @@ from typing import Any
 
 import numpy as np
 
-from editkit import rle, schema
+from annotate import reviewers
+from annotate.reviewers import ReviewPolicy
+from editkit import rle, schema, schema_versions
 
 STAGE = "review"
 CHOICES = ("accept", "fixed", "empty", "reject")
 
 
-def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when review ``a`` was saved after ``b`` (ISO timestamps sort as strings; ties: the higher id)."""
-    return (a.get("updated_at") or "", a.get("annotation_id") or 0) > (b.get("updated_at") or "", b.get("annotation_id") or 0)
-
-
 def latest_per_sample(reviews: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """sample_id -> its most recently saved review."""
-    out: dict[str, dict[str, Any]] = {}
-    for review in reviews:
-        known = out.get(review["sample_id"])
-        if known is None or _newer(review, known):
-            out[review["sample_id"]] = review
-    return out
+    """sample_id -> its most recently saved review (whoever made it)."""
+    return {sid: reviewers.latest(group) for sid, group in reviewers.by_sample(reviews).items()}
 
 
-def load_reviews(path: str | Path) -> dict[str, dict[str, Any]]:
-    """sample_id -> review. A missing file means no reviews yet."""
+def reviews_document(reviews: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reviews file's content: ``{"schema_version": N, "reviews": [...]}`` (:mod:`editkit.schema_versions`)."""
+    return schema_versions.stamp("reviews", {"reviews": reviews})
+
+
+def load_reviews(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """sample_id -> every review of it (each with its ``reviewer``). A missing file means no reviews yet. An older
+    reviews version (a bare list: version 1) is migrated; a newer one is refused in one line."""
     path = Path(path)
     if not path.exists():
         return {}
-    reviews = json.loads(path.read_text())
+    document = schema_versions.migrate("reviews", json.loads(path.read_text()), where=path)
+    reviews = document.get("reviews") if isinstance(document, dict) else document
     if not isinstance(reviews, list) or not all(isinstance(r, dict) and "sample_id" in r for r in reviews):
         raise ValueError(f"{path} must hold a JSON list of reviews with a sample_id each (run `editkit annotate pull`)")
-    return latest_per_sample(reviews)
+    return reviewers.by_sample(reviews)
+
+
+def _as_lists(reviews: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Accept sample_id -> one review (a single reviewer) as well as sample_id -> reviews."""
+    return {sid: (group if isinstance(group, list) else [group]) for sid, group in reviews.items()}
+
+
+def _predicted(record: dict[str, Any]) -> np.ndarray | None:
+    mask = record.get("mask")
+    return rle.decode(mask) if mask is not None else None
+
+
+def merge_reviews(record: dict[str, Any], reviews: list[dict[str, Any]] | None,
+                  policy: ReviewPolicy | None = None) -> dict[str, Any]:
+    """Resolve the reviews of one record by the policy (:mod:`annotate.reviewers`) and apply the outcome."""
+    if not reviews or not schema.is_ok(record):
+        return record
+    resolution = reviewers.resolve(reviews, _predicted(record), policy)
+    if resolution.pairs:
+        record["scores"] = {**record["scores"], "review_agreement": float(np.mean([p["agree"] for p in resolution.pairs]))}
+    if resolution.conflict:  # waits for adjudication: the record stays unreviewed
+        record["review_status"] = "conflict"
+        schema.add_flag(record, "review_conflict")
+        return record
+    return merge_record(record, resolution.review)
 
 
 def _painted(review: dict[str, Any], record: dict[str, Any]) -> tuple[np.ndarray | None, bool]:
@@ -115,18 +141,23 @@ def _set_mask(record: dict[str, Any], status: str, mask: np.ndarray, predicted: 
     return record
 
 
-def merge_step(reviews: dict[str, dict[str, Any]]):
+def merge_step(reviews: dict[str, Any], policy: ReviewPolicy | None = None):
     """A pure batch -> batch step for :func:`editkit.pipeline.run_stage`."""
+    grouped = _as_lists(reviews)
 
     def step(records: list[dict[str, Any]], _images=None) -> list[dict[str, Any]]:
-        return [merge_record(record, reviews.get(record["id"])) for record in records]
+        return [merge_reviews(record, grouped.get(record["id"]), policy) for record in records]
 
     return step
 
 
-def review_metrics(records_dir: str | Path, reviews: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Counts per review status, ticked choice -> resulting status, mean predicted-vs-reviewed IoU per edit type."""
+def review_metrics(records_dir: str | Path, reviews: dict[str, Any], policy: ReviewPolicy | None = None) -> dict[str, Any]:
+    """Counts per review status, ticked choice -> resulting status, mean predicted-vs-reviewed IoU per edit type;
+    per-reviewer counts, agreement between reviewers of one task and the open conflicts (:func:`reviewers.summary`)."""
     from editkit import store
+
+    reviews = _as_lists(reviews)
+    resolutions: dict[str, reviewers.Resolution] = {}
 
     statuses: dict[str, int] = defaultdict(int)
     choice_to_status: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -139,7 +170,12 @@ def review_metrics(records_dir: str | Path, reviews: dict[str, dict[str, Any]]) 
             statuses[status] += 1
             invalid += "review_invalid" in (record.get("flags") or [])
             if record["id"] in reviews:
-                choice_to_status[str(reviews[record["id"]].get("choice"))][status] += 1
+                shown = record.get("mask_predicted") if status in ("accept", "fixed", "empty") else record.get("mask")
+                resolution = reviewers.resolve(reviews[record["id"]], None if shown is None else rle.decode(shown),
+                                               policy)
+                resolutions[record["id"]] = resolution
+                if resolution.review is not None:
+                    choice_to_status[str(resolution.review.get("choice"))][status] += 1
             if "review_iou" in (record.get("scores") or {}):
                 ious[record.get("edit_type") or "unknown"].append(record["scores"]["review_iou"])
     per_type = {t: {"n": len(v), "mean_iou": sum(v) / len(v), "min_iou": min(v)} for t, v in sorted(ious.items())}
@@ -150,4 +186,5 @@ def review_metrics(records_dir: str | Path, reviews: dict[str, dict[str, Any]]) 
         "invalid": invalid,  # flagged review_invalid (counted as unreviewed above: their record is unchanged)
         "choice_to_status": {c: dict(sorted(s.items())) for c, s in sorted(choice_to_status.items())},
         "iou_by_edit_type": per_type,
+        **reviewers.summary(resolutions, (r for sid in found & set(reviews) for r in reviews[sid])),
     }

@@ -182,17 +182,65 @@ def export(ls, project_id: int, export_path: Path) -> list[dict[str, Any]]:
     return exported
 
 
-def pull(ls, params: AnnotateParams, export_path: Path, title: str | None = None) -> list[dict[str, Any]]:
-    """Export the project and return its reviews (compact form, the latest per sample)."""
+def pull(ls, params: AnnotateParams, export_path: Path, title: str | None = None,
+         previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Export the project and return its reviews: every reviewer's submitted annotations, none replacing another
+    (``previous``: the reviews pulled before, whose versions overwritten by another reviewer are kept)."""
     project_id = get_or_create_project(ls, params, title)
-    return reviews_from_export(export(ls, project_id, export_path))
+    return with_earlier(previous or [], reviews_from_export(export(ls, project_id, export_path), user_names(ls)))
 
 
-def reviews_from_export(exported: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from annotate.merge import latest_per_sample
+def user_names(ls) -> dict[int, str]:
+    """Label Studio user id -> login (email), to name the reviewers in the reviews file."""
+    return {int(user.id): str(user.email or user.username or user.id) for user in ls.users.list()}
 
-    reviews = [r for r in (review_from_task(task) for task in exported) if r is not None]
-    return sorted(latest_per_sample(reviews).values(), key=lambda r: r["sample_id"])
+
+def reviewer_name(completed_by: Any, users: dict[int, str] | None = None) -> str:
+    """An annotation's author: the export gives a user id (or, in some forms, the user)."""
+    if isinstance(completed_by, dict):
+        return str(completed_by.get("email") or completed_by.get("username") or completed_by.get("id"))
+    if completed_by is None:
+        return "unknown"
+    try:
+        return (users or {}).get(int(completed_by)) or f"user {int(completed_by)}"
+    except (TypeError, ValueError):
+        return str(completed_by)
+
+
+def reviews_from_export(exported: list[dict[str, Any]], users: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """Every submitted (not skipped) annotation as a review with its ``reviewer`` and times, ordered by sample,
+    then time. Nothing is dropped: the merge's policy decides between reviewers (:mod:`annotate.reviewers`)."""
+    reviews = []
+    for task in exported:
+        for annotation in task.get("annotations") or []:
+            if annotation.get("was_cancelled"):
+                continue
+            review = _review(task, annotation)
+            if review is None:
+                continue
+            author = reviewer_name(annotation.get("completed_by"), users)
+            # Label Studio lets any user update anyone's annotation: this version is the last updater's work
+            editor = author if annotation.get("updated_by") is None else reviewer_name(annotation["updated_by"], users)
+            review = {**review, "reviewer": editor, "created_at": annotation.get("created_at")}
+            if editor != author:
+                review["edited_over"] = author  # another reviewer's annotation, updated in place
+            reviews.append(review)
+    return _ordered(reviews)
+
+
+def _ordered(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(reviews, key=lambda r: (r["sample_id"], r.get("updated_at") or "", r.get("annotation_id") or 0,
+                                          str(r.get("reviewer"))))
+
+
+def with_earlier(previous: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pulled reviews plus earlier pulled versions the server no longer has because ANOTHER reviewer updated that
+    annotation in place: each reviewer's last version of each annotation is kept, none replaces another's."""
+    present = {(r.get("annotation_id"), r.get("reviewer")) for r in current}
+    annotations = {r.get("annotation_id") for r in current}
+    kept = [r for r in previous if r.get("annotation_id") in annotations and (r.get("annotation_id"),
+                                                                                r.get("reviewer")) not in present]
+    return _ordered(current + kept)
 
 
 def drafts_from_export(exported: list[dict[str, Any]]) -> list[dict[str, Any]]:

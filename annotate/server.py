@@ -260,6 +260,40 @@ def _reap(pid: int) -> None:
         pass
 
 
+_ADD_USER = """
+import json, os, sys, label_studio
+sys.path.insert(0, os.path.dirname(label_studio.__file__))
+os.environ['DJANGO_SETTINGS_MODULE'] = 'core.settings.label_studio'
+import django
+django.setup()
+from organizations.models import Organization
+from users.models import User
+email, password = os.environ['EDITKIT_NEW_USER'], os.environ['EDITKIT_NEW_PASSWORD']
+user = User.objects.filter(email=email).first() or User.objects.create_user(email=email, password=password)
+user.set_password(password)
+org = Organization.objects.first()
+org.add_user(user)
+user.active_organization = org
+user.save()
+print('EDITKIT_USER=' + json.dumps({'id': user.id, 'email': user.email}))
+"""
+
+
+def add_user(params: AnnotateParams, email: str, password: str) -> int:
+    """Create (or reset the password of) a reviewer's Label Studio login in our organisation; returns the user id.
+
+    Runs in the server's own virtualenv against its database (the password goes through the environment, never argv).
+    """
+    python = Path(params.venv).resolve() / "bin" / "python"
+    env = {**server_env(params, credentials(params)), "EDITKIT_NEW_USER": email, "EDITKIT_NEW_PASSWORD": password}
+    done = subprocess.run([str(python), "-c", _ADD_USER], env=env, capture_output=True, text=True, timeout=300)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("EDITKIT_USER=")), None)
+    if done.returncode != 0 or line is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"could not add the Label Studio user {email}: {tail[0]}")
+    return int(json.loads(line.split("=", 1)[1])["id"])
+
+
 def client(params: AnnotateParams):
     """An SDK client for the running server, authenticated with the (never printed) API token."""
     from label_studio_sdk import LabelStudio

@@ -1,12 +1,14 @@
 """Parameters of the review workflow (``params.yaml`` section ``annotate``), shared by the server, push, pull, merge."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from editkit.config import load_section
 from typing import Annotated
 from editkit.config_meta import Help, Range
+
+from annotate.reviewers import ReviewPolicy
 
 
 @dataclass
@@ -59,6 +61,16 @@ class AnnotateParams:
         Help("seconds to wait for the review backend to start (loading SAM2 large takes a while on CPU)"),
         Range(gt=0),
     ] = 300.0
+
+    review: Annotated[
+        ReviewPolicy,
+        Help("several reviewers of one task: how their reviews become one, and when they agree"),
+    ] = field(default_factory=ReviewPolicy)
+    brush_colour: Annotated[
+        str,
+        Help("the brush colour (#rrggbb) of new review projects; empty: the palette colour that contrasts most with "
+             "the first images pushed"),
+    ] = ""
 
     @property
     def state_dir(self) -> Path:

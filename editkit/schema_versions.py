@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from editkit.errors import UserError
 
-CURRENT: dict[str, int] = {"records": 2, "reviews": 2, "export": 1}
+CURRENT: dict[str, int] = {"records": 2, "reviews": 3, "export": 1}
 VERSION_KEY = "schema_version"
 PARQUET_KEY = b"editkit.schema_version"  # record shards: Parquet/Arrow schema metadata
 EXPORT_STAMP = "editkit_format.json"  # beside dataset_info.json in an exported save_to_disk folder
@@ -166,3 +166,12 @@ def _reviews_1_to_2(document: Any) -> dict[str, Any]:
     if isinstance(document, list):
         return {VERSION_KEY: 2, "reviews": document}
     return document
+
+
+@migration("reviews", 2)
+def _reviews_2_to_3(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 keeps every reviewer's annotations side by side, each with its ``reviewer`` and ``created_at``;
+    version 2 reviews (the latest annotation per sample, author unrecorded) become one ``"unknown"`` reviewer's."""
+    reviews = [{"reviewer": "unknown", "created_at": None, **review} if isinstance(review, dict) else review
+               for review in document.get("reviews") or []]
+    return {**document, VERSION_KEY: 3, "reviews": reviews}

@@ -13,6 +13,8 @@ from tests.support.review import make_sample
 
 pytestmark = pytest.mark.integration
 SIZE = (120, 160)  # height, width
+# "Submit" for a new annotation; "Update" where the task shows an existing one (another reviewer's too)
+_SAVE = "//button[normalize-space(.)='Submit' or normalize-space(.)='Update']"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def _open(web, params, project_id: int, task_id: int, instruction: str):
 
     web.get(f"{server.base_url(params)}/projects/{project_id}/data?task={task_id}")
     WebDriverWait(web, 120).until(lambda w: w.find_elements(By.XPATH, f"//*[normalize-space(text())='{instruction}']")
-                                  and w.find_elements(By.XPATH, "//button[normalize-space(.)='Submit']"))
+                                  and w.find_elements(By.XPATH, _SAVE))
     stage = WebDriverWait(web, 60).until(lambda w: w.find_elements(By.CSS_SELECTOR, ".konvajs-content"))[0]
     WebDriverWait(web, 60).until(lambda w: stage.rect["width"] > 100)
     return stage, stage.rect["width"] / SIZE[1]
@@ -130,3 +132,67 @@ def test_paint_erase_reject_submit_pull_merge(ls_server, tmp_path, browser):
 
     assert out["web1"]["status"] == schema.STATUS_REJECTED and out["web1"]["reject_stage"] == "review"
     assert out["web1"]["reject_reason"] == "reviewer rejected: the edit is not what was asked"
+
+
+def _login_as(web, params, email: str, password: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    web.delete_all_cookies()  # logged out
+    web.get(server.base_url(params) + "/user/login/")
+    WebDriverWait(web, 60).until(lambda w: w.find_elements("name", "email"))
+    web.find_element("name", "email").send_keys(email)
+    web.find_element("name", "password").send_keys(password)
+    web.find_element("css selector", "button[type=submit], input[type=submit]").click()
+    WebDriverWait(web, 60).until(lambda w: "/user/login" not in w.current_url)
+
+
+def test_a_second_reviewers_edit_is_kept_beside_the_first_and_raises_a_conflict(ls_server, tmp_path, browser):
+    """Reviewer 1 accepted the mask; reviewer 2 (another Label Studio user) opens the task in the data manager,
+    paints and saves. Both reviews survive pull, and the default policy sends the task to adjudication."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from annotate import reviewers
+    from annotate.merge import merge_step
+
+    params = dataclasses.replace(ls_server, project_title=f"team review {tmp_path.name}", records=str(tmp_path / "r"),
+                                 images=str(tmp_path / "i"))
+    records = make_sample(params.records, params.images, n=1, size=SIZE, prefix="team")
+    ls = server.client(params)
+    project.push(ls, params, records, store.ImageStore(params.images))
+    project_id = project.find_project(ls, params.project_title)
+    task_id = project.server_tasks(ls, project_id)["team0"][0]["task"]
+    ls.annotations.create(id=task_id, result=[{"from_name": "review", "to_name": "source", "type": "choices",
+                                               "value": {"choices": ["accept"]}}])
+    first = project.pull(ls, params, tmp_path / "export.json", params.project_title)
+    lead = server.credentials(params).username
+    assert [r["reviewer"] for r in first] == [lead]
+
+    second = f"second.{tmp_path.name}@example.invalid"
+    second_id = server.add_user(params, second, "second-reviewer-pw")
+    try:
+        _login_as(browser, params, second, "second-reviewer-pw")
+        stage, scale = _open(browser, params, project_id, task_id, "paint region 0 white")
+        _click_text(browser, "edit region")
+        _drag(browser, stage, scale, (20, 60), (140, 60))
+        _click_text(browser, "fixed")
+        browser.find_element("xpath", _SAVE).click()
+
+        def saved_by_second(_):
+            exported = project.export(ls, project_id, tmp_path / "poll.json")
+            return any(second_id in (a.get("completed_by"), a.get("updated_by"))
+                       for t in exported for a in t.get("annotations") or [])
+
+        WebDriverWait(browser, 60).until(saved_by_second)
+    finally:
+        _login_as(browser, params, lead, server.credentials(params).password)
+
+    both = project.pull(ls, params, tmp_path / "export.json", params.project_title, previous=first)
+    by = {r["reviewer"]: r for r in both}
+    assert set(by) == {lead, second}  # the second reviewer's edit is kept beside the first
+    assert by[lead]["choice"] == "accept" and by[second]["choice"] == "fixed"
+    painted = rle.decode(by[second]["mask"])
+    assert painted[60, 40:120].all() and painted.sum() > rle.decode(records[0]["mask"]).sum() + 100
+    resolution = reviewers.resolve(both, rle.decode(records[0]["mask"]))
+    assert resolution.conflict and resolution.pairs[0]["iou"] < 0.9
+    [merged] = merge_step(reviewers.by_sample(both))([dict(records[0])])
+    assert merged["review_status"] == "conflict" and merged["mask"] == records[0]["mask"]

@@ -57,18 +57,19 @@ def test_a_newer_record_version_is_refused_in_one_line(tmp_path):
 def test_reviews_files_old_current_and_newer(tmp_path):
     from annotate.merge import load_reviews, reviews_document
 
-    review = {"sample_id": "r1", "choice": "accept", "comment": "", "mask": None, "updated_at": "2026-01-01T00:00:00"}
+    review = {"sample_id": "r1", "choice": "accept", "comment": "", "mask": None, "updated_at": "2026-01-01T00:00:00",
+              "reviewer": "unknown", "created_at": None}  # as version 3 writes it (2 -> 3 adds the reviewer)
     old = tmp_path / "old.json"
     old.write_text(json.dumps([review]))  # version 1: a bare list
     current = tmp_path / "current.json"
     store.write_json(current, reviews_document([review]))
     stamped = json.loads(current.read_text())
-    assert stamped["schema_version"] == schema_versions.CURRENT["reviews"] == 2 and stamped["reviews"] == [review]
+    assert stamped["schema_version"] == schema_versions.CURRENT["reviews"] == 3 and stamped["reviews"] == [review]
     assert set(load_reviews(old)) == set(load_reviews(current)) == {"r1"}
     assert schema_versions.migrate("reviews", [review]) == stamped
     newer = tmp_path / "newer.json"
-    newer.write_text(json.dumps({"schema_version": 3, "reviews": [review]}))
-    with pytest.raises(UserError, match=r"newer\.json: reviews schema version 3 is not supported.*reads versions 1, 2"):
+    newer.write_text(json.dumps({"schema_version": 4, "reviews": [review]}))
+    with pytest.raises(UserError, match=r"newer\.json: reviews schema version 4 is not supported.*reads versions 1, 2, 3"):
         load_reviews(newer)
 
 
