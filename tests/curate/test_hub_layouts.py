@@ -223,12 +223,14 @@ def test_hf_hub_id_is_streamed(magicbrush, monkeypatch):
     """A hub id goes through datasets' IterableDataset (here over the local shards standing in for the hub)."""
     import datasets
 
-    calls, real_load_dataset = [], datasets.load_dataset
+    calls = []
+    rows = [row for path in tables.hub_splits(magicbrush)["train"] for row in tables.iter_file(path)]
+    features = datasets.Features({k: datasets.Image() if k.endswith("_img") else datasets.Value("string")
+                                  for k in rows[0] if k != "turn_index"} | {"turn_index": datasets.Value("int32")})
 
     def fake_load_dataset(path, split=None, streaming=False):
         calls.append((path, split, streaming))
-        files = [str(p) for p in tables.hub_splits(magicbrush)[split]]
-        return real_load_dataset("parquet", data_files=files, split="train", streaming=streaming)
+        return datasets.Dataset.from_list(rows, features=features).to_iterable_dataset()
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     source = HFSource(HFParams(path="osunlp/MagicBrush", limit=2, **MB_COLUMNS))
