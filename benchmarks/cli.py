@@ -126,9 +126,9 @@ def evaluate(
     metrics_convention: Optional[str] = typer.Option(None, help="masked PSNR/SSIM: standard | cocoedit (CoCoEdit's "
                                                                 "scorer; default: params.yaml bench.metrics.convention)"),
     lpips_weights: Optional[Path] = typer.Option(None, help="compbench: squeezenet1_1 (or LPIPS) state dict for LPIPS"),
-    clip_model: Optional[str] = typer.Option(None, help="compbench: open-clip model for LC-T/LC-I (e.g. ViT-L-14 or "
-                                                        "local-dir:<folder>); omitted: no LC scores"),
-    clip_pretrained: Optional[str] = typer.Option(None, help="compbench: open-clip pretrained tag or checkpoint file"),
+    clip_model: Optional[Path] = typer.Option(None, help="compbench: transformers CLIP folder (CLIPModel + "
+                                                         "CLIPProcessor, e.g. a copy of openai/clip-vit-large-patch14) "
+                                                         "for LC-T/LC-I; omitted: no LC scores"),
 ) -> None:
     """Edit every item (cached per item: an interrupted run resumes), score it, write tables, plots and comparison.
 
@@ -157,9 +157,9 @@ def evaluate(
         scorer = None
         if bench == "compbench":
             from benchmarks.compbench import CompBenchScorer, load_lpips
-            from editkit.clip import ClipScorer
+            from editkit.clip import TransformersClip
 
-            clip = ClipScorer(clip_model, clip_pretrained, device=device) if clip_model else None
+            clip = TransformersClip(clip_model, device=device) if clip_model else None
             scorer = CompBenchScorer(load_lpips(lpips_weights), clip)
         judge, client = make_judge(bench, data, judge_config, judge_repeats)
         try:

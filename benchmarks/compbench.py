@@ -12,9 +12,15 @@ kept in the record's meta.
 
 Metrics (:class:`CompBenchScorer`, as its ``eval_all.py`` computes them): source, output and ground truth resized to
 512×512 (bicubic; mask nearest); background = image × (1 − mask) for output and source, then PSNR (data range 1),
-SSIM (11-tap Gaussian σ 1.5) and LPIPS (SqueezeNet) over the whole 512² image; LC-T = 100·max(cos(CLIP(crop),
-CLIP(caption)), 0) and LC-I = cos(CLIP(crop), CLIP(ground-truth crop)), the crop being the mask's bounding box
-(right/bottom exclusive). LPIPS weights are given by path (nothing is downloaded); CLIP is an open-clip model.
+SSIM (11-tap Gaussian σ 1.5) and LPIPS (SqueezeNet) over the whole 512² image. The local CLIP scores use a
+transformers CLIP through its own ``CLIPProcessor`` (:class:`editkit.clip.TransformersClip`), on the crop of the
+512² images to the box of the mask's pixels (> 0): ``(left, top, right, bottom)`` = the min/max column and row,
+cropped the way PIL crops (right/bottom exclusive, so the last row and column of the region fall outside):
+LC-T = 100·max(cos(CLIP(output crop), CLIP(caption)), 0) (the caption " " when there is none), LC-I = cos(CLIP(output
+crop), CLIP(ground-truth crop)). A region without a box of positive size — an empty mask, or one whose pixels lie
+in a single row or a single column — scores LC-T = LC-I = 0 (counted in the means), as the benchmark's code does;
+without a ground-truth image LC-I is absent (the benchmark writes NaN and leaves it out of the mean). LPIPS weights
+are given by path; the CLIP is a local folder (nothing is downloaded).
 """
 from __future__ import annotations
 
@@ -119,13 +125,24 @@ def _resized(image: np.ndarray, nearest: bool = False) -> np.ndarray:
 
 
 def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(left, top, right, bottom)`` = min/max column and row of the mask's pixels (inclusive values), or None."""
     ys, xs = np.nonzero(mask)
     return None if not len(xs) else (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
+def local_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box CompBench crops for LC-T/LC-I (PIL ``crop`` semantics: right/bottom exclusive), or None where it
+    scores 0: no mask pixel, or all of them in one row or one column (a box of zero width or height)."""
+    box = bbox(mask)
+    if box is None or not (box[2] > box[0] and box[3] > box[1]):
+        return None
+    return box
+
+
 class CompBenchScorer:
     """``scorer(source, output, mask, caption, gt) -> {cb_psnr, cb_ssim, cb_lpips, lc_t, lc_i}`` (uint8 HWC
-    arrays, bool mask = edit region); ``clip`` is an :class:`editkit.clip.ClipScorer` or None (no LC scores)."""
+    arrays, bool mask = edit region); ``clip`` is an :class:`editkit.clip.TransformersClip` or None (no LC
+    scores)."""
 
     def __init__(self, lpips_model, clip=None):
         self.lpips, self.clip = lpips_model, clip
@@ -146,21 +163,21 @@ class CompBenchScorer:
         with torch.no_grad():
             to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() * 2 - 1  # noqa: E731
             scores["cb_lpips"] = float(self.lpips(to_tensor(bg_out), to_tensor(bg_src)))
-        box = bbox(_resized(mask.astype(np.uint8) * 255, nearest=True) > 0)
-        if self.clip is not None and box is not None:
-            crop = _png(_resized(output)[box[1] : box[3], box[0] : box[2]])
-            image = self.clip.embed_images([crop])[0]
-            if caption:
-                scores["lc_t"] = 100.0 * max(float(image @ self.clip.embed_texts([caption])[0]), 0.0)
-            if gt is not None:
-                gt_crop = _png(_resized(gt)[box[1] : box[3], box[0] : box[2]])
-                scores["lc_i"] = float(image @ self.clip.embed_images([gt_crop])[0])
+        if self.clip is not None:
+            scores.update(self.local_clip(output, mask, caption, gt))
         return scores
 
+    def local_clip(self, output: np.ndarray, mask: np.ndarray, caption: str | list[str],
+                   gt: np.ndarray | None) -> dict[str, float]:
+        """LC-T (mean over the captions, " " when none) and LC-I on the 512² crops, 0 for a region without a box."""
+        from PIL import Image
 
-def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
-    return buffer.getvalue()
+        captions = [c for c in ([caption] if isinstance(caption, str) else list(caption)) if c] or [" "]
+        box = local_box(_resized(mask.astype(np.uint8) * 255, nearest=True) > 0)
+        if box is None:
+            return {"lc_t": 0.0, "lc_i": 0.0}
+        crop = Image.fromarray(_resized(output)).crop(box)
+        scores = {"lc_t": float(np.mean([self.clip.text_score(crop, text) for text in captions]))}
+        if gt is not None:
+            scores["lc_i"] = self.clip.image_similarity(crop, Image.fromarray(_resized(gt)).crop(box))
+        return scores

@@ -143,3 +143,58 @@ def clip_scores(sources: np.ndarray, edits: np.ndarray, texts: np.ndarray) -> li
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+class TransformersClip:
+    """A transformers CLIP (``CLIPModel`` + its ``CLIPProcessor``) loaded from a local folder, for the scores that
+    benchmarks compute with it: every image and text goes through the processor saved with the model (resize, crop,
+    normalisation, tokenizer), as the benchmarks' own code does. Nothing is downloaded (``local_files_only``).
+
+    * :meth:`text_score` = ``max(100·cos(E(image), E(text)), 0)``, the image given to the processor as a uint8
+      ``C×H×W`` tensor and the text on its own, truncated to the model's positions (torchmetrics' ``CLIPScore``);
+    * :meth:`image_similarity` = ``cos(E(a), E(b))`` of two PIL images processed together.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto"):
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.device = resolve_device(device)
+        try:
+            self.model = CLIPModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+            self.processor = CLIPProcessor.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise RuntimeError(
+                f"cannot load a transformers CLIP (CLIPModel + CLIPProcessor) from {str(path)!r}: {error}. Point it at "
+                "a local folder written by save_pretrained (e.g. a copy of openai/clip-vit-large-patch14)") from error
+
+    def _normalized(self, features):
+        import torch
+
+        features = getattr(features, "pooler_output", features)  # some versions return an output object
+        return features / torch.linalg.vector_norm(features, dim=-1, keepdim=True)
+
+    def text_score(self, image: Any, text: str) -> float:
+        """``max(100·cos, 0)`` between a PIL image and a caption (torchmetrics ``CLIPScore`` on one pair)."""
+        import torch
+
+        with torch.inference_mode():
+            pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+            inputs = self.processor(images=[pixels], return_tensors="pt", padding=True)
+            image_features = self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device))
+            tokens = self.processor(text=[text], return_tensors="pt", padding=True)
+            limit = self.model.config.text_config.max_position_embeddings
+            ids, attention = tokens["input_ids"][..., :limit], tokens["attention_mask"][..., :limit]
+            text_features = self.model.get_text_features(input_ids=ids.to(self.device),
+                                                         attention_mask=attention.to(self.device))
+            score = 100 * (self._normalized(image_features) * self._normalized(text_features)).sum(-1)
+        return max(float(score[0]), 0.0)
+
+    def image_similarity(self, first: Any, second: Any) -> float:
+        """Cosine between the embeddings of two PIL images, processed in one call."""
+        import torch
+
+        with torch.inference_mode():
+            inputs = self.processor(images=[first, second], return_tensors="pt", padding=True)
+            features = self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device))
+            features = getattr(features, "pooler_output", features)
+            return float(torch.nn.functional.cosine_similarity(features[0:1], features[1:2])[0])

@@ -7,9 +7,12 @@ does Grounding-DINO's boxes.
 Coordinates. Qwen2.5-VL grounds in ABSOLUTE PIXELS of the image as the model saw it: its processor first resizes
 every image with ``smart_resize`` (both sides multiples of 28, the pixel count within ``[min_pixels,
 max_pixels]``), and ``bbox_2d`` refers to that resized image, not to the file (Qwen's cookbooks rescale by
-``original / (image_grid_thw * 14)``). So that our frame and the model's agree whatever the server's processor
-settings, the image is resized HERE to :func:`model_view_size` (which the processor then leaves as it is, as long as
-its own ``max_pixels`` is at least ``client.max_pixels``) and the prompt states that size; boxes are rescaled from it
+``original / (image_grid_thw * 14)``). :func:`model_view_size` is that rule exactly (transformers'
+``smart_resize``, for every aspect ratio the model accepts: up to 200:1). The image is first resized HERE to
+``model_view_size`` within ``[min_pixels, client.max_pixels]`` (what is uploaded); the model's frame is then what the
+serving processor's own ``smart_resize`` makes of the uploaded image, with ITS pixel budget: the loaded processor's
+for the transformers backend, ``client.server_min_pixels`` / ``client.server_max_pixels`` for a server (default: the
+Qwen2/2.5-VL checkpoints' processor, 56² to 12,845,056). The prompt states that frame, and boxes are rescaled from it
 to the working image.
 
 Validation. The reply must match :class:`BoxReply` (a list of ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}``, or
@@ -64,13 +67,14 @@ class BoxDetection:
 
 def model_view_size(height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = 12845056,
                     factor: int = FACTOR) -> tuple[int, int]:
-    """(height, width) Qwen2.5-VL's ``smart_resize`` gives: multiples of ``factor``, pixel count in range."""
+    """(height, width) Qwen2/2.5-VL's ``smart_resize`` gives (the rule of transformers' Qwen2-VL image processor):
+    sides rounded to multiples of ``factor``; above ``max_pixels`` both scaled down (floor), below ``min_pixels``
+    scaled up (ceil), keeping the aspect ratio; a ratio above 200 is refused as the processor refuses it."""
     if min(height, width) < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio above 200 ({width}x{height}): Qwen2.5-VL cannot take this image")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor  # a thin side may round to 0
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
@@ -80,6 +84,19 @@ def model_view_size(height: int, width: int, min_pixels: int = QWEN_MIN_PIXELS, 
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def processor_bounds(client: Any) -> tuple[int, int]:
+    """``(min_pixels, max_pixels)`` of the processor that serves the model: the loaded processor's own ``size``
+    (transformers backend), else the configured server budget (``client.server_min_pixels`` / ``server_max_pixels``)."""
+    image_processor = getattr(getattr(client.backend, "processor", None), "image_processor", None)
+    try:
+        size = dict(getattr(image_processor, "size", None) or {})
+    except (TypeError, ValueError):
+        size = {}
+    if size.get("shortest_edge") and size.get("longest_edge"):
+        return int(size["shortest_edge"]), int(size["longest_edge"])
+    return client.config.server_min_pixels, client.config.server_max_pixels
 
 
 def _reply_models():
@@ -157,9 +174,9 @@ class MLLMBoxDetector:
 
         bounds = (self.params.min_pixels, self.params.client.max_pixels)
         sent = [model_view_size(im.height, im.width, *bounds) for im in images]
-        # The processor resizes what we send once more; that is the identity except when max_pixels is so close to
-        # min_pixels that a size rounded down under max falls below min. The model's frame is the result either way.
-        views = [model_view_size(h, w, *bounds) for h, w in sent]
+        # The serving processor resizes what we send once more, with its own budget: the identity when that budget
+        # contains ours, a smaller frame when it does not. The model answers in that frame.
+        views = [model_view_size(h, w, *processor_bounds(self.client)) for h, w in sent]
         requests = []
         for image, words, (sh, sw), (vh, vw) in zip(images, phrases, sent, views):
             text = self.prompt.render(phrases="; ".join(f'"{p}"' for p in words), width=str(vw), height=str(vh))

@@ -66,8 +66,23 @@ class ClientConfig:
         Help("transformers: Qwen2.5-VL image processor budget per image"),
         Range(ge=1),
     ] = 512 * 28 * 28
+    server_min_pixels: Annotated[
+        int,
+        Help("openai: the served model's image processor lower pixel bound (smart_resize min_pixels), used to map "
+             "boxes back from the frame the model saw; default: the Qwen2/2.5-VL checkpoints' processor, 56*56"),
+        Range(ge=1),
+    ] = 56 * 56
+    server_max_pixels: Annotated[
+        int,
+        Help("openai: the served model's image processor pixel budget (smart_resize max_pixels, e.g. vLLM's "
+             "--mm-processor-kwargs max_pixels); default: the Qwen2/2.5-VL checkpoints' processor, 12845056"),
+        Range(ge=1),
+    ] = 12845056
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.server_max_pixels < self.server_min_pixels:
+            raise ValueError(f"server_max_pixels ({self.server_max_pixels}) is below server_min_pixels "
+                             f"({self.server_min_pixels})")
         if self.backoff_max_s < self.backoff_s:
             raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_s ({self.backoff_s})")

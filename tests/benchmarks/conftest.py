@@ -117,3 +117,11 @@ def warm_run(base_runs, tmp_path):
         return run
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip_dir(tmp_path_factory):
+    """The tiny transformers CLIP + its CLIPProcessor (tests.support.tiny.hf_clip), for CompBench's LC-T/LC-I."""
+    from tests.support.tiny.hf_clip import build_hf_clip
+
+    return build_hf_clip(tmp_path_factory.mktemp("tiny_hf_clip") / "clip")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchmarks import evaluation as evaluate
 from benchmarks.build import build
-from benchmarks.compbench import CompBenchScorer, bbox, load_lpips
+from benchmarks.compbench import CompBenchScorer, load_lpips
 from editkit import rle, schema, store
 from tests.support.numerics import assert_close, assert_exact
 
@@ -85,12 +85,14 @@ def _resize(array, nearest=False):
     return np.asarray(Image.fromarray(array).resize((512, 512), Image.NEAREST if nearest else Image.BICUBIC))
 
 
-def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_config, kontext_pipe, tiny_clip_dir,
+def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_config, kontext_pipe, tiny_hf_clip_dir,
                                                     tmp_path):
-    from editkit.clip import ClipScorer
+    from editkit.clip import TransformersClip
+    from tests.benchmarks.test_compbench_local_clip import reference_local_clip
+    from transformers import CLIPModel, CLIPProcessor
 
     root, truth, _ = compbench_built
-    clip = ClipScorer(f"local-dir:{tiny_clip_dir}", device="cpu")
+    clip = TransformersClip(tiny_hf_clip_dir, device="cpu")
     scorer = CompBenchScorer(load_lpips(random_init=True), clip)
     result = evaluate.evaluate(root / "built", tmp_path / "run", tiny_config(), pipe=kontext_pipe, progress=False,
                                compbench=scorer)
@@ -107,21 +109,12 @@ def test_evaluate_reports_compbench_metrics_per_task(compbench_built, tiny_confi
     a, b = _resize(output) / 255.0 * keep, _resize(source) / 255.0 * keep
     assert_close(item["scores"]["cb_psnr"], 10 * np.log10(1 / np.mean((a - b) ** 2)), accumulations=a.size,
                  growth="linear", why="a float64 MSE over 512² × 3 values, in another order, in dB")
-    x0, y0, x1, y1 = bbox(_resize(mask.astype(np.uint8) * 255, nearest=True) > 0)
-    crop = clip.embed_images([_png(_resize(output)[y0:y1, x0:x1])])[0]
-    text = clip.embed_texts([f"a thing {item['key'][-5]}"])[0]
+    reference = (CLIPModel.from_pretrained(tiny_hf_clip_dir).eval(), CLIPProcessor.from_pretrained(tiny_hf_clip_dir))
+    want = reference_local_clip(reference, output, mask, [f"a thing {item['key'][-5]}"], edited)
     chain = 64 * 2  # the tiny CLIP's towers: 64-wide sums through 2 layers, in float32
-    assert_close(item["scores"]["lc_t"], 100 * max(float(crop @ text), 0), dtype=np.float32, accumulations=chain,
-                 scale=100.0, why="100 × the cosine of float32 embeddings computed in another call")
-    gt = clip.embed_images([_png(_resize(edited)[y0:y1, x0:x1])])[0]
-    assert_close(item["scores"]["lc_i"], float(crop @ gt), dtype=np.float32, accumulations=chain, scale=1.0,
-                 why="the cosine of float32 embeddings computed in another call")
+    assert_close(item["scores"]["lc_t"], want["lc_t"], dtype=np.float32, accumulations=chain, growth="linear",
+                 scale=100.0, why="100 × the cosine of float32 embeddings, reference through the forward in float64")
+    assert_close(item["scores"]["lc_i"], want["lc_i"], dtype=np.float32, accumulations=chain, growth="linear",
+                 scale=1.0, why="the cosine of float32 embeddings, reference through the vision tower in float64")
     assert "CompBench LPIPS" in (tmp_path / "run" / "report.md").read_text()
 
-
-def _png(array):
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
-    return buffer.getvalue()
