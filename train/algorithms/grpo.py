@@ -4,14 +4,18 @@ For one stored transition ``x_t → x_{t−1}`` the current policy's log-prob is
 ``ρ = exp(log π_θ − log π_old)`` and ``L = mean(max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)))``. On-policy (first update after
 sampling, same batch size) ``ρ`` is exactly 1. The KL between the two Gaussian transitions with equal std is
 ``‖μ_θ − μ_ref‖² / (2·std²)`` (mean over dims); the reference is the base model (LoRA disabled).
+
+``guard: true`` (GRPO-Guard, :mod:`train.algorithms.grpo_guard`) replaces ``ρ`` by its RatioNorm form and divides the
+step's loss by ``−dt``; the loss then needs the step's transition means (current and rollout), std and ``dt``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from typing import Annotated
+from typing import Annotated, Optional
 from editkit.config_meta import Help, Range
+from train.algorithms.grpo_guard import GuardInputs, guard_log_ratio, step_weight
 
 
 @dataclass
@@ -26,6 +30,12 @@ class GRPOConfig:
         Help("weight of the KL to the reference policy (0 = skip the reference forward)"),
         Range(ge=0),
     ] = 0.0
+    guard: Annotated[
+        bool,
+        Help("GRPO-Guard (arXiv 2510.22319): normalise the log-ratio (add back its mean-shift bias, scale by the "
+             "transition std) so clipping acts on both sides at every step, and divide each step's loss by -dt; "
+             "the ratio's scale changes, so retune clip_range (public runs use ~2e-6)"),
+    ] = False
 
 
 def grpo_loss(
@@ -34,13 +44,18 @@ def grpo_loss(
     advantages: torch.Tensor,
     keep: torch.Tensor,
     clip_range: float,
+    guard: Optional[GuardInputs] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate (scalar, mean over kept samples) and its diagnostics.
 
     ``log_prob``/``old_log_prob`` are (B,) or per token (B, L); ``advantages`` (B,) or (B, L) broadcast against
     them (region-specific advantages give each latent token its own value); per-token terms are averaged per sample.
+    ``guard`` (GRPO-Guard): the step's means, std and dt; the ratio is normalised and the loss divided by ``−dt``.
     """
-    ratio = torch.exp(log_prob - old_log_prob.detach())
+    if guard is None:
+        ratio = torch.exp(log_prob - old_log_prob.detach())
+    else:
+        ratio = torch.exp(guard_log_ratio(log_prob, old_log_prob, guard))
     if advantages.ndim < ratio.ndim:
         advantages = advantages.reshape(*advantages.shape, *([1] * (ratio.ndim - advantages.ndim)))
     unclipped = -advantages * ratio
@@ -50,6 +65,8 @@ def grpo_loss(
         per_sample = per_sample.flatten(1).mean(dim=1)
     weight = keep.to(per_sample.dtype)
     loss = (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+    if guard is not None:
+        loss = loss * step_weight(guard.dt)
     stats = {
         "ratio_mean": ratio.detach().mean(),
         "clip_fraction": ((ratio.detach() - 1).abs() > clip_range).float().mean(),
