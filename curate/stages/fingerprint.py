@@ -8,7 +8,8 @@ file.
 What is fingerprinted, per ``ingest.source``:
 
 * ``sample``: nothing outside the code and ``params.yaml`` (the manifest names the source only);
-* ``folder``: every file under ``ingest.folder.path`` (``pairs.jsonl`` and the images);
+* ``folder``: every file under ``ingest.folder.path`` (``pairs.jsonl`` and the images), and with
+  ``allow_outside_root: true`` the files ``pairs.jsonl`` names outside it;
 * ``hf`` / ``preset``: a local path (a folder, or one data file) is fingerprinted like a folder; a hub id is recorded
   with the revisions of its local snapshot in the Hugging Face hub cache (``refs/*``: a new download of another
   revision changes them), or as not cached.
@@ -151,6 +152,27 @@ def _path_or_hub(path: str) -> dict[str, str]:
     return {"path": path} if Path(path).expanduser().exists() else {"hub_id": path}
 
 
+def outside_files(folder: Path, pairs_file: str) -> list[Path]:
+    """Files ``pairs.jsonl`` names outside ``folder`` (read only with ``allow_outside_root: true``), sorted."""
+    root, found = folder.resolve(), set()
+    try:
+        lines = (folder / pairs_file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # ingest rejects the line itself
+        for key in ("source", "edited", "mask"):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and value:
+                path = (folder / value).resolve()
+                if not path.is_relative_to(root) and path.is_file():
+                    found.add(path)
+    return sorted(found)
+
+
 def manifest(ingest: Any, cache: HashCache) -> dict[str, Any]:
     inputs = source_inputs(ingest)
     out: dict[str, Any] = {"format": FORMAT, "source": ingest.source, "inputs": []}
@@ -159,6 +181,16 @@ def manifest(ingest: Any, cache: HashCache) -> dict[str, Any]:
             out["inputs"].append(hub_snapshot(value))
         else:
             out["inputs"].append({kind: value, **fingerprint_path(Path(value).expanduser(), cache)})
+    folder = getattr(ingest, "folder", None)
+    if ingest.source == "folder" and getattr(folder, "allow_outside_root", False) and folder.path:
+        files = outside_files(Path(folder.path).expanduser(), folder.pairs_file)
+        digest, total = hashlib.sha256(), 0
+        for file in files:
+            size, sha = cache.hash(file)
+            digest.update(f"{file}\t{size}\t{sha}\n".encode("utf-8", "surrogateescape"))
+            total += size
+        out["inputs"].append({"outside_folder": True, "files": len(files), "bytes": total,
+                              "digest": digest.hexdigest()})
     return out
 
 

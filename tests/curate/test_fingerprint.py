@@ -8,8 +8,9 @@ from types import SimpleNamespace as NS
 from curate.stages import fingerprint
 
 
-def _ingest(source="folder", folder="", hf="", preset_name="", preset_path=""):
-    return NS(source=source, folder=NS(path=folder), hf=NS(path=hf), preset=NS(name=preset_name, path=preset_path))
+def _ingest(source="folder", folder="", hf="", preset_name="", preset_path="", outside=False):
+    return NS(source=source, folder=NS(path=folder, pairs_file="pairs.jsonl", allow_outside_root=outside),
+              hf=NS(path=hf), preset=NS(name=preset_name, path=preset_path))
 
 
 def test_folder_manifest_is_deterministic_and_hashes_only_changed_files(tmp_path):
@@ -60,3 +61,17 @@ def test_local_data_file_and_hub_snapshot(tmp_path, monkeypatch):
     assert fingerprint.manifest(ingest, cache)["inputs"][0]["revisions"] == {"main": "0123abcd"}
     missing = fingerprint.manifest(_ingest(folder=str(tmp_path / "nope")), cache)
     assert missing["inputs"] == [{"folder": str(tmp_path / "nope"), "missing": True}]  # ingest reports it itself
+
+
+def test_files_outside_the_folder_count_when_allowed(tmp_path):
+    data, elsewhere = tmp_path / "pairs", tmp_path / "elsewhere.png"
+    data.mkdir()
+    elsewhere.write_bytes(b"outside")
+    (data / "pairs.jsonl").write_text(json.dumps({"source": "../elsewhere.png", "edited": "b.png"}) + "\nnot json\n")
+    cache = fingerprint.HashCache(tmp_path / "cache.json")
+    assert len(fingerprint.manifest(_ingest(folder=str(data)), cache)["inputs"]) == 1  # not read without the flag
+    before = fingerprint.manifest(_ingest(folder=str(data), outside=True), cache)["inputs"][1]
+    assert before["outside_folder"] and before["files"] == 1 and before["bytes"] == 7
+    elsewhere.write_bytes(b"outsidE")
+    os.utime(elsewhere, ns=(5, 5))
+    assert fingerprint.manifest(_ingest(folder=str(data), outside=True), cache)["inputs"][1] != before
