@@ -4,7 +4,8 @@ memory and speed, next to what ``perf/memory_plan.py`` predicts for the same set
     .venv/bin/python perf/gpu_check.py --out perf/results/gpu_check.json     # CUDA, < 8 min
     .venv/bin/python perf/gpu_check.py --smoke                               # CPU, shrunk configs, < 60 s
 
-What runs, per transformer (FLUX.1-Kontext-dev, then Qwen-Image-Edit-2509 when it fits in the free memory):
+What runs, per transformer (FLUX.1-Kontext-dev, then Qwen-Image-Edit-2509 (= 2511's), FLUX.2 [klein] 4B and 9B,
+Qwen-Image 2.1 and FLUX.2 [dev], each when the plan's single-GPU need fits in the free memory):
 
 1. build on the meta device from ``perf/model_configs``, cast to bf16 there, ``to_empty(device)``, fill with random
    weights (no download: the weights are meaningless, the compute and memory are the real model's);
@@ -49,6 +50,11 @@ def shrink(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
                 joint_attention_dim=64)
     if class_name == "FluxTransformer2DModel":
         tiny.update(num_single_layers=2, pooled_projection_dim=32)
+    if class_name == "Flux2Transformer2DModel":  # four RoPE axes (T, H, W, L)
+        tiny.update(num_single_layers=2, axes_dims_rope=[8, 8, 8, 8], timestep_guidance_channels=32)
+    if class_name == "QwenImage21Transformer2DModel":  # its text width is context_in_dim
+        del tiny["joint_attention_dim"]
+        tiny.update(axes_dims_rope=[8, 12, 12], context_in_dim=64)
     return tiny
 
 
@@ -94,7 +100,9 @@ def _restore_plain_tensors(model) -> None:
     import torch
 
     for module in model.modules():
-        stale = [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and v.is_meta]
+        stale = [k for k, v in vars(module).items()
+                 if (isinstance(v, torch.Tensor) and v.is_meta)  # a table, or a list of them (QwenImage21Rope)
+                 or (isinstance(v, list) and v and all(isinstance(t, torch.Tensor) and t.is_meta for t in v))]
         if not stale:
             continue
         names = [n for n in inspect.signature(type(module).__init__).parameters if n != "self"]
@@ -128,9 +136,21 @@ def make_inputs(class_name: str, config: dict[str, Any], resolution: int, text_t
     def randn(*shape):
         return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
 
+    defaults = _class_defaults(class_name)
+    config = {**defaults, **config}
     hidden = randn(1, 2 * n, config["in_channels"])
-    text = randn(1, text_tokens, config["joint_attention_dim"])
     timestep = torch.full((1,), 0.5, device=device)
+    if class_name == "QwenImage21Transformer2DModel":
+        # the condition image's tokens sit in vision slots of the text sequence (one slot per 2x2 tokens), the
+        # target after it; condition tokens first in hidden_states, the prediction is the last n tokens
+        slots = torch.zeros(1, text_tokens + 2 * (n // 4), dtype=torch.bool, device=device)
+        slots[:, 8 : 8 + n // 4] = True  # the condition image's slots inside the text
+        slots[:, text_tokens + n // 4 :] = True  # the target's slots appended after the text
+        kwargs = dict(hidden_states=hidden, encoder_hidden_states=randn(1, text_tokens + n // 4,
+                                                                        config["context_in_dim"]),
+                      timestep=timestep, img_shapes=[[(1, side, side), (1, side, side)]], img_mask=slots)
+        return kwargs, -n
+    text = randn(1, text_tokens, config["joint_attention_dim"])
     if class_name == "FluxTransformer2DModel":
         rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
         ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3).float()
@@ -140,6 +160,14 @@ def make_inputs(class_name: str, config: dict[str, Any], resolution: int, text_t
                       pooled_projections=randn(1, config["pooled_projection_dim"]),
                       timestep=timestep, guidance=torch.full((1,), 2.5, device=device),
                       img_ids=torch.cat([ids, cond_ids]).to(device), txt_ids=torch.zeros(text_tokens, 3, device=device))
+    elif class_name == "Flux2Transformer2DModel":
+        grid = torch.cartesian_prod(torch.arange(1), torch.arange(side), torch.arange(side), torch.arange(1))
+        cond_ids = grid.clone()
+        cond_ids[:, 0] = 10  # FLUX.2: the first reference image's T coordinate
+        txt_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(text_tokens))
+        guidance = torch.full((1,), 4.0, device=device) if config.get("guidance_embeds", True) else None
+        kwargs = dict(hidden_states=hidden, encoder_hidden_states=text, timestep=timestep, guidance=guidance,
+                      img_ids=torch.cat([grid, cond_ids]).to(device), txt_ids=txt_ids.to(device))
     elif class_name == "QwenImageTransformer2DModel":
         kwargs = dict(hidden_states=hidden, encoder_hidden_states=text,
                       encoder_hidden_states_mask=torch.ones(1, text_tokens, dtype=torch.long, device=device),
@@ -149,9 +177,16 @@ def make_inputs(class_name: str, config: dict[str, Any], resolution: int, text_t
     return kwargs, n
 
 
+def _class_defaults(class_name: str) -> dict[str, Any]:
+    """The constructor defaults of a model class (configs of class defaults list no keys)."""
+    signature = inspect.signature(mp._model_class(class_name).__init__)
+    return {k: v.default for k, v in signature.parameters.items() if v.default is not inspect.Parameter.empty}
+
+
 def loss_fn(model, kwargs: dict[str, Any], target_tokens: int):
-    """Flow-matching-shaped loss on the target tokens only."""
-    out = model(**kwargs, return_dict=False)[0][:, :target_tokens]
+    """Flow-matching-shaped loss on the target tokens only (negative: the last |n| tokens, Qwen-Image 2.1's)."""
+    out = model(**kwargs, return_dict=False)[0]
+    out = out[:, target_tokens:] if target_tokens < 0 else out[:, :target_tokens]
     return (out.float() - 0.1).pow(2).mean()
 
 
@@ -253,6 +288,7 @@ def timed_steps(model, kwargs, target_tokens: int, optimizer, steps: int, device
 def predicted(class_name: str, config: dict[str, Any], model_params: int, lora_params: int, largest_block: int,
               seq: int) -> dict[str, Any]:
     """The plan's numbers for what the check runs: 1 GPU, no text encoders or VAE loaded, checkpointing on."""
+    config = {**_class_defaults(class_name), **config}
     blocks = mp.transformer_blocks(class_name, config)
     hidden = mp.hidden_size(config)
     acts = mp.activation_bytes(seq, hidden, blocks, checkpointing=True)
@@ -281,7 +317,7 @@ def check_transformer(pipe: mp.Pipeline, smoke: bool, device: str, steps: int) -
     lora_params = sum(p.numel() for p in trainable)
     build_s = time.perf_counter() - t0
     kwargs, target_tokens = make_inputs(class_name, config, resolution, text_tokens, device)
-    seq = kwargs["hidden_states"].shape[1] + text_tokens
+    seq = kwargs["hidden_states"].shape[1] + text_tokens  # target + condition + text tokens
     saved = saved_activation_bytes(model, kwargs, target_tokens)
     model.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
@@ -418,14 +454,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke for the CPU path")
     device = "cpu" if args.smoke else "cuda"
-    kontext, qwen = mp.PIPELINES
+    by_name = {p.name: p for p in mp.PIPELINES}
+    kontext = by_name["FLUX.1-Kontext-dev"]
 
-    def qwen_section() -> dict[str, Any]:
-        ok, why = fits_now(qwen, device)
-        return check_transformer(qwen, args.smoke, device, args.steps) if ok else {"status": "skipped", "reason": why}
+    def section(name: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            pipe = by_name[name]
+            if args.smoke and name in ("FLUX.2-klein-9B", "FLUX.2-dev"):  # shrunk, they are klein 4B's config
+                return {"status": "skipped", "reason": "--smoke: the same shrunk configuration as FLUX.2-klein-4B"}
+            ok, why = fits_now(pipe, device)
+            return check_transformer(pipe, args.smoke, device, args.steps) if ok else {"status": "skipped",
+                                                                                       "reason": why}
+        return run
 
+    # Qwen-Image-Edit-2511 has 2509's transformer (measured once); the 32B FLUX.2 [dev] runs last: it is skipped
+    # when the plan's single-GPU need does not fit the free memory
     sections = [("kontext", lambda: check_transformer(kontext, args.smoke, device, args.steps)),
-                ("qwen_image_edit", qwen_section)]
+                ("qwen_image_edit", section("Qwen-Image-Edit-2509")),
+                ("flux2_klein_4b", section("FLUX.2-klein-4B")), ("flux2_klein_9b", section("FLUX.2-klein-9B")),
+                ("qwen_image_21", section("Qwen-Image-2.1")), ("flux2_dev", section("FLUX.2-dev"))]
     if args.no_masker:
         masker_result = {"status": "skipped", "reason": "--no-masker"}
     else:

@@ -33,12 +33,36 @@ TINY = {
                           up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=4, layers_per_block=1),
     "qwen_image_vae.json": dict(base_dim=8, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[False], z_dim=4,
                                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4),
+    "flux2_vae.json": dict(block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
+                           up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=4, layers_per_block=1,
+                           latent_channels=4),
+    "qwen_image_21_vae.json": dict(base_dim=4, decoder_base_dim=4, dim_mult=[1, 1], num_res_blocks=1,
+                                   temperal_downsample=[False], z_dim=4, latents_mean=[0.0] * 4,
+                                   latents_std=[1.0] * 4),
+    "qwen3_4b.json": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=8, vocab_size=100),
+    "qwen3_8b.json": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=8, vocab_size=100),
+    "mistral_small_3_1_24b.json": dict(
+        text_config=dict(model_type="mistral", vocab_size=100, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
+        vision_config=dict(model_type="pixtral", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, head_dim=8, patch_size=14, image_size=56)),
+    "qwen3_vl_8b_instruct.json": dict(
+        text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                          "mrope_interleaved": True}),
+        vision_config=dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64,
+                           deepstack_visual_indexes=[1])),
 }
 
 
 def tiny_config(file: str) -> tuple[str, dict]:
     class_name, config, _ = mp.load_config(file)
-    if class_name in ("FluxTransformer2DModel", "QwenImageTransformer2DModel"):
+    if class_name in ("FluxTransformer2DModel", "QwenImageTransformer2DModel", "Flux2Transformer2DModel",
+                      "QwenImage21Transformer2DModel"):
         return class_name, gpu_check.shrink(class_name, config)
     return class_name, {**config, **TINY[file]}
 
@@ -47,7 +71,7 @@ ALL_CONFIGS = sorted(p.name for p in mp.CONFIG_DIR.glob("*.json"))
 
 
 def test_every_config_names_its_source():
-    assert len(ALL_CONFIGS) == 7
+    assert len(ALL_CONFIGS) == 17
     for file in ALL_CONFIGS:
         _, _, source = mp.load_config(file)
         assert source.get("hub") and source.get("file") and source.get("note"), file
@@ -119,7 +143,8 @@ def test_script_on_real_configs(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result) == {"assumptions", "pipelines"}
     by_name = {p["pipeline"]: p for p in result["pipelines"]}
-    assert set(by_name) == {"FLUX.1-Kontext-dev", "Qwen-Image-Edit-2509"}
+    assert set(by_name) == {"FLUX.1-Kontext-dev", "Qwen-Image-Edit-2509", "Qwen-Image-Edit-2511", "FLUX.2-klein-4B",
+                            "FLUX.2-klein-9B", "FLUX.2-dev", "Qwen-Image-2.1"}
     for p in by_name.values():
         assert {"transformer", "text_encoders", "vae", "activations", "settings", "sequence"} <= set(p)
         assert len(p["settings"]) == 2 * 5 * 2 * 2
@@ -133,3 +158,18 @@ def test_script_on_real_configs(tmp_path, capsys):
     assert_close(flux["text_encoders"][0]["params"], 4.76e9, rtol=0.05, why=why)  # T5-XXL encoder, embedding once
     assert_close(qwen["text_encoders"][0]["params"], 8.3e9, rtol=0.05, why=why)  # Qwen2.5-VL-7B incl. vision
     assert flux["sequence"] == 2560
+    for name, billions in (("FLUX.2-klein-4B", 4e9), ("FLUX.2-klein-9B", 9e9), ("FLUX.2-dev", 32e9)):
+        assert_close(by_name[name]["transformer"]["params"], billions, rtol=0.05, why=why)
+    assert_close(by_name["FLUX.2-dev"]["text_encoders"][0]["params"], 24e9, rtol=0.05, why=why)  # Mistral-Small
+
+
+def test_requirements_name_the_fewest_gpus_and_mark_plan_only_rows():
+    rows = mp.requirements((512,), gpu_counts=(1, 2, 4))
+    assert {r["pipeline"] for r in rows} == {p.name for p in mp.PIPELINES}
+    dev = next(r["minimum"] for r in rows if r["pipeline"] == "FLUX.2-dev")
+    # the 24B text encoder never sits on a GPU when the 32B transformer barely fits one
+    assert dev["text_encoders"] == "offloaded" and dev["gpus"] == 1 and not dev["plan_only"]
+    tight = mp.requirements((512,), gpu_counts=(1, 2, 4), capacity_gib=40.0)
+    dev_40 = next(r["minimum"] for r in tight if r["pipeline"] == "FLUX.2-dev")
+    assert dev_40["gpus"] > 1 and dev_40["plan_only"] and dev_40["strategy"] == "fsdp2"
+    assert "plan-only" in mp.requirements_table(tight)
