@@ -172,19 +172,32 @@ class MLLMBoxDetector:
         from editkit.mllm.messages import Request, user
         from editkit.mllm.structured import ask_json
 
-        bounds = (self.params.min_pixels, self.params.client.max_pixels)
-        sent = [model_view_size(im.height, im.width, *bounds) for im in images]
-        # The serving processor resizes what we send once more, with its own budget: the identity when that budget
-        # contains ours, a smaller frame when it does not. The model answers in that frame.
-        views = [model_view_size(h, w, *processor_bounds(self.client)) for h, w in sent]
+        bounds, served = (self.params.min_pixels, self.params.client.max_pixels), processor_bounds(self.client)
+        frames: list[Optional[tuple[tuple[int, int], tuple[int, int]]]] = []
+        for image in images:
+            try:
+                sent = model_view_size(image.height, image.width, *bounds)
+                # The serving processor resizes what we send once more, with its own budget: the identity when that
+                # budget contains ours, a smaller frame when it does not. The model answers in that frame.
+                frames.append((sent, model_view_size(*sent, *served)))
+            except ValueError:  # an aspect ratio the model does not accept: no request, the record keeps its mask
+                frames.append(None)
         requests = []
-        for image, words, (sh, sw), (vh, vw) in zip(images, phrases, sent, views):
+        for image, words, frame in zip(images, phrases, frames):
+            if frame is None:
+                continue
+            (sh, sw), (vh, vw) = frame
             text = self.prompt.render(phrases="; ".join(f'"{p}"' for p in words), width=str(vw), height=str(vh))
             shown = image if image.size == (sw, sh) else image.resize((sw, sh), _bicubic())
             requests.append(Request((user(shown, text),), **self.prompt.stamp()))
-        answers = ask_json(self.client, requests, self.reply_model, allow_array=True)
+        answers = iter(ask_json(self.client, requests, self.reply_model, allow_array=True))
         out = []
-        for image, (vh, vw), answer in zip(images, views, answers):
+        for image, frame in zip(images, frames):
+            if frame is None:
+                out.append(BoxDetection(np.zeros((0, 4)), [], "fallback:aspect_ratio", errors=[
+                    f"{image.width}x{image.height}: aspect ratio above 200, which Qwen2/2.5-VL's processor refuses"]))
+                continue
+            (vh, vw), answer = frame[1], next(answers)
             if answer.value is None:
                 out.append(BoxDetection(np.zeros((0, 4)), [], answer.status, errors=answer.errors, view_size=(vh, vw)))
                 continue

@@ -75,3 +75,17 @@ def test_boxes_come_back_from_the_servers_frame(server_max_pixels):
 def test_server_budget_is_validated():
     with pytest.raises(ValueError, match="server_max_pixels"):
         from_dict(MLLMGroundingParams, {"client": {"server_min_pixels": 1000, "server_max_pixels": 10}})
+
+
+def test_an_aspect_ratio_the_model_refuses_falls_back_without_a_request():
+    def handler(request):
+        width, height = stated_size(request)
+        return json.dumps([{"bbox_2d": [0, 0, width // 2, height // 2], "label": "cat"}])
+
+    with ScriptedServer(handler) as server:
+        params = from_dict(MLLMGroundingParams, {"client": {"backend": "openai", "endpoint": server.url,
+                                                            "cache_dir": "", "retries": 0}})
+        refused, found = MLLMBoxDetector(params).detect([Image.new("RGB", (2010, 10)), Image.new("RGB", (90, 60))],
+                                                        [["rail"], ["cat"]], max_boxes=2)
+    assert refused.status == "fallback:aspect_ratio" and len(refused.boxes) == 0 and "above 200" in refused.errors[0]
+    assert found.status == "ok" and len(found.boxes) == 1 and len(server.requests) == 1
