@@ -26,6 +26,22 @@ def run_command(
     run(config, list(overrides or []), resume)
 
 
+@app.command("export")
+def export_command(
+    config: str = typer.Option(..., "--config", help="the run's training YAML (base model, recipe, dataset)"),
+    out: str = typer.Option(..., "--out", help="folder to write the LoRA, the model card and (--merge) transformer"),
+    run: Optional[str] = typer.Option(None, "--run", help="the run's output folder (default: the config's)"),
+    merge: bool = typer.Option(False, "--merge", help="also save the base transformer with the LoRA fused in"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="a `benchmarks evaluate` JSON for the card"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides key.sub=value"),
+) -> None:
+    """Publish a trained LoRA: diffusers format (`load_lora_weights`), optional merged transformer, model card."""
+    from train.config import load_config
+    from train.export import export
+
+    typer.echo(f"wrote {export(load_config(config, list(overrides or [])), out, run, merge=merge, benchmark=benchmark)}")
+
+
 @app.command("show-config")
 def show_config(
     config: Optional[str] = typer.Option(None, "--config", help="YAML config to resolve"),
