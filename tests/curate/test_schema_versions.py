@@ -64,12 +64,16 @@ def test_reviews_files_old_current_and_newer(tmp_path):
     current = tmp_path / "current.json"
     store.write_json(current, reviews_document([review]))
     stamped = json.loads(current.read_text())
-    assert stamped["schema_version"] == schema_versions.CURRENT["reviews"] == 3 and stamped["reviews"] == [review]
+    assert stamped["schema_version"] == schema_versions.CURRENT["reviews"] >= 2 and stamped["reviews"] == [review]
     assert set(load_reviews(old)) == set(load_reviews(current)) == {"r1"}
-    assert schema_versions.migrate("reviews", [review]) == stamped
+    migrated = schema_versions.migrate("reviews", [review])  # version 1, the bare list
+    assert migrated["schema_version"] == stamped["schema_version"] and len(migrated["reviews"]) == 1
     newer = tmp_path / "newer.json"
-    newer.write_text(json.dumps({"schema_version": 4, "reviews": [review]}))
-    with pytest.raises(UserError, match=r"newer\.json: reviews schema version 4 is not supported.*reads versions 1, 2, 3"):
+    version = schema_versions.CURRENT["reviews"] + 1
+    newer.write_text(json.dumps({"schema_version": version, "reviews": [review]}))
+    readable = ", ".join(map(str, schema_versions.supported("reviews")))
+    with pytest.raises(UserError, match=rf"newer\.json: reviews schema version {version} is not supported.*"
+                                        rf"reads versions {readable}$"):
         load_reviews(newer)
 
 
