@@ -1,7 +1,8 @@
 """Run an editing pipeline over benchmark items: batched, fixed seed, one cached output per item (resumable).
 
 The model is any diffusers image-editing pipeline loaded with ``DiffusionPipeline.from_pretrained`` (a hub id or a
-local folder: FLUX.1-Kontext, Qwen-Image-Edit), optionally with a LoRA (``load_lora_weights``). Each item's output is
+local folder: FLUX.1-Kontext, Qwen-Image-Edit(-2509/2511), FLUX.2 [klein] / [dev], Qwen-Image 2.1), optionally with
+a LoRA (``load_lora_weights``). Each item's output is
 written to ``<run>/outputs/<record id>.png`` as soon as its batch finishes (atomic rename), so a killed run restarts
 where it stopped; ``<run>/run.json`` pins the settings, and a rerun with different settings is refused instead of
 mixing outputs of two models.
@@ -25,7 +26,15 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "FluxKontextPipeline": {"guidance_scale": 2.5, "_auto_resize": False},
     "QwenImageEditPipeline": {"true_cfg_scale": 4.0, "negative_prompt": " "},
     "QwenImageEditPlusPipeline": {"true_cfg_scale": 4.0, "negative_prompt": " "},
+    # FLUX.2 [klein] base: true CFG against "" (ignored by step-distilled checkpoints); [dev]: guidance embedding
+    "Flux2KleinPipeline": {"guidance_scale": 4.0},
+    "Flux2Pipeline": {"guidance_scale": 4.0},
+    # Qwen-Image 2.1 samples without CFG; its condition image is resized to output_resolution² (set to the working
+    # area below)
+    "QwenImage21Pipeline": {"true_cfg_scale": 1.0},
 }
+# Pipelines that read a list of images as several references for EVERY prompt: one item per call
+ONE_ITEM_PER_CALL = {"Flux2KleinPipeline", "Flux2Pipeline", "QwenImage21Pipeline"}
 
 
 @dataclass
@@ -163,7 +172,12 @@ def _run_batch(pipe: Any, batch: list[tuple[dict[str, Any], np.ndarray]], size: 
     from PIL import Image
 
     width, height = size
-    family = dict(FAMILIES.get(type(pipe).__name__, {}))
+    name = type(pipe).__name__
+    if name in ONE_ITEM_PER_CALL and len(batch) > 1:
+        return [output for item in batch for output in _run_batch(pipe, [item], size, config)]
+    family = dict(FAMILIES.get(name, {}))
+    if name == "QwenImage21Pipeline":
+        family["output_resolution"] = config.resolution
     if config.guidance is not None:
         family["true_cfg_scale" if "true_cfg_scale" in family else "guidance_scale"] = config.guidance
     if "_auto_resize" in family:
@@ -173,9 +187,11 @@ def _run_batch(pipe: Any, batch: list[tuple[dict[str, Any], np.ndarray]], size: 
     images = [Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS) for _, image in batch]
     device = getattr(pipe, "_execution_device", "cpu")
     generators = [torch.Generator(device=device).manual_seed(config.seed) for _ in batch]
+    if name in ONE_ITEM_PER_CALL:  # one item: its image is the one reference, not a list of references
+        images, generators = images[0], generators[0]
     result = pipe(image=images, prompt=[r["instruction"] for r, _ in batch], height=height, width=width,
                   num_inference_steps=config.steps, generator=generators, output_type="np", **family)
-    arrays = np.asarray(result.images, dtype=np.float32)
+    arrays = np.asarray(result.images, dtype=np.float32)[..., :3]  # Qwen-Image 2.1 decodes RGBA
     outputs: list[np.ndarray | str] = []
     for array in arrays:
         if not np.isfinite(array).all():
