@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from editkit.errors import UserError
 
-CURRENT: dict[str, int] = {"records": 2, "reviews": 3, "export": 1}
+CURRENT: dict[str, int] = {"records": 2, "reviews": 3, "export": 2}
 VERSION_KEY = "schema_version"
 PARQUET_KEY = b"editkit.schema_version"  # record shards: Parquet/Arrow schema metadata
 EXPORT_STAMP = "editkit_format.json"  # beside dataset_info.json in an exported save_to_disk folder
@@ -158,6 +158,22 @@ def _records_1_to_2(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("mask_source") == "gt" and record.get("gt_mask") is None:
         record["gt_mask"] = record.get("mask")
     return record
+
+
+@migration("export", 1)
+def _export_1_to_2(row: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 rows carried the record's ``mask_source`` (gt / diff / grounded / fused / human / whole / ...);
+    version 2 names which mask the row carries (reviewed / shipped / fused / derived / none, see
+    :mod:`editkit.export_columns`) and keeps the record's finer name in ``mask_method``."""
+    from editkit.export_columns import MASK_METHOD, MASK_SOURCE, REVIEW_STATUS, mask_provenance
+
+    row = dict(row)
+    if MASK_SOURCE in row and MASK_METHOD not in row:
+        method = row[MASK_SOURCE]
+        row[MASK_METHOD] = method
+        if method not in ("reviewed", "shipped", "derived"):  # ("fused" was the diff + grounded fusion: derived)
+            row[MASK_SOURCE] = mask_provenance(method, row.get(REVIEW_STATUS))
+    return row
 
 
 @migration("reviews", 1)

@@ -66,7 +66,8 @@ class EditDataset:
         if not path.exists():
             raise FileNotFoundError(f"training dataset {path} not found; build it with `editkit curate export` "
                                     "(or `dvc repro`) or point data.dataset at a `datasets.save_to_disk` dir")
-        schema_versions.export_version(path)  # a newer export than this code reads: one line, no misread
+        # a newer export than this code reads fails in one line; an older one's rows are migrated in example()
+        self.export_version = schema_versions.export_version(path)
         self.table = datasets.load_from_disk(str(path))
         if isinstance(self.table, datasets.DatasetDict):
             self.table = self.table["train"]
@@ -90,10 +91,13 @@ class EditDataset:
     def example(self, row: int) -> Example:
         from PIL import Image
 
-        from editkit import rle
+        from editkit import rle, schema_versions
 
         try:
             record = self.table[row]
+            version = getattr(self, "export_version", schema_versions.CURRENT["export"])
+            if version < schema_versions.CURRENT["export"]:
+                record = schema_versions.migrate("export", record, version)
             image = record[self.config.source_column]
             if image is None:
                 raise ValueError("no source image")

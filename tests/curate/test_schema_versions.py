@@ -91,6 +91,44 @@ def test_registry_rules():
         schema_versions.migration("records", 1)(lambda record: record)
     with pytest.raises(KeyError, match="unknown schema kind"):
         schema_versions.stamp("nope", {})
-    assert schema_versions.stamp("export", {"schema_version": 0, "a": 1}) == {"schema_version": 1, "a": 1}
+    current = schema_versions.CURRENT["export"]
+    assert schema_versions.stamp("export", {"schema_version": 0, "a": 1}) == {"schema_version": current, "a": 1}
     with pytest.raises(UserError, match="version True"):
         schema_versions.check("records", True)
+
+
+def test_a_version_1_export_row_is_migrated():
+    """Version 1 exports carried the record's mask_source; version 2 says which mask a row carries (mask_method keeps
+    the finer name)."""
+    def migrate(**row):
+        return schema_versions.migrate("export", row, 1)
+
+    assert migrate(mask_source="human", review_status="fixed") == {
+        "mask_source": "reviewed", "mask_method": "human", "review_status": "fixed"}
+    assert migrate(mask_source="gt")["mask_source"] == "shipped"
+    assert migrate(mask_source="diff", review_status="accept")["mask_source"] == "reviewed"
+    assert migrate(mask_source="fused") == {"mask_source": "derived", "mask_method": "fused"}  # diff + grounded
+    assert migrate(mask_source=None) == {"mask_source": "none", "mask_method": None}
+    assert migrate(instruction="x") == {"instruction": "x"}  # another tool's dataset without the column
+
+
+def test_the_trainer_reads_an_unstamped_export_migrated(tmp_path):
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from editkit import rle
+    from train.config import DataConfig
+    from train.data import EditDataset
+
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[2:5, 2:5] = True
+    rows = [{"source_image": Image.fromarray(np.full((8, 8, 3), 90, np.uint8)), "instruction": "add a box",
+             "mask": rle.encode(mask), "mask_source": "gt", "edit_type": "add"}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "old"))  # no stamp: version 1
+    data = EditDataset(DataConfig(dataset=str(tmp_path / "old"), resolution=[8, 8], eval_size=0), seed=0)
+    assert data.example(0).provenance["mask_source"] == "shipped"
+    schema_versions.write_export_stamp(tmp_path / "old")
+    (tmp_path / "old" / schema_versions.EXPORT_STAMP).write_text('{"schema_version": 99}')
+    with pytest.raises(UserError, match="export schema version 99 is not supported"):
+        EditDataset(DataConfig(dataset=str(tmp_path / "old"), resolution=[8, 8], eval_size=0), seed=0)
