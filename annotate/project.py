@@ -207,6 +207,23 @@ def reviewer_name(completed_by: Any, users: dict[int, str] | None = None) -> str
         return str(completed_by)
 
 
+def saved_by(annotation: dict[str, Any]) -> Any:
+    """Who made this version of an annotation. Label Studio lets any user update anyone's annotation in place: after
+    an update (saved later than created) it is the updater's work; at creation ``updated_by`` is whoever sent the
+    request (an admin may create annotations on a reviewer's behalf), so the author counts."""
+    from datetime import datetime
+
+    updater, author = annotation.get("updated_by"), annotation.get("completed_by")
+    if updater is None or updater == author:
+        return author
+    try:
+        created = datetime.fromisoformat(str(annotation.get("created_at")).replace("Z", "+00:00"))
+        updated = datetime.fromisoformat(str(annotation.get("updated_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return author
+    return updater if (updated - created).total_seconds() > 1.0 else author
+
+
 def reviews_from_export(exported: list[dict[str, Any]], users: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """Every submitted (not skipped) annotation as a review with its ``reviewer`` and times, ordered by sample,
     then time. Nothing is dropped: the merge's policy decides between reviewers (:mod:`annotate.reviewers`)."""
@@ -219,8 +236,7 @@ def reviews_from_export(exported: list[dict[str, Any]], users: dict[int, str] | 
             if review is None:
                 continue
             author = reviewer_name(annotation.get("completed_by"), users)
-            # Label Studio lets any user update anyone's annotation: this version is the last updater's work
-            editor = author if annotation.get("updated_by") is None else reviewer_name(annotation["updated_by"], users)
+            editor = reviewer_name(saved_by(annotation), users)
             review = {**review, "reviewer": editor, "created_at": annotation.get("created_at")}
             if editor != author:
                 review["edited_over"] = author  # another reviewer's annotation, updated in place

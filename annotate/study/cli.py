@@ -54,14 +54,16 @@ def push(
         raise typer.BadParameter(f"no item of {records_dir} has an output in both {a} and {b}")
     title = f"editkit rating study {image_dir.name}"  # raters see the title: no editor names in it
     ls = server.client(p)
-    project_id = study.get_or_create(ls, title, raters, p.state_dir / "images")
-    counts = study.push(ls, project_id, items, image_dir, Path(p.data_root))
-    store.write_json(_study_file(p, name), {"name": name, "project": title, "seed": seed, "raters": raters,
+    titles = study.rater_titles(title, raters)
+    for rater_title in titles:  # one project per rater: nobody's answer can replace another's
+        project_id = study.get_or_create(ls, rater_title, 1, p.state_dir / "images")
+        counts = study.push(ls, project_id, items, image_dir, Path(p.data_root))
+    store.write_json(_study_file(p, name), {"name": name, "projects": titles, "seed": seed, "raters": raters,
                                            "a": {"name": a_name, "outputs": a}, "b": {"name": b_name, "outputs": b},
                                            "bench": bench, "items": items})
     typer.echo(f"study {name!r}: {counts['created']} new tasks, {counts['unchanged']} already there; A shown left "
-               f"on {100 * study.side_balance(items):.0f}% of {len(items)} items; {raters} raters per pair; "
-               f"assignment in {_study_file(p, name)}")
+               f"on {100 * study.side_balance(items):.0f}% of {len(items)} items; {raters} raters per pair, each in their own "
+               f"project ({titles[0]!r} ...); assignment in {_study_file(p, name)}")
 
 
 @app.command()
@@ -70,7 +72,7 @@ def pull(name: str = typer.Option(..., "--name", help="the study's name (see `st
          n_boot: int = typer.Option(2000, help="bootstrap resamples")) -> None:
     """Export the ratings and write report.json, table.md, plot.png and preferences.jsonl."""
     from annotate import server
-    from annotate.project import export
+    from annotate.project import export, user_names
     from annotate.settings import load_params
     from annotate.study import project as study, report, stats
     from editkit import store
@@ -81,12 +83,17 @@ def pull(name: str = typer.Option(..., "--name", help="the study's name (see `st
         raise typer.BadParameter(f"no study {name!r} ({path} is missing; run `study push` first)")
     meta = json.loads(path.read_text())
     ls = server.client(p)
-    project_id = next((int(x.id) for x in ls.projects.list() if x.title == meta["project"]), None)
-    if project_id is None:
-        raise typer.BadParameter(f"no project {meta['project']!r} on the server")
+    titles = meta.get("projects") or [meta["project"]]  # older studies: one project with overlap
+    ids = {x.title: int(x.id) for x in ls.projects.list()}
+    missing = [t for t in titles if t not in ids]
+    if missing:
+        raise typer.BadParameter(f"no project {missing[0]!r} on the server")
     out_dir = Path(out or f"results/study/{name}")
-    exported = export(ls, project_id, p.state_dir / "exports" / f"study-{name}.json")
-    ratings = study.ratings_from_export(exported, meta["items"])
+    users = user_names(ls)
+    ratings = []
+    for slot, title in enumerate(titles, start=1):
+        exported = export(ls, ids[title], p.state_dir / "exports" / f"study-{name}-{slot}.json")
+        ratings += study.ratings_from_export(exported, meta["items"], slot if "projects" in meta else None, users)
     summary = stats.report(ratings, n_boot=n_boot)
     a_name, b_name = meta["a"]["name"], meta["b"]["name"]
     store.write_json(out_dir / "report.json", {"study": name, "a": a_name, "b": b_name, **summary})

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from annotate.project import saved_by
 from editkit import schema, store
 
 CHOICE = "preference"
@@ -74,11 +75,12 @@ def plan(records: Iterable[dict[str, Any]], images: store.ImageStore, a_dir: Pat
 
 
 def get_or_create(ls, title: str, raters: int, image_root: Path) -> int:
+    """The study project called ``title``; ``raters`` annotations per task (1 in a rater's own project)."""
     for project in ls.projects.list():
         if project.title == title:
             return int(project.id)
     project = ls.projects.create(title=title, label_config=STUDY_CONFIG, maximum_annotations=raters,
-                                 show_overlap_first=True, overlap_cohort_percentage=100,
+                                 show_overlap_first=raters > 1, overlap_cohort_percentage=100,
                                  description="editkit: blinded pairwise comparison of two editors")
     ls.import_storage.local.create(project=project.id, path=str(image_root.resolve()), title="editkit study images",
                                    use_blob_urls=False)
@@ -103,8 +105,18 @@ def push(ls, project_id: int, items: dict[str, dict[str, Any]], image_dir: Path,
     return {"created": len(new), "unchanged": len(items) - len(new)}
 
 
-def ratings_from_export(exported: list[dict[str, Any]], items: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One rating per (item, rater), the rater's latest annotation; "left"/"right" mapped back to "A"/"B"."""
+def rater_titles(title: str, raters: int) -> list[str]:
+    """One project per rater: whatever path a rater takes in the UI (the labeling stream, a task opened from the data
+    manager, Update on an earlier answer, Skip), only their own judgments live in their project."""
+    return [f"{title} - rater {k}" for k in range(1, raters + 1)]
+
+
+def ratings_from_export(exported: list[dict[str, Any]], items: dict[str, dict[str, Any]], slot: int | None = None,
+                        users: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """One rating per (item, rater), the rater's latest annotation; "left"/"right" mapped back to "A"/"B".
+
+    The rater is who saved the annotation last (Label Studio lets anyone update anyone's annotation); with ``slot``
+    (the rater project's number) the rater reads ``rater <slot>: <login>``."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for task in exported:
         item_id = (task.get("data") or {}).get("study_item")
@@ -117,8 +129,11 @@ def ratings_from_export(exported: list[dict[str, Any]], items: dict[str, dict[st
                            for r in annotation.get("result") or [] if r.get("from_name") == CHOICE), [None])[0]
             if choice not in ("left", "right", "tie"):
                 continue
-            rater = annotation.get("completed_by")
-            rater = str(rater.get("id") if isinstance(rater, dict) else rater)
+            rater = saved_by(annotation)
+            rater = rater.get("id") if isinstance(rater, dict) else rater
+            rater = str(users.get(int(rater), rater) if users and rater is not None else rater)
+            if slot is not None:
+                rater = f"rater {slot}: {rater}"
             left = items[item_id]["left"]
             winner = "tie" if choice == "tie" else (left if choice == "left" else ("B" if left == "A" else "A"))
             rating = {"item": item_id, "rater": rater, "winner": winner, "choice": choice,

@@ -196,3 +196,102 @@ def test_a_second_reviewers_edit_is_kept_beside_the_first_and_raises_a_conflict(
     assert resolution.conflict and resolution.pairs[0]["iou"] < 0.9
     [merged] = merge_step(reviewers.by_sample(both))([dict(records[0])])
     assert merged["review_status"] == "conflict" and merged["mask"] == records[0]["mask"]
+
+
+def test_two_raters_keep_their_own_judgments_on_every_ui_path(ls_server, tmp_path, browser, monkeypatch):
+    """A rating study with two raters: the labeling stream + Skip (rater 1), a task opened from the data manager,
+    submitted, then updated (rater 2). Both raters' judgments of the same pair survive; the report has alpha."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from typer.testing import CliRunner
+
+    from annotate.cli import app
+    from tests.support.review import write_params
+
+    monkeypatch.chdir(tmp_path)
+    params = dataclasses.replace(ls_server, reviews=str(tmp_path / "reviews" / "masks.json"))
+    bench = tmp_path / "bench" / "gedit"
+    records = make_sample(bench / "records", bench / "images", n=2, size=SIZE, prefix="ui")
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for record in records:
+            image = rng.integers(0, 255, (*SIZE, 3), dtype=np.uint8)
+            (tmp_path / name / f"{record['id']}.png").write_bytes(store.encode_png(image))
+    params_file = write_params(params, tmp_path / "params.yaml")
+    runner = CliRunner()
+    name = f"ui_{tmp_path.name}"
+    pushed = runner.invoke(app, ["study", "push", "--params", str(params_file), "--bench", str(bench), "--a", "a",
+                                 "--b", "b", "--raters", "2", "--name", name])
+    assert pushed.exit_code == 0, pushed.output
+    meta = json.loads((tmp_path / f"reviews/studies/{name}.json").read_text())
+    ls = server.client(params)
+    ids = {p.title: int(p.id) for p in ls.projects.list()}
+    projects = [ids[title] for title in meta["projects"]]
+    first_item = sorted(meta["items"])[0]
+    emails = [f"r{k}.{tmp_path.name}@example.invalid" for k in (1, 2)]
+    for email in emails:
+        server.add_user(params, email, "rater-password")
+
+    def annotations(project_id):
+        return [a for t in project.export(ls, project_id, tmp_path / "poll.json") for a in t.get("annotations") or []]
+
+    def choose_and_save(choice):
+        from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
+
+        def click(w):  # the editor re-renders while it loads: retry on a stale element
+            label = w.find_elements(By.XPATH, f"//*[normalize-space(text())='{choice}']")
+            if not (label and w.find_elements(By.XPATH, _SAVE)):
+                return False
+            label[0].click()
+            return True
+
+        def save(w):
+            button = w.find_elements(By.XPATH, _SAVE)
+            if not (button and button[0].is_enabled()):
+                return False
+            try:
+                button[0].click()
+            except ElementClickInterceptedException:  # a "saved" toast covers it
+                w.execute_script("arguments[0].click()", button[0])
+            return True
+
+        WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,)).until(click)
+        WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,)).until(save)
+
+    try:
+        # rater 1: the labeling stream ("Label All Tasks"): the first pair -> "left", the next one skipped
+        _login_as(browser, params, emails[0], "rater-password")
+        browser.get(f"{server.base_url(params)}/projects/{projects[0]}/data?labeling=1")
+        choose_and_save("left")
+        WebDriverWait(browser, 60).until(lambda w: len(annotations(projects[0])) == 1)
+        skip = WebDriverWait(browser, 60).until(lambda w: w.find_elements(By.CSS_SELECTOR, "[aria-label=skip-task]"))
+        browser.execute_script("arguments[0].click()", skip[0])  # a "saved" toast may cover it
+        WebDriverWait(browser, 60).until(lambda w: any(a.get("was_cancelled") for a in annotations(projects[0])))
+
+        # rater 2: the same pair opened from the data manager -> "right", then updated to "tie"
+        _login_as(browser, params, emails[1], "rater-password")
+        task = {t.data["study_item"]: t.id for t in ls.tasks.list(project=projects[1])}[first_item]
+        browser.get(f"{server.base_url(params)}/projects/{projects[1]}/data?task={task}")
+        choose_and_save("right")
+        WebDriverWait(browser, 60).until(lambda w: len(annotations(projects[1])) == 1)
+        browser.get(f"{server.base_url(params)}/projects/{projects[1]}/data?task={task}")
+        choose_and_save("tie")
+        WebDriverWait(browser, 60).until(lambda w: "tie" in json.dumps(annotations(projects[1])))
+    finally:
+        _login_as(browser, params, server.credentials(params).username, server.credentials(params).password)
+
+    pulled = runner.invoke(app, ["study", "pull", "--params", str(params_file), "--name", name, "--n-boot", "200"])
+    assert pulled.exit_code == 0, pulled.output
+    out = tmp_path / "results/study" / name
+    lines = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    by_rater = {line["rater"]: line for line in lines}
+    assert set(by_rater) == {f"rater 1: {emails[0]}", f"rater 2: {emails[1]}"}  # the skip is no rating
+    left = meta["items"][first_item]["left"]
+    assert by_rater[f"rater 1: {emails[0]}"]["id"] == first_item and by_rater[f"rater 1: {emails[0]}"]["winner"] == left
+    assert by_rater[f"rater 2: {emails[1]}"]["id"] == first_item and by_rater[f"rater 2: {emails[1]}"]["winner"] == "tie"
+    report = json.loads((out / "report.json").read_text())
+    assert report["raters"] == 2 and report["krippendorff_alpha_ordinal"] is not None
+    assert "Krippendorff's alpha" in (out / "table.md").read_text()

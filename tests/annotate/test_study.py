@@ -64,12 +64,14 @@ def test_study_push_rate_pull(ls_server, tmp_path, monkeypatch):
     items = meta["items"]
 
     ls = server.client(params)
-    project_id = next(int(p.id) for p in ls.projects.list() if p.title == meta["project"])
-    assert ls.projects.get(id=project_id).maximum_annotations == 3
-    tasks = {t.data["study_item"]: t for t in ls.tasks.list(project=project_id)}
-    assert set(tasks) == set(items), (sorted(tasks), sorted(items))
-    assert "base" not in meta["project"] and "lora" not in meta["project"]
-    assert all("base" not in json.dumps(t.data) and "lora" not in json.dumps(t.data) for t in tasks.values())
+    ids = {p.title: int(p.id) for p in ls.projects.list()}
+    assert len(meta["projects"]) == 3  # one project per rater
+    projects = [ids[title] for title in meta["projects"]]
+    assert all(ls.projects.get(id=i).maximum_annotations == 1 for i in projects)
+    tasks = [{t.data["study_item"]: t for t in ls.tasks.list(project=i)} for i in projects]
+    assert all(set(t) == set(items) for t in tasks), sorted(items)
+    assert all("base" not in title and "lora" not in title for title in meta["projects"])
+    assert all("base" not in json.dumps(t.data) and "lora" not in json.dumps(t.data) for t in tasks[0].values())
     raters = [ls.users.create(username=f"rater{i}{tmp_path.name}", email=f"rater{i}.{tmp_path.name}@example.invalid")
               for i in range(3)]
     expected = {}
@@ -77,9 +79,9 @@ def test_study_push_rate_pull(ls_server, tmp_path, monkeypatch):
         for j, rater in enumerate(raters):
             winner = "B" if (k + j) % 3 else "A"  # lora preferred two times in three
             side = "left" if items[item_id]["left"] == winner else "right"
-            ls.annotations.create(id=tasks[item_id].id, completed_by=rater.id, result=[
+            ls.annotations.create(id=tasks[j][item_id].id, completed_by=rater.id, result=[
                 {"from_name": "preference", "to_name": "source", "type": "choices", "value": {"choices": [side]}}])
-            expected[(item_id, str(rater.id))] = winner
+            expected[(item_id, f"rater {j + 1}: {rater.email}")] = winner
 
     pulled = runner.invoke(app, ["study", "pull", "--params", str(params_file), "--name", name, "--n-boot", "500"])
     assert pulled.exit_code == 0, pulled.output
