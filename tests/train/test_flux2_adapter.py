@@ -255,3 +255,37 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, klein, edit_da
                      why="loading a LoRA copies its values")
     finally:
         pipe.unload_lora_weights()
+
+
+@pytest.mark.parity
+def test_attention_map_under_cfg_is_the_conditional_branch_and_equals_brute_force(klein, monkeypatch):
+    """RC-GRPO's attention reward on FLUX.2: the recorder wraps both block types (outputs bit-identical) and its map
+    is the brute-force text→target attention of the conditional rows (CFG stacks them first)."""
+    import diffusers.models.transformers.transformer_flux2 as flux2_module
+
+    from tests.train.test_attention import AttentionSpy
+    from train.rollout.attention import AttentionRecorder
+
+    prompts = ["make the cat red", "add a hat"]
+    _, first = _image(10)
+    _, second = _image(11)
+    cond = klein.condition(prompts, torch.cat([first, second]))
+    noise = klein.noise(2, HEIGHT, WIDTH, torch.Generator().manual_seed(12))
+    mask = klein.phrase_token_mask(prompts, [["cat"], ["hat"]])
+    with torch.no_grad():
+        plain = klein.velocity(klein.transformer, noise, torch.tensor([0.8]), cond)
+    recorder = AttentionRecorder(klein.transformer)
+    spy = AttentionSpy(monkeypatch, flux2_module)
+    try:
+        with torch.no_grad(), recorder.recording(mask, noise.shape[1]):
+            recorded = klein.velocity(klein.transformer, noise, torch.tensor([0.8]), cond)
+        maps = recorder.take()
+    finally:
+        recorder.remove()
+    assert torch.equal(recorded, plain)
+    blocks = len(klein.transformer.transformer_blocks) + len(klein.transformer.single_transformer_blocks)
+    assert len(spy.calls) == blocks and spy.calls[0][0].shape[0] == 4  # one CFG forward: 2 conditional + 2 negative
+    reference = spy.reference_map(mask, noise.shape[1], rows=slice(0, 2))
+    keys = spy.calls[0][1].shape[1]
+    assert_close(maps.double(), reference, dtype=torch.float32, accumulations=keys * blocks, growth="linear",
+                 why="recorded float32 probabilities vs a float64 softmax, summed over the blocks")

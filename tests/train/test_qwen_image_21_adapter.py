@@ -179,3 +179,10 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, edit_
         assert any("lora" in name for name, _ in pipe.transformer.named_parameters())
     finally:
         pipe.unload_lora_weights()
+
+
+def test_attention_recording_refuses_with_the_reason(adapter):
+    from train.rollout.attention import AttentionRecorder
+
+    with pytest.raises(NotImplementedError, match="block-causal"):
+        AttentionRecorder(adapter.transformer)

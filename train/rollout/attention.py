@@ -30,6 +30,15 @@ from typing import Any
 
 import torch
 
+# Architectures whose attention has no text→target-image part, so an attention reward cannot apply (processor name
+# -> why)
+NO_TEXT_TO_IMAGE_ATTENTION = {
+    "QwenImage21AttnProcessor": "Qwen-Image 2.1's attention is block-causal (text tokens never attend to the target "
+                                "image that follows them)",
+    "QwenImage21FlexAttnProcessor": "Qwen-Image 2.1's attention is block-causal (text tokens never attend to the "
+                                    "target image that follows them)",
+}
+
 # Query rows are processed in chunks so that one chunk's scores (heads × rows × keys) stay around this many floats.
 SCORE_CHUNK_ELEMENTS = 1 << 24
 
@@ -75,9 +84,12 @@ class AttentionRecorder:
                     continue
                 current = current.inner  # another recorder's wrapper: take it over, never wrap twice
             if type(current) not in wrappers:
+                reason = NO_TEXT_TO_IMAGE_ATTENTION.get(type(current).__name__)
+                if reason:
+                    raise NotImplementedError(f"no text→image attention to record: {reason}")
                 raise NotImplementedError(
                     f"attention recording supports diffusers' {' and '.join(t.__name__ for t in wrappers)} "
-                    f"(FLUX / FLUX-Kontext, Qwen-Image / -Edit); {type(module).__name__} uses "
+                    f"(FLUX / FLUX-Kontext / FLUX.2, Qwen-Image / -Edit); {type(module).__name__} uses "
                     f"{type(current).__name__}")
         for module in modules:
             current = module.processor
@@ -212,11 +224,14 @@ class _RecordingProcessor:
     # Same signature as FluxAttnProcessor.__call__: FluxAttention.forward filters kwargs by inspecting it.
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
         call = partial(self.inner, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        return self._record(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb, call)
+
+    def _record(self, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb, call):
         if self.recorder._session is None:
             return call()
         if attention_mask is not None:
             raise NotImplementedError("attention recording with an attention_mask is not implemented for FLUX "
-                                      "(FLUX-Kontext pipelines pass none)")
+                                      "(the FLUX-Kontext and FLUX.2 pipelines pass none)")
         names = ["norm_q", "norm_k"] + (["norm_added_q", "norm_added_k"] if encoder_hidden_states is not None else [])
         output, captured = self._run_capturing(attn, names, call)
         with torch.no_grad():
@@ -237,6 +252,16 @@ class _RecordingProcessor:
                 keys = apply_rotary_emb(keys, image_rotary_emb, sequence_dim=1)
             self.recorder._accumulate(text_queries, keys)
         return output
+
+
+class _Flux2SingleRecordingProcessor(_RecordingProcessor):
+    """FLUX.2's single-stream processor (Flux2ParallelSelfAttnProcessor): the text already in front of the sequence,
+    called without an ``encoder_hidden_states`` argument."""
+
+    # Same signature as Flux2ParallelSelfAttnProcessor.__call__ (its module passes these positionally)
+    def __call__(self, attn, hidden_states, attention_mask=None, image_rotary_emb=None):
+        call = partial(self.inner, attn, hidden_states, attention_mask, image_rotary_emb)
+        return self._record(attn, hidden_states, None, attention_mask, image_rotary_emb, call)
 
 
 class _QwenRecordingProcessor(_RecordingProcessor):
@@ -276,11 +301,14 @@ class _QwenRecordingProcessor(_RecordingProcessor):
 def _recording_wrappers() -> dict[type, type[_RecordingProcessor]]:
     """The supported diffusers processors -> their recording wrapper."""
     from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+    from diffusers.models.transformers.transformer_flux2 import Flux2AttnProcessor, Flux2ParallelSelfAttnProcessor
     from diffusers.models.transformers.transformer_qwenimage import (
         QwenDoubleStreamAttnProcessor2_0,
     )
 
-    return {FluxAttnProcessor: _RecordingProcessor, QwenDoubleStreamAttnProcessor2_0: _QwenRecordingProcessor}
+    # FLUX.2's dual-stream processor has FLUX's layout and signature (text q/k from the added projections in front)
+    return {FluxAttnProcessor: _RecordingProcessor, QwenDoubleStreamAttnProcessor2_0: _QwenRecordingProcessor,
+            Flux2AttnProcessor: _RecordingProcessor, Flux2ParallelSelfAttnProcessor: _Flux2SingleRecordingProcessor}
 
 
 def _store(captured: dict, name: str):
