@@ -23,6 +23,7 @@ from annotate.labeling import (BRUSH, BRUSH_LABEL, CHOICES, COMMENT, IMAGE, LABE
 from annotate.rle import rle_to_mask
 from annotate.settings import AnnotateParams
 from editkit import rle, schema, store
+from editkit.errors import UserError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -79,21 +80,55 @@ def _local_url(path: Path, params: AnnotateParams) -> str:
     return "/data/local-files/?d=" + str(path.resolve().relative_to(Path(params.data_root).resolve()))
 
 
-def _task(record: dict[str, Any], images: store.ImageStore, params: AnnotateParams) -> dict[str, Any]:
+def _write_images(record: dict[str, Any], images: store.ImageStore, params: AnnotateParams) -> dict[str, Any]:
+    """Write the record's source (and edited) PNG where the server serves them; their URLs and content hashes."""
     folder = params.state_dir / "images"
     folder.mkdir(parents=True, exist_ok=True)
     shard = images.shard(record["image_shard"])
     stem = _file_stem(record["id"])
     source = folder / f"{stem}_source.png"
-    source.write_bytes(store.encode_png(shard.source(record["id"])))
+    source_png = store.encode_png(shard.source(record["id"]))
+    source.write_bytes(source_png)
     edited_pixels = shard.edited(record["id"])
-    edited = source
+    edited, edited_png = source, source_png
     if edited_pixels is not None:
         edited = folder / f"{stem}_edited.png"
-        edited.write_bytes(store.encode_png(edited_pixels))
-    # Not "$source": Label Studio resolves that name to the task itself.
-    data = {"sample_id": record["id"], "source_image": _local_url(source, params), "edited_image": _local_url(edited, params),
+        edited_png = store.encode_png(edited_pixels)
+        edited.write_bytes(edited_png)
+    return {"source_image": _local_url(source, params), "edited_image": _local_url(edited, params),
             "edited_caption": "Edited" if edited_pixels is not None else "No edited image (benchmark item): source",
+            "image_sha1": {"source_image": _sha1(source_png), "edited_image": _sha1(edited_png)}}
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _served_path(url: str, params: AnnotateParams) -> Path | None:
+    """The file a task's local-files URL points at, or None when it is not one of ours (outside the data folder)."""
+    prefix = "/data/local-files/?d="
+    if not isinstance(url, str) or not url.startswith(prefix):
+        return None
+    root = Path(params.data_root).resolve()
+    path = (root / url[len(prefix):]).resolve()
+    return path if path.is_relative_to(root) else None
+
+
+def images_intact(data: dict[str, Any], params: AnnotateParams) -> bool:
+    """Whether the files a task shows exist and (where push recorded it) still have the content hash it served."""
+    hashes = data.get("image_sha1") or {}
+    for key in ("source_image", "edited_image"):
+        path = _served_path(data.get(key), params)
+        if path is None or not path.is_file():
+            return False
+        if key in hashes and _sha1(path.read_bytes()) != hashes[key]:
+            return False
+    return True
+
+
+def _task(record: dict[str, Any], images: store.ImageStore, params: AnnotateParams) -> dict[str, Any]:
+    # Not "$source": Label Studio resolves that name to the task itself.
+    data = {"sample_id": record["id"], **_write_images(record, images, params),
             "instruction": record.get("instruction_refined") or record.get("instruction") or "",
             "edit_type": record.get("edit_type") or "", "mask_digest": mask_digest(record.get("mask"))}
     task: dict[str, Any] = {"data": data}
@@ -123,7 +158,7 @@ def push(ls, params: AnnotateParams, records: Iterable[dict[str, Any]], images: 
     colour = None if find_project(ls, title) is not None else overlay.choose(_first_sources(head, images))
     project_id = get_or_create_project(ls, params, title, colour)
     known = server_tasks(ls, project_id)
-    counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped_rejected": 0}
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped_rejected": 0, "repaired_images": 0}
     duplicates = sum(len(t) - 1 for t in known.values())  # left by older versions; pull keeps the latest review
     if duplicates:
         counts["duplicates_on_server"] = duplicates
@@ -149,16 +184,40 @@ def push(ls, params: AnnotateParams, records: Iterable[dict[str, Any]], images: 
             known[record["id"]] = []  # the same id twice in the input: one task
             if len(pending) >= params.chunk_size:
                 flush()
-        elif not tasks or all(t["mask"] == digest for t in tasks):
-            counts["unchanged"] += 1
         else:
-            for task in tasks:
-                _replace_prediction(ls, params, task, record.get("mask"), digest)
-            counts["updated"] += 1
+            repaired = any([_repair_images(ls, params, task, record, images) for task in tasks])
+            counts["repaired_images"] += repaired
+            if not tasks or all(t["mask"] == digest for t in tasks):
+                counts["unchanged"] += 1
+            else:
+                for task in tasks:
+                    _replace_prediction(ls, params, task, record.get("mask"), digest)
+                counts["updated"] += 1
     flush()
     store.write_json(params.state_dir / f"tasks-{project_id}.json",
                      {sid: {"task": t[0]["task"], "mask": t[0]["mask"]} for sid, t in sorted(known.items()) if t})
     return counts
+
+
+class ImagesMissing(UserError, FileNotFoundError):
+    """A pushed task's image is gone or changed and the image shards cannot rebuild it."""
+
+
+def _repair_images(ls, params: AnnotateParams, task: dict[str, Any], record: dict[str, Any],
+                   images: store.ImageStore) -> bool:
+    """Re-push verifies what each task serves: a missing or changed image file is rewritten from the image shards
+    (True), or push refuses in one line when the shards cannot rebuild it."""
+    if images_intact(task["data"], params):
+        return False
+    try:
+        fresh = _write_images(record, images, params)
+    except (KeyError, FileNotFoundError, OSError) as error:
+        raise ImagesMissing(f"task {task['task']} ({record['id']}) shows {task['data'].get('source_image')}, which is "
+                            f"missing or changed, and the image shards cannot rebuild it ({error}); restore the images "
+                            "or pass --images") from None
+    task["data"] = {**task["data"], **fresh}
+    ls.tasks.update(id=task["task"], data=task["data"])
+    return True
 
 
 def _replace_prediction(ls, params: AnnotateParams, task: dict[str, Any], mask_rle: dict[str, Any] | None,

@@ -44,7 +44,7 @@ def test_push_is_idempotent_against_the_server_not_a_local_file(ls_server, tmp_p
         path.unlink()  # local state lost
 
     assert project.push(ls, params, records, images) == {"created": 0, "updated": 0, "unchanged": 3,
-                                                          "skipped_rejected": 0}
+                                                          "skipped_rejected": 0, "repaired_images": 0}
     changed = np.zeros((40, 56), dtype=bool)
     changed[1:3, 1:3] = True
     moved = dict(records[1], mask=rle.encode(changed))
@@ -60,8 +60,36 @@ def test_push_is_idempotent_against_the_server_not_a_local_file(ls_server, tmp_p
     assert project.push(ls, params, [moved], images)["unchanged"] == 1
 
 
+def test_re_push_verifies_the_images_it_serves(ls_server, tmp_path):
+    """A deleted or altered task image is rebuilt from the image shards on re-push; without them push refuses."""
+    import shutil
+
+    from annotate.project import ImagesMissing
+
+    params = _isolated(ls_server, tmp_path, "served images")
+    records = make_sample(params.records, params.images, n=2, prefix="served")
+    ls = server.client(params)
+    images = store.ImageStore(params.images)
+    project.push(ls, params, records, images)
+    project_id = project.find_project(ls, params.project_title)
+    tasks = {t.data["sample_id"]: t.data for t in ls.tasks.list(project=project_id)}
+    source = project._served_path(tasks["served0"]["source_image"], params)
+    edited = project._served_path(tasks["served1"]["edited_image"], params)
+    served = source.read_bytes()
+    source.unlink()  # the local image folder lost a file
+    edited.write_bytes(b"not the image that was reviewed")
+    assert project.push(ls, params, records, images)["repaired_images"] == 2
+    assert source.read_bytes() == served and all(project.images_intact(t.data, params)
+                                                 for t in ls.tasks.list(project=project_id))
+    assert project.push(ls, params, records, images)["repaired_images"] == 0
+    source.unlink()
+    shutil.rmtree(params.images)
+    with pytest.raises(ImagesMissing, match="served0.*missing or changed.*cannot rebuild it"):
+        project.push(ls, params, records, store.ImageStore(params.images))
+
+
 def test_two_annotations_of_one_task_resolve_by_updated_at(ls_server, tmp_path):
-    params = _isolated(ls_server, tmp_path, "two annotations")
+    params = _isolated(ls_server, tmp_path, f"two annotations {tmp_path.name}")
     records = make_sample(params.records, params.images, n=1, prefix="two")
     ls = server.client(params)
     project.push(ls, params, records, store.ImageStore(params.images))
@@ -69,11 +97,16 @@ def test_two_annotations_of_one_task_resolve_by_updated_at(ls_server, tmp_path):
     [task] = list(ls.tasks.list(project=project_id))
     first = _annotate(ls, task.id, "accept")
     _annotate(ls, task.id, "reject", comment="wrong object")
-    [review] = project.pull(ls, params, tmp_path / "export.json", params.project_title)
-    assert review["choice"] == "reject"
+    from annotate import reviewers
+
+    reviews = project.pull(ls, params, tmp_path / "export.json", params.project_title)
+    assert [r["choice"] for r in reviews] == ["accept", "reject"]  # both kept; one reviewer: the latest counts
+    assert reviewers.resolve(reviews, None).review["choice"] == "reject"
     ls.annotations.update(id=first.id, result=[  # the first annotation is edited last: it wins
         {"from_name": "review", "to_name": "source", "type": "choices", "value": {"choices": ["empty"]}}])
-    [review] = project.pull(ls, params, tmp_path / "export.json", params.project_title)
+    reviews = project.pull(ls, params, tmp_path / "export.json", params.project_title, previous=reviews)
+    assert len(reviews) == 2  # the same reviewer's own update replaces their earlier version of that annotation
+    review = reviewers.resolve(reviews, None).review
     assert review["choice"] == "empty" and review["annotation_id"] == first.id
 
 
