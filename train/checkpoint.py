@@ -1,16 +1,19 @@
-"""Resumable checkpoints: LoRA, optimizer, LR scheduler, per-process RNG states, sampler position, trainer state.
+"""Resumable checkpoints of every trainer (GRPO, NFT, the reward model's SFT and GCPO): the trained weights,
+optimizer, LR scheduler, per-process RNG states and the trainer's own state (step, data position, ...).
 
-Layout: ``<output_dir>/checkpoints/step-000010/{lora/, state.json, state.safetensors, rng.json, rng.safetensors,
-COMPLETE}``. Nothing is pickled: tensors go to safetensors, everything else (numbers, strings, lists, tuples,
-dicts, numpy arrays as lists) to JSON with a tag for each non-JSON type, so ``--resume`` on a directory someone
-else wrote cannot run code. The main process writes the whole directory under a temporary name and renames it in
+Layout: ``<output_dir>/checkpoints/step-000010/{<weights>, state.json, state.safetensors, rng.json,
+rng.safetensors, COMPLETE}``; the weights are a LoRA the model's pipeline loads (``lora/``) for an editing model
+(:func:`adapter_weights`) or the trainable parameters of any other module (:class:`TrainedWeights`).
+Nothing is pickled: tensors go to safetensors, everything else (numbers, strings, lists, tuples, dicts, numpy
+arrays as lists) to JSON with a tag for each non-JSON type, so ``--resume`` on a directory someone else wrote
+cannot run code. The main process writes the whole directory under a temporary name and renames it in
 one step (:func:`editkit.store.atomic_dir`), so a run killed at any moment leaves either a complete checkpoint or
 none; ``COMPLETE`` is written last and lists every file's size and SHA-256.
 
 A checkpoint that fails those checks (a truncated or damaged file, a missing marker, the old pickle format) is not
 resumed, and not silently replaced by an older one either (that would redo steps the user believes done): the
 error names the directory, what is wrong and the newest valid checkpoint to pass to ``--resume`` instead.
-A checkpoint whose files match their recorded hashes but still cannot be loaded (a LoRA file that is not safetensors
+A checkpoint whose files match their recorded hashes but still cannot be loaded (a weights file that is not safetensors
 or whose header lies, tensors of the wrong shape, an RNG state of the wrong size, a trainer state of the wrong
 structure) gets the same treatment: every failure to load any part is one :class:`CheckpointError` (a
 :class:`~editkit.errors.UserError`: one line and exit code 2 from every entry point), naming the file.
@@ -24,8 +27,9 @@ import random
 import re
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,10 +37,34 @@ import torch
 from editkit.errors import CheckpointError, MissingCheckpoint
 from editkit.store import atomic_dir, write_json
 
-__all__ = ["CheckpointError", "MissingCheckpoint", "checkpoint_problem", "list_checkpoints", "load_checkpoint",
-           "resolve_resume", "save_checkpoint"]
+__all__ = ["CheckpointError", "MissingCheckpoint", "TrainedWeights", "adapter_weights", "checkpoint_problem",
+           "list_checkpoints", "load_checkpoint", "resolve_resume", "save_checkpoint"]
 
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
+
+
+@dataclass
+class TrainedWeights:
+    """What a checkpoint keeps of the model: the trainable parameters of ``module`` (full tensors by name), written
+    by ``save(folder, state)`` to ``file`` (a safetensors file, relative to the checkpoint; ``folder`` is its parent)
+    and restored by ``load(folder)`` with exact values."""
+
+    module: torch.nn.Module
+    file: str
+    save: Callable[[Path, dict[str, torch.Tensor]], None]
+    load: Callable[[Path], None]
+
+
+def adapter_weights(adapter) -> TrainedWeights:
+    """An editing model's LoRA, saved the way its pipeline's ``load_lora_weights`` reads it."""
+    from train.parallel import load_lora_files
+
+    return TrainedWeights(adapter.transformer, "lora/pytorch_lora_weights.safetensors", adapter.save_lora,
+                          lambda folder: load_lora_files(adapter, folder))
+
+
+def _weights(model) -> TrainedWeights:
+    return model if isinstance(model, TrainedWeights) else adapter_weights(model)
 
 
 def rng_state() -> dict:
@@ -129,20 +157,22 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
     return path
 
 
-def save_checkpoint(accelerator, adapter, optimizer, lr_scheduler, trainer_state: dict, root: Path, step: int,
+def save_checkpoint(accelerator, model, optimizer, lr_scheduler, trainer_state: dict, root: Path, step: int,
                     keep_last: int) -> Path | None:
-    """Collective: every process calls it (RNG states are gathered); the main process writes."""
+    """Collective: every process calls it (RNG states are gathered); the main process writes. ``model``: the
+    :class:`TrainedWeights`, or an editing-model adapter (its LoRA)."""
     from accelerate.utils import gather_object
 
     from train.parallel import full_lora_state, full_optimizer_state
 
+    weights = _weights(model)
     states = gather_object([rng_state()])
     # full tensors by parameter name under DDP and FSDP2 alike (gathered from the shards): either resumes either
-    lora, optimizer_state = full_lora_state(adapter.transformer), full_optimizer_state(adapter.transformer, optimizer)
+    trained, optimizer_state = full_lora_state(weights.module), full_optimizer_state(weights.module, optimizer)
     final = Path(root) / f"step-{step:06d}"
     if accelerator.is_main_process:
         with atomic_dir(final) as tmp:
-            adapter.save_lora(tmp / "lora", lora)
+            weights.save((tmp / weights.file).parent, trained)
             save_state({"optimizer": optimizer_state, "lr_scheduler": lr_scheduler.state_dict(),
                         "trainer": trainer_state}, tmp, "state")
             save_state(states, tmp, "rng")
@@ -153,32 +183,37 @@ def save_checkpoint(accelerator, adapter, optimizer, lr_scheduler, trainer_state
     return final
 
 
-def load_checkpoint(accelerator, adapter, optimizer, lr_scheduler, path: Path) -> dict:
+def load_checkpoint(accelerator, model, optimizer, lr_scheduler, path: Path, algorithm: str | None = None) -> dict:
     """Restore everything; returns the trainer state saved with it. Raises :class:`CheckpointError` when any part
-    of the checkpoint cannot be loaded, naming the file and the newest valid checkpoint in the same folder.
+    of the checkpoint cannot be loaded, naming the file and the newest valid checkpoint in the same folder, or when
+    it was written by another trainer than ``algorithm`` (if given).
 
     Everything that can be checked without touching the model is checked first (hashes, the state and RNG
-    structure, the LoRA file's header); a failure while loading into the model is reported the same way."""
-    from train.parallel import load_lora_files, load_optimizer_state
+    structure, the weights file's header); a failure while loading into the model is reported the same way."""
+    from train.parallel import load_optimizer_state
 
-    path = Path(path)
+    path, weights = Path(path), _weights(model)
     problem = checkpoint_problem(path)
     if problem is not None:
         raise CheckpointError(_unusable(path, problem))
     with _loading(path, "state.json"):
         state = load_state(path, "state")
         _check_state(state)
+    written_by = state["trainer"].get("algorithm")
+    if algorithm is not None and written_by != algorithm:
+        raise CheckpointError(f"checkpoint {path} was written by {written_by!r}, this run is {algorithm!r}: resume "
+                              "it with the same trainer, or use a new output_dir")
     with _loading(path, "rng.json"):
         rng = load_state(path, "rng")
         if not isinstance(rng, list) or not rng:
             raise ValueError("not a list of per-process RNG states")
         mine = rng[accelerator.process_index % len(rng)]
         _try_rng_state(mine)
-    with _loading(path, "lora/pytorch_lora_weights.safetensors"):
-        _check_safetensors(path / "lora" / "pytorch_lora_weights.safetensors")
-        load_lora_files(adapter, path / "lora")
+    with _loading(path, weights.file):
+        _check_safetensors(path / weights.file)
+        weights.load((path / weights.file).parent)
     with _loading(path, "state.json (optimizer)"):
-        load_optimizer_state(adapter.transformer, optimizer, state["optimizer"])
+        load_optimizer_state(weights.module, optimizer, state["optimizer"])
     with _loading(path, "state.json (lr_scheduler)"):
         lr_scheduler.load_state_dict(state["lr_scheduler"])
     if len(rng) != accelerator.num_processes:

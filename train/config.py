@@ -21,6 +21,7 @@ from train.algorithms.nft import NFTConfig
 from train.algorithms.regularizer import RegularizerConfig
 from train.algorithms.region_advantages import RegionAdvantageConfig
 from train.parallel import PARALLELISMS, FSDPConfig
+from train.runtime import CheckpointConfig, LoggingConfig, OptimConfig
 from editkit.config_meta import Help, Range
 
 
@@ -183,28 +184,6 @@ class ObjectiveConfig:
 
 
 @dataclass
-class OptimConfig:
-    learning_rate: Annotated[float, Help("AdamW learning rate of the LoRA parameters"), Range(gt=0, le=1)] = 1e-4
-    weight_decay: Annotated[float, Help("AdamW decoupled weight decay"), Range(ge=0)] = 1e-4
-    betas: Annotated[
-        list[float],
-        Help("AdamW [beta1, beta2] moment decay rates"),
-        Range(ge=0, lt=1),
-    ] = field(default_factory=lambda: [0.9, 0.999])
-    max_grad_norm: Annotated[
-        float,
-        Help("gradient norm clip before each update (0 = no clipping)"),
-        Range(ge=0),
-    ] = 1.0
-    warmup_steps: Annotated[int, Help("linear warm-up of the LR, then constant"), Range(ge=0)] = 0
-    gradient_accumulation: Annotated[
-        int,
-        Help("backward passes per optimizer update; 0 = one update per iteration"),
-        Range(ge=0),
-    ] = 0
-
-
-@dataclass
 class TrainLoopConfig:
     max_steps: Annotated[
         int,
@@ -242,24 +221,6 @@ class EvalConfig:
     ] = 10
     num_samples: Annotated[int, Help("held-out rows evaluated"), Range(ge=1)] = 8
     seed: Annotated[int, Help("fixed noise seed of the held-out evaluation"), Range(ge=0)] = 1234
-
-
-@dataclass
-class CheckpointConfig:
-    every: Annotated[int, Help("iterations between checkpoints (0 = only at the end)"), Range(ge=0)] = 10
-    keep_last: Annotated[int, Help("how many most recent checkpoints are kept on disk"), Range(ge=1)] = 3
-
-
-@dataclass
-class LoggingConfig:
-    tensorboard: Annotated[bool, Help("write TensorBoard event files under output_dir")] = True
-    wandb: Annotated[bool, Help("also log to Weights & Biases (only if wandb is installed)")] = False
-    wandb_project: Annotated[str, Help("the Weights & Biases project runs are logged to")] = "editkit"
-    plots_csv: Annotated[
-        str,
-        Help("per-step reward curve for `dvc plots show` (relative to output_dir)"),
-    ] = "plots/train_rewards.csv"
-    progress: Annotated[bool, Help("show a progress bar of the training steps")] = True
 
 
 @dataclass
@@ -310,7 +271,7 @@ class TrainConfig:
     ] = field(default_factory=LoggingConfig)
 
     def validate(self) -> "TrainConfig":
-        from train.trainers import TRAINERS
+        from train.objectives import TRAINERS
 
         if self.objective.name not in TRAINERS:
             raise ValueError(f"objective.name must be one of {TRAINERS.names()}, got {self.objective.name!r}")

@@ -1,5 +1,6 @@
-"""Run logging on the main process: TensorBoard always, wandb when installed and asked for, and two plain files:
-``metrics.jsonl`` (every logged scalar per step) and the reward curve CSV that ``dvc plots`` reads.
+"""Run logging of every trainer, on the main process: TensorBoard always, wandb when installed and asked for, and two
+plain files: ``metrics.jsonl`` (every logged scalar per step) and the curve CSV that ``dvc plots`` reads (the
+editor's rewards by default; a trainer names its own columns).
 
 On resume, lines of steps after the checkpoint (written before a crash) are dropped so the files read as one run.
 """
@@ -13,8 +14,10 @@ CSV_FIELDS = ["step", "reward_mean", "reward_std", "loss", "eval_reward_mean", "
 
 
 class RunLogger:
-    def __init__(self, output_dir: Path, config, run_config: dict, enabled: bool):
+    def __init__(self, output_dir: Path, config, run_config: dict, enabled: bool,
+                 csv_fields: tuple[str, ...] | list[str] | None = None):
         self.enabled = enabled
+        self.csv_fields = list(csv_fields or CSV_FIELDS)
         self.metrics_path = output_dir / "metrics.jsonl"
         self.csv_path = output_dir / config.plots_csv
         self.tensorboard = self.wandb = None
@@ -51,8 +54,8 @@ class RunLogger:
         scalars = {k: float(v) for k, v in scalars.items()}
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps({"step": step, **scalars}, sort_keys=True) + "\n")
-        row = {"step": step, **{k: scalars.get(k, "") for k in CSV_FIELDS[1:]}}
-        if any(row[k] != "" for k in CSV_FIELDS[1:]):
+        row = {"step": step, **{k: scalars.get(k, "") for k in self.csv_fields[1:]}}
+        if any(row[k] != "" for k in self.csv_fields[1:]):
             self._write_csv([row], "a")
         if self.tensorboard is not None:
             for key, value in scalars.items():
@@ -65,7 +68,7 @@ class RunLogger:
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         new = mode == "w" or not self.csv_path.exists()
         with self.csv_path.open(mode, newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+            writer = csv.DictWriter(handle, fieldnames=self.csv_fields)
             if new:
                 writer.writeheader()
             writer.writerows(rows)

@@ -98,16 +98,17 @@ def test_curate_ingest_exits_2_with_one_line(tmp_path, body, line):
 
 
 def test_reward_model_configs_are_held_to_ranges_and_choices(tmp_path):
-    from train.rrm.config import GCPORunConfig, load_run_config
-    from train.rrm.errors import UserError
+    from editkit.config import load_file
+    from editkit.errors import UserError
+    from train.rrm.config import GCPORunConfig
 
     path = tmp_path / "gcpo.yaml"
     path.write_text("gcpo: {num_trajectories: 1}\n")
     with pytest.raises(UserError, match=r"gcpo\.num_trajectories: must be >= 2, got 1"):
-        load_run_config(GCPORunConfig, path)
+        load_file(GCPORunConfig, path)
     path.write_text("data: {layout: pairz}\n")
     with pytest.raises(UserError, match=r"data\.layout: expected one of \['auto', 'pairs', 'editreward'\]"):
-        load_run_config(GCPORunConfig, path)
+        load_file(GCPORunConfig, path)
 
 
 def test_the_shipped_configs_are_all_in_range():

@@ -116,11 +116,11 @@ def verifier(client: ClientConfig = VERIFIER_CLIENT, prompt_version: str = "v1",
              protocol: str = "checklist", score_min: int = 0, score_max: int = 10, top_logprobs: int = 20):
     """``client``: the verifier's MLLM client; ``prompt_version``: prompts/verifier_{decompose,verify}_<version>.txt.
     ``protocol``: ``checklist`` (decompose + verify, above) or ``rrm``: a trained reasoning reward model
-    (:mod:`train.rrm.reward`: its prompt ``train/rrm/prompts/rrm_<prompt_version>.txt``, scores in
+    (:mod:`train.rewards.rrm_verifier`: its prompt ``train/rrm/prompts/rrm_<prompt_version>.txt``, scores in
     [score_min, score_max], log-prob expected score with ``top_logprobs`` > 0)."""
     if protocol == "rrm":
         from train.rrm.format import FormatConfig
-        from train.rrm.reward import RRMReward
+        from train.rewards.rrm_verifier import RRMReward
 
         return RRMReward(make_client(client), FormatConfig(score_min, score_max, prompt_version), top_logprobs,
                          client.max_tokens)

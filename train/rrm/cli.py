@@ -18,30 +18,33 @@ RESUME = typer.Option(None, "--resume", help="'auto' (newest complete checkpoint
 OVERRIDES = typer.Argument(None, help="config overrides key.sub=value")
 
 
-def _user_errors(function):
-    return function()  # UserErrors below any command are reported in one line by the command group
+def _train(trainer_class, config_class, config: Optional[str], resume: Optional[str], overrides) -> None:
+    """Load the config (the trainers' loader: YAML + overrides), train, print where the model is. User errors
+    below any command are reported in one line (exit code 2) by the command group."""
+    from editkit.config import load_file
+
+    path = trainer_class(load_file(config_class, config, list(overrides or []))).fit(resume)
+    typer.echo(f"wrote {path}")
 
 
 @app.command("sft")
 def sft_command(config: Optional[str] = CONFIG, resume: Optional[str] = RESUME,
                 overrides: Optional[List[str]] = OVERRIDES) -> None:
     """Supervised cold start on (source, instruction, edited, trajectory) records; writes <output_dir>/model."""
-    from train.rrm.config import SFTRunConfig, load_run_config
+    from train.rrm.config import SFTRunConfig
     from train.rrm.sft import SFTTrainer
 
-    path = _user_errors(lambda: SFTTrainer(load_run_config(SFTRunConfig, config, list(overrides or []))).fit(resume))
-    typer.echo(f"wrote {path}")
+    _train(SFTTrainer, SFTRunConfig, config, resume, overrides)
 
 
 @app.command("gcpo")
 def gcpo_command(config: Optional[str] = CONFIG, resume: Optional[str] = RESUME,
                  overrides: Optional[List[str]] = OVERRIDES) -> None:
     """Group Contrastive Preference Optimization on pairwise preferences; writes <output_dir>/model."""
-    from train.rrm.config import GCPORunConfig, load_run_config
+    from train.rrm.config import GCPORunConfig
     from train.rrm.gcpo_trainer import GCPOTrainer
 
-    path = _user_errors(lambda: GCPOTrainer(load_run_config(GCPORunConfig, config, list(overrides or []))).fit(resume))
-    typer.echo(f"wrote {path}")
+    _train(GCPOTrainer, GCPORunConfig, config, resume, overrides)
 
 
 @app.command("make-sft-data")
@@ -49,7 +52,7 @@ def make_sft_data_command(config: Optional[str] = CONFIG, overrides: Optional[Li
     """Teacher trajectories through the MLLM client, filtered by a judge; dropped records with reasons."""
     from train.rrm.teacher import load_make_sft_config, make_sft_data
 
-    counts = _user_errors(lambda: make_sft_data(load_make_sft_config(config, list(overrides or []))))
+    counts = make_sft_data(load_make_sft_config(config, list(overrides or [])))
     typer.echo(f"kept {counts['kept']} of {counts['read']} records ({counts['dropped']} dropped, see dropped.jsonl)")
 
 
@@ -72,5 +75,5 @@ def demo_command(out: str = typer.Option("runs/rrm_demo", "--out", help="working
     """Does it learn? Synthetic preferences; pairwise accuracy before SFT, after SFT, after GCPO (mean ± std)."""
     from train.rrm.demo import run_demo
 
-    table = _user_errors(lambda: run_demo(out, results, seeds=seeds, quick=quick))
+    table = run_demo(out, results, seeds=seeds, quick=quick)
     typer.echo(table)

@@ -1,37 +1,22 @@
-"""Typed configs of `editkit rrm sft` and `editkit rrm gcpo`: YAML + ``key.sub=value`` overrides, unknown keys are
-errors. Every knob is documented where it is declared."""
+"""Typed configs of `editkit rrm sft` and `editkit rrm gcpo`, read like every trainer config by
+:func:`editkit.config.load_file` (YAML, then ``key.sub=value`` overrides parsed by the field's type; unknown keys,
+wrong types and values out of range are one-line errors naming the key).
+
+The sections every trainer has are the editor trainer's own classes (:mod:`train.config`: ``optim``, ``checkpoint``,
+``logging``), with the reward model's defaults; what is specific to a reward model is declared here (its data and
+its batch of records or pairs) and beside the code that reads it (``model``/``lora``: :mod:`train.rrm.model`,
+``format``: :mod:`train.rrm.format`, ``gcpo``: :mod:`train.rrm.gcpo`).
+"""
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, TypeVar
+from typing import Annotated, Literal, Optional
 
-from editkit.config import from_dict, load_yaml, parse_yaml
+from editkit.config_meta import Help, Range
+from train.runtime import CheckpointConfig, LoggingConfig, OptimConfig
 from train.rrm.format import FormatConfig
 from train.rrm.gcpo import GCPOConfig
 from train.rrm.model import LoraConfig, ModelConfig
-from editkit.config_meta import Help, Range
-
-T = TypeVar("T")
-
-
-@dataclass
-class OptimConfig:
-    learning_rate: Annotated[float, Help("AdamW learning rate"), Range(gt=0, le=1)] = 1e-5
-    weight_decay: Annotated[float, Help("AdamW decoupled weight decay"), Range(ge=0)] = 0.0
-    betas: Annotated[
-        list[float],
-        Help("AdamW [beta1, beta2] moment decay rates"),
-        Range(ge=0, lt=1),
-    ] = field(default_factory=lambda: [0.9, 0.999])
-    max_grad_norm: Annotated[
-        float,
-        Help("gradient norm clip before each update (0 = no clipping)"),
-        Range(ge=0),
-    ] = 1.0
 
 
 @dataclass
@@ -55,12 +40,6 @@ class LoopConfig:
 
 
 @dataclass
-class CheckpointConfig:
-    every: Annotated[int, Help("steps between checkpoints (0 = only at the end)"), Range(ge=0)] = 50
-    keep_last: Annotated[int, Help("how many most recent checkpoints are kept on disk"), Range(ge=1)] = 2
-
-
-@dataclass
 class DataConfig:
     path: Annotated[str, Help("jsonl (paths relative to its folder) or a datasets directory")] = "data/rrm/sft.jsonl"
     layout: Annotated[
@@ -71,11 +50,15 @@ class DataConfig:
     limit: Annotated[Optional[int], Help("editreward: read at most this many pairs"), Range(ge=1)] = None
 
 
+def _optim(learning_rate: float) -> OptimConfig:
+    return OptimConfig(learning_rate=learning_rate, weight_decay=0.0)
+
+
 @dataclass
 class SFTRunConfig:
     output_dir: Annotated[
         str,
-        Help("where checkpoints and the trained model/ directory are written"),
+        Help("where checkpoints, metrics and the trained model/ directory are written"),
     ] = "runs/rrm_sft"
     model: Annotated[
         ModelConfig,
@@ -90,7 +73,10 @@ class SFTRunConfig:
         Help("score range and prompt version of the judgement format"),
     ] = field(default_factory=FormatConfig)
     data: Annotated[DataConfig, Help("the SFT trajectories to train on")] = field(default_factory=DataConfig)
-    optim: Annotated[OptimConfig, Help("the AdamW optimizer")] = field(default_factory=OptimConfig)
+    optim: Annotated[
+        OptimConfig,
+        Help("the AdamW optimizer of the trained parameters"),
+    ] = field(default_factory=lambda: _optim(1e-5))
     train: Annotated[
         LoopConfig,
         Help("the training loop: steps, batch sizes, precision"),
@@ -98,14 +84,18 @@ class SFTRunConfig:
     checkpoint: Annotated[
         CheckpointConfig,
         Help("how often checkpoints are written and how many are kept"),
-    ] = field(default_factory=CheckpointConfig)
+    ] = field(default_factory=lambda: CheckpointConfig(every=50, keep_last=2))
+    logging: Annotated[
+        LoggingConfig,
+        Help("where training metrics are logged"),
+    ] = field(default_factory=lambda: LoggingConfig(plots_csv="plots/rrm_sft.csv"))
 
 
 @dataclass
 class GCPORunConfig:
     output_dir: Annotated[
         str,
-        Help("where checkpoints and the trained model/ directory are written"),
+        Help("where checkpoints, metrics and the trained model/ directory are written"),
     ] = "runs/rrm_gcpo"
     model: Annotated[
         ModelConfig,
@@ -129,8 +119,8 @@ class GCPORunConfig:
     ] = field(default_factory=GCPOConfig)
     optim: Annotated[
         OptimConfig,
-        Help("the AdamW optimizer"),
-    ] = field(default_factory=lambda: OptimConfig(learning_rate=1e-6))
+        Help("the AdamW optimizer of the trained parameters"),
+    ] = field(default_factory=lambda: _optim(1e-6))
     train: Annotated[
         LoopConfig,
         Help("the training loop: steps, batch sizes, precision"),
@@ -138,34 +128,8 @@ class GCPORunConfig:
     checkpoint: Annotated[
         CheckpointConfig,
         Help("how often checkpoints are written and how many are kept"),
-    ] = field(default_factory=CheckpointConfig)
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for override in overrides:
-        if "=" not in override:
-            raise UserError(f"override {override!r} must look like key.sub=value")
-        key, text = override.split("=", 1)
-        node = values
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override {override!r}: {part} is not a section")
-        node[parts[-1]] = parse_yaml(text, f"override {override!r}")
-    return values
-
-
-def load_run_config(cls: type[T], path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> T:
-    if path is not None and not Path(path).is_file():
-        raise UserError(f"config file {path} not found")
-    values = load_yaml(path) if path else {}
-    try:
-        config = from_dict(cls, apply_overrides(values, list(overrides or [])), cls.__name__)
-    except (TypeError, ValueError) as error:  # unknown keys, bad values: the user's config, not a bug
-        raise UserError(str(error)) from None
-    return config
-
-
-def to_dict(config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    ] = field(default_factory=lambda: CheckpointConfig(every=50, keep_last=2))
+    logging: Annotated[
+        LoggingConfig,
+        Help("where training metrics are logged"),
+    ] = field(default_factory=lambda: LoggingConfig(plots_csv="plots/rrm_gcpo.csv"))

@@ -11,13 +11,12 @@ Untrusted input stays contained: a path must be relative and resolve inside the 
 """
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from editkit.errors import ConfigError
 from editkit.mllm.messages import ImagePart
 
 WINNERS = ("A", "B", "tie")
@@ -42,22 +41,22 @@ class PreferencePair:
     def ordered(self) -> tuple[ImagePart, ImagePart]:
         """(winner image, loser image); a tie has none."""
         if self.winner == "tie":
-            raise UserError("a tie has no winner")
+            raise ValueError("a tie has no winner")
         return (self.image_a, self.image_b) if self.winner == "A" else (self.image_b, self.image_a)
 
 
 def contained_image(root: Path, value: Any, field: str) -> ImagePart:
     """The image at relative path ``value`` inside ``root``; ValueError with the reason otherwise."""
     if not isinstance(value, str) or not value:
-        raise UserError(f"{field}: expected a relative image path, got {type(value).__name__}")
+        raise ValueError(f"{field}: expected a relative image path, got {type(value).__name__}")
     relative = Path(value)
     if relative.is_absolute():
-        raise UserError(f"{field}: absolute path {value!r} (paths are relative to the file's folder)")
+        raise ValueError(f"{field}: absolute path {value!r} (paths are relative to the file's folder)")
     resolved = (root / relative).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise UserError(f"{field}: path {value!r} leaves the file's folder")
+        raise ValueError(f"{field}: path {value!r} leaves the file's folder")
     if not resolved.is_file():
-        raise UserError(f"{field}: no file at {value!r}")
+        raise ValueError(f"{field}: no file at {value!r}")
     return ImagePart.from_any(resolved.read_bytes())
 
 
@@ -65,17 +64,17 @@ def image_cell(value: Any, field: str) -> ImagePart:
     """An image column value of a datasets table (PIL image, or {"bytes", "path"}) -> ImagePart."""
     if isinstance(value, dict):
         if not value.get("bytes"):
-            raise UserError(f"{field}: image cell without bytes")
+            raise ValueError(f"{field}: image cell without bytes")
         return ImagePart.from_any(value["bytes"])
     if value is None:
-        raise UserError(f"{field}: missing image")
+        raise ValueError(f"{field}: missing image")
     return ImagePart.from_any(value)
 
 
 def _text(record: dict, field: str) -> str:
     value = record.get(field)
     if not isinstance(value, str) or not value.strip():
-        raise UserError(f"{field}: expected a non-empty string")
+        raise ValueError(f"{field}: expected a non-empty string")
     return value
 
 
@@ -123,7 +122,7 @@ def load_pairs(path: str | Path) -> tuple[list[PreferencePair], list[dict]]:
                 raise row
             winner = row.get("winner")
             if winner not in WINNERS:
-                raise UserError(f"winner: expected one of {WINNERS}, got {winner!r}")
+                raise ValueError(f"winner: expected one of {WINNERS}, got {winner!r}")
             pairs.append(PreferencePair(images("source"), _text(row, "instruction"), images("image_a"),
                                         images("image_b"), winner))
         except ValueError as error:
@@ -145,7 +144,7 @@ def _rows(path: Path, image_fields: tuple[str, ...]):
             yield where, row, (lambda field, row=row: contained_image(root, row.get(field)
                                                                       if isinstance(row, dict) else None, field))
     else:
-        raise UserError(f"no dataset at {path} (a .jsonl file or a datasets directory)")
+        raise ConfigError(f"no dataset at {path} (a .jsonl file or a datasets directory)")
 
 
 EDITREWARD_VOTES = {"leftvote": "A", "rightvote": "B", "tie": "tie"}
@@ -166,7 +165,7 @@ def load_editreward(source: str, split: str = "train", limit: Optional[int] = No
     elif where.is_dir():
         files = sorted(str(p) for p in where.rglob("*.parquet"))
         if not files:
-            raise UserError(f"no parquet files under {where}")
+            raise ConfigError(f"no parquet files under {where}")
         table = datasets.load_dataset("parquet", data_files=files, split="train")
     else:
         table = datasets.load_dataset(source, split=split)
@@ -177,7 +176,7 @@ def load_editreward(source: str, split: str = "train", limit: Optional[int] = No
         try:
             vote = row.get("vote_type")
             if vote not in EDITREWARD_VOTES:
-                raise UserError(f"vote_type: expected one of {sorted(EDITREWARD_VOTES)}, got {vote!r}")
+                raise ValueError(f"vote_type: expected one of {sorted(EDITREWARD_VOTES)}, got {vote!r}")
             pairs.append(PreferencePair(image_cell(row.get("source_img"), "source_img"), _text(row, "instruction"),
                                         image_cell(row.get("left_output_image"), "left_output_image"),
                                         image_cell(row.get("right_output_image"), "right_output_image"),

@@ -143,7 +143,8 @@ def heldout_accuracy(model_dir: Path, heldout: Path) -> dict:
 
 
 def run_seed(root: Path, sizes: DemoSizes, seed: int) -> dict:
-    from train.rrm.config import GCPORunConfig, SFTRunConfig, load_run_config
+    from editkit.config import load_file
+    from train.rrm.config import GCPORunConfig, SFTRunConfig
     from train.rrm.gcpo_trainer import GCPOTrainer
     from train.rrm.sft import SFTTrainer
     from train.rrm.small_model import build_small_rrm
@@ -151,15 +152,16 @@ def run_seed(root: Path, sizes: DemoSizes, seed: int) -> dict:
     task = make_task(root / "data", sizes, seed)
     base = build_small_rrm(root / "base", phrases=default_phrases(), seed=seed, max_pixels=SIZE * SIZE)
     common = ["model.device=cpu", f"model.max_pixels={SIZE * SIZE}", "lora.enabled=false", "lora.train_vision=true",
-              f"format.score_max={FORMAT.score_max}", f"train.seed={seed}", "checkpoint.every=0"]
+              f"format.score_max={FORMAT.score_max}", f"train.seed={seed}", "checkpoint.every=0",
+              "logging.tensorboard=false", "logging.progress=false"]
     result = {"seed": seed, "teacher": task["teacher_accuracy"], "before_sft": heldout_accuracy(base, task["heldout"])}
-    sft = load_run_config(SFTRunConfig, None, common + [
+    sft = load_file(SFTRunConfig, None, common + [
         f"model.path={base}", f"data.path={task['sft']}", f"output_dir={root / 'sft'}",
         "optim.learning_rate=0.003", "train.batch_size=8", "train.micro_batch_size=8",
         f"train.max_steps={sizes.sft_steps}"])
     sft_model = SFTTrainer(sft).fit()
     result["after_sft"] = heldout_accuracy(sft_model, task["heldout"])
-    gcpo = load_run_config(GCPORunConfig, None, common + [
+    gcpo = load_file(GCPORunConfig, None, common + [
         f"model.path={sft_model}", f"data.path={task['pairs']}", f"output_dir={root / 'gcpo'}",
         "optim.learning_rate=0.0003", f"train.batch_size={sizes.pairs_per_step}", "train.micro_batch_size=32",
         f"train.max_steps={sizes.gcpo_steps}", f"gcpo.num_trajectories={sizes.trajectories}",

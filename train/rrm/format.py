@@ -10,8 +10,6 @@ Canonical text (what SFT trains on; keys in this order, so the score comes last,
 """
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
 import json
 import math
 import re
@@ -19,7 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Optional
+
 from editkit.config_meta import Help
+from editkit.errors import ConfigError
 
 GROUPS = ("keep", "follow", "quality")
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -34,7 +34,7 @@ class FormatConfig:
 
     def __post_init__(self) -> None:
         if self.score_max <= self.score_min:
-            raise UserError(f"score_max ({self.score_max}) must be > score_min ({self.score_min})")
+            raise ConfigError(f"score_max ({self.score_max}) must be > score_min ({self.score_min})")
 
 
 @lru_cache(maxsize=8)
@@ -64,10 +64,10 @@ def judgement_model(score_min: int = 0, score_max: int = 10):
         def one_verdict_per_principle(self):
             listed = [(g, p) for g in GROUPS for p in getattr(self.principles, g)]
             if not listed:
-                raise UserError("no principles in any group")
+                raise ValueError("no principles in any group")
             judged = [(v.group, v.principle) for v in self.verdicts]
             if sorted(judged) != sorted(listed):
-                raise UserError(f"verdicts must cover each principle exactly once: {len(judged)} verdicts for "
+                raise ValueError(f"verdicts must cover each principle exactly once: {len(judged)} verdicts for "
                                  f"{len(listed)} principles, or principles that do not match")
             return self
 
@@ -100,7 +100,7 @@ def render_trajectory(principles: dict[str, list[str]], verdicts: list[dict[str,
     groups = {g: list(principles.get(g, [])) for g in GROUPS}
     unknown = set(principles) - set(GROUPS)
     if unknown:
-        raise UserError(f"unknown principle group(s) {sorted(unknown)}; groups are {GROUPS}")
+        raise ValueError(f"unknown principle group(s) {sorted(unknown)}; groups are {GROUPS}")
     rows = []
     for verdict in verdicts:
         row = {"group": verdict["group"], "principle": verdict["principle"], "satisfied": verdict["satisfied"]}

@@ -20,13 +20,12 @@ Choices the paper leaves open (each a knob of :class:`GCPOConfig`):
 """
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
 from dataclasses import dataclass
 
 import torch
 from typing import Annotated, Literal
 from editkit.config_meta import Help, Range
+from editkit.errors import ConfigError
 
 AGGREGATIONS = ("token_mean", "sequence_mean")
 
@@ -56,13 +55,13 @@ class GCPOConfig:
 
     def __post_init__(self) -> None:
         if self.num_trajectories < 2:
-            raise UserError("gcpo.num_trajectories must be >= 2 (advantages compare trajectories of one image)")
+            raise ConfigError("gcpo.num_trajectories must be >= 2 (advantages compare trajectories of one image)")
         if self.tie_value not in (0.0, 0.5):
-            raise UserError(f"gcpo.tie_value must be 0 or 0.5, got {self.tie_value}")
+            raise ConfigError(f"gcpo.tie_value must be 0 or 0.5, got {self.tie_value}")
         if self.aggregation not in AGGREGATIONS:
-            raise UserError(f"gcpo.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+            raise ConfigError(f"gcpo.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.eps <= 0 or self.clip_low < 0 or self.clip_high < 0:
-            raise UserError("gcpo.eps must be > 0 and the clip ranges >= 0")
+            raise ConfigError("gcpo.eps must be > 0 and the clip ranges >= 0")
 
 
 def contrastive_rewards(winner: torch.Tensor, loser: torch.Tensor, tie_value: float = 0.0):
@@ -101,7 +100,7 @@ def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: to
     divides the sum over trajectories by ``denominator`` (default: T).
     """
     if aggregation not in AGGREGATIONS:
-        raise UserError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - logp_old)
     adv = advantages.to(logp.dtype).unsqueeze(-1)

@@ -7,13 +7,13 @@ block, whose width is the generated / target width.
 """
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional
 
 import torch
+
 from editkit.config_meta import Help, Range
+from editkit.errors import UserError
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen2.5-VL-7B-Instruct"
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")

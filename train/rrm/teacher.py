@@ -8,8 +8,6 @@ names), so the output folder is self-contained.
 """
 from __future__ import annotations
 
-from train.rrm.errors import UserError
-
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from editkit.mllm.config import ClientConfig
 from train.rrm.data import contained_image, jsonl_rows
 from train.rrm.format import FormatConfig, build_request, canonical, judgement_model
 from editkit.config_meta import Help
+from editkit.errors import ConfigError
 
 JUDGE_PROMPT = (
     "The first image is the original, the second the result of the edit \"{instruction}\". A reward model wrote "
@@ -69,7 +68,7 @@ def make_sft_data(config: MakeSFTConfig, teacher=None, judge=None) -> dict:
 
     source_path, out = Path(config.input), Path(config.output)
     if not source_path.is_file():
-        raise UserError(f"input file {source_path} not found")
+        raise ConfigError(f"input file {source_path} not found")
     records, dropped = [], []
     for where, row in jsonl_rows(source_path):
         try:
@@ -77,7 +76,7 @@ def make_sft_data(config: MakeSFTConfig, teacher=None, judge=None) -> dict:
                 raise row
             instruction = row.get("instruction")
             if not isinstance(instruction, str) or not instruction.strip():
-                raise UserError("instruction: expected a non-empty string")
+                raise ValueError("instruction: expected a non-empty string")
             records.append((where, instruction, contained_image(source_path.parent, row.get("source"), "source"),
                             contained_image(source_path.parent, row.get("edited"), "edited")))
         except ValueError as error:
@@ -131,13 +130,6 @@ def _store(folder: Path, image) -> str:
 
 
 def load_make_sft_config(path: Optional[str], overrides: list[str]) -> MakeSFTConfig:
-    from editkit.config import from_dict, load_yaml
-    from train.rrm.config import apply_overrides
+    from editkit.config import load_file
 
-    if path is not None and not Path(path).is_file():
-        raise UserError(f"config file {path} not found")
-    values = load_yaml(path) if path else {}
-    try:
-        return from_dict(MakeSFTConfig, apply_overrides(values, overrides), "make-sft-data config")
-    except (TypeError, ValueError) as error:
-        raise UserError(str(error)) from None
+    return load_file(MakeSFTConfig, path, overrides)

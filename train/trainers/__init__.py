@@ -1,8 +1,7 @@
-"""Algorithms: one trainer class per objective, in :data:`TRAINERS` keyed by ``objective.name``."""
+"""Algorithms: one trainer class per objective, in :data:`TRAINERS` keyed by ``objective.name`` (declared in
+:mod:`train.objectives`), on the runtime every trainer shares (:mod:`train.runtime`)."""
 from __future__ import annotations
 
-from editkit.registry import Registry, subclass_of
+from train.objectives import TRAINERS
 
-TRAINERS: Registry[type] = Registry("objective (objective.name)", lazy={
-    "grpo": "train.trainers.grpo:GRPOTrainer", "nft": "train.trainers.nft:NFTTrainer"},
-    check=subclass_of("train.trainers.base:Trainer"))  # imported when an entry is checked (torch)
+__all__ = ["TRAINERS"]

@@ -1,27 +1,23 @@
-"""The trainer lifecycle, shared by every algorithm: sample → score → advantages → optimise → evaluate → checkpoint.
+"""The editing model's trainer lifecycle, shared by its algorithms: sample → score → advantages → optimise →
+evaluate, each step of the runtime's loop (:mod:`train.runtime`: logging, checkpoints, exact resume).
 
 Subclasses (:mod:`train.trainers.grpo`, :mod:`train.trainers.nft`) decide how rollouts are sampled and what is
-optimised; everything else (devices and processes through accelerate, LoRA, data order, rewards, advantages,
-logging, evaluation, checkpoints and exact resume) lives here once.
+optimised; everything else of an editing model (the adapter and its LoRA, FSDP2, data order, rewards, advantages,
+held-out evaluation) lives here once.
 """
 from __future__ import annotations
 
-import math
-import time
-from abc import ABC, abstractmethod
-from contextlib import nullcontext
-from pathlib import Path
+from abc import abstractmethod
 
 import numpy as np
 import torch
 
-from editkit.errors import CheckpointError, OutputRefused
 from editkit.store import atomic_dir
 from train.algorithms.advantages import Advantages, gathered_advantages
 from train.algorithms.region_advantages import token_mask
 from train.algorithms.region_noise import group_shared_noise, region_decoupled_noise
-from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
-from train.config import TrainConfig, to_dict
+from train.checkpoint import adapter_weights
+from train.config import TrainConfig
 from train.data import EditDataset, GroupSampler, iteration_slots
 from train.parallel import build_parallel, full_lora_state
 from train.rewards import WeightedRewards
@@ -30,92 +26,67 @@ from train.rollout.reward_inputs import micro_batch_inputs, stacked_targets
 from train.rollout.reward_thread import RewardScheduler
 from train.trainers.batch import Batch, sample_seed
 from train.trainers.heldout import heldout_metrics
+from train.runtime import Runtime, mean_stats, weight_dtype
+
+__all__ = ["Trainer", "mean_stats"]
 
 
-class Trainer(ABC):
+class Trainer(Runtime):
     name = "base"
 
     def __init__(self, config: TrainConfig):
-        from accelerate import Accelerator
-
         from train.adapters import build_adapter
 
-        self.config = config
         self.data = EditDataset(config.data, seed=config.train.seed)  # first: a bad path fails before model loading
-        precision = config.train.mixed_precision
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_available() else "no"
-        # cpu=True without CUDA makes torchrun/`accelerate launch --multi_gpu` processes a gloo MULTI_CPU group
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        super().__init__(config)
         if self.accelerator.distributed_type.name.startswith("FSDP"):
             from editkit.errors import ConfigError
 
             raise ConfigError("the trainer shards the transformer itself: launch with a plain multi-process accelerate "
                               "config (train/configs/accelerate_multinode.yaml) and set train.parallelism=fsdp2")
-        torch.manual_seed(config.train.seed)
-        weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-        self.parallel = build_parallel(config.train.parallelism, self.accelerator, config.train.fsdp, weight_dtype)
-        self.adapter = build_adapter(config.model, self.accelerator.device, weight_dtype)
+        dtype = weight_dtype(self.precision)
+        parallel = build_parallel(config.train.parallelism, self.accelerator, config.train.fsdp, dtype)
+        self.adapter = build_adapter(config.model, self.accelerator.device, dtype)
         self.adapter.add_lora(config.lora)  # before sharding: the same LoRA initialisation under DDP and FSDP2
-        optim = config.optim
-        self.model, self.optimizer = self.parallel.prepare(self.adapter.transformer, lambda params: torch.optim.AdamW(
-            params, lr=optim.learning_rate, betas=tuple(optim.betas), weight_decay=optim.weight_decay))
-        warmup = optim.warmup_steps
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            getattr(self.optimizer, "optimizer", self.optimizer),  # accelerate's wrapper holds the torch optimizer
-            lambda update: min(1.0, (update + 1) / warmup) if warmup > 0 else 1.0)
+        self.prepare_training(self.adapter.transformer, parallel)
         self.sampler = GroupSampler(self.data.train_rows, seed=config.train.seed)
         self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
         self.reward_scheduler = RewardScheduler(self.rewards, config.rewards.overlap)  # scores during rollout
         self.height, self.width = self.data.height, self.data.width
         self.attention = attention_wiring(self.adapter, config.rewards.weights, self.height, self.width)
         self.sigmas = self.adapter.sigmas(config.sampler.num_steps, self.height, self.width)
-        self.output_dir = Path(config.output_dir)
         self.advantage_stats: dict = {}
         self.skipped_rows: dict[int, str] = {}  # unreadable dataset rows -> reason (recorded, never trained on)
         self.banned_rows: set[int] = set()  # rows whose group was banned (advantages.filter: ban_prompt)
-        self.resumed_state: dict = {}
-        from train.logger import RunLogger
-
-        self.logger = RunLogger(self.output_dir, config.logging, to_dict(config), self.accelerator.is_main_process)
+        self.start_logger()
 
     # ------------------------------------------------------------------ the lifecycle
-    def fit(self, resume: str | None = None) -> None:
-        from tqdm.auto import tqdm
-
+    def step(self, step: int) -> dict[str, float]:
         cfg, acc = self.config, self.accelerator
-        start = self._resume(resume)
-        self.logger.truncate_after(start)
-        bar = tqdm(range(start + 1, cfg.train.max_steps + 1), desc=f"{self.name} steps", initial=start,
-                   total=cfg.train.max_steps, disable=not (cfg.logging.progress and acc.is_main_process))
-        for step in bar:
-            began = time.perf_counter()
-            batch = self.make_batch(step)
-            self.sample(batch, step)
-            rewards, parts = self.score(batch)
-            advantages = gathered_advantages(acc, rewards, batch.group_ids, cfg.advantages)
-            self.advantage_stats = advantages.stats
-            self.banned_rows.update(batch.group_rows[g] for g in advantages.banned)
-            stats = self.reduce_mean(self.optimize(batch, advantages, step))
-            scalars = {**advantages.stats, **stats, "lr": self.lr_scheduler.get_last_lr()[0],
-                       "step_seconds": time.perf_counter() - began}
-            for name, values in parts.items():  # each reward's mean over all processes' finite values
-                values = acc.gather(values.to(acc.device, torch.float32).contiguous())
-                if torch.isfinite(values).any():
-                    scalars[f"reward_{name}"] = float(values[torch.isfinite(values)].mean())
-            if cfg.eval.every > 0 and (step % cfg.eval.every == 0 or step == cfg.train.max_steps):
-                scalars.update(self.evaluate(step))
-            self.logger.log(step, scalars)
-            bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}", loss=f"{scalars.get('loss', 0):.4f}")
-            if cfg.checkpoint.every > 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps):
-                self.save(step)
+        batch = self.make_batch(step)
+        self.sample(batch, step)
+        rewards, parts = self.score(batch)
+        advantages = gathered_advantages(acc, rewards, batch.group_ids, cfg.advantages)
+        self.advantage_stats = advantages.stats
+        self.banned_rows.update(batch.group_rows[g] for g in advantages.banned)
+        scalars = {**advantages.stats, **self.reduce_mean(self.optimize(batch, advantages, step))}
+        for name, values in parts.items():  # each reward's mean over all processes' finite values
+            values = acc.gather(values.to(acc.device, torch.float32).contiguous())
+            if torch.isfinite(values).any():
+                scalars[f"reward_{name}"] = float(values[torch.isfinite(values)].mean())
+        return scalars
+
+    def finish(self):
         lora = full_lora_state(self.adapter.transformer)  # collective: gathered from the shards under FSDP2
-        if acc.is_main_process:
-            with atomic_dir(self.output_dir / "lora") as tmp:
+        final = self.output_dir / "lora"
+        if self.accelerator.is_main_process:
+            with atomic_dir(final) as tmp:
                 self.adapter.save_lora(tmp, lora)
-        acc.wait_for_everyone()
+        return final
+
+    def close(self) -> None:
         self.reward_scheduler.close()
-        self.logger.close()
+        super().close()
 
     @abstractmethod
     def sample(self, batch: Batch, step: int) -> None:
@@ -216,42 +187,9 @@ class Trainer(ABC):
         samples.reward_parts = parts  # region-specific advantages need each reward
         return total.to(torch.float32).to(self.accelerator.device), parts
 
-    def update_schedule(self, units: int) -> list[tuple[bool, int]]:
-        """Per backward unit: (ends an optimizer update?, number of units in its update)."""
-        accumulate = self.config.optim.gradient_accumulation or units
-        plan = []
-        for k in range(units):
-            group_start = (k // accumulate) * accumulate
-            group_size = min(accumulate, units - group_start)
-            plan.append(((k + 1) % accumulate == 0 or k == units - 1, group_size))
-        return plan
-
-    def backward(self, loss: torch.Tensor, ends_update: bool, group_size: int, stats: dict) -> None:
-        """Accumulate ``loss / group_size``; gradient sync (DDP all-reduce, FSDP2 reduce-scatter) only on the last
-        backward of an update."""
-        context = nullcontext() if ends_update else self.parallel.no_sync(self.model)
-        with context:
-            self.accelerator.backward(loss / group_size)
-        if ends_update:
-            max_norm = self.config.optim.max_grad_norm if self.config.optim.max_grad_norm > 0 else float("inf")
-            norm = self.parallel.clip_grad_norm(self.model, max_norm)
-            # NaN/inf gradients (all-reduced, so every process agrees) would poison the LoRA: skip that update
-            skipped = not math.isfinite(norm)
-            stats.setdefault("skipped_updates", []).append(float(skipped))
-            if not skipped:
-                stats.setdefault("grad_norm", []).append(norm)
-                self.optimizer.step()
-                self.lr_scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-
-    def reduce_mean(self, stats: dict[str, float]) -> dict[str, float]:
-        """Average per-process scalars over processes (every process logs the same keys)."""
-        if self.accelerator.num_processes == 1 or not stats:
-            return stats
-        keys = sorted(stats)
-        values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
-        values = self.accelerator.reduce(values, reduction="mean")
-        return {k: float(v) for k, v in zip(keys, values.tolist())}
+    def evaluation_due(self, step: int) -> bool:
+        every = self.config.eval.every
+        return every > 0 and (step % every == 0 or step == self.config.train.max_steps)
 
     def evaluate(self, step: int) -> dict[str, float]:
         main = self.accelerator.is_main_process
@@ -261,34 +199,16 @@ class Trainer(ABC):
         return result if main else {}
 
     # ------------------------------------------------------------------ checkpoints
+    def trained_weights(self):
+        return adapter_weights(self.adapter)
+
     def trainer_state(self, step: int) -> dict:
-        return {"step": step, "sampler": self.sampler.state_dict(), "advantage_stats": self.advantage_stats,
-                "skipped_rows": self.skipped_rows, "banned_rows": sorted(self.banned_rows), "algorithm": self.name}
+        return {**super().trainer_state(step), "sampler": self.sampler.state_dict(),
+                "advantage_stats": self.advantage_stats, "skipped_rows": self.skipped_rows,
+                "banned_rows": sorted(self.banned_rows)}
 
-    def save(self, step: int) -> None:
-        save_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, self.trainer_state(step),
-                        self.output_dir / "checkpoints", step, self.config.checkpoint.keep_last)
-
-    def _resume(self, resume: str | None) -> int:
-        root = self.output_dir / "checkpoints"
-        path = resolve_resume(resume, root)
-        if path is None:
-            if resume != "auto" and list_checkpoints(root):
-                raise OutputRefused(f"{root} holds checkpoints of an earlier run: pass --resume auto to continue "
-                                      "it, or use a new output_dir")
-            return 0
-        state = load_checkpoint(self.accelerator, self.adapter, self.optimizer, self.lr_scheduler, path)
-        if state.get("algorithm") != self.name:
-            raise CheckpointError(f"checkpoint {path} was written by {state.get('algorithm')!r}, this run is "
-                                  f"{self.name!r}: resume it with the same trainer, or use a new output_dir")
+    def load_trainer_state(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
         self.advantage_stats = state.get("advantage_stats", {})
         self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
         self.banned_rows = {int(r) for r in state.get("banned_rows", [])}
-        self.resumed_state = state
-        self.accelerator.print(f"resumed from {path} (step {state['step']})")
-        return int(state["step"])
-
-
-def mean_stats(stats: dict[str, list]) -> dict[str, float]:
-    return {k: float(torch.tensor(v, dtype=torch.float64).mean()) for k, v in stats.items() if len(v)}

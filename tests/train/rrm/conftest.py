@@ -71,7 +71,8 @@ def write_pairs_jsonl(directory, count: int = 4):
 @pytest.fixture(scope="session")
 def trained_rrm_dir(tmp_path_factory):
     """The small RRM (format phrases in its vocabulary) after a short SFT: it writes valid trajectories."""
-    from train.rrm.config import SFTRunConfig, load_run_config
+    from editkit.config import load_file
+    from train.rrm.config import SFTRunConfig
     from train.rrm.data import load_sft
     from train.rrm.format import PROMPT_DIR
     from train.rrm.sft import SFTTrainer
@@ -82,8 +83,51 @@ def trained_rrm_dir(tmp_path_factory):
     records, _ = load_sft(data)
     phrases = format_phrases((PROMPT_DIR / "rrm_v1.txt").read_text(), [r.trajectory for r in records])
     base = build_small_rrm(root / "base", phrases=phrases)
-    config = load_run_config(SFTRunConfig, None, [
+    config = load_file(SFTRunConfig, None, [
         f"model.path={base}", "model.device=cpu", f"data.path={data}", f"output_dir={root / 'sft'}",
         "lora.enabled=false", "optim.learning_rate=0.003", "train.batch_size=4", "train.micro_batch_size=4",
-        "train.max_steps=160", "checkpoint.every=0"])
+        "train.max_steps=160", "checkpoint.every=160",
+        "logging.tensorboard=false", "logging.progress=false"])
     return SFTTrainer(config).fit()
+
+
+def metrics(out) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_identical_checkpoints(a, b) -> None:
+    """Two checkpoints hold bit-identical trained weights, optimizer and LR-scheduler state, RNG states and trainer
+    state (exact: every tensor ``torch.equal``, every other value ``==``)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from train.checkpoint import load_state
+    from train.rrm.trainer import WEIGHTS_FILE
+
+    def same(x, y, where):
+        assert type(x) is type(y), where
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and torch.equal(x, y), where
+        elif isinstance(x, dict):
+            assert list(x) == list(y), where
+            for key in x:
+                same(x[key], y[key], f"{where}.{key}")
+        elif isinstance(x, (list, tuple)):
+            assert len(x) == len(y), where
+            for i, (u, v) in enumerate(zip(x, y)):
+                same(u, v, f"{where}[{i}]")
+        elif isinstance(x, np.ndarray):
+            assert np.array_equal(x, y), where
+        else:
+            assert x == y or (x != x and y != y), where  # NaN == NaN here: a value, compared exactly
+
+    weights_a, weights_b = load_file(str(a / WEIGHTS_FILE)), load_file(str(b / WEIGHTS_FILE))
+    assert weights_a and sorted(weights_a) == sorted(weights_b)
+    for name in weights_a:
+        assert torch.equal(weights_a[name], weights_b[name]), name
+    state_a = load_state(a, "state")
+    assert state_a["optimizer"]["state"], "no optimizer moments saved"
+    same(state_a, load_state(b, "state"), "state")
+    same(load_state(a, "rng"), load_state(b, "rng"), "rng")

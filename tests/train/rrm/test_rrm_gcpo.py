@@ -1,26 +1,23 @@
 """GCPO training on rating-study pairs and the EditReward-Data layout, on the small SFT-ed RRM."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.train.rrm.conftest import image, write_pairs_jsonl
-from train.rrm.config import GCPORunConfig, load_run_config
+from editkit.config import load_file
+from editkit.errors import CheckpointError
+from tests.train.rrm.conftest import assert_identical_checkpoints, image, metrics, write_pairs_jsonl
+from train.rrm.config import GCPORunConfig
 from train.rrm.gcpo_trainer import GCPOTrainer
 
 
 def gcpo_config(model_dir, data, out, *extra):
-    return load_run_config(GCPORunConfig, None, [
+    return load_file(GCPORunConfig, None, [
         f"model.path={model_dir}", "model.device=cpu", f"data.path={data}", f"output_dir={out}",
         "lora.rank=4", "lora.alpha=8", "optim.learning_rate=0.001", "train.batch_size=2",
-        "train.micro_batch_size=4", "train.max_steps=3", "checkpoint.every=1", "gcpo.num_trajectories=4",
-        "gcpo.max_new_tokens=40", "gcpo.updates_per_batch=2",
-        "gcpo.temperature=1.0", *extra])
-
-
-def metrics(out):
-    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+        "train.micro_batch_size=4", "train.max_steps=4", "checkpoint.every=2", "gcpo.num_trajectories=4",
+        "gcpo.max_new_tokens=40", "gcpo.updates_per_batch=2", "gcpo.temperature=1.0",
+        "optim.gradient_accumulation=1",  # one update per generation chunk: several updates per step
+        "logging.tensorboard=false", "logging.progress=false", *extra])
 
 
 def test_pairs_reader_rejects_with_reasons(tmp_path):
@@ -57,21 +54,26 @@ def test_editreward_layout_reader(tmp_path):
                                                    "got 'bothbad'"}]
 
 
-def test_gcpo_trains_checkpoints_and_resumes_exactly(trained_rrm_dir, tmp_path):
+def test_gcpo_trains_checkpoints_and_resumes_bit_identically(trained_rrm_dir, tmp_path):
+    """4 steps straight vs 2 steps, then new trainer objects resuming the step-2 checkpoint: the same sampled
+    trajectories and losses, and the step-4 checkpoints (weights, AdamW moments, LR schedule, RNG) bit-identical."""
     data = write_pairs_jsonl(tmp_path / "pairs")
     full = tmp_path / "full"
     GCPOTrainer(gcpo_config(trained_rrm_dir, data, full)).fit()
     reference = metrics(full)
-    assert [m["step"] for m in reference] == [1, 2, 3]
+    assert [m["step"] for m in reference] == [1, 2, 3, 4]
     assert any(m["valid_fraction"] > 0 for m in reference)  # the SFT-ed model writes parseable trajectories
     assert any(m["grad_norm"] > 0 for m in reference)
     assert all(m["clip_fraction"] >= 0 and m["sampled_tokens"] > 0 for m in reference)
     assert "tie(s) skipped" in (full / "rejected.json").read_text()
     cut = tmp_path / "cut"
-    GCPOTrainer(gcpo_config(trained_rrm_dir, data, cut, "train.max_steps=1")).fit()
+    GCPOTrainer(gcpo_config(trained_rrm_dir, data, cut, "train.max_steps=2")).fit()
     GCPOTrainer(gcpo_config(trained_rrm_dir, data, cut)).fit(resume="auto")
-    for ours, theirs in zip(metrics(cut), reference):  # sampling RNG restored: same trajectories, same losses
+    resumed = metrics(cut)
+    assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+    for ours, theirs in zip(resumed, reference):  # sampling RNG restored: same trajectories, same losses
         for key in ("loss", "loss_last", "grad_norm", "valid_fraction", "reward_winner", "sampled_tokens"):
             assert ours[key] == theirs[key], (ours["step"], key)
-    with pytest.raises(ValueError, match="written by 'sft'"):  # the SFT run's own checkpoint is not GCPO's
+    assert_identical_checkpoints(full / "checkpoints" / "step-000004", cut / "checkpoints" / "step-000004")
+    with pytest.raises(CheckpointError, match="written by 'sft'"):  # the SFT run's own checkpoint is not GCPO's
         GCPOTrainer(gcpo_config(trained_rrm_dir, data, trained_rrm_dir.parent)).fit(resume="auto")

@@ -12,6 +12,7 @@ from collections import Counter
 
 import torch
 
+from train.rewards.mllm import to_uint8
 from train.rrm.format import FormatConfig, build_request
 from train.rrm.scoring import read_score
 
@@ -23,7 +24,6 @@ class RRMReward:
         self.last_details: list[dict] = []
 
     def __call__(self, inputs) -> torch.Tensor:
-        from train.rewards.mllm import to_uint8
 
         count = inputs.images.shape[0]
         values = torch.full((count,), float("nan"), dtype=torch.float64)
