@@ -60,7 +60,11 @@ def serve(params: str = PARAMS, port: Optional[int] = typer.Option(None, help="p
     if ml_backend:
         from annotate.ml_backend import service
 
-        url = service.start(p)
+        try:
+            url = service.start(p)
+        except service.BackendFailed:  # reaped already; a dead backend stays wired to no project
+            service.disconnect_all(server.client(p), p, service.url(p))
+            raise
         connected = service.connect_all(server.client(p), p, url)
         typer.echo(f"SAM2 ML backend: {url} (connected to {connected} project(s); new ones at push)")
 

@@ -44,11 +44,13 @@ _TEMPLATE = """<View>
 
 # SAM2-assisted review (annotate/ml_backend): a click or a box on the source asks the ML backend for a brush mask.
 SMART_POINT, SMART_BOX = "sam_point", "sam_box"
+# Each tool has its own name (the brush label, the SAM2 click, the SAM2 box): three chips, three names.
+SMART_POINT_LABEL, SMART_BOX_LABEL = "SAM2: click a point", "SAM2: draw a box"
 _SMART = """  <KeyPointLabels name="{point}" toName="{image}" smart="true" smartOnly="true">
-    <Label value="{label}" smart="true" background="{colour}" showInline="true"/>
+    <Label value="{point_label}" smart="true" background="{colour}" showInline="true"/>
   </KeyPointLabels>
   <RectangleLabels name="{box}" toName="{image}" smart="true" smartOnly="true">
-    <Label value="{label}" smart="true" background="{colour}" showInline="true"/>
+    <Label value="{box_label}" smart="true" background="{colour}" showInline="true"/>
   </RectangleLabels>
 """
 
@@ -57,7 +59,8 @@ def label_config(overlay: str = DEFAULT_OVERLAY, smart: bool = False) -> str:
     """The labeling config with the brush drawn in ``overlay`` (a ``#rrggbb`` colour); ``smart`` adds SAM2 tools."""
     if len(overlay) != 7 or overlay[0] != "#" or any(c not in "0123456789abcdefABCDEF" for c in overlay[1:]):
         raise ValueError(f"overlay colour must look like #rrggbb, got {overlay!r}")
-    tools = _SMART.format(point=SMART_POINT, box=SMART_BOX, image=IMAGE, label=BRUSH_LABEL, colour=overlay)
+    tools = _SMART.format(point=SMART_POINT, box=SMART_BOX, image=IMAGE, point_label=SMART_POINT_LABEL,
+                          box_label=SMART_BOX_LABEL, colour=overlay)
     return _TEMPLATE.format(image=IMAGE, brush=BRUSH, label=BRUSH_LABEL, colour=overlay, choices=CHOICES,
                             comment=COMMENT, smart=tools if smart else "")
 

@@ -24,6 +24,9 @@ class Prompt:
 
 class PromptMasker:
     def __init__(self, model: str, device: str = "auto", local_files_only: bool = False):
+        if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+            raise RuntimeError(f"no SAM2 weights at {Path(model).expanduser()} (annotate.ml_backend_model: a local "
+                               "HF-format SAM2 folder or a hub id already in the local Hugging Face cache)")
         import torch
         from transformers import Sam2Model, Sam2Processor
 
@@ -36,8 +39,10 @@ class PromptMasker:
             self.processor = Sam2Processor.from_pretrained(source, local_files_only=local_files_only)
             self.model = Sam2Model.from_pretrained(source, local_files_only=local_files_only).to(self.device).eval()
         except (OSError, ValueError) as error:
-            raise RuntimeError(f"SAM2 ML backend: cannot load {model!r} ({type(error).__name__}); set "
-                               "annotate.ml_backend_model to a local HF-format SAM2 checkpoint directory") from error
+            where = (f"at {local}" if local.is_dir() else f"for {model!r} in the local Hugging Face cache (the backend "
+                     "runs offline)")
+            raise RuntimeError(f"no SAM2 weights {where} ({type(error).__name__}); set annotate.ml_backend_model to a "
+                               "local HF-format SAM2 checkpoint directory") from error
         self.name = model
 
     def predict(self, image: np.ndarray, prompt: Prompt) -> tuple[np.ndarray, float]:

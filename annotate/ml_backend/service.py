@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from annotate.settings import AnnotateParams
+from editkit.errors import UserError
 
 HOST = "127.0.0.1"
 
@@ -34,6 +35,35 @@ def running_pid(params: AnnotateParams) -> int | None:
     return pid
 
 
+class BackendFailed(UserError, RuntimeError):
+    """The SAM2 backend did not come up; the message is its own reason (e.g. no weights)."""
+
+
+def _reap(pid: int | None) -> bool:
+    """Collect our exited child (a zombie otherwise looks alive); True when it has exited."""
+    if pid is None:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid
+
+
+def last_error(params: AnnotateParams) -> str:
+    """The backend's own reason from its log (the line it marks), else the log's last line."""
+    from annotate.ml_backend.__main__ import ERROR_MARK
+
+    log = params.state_dir / "ml_backend.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    starts = [i for i, line in enumerate(lines) if line.startswith("--- start ")]
+    lines = lines[starts[-1] + 1:] if starts else lines  # this start's output only
+    marked = [line.split(ERROR_MARK, 1)[1] for line in lines if ERROR_MARK in line]
+    if marked:
+        return marked[-1]
+    return (lines[-1].strip() if lines else "no output") + f" (see {log})"
+
+
 def start(params: AnnotateParams) -> str:
     """Start the backend (or reuse ours), wait for /health, return its URL."""
     import httpx
@@ -45,17 +75,22 @@ def start(params: AnnotateParams) -> str:
                    "--device", params.ml_backend_device]
         if params.ml_backend_local_files_only:
             command.append("--local-files-only")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                            os.environ.get("PYTHONPATH", "")])}
+        from annotate.ml_backend.__main__ import OFFLINE_ENV
+
+        env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                                           os.environ.get("PYTHONPATH", "")])}
         log = open(params.state_dir / "ml_backend.log", "ab")
+        log.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        log.flush()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                    start_new_session=True)
         _pid_path(params).write_text(f"{process.pid}\n")
     pid = running_pid(params)
     deadline = time.monotonic() + params.ml_backend_start_timeout_s
     while time.monotonic() < deadline:
-        if running_pid(params) is None:
-            raise RuntimeError(f"the SAM2 ML backend exited; see {params.state_dir / 'ml_backend.log'}")
+        if _reap(pid) or running_pid(params) is None:  # exited: its own one-line reason, at once
+            _pid_path(params).unlink(missing_ok=True)
+            raise BackendFailed(f"the SAM2 ML backend exited: {last_error(params)}")
         try:
             if httpx.get(url(params) + "/health", timeout=5).status_code == 200:
                 return url(params)
@@ -106,3 +141,19 @@ def connect_if_running(ls, params: AnnotateParams, project_id: int | None) -> No
     """After a push: a project created while the backend runs gets it too."""
     if project_id is not None and running_pid(params) is not None:
         connect(ls, params, project_id, url(params))
+
+
+def disconnect_all(ls, params: AnnotateParams, backend_url: str) -> int:
+    """Unwire a dead backend: remove it from every project and take the SAM2 tools out of their configs."""
+    from annotate.labeling import SMART_POINT, label_config, overlay_of
+
+    removed = 0
+    for project in ls.projects.list():
+        for backend in ls.ml.list(project=int(project.id)):
+            if backend.url.rstrip("/") == backend_url.rstrip("/"):
+                ls.ml.delete(id=backend.id)
+                removed += 1
+        config = ls.projects.get(id=int(project.id)).label_config or ""
+        if SMART_POINT in config:
+            ls.projects.update(id=int(project.id), label_config=label_config(overlay_of(config)))
+    return removed

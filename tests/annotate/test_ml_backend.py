@@ -121,3 +121,33 @@ def test_interactive_annotation_through_the_real_server(ls_server, tmp_path, tin
     finally:
         service.stop(params)
     assert service.running_pid(params) is None
+
+
+def test_a_backend_without_weights_reports_its_own_error_at_once_with_no_hub_requests(tmp_path, monkeypatch):
+    """`serve --ml-backend` without weights: the backend's own one-line reason, reaped, and not one request to the
+    hub (HF_ENDPOINT points at a local recorder)."""
+    from annotate.ml_backend import service
+    from annotate.settings import AnnotateParams
+    from tests.support.echo_server import EchoServer
+    from tests.support.review import free_port
+
+    with EchoServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url.rsplit("/v1", 1)[0])
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+        for model, reason in ((str(tmp_path / "nowhere"), f"no SAM2 weights at {tmp_path / 'nowhere'}"),
+                              ("facebook/sam2.1-hiera-tiny", "no SAM2 weights for 'facebook/sam2.1-hiera-tiny' in "
+                                                             "the local Hugging Face cache")):
+            params = AnnotateParams(data_root=str(tmp_path / "data"), ml_backend_model=model,
+                                    ml_backend_port=free_port(), ml_backend_device="cpu")
+            with pytest.raises(service.BackendFailed, match=f"exited: {reason}"):
+                service.start(params)
+            assert service.running_pid(params) is None and not (params.state_dir / "ml_backend.pid").exists()
+        assert hub.requests == []  # zero hub requests, so zero retries
+
+
+def test_distinct_tool_names():
+    from annotate.labeling import BRUSH_LABEL, SMART_BOX_LABEL, SMART_POINT_LABEL, label_config
+
+    config = label_config(smart=True)
+    assert len({BRUSH_LABEL, SMART_POINT_LABEL, SMART_BOX_LABEL}) == 3
+    assert all(f'value="{name}"' in config for name in (BRUSH_LABEL, SMART_POINT_LABEL, SMART_BOX_LABEL))
