@@ -103,3 +103,24 @@ def test_region_noise_and_advantages_on_the_token_grid(adapter):
     assert per_token.values.shape == (3, rows * cols)
     assert torch.equal(per_token.values[:, inside], edit.values[:, None].expand(3, int(inside.sum())))
     assert torch.equal(per_token.values[:, outside], preservation.values[:, None].expand(3, int(outside.sum())))
+
+
+def test_regularizer_weights_on_each_grid(adapter):
+    """grid "latent" is CoCoEdit's per-latent-pixel weighting where a token packs 2x2 latent pixels (FLUX.2); on
+    Qwen-Image 2.1 a token is one latent pixel, so "latent" is the token grid."""
+    from train.adapters.base import region_grid_weights
+    from train.algorithms.regularizer import RegularizerConfig, region_weights
+
+    rows, cols = adapter.token_grid(HEIGHT, WIDTH)
+    masks = torch.cat([_mask(), _mask()])
+    latent = region_grid_weights(adapter, masks, HEIGHT, WIDTH, RegularizerConfig(grid="latent", erode_radius=1))
+    token = region_grid_weights(adapter, masks, HEIGHT, WIDTH, RegularizerConfig(grid="token", erode_radius=1))
+    expected_token = region_weights(token_mask(masks, rows, cols).view(2, rows, cols), 1, 0.2)
+    for ours, theirs in zip(token, expected_token):
+        assert torch.equal(ours, theirs)
+    if adapter.latent_patch == 2:
+        assert latent[0].shape == (2, rows * cols, 4)
+    else:
+        assert all(torch.equal(a, b) for a, b in zip(latent, token))
+    with pytest.raises(ValueError, match="grid must be"):
+        region_grid_weights(adapter, masks, HEIGHT, WIDTH, RegularizerConfig(grid="pixel"))

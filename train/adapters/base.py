@@ -60,10 +60,30 @@ def uses_text_encoders(method):
     return wrapped
 
 
+def region_grid_weights(adapter, masks: torch.Tensor, height: int, width: int, config) -> tuple[torch.Tensor,
+                                                                                           torch.Tensor]:
+    """The region regularizer's (background, edit) weights for pixel edit masks (N, H, W) on ``adapter``'s grid.
+
+    ``config.grid == "latent"`` is CoCoEdit's per-latent-pixel weighting where a token packs 2×2 latent pixels
+    (FLUX.1/FLUX.2, Qwen-Image-Edit: ``latent_patch = 2``); where a token IS one latent pixel (Qwen-Image 2.1:
+    ``latent_patch = 1``) the latent grid is the token grid. ``"token"``: weights per packed token."""
+    from train.algorithms.regularizer import latent_region_weights, region_weights
+    from train.algorithms.region_advantages import token_mask
+
+    if config.grid not in ("latent", "token"):
+        raise ValueError(f"objective.regularizer.grid must be 'latent' or 'token', got {config.grid!r}")
+    rows, cols = adapter.token_grid(height, width)
+    if config.grid == "latent" and adapter.latent_patch == 2:
+        return latent_region_weights(masks, rows, cols, config.erode_radius, config.ring_weight)
+    grid = token_mask(masks, rows, cols).view(-1, rows, cols)
+    return region_weights(grid, config.erode_radius, config.ring_weight)
+
+
 class EditModelAdapter(ABC):
     """One editing model behind a uniform, token-level interface."""
 
     transformer: torch.nn.Module  # the denoiser; LoRA is added to it, and only it is trained
+    latent_patch: int = 2  # latent pixels per token side (2x2 packing); 1 where a token is one latent pixel
     text_encoder_names: tuple[str, ...] = ()  # the pipeline's frozen prompt encoders (attributes of ``self.pipe``)
 
     def text_encoders(self) -> list[torch.nn.Module]:

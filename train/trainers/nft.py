@@ -9,8 +9,7 @@ import torch
 from train.algorithms.advantages import Advantages
 from train.algorithms.nft import nft_loss
 from train.algorithms.old_policy import LaggedPolicy
-from train.algorithms.region_advantages import token_mask
-from train.algorithms.regularizer import latent_region_weights, region_regularizer, region_weights
+from train.algorithms.regularizer import region_regularizer
 from train.rollout.micro_batches import sample_micro_batches
 from train.rollout.ode_solvers import dpm2_sample
 from train.rollout.sampler import Trajectory, per_sample_normal, rollout
@@ -109,15 +108,10 @@ class NFTTrainer(Trainer):
             samples.v_old[j] = torch.cat(v_old).float()
             samples.v_ref[j] = torch.cat(v_ref).float() if v_ref else None
         if cfg.objective.regularizer.enabled:
-            rows, cols = self.adapter.token_grid(self.height, self.width)
-            reg = cfg.objective.regularizer
-            if reg.grid == "latent":
-                background, edit = latent_region_weights(batch.masks, rows, cols, reg.erode_radius, reg.ring_weight)
-            elif reg.grid == "token":
-                grid = token_mask(batch.masks, rows, cols).view(-1, rows, cols)
-                background, edit = region_weights(grid, reg.erode_radius, reg.ring_weight)
-            else:
-                raise ValueError(f"objective.regularizer.grid must be 'latent' or 'token', got {reg.grid!r}")
+            from train.adapters.base import region_grid_weights
+
+            background, edit = region_grid_weights(self.adapter, batch.masks, self.height, self.width,
+                                                   cfg.objective.regularizer)
             samples.region_weights = (background.to(x0.device), edit.to(x0.device))
             samples.x_source = self.adapter.encode_images(batch.sources)
 
