@@ -70,17 +70,28 @@ def serve(params: str = PARAMS, port: Optional[int] = typer.Option(None, help="p
 
 
 @app.command()
-def stop(params: str = PARAMS, force: bool = typer.Option(False, "--force", help="stop even with unsaved drafts")) -> None:
+def stop(params: str = PARAMS,
+         force: bool = typer.Option(False, "--force", help="stop although reviewers have unsubmitted drafts: lists "
+                                    "what would be lost; needs --discard too"),
+         discard: bool = typer.Option(False, "--discard", help="with --force: stop and lose the listed drafts")) -> None:
     """Stop the server started by `serve` (by its recorded PID). Refuses while reviewers have unsubmitted drafts."""
     from annotate import project, server
 
     p = _params(params)
-    if server.running_pid(p) is not None and not force:
+    if server.running_pid(p) is not None and not (force and discard):
         pending = project.unsaved_work(server.client(p), p.state_dir / "exports")
         if pending:
-            listed = ", ".join(f"{title!r}: {n}" for title, n in sorted(pending.items()))
-            typer.echo(f"not stopping: unsubmitted drafts ({listed}); submit them in the browser, or "
-                       "`editkit annotate pull` (keeps them as drafts) and `stop --force`", err=True)
+            listed = ", ".join(f"{title!r}: {len(drafts)}" for title, drafts in sorted(pending.items()))
+            if not force:
+                typer.echo(f"not stopping: unsubmitted drafts ({listed}); submit them in the browser, or "
+                           "`editkit annotate pull` (keeps them as drafts) and `stop --force`", err=True)
+                raise typer.Exit(2)
+            typer.echo(f"stop --force would lose these unsubmitted drafts ({listed}):", err=True)
+            for title, drafts in sorted(pending.items()):
+                for draft in drafts:
+                    typer.echo(f"  {title}: {draft['sample_id']} by {draft['reviewer']} (saved {draft['updated_at']})",
+                               err=True)
+            typer.echo("`editkit annotate pull` keeps them as drafts; `stop --force --discard` stops anyway", err=True)
             raise typer.Exit(2)
     from annotate.ml_backend import service
 
@@ -136,9 +147,11 @@ def pull(params: str = PARAMS, records: Optional[str] = RECORDS, reviews: Option
     drafts = project.drafts_from_export(exported)
     store.write_json(ds.reviews, merge.reviews_document(found))  # stamped with the reviews' schema version
     store.write_json(p.state_dir / "drafts" / f"{ds.slug}.json", drafts)
+    strokes = sum(1 for d in drafts if d.get("draft_strokes"))
     typer.echo(f"{len(found)} reviews of {len({r['sample_id'] for r in found})} samples by "
                f"{len({r['reviewer'] for r in found})} reviewer(s) -> {ds.reviews}; {len(drafts)} drafts "
-               f"(not merged) -> {p.state_dir / 'drafts' / (ds.slug + '.json')}")
+               f"(unsubmitted, not merged{f'; {strokes} with brush strokes Submit has not rasterised' if strokes else ''})"
+               f" -> {p.state_dir / 'drafts' / (ds.slug + '.json')}")
     summary = _team_summary(p, ds)
     if summary is not None:
         typer.echo(_summary_lines(summary, p.review.resolve))

@@ -323,9 +323,11 @@ def drafts_from_export(exported: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for task in exported:
         for draft in task.get("drafts") or []:
-            review = _review(task, draft)
+            review = _review(task, draft, draft=True)
             if review is not None:
-                out.append({**review, "annotation_id": draft.get("annotation"), "draft_id": draft.get("id")})
+                out.append({**review, "annotation_id": draft.get("annotation"), "draft_id": draft.get("id"),
+                            "draft": True, "reviewer": str(draft.get("created_username") or draft.get("user")
+                                                           or "unknown")})
     return out
 
 
@@ -337,17 +339,19 @@ def review_from_task(task: dict[str, Any]) -> dict[str, Any] | None:
     return _review(task, max(annotations, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0)))
 
 
-def _review(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any] | None:
+def _review(task: dict[str, Any], annotation: dict[str, Any], draft: bool = False) -> dict[str, Any] | None:
     sample_id = (task.get("data") or {}).get("sample_id")
     if not isinstance(sample_id, str):
         return None  # not one of ours
-    choice, comment, mask, problem = None, "", None, None
+    choice, comment, mask, problem, strokes = None, "", None, None, 0
     for result in annotation.get("result") or []:
         value = result.get("value") or {}
         if result.get("from_name") == CHOICES:
             choice = (value.get("choices") or [None])[0]
         elif result.get("from_name") == COMMENT:
             comment = " ".join(str(t) for t in value.get("text") or [])
+        elif draft and result.get("from_name") == BRUSH and value.get("touches") and not value.get("rle"):
+            strokes += len(value["touches"])  # a draft's brush strokes, not yet rasterised: Submit does that
         elif result.get("from_name") == BRUSH and value.get("format") == "rle":
             try:
                 region = rle_to_mask(value["rle"], int(result["original_height"]), int(result["original_width"]))
@@ -362,15 +366,21 @@ def _review(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any] 
               "updated_at": annotation.get("updated_at")}
     if problem:
         review["invalid"] = problem  # merge flags the record review_invalid instead of guessing
+    if strokes:
+        review["draft_strokes"] = strokes
     return review
 
 
-def unsaved_work(ls, export_dir: Path) -> dict[str, int]:
-    """Project title -> drafts (autosaved, unsubmitted work) on the server, for every project that has some."""
+def unsaved_work(ls, export_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Project title -> its drafts (autosaved, unsubmitted work: ``sample_id``, ``reviewer``, ``updated_at``), for
+    every project that has some."""
     found = {}
     for project in ls.projects.list():
         exported = export(ls, int(project.id), export_dir / f"before-stop-{int(project.id)}.json")
-        drafts = sum(len(task.get("drafts") or []) for task in exported)
+        drafts = [{"sample_id": (task.get("data") or {}).get("sample_id") or f"task {task.get('id')}",
+                   "reviewer": str(draft.get("created_username") or draft.get("user") or "unknown"),
+                   "updated_at": draft.get("updated_at")}
+                  for task in exported for draft in task.get("drafts") or []]
         if drafts:
             found[project.title] = drafts
     return found

@@ -139,8 +139,11 @@ def test_drafts_block_stop_and_are_pulled_as_drafts(ls_server, tmp_path):
     painted = np.zeros((40, 56), dtype=bool)
     painted[:10, :10] = True
     with api(params) as web:
-        answer = web.post(f"/api/tasks/{task.id}/drafts", json={"result": [project.brush_result(rle.encode(painted))],
-                                                                "lead_time": 3.0})
+        stroke = {"from_name": "mask", "to_name": "source", "type": "brushlabels", "original_width": 56,
+                  "original_height": 40, "value": {"format": "rle", "rle": [], "brushlabels": ["edit region"],
+                                                   "touches": [{"type": "add", "points": [5, 5, 20, 5]}]}}
+        answer = web.post(f"/api/tasks/{task.id}/drafts", json={"result": [project.brush_result(rle.encode(painted)),
+                                                                           stroke], "lead_time": 3.0})
         assert answer.status_code == 201, answer.text
         draft_id = answer.json()["id"]
     params_file = write_params(params, tmp_path / "params.yaml")
@@ -149,12 +152,17 @@ def test_drafts_block_stop_and_are_pulled_as_drafts(ls_server, tmp_path):
         refused = runner.invoke(app, ["stop", "--params", str(params_file)])
         assert refused.exit_code == 2 and "drafts" in refused.output and "'drafts': 1" in refused.output
         assert server.running_pid(params) is not None  # still up
+        forced = runner.invoke(app, ["stop", "--params", str(params_file), "--force"])
+        assert forced.exit_code == 2 and "would lose" in forced.output and "  drafts: draft0 by " in forced.output
+        assert "--discard" in forced.output and server.running_pid(params) is not None
 
         pulled = runner.invoke(app, ["pull", "--params", str(params_file)])
         assert pulled.exit_code == 0, pulled.output
         assert json.loads(open(params.reviews).read())["reviews"] == []  # a draft is never a review
         [draft] = json.loads((params.state_dir / "drafts" / "drafts.json").read_text())
-        assert draft["sample_id"] == "draft0" and draft["draft_id"] == draft_id
+        assert draft["sample_id"] == "draft0" and draft["draft_id"] == draft_id and draft["draft"]
+        assert draft["draft_strokes"] == 1 and "invalid" not in draft  # reported as a draft's strokes, not invalid
+        assert "1 with brush strokes Submit has not rasterised" in pulled.output
         assert np.array_equal(rle.decode(draft["mask"]), painted)
     finally:
         with api(params) as web:
