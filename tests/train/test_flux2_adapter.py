@@ -147,7 +147,7 @@ def test_dev_ode_rollout_with_guidance_embedding_matches_pipeline(dev):
     assert_close(ours, theirs, dtype=torch.float32, accumulations=_chain(dev, cond, noise), steps=2,
                  why="the same float32 transformer called another way: 2 steps, guidance embedding 3.5")
     # the guidance value reaches the model
-    other = _adapter("dev", )
+    other = _adapter("dev")
     other.config.guidance_scale = 1.0
     assert (other.velocity(other.transformer, noise, torch.tensor([0.8]), cond)
             - dev.velocity(dev.transformer, noise, torch.tensor([0.8]), cond)).abs().max() > 1e-4
