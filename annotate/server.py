@@ -23,6 +23,7 @@ from pathlib import Path
 from annotate.settings import AnnotateParams
 
 HOST = "127.0.0.1"
+EGRESS_GUARD = Path(__file__).resolve().parent / "egress"  # holds the sitecustomize.py the server's Python loads
 # No outbound traffic: Label Studio's telemetry switched off, passed as LABEL_STUDIO_<NAME> (annotate/telemetry.py
 # checks the values Django computes from them).
 TELEMETRY_ENV = {
@@ -124,8 +125,22 @@ def server_env(params: AnnotateParams, creds: Credentials) -> dict[str, str]:
         # backend and its webhook). Allow loopback only: every other reserved range stays banned.
         "LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS": "false",
         "LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_SUBNETS),
+        # Its processes load annotate/egress/sitecustomize.py: outbound connections and lookups refused and logged
+        "PYTHONPATH": os.pathsep.join(p for p in (str(EGRESS_GUARD), os.environ.get("PYTHONPATH", "")) if p),
+        "EDITKIT_EGRESS_LOG": str(egress_log(params).resolve()),
+        "EDITKIT_LS_TIPS_OFF": "1",  # the tips panel's /heidi-tips/ answers "no tips" without fetching them
     })
     return env
+
+
+def egress_log(params: AnnotateParams) -> Path:
+    """Where the server's refused outbound attempts are logged (one JSON line each; absent when there were none)."""
+    return params.state_dir / "egress.log"
+
+
+def egress_attempts(params: AnnotateParams) -> list[dict]:
+    path = egress_log(params)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def _pid_path(params: AnnotateParams) -> Path:

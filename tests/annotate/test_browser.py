@@ -18,13 +18,22 @@ _SAVE = "//button[normalize-space(.)='Submit' or normalize-space(.)='Update']"
 
 
 @pytest.fixture(scope="module")
-def browser():
+def egress():
+    """Every non-loopback host the browser asks for lands here (and nowhere else)."""
+    from tests.support.egress import EgressRecorder
+
+    with EgressRecorder() as recorder:
+        yield recorder
+
+
+@pytest.fixture(scope="module")
+def browser(egress):
     from tests.support.browser import driver, ensure_chromium
 
     found = ensure_chromium()
     if isinstance(found, str):  # only where apt-get cannot run (not root, no apt): CI installs chromium itself
         pytest.skip(found)
-    web = driver()
+    web = driver(resolver_rules=egress.resolver_rules())
     yield web
     web.quit()
 
@@ -295,3 +304,37 @@ def test_two_raters_keep_their_own_judgments_on_every_ui_path(ls_server, tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["raters"] == 2 and report["krippendorff_alpha_ordinal"] is not None
     assert "Krippendorff's alpha" in (out / "table.md").read_text()
+
+
+def test_nothing_left_the_machine(ls_server, browser, egress):
+    """Last in this module. The pages (login, home, projects, organisation, a data manager and a labeling page)
+    request nothing off loopback; every outbound attempt of the browser during this module's tests went to the local
+    recorder, and the only ones were the browser's own services; the server's own attempts were refused and logged
+    (none)."""
+    from urllib.parse import urlparse
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.support.browser import BROWSER_SERVICE_SUFFIXES, page_requests
+
+    ls = server.client(ls_server)
+    project_id = int(next(iter(ls.projects.list())).id)
+    task_id = int(next(iter(ls.tasks.list(project=project_id))).id)
+    page_requests(browser)  # drop what earlier tests logged
+    browser.delete_all_cookies()
+    _login(browser, ls_server)
+    requested = []
+    for path in ("/", "/projects/", "/organization/", f"/projects/{project_id}/data",
+                 f"/projects/{project_id}/data?task={task_id}"):
+        browser.get(server.base_url(ls_server) + path)
+        WebDriverWait(browser, 60).until(lambda w: w.execute_script("return document.readyState") == "complete")
+        import time
+
+        time.sleep(2)  # late fetches (tips panels, analytics) have time to start
+        requested += page_requests(browser)
+    off_loopback = [u for u in requested if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                    and urlparse(u).hostname not in ("127.0.0.1", "localhost")]
+    assert requested and off_loopback == []
+    hosts = {a.split(":", 1)[1] for a in egress.attempts}
+    assert all(h.endswith(BROWSER_SERVICE_SUFFIXES) for h in hosts), sorted(hosts)  # the browser's own, recorded
+    assert server.egress_attempts(ls_server) == []

@@ -40,3 +40,31 @@ def test_start_phase_counts_applied_migrations(tmp_path):
         db.execute("CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT, name TEXT)")
         db.executemany("INSERT INTO django_migrations (app, name) VALUES (?, ?)", [("a", str(i)) for i in range(7)])
     assert server._start_phase(params) == "database migrations: 7 applied"
+
+
+def test_the_servers_outbound_attempts_are_refused_and_logged(tmp_path):
+    """The sitecustomize every server process loads: a lookup or connection off loopback fails and is logged."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from annotate.server import EGRESS_GUARD
+
+    params = AnnotateParams(data_root=str(tmp_path))
+    params.state_dir.mkdir(parents=True)
+    env = server.server_env(params, server.Credentials("u", "p", "t"))
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(EGRESS_GUARD)
+    code = ("import socket\n"
+            "for target in (lambda: socket.getaddrinfo('example.com', 443), "
+            "lambda: socket.socket().connect(('192.0.2.1', 80))):\n"
+            "    try:\n        target()\n    except OSError as error:\n        print('refused:', error)\n"
+            "listener = socket.socket(); listener.bind(('127.0.0.1', 0)); listener.listen(1)\n"
+            "socket.create_connection(listener.getsockname(), timeout=1).close(); print('loopback ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.count("refused: [Errno") == 2 and "nothing leaves the machine" in done.stdout, done.stderr
+    assert "loopback ok" in done.stdout
+    logged = [json.loads(line) for line in server.egress_log(params).read_text().splitlines()]
+    assert [(a["kind"], a["target"]) for a in logged] == [("lookup", "'example.com'"),
+                                                          ("connect", "('192.0.2.1', 80)")]
+    assert server.egress_attempts(params) == logged

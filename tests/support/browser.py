@@ -34,8 +34,9 @@ def ensure_chromium() -> tuple[str, str] | str:
     return browser, driver
 
 
-def driver(size=(1400, 950)):
-    """A headless Chrome WebDriver on Debian's chromium (no network access beyond what the page asks for)."""
+def driver(size=(1400, 950), resolver_rules: str | None = None):
+    """A headless Chrome WebDriver on Debian's chromium. ``resolver_rules`` (Chromium's --host-resolver-rules, e.g.
+    :meth:`tests.support.egress.EgressRecorder.resolver_rules`) sends every non-loopback host to a local recorder."""
     found = ensure_chromium()
     if isinstance(found, str):
         raise RuntimeError(found)
@@ -49,4 +50,38 @@ def driver(size=(1400, 950)):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--window-size={size[0]},{size[1]}", "--force-device-scale-factor=1"):
         options.add_argument(flag)
+    # the browser's own calls home (autofill, password checks, sign-in, variations, safe browsing) off
+    for flag in ("--disable-features=AutofillServerCommunication,PasswordLeakDetection,OptimizationHints,"
+                 "MediaRouter,Translate,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
+                 "--disable-client-side-phishing-detection", "--disable-domain-reliability", "--disable-breakpad",
+                 "--no-default-browser-check", "--no-pings", "--password-store=basic", "--use-mock-keychain",
+                 "--disable-default-apps", "--disable-extensions", "--metrics-recording-only",
+                 "--safebrowsing-disable-auto-update"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"credentials_enable_service": False,
+                                              "profile.password_manager_enabled": False,
+                                              "profile.password_manager_leak_detection": False,
+                                              "autofill.profile_enabled": False, "autofill.credit_card_enabled": False,
+                                              "safebrowsing.enabled": False, "search.suggest_enabled": False,
+                                              "signin.allowed": False})
+    if resolver_rules:
+        options.add_argument(f"--host-resolver-rules={resolver_rules}")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the pages' requests: page_requests()
     return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+# Hosts of the browser's OWN services (component updates, sign-in, its connectivity checks): Chromium calls them
+# whatever page is open. They are sent to the recorder like every other host; page_requests() checks the pages.
+BROWSER_SERVICE_SUFFIXES = (".google.com", ".googleapis.com", ".gvt1.com", ".gstatic.com")
+
+
+def page_requests(web) -> list[str]:
+    """URLs the open pages requested since the last call (Chrome's performance log: Network.requestWillBeSent)."""
+    import json
+
+    urls = []
+    for entry in web.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
