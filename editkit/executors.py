@@ -190,6 +190,8 @@ class ShardActor:
     def __init__(self, stage: str, build: StepFactory, input_dir: str, images_dir: Optional[str], out_dir: str):
         self.stage, self.input_dir, self.out_dir = stage, Path(input_dir), Path(out_dir)
         self.images_dir = None if images_dir is None else Path(images_dir)
+        global _INLINE_RECORDS
+        _INLINE_RECORDS = True  # the actor pool is the parallelism: a step's RecordPool runs inline here
         self.step = build()
 
     def __call__(self, batch):
@@ -225,6 +227,104 @@ def _worker_env() -> dict[str, str]:
     """Workers import the same code as the driver: its PYTHONPATH and working directory (a checkout run in place)."""
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [os.getcwd()]
     return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
+
+
+_INLINE_RECORDS = False  # set in a Ray actor (ShardActor): its stage's per-record work stays in the actor process
+
+
+class RecordImages:
+    """One record's encoded images, picklable: what a worker process gets in place of the shard's
+    :class:`editkit.store.ImageShard` (the same ``source``/``edited``/``in`` interface, for that one id)."""
+
+    def __init__(self, record_id: str, source: Optional[bytes], edited: Optional[bytes], present: bool = True):
+        self.record_id, self._source, self._edited, self.present = record_id, source, edited, present
+
+    def __contains__(self, record_id: str) -> bool:
+        return self.present and record_id == self.record_id
+
+    def source_bytes(self, record_id: str) -> bytes:
+        return self._source
+
+    def edited_bytes(self, record_id: str) -> Optional[bytes]:
+        return self._edited
+
+    def source(self, record_id: str):
+        return store.decode_rgb(self._source)
+
+    def edited(self, record_id: str):
+        return None if self._edited is None else store.decode_rgb(self._edited)
+
+
+def _run_record(item: tuple[Callable, dict[str, Any], Any]) -> dict[str, Any]:
+    work, record, images = item
+    work(record, images)
+    return record
+
+
+def _quiet_worker() -> None:
+    """Each worker process is one of ``workers`` parallel streams: no library thread pools of its own on top."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - OpenCV is a core dependency
+        pass
+
+
+class RecordPool:
+    """Per-record pixel work of a stage on ``workers`` processes (0: one per available core; 1: inline).
+
+    Records are independent and the work is CPU-bound Python + numpy, which threads cannot overlap (the GIL), so
+    it runs in worker processes, started once per stage (forks of a fork server that has the heavy imports done),
+    given each record with only its own encoded images (:class:`RecordImages`), in chunks. ``work(record, images)``
+    changes ``record`` in place; :meth:`map` puts the changed records back into the list it was given, so results
+    are the same for any worker count. Shards smaller than ``min_records`` run inline (starting processes would
+    cost more than they save).
+    """
+
+    def __init__(self, workers: int = 0, min_records: int = 16):
+        from editkit.pipeline import available_cores
+
+        self.workers = available_cores() if workers <= 0 else workers
+        self.min_records = min_records
+        self._pool = None
+
+    def map(self, work: Callable[[dict[str, Any], Any], Any], records: list[dict[str, Any]], images: Any) -> None:
+        if self.workers == 1 or len(records) < max(2, self.min_records) or _INLINE_RECORDS:
+            for record in records:
+                work(record, images)
+            return
+        items = []
+        for record in records:
+            rid = record["id"]
+            present = images is not None and rid in images
+            items.append((work, record, RecordImages(rid, images.source_bytes(rid) if present else None,
+                                                     images.edited_bytes(rid) if present else None, present)))
+        chunk = max(1, -(-len(items) // (4 * self.workers)))
+        for index, done in enumerate(self._executor().map(_run_record, items, chunksize=chunk)):
+            records[index].clear()
+            records[index].update(done)
+
+    def _executor(self):
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # Not a plain fork of this process: its library thread pools (OpenCV's, Arrow's) would be copied
+            # mid-state and can deadlock the child. The fork server is a fresh process, started once per process
+            # with the heavy imports done, so each worker is a cheap fork of a thread-free parent.
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "editkit.store", "editkit.rle"])
+            else:
+                context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_quiet_worker)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def make_executor(config: ExecutorConfig):

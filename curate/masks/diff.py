@@ -40,7 +40,7 @@ class DiffParams:
     """``masks: diff:`` in params.yaml."""
 
     align: Annotated[bool, Help("photometric alignment (robust quadratic curve per channel, or the identity)")] = True
-    align_sample: Annotated[int, Help("pixels sampled for the fit and the noise estimate"), Range(ge=1)] = 20000
+    align_sample: Annotated[int, Help("pixels sampled for the fit and the noise estimate"), Range(ge=1)] = 4096
     align_iterations: Annotated[int, Help("robust re-fits of the photometric alignment"), Range(ge=1)] = 3
     explained_tolerance: Annotated[
         float,

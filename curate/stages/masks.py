@@ -60,7 +60,7 @@ class MasksParams:
     ] = field(default_factory=GroundingParams)
     workers: Annotated[
         int,
-        Help("threads for the per-record diff work; 0 = one per available CPU core (results do not change)"),
+        Help("worker processes for the per-record diff work; 0 = one per available CPU core (results do not change)"),
         Range(ge=0),
     ] = 0
     dilate: Annotated[
@@ -80,13 +80,22 @@ class MasksParams:
         check_fields(self)
 
 
-def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams) -> list[dict[str, Any]]:
+def diff_step(records: list[dict[str, Any]], images: Any, params: MasksParams, pool: Any = None) -> list[dict[str, Any]]:
     """Batch -> batch: a diff mask for every ok record that has an edited image (all records returned).
 
-    Records are independent: they are processed on ``params.workers`` threads (editkit.pipeline.for_each_record)."""
-    from editkit.pipeline import for_each_record
+    Records are independent: they are processed on ``params.workers`` processes (editkit.executors.RecordPool;
+    ``pool``: one the caller keeps open across shards)."""
+    import functools
 
-    for_each_record(lambda record: _diff_record(record, images, params), records, params.workers)
+    from editkit.executors import RecordPool
+
+    own = pool is None
+    pool = RecordPool(params.workers) if own else pool
+    try:
+        pool.map(functools.partial(_diff_record, params=params), records, images)
+    finally:
+        if own:
+            pool.close()
     return records
 
 
@@ -131,7 +140,10 @@ class MasksStep:
     (missing weights or an unusable MLLM fail here, before any shard is read)."""
 
     def __init__(self, params: MasksParams):
+        from editkit.executors import RecordPool
+
         self.params, self.grounded = params, None
+        self.pool = RecordPool(params.workers)  # worker processes for the diff, started on first use
         if params.mode == "grounded":
             from curate.masks.grounded_step import make_grounded_step
 
@@ -148,13 +160,14 @@ class MasksStep:
     def __call__(self, records: list[dict[str, Any]], images: Any) -> list[dict[str, Any]]:
         from curate.masks.dilation import dilate_records
 
-        records = diff_step(records, images, self.params)
+        records = diff_step(records, images, self.params, self.pool)
         if self.grounded is not None:
             records = self.grounded(records, images)
         records = dilate_records(records, self.params.dilate)
         return apply_source_policy(records, self.params.source_policy)
 
     def close(self) -> None:
+        self.pool.close()
         if self.grounded is not None:
             self.grounded.close()
 

@@ -61,7 +61,7 @@ class ScoreParams:
     ] = field(default_factory=QualityParams)
     workers: Annotated[
         int,
-        Help("threads for the per-record pixel scores; 0 = one per available CPU core (same results)"),
+        Help("worker processes for the per-record pixel scores; 0 = one per available CPU core (same results)"),
         Range(ge=0),
     ] = 0
 
@@ -78,7 +78,10 @@ class ScoreStep:
     needs = PAIR_NEEDS | QualityJudge.needs  # the record fields its parts read (checked at stage start)
 
     def __init__(self, params: ScoreParams):
+        from editkit.executors import RecordPool
+
         self.params, self.clip, self.quality = params, None, None
+        self.pool = RecordPool(params.workers)  # worker processes for the pixel scores, started on first use
         if params.clip.enabled:
             from editkit.clip import ClipScorer
 
@@ -105,7 +108,7 @@ class ScoreStep:
 
         from editkit.scores import stored
 
-        records = score_pairs(records, images, self.params.workers)
+        records = score_pairs(records, images, self.params.workers, self.pool)
         if self.clip is not None:
             records = self.clip(records, images)
         if self.quality is not None:
@@ -115,6 +118,7 @@ class ScoreStep:
         return records
 
     def close(self) -> None:
+        self.pool.close()
         if self.quality is not None:
             self.quality.close()
 
