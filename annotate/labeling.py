@@ -14,6 +14,8 @@ from editkit import rle
 BRUSH, CHOICES, COMMENT, IMAGE = "mask", "review", "comment", "source"
 BRUSH_LABEL = "edit region"
 DEFAULT_OVERLAY = "#ff0066"
+# Label Studio draws brush regions at a fixed opacity of 0.6 (neither the tag nor the colour's alpha changes it): the
+# source shows through; the colour (annotate.brush_colour, else the palette's most contrasting) keeps it readable.
 CHOICE_VALUES = ("accept", "fixed", "empty", "reject")
 
 _TEMPLATE = """<View>

@@ -23,7 +23,7 @@ from annotate.labeling import (BRUSH, BRUSH_LABEL, CHOICES, COMMENT, IMAGE, LABE
 from annotate.rle import rle_to_mask
 from annotate.settings import AnnotateParams
 from editkit import rle, schema, store
-from editkit.errors import UserError
+from editkit.errors import ConfigError, UserError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -41,10 +41,13 @@ def get_or_create_project(ls, params: AnnotateParams, title: str | None = None, 
     project_id = find_project(ls, title)
     if project_id is not None:
         config = ls.projects.get(id=project_id).label_config or ""
-        if 'value="empty"' not in config:  # created before the "empty" choice: same brush colour, new choices
-            ls.projects.update(id=project_id, label_config=label_config(overlay_of(config), SMART_POINT in config))
+        colour = params.brush_colour or overlay_of(config)  # a colour set in annotate.brush_colour wins
+        fresh = label_config(colour, SMART_POINT in config)
+        if fresh != config:  # older configs (no "empty" choice, an opaque brush) or another brush colour
+            ls.projects.update(id=project_id, label_config=fresh)
         return project_id
-    project = ls.projects.create(title=title, label_config=label_config(overlay_colour or overlay.PALETTE[0]),
+    project = ls.projects.create(title=title, label_config=label_config(params.brush_colour or overlay_colour
+                                                                        or overlay.PALETTE[0]),
                                  model_version=params.model_version,
                                  description="editkit: review the pipeline's edit masks")
     images = (params.state_dir / "images").resolve()
@@ -155,7 +158,13 @@ def push(ls, params: AnnotateParams, records: Iterable[dict[str, Any]], images: 
     records = iter(records)
     head = [r for r in itertools.islice(records, 16)]
     title = title or params.project_title
-    colour = None if find_project(ls, title) is not None else overlay.choose(_first_sources(head, images))
+    if params.brush_colour:
+        try:
+            label_config(params.brush_colour)
+        except ValueError as error:
+            raise ConfigError(f"annotate.brush_colour: {error}") from None
+    colour = None if params.brush_colour or find_project(ls, title) is not None else overlay.choose(
+        _first_sources(head, images))
     project_id = get_or_create_project(ls, params, title, colour)
     known = server_tasks(ls, project_id)
     counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped_rejected": 0, "repaired_images": 0}

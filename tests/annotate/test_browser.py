@@ -79,6 +79,20 @@ def _drag(web, stage, scale, start, end, steps=12) -> None:
     chain.release().perform()
 
 
+def _assert_source_visible_under(stage, scale, row: int, cols: tuple[int, int], clear_row: int) -> None:
+    """The painted stroke lets the (noisy) source show through: along the stroke the pixels still vary at least a
+    fifth as much as on an unpainted row (an opaque brush would leave a flat colour; measured: about 0.3)."""
+    import io
+
+    from PIL import Image
+
+    shot = np.asarray(Image.open(io.BytesIO(stage.screenshot_as_png)).convert("RGB")).astype(float)
+    xs = slice(int(cols[0] * scale), int(cols[1] * scale))
+    painted = shot[int((row + 0.5) * scale), xs].std(axis=0).mean()
+    clear = shot[int((clear_row + 0.5) * scale), xs].std(axis=0).mean()
+    assert painted > clear / 5, (painted, clear)
+
+
 def _click_text(web, text: str) -> None:
     web.find_element("xpath", f"//*[normalize-space(text())='{text}']").click()
 
@@ -108,6 +122,7 @@ def test_paint_erase_reject_submit_pull_merge(ls_server, tmp_path, browser):
     stage, scale = _open(browser, params, project_id, tasks["web0"], "paint region 0 white")
     _click_text(browser, "edit region")  # the brush label; the brush tool is the default tool
     _drag(browser, stage, scale, (40, 80), (120, 80))
+    _assert_source_visible_under(stage, scale, row=80, cols=(55, 105), clear_row=105)
     browser.find_element("css selector", "[aria-label='eraser']").click()  # the new stroke is the selected region
     _drag(browser, stage, scale, (80, 65), (80, 95))
     _click_text(browser, "fixed")

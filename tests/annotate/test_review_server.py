@@ -198,3 +198,21 @@ def test_benchmark_review_path_as_documented(ls_server, tmp_path, monkeypatch):
     assert out["gedit1"]["review_status"] == "fixed" and np.array_equal(rle.decode(out["gedit1"]["mask"]), painted)
     metrics = json.loads((tmp_path / "metrics/bench_gedit_review.json").read_text())
     assert metrics["choice_to_status"] == {"accept": {"fixed": 1}}
+
+
+def test_the_brush_colour_is_the_users(ls_server, tmp_path):
+    from annotate.labeling import overlay_of
+    from editkit.errors import ConfigError
+
+    params = dataclasses.replace(_isolated(ls_server, tmp_path, f"colours {tmp_path.name}"), brush_colour="#00ff44")
+    records = make_sample(params.records, params.images, n=1, prefix="colour")
+    ls = server.client(params)
+    project.push(ls, params, records, store.ImageStore(params.images))
+    project_id = project.find_project(ls, params.project_title)
+    config = ls.projects.get(id=project_id).label_config
+    assert overlay_of(config) == "#00ff44"
+    recoloured = dataclasses.replace(params, brush_colour="#2962ff")  # changed later: the project follows
+    project.push(ls, recoloured, records, store.ImageStore(params.images))
+    assert overlay_of(ls.projects.get(id=project_id).label_config) == "#2962ff"
+    with pytest.raises(ConfigError, match="annotate.brush_colour: overlay colour must look like #rrggbb"):
+        project.push(ls, dataclasses.replace(params, brush_colour="purple"), records, store.ImageStore(params.images))
