@@ -275,18 +275,18 @@ class RecordPool:
     """Per-record pixel work of a stage on ``workers`` processes (0: one per available core; 1: inline).
 
     Records are independent and the work is CPU-bound Python + numpy, which threads cannot overlap (the GIL), so
-    it runs in worker processes, started once per stage (forks of a fork server that has the heavy imports done),
-    given each record with only its own encoded images (:class:`RecordImages`), in chunks. ``work(record, images)``
-    changes ``record`` in place; :meth:`map` puts the changed records back into the list it was given, so results
-    are the same for any worker count. Shards smaller than ``min_records`` run inline (starting processes would
-    cost more than they save).
+    it runs in worker processes (started once per process, :func:`_shared_pool`; ``preload``: modules the
+    workers import before the first record), given each record with only its own encoded images
+    (:class:`RecordImages`), in chunks. ``work(record, images)`` changes ``record`` in place; :meth:`map` puts
+    the changed records back into the list it was given, so results are the same for any worker count. Shards
+    smaller than ``min_records`` run inline (shipping them to processes would cost more than it saves).
     """
 
-    def __init__(self, workers: int = 0, min_records: int = 16):
+    def __init__(self, workers: int = 0, min_records: int = 16, preload: tuple[str, ...] = ()):
         from editkit.pipeline import available_cores
 
         self.workers = available_cores() if workers <= 0 else workers
-        self.min_records = min_records
+        self.min_records, self.preload = min_records, tuple(preload)
         self._pool = None
 
     def map(self, work: Callable[[dict[str, Any], Any], Any], records: list[dict[str, Any]], images: Any) -> None:
@@ -307,24 +307,39 @@ class RecordPool:
 
     def _executor(self):
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # Not a plain fork of this process: its library thread pools (OpenCV's, Arrow's) would be copied
-            # mid-state and can deadlock the child. The fork server is a fresh process, started once per process
-            # with the heavy imports done, so each worker is a cheap fork of a thread-free parent.
-            if "forkserver" in multiprocessing.get_all_start_methods():
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "editkit.store", "editkit.rle"])
-            else:
-                context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_quiet_worker)
+            self._pool = _shared_pool(self.workers, self.preload)
         return self._pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Detach from the worker processes (they stay up for the next stage of this process; see _shared_pool)."""
+        self._pool = None
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _shared_pool(workers: int, preload: tuple[str, ...] = ()):
+    """The process's pool of ``workers`` worker processes, started once and shared by every stage it runs (a stage
+    command is one process; the tests and perf scripts run several stages in one), shut down at exit.
+
+    Not a plain fork of this process: its library thread pools (OpenCV's, Arrow's) would be copied mid-state and
+    can deadlock the child. The fork server is a fresh process, started once with the heavy imports done
+    (``preload``: the stage's own modules), so each worker is a cheap fork of a thread-free parent."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        import atexit
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "editkit.store", "editkit.rle",
+                                            *preload])
+        else:
+            context = multiprocessing.get_context("spawn")
+        pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker)
+        atexit.register(pool.shutdown, wait=False, cancel_futures=True)
+    return pool
 
 
 def make_executor(config: ExecutorConfig):

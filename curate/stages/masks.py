@@ -143,7 +143,8 @@ class MasksStep:
         from editkit.executors import RecordPool
 
         self.params, self.grounded = params, None
-        self.pool = RecordPool(params.workers)  # worker processes for the diff, started on first use
+        # worker processes for the diff (the process's shared pool; they import these modules once)
+        self.pool = RecordPool(params.workers, preload=("curate.stages.masks", "curate.masks.diff"))
         if params.mode == "grounded":
             from curate.masks.grounded_step import make_grounded_step
 

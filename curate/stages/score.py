@@ -81,7 +81,8 @@ class ScoreStep:
         from editkit.executors import RecordPool
 
         self.params, self.clip, self.quality = params, None, None
-        self.pool = RecordPool(params.workers)  # worker processes for the pixel scores, started on first use
+        # worker processes for the pixel scores (the process's shared pool; they import these modules once)
+        self.pool = RecordPool(params.workers, preload=("curate.stages.score", "curate.scoring.pair"))
         if params.clip.enabled:
             from editkit.clip import ClipScorer
 
