@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.support.numerics import assert_close
-from train.rollout.attention import AttentionRecorder, attention_fraction_inside
+from train.rewards.attention import attention_fraction_inside
+from train.rollout.attention import AttentionRecorder
 from train.config import LoraConfig, ModelConfig
 from train.rewards import RewardInputs, WeightedRewards
 

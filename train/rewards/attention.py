@@ -18,7 +18,6 @@ from train.rewards import RewardInputs, register_reward
 @declare_needs("mask", capabilities=("attention_maps",))
 def attention_concentration():
     def reward(inputs: RewardInputs) -> torch.Tensor:
-        from train.rollout.attention import attention_fraction_inside
         from train.algorithms.region_advantages import token_mask
 
         missing = [key for key in ("attention", "attention_grid") if key not in inputs.extras]
@@ -37,3 +36,14 @@ def attention_concentration():
         return torch.where(tokens.any(dim=1), fraction, torch.full_like(fraction, float("nan")))
 
     return reward
+
+
+def attention_fraction_inside(maps: torch.Tensor, token_masks: torch.Tensor) -> torch.Tensor:
+    """The fraction of each (B, L) attention map's mass on the True tokens of ``token_masks`` (B, L) -> (B,).
+
+    Maps need not be normalised; a NaN row (nothing recorded) stays NaN."""
+    if maps.shape != token_masks.shape:
+        raise ValueError(f"attention maps {tuple(maps.shape)} and token masks {tuple(token_masks.shape)} differ")
+    maps = maps.double()
+    inside = torch.where(token_masks.bool().to(maps.device), maps, torch.zeros_like(maps)).sum(dim=1)
+    return inside / maps.sum(dim=1)

@@ -316,14 +316,3 @@ def _store(captured: dict, name: str):
         captured[name] = output.detach()
 
     return hook
-
-
-def attention_fraction_inside(maps: torch.Tensor, token_masks: torch.Tensor) -> torch.Tensor:
-    """The fraction of each (B, L) attention map's mass on the True tokens of ``token_masks`` (B, L) -> (B,).
-
-    Maps need not be normalised; a NaN row (nothing recorded) stays NaN."""
-    if maps.shape != token_masks.shape:
-        raise ValueError(f"attention maps {tuple(maps.shape)} and token masks {tuple(token_masks.shape)} differ")
-    maps = maps.double()
-    inside = torch.where(token_masks.bool().to(maps.device), maps, torch.zeros_like(maps)).sum(dim=1)
-    return inside / maps.sum(dim=1)
