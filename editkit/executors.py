@@ -22,6 +22,7 @@ import json
 import os
 import traceback
 from collections import Counter
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Literal, Optional
@@ -301,9 +302,19 @@ class RecordPool:
             items.append((work, record, RecordImages(rid, images.source_bytes(rid) if present else None,
                                                      images.edited_bytes(rid) if present else None, present)))
         chunk = max(1, -(-len(items) // (4 * self.workers)))
-        for index, done in enumerate(self._executor().map(_run_record, items, chunksize=chunk)):
-            records[index].clear()
-            records[index].update(done)
+        try:
+            results = list(self._executor().map(_run_record, items, chunksize=chunk))
+        except BrokenProcessPool as error:  # e.g. a script without a __main__ guard: its workers cannot start
+            _POOLS.pop(self.workers, None)
+            self._pool, self.workers = None, 1
+            import warnings
+
+            warnings.warn(f"per-record worker processes failed ({error}); running this stage's records inline",
+                          RuntimeWarning, stacklevel=2)
+            return self.map(work, records, images)
+        for record, done in zip(records, results):  # applied only once every record is done
+            record.clear()
+            record.update(done)
 
     def _executor(self):
         if self._pool is None:
