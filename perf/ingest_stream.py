@@ -124,9 +124,14 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs (JSON to a temp file)")
     args = parser.parse_args()
     if args.child:
         return child(args.dataset, args.work, args.child, args.limit)
+    if args.smoke:
+        args.small, args.large, args.repeats, args.compare_hf = 40, 80, 1, 0
+        if args.out == parser.get_default("out"):
+            args.out = Path(tempfile.gettempdir()) / "editkit-perf-smoke" / "ingest_stream.json"
     results: dict = {"size": args.size, "machine": f"{os.cpu_count()}-core x86 CPU", "runs": {}}
     readers = ("preset", "hf") if args.compare_hf else ("preset",)
     with tempfile.TemporaryDirectory() as tmp:
