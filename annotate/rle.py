@@ -35,7 +35,7 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
         raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
     if mask.size == 0:
         raise ValueError("mask is empty (zero height or width)")
-    flat = (mask != 0).ravel()
+    flat = mask.ravel() if mask.dtype == bool else (mask != 0).ravel()  # a bool mask is read in place (no copy)
     num_words = flat.size * _CHANNELS
     if num_words >= 1 << 32:
         raise ValueError(f"mask of {flat.size} pixels is too large for Label Studio's 32-bit word count")
