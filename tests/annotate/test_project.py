@@ -77,7 +77,7 @@ def test_round_trip_on_a_real_server(ls_server):
     # pushing again (one mask changed) neither duplicates tasks nor loses the annotation
     changed = dict(records[2], mask=rle.encode(np.ones((40, 56), dtype=bool)))
     counts = project.push(ls, params, [records[0], records[1], changed], store.ImageStore(params.images))
-    assert counts == {"created": 0, "updated": 1, "unchanged": 2, "skipped_rejected": 0}
+    assert counts == {"created": 0, "updated": 1, "unchanged": 2, "skipped_rejected": 0, "repaired_images": 0}
     assert len(list(ls.tasks.list(project=project_id))) == 3
 
     server.stop(params)  # restart between push and pull: nothing is lost
