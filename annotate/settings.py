@@ -68,8 +68,8 @@ class AnnotateParams:
     ] = field(default_factory=ReviewPolicy)
     brush_colour: Annotated[
         str,
-        Help("the brush colour (#rrggbb) of new review projects; empty: the palette colour that contrasts most with "
-             "the first images pushed"),
+        Help("the brush colour (#rrggbb) of the review projects (a push applies a changed one); empty: the palette "
+             "colour that contrasts most with the first images pushed"),
     ] = ""
 
     @property
