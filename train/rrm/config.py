@@ -54,61 +54,45 @@ def _optim(learning_rate: float) -> OptimConfig:
     return OptimConfig(learning_rate=learning_rate, weight_decay=0.0)
 
 
+def _checkpoints() -> CheckpointConfig:
+    return CheckpointConfig(every=50, keep_last=2)
+
+
+# the sections SFT and GCPO declare alike (each with its own defaults)
+OutputDir = Annotated[str, Help("where checkpoints, metrics and the trained model/ directory are written")]
+Lora = Annotated[LoraConfig, Help("the LoRA (or full fine-tuning) of the language model")]
+Format = Annotated[FormatConfig, Help("score range and prompt version of the judgement format")]
+Optim = Annotated[OptimConfig, Help("the AdamW optimizer of the trained parameters")]
+Loop = Annotated[LoopConfig, Help("the training loop: steps, batch sizes, precision")]
+Checkpoints = Annotated[CheckpointConfig, Help("how often checkpoints are written and how many are kept")]
+Logging = Annotated[LoggingConfig, Help("where training metrics are logged")]
+
+
 @dataclass
 class SFTRunConfig:
-    output_dir: Annotated[
-        str,
-        Help("where checkpoints, metrics and the trained model/ directory are written"),
-    ] = "runs/rrm_sft"
+    output_dir: OutputDir = "runs/rrm_sft"
     model: Annotated[
         ModelConfig,
         Help("the Qwen2.5-VL model the reward model starts from"),
     ] = field(default_factory=ModelConfig)
-    lora: Annotated[
-        LoraConfig,
-        Help("the LoRA (or full fine-tuning) of the language model"),
-    ] = field(default_factory=LoraConfig)
-    format: Annotated[
-        FormatConfig,
-        Help("score range and prompt version of the judgement format"),
-    ] = field(default_factory=FormatConfig)
+    lora: Lora = field(default_factory=LoraConfig)
+    format: Format = field(default_factory=FormatConfig)
     data: Annotated[DataConfig, Help("the SFT trajectories to train on")] = field(default_factory=DataConfig)
-    optim: Annotated[
-        OptimConfig,
-        Help("the AdamW optimizer of the trained parameters"),
-    ] = field(default_factory=lambda: _optim(1e-5))
-    train: Annotated[
-        LoopConfig,
-        Help("the training loop: steps, batch sizes, precision"),
-    ] = field(default_factory=LoopConfig)
-    checkpoint: Annotated[
-        CheckpointConfig,
-        Help("how often checkpoints are written and how many are kept"),
-    ] = field(default_factory=lambda: CheckpointConfig(every=50, keep_last=2))
-    logging: Annotated[
-        LoggingConfig,
-        Help("where training metrics are logged"),
-    ] = field(default_factory=lambda: LoggingConfig(plots_csv="plots/rrm_sft.csv"))
+    optim: Optim = field(default_factory=lambda: _optim(1e-5))
+    train: Loop = field(default_factory=LoopConfig)
+    checkpoint: Checkpoints = field(default_factory=_checkpoints)
+    logging: Logging = field(default_factory=lambda: LoggingConfig(plots_csv="plots/rrm_sft.csv"))
 
 
 @dataclass
 class GCPORunConfig:
-    output_dir: Annotated[
-        str,
-        Help("where checkpoints, metrics and the trained model/ directory are written"),
-    ] = "runs/rrm_gcpo"
+    output_dir: OutputDir = "runs/rrm_gcpo"
     model: Annotated[
         ModelConfig,
         Help("the model to start from: an SFT run's model/ directory"),
     ] = field(default_factory=ModelConfig)
-    lora: Annotated[
-        LoraConfig,
-        Help("the LoRA (or full fine-tuning) of the language model"),
-    ] = field(default_factory=LoraConfig)
-    format: Annotated[
-        FormatConfig,
-        Help("score range and prompt version of the judgement format"),
-    ] = field(default_factory=FormatConfig)
+    lora: Lora = field(default_factory=LoraConfig)
+    format: Format = field(default_factory=FormatConfig)
     data: Annotated[
         DataConfig,
         Help("the preference pairs to train on"),
@@ -117,19 +101,7 @@ class GCPORunConfig:
         GCPOConfig,
         Help("the GCPO objective: trajectories, ties, clipping, aggregation"),
     ] = field(default_factory=GCPOConfig)
-    optim: Annotated[
-        OptimConfig,
-        Help("the AdamW optimizer of the trained parameters"),
-    ] = field(default_factory=lambda: _optim(1e-6))
-    train: Annotated[
-        LoopConfig,
-        Help("the training loop: steps, batch sizes, precision"),
-    ] = field(default_factory=lambda: LoopConfig(batch_size=4))
-    checkpoint: Annotated[
-        CheckpointConfig,
-        Help("how often checkpoints are written and how many are kept"),
-    ] = field(default_factory=lambda: CheckpointConfig(every=50, keep_last=2))
-    logging: Annotated[
-        LoggingConfig,
-        Help("where training metrics are logged"),
-    ] = field(default_factory=lambda: LoggingConfig(plots_csv="plots/rrm_gcpo.csv"))
+    optim: Optim = field(default_factory=lambda: _optim(1e-6))
+    train: Loop = field(default_factory=lambda: LoopConfig(batch_size=4))
+    checkpoint: Checkpoints = field(default_factory=_checkpoints)
+    logging: Logging = field(default_factory=lambda: LoggingConfig(plots_csv="plots/rrm_gcpo.csv"))
