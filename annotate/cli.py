@@ -187,6 +187,10 @@ def _summary_lines(summary: dict, policy: str) -> str:
         lines += [f"  {pair}: verdicts {100 * a['verdict_agreement']:.0f}% of {a['pairs']}"
                   + ("" if a["mean_mask_iou"] is None else f", mask IoU {a['mean_mask_iou']:.3f}")
                   for pair, a in summary["agreement"].items() if pair != "all"]
+    if summary.get("overwritten_before_pull"):
+        lost = summary["overwritten_before_pull"]
+        lines.append(f"warning: {len(lost)} annotation(s) were updated by another reviewer before their author's "
+                     f"version was pulled (that version is lost): {', '.join(lost[:20])}; pull more often")
     queue = summary["adjudication_queue"]
     lines.append(f"open conflicts ({policy}): {summary['open_conflicts']}"
                  + (f" -> adjudicate: {', '.join(queue[:20])}{' ...' if len(queue) > 20 else ''}" if queue else ""))

@@ -179,8 +179,13 @@ def resolve(reviews: list[dict[str, Any]] | None, predicted: np.ndarray | None,
 def summary(resolutions: dict[str, Resolution], reviews: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Per-reviewer counts, agreement between reviewers of the same task and the open conflicts."""
     per: dict[str, dict[str, int]] = defaultdict(lambda: {"annotations": 0, "samples": 0})
+    reviews = list(reviews)
+    versions = {(r.get("annotation_id"), reviewer_of(r)) for r in reviews}
     for review in reviews:
         per[reviewer_of(review)]["annotations"] += 1
+    # another reviewer updated an annotation in place before its author's version was ever pulled: that one is lost
+    overwritten = sorted({r["sample_id"] for r in reviews
+                          if r.get("edited_over") and (r.get("annotation_id"), r["edited_over"]) not in versions})
     pair_stats: dict[str, dict[str, list]] = defaultdict(lambda: {"verdicts": [], "ious": []})
     how: dict[str, int] = defaultdict(int)
     for resolution in resolutions.values():
@@ -200,4 +205,5 @@ def summary(resolutions: dict[str, Resolution], reviews: Iterable[dict[str, Any]
     return {"reviewers": {who: dict(c) for who, c in sorted(per.items())},
             "multi_reviewed": sum(len(r.reviewers) > 1 for r in resolutions.values()),
             "resolution": dict(sorted(how.items())), "agreement": agreement,
-            "open_conflicts": len(conflicts), "adjudication_queue": conflicts}
+            "open_conflicts": len(conflicts), "adjudication_queue": conflicts,
+            "overwritten_before_pull": overwritten}

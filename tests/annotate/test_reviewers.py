@@ -148,3 +148,17 @@ def test_a_version_2_reviews_file_reads_as_one_unknown_reviewer(tmp_path):
                                                                  "updated_at": "T1"}]}))
     [review] = load_reviews(path)["s"]
     assert review["reviewer"] == "unknown" and review["created_at"] is None and review["choice"] == "accept"
+
+
+def test_an_annotation_updated_in_place_keeps_both_versions_and_an_unpulled_one_is_reported():
+    before = _review("ann", "T1", "accept", None, "s", aid=5)
+    after = {**_review("bob", "T2", "fixed", FAR, "s", aid=5), "edited_over": "ann"}
+    kept = project.with_earlier([before], [after])  # pull after bob updated ann's annotation in place
+    assert [(r["reviewer"], r["choice"]) for r in kept] == [("ann", "accept"), ("bob", "fixed")]
+    assert project.with_earlier([before], [{**before, "updated_at": "T3", "choice": "reject"}])[0]["choice"] == "reject"
+    assert project.with_earlier([before], []) == []  # deleted on the server: gone
+    grouped = reviewers.by_sample(kept)
+    resolutions = {sid: reviewers.resolve(group, PREDICTED) for sid, group in grouped.items()}
+    assert reviewers.summary(resolutions, kept)["overwritten_before_pull"] == []
+    unpulled = reviewers.summary({"s": reviewers.resolve([after], PREDICTED)}, [after])
+    assert unpulled["overwritten_before_pull"] == ["s"]
