@@ -101,3 +101,28 @@ def test_on_policy_ratio_is_one_the_loss_is_reweighted_and_off_by_default():
     assert_exact(guard_log_ratio(torch.zeros(2, 5), torch.zeros(2, 5), per_token), torch.zeros(2, 5),
                  why="std 0: the step is the ODE's, its log-ratio is defined as 0")
     assert GRPOConfig().guard is False
+
+
+def test_the_grpo_trainer_runs_with_the_guard_and_it_changes_the_update(tiny_kontext_dir, edit_dataset_dir, tmp_path):
+    """``objective.grpo.guard=true`` reaches the loss: the rollout keeps its transition means, the on-policy ratio is
+    exactly 1, and the step's loss (reweighted by 1/(−dt)) differs from the unguarded one on the same batch."""
+    import json
+    from pathlib import Path
+
+    from train.main import run
+
+    config = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
+    metrics = {}
+    for guard in (True, False):
+        out = tmp_path / f"guard-{guard}"
+        run(str(config), ["objective.name=grpo", f"objective.grpo.guard={str(guard).lower()}",
+                          "objective.regularizer.enabled=false", f"model.path={tiny_kontext_dir}",
+                          f"data.dataset={edit_dataset_dir}", f"output_dir={out}", "train.max_steps=1",
+                          "train.groups_per_step=1", "train.group_size=2", "train.micro_batch_size=2", "train.seed=1",
+                          "sampler.num_steps=2", "sampler.sde_window=[0, 2]", "sampler.train_steps=1", "eval.every=0",
+                          "checkpoint.every=0", "logging.progress=false", "logging.tensorboard=false"])
+        metrics[guard] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    guarded, plain = metrics[True], metrics[False]
+    assert guarded["ratio_first"] == 1.0 and guarded["grad_norm"] > 0 and torch.isfinite(torch.tensor(guarded["loss"]))
+    assert guarded["reward_mean"] == plain["reward_mean"]  # the same rollouts ...
+    assert guarded["grad_norm"] != plain["grad_norm"]  # ... and another update

@@ -20,6 +20,7 @@ class Trajectory:
     states: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> x before the step (SDE steps)
     next_states: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> x after the step
     log_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> (B,)
+    means: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> the transition mean (GRPO-Guard)
 
 
 def per_sample_normal(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
@@ -28,7 +29,8 @@ def per_sample_normal(shape: tuple[int, ...], generators: list[torch.Generator])
 
 @torch.no_grad()
 def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde: str, noise_level: float,
-            window: tuple[int, int], generators: list[torch.Generator], autocast, per_token: bool = False) -> Trajectory:
+            window: tuple[int, int], generators: list[torch.Generator], autocast, per_token: bool = False,
+            keep_means: bool = False) -> Trajectory:
     """``per_token`` records (B, L) log-probs (one per packed token, for per-token advantages) instead of (B,)."""
     trajectory = Trajectory(final=x)
     sigma_max = float(sigmas[1]) if len(sigmas) > 1 else None
@@ -40,6 +42,8 @@ def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde:
             noise = per_sample_normal(tuple(x.shape[1:]), generators).to(x.device)
             out = sde_transition(sde, x, v, sigma, sigma_next, noise_level, noise, sigma_max=sigma_max)
             trajectory.states[i], trajectory.next_states[i] = x, out.x_next
+            if keep_means:
+                trajectory.means[i] = out.mean
             trajectory.log_probs[i] = gaussian_log_prob(out.x_next, out.mean, out.std, per_token=True) if per_token \
                 else out.log_prob
             x = out.x_next

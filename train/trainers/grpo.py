@@ -7,6 +7,7 @@ import torch
 
 from train.algorithms.advantages import Advantages, gathered_advantages
 from train.algorithms.grpo import gaussian_kl, grpo_loss
+from train.algorithms.grpo_guard import GuardInputs
 from train.algorithms.region_advantages import per_token_advantages, reward_mix
 from train.algorithms.sde import gaussian_log_prob, sde_transition
 from train.rollout.micro_batches import sample_micro_batches
@@ -22,6 +23,7 @@ class GRPOSamples(Samples):
     states: dict[int, torch.Tensor] = field(default_factory=dict)  # x before the step (N, L, C)
     next_states: dict[int, torch.Tensor] = field(default_factory=dict)  # x after the step
     log_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # (N,), or (N, L) per token
+    means: dict[int, torch.Tensor] = field(default_factory=dict)  # the rollout's transition means (GRPO-Guard)
 
 
 class GRPOTrainer(Trainer):
@@ -35,7 +37,8 @@ class GRPOTrainer(Trainer):
             return rollout(self.adapter, self.adapter.transformer, batch.cond.select(mb),
                            noise[mb].to(self.accelerator.device), self.sigmas, sde=cfg.sde,
                            noise_level=cfg.noise_level, window=tuple(cfg.sde_window), generators=generators[mb],
-                           autocast=self.accelerator.autocast, per_token=region)
+                           autocast=self.accelerator.autocast, per_token=region,
+                           keep_means=self.config.objective.grpo.guard)
 
         rollouts = sample_micro_batches(self, batch, roll_out)
         parts = rollouts.trajectories
@@ -44,7 +47,8 @@ class GRPOTrainer(Trainer):
             rollouts,
             states={i: torch.cat([p.states[i] for p in parts]) for i in steps},
             next_states={i: torch.cat([p.next_states[i] for p in parts]) for i in steps},
-            log_probs={i: torch.cat([p.log_probs[i] for p in parts]) for i in steps})
+            log_probs={i: torch.cat([p.log_probs[i] for p in parts]) for i in steps},
+            means={i: torch.cat([p.means[i] for p in parts]) for i in steps} if parts[0].means else {})
 
     def region_advantages(self, batch: Batch) -> Advantages:
         """Edit-GRPO: edit-reward advantages on edit-mask tokens, preservation-reward advantages elsewhere."""
@@ -79,8 +83,10 @@ class GRPOTrainer(Trainer):
             out = sde_transition(cfg.sampler.sde, x, v, sigma, sigma_next, cfg.sampler.noise_level,
                                  sigma_max=sigma_max, prev_sample=x_next)
             log_prob = gaussian_log_prob(x_next, out.mean, out.std, per_token=True) if region else out.log_prob
+            guard = GuardInputs(out.mean, samples.means[j][mb], out.std, sigma_next - sigma) \
+                if cfg.objective.grpo.guard else None
             loss, parts = grpo_loss(log_prob, samples.log_probs[j][mb], adv[mb], keep[mb],
-                                    cfg.objective.grpo.clip_range)
+                                    cfg.objective.grpo.clip_range, guard=guard)
             if cfg.objective.grpo.kl_beta > 0:
                 with torch.no_grad(), self.adapter.reference(), self.accelerator.autocast():
                     v_ref = self.adapter.velocity(self.adapter.transformer, x, torch.full((x.shape[0],), sigma), cond)
