@@ -8,9 +8,9 @@ import typer
 
 from editkit.cli_app import command_group
 
-app = command_group(help="Post-train FLUX.1-Kontext or Qwen-Image-Edit (LoRA) with GRPO or DiffusionNFT and the "
-                    "CoCoEdit region regularizer; the miniature ablation. Multi-GPU: `accelerate launch -m train "
-                    "--config ...` (the same options as `editkit train run`).")
+app = command_group(help="Post-train FLUX.1-Kontext, FLUX.2, Qwen-Image-Edit or Qwen-Image 2.1 (LoRA) with GRPO or "
+                    "DiffusionNFT and the CoCoEdit region regularizer; the miniature ablation. Multi-GPU: "
+                    "`accelerate launch -m train --config ...` (the same options as `editkit train run`).")
 
 
 @app.command("run")

@@ -37,7 +37,7 @@ class ModelConfig:
     ] = "black-forest-labs/FLUX.1-Kontext-dev"
     guidance_scale: Annotated[
         float,
-        Help("Kontext's distilled guidance embedding value (no true CFG)"),
+        Help("the distilled guidance embedding's value: FLUX.1-Kontext and FLUX.2 [dev] (no true CFG)"),
         Range(ge=0),
     ] = 2.5
     max_sequence_length: Annotated[
@@ -47,12 +47,13 @@ class ModelConfig:
     ] = 512
     true_cfg_scale: Annotated[
         float,
-        Help("Qwen-Image-Edit true CFG with norm rescale (> 1 enables it); Kontext ignores it"),
+        Help("true CFG scale (> 1 enables it): Qwen-Image-Edit (with norm rescale), FLUX.2 [klein] and Qwen-Image "
+             "2.1 (plain); the guidance-distilled FLUX.1-Kontext and FLUX.2 [dev] ignore it"),
         Range(ge=0),
     ] = 4.0
     negative_prompt: Annotated[
         str,
-        Help("Qwen-Image-Edit's negative prompt for true CFG (the pipeline's usual \" \")"),
+        Help("the negative prompt of true CFG for Qwen-Image-Edit and Qwen-Image 2.1 (the pipeline's usual \" \")"),
     ] = " "
     gradient_checkpointing: Annotated[
         bool,
