@@ -42,7 +42,7 @@ def test_every_project_registry_lists_its_built_ins_without_importing_them():
     from train.trainers import TRAINERS
 
     assert BACKENDS.names() == ["none", "openai", "transformers"]
-    assert ADAPTERS.names() == ["flux_kontext", "qwen_image_edit"] and TRAINERS.names() == ["grpo", "nft"]
+    assert ADAPTERS.names() == ["flux2", "flux_kontext", "qwen_image_21", "qwen_image_edit"] and TRAINERS.names() == ["grpo", "nft"]
     assert SOURCES.names() == ["folder", "hf", "preset", "sample"] and READERS.names() == ["compbench", "gedit", "imgedit"]
     assert {"mllm", "verifier", "pixel_consistency", "edit_region"} <= set(REWARDS.names())
     assert {"magicbrush", "omniedit"} <= set(PRESETS.names())
