@@ -36,6 +36,15 @@ def summary(metrics_dir: str = typer.Option("metrics", help="where the stages wr
     import_dotted("curate.summary:print_summary", "command")(metrics_dir)
 
 
+@app.command()
+def view(stage: str = typer.Argument(..., help="the stage whose records to show, e.g. select or masks"),
+         data: str = typer.Option("data", help="the pipeline's data directory"),
+         out: str = typer.Option(None, help="gallery folder (default <data>/gallery/<stage>)"),
+         progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Write a static HTML gallery of a stage's records (opens from disk; filters, sorting, paging)."""
+    import_dotted("curate.gallery:view", "command")(stage, data, out, progress=progress)
+
+
 def main() -> None:
     app()
 
