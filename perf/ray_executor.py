@@ -1,12 +1,13 @@
 """masks + score on the local executor vs the Ray executor on the same machine; Ray's fixed costs separately.
 
-    .venv/bin/python perf/ray_executor.py [--records 240] [--shard-size 40] [--size 512] [--actors 2] [--out F]
+    .venv/bin/python perf/ray_executor.py [--records 2000] [--shard-size 500] [--size 256] [--actors 2] [--rounds 1]
 
 Records are perf/masks_score.py's generated pairs (a bundled photo with a random coloured ellipse, a third JPEG).
 Rows of the table:
-* ``local``: the masks and score stages on the local executor, per-record work on one thread per core.
-* ``ray``: the same stages on a Ray Data actor pool of ``--actors`` actors (one thread each, so the machine's cores
-  are used the same way), the Ray instance already running.
+* ``local``: the masks and score stages on the local executor, per-record work on one worker process per core.
+* ``ray``: the same stages on a Ray Data actor pool of ``--actors`` actors (0.5 CPU each; the per-record work runs
+  inside the actor, so the machine's cores are used the same way), the Ray instance already running; each stage
+  starts its actor pool, as a stage command under DVC does.
 * ``ray start-up``: ``ray.init`` of a local instance (paid once per stage command under DVC).
 * ``actor start-up`` / ``per-shard overhead``: a step that does nothing, over 1 shard and over ``--tiny`` one-record
   shards: what an actor pool costs before any work, and what each shard adds.
@@ -15,7 +16,7 @@ Outputs of the two executors are compared record for record. Prints a table and 
 from __future__ import annotations
 
 import argparse
-import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -51,15 +52,16 @@ def same_records(a: Path, b: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=240)
-    parser.add_argument("--shard-size", type=int, default=40)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--shard-size", type=int, default=500, help="records per shard (one Ray block each)")
+    parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--actors", type=int, default=2)
-    parser.add_argument("--tiny", type=int, default=20, help="one-record shards for the per-shard overhead")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (local, ray); medians reported")
+    parser.add_argument("--tiny", type=int, default=20, help="one-record shards for the per-shard overhead (0: skip)")
     harness.add_options(parser, "ray_executor")
     args = parser.parse_args()
     if args.smoke:
-        args.records, args.shard_size, args.size, args.tiny = 6, 3, 64, 2
+        args.records, args.shard_size, args.size, args.tiny, args.rounds = 6, 3, 64, 0, 1
     provenance = harness.Provenance(args.smoke)
 
     from editkit import executors
@@ -69,48 +71,52 @@ def main() -> None:
     resources = executors.StageResources(num_cpus=0.5, concurrency=args.actors)
     ray_executor = executors.RayExecutor(executors.ExecutorConfig(
         kind="ray", stages={name: resources for name in ("masks", "score", "noop")}))
+    actor_s = per_shard_s = float("nan")
     with tempfile.TemporaryDirectory() as tmp:
-        work, tiny = Path(tmp) / "pairs", Path(tmp) / "tiny"
+        work = Path(tmp) / "pairs"
         generate(work, args.records, args.size, args.shard_size)
-        generate(tiny, args.tiny, 32, 1)
-        local_s = stages(work, None, 0, "local")
         started = time.perf_counter()
-        executors.connect("")
+        executors.connect("")  # ray.init: paid once per process, reported on its own
         startup_s = time.perf_counter() - started
-        ray_s = stages(work, ray_executor, 1, "ray")
-        identical = same_records(work / "score-local", work / "score-ray") and \
-            same_records(work / "masks-local", work / "masks-ray")
-        one = Path(tmp) / "one"
-        generate(one, 1, 32, 1)
-        started = time.perf_counter()
-        run_stage("noop", one / "records", Path(tmp) / "noop1", Deferred(noop_step), progress=False,
-                  executor=ray_executor)
-        actor_s = time.perf_counter() - started
-        started = time.perf_counter()
-        run_stage("noop", tiny / "records", Path(tmp) / "noopN", Deferred(noop_step), progress=False,
-                  executor=ray_executor)
-        per_shard_s = max(0.0, (time.perf_counter() - started - actor_s) / max(1, args.tiny - 1))
-    rows = [
-        ("local (threads = cores)", local_s, args.records / local_s),
-        (f"ray ({args.actors} actors x 1 thread)", ray_s, args.records / ray_s),
-    ]
+        local_times, ray_times, identical = [], [], True
+        for index in range(args.rounds):
+            local_times.append(stages(work, None, 0, f"local{index}"))
+            ray_times.append(stages(work, ray_executor, 0, f"ray{index}"))
+            identical &= same_records(work / f"score-local{index}", work / f"score-ray{index}") and \
+                same_records(work / f"masks-local{index}", work / f"masks-ray{index}")
+        if args.tiny:
+            tiny, one = Path(tmp) / "tiny", Path(tmp) / "one"
+            generate(tiny, args.tiny, 32, 1)
+            generate(one, 1, 32, 1)
+            started = time.perf_counter()
+            run_stage("noop", one / "records", Path(tmp) / "noop1", Deferred(noop_step), progress=False,
+                      executor=ray_executor)
+            actor_s = time.perf_counter() - started
+            started = time.perf_counter()
+            run_stage("noop", tiny / "records", Path(tmp) / "noopN", Deferred(noop_step), progress=False,
+                      executor=ray_executor)
+            per_shard_s = max(0.0, (time.perf_counter() - started - actor_s) / max(1, args.tiny - 1))
+    local_s, ray_s = statistics.median(local_times), statistics.median(ray_times)
     result = {
-        "hardware": f"{platform.machine()} CPU, {executors.os.cpu_count()} cores, no GPU",
         "records": args.records, "size": args.size, "shards": -(-args.records // args.shard_size),
-        "local_s": round(local_s, 2), "ray_s": round(ray_s, 2),
+        "actors": args.actors, "actor_num_cpus": resources.num_cpus, "rounds": args.rounds,
+        "local_s": round(local_s, 2), "ray_s": round(ray_s, 2), "local_all_s": local_times, "ray_all_s": ray_times,
         "local_records_per_s": round(args.records / local_s, 2), "ray_records_per_s": round(args.records / ray_s, 2),
         "ray_overhead_pct": round(100 * (ray_s / local_s - 1), 1),
         "ray_startup_s": round(startup_s, 2), "actor_pool_startup_s": round(actor_s, 2),
         "per_shard_overhead_s": round(per_shard_s, 3), "outputs_identical": identical,
     }
-    print(f"masks + score, {args.records} records at {args.size} px in {result['shards']} shards "
-          f"({result['hardware']})")
+    print(f"masks + score, {args.records} records at {args.size} px in {result['shards']} shards, "
+          f"medians of {args.rounds}")
     print("| executor | seconds | records/s |\n|---|---:|---:|")
-    for name, seconds, rate in rows:
-        print(f"| {name} | {seconds:.2f} | {rate:.1f} |")
-    print(f"\nRay over local: {result['ray_overhead_pct']:+.1f}%  | ray.init {startup_s:.2f} s | actor pool start-up "
-          f"{actor_s:.2f} s | per-shard overhead {per_shard_s * 1000:.0f} ms | outputs identical: {identical}")
+    print(f"| local (worker processes = cores) | {local_s:.2f} | {args.records / local_s:.1f} |")
+    print(f"| ray ({args.actors} actors x {resources.num_cpus} CPU) | {ray_s:.2f} | {args.records / ray_s:.1f} |")
+    print(f"\nRay over local: {result['ray_overhead_pct']:+.1f}%  | ray.init {startup_s:.2f} s (not included) | "
+          f"actor pool start-up {actor_s:.2f} s | per-shard overhead {per_shard_s * 1000:.0f} ms | "
+          f"outputs identical: {identical}")
     harness.write_result(harness.out_path(args, "ray_executor"), result, provenance)
+    if not identical:
+        raise SystemExit("the two executors wrote different records")
 
 
 if __name__ == "__main__":
