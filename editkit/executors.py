@@ -284,9 +284,8 @@ class RecordPool:
     """
 
     def __init__(self, workers: int = 0, min_records: int = 16, preload: tuple[str, ...] = ()):
-        from editkit.pipeline import available_cores
-
-        self.workers = available_cores() if workers <= 0 else workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = cores if workers <= 0 else workers  # (editkit.pipeline.available_cores; it imports us)
         self.min_records, self.preload = min_records, tuple(preload)
         self._pool = None
 
