@@ -211,6 +211,22 @@ class TrainLoopConfig:
         FSDPConfig,
         Help("FSDP2 sharding options, used with parallelism fsdp2"),
     ] = field(default_factory=FSDPConfig)
+    reuse_rollout_graph: Annotated[
+        Literal["auto", "on", "off"],
+        Help("GRPO: run the rollout's forwards of the trained SDE steps with gradients and back-propagate the loss "
+             "through them instead of recomputing those forwards in the update (the same gradients, one forward "
+             "less per trained step; activations are held from the rollout until the update). Needs an on-policy "
+             "update (one optimizer update per iteration), one process and lora.dropout 0. \"auto\" = on when "
+             "those hold, keeping graphs while the measured activations fit reuse_rollout_graph_budget_gib (the "
+             "rest are recomputed); \"on\" = always (an error where it cannot apply), no budget; \"off\" = "
+             "recompute. NFT ignores it"),
+    ] = "auto"
+    reuse_rollout_graph_budget_gib: Annotated[
+        float,
+        Help("memory for the kept rollout activations with reuse_rollout_graph auto, in GiB (0 = half of the "
+             "device's free memory when sampling starts)"),
+        Range(ge=0),
+    ] = 0.0
 
 
 @dataclass

@@ -2,11 +2,16 @@
 
 Steps inside ``window = [start, end)`` are stochastic (Flow-SDE or CPS, with log-probs); the others are the
 deterministic Euler ODE. ``noise_level = 0`` or an empty window gives the ODE rollout NFT and evaluation use.
+``keep_graph`` (GRPO's on-policy update, :mod:`train.trainers.grpo`) runs chosen SDE steps' forwards with gradients
+and keeps each step's transition (:class:`~train.algorithms.sde.StepOutput`, its mean and log-prob with their graph)
+in ``Trajectory.graphs``; every state stays detached, so a kept step's gradient is the one a recomputed forward on
+the stored state gives.
 Per-sample noise comes from per-sample generators, so a sample does not depend on its batch neighbours, on the
 micro-batch size or on the number of processes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,33 +26,41 @@ class Trajectory:
     next_states: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> x after the step
     log_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> (B,)
     means: dict[int, torch.Tensor] = field(default_factory=dict)  # step index -> the transition mean (GRPO-Guard)
+    graphs: dict = field(default_factory=dict)  # step index -> StepOutput with its autograd graph (keep_graph)
 
 
 def per_sample_normal(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
-@torch.no_grad()
 def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde: str, noise_level: float,
             window: tuple[int, int], generators: list[torch.Generator], autocast, per_token: bool = False,
-            keep_means: bool = False) -> Trajectory:
-    """``per_token`` records (B, L) log-probs (one per packed token, for per-token advantages) instead of (B,)."""
+            keep_means: bool = False, keep_graph: Callable[[int], bool] | None = None) -> Trajectory:
+    """``per_token`` records (B, L) log-probs (one per packed token, for per-token advantages) instead of (B,).
+    ``keep_graph(i)`` is asked before each SDE step's forward: True runs it with gradients and keeps its graph."""
     trajectory = Trajectory(final=x)
     sigma_max = float(sigmas[1]) if len(sigmas) > 1 else None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        with autocast():
+        sde_step = window[0] <= i < window[1] and noise_level > 0
+        keep = sde_step and keep_graph is not None and keep_graph(i)
+        with torch.set_grad_enabled(keep), autocast():
             v = adapter.velocity(model, x, torch.full((x.shape[0],), sigma), cond)
-        if window[0] <= i < window[1] and noise_level > 0:
-            noise = per_sample_normal(tuple(x.shape[1:]), generators).to(x.device)
-            out = sde_transition(sde, x, v, sigma, sigma_next, noise_level, noise, sigma_max=sigma_max)
-            trajectory.states[i], trajectory.next_states[i] = x, out.x_next
-            if keep_means:
-                trajectory.means[i] = out.mean
-            trajectory.log_probs[i] = gaussian_log_prob(out.x_next, out.mean, out.std, per_token=True) if per_token \
-                else out.log_prob
-            x = out.x_next
-        else:
-            x = ode_step(x.float(), v, sigma, sigma_next)
+        with torch.set_grad_enabled(keep):
+            if sde_step:
+                noise = per_sample_normal(tuple(x.shape[1:]), generators).to(x.device)
+                out = sde_transition(sde, x, v, sigma, sigma_next, noise_level, noise, sigma_max=sigma_max)
+                if keep:
+                    trajectory.graphs[i] = out
+                x_next = out.x_next.detach()
+                trajectory.states[i], trajectory.next_states[i] = x, x_next
+                if keep_means:
+                    trajectory.means[i] = out.mean.detach()
+                log_prob = gaussian_log_prob(x_next, out.mean, out.std, per_token=True) if per_token \
+                    else out.log_prob
+                trajectory.log_probs[i] = log_prob.detach()
+                x = x_next
+            else:
+                x = ode_step(x.float(), v, sigma, sigma_next)
     trajectory.final = x
     return trajectory
