@@ -283,7 +283,7 @@ class RecordPool:
     smaller than ``min_records`` run inline (shipping them to processes would cost more than it saves).
     """
 
-    def __init__(self, workers: int = 0, min_records: int = 16, preload: tuple[str, ...] = ()):
+    def __init__(self, workers: int = 0, min_records: int = 32, preload: tuple[str, ...] = ()):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = cores if workers <= 0 else workers  # (editkit.pipeline.available_cores; it imports us)
         self.min_records, self.preload = min_records, tuple(preload)
