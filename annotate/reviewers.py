@@ -28,29 +28,22 @@ from typing import Annotated, Any, Iterable, Literal
 import numpy as np
 
 from editkit import rle
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 POLICIES = ("latest", "lead", "consensus", "adjudicate")
 
 
 @dataclass
 class ReviewPolicy:
-    resolve: Annotated[
-        Literal["latest", "lead", "consensus", "adjudicate"],
-        Help("how the reviews of several reviewers of one task become one: latest (saved last), lead (the lead "
-             "reviewer's), consensus (a majority that agrees), adjudicate (agreeing reviewers, else the task waits "
-             "in the adjudication queue for the lead)"),
-    ] = "adjudicate"
-    lead: Annotated[
-        str,
-        Help("the lead reviewer's Label Studio login (email), who adjudicates conflicts; the default is the login "
-             "`annotate serve` creates"),
-    ] = "reviewer@editkit.local"
-    min_iou: Annotated[
-        float,
-        Help("two reviewers' masks agree when their IoU is at least this"),
-        Range(ge=0.0, le=1.0),
-    ] = 0.9
+    resolve: Literal["latest", "lead", "consensus", "adjudicate"] = "adjudicate"
+    """how the reviews of several reviewers of one task become one: latest (saved last), lead (the lead reviewer's),
+    consensus (a majority that agrees), adjudicate (agreeing reviewers, else the task waits in the adjudication queue
+    for the lead)"""
+    lead: str = "reviewer@editkit.local"
+    """the lead reviewer's Label Studio login (email), who adjudicates conflicts; the default is the login `annotate
+    serve` creates"""
+    min_iou: Annotated[float, Range(ge=0.0, le=1.0)] = 0.9
+    """two reviewers' masks agree when their IoU is at least this"""
 
 
 def reviewer_of(review: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from editkit import schema, store
 from editkit.mllm.config import ClientConfig
 from editkit.registry import Registry
 from editkit.safe_paths import UnsafePath, read_inside
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 # bench name -> its module's reader, a benchmarks.reader.BenchmarkReader (modules load on first lookup)
 READERS: Registry[BenchmarkReader] = Registry("benchmark", lazy={
@@ -35,79 +35,50 @@ LAYOUTS = ("public", "cocoedit")  # cocoedit: CoCoEdit's masked GEdit/ImgEdit re
 class JudgeParams:
     """``bench.judge``: the MLLM judge of `bench evaluate` (its prompts are pinned in :mod:`benchmarks.judge`)."""
 
-    client: Annotated[
-        ClientConfig,
-        Help("the MLLM judge client of `bench evaluate`; backend none = no judge scores"),
-    ] = field(default_factory=ClientConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    """the MLLM judge client of `bench evaluate`; backend none = no judge scores"""
 
 
 @dataclass
 class MetricsParams:
-    convention: Annotated[
-        Literal["standard", "cocoedit"],
-        Help("masked PSNR/SSIM: \"standard\" (ours) | \"cocoedit\" (CoCoEdit's released scorer)"),
-    ] = "standard"
+    convention: Literal["standard", "cocoedit"] = "standard"
+    """masked PSNR/SSIM: "standard" (ours) | "cocoedit" (CoCoEdit's released scorer)"""
 
 
 @dataclass
 class BenchParams:
     """``params.yaml`` section ``bench`` (see docs/benchmarks.md)."""
 
-    gedit_path: Annotated[
-        str,
-        Help("a local GEdit-Bench copy (the built-in fixture by default)"),
-    ] = "data/bench_fixture/gedit"
-    imgedit_path: Annotated[
-        str,
-        Help("a local ImgEdit-Bench copy (the built-in fixture by default)"),
-    ] = "data/bench_fixture/imgedit"
-    compbench_path: Annotated[
-        str,
-        Help("a CompBench copy written by its download_from_hf.py (tasks/...)"),
-    ] = "data/compbench"
-    gedit_languages: Annotated[
-        list[Literal["en", "cn", "both"]],
-        Help("GEdit instruction languages read: en, cn or both (= all)"),
-    ] = field(default_factory=lambda: ["en"])
-    gedit_source_image: Annotated[
-        Literal["input_image", "input_image_raw"],
-        Help("what GEdit's scorer compares against; or input_image_raw"),
-    ] = "input_image"
-    imgedit_image_root: Annotated[
-        str | None,
-        Help("folder ImgEdit's image paths are relative to (null: the copy's own folder)"),
-    ] = None
-    imgedit_suite: Annotated[
-        Literal["basic", "uge"],
-        Help("basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)"),
-    ] = "basic"
-    imgedit_prompts: Annotated[
-        str | None,
-        Help("ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it"),
-    ] = None
-    masks_dir: Annotated[
-        dict[str, str],
-        Help("bench -> folder of known masks (<key>.png)"),
-    ] = field(default_factory=dict)
-    grounding: Annotated[
-        Optional[GroundingParams],
-        Help("the grounded masker (as masks.grounding); {} or null = none"),
-    ] = None
-    fixture_items: Annotated[
-        int,
-        Help("items per benchmark in the generated fixture (`editkit bench make-fixture`)"),
-        Range(ge=1),
-    ] = 4
-    judge: Annotated[JudgeParams, Help("the MLLM judge of `bench evaluate`")] = field(default_factory=JudgeParams)
-    metrics: Annotated[
-        MetricsParams,
-        Help("how masked PSNR/SSIM are computed"),
-    ] = field(default_factory=MetricsParams)
-    layout: Annotated[
-        Literal["public", "cocoedit"],
-        Help("\"public\": the benchmark's own release; \"cocoedit\": CoCoEdit's masked release"),
-    ] = "public"
-    allow_outside_root: Annotated[bool, Help("True: image paths in the release may point outside its folder")] = False
+    gedit_path: str = "data/bench_fixture/gedit"
+    """a local GEdit-Bench copy (the built-in fixture by default)"""
+    imgedit_path: str = "data/bench_fixture/imgedit"
+    """a local ImgEdit-Bench copy (the built-in fixture by default)"""
+    compbench_path: str = "data/compbench"
+    """a CompBench copy written by its download_from_hf.py (tasks/...)"""
+    gedit_languages: list[Literal["en", "cn", "both"]] = field(default_factory=lambda: ["en"])
+    """GEdit instruction languages read: en, cn or both (= all)"""
+    gedit_source_image: Literal["input_image", "input_image_raw"] = "input_image"
+    """what GEdit's scorer compares against; or input_image_raw"""
+    imgedit_image_root: str | None = None
+    """folder ImgEdit's image paths are relative to (null: the copy's own folder)"""
+    imgedit_suite: Literal["basic", "uge"] = "basic"
+    """basic (basic_edit.json / singleturn.json) | uge (UGE_edit.json)"""
+    imgedit_prompts: str | None = None
+    """ImgEdit's Benchmark/Basic/prompts.json when the copy does not have it"""
+    masks_dir: dict[str, str] = field(default_factory=dict)
+    """bench -> folder of known masks (<key>.png)"""
+    grounding: Optional[GroundingParams] = None
+    """the grounded masker (as masks.grounding); {} or null = none"""
+    fixture_items: Annotated[int, Range(ge=1)] = 4
+    """items per benchmark in the generated fixture (`editkit bench make-fixture`)"""
+    judge: JudgeParams = field(default_factory=JudgeParams)
+    """the MLLM judge of `bench evaluate`"""
+    metrics: MetricsParams = field(default_factory=MetricsParams)
+    """how masked PSNR/SSIM are computed"""
+    layout: Literal["public", "cocoedit"] = "public"
+    """"public": the benchmark's own release; "cocoedit": CoCoEdit's masked release"""
+    allow_outside_root: bool = False
+    """True: image paths in the release may point outside its folder"""
 
 
 def read_items(bench: str, path: Path | str, params: BenchParams) -> Iterator[tuple[BenchItem, str | None]]:

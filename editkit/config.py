@@ -9,11 +9,11 @@ the keys given in the file replace those of the field's default (the rest keep i
 (``Optional[SomeParams]``) given as ``{}`` or ``null`` is off (``None``). An unknown key near a known one is
 suggested (``... (did you mean learning_rate?)``).
 
-Field metadata rides on ``Annotated`` (:mod:`editkit.config_meta`): ``Annotated[float, Help("..."), Range(gt=0)]``
-is checked as a ``float`` and then against its range, each number of a list, tuple or mapping value too; a float
-must be finite unless its range allows NaN/inf. Out of range is one line naming the file and the key
-(``train.yaml: optim.learning_rate: must be > 0, <= 1, got nan``). ``editkit config explain`` and the generated
-``docs/config-reference.md`` read the same metadata.
+Field metadata (:mod:`editkit.config_meta`): the help is the docstring under a field, and a range rides on
+``Annotated``: ``Annotated[float, Range(gt=0)]`` is checked as a ``float`` and then against its range, each number
+of a list, tuple or mapping value too; a float must be finite unless its range allows NaN/inf. Out of range is one
+line naming the file and the key (``train.yaml: optim.learning_rate: must be > 0, <= 1, got nan``).
+``editkit config explain`` and the generated ``docs/config-reference.md`` read the same metadata.
 
 Command-line overrides ``key.sub=value`` (:func:`apply_overrides`) are parsed by the target field's type, so
 ``optim.learning_rate=1e-4`` is the float 1e-4 and ``logging.wandb=false`` the bool False. YAML is read with
@@ -114,7 +114,7 @@ def convert(value: Any, hint: Any, where: str, file: str | None = None, default:
             bounds: Range | None = None) -> Any:
     """``value`` checked against type ``hint`` (nested dataclasses built from mappings); ConfigError otherwise.
 
-    ``Annotated[T, Help(...), Range(...)]`` is checked as ``T`` and then against the range (each number of a list,
+    ``Annotated[T, Range(...)]`` is checked as ``T`` and then against the range (each number of a list,
     tuple or mapping value too); ``bounds`` is the range in force from an enclosing ``Annotated``. A float is
     finite unless its range allows NaN/inf."""
     if typing.get_origin(hint) is typing.Annotated:

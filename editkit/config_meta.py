@@ -1,14 +1,20 @@
-"""Field metadata for config dataclasses: help text and numeric ranges, carried by ``Annotated``.
+'''Field metadata for config dataclasses: help text in an attribute docstring, numeric ranges in ``Annotated``.
 
-A field reads ``rank: Annotated[int, Help("LoRA rank of each adapted layer"), Range(gt=0)] = 32``. The loader
-(:mod:`editkit.config`) checks the value against the ``Range`` when it loads a file, ``editkit config explain``
-prints the help, and the generated reference (``docs/config-reference.md``) lists both. Fixed string choices are
-``Literal[...]``; the loader checks them and the reference lists them.
+A field reads::
+
+    rank: Annotated[int, Range(gt=0)] = 32
+    """LoRA rank of each adapted layer"""
+
+The string right under a field is its help (the convention Sphinx, mkdocstrings and pydantic's
+``use_attribute_docstrings`` read, so an editor shows it on hover). The loader (:mod:`editkit.config`) checks the
+value against the ``Range`` when it loads a file, ``editkit config explain`` prints the help, and the generated
+reference (``docs/config-reference.md``) lists both. Fixed string choices are ``Literal[...]``; the loader checks them
+and the reference lists them.
 
 A ``Range`` bounds a number, each number of a list or tuple (``resolution``) and each value of a mapping; a
 float must be finite unless the range says ``allow_nan``/``allow_inf``. ``None`` (an optional field that is off)
 is never checked.
-"""
+'''
 from __future__ import annotations
 
 import ast
@@ -21,15 +27,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
-__all__ = ["FieldInfo", "Help", "Range", "check_fields", "describe_type", "field_infos", "field_docs", "help_of",
+__all__ = ["FieldInfo", "Range", "check_fields", "describe_type", "field_infos", "field_docs", "help_of",
            "range_of", "strip"]
-
-
-@dataclass(frozen=True)
-class Help:
-    """What a field does, in a sentence (shown by ``editkit config explain`` and the config reference)."""
-
-    text: str
 
 
 @dataclass(frozen=True)
@@ -132,8 +131,9 @@ def strip(hint: Any) -> tuple[Any, list[Any]]:
     return hint, []
 
 
-def help_of(hint: Any) -> str:
-    return next((m.text for m in strip(hint)[1] if isinstance(m, Help)), "")
+def help_of(cls: type, name: str) -> str:
+    """The help of field ``name`` of dataclass ``cls`` (its attribute docstring; "" when it has none)."""
+    return field_docs(cls).get(name, "")
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,8 +207,7 @@ def field_infos(cls: type, prefix: str = "", instance: Any = None) -> list[Field
         if is_float and not (rng and (rng.allow_nan or rng.allow_inf)):
             limits = f"{limits}, finite" if limits else "finite"
         key = f"{prefix}{f.name}"
-        text = help_of(hint) or field_docs(cls).get(f.name, "")
-        rows.append(FieldInfo(key, describe_type(hint), None if section else default, text, limits,
+        rows.append(FieldInfo(key, describe_type(hint), None if section else default, help_of(cls, f.name), limits,
                               section is not None, cls, f.name))
         if section is not None:
             sub = default if dataclasses.is_dataclass(default) else None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Literal, Optional
 
 from editkit import schema, store
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 Step = Callable[[list[dict[str, Any]], Optional["store.ImageShard"]], list[dict[str, Any]]]
 StepFactory = Callable[[], Step]
@@ -38,41 +38,26 @@ StepFactory = Callable[[], Step]
 class StageResources:
     """What one actor of a stage asks Ray for."""
 
-    num_cpus: Annotated[
-        float,
-        Help("CPUs per actor; fractional values help on small machines, where whole-CPU actors starve Ray Data's own"
-             " tasks"),
-        Range(gt=0),
-    ] = 0.5
-    num_gpus: Annotated[
-        float,
-        Help("GPUs per actor; 1 = one actor per GPU (the step's models then see that GPU as cuda:0)"),
-        Range(ge=0),
-    ] = 0.0
-    concurrency: Annotated[int, Help("actors in the pool (the most shards in flight at once)"), Range(ge=1)] = 2
-    max_restarts: Annotated[
-        int,
-        Help("restarts of an actor whose process died; its shard is retried on the new one"),
-        Range(ge=0),
-    ] = 3
+    num_cpus: Annotated[float, Range(gt=0)] = 0.5
+    """CPUs per actor; fractional values help on small machines, where whole-CPU actors starve Ray Data's own tasks"""
+    num_gpus: Annotated[float, Range(ge=0)] = 0.0
+    """GPUs per actor; 1 = one actor per GPU (the step's models then see that GPU as cuda:0)"""
+    concurrency: Annotated[int, Range(ge=1)] = 2
+    """actors in the pool (the most shards in flight at once)"""
+    max_restarts: Annotated[int, Range(ge=0)] = 3
+    """restarts of an actor whose process died; its shard is retried on the new one"""
 
 
 @dataclass
 class ExecutorConfig:
     """The ``executor`` section of params.yaml."""
 
-    kind: Annotated[
-        Literal["local", "ray"],
-        Help("where record stages run: local (this process) or ray (a Ray Data pipeline)"),
-    ] = "local"
-    address: Annotated[
-        str,
-        Help("\"\" = start a local Ray instance on 127.0.0.1; \"auto\" = join the running cluster; ray://h:p"),
-    ] = ""
-    stages: Annotated[
-        dict[str, StageResources],
-        Help("per stage name, the Ray resources of its actors; a missing stage gets the defaults"),
-    ] = field(default_factory=dict)
+    kind: Literal["local", "ray"] = "local"
+    """where record stages run: local (this process) or ray (a Ray Data pipeline)"""
+    address: str = ""
+    """"" = start a local Ray instance on 127.0.0.1; "auto" = join the running cluster; ray://h:p"""
+    stages: dict[str, StageResources] = field(default_factory=dict)
+    """per stage name, the Ray resources of its actors; a missing stage gets the defaults"""
 
     def resources(self, stage: str) -> StageResources:
         return self.stages.get(stage) or StageResources()

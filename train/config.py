@@ -22,270 +22,185 @@ from train.algorithms.regularizer import RegularizerConfig
 from train.algorithms.region_advantages import RegionAdvantageConfig
 from train.parallel import PARALLELISMS, FSDPConfig
 from train.runtime import CheckpointConfig, LoggingConfig, OptimConfig
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class ModelConfig:
-    adapter: Annotated[
-        str,
-        Help("the model adapter: a key of train.adapters.ADAPTERS (flux_kontext, qwen_image_edit, ...)"),
-    ] = "flux_kontext"
-    path: Annotated[
-        str,
-        Help("hub id or local directory the adapter loads with from_pretrained"),
-    ] = "black-forest-labs/FLUX.1-Kontext-dev"
-    guidance_scale: Annotated[
-        float,
-        Help("the distilled guidance embedding's value: FLUX.1-Kontext and FLUX.2 [dev] (no true CFG)"),
-        Range(ge=0),
-    ] = 2.5
-    max_sequence_length: Annotated[
-        int,
-        Help("T5 text tokens per prompt (longer prompts are truncated)"),
-        Range(gt=0),
-    ] = 512
-    true_cfg_scale: Annotated[
-        float,
-        Help("true CFG scale (> 1 enables it): Qwen-Image-Edit (with norm rescale), FLUX.2 [klein] and Qwen-Image "
-             "2.1 (plain); the guidance-distilled FLUX.1-Kontext and FLUX.2 [dev] ignore it"),
-        Range(ge=0),
-    ] = 4.0
-    negative_prompt: Annotated[
-        str,
-        Help("the negative prompt of true CFG for Qwen-Image-Edit and Qwen-Image 2.1 (the pipeline's usual \" \")"),
-    ] = " "
-    gradient_checkpointing: Annotated[
-        bool,
-        Help("recompute the transformer's activations in backward to save memory"),
-    ] = False
-    offload_text_encoders: Annotated[
-        bool,
-        Help("keep the frozen text encoders in CPU memory, on the device only while a step's prompts are encoded "
-             "(once)"),
-    ] = False
+    adapter: str = "flux_kontext"
+    """the model adapter: a key of train.adapters.ADAPTERS (flux_kontext, qwen_image_edit, ...)"""
+    path: str = "black-forest-labs/FLUX.1-Kontext-dev"
+    """hub id or local directory the adapter loads with from_pretrained"""
+    guidance_scale: Annotated[float, Range(ge=0)] = 2.5
+    """the distilled guidance embedding's value: FLUX.1-Kontext and FLUX.2 [dev] (no true CFG)"""
+    max_sequence_length: Annotated[int, Range(gt=0)] = 512
+    """T5 text tokens per prompt (longer prompts are truncated)"""
+    true_cfg_scale: Annotated[float, Range(ge=0)] = 4.0
+    """true CFG scale (> 1 enables it): Qwen-Image-Edit (with norm rescale), FLUX.2 [klein] and Qwen-Image 2.1 (plain);
+    the guidance-distilled FLUX.1-Kontext and FLUX.2 [dev] ignore it"""
+    negative_prompt: str = " "
+    """the negative prompt of true CFG for Qwen-Image-Edit and Qwen-Image 2.1 (the pipeline's usual " ")"""
+    gradient_checkpointing: bool = False
+    """recompute the transformer's activations in backward to save memory"""
+    offload_text_encoders: bool = False
+    """keep the frozen text encoders in CPU memory, on the device only while a step's prompts are encoded (once)"""
 
 
 @dataclass
 class LoraConfig:
-    rank: Annotated[int, Help("rank of each LoRA update matrix"), Range(gt=0)] = 32
-    alpha: Annotated[int, Help("LoRA scaling numerator: the update is scaled by alpha / rank"), Range(gt=0)] = 64
-    dropout: Annotated[float, Help("dropout probability on the LoRA input"), Range(ge=0, lt=1)] = 0.0
-    target_modules: Annotated[
-        list[str],
-        Help("names of the transformer's linear layers that get a LoRA"),
-    ] = field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"])
-    init_from: Annotated[str | None, Help("a saved LoRA directory to start from (null: a fresh LoRA)")] = None
+    rank: Annotated[int, Range(gt=0)] = 32
+    """rank of each LoRA update matrix"""
+    alpha: Annotated[int, Range(gt=0)] = 64
+    """LoRA scaling numerator: the update is scaled by alpha / rank"""
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    """dropout probability on the LoRA input"""
+    target_modules: list[str] = field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"])
+    """names of the transformer's linear layers that get a LoRA"""
+    init_from: str | None = None
+    """a saved LoRA directory to start from (null: a fresh LoRA)"""
 
 
 @dataclass
 class DataConfig:
-    dataset: Annotated[
-        str,
-        Help("a `datasets.save_to_disk` dir from `editkit curate export`"),
-    ] = "data/export/dataset"
-    resolution: Annotated[
-        list[int],
-        Help("[height, width] in pixels the training images are resized to"),
-        Range(gt=0, le=8192),
-    ] = field(default_factory=lambda: [512, 512])
-    eval_size: Annotated[int, Help("rows held out (deterministic, by seed) for evaluation"), Range(ge=0)] = 8
-    source_column: Annotated[str, Help("dataset column holding the source image")] = columns.SOURCE_IMAGE
-    instruction_columns: Annotated[
-        list[str],
-        Help("instruction columns, first non-empty one wins (refined before raw)"),
-    ] = field(default_factory=lambda: list(columns.INSTRUCTION_COLUMNS))
-    mask_column: Annotated[str, Help("COCO RLE of the pixels that SHOULD change")] = columns.MASK
-    edit_type_column: Annotated[
-        str,
-        Help("dataset column holding the edit type (editkit.taxonomy name)"),
-    ] = columns.EDIT_TYPE
-    target_column: Annotated[
-        str | None,
-        Help("ground-truth edited image (optional; rewards that need it say so)"),
-    ] = columns.EDITED_IMAGE
-    phrases_column: Annotated[
-        str | None,
-        Help("the edit's target phrases (optional; attention reward)"),
-    ] = columns.TARGET_PHRASES
-    center_crop: Annotated[
-        bool,
-        Help("crop to the centred square before resizing (CoCoEdit), else stretch to resolution"),
-    ] = False
-    resample: Annotated[
-        Literal["bicubic", "lanczos"],
-        Help("image resize filter: \"bicubic\" | \"lanczos\" (CoCoEdit); masks always nearest"),
-    ] = "bicubic"
+    dataset: str = "data/export/dataset"
+    """a `datasets.save_to_disk` dir from `editkit curate export`"""
+    resolution: Annotated[list[int], Range(gt=0, le=8192)] = field(default_factory=lambda: [512, 512])
+    """[height, width] in pixels the training images are resized to"""
+    eval_size: Annotated[int, Range(ge=0)] = 8
+    """rows held out (deterministic, by seed) for evaluation"""
+    source_column: str = columns.SOURCE_IMAGE
+    """dataset column holding the source image"""
+    instruction_columns: list[str] = field(default_factory=lambda: list(columns.INSTRUCTION_COLUMNS))
+    """instruction columns, first non-empty one wins (refined before raw)"""
+    mask_column: str = columns.MASK
+    """COCO RLE of the pixels that SHOULD change"""
+    edit_type_column: str = columns.EDIT_TYPE
+    """dataset column holding the edit type (editkit.taxonomy name)"""
+    target_column: str | None = columns.EDITED_IMAGE
+    """ground-truth edited image (optional; rewards that need it say so)"""
+    phrases_column: str | None = columns.TARGET_PHRASES
+    """the edit's target phrases (optional; attention reward)"""
+    center_crop: bool = False
+    """crop to the centred square before resizing (CoCoEdit), else stretch to resolution"""
+    resample: Literal["bicubic", "lanczos"] = "bicubic"
+    """image resize filter: "bicubic" | "lanczos" (CoCoEdit); masks always nearest"""
 
 
 @dataclass
 class SamplerConfig:
-    num_steps: Annotated[int, Help("denoising steps per rollout"), Range(ge=1)] = 10
-    sde: Annotated[
-        Literal["flow_sde", "cps"],
-        Help("\"flow_sde\" | \"cps\" (GRPO); NFT samples with the deterministic ODE"),
-    ] = "flow_sde"
-    noise_level: Annotated[float, Help("η of the SDE: how much noise each SDE step injects"), Range(ge=0)] = 0.7
-    sde_window: Annotated[
-        list[int],
-        Help("[start, end) step indices run as SDE (within num_steps)"),
-        Range(ge=0),
-    ] = field(default_factory=lambda: [0, 10])
-    train_steps: Annotated[
-        int,
-        Help("how many of the window's steps to train on per iteration (0 = all; else seeded subset)"),
-        Range(ge=0),
-    ] = 0
-    region_noise: Annotated[
-        bool,
-        Help("RC-GRPO: a group shares the initial noise outside the edit mask (GRPO and NFT)"),
-    ] = False
-    solver: Annotated[
-        Literal["euler", "dpm2"],
-        Help("NFT rollout ODE solver: \"euler\" | \"dpm2\" (CoCoEdit's deterministic multistep DPM-Solver)"),
-    ] = "euler"
-    nft_sde: Annotated[
-        bool,
-        Help("NFT rollouts with solver euler: run the sde_window's steps as the Flow-SDE at noise_level instead of "
-             "the ODE. NFT needs no log-probs, so any sampler works; the extra noise gives a group diverse samples "
-             "when the model maps every initial noise to nearly the same image. CoCoEdit: false (deterministic "
-             "rollouts)."),
-    ] = False
+    num_steps: Annotated[int, Range(ge=1)] = 10
+    """denoising steps per rollout"""
+    sde: Literal["flow_sde", "cps"] = "flow_sde"
+    """"flow_sde" | "cps" (GRPO); NFT samples with the deterministic ODE"""
+    noise_level: Annotated[float, Range(ge=0)] = 0.7
+    """η of the SDE: how much noise each SDE step injects"""
+    sde_window: Annotated[list[int], Range(ge=0)] = field(default_factory=lambda: [0, 10])
+    """[start, end) step indices run as SDE (within num_steps)"""
+    train_steps: Annotated[int, Range(ge=0)] = 0
+    """how many of the window's steps to train on per iteration (0 = all; else seeded subset)"""
+    region_noise: bool = False
+    """RC-GRPO: a group shares the initial noise outside the edit mask (GRPO and NFT)"""
+    solver: Literal["euler", "dpm2"] = "euler"
+    """NFT rollout ODE solver: "euler" | "dpm2" (CoCoEdit's deterministic multistep DPM-Solver)"""
+    nft_sde: bool = False
+    """NFT rollouts with solver euler: run the sde_window's steps as the Flow-SDE at noise_level instead of the ODE. NFT
+    needs no log-probs, so any sampler works; the extra noise gives a group diverse samples when the model maps every
+    initial noise to nearly the same image. CoCoEdit: false (deterministic rollouts)."""
 
 
 @dataclass
 class RewardConfig:
-    weights: Annotated[
-        dict[str, float],
-        Help("reward name -> weight in the summed reward (names of train.rewards.REWARDS)"),
-            ] = field(default_factory=lambda: {"pixel_consistency": 1.0})
-    options: Annotated[
-        dict[str, dict[str, Any]],
-        Help("reward name -> keyword options of its factory (checked against its signature)"),
-    ] = field(default_factory=dict)
-    overlap: Annotated[
-        bool,
-        Help("score each rollout micro-batch on a background thread while the next one rolls out (hides an HTTP "
-             "judge's latency; same values, same order); false: score the whole batch after the rollout"),
-    ] = True
+    weights: dict[str, float] = field(default_factory=lambda: {"pixel_consistency": 1.0})
+    """reward name -> weight in the summed reward (names of train.rewards.REWARDS)"""
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """reward name -> keyword options of its factory (checked against its signature)"""
+    overlap: bool = True
+    """score each rollout micro-batch on a background thread while the next one rolls out (hides an HTTP judge's
+    latency; same values, same order); false: score the whole batch after the rollout"""
 
 
 @dataclass
 class ObjectiveConfig:
-    name: Annotated[str, Help("the policy objective: \"grpo\" or \"nft\" (a key of train.trainers.TRAINERS)")] = "nft"
-    grpo: Annotated[
-        GRPOConfig,
-        Help("GRPO's ratio clip and KL weight (objective grpo)"),
-    ] = field(default_factory=GRPOConfig)
-    nft: Annotated[NFTConfig, Help("DiffusionNFT's settings (objective nft)")] = field(default_factory=NFTConfig)
-    regularizer: Annotated[
-        RegularizerConfig,
-        Help("the region regularizer added to the NFT loss"),
-    ] = field(default_factory=RegularizerConfig)
+    name: str = "nft"
+    """the policy objective: "grpo" or "nft" (a key of train.trainers.TRAINERS)"""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """GRPO's ratio clip and KL weight (objective grpo)"""
+    nft: NFTConfig = field(default_factory=NFTConfig)
+    """DiffusionNFT's settings (objective nft)"""
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    """the region regularizer added to the NFT loss"""
 
 
 @dataclass
 class TrainLoopConfig:
-    max_steps: Annotated[
-        int,
-        Help("training iterations (sample -> score -> advantages -> optimise); at least 1"),
-        Range(ge=1),
-    ] = 100
-    groups_per_step: Annotated[int, Help("prompts per iteration, over all processes"), Range(ge=1)] = 4
-    group_size: Annotated[int, Help("samples per prompt (at least 2: advantages compare them)"), Range(ge=2)] = 8
-    micro_batch_size: Annotated[
-        int,
-        Help("rollout AND training batch (same size keeps the first ratio exactly 1)"),
-        Range(ge=1),
-    ] = 2
-    seed: Annotated[int, Help("seed of the prompt order, initial noise and LoRA init"), Range(ge=0)] = 0
-    mixed_precision: Annotated[
-        Literal["auto", "no", "bf16", "fp16"],
-        Help("\"auto\" = bf16 on GPU and no on CPU; or \"no\", \"bf16\", \"fp16\""),
-    ] = "auto"
-    parallelism: Annotated[
-        str,
-        Help("\"ddp\" (a full model per process) | \"fsdp2\" (the transformer sharded over processes)"),
-    ] = "ddp"
-    fsdp: Annotated[
-        FSDPConfig,
-        Help("FSDP2 sharding options, used with parallelism fsdp2"),
-    ] = field(default_factory=FSDPConfig)
-    reuse_rollout_graph: Annotated[
-        Literal["auto", "on", "off"],
-        Help("GRPO: run the rollout's forwards of the trained SDE steps with gradients and back-propagate the loss "
-             "through them instead of recomputing those forwards in the update (the same gradients, one forward "
-             "less per trained step; activations are held from the rollout until the update). Needs an on-policy "
-             "update (one optimizer update per iteration), one process and lora.dropout 0. \"auto\" = on when "
-             "those hold, keeping graphs while the measured activations fit reuse_rollout_graph_budget_gib (the "
-             "rest are recomputed); \"on\" = always (an error where it cannot apply), no budget; \"off\" = "
-             "recompute. NFT ignores it"),
-    ] = "auto"
-    reuse_rollout_graph_budget_gib: Annotated[
-        float,
-        Help("memory for the kept rollout activations with reuse_rollout_graph auto, in GiB (0 = half of the "
-             "device's free memory when sampling starts)"),
-        Range(ge=0),
-    ] = 0.0
+    max_steps: Annotated[int, Range(ge=1)] = 100
+    """training iterations (sample -> score -> advantages -> optimise); at least 1"""
+    groups_per_step: Annotated[int, Range(ge=1)] = 4
+    """prompts per iteration, over all processes"""
+    group_size: Annotated[int, Range(ge=2)] = 8
+    """samples per prompt (at least 2: advantages compare them)"""
+    micro_batch_size: Annotated[int, Range(ge=1)] = 2
+    """rollout AND training batch (same size keeps the first ratio exactly 1)"""
+    seed: Annotated[int, Range(ge=0)] = 0
+    """seed of the prompt order, initial noise and LoRA init"""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """"auto" = bf16 on GPU and no on CPU; or "no", "bf16", "fp16\""""
+    parallelism: str = "ddp"
+    """"ddp" (a full model per process) | "fsdp2" (the transformer sharded over processes)"""
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    """FSDP2 sharding options, used with parallelism fsdp2"""
+    reuse_rollout_graph: Literal["auto", "on", "off"] = "auto"
+    """GRPO: run the rollout's forwards of the trained SDE steps with gradients and back-propagate the loss through them
+    instead of recomputing those forwards in the update (the same gradients, one forward less per trained step;
+    activations are held from the rollout until the update). Needs an on-policy update (one optimizer update per
+    iteration), one process and lora.dropout 0. "auto" = on when those hold, keeping graphs while the measured
+    activations fit reuse_rollout_graph_budget_gib (the rest are recomputed); "on" = always (an error where it cannot
+    apply), no budget; "off" = recompute. NFT ignores it"""
+    reuse_rollout_graph_budget_gib: Annotated[float, Range(ge=0)] = 0.0
+    """memory for the kept rollout activations with reuse_rollout_graph auto, in GiB (0 = half of the device's free
+    memory when sampling starts)"""
 
 
 @dataclass
 class EvalConfig:
-    every: Annotated[
-        int,
-        Help("iterations between evaluations (0 = never; always at the end if > 0)"),
-        Range(ge=0),
-    ] = 10
-    num_samples: Annotated[int, Help("held-out rows evaluated"), Range(ge=1)] = 8
-    seed: Annotated[int, Help("fixed noise seed of the held-out evaluation"), Range(ge=0)] = 1234
+    every: Annotated[int, Range(ge=0)] = 10
+    """iterations between evaluations (0 = never; always at the end if > 0)"""
+    num_samples: Annotated[int, Range(ge=1)] = 8
+    """held-out rows evaluated"""
+    seed: Annotated[int, Range(ge=0)] = 1234
+    """fixed noise seed of the held-out evaluation"""
 
 
 @dataclass
 class TrainConfig:
-    output_dir: Annotated[str, Help("where checkpoints, the final LoRA, logs and plots are written")] = "runs/train"
-    model: Annotated[
-        ModelConfig,
-        Help("the base editing model and how it is run"),
-    ] = field(default_factory=ModelConfig)
-    lora: Annotated[LoraConfig, Help("the LoRA adapter that is trained")] = field(default_factory=LoraConfig)
-    data: Annotated[
-        DataConfig,
-        Help("the curated dataset and how its rows become training prompts"),
-    ] = field(default_factory=DataConfig)
-    sampler: Annotated[
-        SamplerConfig,
-        Help("how rollouts are sampled (steps, SDE, window)"),
-    ] = field(default_factory=SamplerConfig)
-    rewards: Annotated[
-        RewardConfig,
-        Help("which rewards score the rollouts and with what weights"),
-    ] = field(default_factory=RewardConfig)
-    advantages: Annotated[
-        AdvantageConfig,
-        Help("how rewards become advantages within a group"),
-    ] = field(default_factory=AdvantageConfig)
-    region_advantages: Annotated[
-        RegionAdvantageConfig,
-        Help("Edit-GRPO: per-token advantages inside and outside the edit mask"),
-    ] = field(default_factory=RegionAdvantageConfig)
-    objective: Annotated[
-        ObjectiveConfig,
-        Help("the policy objective (GRPO or NFT) and its regularizer"),
-    ] = field(default_factory=ObjectiveConfig)
-    optim: Annotated[OptimConfig, Help("the AdamW optimizer of the LoRA")] = field(default_factory=OptimConfig)
-    train: Annotated[
-        TrainLoopConfig,
-        Help("the training loop: steps, group sizes, precision, parallelism"),
-    ] = field(default_factory=TrainLoopConfig)
-    eval: Annotated[EvalConfig, Help("the held-out evaluation during training")] = field(default_factory=EvalConfig)
-    checkpoint: Annotated[
-        CheckpointConfig,
-        Help("how often checkpoints are written and how many are kept"),
-    ] = field(default_factory=CheckpointConfig)
-    logging: Annotated[
-        LoggingConfig,
-        Help("where training metrics are logged"),
-    ] = field(default_factory=LoggingConfig)
+    output_dir: str = "runs/train"
+    """where checkpoints, the final LoRA, logs and plots are written"""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """the base editing model and how it is run"""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """the LoRA adapter that is trained"""
+    data: DataConfig = field(default_factory=DataConfig)
+    """the curated dataset and how its rows become training prompts"""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """how rollouts are sampled (steps, SDE, window)"""
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    """which rewards score the rollouts and with what weights"""
+    advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
+    """how rewards become advantages within a group"""
+    region_advantages: RegionAdvantageConfig = field(default_factory=RegionAdvantageConfig)
+    """Edit-GRPO: per-token advantages inside and outside the edit mask"""
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """the policy objective (GRPO or NFT) and its regularizer"""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """the AdamW optimizer of the LoRA"""
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    """the training loop: steps, group sizes, precision, parallelism"""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """the held-out evaluation during training"""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """how often checkpoints are written and how many are kept"""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """where training metrics are logged"""
 
     def validate(self) -> "TrainConfig":
         from train.objectives import TRAINERS

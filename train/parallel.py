@@ -14,25 +14,20 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from editkit.config_meta import Help
 
 PARALLELISMS = ("ddp", "fsdp2")
 
 
 @dataclass
 class FSDPConfig:
-    cpu_offload: Annotated[
-        bool,
-        Help("keep the parameter shards (and their gradients, optimizer state) in CPU memory"),
-    ] = False
-    reshard_after_forward: Annotated[
-        bool,
-        Help("free a block's gathered weights after its forward (re-gathered in backward)"),
-    ] = True
+    cpu_offload: bool = False
+    """keep the parameter shards (and their gradients, optimizer state) in CPU memory"""
+    reshard_after_forward: bool = True
+    """free a block's gathered weights after its forward (re-gathered in backward)"""
 
 
 # ---------------------------------------------------------------------------------------------------- sharding

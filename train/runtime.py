@@ -22,53 +22,47 @@ from typing import Annotated
 
 import torch
 
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 from editkit.errors import OutputRefused
 from train.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 
 
 @dataclass
 class OptimConfig:
-    learning_rate: Annotated[float, Help("AdamW learning rate of the trained parameters"), Range(gt=0, le=1)] = 1e-4
-    weight_decay: Annotated[float, Help("AdamW decoupled weight decay"), Range(ge=0)] = 1e-4
-    betas: Annotated[
-        list[float],
-        Help("AdamW [beta1, beta2] moment decay rates"),
-        Range(ge=0, lt=1),
-    ] = field(default_factory=lambda: [0.9, 0.999])
-    max_grad_norm: Annotated[
-        float,
-        Help("gradient norm clip before each update (0 = no clipping)"),
-        Range(ge=0),
-    ] = 1.0
-    warmup_steps: Annotated[int, Help("linear warm-up of the LR, then constant"), Range(ge=0)] = 0
-    gradient_accumulation: Annotated[
-        int,
-        Help("backward passes per optimizer update; 0 = one update per iteration"),
-        Range(ge=0),
-    ] = 0
+    learning_rate: Annotated[float, Range(gt=0, le=1)] = 0.0001
+    """AdamW learning rate of the trained parameters"""
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0001
+    """AdamW decoupled weight decay"""
+    betas: Annotated[list[float], Range(ge=0, lt=1)] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW [beta1, beta2] moment decay rates"""
+    max_grad_norm: Annotated[float, Range(ge=0)] = 1.0
+    """gradient norm clip before each update (0 = no clipping)"""
+    warmup_steps: Annotated[int, Range(ge=0)] = 0
+    """linear warm-up of the LR, then constant"""
+    gradient_accumulation: Annotated[int, Range(ge=0)] = 0
+    """backward passes per optimizer update; 0 = one update per iteration"""
 
 
 @dataclass
 class CheckpointConfig:
-    every: Annotated[
-        int,
-        Help("iterations between checkpoints, plus one at the last iteration (0 = none)"),
-        Range(ge=0),
-    ] = 10
-    keep_last: Annotated[int, Help("how many most recent checkpoints are kept on disk"), Range(ge=1)] = 3
+    every: Annotated[int, Range(ge=0)] = 10
+    """iterations between checkpoints, plus one at the last iteration (0 = none)"""
+    keep_last: Annotated[int, Range(ge=1)] = 3
+    """how many most recent checkpoints are kept on disk"""
 
 
 @dataclass
 class LoggingConfig:
-    tensorboard: Annotated[bool, Help("write TensorBoard event files under output_dir")] = True
-    wandb: Annotated[bool, Help("also log to Weights & Biases (only if wandb is installed)")] = False
-    wandb_project: Annotated[str, Help("the Weights & Biases project runs are logged to")] = "editkit"
-    plots_csv: Annotated[
-        str,
-        Help("per-step curve (rewards; a loss for the reward model) for `dvc plots show`, relative to output_dir"),
-    ] = "plots/train_rewards.csv"
-    progress: Annotated[bool, Help("show a progress bar of the training steps")] = True
+    tensorboard: bool = True
+    """write TensorBoard event files under output_dir"""
+    wandb: bool = False
+    """also log to Weights & Biases (only if wandb is installed)"""
+    wandb_project: str = "editkit"
+    """the Weights & Biases project runs are logged to"""
+    plots_csv: str = "plots/train_rewards.csv"
+    """per-step curve (rewards; a loss for the reward model) for `dvc plots show`, relative to output_dir"""
+    progress: bool = True
+    """show a progress bar of the training steps"""
 
 
 def weight_dtype(precision: str) -> torch.dtype:

@@ -29,7 +29,7 @@ import numpy as np
 from curate.masks import refine
 from editkit.metrics import sum_channels
 from typing import Annotated
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 
 
 _START_RESIDUAL = 0.15  # fits start from pixels that barely differ: jitter is small, edits mostly are not
@@ -39,68 +39,43 @@ _START_RESIDUAL = 0.15  # fits start from pixels that barely differ: jitter is s
 class DiffParams:
     """``masks: diff:`` in params.yaml."""
 
-    align: Annotated[bool, Help("photometric alignment (robust quadratic curve per channel, or the identity)")] = True
-    align_sample: Annotated[int, Help("pixels sampled for the fit and the noise estimate"), Range(ge=1)] = 4096
-    align_iterations: Annotated[int, Help("robust re-fits of the photometric alignment"), Range(ge=1)] = 3
-    explained_tolerance: Annotated[
-        float,
-        Help("|residual| (0..1) under which a model \"explains\" a pixel (model choice)"),
-        Range(ge=0, le=1),
-    ] = 0.02
-    exact_noise: Annotated[
-        float,
-        Help("noise (ΔE) at or below this: a pixel-exact pair, no blur, `exact_threshold`"),
-        Range(ge=0),
-    ] = 0.3
-    exact_threshold: Annotated[float, Help("ΔE threshold for pixel-exact pairs"), Range(ge=0)] = 1.5
-    blur_sigma: Annotated[
-        float,
-        Help("pre-blur (px) against JPEG noise (noisy pairs only); 0 disables"),
-        Range(ge=0),
-    ] = 1.0
-    lightness_weight: Annotated[float, Help("weight of ΔL in ΔE (chroma weights are 1)"), Range(ge=0)] = 1.0
-    texture_weight: Annotated[
-        float,
-        Help("ΔE allowance per unit of local lightness std (local normalisation); 0 disables"),
-        Range(ge=0),
-    ] = 0.6
-    texture_sigma: Annotated[float, Help("window (px) of that local std"), Range(gt=0)] = 2.0
-    threshold: Annotated[
-        float,
-        Help("ΔE threshold for noisy pairs (a floor under noise_factor x noise)"),
-        Range(ge=0),
-    ] = 10.0
-    noise_factor: Annotated[
-        float,
-        Help("noisy pairs: threshold = max(threshold, noise_factor x median ΔE of unchanged)"),
-        Range(ge=0),
-    ] = 3.0
-    weak_ratio: Annotated[
-        float,
-        Help("hysteresis: pixels above weak_ratio x threshold count when connected to a strong one"),
-        Range(gt=0, le=1),
-    ] = 1.0
-    otsu: Annotated[bool, Help("noisy pairs: threshold = max(that, Otsu(ΔE))")] = False
-    max_photometric_shift: Annotated[
-        float,
-        Help("mean |correction| (0..1 scale) above this is no jitter: a global edit"),
-        Range(ge=0),
-    ] = 0.08
-    max_noise: Annotated[
-        float,
-        Help("median ΔE of the \"unchanged\" pixels above this: everything changed, a global edit"),
-        Range(ge=0),
-    ] = 4.0
-    whole_fraction: Annotated[
-        float,
-        Help("changed fraction at or above this: a global edit (the whole image)"),
-        Range(gt=0, le=1),
-    ] = 0.95
-    refine: Annotated[
-        refine.RefineParams,
-        Help("morphological clean-up of the diff mask"),
-    ] = field(default_factory=lambda: refine.RefineParams(
+    align: bool = True
+    """photometric alignment (robust quadratic curve per channel, or the identity)"""
+    align_sample: Annotated[int, Range(ge=1)] = 4096
+    """pixels sampled for the fit and the noise estimate"""
+    align_iterations: Annotated[int, Range(ge=1)] = 3
+    """robust re-fits of the photometric alignment"""
+    explained_tolerance: Annotated[float, Range(ge=0, le=1)] = 0.02
+    """|residual| (0..1) under which a model "explains" a pixel (model choice)"""
+    exact_noise: Annotated[float, Range(ge=0)] = 0.3
+    """noise (ΔE) at or below this: a pixel-exact pair, no blur, `exact_threshold`"""
+    exact_threshold: Annotated[float, Range(ge=0)] = 1.5
+    """ΔE threshold for pixel-exact pairs"""
+    blur_sigma: Annotated[float, Range(ge=0)] = 1.0
+    """pre-blur (px) against JPEG noise (noisy pairs only); 0 disables"""
+    lightness_weight: Annotated[float, Range(ge=0)] = 1.0
+    """weight of ΔL in ΔE (chroma weights are 1)"""
+    texture_weight: Annotated[float, Range(ge=0)] = 0.6
+    """ΔE allowance per unit of local lightness std (local normalisation); 0 disables"""
+    texture_sigma: Annotated[float, Range(gt=0)] = 2.0
+    """window (px) of that local std"""
+    threshold: Annotated[float, Range(ge=0)] = 10.0
+    """ΔE threshold for noisy pairs (a floor under noise_factor x noise)"""
+    noise_factor: Annotated[float, Range(ge=0)] = 3.0
+    """noisy pairs: threshold = max(threshold, noise_factor x median ΔE of unchanged)"""
+    weak_ratio: Annotated[float, Range(gt=0, le=1)] = 1.0
+    """hysteresis: pixels above weak_ratio x threshold count when connected to a strong one"""
+    otsu: bool = False
+    """noisy pairs: threshold = max(that, Otsu(ΔE))"""
+    max_photometric_shift: Annotated[float, Range(ge=0)] = 0.08
+    """mean |correction| (0..1 scale) above this is no jitter: a global edit"""
+    max_noise: Annotated[float, Range(ge=0)] = 4.0
+    """median ΔE of the "unchanged" pixels above this: everything changed, a global edit"""
+    whole_fraction: Annotated[float, Range(gt=0, le=1)] = 0.95
+    """changed fraction at or above this: a global edit (the whole image)"""
+    refine: refine.RefineParams = field(default_factory=lambda: refine.RefineParams(
         close_px=1, open_px=0, fill_holes=True, max_hole_fraction=0.002, min_component_fraction=0.0002))
+    """morphological clean-up of the diff mask"""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -27,7 +27,7 @@ import numpy as np
 from curate.masks.mllm_boxes import MLLMGroundingParams
 from curate.masks.phrases import detector_prompt
 from curate.masks.refine import RefineParams
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 DETECTORS = ("grounding_dino", "mllm")
 DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"
@@ -37,60 +37,39 @@ DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"
 class GroundingParams:
     """``masks: grounding:`` in params.yaml."""
 
-    detector: Annotated[
-        str,
-        Help("box detector: grounding_dino or mllm; any other value is read as a Grounding-DINO checkpoint (the "
-             "older spelling of detector_model)"),
-    ] = "grounding_dino"
-    detector_model: Annotated[str, Help("Grounding-DINO hub id or local dir (HF format)")] = DEFAULT_GROUNDING_DINO
-    mllm: Annotated[
-        MLLMGroundingParams,
-        Help("the MLLM box detector, used by detector: mllm"),
-    ] = field(default_factory=MLLMGroundingParams)
-    segmenter: Annotated[
-        str,
-        Help("SAM2 checkpoint: hub id or local dir (HF format)"),
-    ] = "facebook/sam2.1-hiera-large"
-    box_threshold: Annotated[
-        float,
-        Help("minimum box score kept (Grounded-SAM-2 demo default)"),
-        Range(ge=0, le=1),
-    ] = 0.35
-    text_threshold: Annotated[
-        float,
-        Help("minimum text-token score of a box's phrase (Grounded-SAM-2 demo default)"),
-        Range(ge=0, le=1),
-    ] = 0.25
-    max_boxes: Annotated[int, Help("boxes kept per image, highest scores first"), Range(ge=1)] = 8
-    max_side: Annotated[
-        int,
-        Help("images are resized once to this longest side before both models"),
-        Range(ge=1),
-    ] = 1024
-    batch_size: Annotated[int, Help("images per forward"), Range(ge=1)] = 8
-    device: Annotated[str, Help("auto (cuda when available) | cpu | cuda | cuda:N")] = "auto"
-    dtype: Annotated[
-        Literal["auto", "bfloat16", "float32"],
-        Help("auto (bf16 autocast on cuda, fp32 on cpu) | bfloat16 | float32"),
-    ] = "auto"
-    min_iou: Annotated[
-        float,
-        Help("grounded vs diff IoU below this: keep the diff mask, flag grounding_disagrees"),
-        Range(ge=0, le=1),
-    ] = 0.1
-    foreground_prompt: Annotated[
-        str,
-        Help("what background edits ground (then complement) without target phrases"),
-    ] = "main subject"
-    refine: Annotated[
-        RefineParams,
-        Help("clean-up of each grounded mask before fusion ({} = the RefineParams defaults)"),
-    ] = field(default_factory=RefineParams)
-    local_files_only: Annotated[
-        bool,
-        Help("never contact the hub: only local dirs and the HF cache (offline machines)"),
-    ] = False
-    progress: Annotated[bool, Help("show a progress bar of the grounding batches")] = True
+    detector: str = "grounding_dino"
+    """box detector: grounding_dino or mllm; any other value is read as a Grounding-DINO checkpoint (the older spelling
+    of detector_model)"""
+    detector_model: str = DEFAULT_GROUNDING_DINO
+    """Grounding-DINO hub id or local dir (HF format)"""
+    mllm: MLLMGroundingParams = field(default_factory=MLLMGroundingParams)
+    """the MLLM box detector, used by detector: mllm"""
+    segmenter: str = "facebook/sam2.1-hiera-large"
+    """SAM2 checkpoint: hub id or local dir (HF format)"""
+    box_threshold: Annotated[float, Range(ge=0, le=1)] = 0.35
+    """minimum box score kept (Grounded-SAM-2 demo default)"""
+    text_threshold: Annotated[float, Range(ge=0, le=1)] = 0.25
+    """minimum text-token score of a box's phrase (Grounded-SAM-2 demo default)"""
+    max_boxes: Annotated[int, Range(ge=1)] = 8
+    """boxes kept per image, highest scores first"""
+    max_side: Annotated[int, Range(ge=1)] = 1024
+    """images are resized once to this longest side before both models"""
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    """images per forward"""
+    device: str = "auto"
+    """auto (cuda when available) | cpu | cuda | cuda:N"""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """auto (bf16 autocast on cuda, fp32 on cpu) | bfloat16 | float32"""
+    min_iou: Annotated[float, Range(ge=0, le=1)] = 0.1
+    """grounded vs diff IoU below this: keep the diff mask, flag grounding_disagrees"""
+    foreground_prompt: str = "main subject"
+    """what background edits ground (then complement) without target phrases"""
+    refine: RefineParams = field(default_factory=RefineParams)
+    """clean-up of each grounded mask before fusion ({} = the RefineParams defaults)"""
+    local_files_only: bool = False
+    """never contact the hub: only local dirs and the HF cache (offline machines)"""
+    progress: bool = True
+    """show a progress bar of the grounding batches"""
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:  # a checkpoint given as `detector`: a Grounding-DINO run

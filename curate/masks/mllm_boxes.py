@@ -29,7 +29,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 
 from editkit.mllm.config import ClientConfig
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 FACTOR = 28  # Qwen2.5-VL: 14 px patches, 2x2 merged
 QWEN_MIN_PIXELS = 56 * 56  # the Qwen2-VL image processor's default lower bound
@@ -40,16 +40,12 @@ MAX_REPLY_BOXES = 64  # a longer list is not an answer to "locate these phrases"
 class MLLMGroundingParams:
     """``masks.grounding.mllm``: the client and the prompt used when ``detector: mllm``."""
 
-    client: Annotated[
-        ClientConfig,
-        Help("the MLLM client asked for boxes; backend none cannot ground (openai or transformers)"),
-    ] = field(default_factory=ClientConfig)
-    prompt_version: Annotated[str, Help("the box prompt: editkit/mllm/prompts/ground_boxes_<version>.txt")] = "v1"
-    min_pixels: Annotated[
-        int,
-        Help("smart_resize lower bound; the upper bound is client.max_pixels"),
-        Range(ge=1),
-    ] = QWEN_MIN_PIXELS
+    client: ClientConfig = field(default_factory=ClientConfig)
+    """the MLLM client asked for boxes; backend none cannot ground (openai or transformers)"""
+    prompt_version: str = "v1"
+    """the box prompt: editkit/mllm/prompts/ground_boxes_<version>.txt"""
+    min_pixels: Annotated[int, Range(ge=1)] = QWEN_MIN_PIXELS
+    """smart_resize lower bound; the upper bound is client.max_pixels"""
 
 
 @dataclass

@@ -16,28 +16,27 @@ from dataclasses import dataclass
 
 import numpy as np
 from typing import Annotated
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class RefineParams:
     """The clean-up sequence :func:`refine` applies, in this order (0 / None disables a step)."""
 
-    close_px: Annotated[int, Help("closing radius: bridges thin gaps (e.g. JPEG-broken outlines)"), Range(ge=0)] = 0
-    open_px: Annotated[int, Help("opening radius: removes thin spurs and speckle"), Range(ge=0)] = 0
-    fill_holes: Annotated[bool, Help("fill enclosed holes of the mask (up to max_hole_fraction)")] = True
-    max_hole_fraction: Annotated[
-        float | None,
-        Help("only holes up to this fraction of the image (None: all holes)"),
-        Range(ge=0, le=1),
-    ] = 0.02
-    min_component_fraction: Annotated[
-        float,
-        Help("drop 8-connected blobs smaller than this fraction of the image"),
-        Range(ge=0, le=1),
-    ] = 0.0005
-    dilate_px: Annotated[int, Help("grow the final mask by this radius in pixels"), Range(ge=0)] = 0
-    erode_px: Annotated[int, Help("shrink the final mask by this radius in pixels"), Range(ge=0)] = 0
+    close_px: Annotated[int, Range(ge=0)] = 0
+    """closing radius: bridges thin gaps (e.g. JPEG-broken outlines)"""
+    open_px: Annotated[int, Range(ge=0)] = 0
+    """opening radius: removes thin spurs and speckle"""
+    fill_holes: bool = True
+    """fill enclosed holes of the mask (up to max_hole_fraction)"""
+    max_hole_fraction: Annotated[float | None, Range(ge=0, le=1)] = 0.02
+    """only holes up to this fraction of the image (None: all holes)"""
+    min_component_fraction: Annotated[float, Range(ge=0, le=1)] = 0.0005
+    """drop 8-connected blobs smaller than this fraction of the image"""
+    dilate_px: Annotated[int, Range(ge=0)] = 0
+    """grow the final mask by this radius in pixels"""
+    erode_px: Annotated[int, Range(ge=0)] = 0
+    """shrink the final mask by this radius in pixels"""
 
 
 def disc(radius: int) -> np.ndarray:

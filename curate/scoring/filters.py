@@ -15,7 +15,7 @@ import numpy as np
 
 from editkit.scores import (BG_PSNR, BG_SSIM, CLIP_DIRECTION, CLIP_IMAGE_SIM, INSTRUCTION_CLARITY, MASK_ACCURACY,
                             MASK_AREA, MASK_COMPONENTS, TARGET_PROMINENCE)
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 from editkit.needs import Needs
 
 SHIPPED_DERIVED_IOU = "shipped_derived_iou"  # written by the masks stage (curate.stages.masks.SHIPPED_IOU_SCORE)
@@ -26,63 +26,29 @@ class FilterParams:
     """Thresholds; starting points from UltraEdit, ImgEdit and AnyEdit practice (masks covering 1–90 % of the
     image, CLIP image-image ≥ 0.7, directional CLIP ≥ 0.05)."""
 
-    mask_area_min: Annotated[
-        Optional[float],
-        Help("region edits: minimum fraction of the image that changes (null: no minimum)"),
-        Range(ge=0, le=1),
-    ] = 0.002
-    mask_area_max: Annotated[
-        Optional[float],
-        Help("region edits: maximum fraction of the image that changes (null: no maximum)"),
-        Range(ge=0, le=1),
-    ] = 0.9
-    mask_components_max: Annotated[
-        Optional[float],
-        Help("most connected components a mask may have (null: any number)"),
-        Range(ge=0),
-    ] = 50
-    bg_psnr_min: Annotated[
-        Optional[float],
-        Help("minimum background PSNR in dB outside the mask (null: off)"),
-        Range(ge=0),
-    ] = 20.0
-    bg_ssim_min: Annotated[
-        Optional[float],
-        Help("minimum background SSIM outside the mask (null: off)"),
-        Range(ge=-1, le=1),
-    ] = 0.7
-    clip_image_sim_min: Annotated[
-        Optional[float],
-        Help("minimum CLIP source/edited image similarity, only when CLIP scores exist"),
-        Range(ge=-1, le=1),
-    ] = 0.7
-    clip_direction_min: Annotated[
-        Optional[float],
-        Help("minimum CLIP directional similarity of the edit and instruction (null: off)"),
-        Range(ge=-1, le=1),
-    ] = 0.05
-    instruction_clarity_min: Annotated[
-        Optional[float],
-        Help("MLLM quality scores, 0-10 (score.quality; skipped while it is off). Off by default; CoCoEdit-style: "
-             "6-7."),
-        Range(ge=0, le=10),
-    ] = None
-    mask_accuracy_min: Annotated[
-        Optional[float],
-        Help("minimum MLLM mask accuracy 0-10; region edits only (a whole-image mask has nothing to be accurate to)"),
-        Range(ge=0, le=10),
-    ] = None
-    target_prominence_min: Annotated[
-        Optional[float],
-        Help("minimum MLLM target prominence 0-10; region edits only"),
-        Range(ge=0, le=10),
-    ] = None
-    shipped_derived_iou_min: Annotated[
-        Optional[float],
-        Help("minimum IoU of a dataset's shipped mask with the pipeline's derived mask (masks stage); records "
-             "without a shipped mask pass. Off by default (null)"),
-        Range(ge=0, le=1),
-    ] = None
+    mask_area_min: Annotated[Optional[float], Range(ge=0, le=1)] = 0.002
+    """region edits: minimum fraction of the image that changes (null: no minimum)"""
+    mask_area_max: Annotated[Optional[float], Range(ge=0, le=1)] = 0.9
+    """region edits: maximum fraction of the image that changes (null: no maximum)"""
+    mask_components_max: Annotated[Optional[float], Range(ge=0)] = 50
+    """most connected components a mask may have (null: any number)"""
+    bg_psnr_min: Annotated[Optional[float], Range(ge=0)] = 20.0
+    """minimum background PSNR in dB outside the mask (null: off)"""
+    bg_ssim_min: Annotated[Optional[float], Range(ge=-1, le=1)] = 0.7
+    """minimum background SSIM outside the mask (null: off)"""
+    clip_image_sim_min: Annotated[Optional[float], Range(ge=-1, le=1)] = 0.7
+    """minimum CLIP source/edited image similarity, only when CLIP scores exist"""
+    clip_direction_min: Annotated[Optional[float], Range(ge=-1, le=1)] = 0.05
+    """minimum CLIP directional similarity of the edit and instruction (null: off)"""
+    instruction_clarity_min: Annotated[Optional[float], Range(ge=0, le=10)] = None
+    """MLLM quality scores, 0-10 (score.quality; skipped while it is off). Off by default; CoCoEdit-style: 6-7."""
+    mask_accuracy_min: Annotated[Optional[float], Range(ge=0, le=10)] = None
+    """minimum MLLM mask accuracy 0-10; region edits only (a whole-image mask has nothing to be accurate to)"""
+    target_prominence_min: Annotated[Optional[float], Range(ge=0, le=10)] = None
+    """minimum MLLM target prominence 0-10; region edits only"""
+    shipped_derived_iou_min: Annotated[Optional[float], Range(ge=0, le=1)] = None
+    """minimum IoU of a dataset's shipped mask with the pipeline's derived mask (masks stage); records without a shipped
+    mask pass. Off by default (null)"""
 
     def __post_init__(self) -> None:
         check_fields(self)

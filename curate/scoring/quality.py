@@ -21,7 +21,7 @@ import numpy as np
 from editkit.mllm.config import ClientConfig
 from editkit.needs import Needs
 from editkit.scores import INSTRUCTION_CLARITY, MASK_ACCURACY, TARGET_PROMINENCE
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 SCORES = (INSTRUCTION_CLARITY, MASK_ACCURACY, TARGET_PROMINENCE)
 SCALE = (0, 10)
@@ -33,18 +33,15 @@ OVERLAY_ALPHA = 0.45  # inside the mask; the mask's outline is drawn solid
 class QualityParams:
     """``score.quality`` in params.yaml."""
 
-    enabled: Annotated[
-        bool,
-        Help("score instruction clarity, mask accuracy and target prominence with an MLLM; also needs client.backend"
-             " other than none"),
-    ] = False
-    client: Annotated[ClientConfig, Help("the MLLM client that judges quality")] = field(default_factory=ClientConfig)
-    prompt_version: Annotated[str, Help("the quality prompt: editkit/mllm/prompts/quality_<version>.txt")] = "v1"
-    max_side: Annotated[
-        int,
-        Help("every image is resized to this longest side before it is sent (bounds vision tokens)"),
-        Range(ge=1),
-    ] = 768
+    enabled: bool = False
+    """score instruction clarity, mask accuracy and target prominence with an MLLM; also needs client.backend other than
+    none"""
+    client: ClientConfig = field(default_factory=ClientConfig)
+    """the MLLM client that judges quality"""
+    prompt_version: str = "v1"
+    """the quality prompt: editkit/mllm/prompts/quality_<version>.txt"""
+    max_side: Annotated[int, Range(ge=1)] = 768
+    """every image is resized to this longest side before it is sent (bounds vision tokens)"""
 
     @property
     def active(self) -> bool:

@@ -37,29 +37,23 @@ from typing import Annotated, BinaryIO, Iterator
 from curate.sources import RawPair
 from editkit.errors import ConfigError
 from editkit.safe_paths import DEFAULT_MAX_BYTES, UnsafePath, read_inside, resolve_inside
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 MAX_LINE_BYTES = 1 << 20  # a pairs line is a few hundred bytes; a longer one is a malformed line, not a memory hog
 
 
 @dataclass
 class FolderParams:
-    path: Annotated[str, Help("the folder holding pairs.jsonl and the images")] = ""
-    pairs_file: Annotated[str, Help("the jsonl file listing the pairs, relative to path")] = "pairs.jsonl"
-    allow_outside_root: Annotated[
-        bool,
-        Help("True: image paths may point outside `path` (still regular files, size-capped)"),
-    ] = False
-    max_file_bytes: Annotated[
-        int,
-        Help("larger image/mask files are rejected unread"),
-        Range(ge=1),
-    ] = DEFAULT_MAX_BYTES
-    max_line_bytes: Annotated[
-        int,
-        Help("longer pairs lines are rejected (malformed), never held in memory"),
-        Range(ge=1),
-    ] = MAX_LINE_BYTES
+    path: str = ""
+    """the folder holding pairs.jsonl and the images"""
+    pairs_file: str = "pairs.jsonl"
+    """the jsonl file listing the pairs, relative to path"""
+    allow_outside_root: bool = False
+    """True: image paths may point outside `path` (still regular files, size-capped)"""
+    max_file_bytes: Annotated[int, Range(ge=1)] = DEFAULT_MAX_BYTES
+    """larger image/mask files are rejected unread"""
+    max_line_bytes: Annotated[int, Range(ge=1)] = MAX_LINE_BYTES
+    """longer pairs lines are rejected (malformed), never held in memory"""
 
 
 class FolderSource:

@@ -30,45 +30,38 @@ from typing import Annotated, Any, Iterator, Literal, Optional
 from curate.sources import RawPair
 from curate.sources.presets import masks, tables
 from curate.sources.presets.base import UNKNOWN_LICENCE, licence_restrictions, text_list
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 from editkit.safe_paths import UnsafePath, read_inside
 
 
 @dataclass
 class HFParams:
-    path: Annotated[str, Help("hub id (\"org/name\") or a local path (a folder of data files, a save_to_disk "
-                              "folder, or one parquet/jsonl/arrow file)")] = ""
-    split: Annotated[str, Help("the dataset split to read (ignored for a single data file)")] = "train"
-    source_column: Annotated[str, Help("column holding the source image")] = "source_image"
-    edited_column: Annotated[str, Help("column holding the edited image")] = "edited_image"
-    instruction_column: Annotated[
-        str,
-        Help("column holding the edit instruction, or a list of them (every one is kept as a variant)"),
-    ] = "instruction"
-    id_column: Annotated[
-        Optional[str],
-        Help("optional column kept as the record's origin_key (null: the row index)"),
-    ] = None
-    mask_column: Annotated[Optional[str], Help("optional column with the dataset's own mask image")] = None
-    mask_encoding: Annotated[
-        Literal["auto", "white", "black", "alpha", "painted"],
-        Help("how the mask marks the edit: auto (transparent pixels if any, else white in a black/white image, "
-             "else white paint over the photo), white, black, alpha (transparent = edit), painted"),
-    ] = "auto"
-    edit_type_column: Annotated[
-        Optional[str],
-        Help("optional column with the edit type (a name of editkit.taxonomy)"),
-    ] = None
-    licence: Annotated[
-        Optional[str],
-        Help("the dataset's licence as an SPDX-like id (e.g. CC-BY-4.0), kept in every record's meta "
-             "(null: unknown)"),
-    ] = None
-    limit: Annotated[Optional[int], Help("take the first N rows only"), Range(ge=0)] = None
-    allow_outside_root: Annotated[
-        bool,
-        Help("True: file-path cells may point anywhere (still regular files, size-capped)"),
-    ] = False
+    path: str = ""
+    """hub id ("org/name") or a local path (a folder of data files, a save_to_disk folder, or one parquet/jsonl/arrow
+    file)"""
+    split: str = "train"
+    """the dataset split to read (ignored for a single data file)"""
+    source_column: str = "source_image"
+    """column holding the source image"""
+    edited_column: str = "edited_image"
+    """column holding the edited image"""
+    instruction_column: str = "instruction"
+    """column holding the edit instruction, or a list of them (every one is kept as a variant)"""
+    id_column: Optional[str] = None
+    """optional column kept as the record's origin_key (null: the row index)"""
+    mask_column: Optional[str] = None
+    """optional column with the dataset's own mask image"""
+    mask_encoding: Literal["auto", "white", "black", "alpha", "painted"] = "auto"
+    """how the mask marks the edit: auto (transparent pixels if any, else white in a black/white image, else white paint
+    over the photo), white, black, alpha (transparent = edit), painted"""
+    edit_type_column: Optional[str] = None
+    """optional column with the edit type (a name of editkit.taxonomy)"""
+    licence: Optional[str] = None
+    """the dataset's licence as an SPDX-like id (e.g. CC-BY-4.0), kept in every record's meta (null: unknown)"""
+    limit: Annotated[Optional[int], Range(ge=0)] = None
+    """take the first N rows only"""
+    allow_outside_root: bool = False
+    """True: file-path cells may point anywhere (still regular files, size-capped)"""
 
 
 KEY = "ingest.hf"

@@ -16,48 +16,31 @@ from typing import Annotated, Any, Iterator
 import numpy as np
 
 from curate.sources import RawPair, edits, photos
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 
 
 @dataclass
 class SampleParams:
-    n: Annotated[
-        int,
-        Help("number of pairs generated; pair i depends only on (seed, i)"),
-        Range(ge=0, le=1_000_000),
-    ] = 200
-    size: Annotated[int, Help("square side of each generated image in pixels"), Range(ge=32, le=4096)] = 512
-    seed: Annotated[int, Help("seed of the crops, edits and degradations"), Range(ge=0)] = 0
-    edit_types: Annotated[
-        list[str],
-        Help("edit types cycled in this order (balanced counts); names of the sample's edits"),
-    ] = field(default_factory=lambda: list(edits.EDITS))
-    min_crop: Annotated[
-        float,
-        Help("crop side as a fraction of the photo's short side: min_crop..1"),
-        Range(gt=0, le=1),
-    ] = 0.6
-    degrade_fraction: Annotated[
-        float,
-        Help("share of edited images re-encoded as JPEG with a global jitter"),
-        Range(ge=0, le=1),
-    ] = 0.3
-    jpeg_quality: Annotated[
-        list[int],
-        Help("[low, high] JPEG quality range of degraded images"),
-        Range(ge=1, le=100),
-    ] = field(default_factory=lambda: [70, 92])
-    brightness: Annotated[
-        float,
-        Help("max |brightness shift| of degraded images, as a fraction of 255"),
-        Range(ge=0, le=1),
-    ] = 0.04
-    contrast: Annotated[float, Help("max |relative contrast change| of degraded images"), Range(ge=0, le=1)] = 0.05
-    gamma: Annotated[
-        float,
-        Help("max |relative change| of the gamma exponent of degraded images"),
-        Range(ge=0, le=1),
-    ] = 0.06
+    n: Annotated[int, Range(ge=0, le=1000000)] = 200
+    """number of pairs generated; pair i depends only on (seed, i)"""
+    size: Annotated[int, Range(ge=32, le=4096)] = 512
+    """square side of each generated image in pixels"""
+    seed: Annotated[int, Range(ge=0)] = 0
+    """seed of the crops, edits and degradations"""
+    edit_types: list[str] = field(default_factory=lambda: list(edits.EDITS))
+    """edit types cycled in this order (balanced counts); names of the sample's edits"""
+    min_crop: Annotated[float, Range(gt=0, le=1)] = 0.6
+    """crop side as a fraction of the photo's short side: min_crop..1"""
+    degrade_fraction: Annotated[float, Range(ge=0, le=1)] = 0.3
+    """share of edited images re-encoded as JPEG with a global jitter"""
+    jpeg_quality: Annotated[list[int], Range(ge=1, le=100)] = field(default_factory=lambda: [70, 92])
+    """[low, high] JPEG quality range of degraded images"""
+    brightness: Annotated[float, Range(ge=0, le=1)] = 0.04
+    """max |brightness shift| of degraded images, as a fraction of 255"""
+    contrast: Annotated[float, Range(ge=0, le=1)] = 0.05
+    """max |relative contrast change| of degraded images"""
+    gamma: Annotated[float, Range(ge=0, le=1)] = 0.06
+    """max |relative change| of the gamma exponent of degraded images"""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -33,7 +33,7 @@ import numpy as np
 import typer
 
 from editkit import export_columns as columns
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 from editkit.errors import UserError
 
 STAGE = "export"
@@ -47,41 +47,27 @@ class LicenceRefused(UserError):
 
 @dataclass
 class LeakCheckParams:
-    enabled: Annotated[
-        bool,
-        Help("drop training rows whose source or edited image is a near-duplicate of a benchmark item"),
-    ] = True
-    benchmarks: Annotated[
-        list[str],
-        Help("built benchmarks (outputs of editkit bench build: records/ + images/) or folders holding them"),
-    ] = field(default_factory=lambda: ["data/bench"])
-    max_hamming: Annotated[
-        Optional[int],
-        Help("pHash bits for a near-duplicate; null = select.dedupe.max_hamming (the threshold select uses)"),
-        Range(ge=0, le=64),
-    ] = None
+    enabled: bool = True
+    """drop training rows whose source or edited image is a near-duplicate of a benchmark item"""
+    benchmarks: list[str] = field(default_factory=lambda: ["data/bench"])
+    """built benchmarks (outputs of editkit bench build: records/ + images/) or folders holding them"""
+    max_hamming: Annotated[Optional[int], Range(ge=0, le=64)] = None
+    """pHash bits for a near-duplicate; null = select.dedupe.max_hamming (the threshold select uses)"""
 
 
 @dataclass
 class ExportParams:
-    format: Annotated[
-        Literal["save_to_disk"],
-        Help("the only format: Arrow shards + dataset_info (datasets.load_from_disk)"),
-    ] = "save_to_disk"
-    mask_png: Annotated[
-        bool,
-        Help("also store each mask as a PNG Image column (viewer-friendly; RLE is canonical)"),
-    ] = True
-    max_shard_size: Annotated[str, Help("largest Arrow shard written, e.g. 500MB")] = "500MB"
-    allow_licences: Annotated[
-        list[str],
-        Help("non-commercial or no-derivatives licences you accept in the training set (as the card names them, "
-             "e.g. \"CC BY-NC 4.0\"); any other such licence stops the export"),
-    ] = field(default_factory=list)
-    leak_check: Annotated[
-        LeakCheckParams,
-        Help("benchmark leak check: near-duplicates of benchmark items are dropped"),
-    ] = field(default_factory=LeakCheckParams)
+    format: Literal["save_to_disk"] = "save_to_disk"
+    """the only format: Arrow shards + dataset_info (datasets.load_from_disk)"""
+    mask_png: bool = True
+    """also store each mask as a PNG Image column (viewer-friendly; RLE is canonical)"""
+    max_shard_size: str = "500MB"
+    """largest Arrow shard written, e.g. 500MB"""
+    allow_licences: list[str] = field(default_factory=list)
+    """non-commercial or no-derivatives licences you accept in the training set (as the card names them, e.g. "CC BY-NC
+    4.0"); any other such licence stops the export"""
+    leak_check: LeakCheckParams = field(default_factory=LeakCheckParams)
+    """benchmark leak check: near-duplicates of benchmark items are dropped"""
 
 
 def features(score_names: list[str], mask_png: bool):

@@ -27,47 +27,29 @@ from curate.sources import SOURCES
 from curate.sources.folder import FolderParams
 from curate.sources.hf import HFParams
 from curate.sources.presets import PresetParams
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 
 STAGE = "ingest"
 
 
 @dataclass
 class IngestParams:
-    source: Annotated[
-        str,
-        Help("where pairs come from: sample, folder, hf or preset (a key of curate.sources.SOURCES)"),
-    ] = "sample"
-    shard_size: Annotated[int, Help("records per record/image shard"), Range(ge=1)] = 1000
-    max_side: Annotated[
-        Optional[int],
-        Help("downscale pairs whose longer side exceeds this many pixels (null: keep the size)"),
-        Range(ge=1),
-    ] = None
-    max_pixels: Annotated[
-        int,
-        Help("images with more pixels are rejected from their header (PIL's decompression-bomb limit is also the "
-             "max)"),
-        Range(ge=1, le=images.PIL_DEFAULT_MAX_PIXELS),
-    ] = images.PIL_DEFAULT_MAX_PIXELS
-    aspect_tolerance: Annotated[
-        float,
-        Help("an edited image of another size but the same aspect (within this relative gap) is resized; else "
-             "rejected"),
-        Range(ge=0, le=1),
-    ] = 0.01
-    folder: Annotated[
-        FolderParams,
-        Help("source folder: a folder with pairs.jsonl and the images"),
-    ] = field(default_factory=FolderParams)
-    hf: Annotated[
-        HFParams,
-        Help("source hf: a hub or local `datasets` dataset with one column per field"),
-    ] = field(default_factory=HFParams)
-    preset: Annotated[
-        PresetParams,
-        Help("source preset: a published editing dataset in its own layout"),
-    ] = field(default_factory=PresetParams)
+    source: str = "sample"
+    """where pairs come from: sample, folder, hf or preset (a key of curate.sources.SOURCES)"""
+    shard_size: Annotated[int, Range(ge=1)] = 1000
+    """records per record/image shard"""
+    max_side: Annotated[Optional[int], Range(ge=1)] = None
+    """downscale pairs whose longer side exceeds this many pixels (null: keep the size)"""
+    max_pixels: Annotated[int, Range(ge=1, le=images.PIL_DEFAULT_MAX_PIXELS)] = images.PIL_DEFAULT_MAX_PIXELS
+    """images with more pixels are rejected from their header (PIL's decompression-bomb limit is also the max)"""
+    aspect_tolerance: Annotated[float, Range(ge=0, le=1)] = 0.01
+    """an edited image of another size but the same aspect (within this relative gap) is resized; else rejected"""
+    folder: FolderParams = field(default_factory=FolderParams)
+    """source folder: a folder with pairs.jsonl and the images"""
+    hf: HFParams = field(default_factory=HFParams)
+    """source hf: a hub or local `datasets` dataset with one column per field"""
+    preset: PresetParams = field(default_factory=PresetParams)
+    """source preset: a published editing dataset in its own layout"""
 
     def __post_init__(self) -> None:
         check_fields(self)

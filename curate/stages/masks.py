@@ -32,7 +32,7 @@ import typer
 from curate.masks.diff import DiffParams
 from curate.masks.grounded import GroundingParams
 from curate.scoring.filters import SHIPPED_DERIVED_IOU
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 
 STAGE = "masks"
 MODES = ("diff", "grounded")
@@ -46,32 +46,19 @@ REPLACED_FLAG = "shipped_mask_replaced"
 
 @dataclass
 class MasksParams:
-    mode: Annotated[
-        Literal["diff", "grounded"],
-        Help("how masks are made: diff (pixel differences) or grounded (boxes -> SAM2, needs weights)"),
-    ] = "diff"
-    diff: Annotated[
-        DiffParams,
-        Help("pixel-difference masks (curate/masks/diff.py)"),
-    ] = field(default_factory=DiffParams)
-    grounding: Annotated[
-        GroundingParams,
-        Help("the grounded masker, used by mode: grounded"),
-    ] = field(default_factory=GroundingParams)
-    workers: Annotated[
-        int,
-        Help("worker processes for the per-record diff work; 0 = one per available CPU core (results do not change)"),
-        Range(ge=0),
-    ] = 0
-    dilate: Annotated[
-        dict[str, int],
-        Help("edit type -> radius (px) the final mask grows by"),
-    ] = field(default_factory=dict)
-    source_policy: Annotated[
-        Literal["keep", "fuse", "derive"],
-        Help("records whose dataset ships a mask: keep it (default), fuse it with the derived mask (union), or "
-             "derive (the derived mask replaces it, flagged shipped_mask_replaced); a reviewed mask always wins"),
-    ] = "keep"
+    mode: Literal["diff", "grounded"] = "diff"
+    """how masks are made: diff (pixel differences) or grounded (boxes -> SAM2, needs weights)"""
+    diff: DiffParams = field(default_factory=DiffParams)
+    """pixel-difference masks (curate/masks/diff.py)"""
+    grounding: GroundingParams = field(default_factory=GroundingParams)
+    """the grounded masker, used by mode: grounded"""
+    workers: Annotated[int, Range(ge=0)] = 0
+    """worker processes for the per-record diff work; 0 = one per available CPU core (results do not change)"""
+    dilate: dict[str, int] = field(default_factory=dict)
+    """edit type -> radius (px) the final mask grows by"""
+    source_policy: Literal["keep", "fuse", "derive"] = "keep"
+    """records whose dataset ships a mask: keep it (default), fuse it with the derived mask (union), or derive (the
+    derived mask replaces it, flagged shipped_mask_replaced); a reviewed mask always wins"""
 
     def __post_init__(self) -> None:
         from curate.masks.dilation import check_dilate

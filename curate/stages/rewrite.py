@@ -10,23 +10,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any, Optional
 
 import typer
 
 from editkit.mllm.config import ClientConfig
-from editkit.config_meta import Help
 
 STAGE = "rewrite"
 
 
 @dataclass
 class RewriteParams:
-    client: Annotated[
-        ClientConfig,
-        Help("the MLLM client that rewrites instructions; backend none passes them through"),
-    ] = field(default_factory=ClientConfig)
-    prompt_version: Annotated[str, Help("the rewrite prompt: editkit/mllm/prompts/rewrite_<version>.txt")] = "v1"
+    client: ClientConfig = field(default_factory=ClientConfig)
+    """the MLLM client that rewrites instructions; backend none passes them through"""
+    prompt_version: str = "v1"
+    """the rewrite prompt: editkit/mllm/prompts/rewrite_<version>.txt"""
 
 
 def passthrough(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,48 +22,35 @@ import typer
 
 from curate.scoring.pair import NEEDS as PAIR_NEEDS
 from curate.scoring.quality import QualityJudge, QualityParams
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 
 STAGE = "score"
 
 
 @dataclass
 class ClipParams:
-    enabled: Annotated[
-        bool,
-        Help("off by default: needs CLIP weights you have locally (a hub tag downloads them)"),
-    ] = False
-    model: Annotated[
-        str,
-        Help("open-clip name, or \"hf-hub:org/repo\", or \"local-dir:/path/to/folder\""),
-    ] = "ViT-B-32"
-    pretrained: Annotated[
-        Optional[str],
-        Help("tag or local checkpoint file (ignored for hf-hub:/local-dir:)"),
-    ] = "laion2b_s34b_b79k"
-    batch_size: Annotated[int, Help("images per CLIP forward"), Range(ge=1)] = 32
-    cache_dir: Annotated[
-        Optional[str],
-        Help("embeddings cached by model fingerprint + image bytes; null = off"),
-    ] = "data/cache/clip"
+    enabled: bool = False
+    """off by default: needs CLIP weights you have locally (a hub tag downloads them)"""
+    model: str = "ViT-B-32"
+    """open-clip name, or "hf-hub:org/repo", or "local-dir:/path/to/folder\""""
+    pretrained: Optional[str] = "laion2b_s34b_b79k"
+    """tag or local checkpoint file (ignored for hf-hub:/local-dir:)"""
+    batch_size: Annotated[int, Range(ge=1)] = 32
+    """images per CLIP forward"""
+    cache_dir: Optional[str] = "data/cache/clip"
+    """embeddings cached by model fingerprint + image bytes; null = off"""
 
 
 @dataclass
 class ScoreParams:
-    device: Annotated[str, Help("where the CLIP model runs: auto, cpu, cuda or cuda:N")] = "auto"
-    clip: Annotated[
-        ClipParams,
-        Help("CLIP image and direction similarity scores"),
-    ] = field(default_factory=ClipParams)
-    quality: Annotated[
-        QualityParams,
-        Help("MLLM quality scores; off without an MLLM"),
-    ] = field(default_factory=QualityParams)
-    workers: Annotated[
-        int,
-        Help("worker processes for the per-record pixel scores; 0 = one per available CPU core (same results)"),
-        Range(ge=0),
-    ] = 0
+    device: str = "auto"
+    """where the CLIP model runs: auto, cpu, cuda or cuda:N"""
+    clip: ClipParams = field(default_factory=ClipParams)
+    """CLIP image and direction similarity scores"""
+    quality: QualityParams = field(default_factory=QualityParams)
+    """MLLM quality scores; off without an MLLM"""
+    workers: Annotated[int, Range(ge=0)] = 0
+    """worker processes for the per-record pixel scores; 0 = one per available CPU core (same results)"""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -17,54 +17,39 @@ import numpy as np
 import typer
 
 from curate.scoring.filters import FilterParams
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 STAGE = "select"
 
 
 @dataclass
 class DedupeParams:
-    enabled: Annotated[bool, Help("remove near-duplicate pairs before balancing")] = True
-    max_hamming: Annotated[
-        int,
-        Help("per 64-bit pHash (source, edited, change); JPEG re-encoding moves 0-2 bits"),
-        Range(ge=0, le=64),
-    ] = 4
-    keep_by: Annotated[
-        str,
-        Help("score deciding which cluster member stays (highest; ties: smallest id)"),
-    ] = "bg_ssim"
+    enabled: bool = True
+    """remove near-duplicate pairs before balancing"""
+    max_hamming: Annotated[int, Range(ge=0, le=64)] = 4
+    """per 64-bit pHash (source, edited, change); JPEG re-encoding moves 0-2 bits"""
+    keep_by: str = "bg_ssim"
+    """score deciding which cluster member stays (highest; ties: smallest id)"""
 
 
 @dataclass
 class BalanceParams:
-    target: Annotated[
-        dict[str, float],
-        Help("edit_type -> weight; empty = uniform over the types present"),
-        Range(ge=0),
-    ] = field(default_factory=dict)
+    target: Annotated[dict[str, float], Range(ge=0)] = field(default_factory=dict)
+    """edit_type -> weight; empty = uniform over the types present"""
 
 
 @dataclass
 class SelectParams:
-    target_size: Annotated[
-        int,
-        Help("how many pairs the balanced selection keeps (fewer if fewer pass)"),
-        Range(ge=1),
-    ] = 40000
-    seed: Annotated[int, Help("seed of the balanced sampling"), Range(ge=0)] = 0
-    filters: Annotated[
-        FilterParams,
-        Help("score thresholds a pair must pass (null turns one off)"),
-    ] = field(default_factory=FilterParams)
-    dedupe: Annotated[
-        DedupeParams,
-        Help("near-duplicate removal by perceptual hashes"),
-    ] = field(default_factory=DedupeParams)
-    balance: Annotated[
-        BalanceParams,
-        Help("the mix of edit types in the selection"),
-    ] = field(default_factory=BalanceParams)
+    target_size: Annotated[int, Range(ge=1)] = 40000
+    """how many pairs the balanced selection keeps (fewer if fewer pass)"""
+    seed: Annotated[int, Range(ge=0)] = 0
+    """seed of the balanced sampling"""
+    filters: FilterParams = field(default_factory=FilterParams)
+    """score thresholds a pair must pass (null turns one off)"""
+    dedupe: DedupeParams = field(default_factory=DedupeParams)
+    """near-duplicate removal by perceptual hashes"""
+    balance: BalanceParams = field(default_factory=BalanceParams)
+    """the mix of edit types in the selection"""
 
 
 def run(params: SelectParams, input_dir: Path, output_dir: Path, rejects_dir: Path,

@@ -1,5 +1,5 @@
 """Every field of every config class explains itself: help text that says more than the name, ranges and choices
-that the loader checks, and the mechanism (``Annotated[T, Help(...), Range(...)]``) behind it."""
+that the loader checks, and the mechanism (attribute docstrings, ``Annotated[T, Range(...)]``) behind it."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,7 @@ import pytest
 
 from editkit.config import apply_overrides, from_dict, load_file
 from editkit.config_cli import FILES, LIST_ITEMS, SECTIONS, resolve
-from editkit.config_meta import Help, Range, check_fields, field_infos, help_of, range_of, strip
+from editkit.config_meta import Range, check_fields, field_infos, help_of, range_of, strip
 from editkit.errors import ConfigError
 
 
@@ -53,9 +53,9 @@ def test_the_inventory_is_the_whole_config_surface():
 
 @pytest.mark.parametrize("cls, name", FIELDS, ids=[f"{c.__module__}.{c.__name__}.{n}" for c, n in FIELDS])
 def test_every_field_has_real_help(cls, name):
-    text = help_of(typing.get_type_hints(cls, include_extras=True)[name])
+    text = help_of(cls, name)
     where = f"{cls.__module__}.{cls.__name__}.{name}"
-    assert text.strip(), f"{where}: no Help"
+    assert text.strip(), f"{where}: no help (a docstring under the field)"
     assert len(text.split()) >= 3, f"{where}: help {text!r} is shorter than 3 words"
     assert set(_words(text)) - set(_words(name)), f"{where}: help {text!r} only rewords the name"
 
@@ -86,19 +86,28 @@ def test_numeric_fields_mostly_have_ranges():
 # ------------------------------------------------------------------------------------------------ the mechanism
 @dataclass
 class Inner:
-    rate: Annotated[float, Help("the rate of something"), Range(gt=0, le=1)] = 0.5
+    rate: Annotated[float, Range(gt=0, le=1)] = 0.5
+    """the rate of something"""
 
 
 @dataclass
 class Outer:
-    steps: Annotated[int, Help("how many steps to run"), Range(ge=1)] = 3
-    size: Annotated[list[int], Help("height and width in pixels"), Range(gt=0)] = field(default_factory=lambda: [8, 8])
-    weights: Annotated[dict[str, float], Help("name to weight mapping"), Range(ge=0)] = field(default_factory=dict)
-    limit: Annotated[Optional[int], Help("an optional cap on rows"), Range(ge=0)] = None
-    scale: Annotated[float, Help("any finite scale factor")] = 1.0
-    loose: Annotated[float, Help("may be infinite or nan"), Range(allow_nan=True, allow_inf=True)] = 0.0
-    mode: Annotated[Literal["a", "b"], Help("which of two modes")] = "a"
-    inner: Annotated[Inner, Help("a nested section of settings")] = field(default_factory=Inner)
+    steps: Annotated[int, Range(ge=1)] = 3
+    """how many steps to run"""
+    size: Annotated[list[int], Range(gt=0)] = field(default_factory=lambda: [8, 8])
+    """height and width in pixels"""
+    weights: Annotated[dict[str, float], Range(ge=0)] = field(default_factory=dict)
+    """name to weight mapping"""
+    limit: Annotated[Optional[int], Range(ge=0)] = None
+    """an optional cap on rows"""
+    scale: float = 1.0
+    """any finite scale factor"""
+    loose: Annotated[float, Range(allow_nan=True, allow_inf=True)] = 0.0
+    """may be infinite or nan"""
+    mode: Literal["a", "b"] = "a"
+    """which of two modes"""
+    inner: Inner = field(default_factory=Inner)
+    """a nested section of settings"""
 
 
 @pytest.mark.parametrize("values, message", [
@@ -153,3 +162,22 @@ def test_field_infos_lists_sections_then_their_fields():
     assert rows["mode"].type == '"a" | "b"' and rows["size"].type == "list[int]" and rows["size"].range == "> 0"
     assert rows["limit"].type == "int | null" and rows["scale"].range == "finite" and rows["loose"].range == ""
     assert rows["steps"].help == "how many steps to run" and rows["steps"].default == 3
+
+
+def test_help_is_the_docstring_under_a_field_inherited_and_wrapped():
+    @dataclass
+    class Base:
+        speed: float = 1.0
+        """how fast the thing
+        moves, in metres per second"""
+        unexplained: int = 0
+
+    @dataclass
+    class Child(Base):
+        speed: float = 2.0  # a new default keeps the base's help
+        extra: bool = False
+        """a field only the child has"""
+
+    rows = {row.name: row.help for row in field_infos(Child)}
+    assert rows == {"speed": "how fast the thing moves, in metres per second", "unexplained": "",
+                    "extra": "a field only the child has"}

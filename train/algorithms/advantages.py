@@ -16,35 +16,25 @@ from dataclasses import dataclass, field
 
 import torch
 from typing import Annotated, Literal
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class AdvantageConfig:
-    std: Annotated[
-        Literal["group", "global"],
-        Help("\"group\": divide by the group's std; \"global\": by the std of all valid rewards"),
-    ] = "group"
-    clip: Annotated[float, Help("advantages are clipped to [-clip, clip]"), Range(gt=0)] = 5.0
-    min_group_std: Annotated[
-        float,
-        Help("groups with reward std below this are filtered (zero advantage, not trained)"),
-        Range(ge=0),
-    ] = 1e-6
-    eps: Annotated[float, Help("added to the std to avoid dividing by ~0"), Range(gt=0)] = 1e-4
-    filter: Annotated[
-        Literal["constant", "ban_prompt"],
-        Help("\"constant\": drop groups with std < min_group_std; \"ban_prompt\": CoCoEdit's rule"),
-    ] = "constant"
-    ban_std: Annotated[
-        float,
-        Help("ban_prompt: train a group only if its reward std exceeds this"),
-        Range(ge=0),
-    ] = 0.02
-    ban_mean: Annotated[
-        float,
-        Help("ban_prompt: ... and its mean is below this; low std with a higher mean bans the prompt for good"),
-    ] = 0.9
+    std: Literal["group", "global"] = "group"
+    """"group": divide by the group's std; "global": by the std of all valid rewards"""
+    clip: Annotated[float, Range(gt=0)] = 5.0
+    """advantages are clipped to [-clip, clip]"""
+    min_group_std: Annotated[float, Range(ge=0)] = 1e-06
+    """groups with reward std below this are filtered (zero advantage, not trained)"""
+    eps: Annotated[float, Range(gt=0)] = 0.0001
+    """added to the std to avoid dividing by ~0"""
+    filter: Literal["constant", "ban_prompt"] = "constant"
+    """"constant": drop groups with std < min_group_std; "ban_prompt": CoCoEdit's rule"""
+    ban_std: Annotated[float, Range(ge=0)] = 0.02
+    """ban_prompt: train a group only if its reward std exceeds this"""
+    ban_mean: float = 0.9
+    """ban_prompt: ... and its mean is below this; low std with a higher mean bans the prompt for good"""
 
 
 @dataclass

@@ -14,28 +14,20 @@ from dataclasses import dataclass
 
 import torch
 from typing import Annotated, Optional
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 from train.algorithms.grpo_guard import GuardInputs, guard_log_ratio, step_weight
 
 
 @dataclass
 class GRPOConfig:
-    clip_range: Annotated[
-        float,
-        Help("ε of the ratio clip (Flow-GRPO uses 1e-4: SDE log-probs are averaged over many dims)"),
-        Range(gt=0),
-    ] = 1e-4
-    kl_beta: Annotated[
-        float,
-        Help("weight of the KL to the reference policy (0 = skip the reference forward)"),
-        Range(ge=0),
-    ] = 0.0
-    guard: Annotated[
-        bool,
-        Help("GRPO-Guard (arXiv 2510.22319): normalise the log-ratio (add back its mean-shift bias, scale by the "
-             "transition std) so clipping acts on both sides at every step, and divide each step's loss by -dt; "
-             "the ratio's scale changes, so retune clip_range (public runs use ~2e-6)"),
-    ] = False
+    clip_range: Annotated[float, Range(gt=0)] = 0.0001
+    """ε of the ratio clip (Flow-GRPO uses 1e-4: SDE log-probs are averaged over many dims)"""
+    kl_beta: Annotated[float, Range(ge=0)] = 0.0
+    """weight of the KL to the reference policy (0 = skip the reference forward)"""
+    guard: bool = False
+    """GRPO-Guard (arXiv 2510.22319): normalise the log-ratio (add back its mean-shift bias, scale by the transition
+    std) so clipping acts on both sides at every step, and divide each step's loss by -dt; the ratio's scale changes,
+    so retune clip_range (public runs use ~2e-6)"""
 
 
 def grpo_loss(

@@ -20,38 +20,26 @@ from dataclasses import dataclass
 
 import torch
 from typing import Annotated, Literal
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class NFTConfig:
-    beta: Annotated[float, Help("mixing strength β of the implicit positive/negative policies"), Range(gt=0)] = 1.0
-    adv_max: Annotated[
-        float,
-        Help("A_max in r = clamp(A/A_max/2 + 0.5, 0, 1); match the advantage clip"),
-        Range(gt=0),
-    ] = 5.0
-    ref_weight: Annotated[
-        float,
-        Help("weight of ‖v_θ − v_ref‖² (0 = skip the reference forward)"),
-        Range(ge=0),
-    ] = 1e-4
-    min_weight: Annotated[float, Help("floor of the adaptive scales w±"), Range(gt=0)] = 1e-5
-    weighting: Annotated[
-        Literal["cocoedit", "unit"],
-        Help("\"cocoedit\": policy term × adv_max/β (CoCoEdit's total loss); \"unit\": unscaled"),
-    ] = "unit"
-    old_decay_rate: Annotated[
-        float,
-        Help("the sampling (\"old\") policy lags the trained one: after iteration s, θ_old ← d·θ_old + (1 − d)·θ with "
-             "d = min(old_decay_rate·s, old_decay_max) (CoCoEdit: 0.001); 0 = sample with the current weights"),
-        Range(ge=0),
-    ] = 0.0
-    old_decay_max: Annotated[
-        float,
-        Help("upper bound of the lag factor d of the sampling policy (CoCoEdit: 0.5; 0 = no lag)"),
-        Range(ge=0, lt=1),
-    ] = 0.0
+    beta: Annotated[float, Range(gt=0)] = 1.0
+    """mixing strength β of the implicit positive/negative policies"""
+    adv_max: Annotated[float, Range(gt=0)] = 5.0
+    """A_max in r = clamp(A/A_max/2 + 0.5, 0, 1); match the advantage clip"""
+    ref_weight: Annotated[float, Range(ge=0)] = 0.0001
+    """weight of ‖v_θ − v_ref‖² (0 = skip the reference forward)"""
+    min_weight: Annotated[float, Range(gt=0)] = 1e-05
+    """floor of the adaptive scales w±"""
+    weighting: Literal["cocoedit", "unit"] = "unit"
+    """"cocoedit": policy term × adv_max/β (CoCoEdit's total loss); "unit": unscaled"""
+    old_decay_rate: Annotated[float, Range(ge=0)] = 0.0
+    """the sampling ("old") policy lags the trained one: after iteration s, θ_old ← d·θ_old + (1 − d)·θ with d =
+    min(old_decay_rate·s, old_decay_max) (CoCoEdit: 0.001); 0 = sample with the current weights"""
+    old_decay_max: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    """upper bound of the lag factor d of the sampling policy (CoCoEdit: 0.5; 0 = no lag)"""
 
 
 def policy_scale(config: NFTConfig) -> float:

@@ -14,24 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from train.algorithms.advantages import Advantages
-from typing import Annotated
-from editkit.config_meta import Help
 
 
 @dataclass
 class RegionAdvantageConfig:
-    enabled: Annotated[
-        bool,
-        Help("GRPO only: per-token advantages (edit reward inside the mask, preservation outside)"),
-    ] = False
-    edit_rewards: Annotated[
-        list[str],
-        Help("rewards (names in rewards.weights) that score the edit region"),
-    ] = field(default_factory=lambda: ["clip_direction"])
-    preservation_rewards: Annotated[
-        list[str],
-        Help("rewards (names in rewards.weights) that score the background outside the mask"),
-    ] = field(default_factory=lambda: ["pixel_consistency"])
+    enabled: bool = False
+    """GRPO only: per-token advantages (edit reward inside the mask, preservation outside)"""
+    edit_rewards: list[str] = field(default_factory=lambda: ["clip_direction"])
+    """rewards (names in rewards.weights) that score the edit region"""
+    preservation_rewards: list[str] = field(default_factory=lambda: ["pixel_consistency"])
+    """rewards (names in rewards.weights) that score the background outside the mask"""
 
     def check(self, weights: dict[str, float]) -> None:
         """Both lists non-empty, disjoint and made of configured rewards."""

@@ -21,38 +21,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from typing import Annotated, Literal
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class RegularizerConfig:
-    enabled: Annotated[bool, Help("only with the NFT objective (it needs the positive/negative branches)")] = False
-    lambda_background: Annotated[
-        float,
-        Help("weight λ_bg of the background term (CoCoEdit Kontext 0.02; Qwen 0.8)"),
-        Range(ge=0),
-    ] = 0.02
-    lambda_edit: Annotated[
-        float,
-        Help("weight λ_ed of the edit-region term (CoCoEdit Kontext 0.02; Qwen 0.5)"),
-        Range(ge=0),
-    ] = 0.02
-    tau_positive: Annotated[
-        float,
-        Help("background distance tolerated before the positive branch is penalised"),
-        Range(ge=0),
-    ] = 1e-3
-    tau_negative: Annotated[float, Help("edit-region distance the negative branch must exceed"), Range(ge=0)] = 3e-2
-    erode_radius: Annotated[
-        int,
-        Help("erosion of the edit mask, in latent tokens, that defines the boundary band"),
-        Range(ge=0),
-    ] = 2
-    ring_weight: Annotated[float, Help("weight of the boundary band in both terms"), Range(ge=0)] = 0.2
-    grid: Annotated[
-        Literal["latent", "token"],
-        Help("\"latent\": CoCoEdit's unpacked latent grid (per latent pixel); \"token\": packed tokens"),
-    ] = "token"
+    enabled: bool = False
+    """only with the NFT objective (it needs the positive/negative branches)"""
+    lambda_background: Annotated[float, Range(ge=0)] = 0.02
+    """weight λ_bg of the background term (CoCoEdit Kontext 0.02; Qwen 0.8)"""
+    lambda_edit: Annotated[float, Range(ge=0)] = 0.02
+    """weight λ_ed of the edit-region term (CoCoEdit Kontext 0.02; Qwen 0.5)"""
+    tau_positive: Annotated[float, Range(ge=0)] = 0.001
+    """background distance tolerated before the positive branch is penalised"""
+    tau_negative: Annotated[float, Range(ge=0)] = 0.03
+    """edit-region distance the negative branch must exceed"""
+    erode_radius: Annotated[int, Range(ge=0)] = 2
+    """erosion of the edit mask, in latent tokens, that defines the boundary band"""
+    ring_weight: Annotated[float, Range(ge=0)] = 0.2
+    """weight of the boundary band in both terms"""
+    grid: Literal["latent", "token"] = "token"
+    """"latent": CoCoEdit's unpacked latent grid (per latent pixel); "token": packed tokens"""
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -29,49 +29,43 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from train.experiment.edit_metrics import METRICS
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class ArmConfig:
-    name: Annotated[str, Help("the arm's name in tables, plots and run folders")]
-    family: Annotated[str, Help("arms are compared within a family (same objective)")]
-    description: Annotated[str, Help("what the arm changes, shown in the results table")] = ""
-    overrides: Annotated[
-        dict[str, Any],
-        Help("nested TrainConfig values on top of `rl`"),
-    ] = field(default_factory=dict)
-    compare_to: Annotated[str, Help("the arm this one adds a technique to: the table pairs them seed by seed")] = ""
+    name: str
+    """the arm's name in tables, plots and run folders"""
+    family: str
+    """arms are compared within a family (same objective)"""
+    description: str = ""
+    """what the arm changes, shown in the results table"""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """nested TrainConfig values on top of `rl`"""
+    compare_to: str = ""
+    """the arm this one adds a technique to: the table pairs them seed by seed"""
 
 
 @dataclass
 class AblationConfig:
-    output_dir: Annotated[str, Help("where the results go: table.md, table.json, curves.png")] = "results/ablation"
-    work_dir: Annotated[str, Help("scratch: base/ (model, data splits) and runs/<arm>-seed<k>/")] = "runs/ablation"
-    base_config: Annotated[
-        str,
-        Help("the base editor's pretrain config (train/experiment/pretrain.py)"),
-    ] = "train/configs/ablation_base.yaml"
-    base: Annotated[dict[str, Any], Help("nested overrides of the base config")] = field(default_factory=dict)
-    seeds: Annotated[
-        list[int],
-        Help("every arm is run once per seed"),
-        Range(ge=0),
-    ] = field(default_factory=lambda: [0, 1])
-    rl: Annotated[
-        dict[str, Any],
-        Help("TrainConfig values shared by every arm (the budget)"),
-    ] = field(default_factory=dict)
-    arms: Annotated[
-        list[ArmConfig],
-        Help("the compared runs: each a name, family and TrainConfig overrides"),
-    ] = field(default_factory=list)
-    cpu_threads: Annotated[int, Help("torch CPU threads (0 = torch's default)"), Range(ge=0)] = 1
-    eval_every: Annotated[
-        int,
-        Help("RL steps between held-out evaluations (and always after the last step)"),
-        Range(ge=1),
-    ] = 4
+    output_dir: str = "results/ablation"
+    """where the results go: table.md, table.json, curves.png"""
+    work_dir: str = "runs/ablation"
+    """scratch: base/ (model, data splits) and runs/<arm>-seed<k>/"""
+    base_config: str = "train/configs/ablation_base.yaml"
+    """the base editor's pretrain config (train/experiment/pretrain.py)"""
+    base: dict[str, Any] = field(default_factory=dict)
+    """nested overrides of the base config"""
+    seeds: Annotated[list[int], Range(ge=0)] = field(default_factory=lambda: [0, 1])
+    """every arm is run once per seed"""
+    rl: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig values shared by every arm (the budget)"""
+    arms: list[ArmConfig] = field(default_factory=list)
+    """the compared runs: each a name, family and TrainConfig overrides"""
+    cpu_threads: Annotated[int, Range(ge=0)] = 1
+    """torch CPU threads (0 = torch's default)"""
+    eval_every: Annotated[int, Range(ge=1)] = 4
+    """RL steps between held-out evaluations (and always after the last step)"""
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

@@ -16,25 +16,25 @@ from pathlib import Path
 
 import numpy as np
 from typing import Annotated
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class AblationDataConfig:
-    dataset: Annotated[
-        str,
-        Help("a `datasets.save_to_disk` dir from `editkit curate export`"),
-    ] = "data/export/dataset"
-    resolution: Annotated[int, Help("square side of the miniature images (pixels)"), Range(ge=8, le=4096)] = 32
-    heldout: Annotated[int, Help("rows held out for every evaluation (chosen by seed)"), Range(ge=1)] = 24
-    seed: Annotated[int, Help("seed of the held-out split"), Range(ge=0)] = 0
-    max_mask_fraction: Annotated[
-        float,
-        Help("rows whose edit mask covers more are excluded (no background to keep)"),
-        Range(gt=0, le=1),
-    ] = 0.95
-    edit_types: Annotated[list[str], Help("keep only these edit types ([] = all)")] = field(default_factory=list)
-    limit: Annotated[int, Help("use only the first N usable rows (0 = all); for smoke runs"), Range(ge=0)] = 0
+    dataset: str = "data/export/dataset"
+    """a `datasets.save_to_disk` dir from `editkit curate export`"""
+    resolution: Annotated[int, Range(ge=8, le=4096)] = 32
+    """square side of the miniature images (pixels)"""
+    heldout: Annotated[int, Range(ge=1)] = 24
+    """rows held out for every evaluation (chosen by seed)"""
+    seed: Annotated[int, Range(ge=0)] = 0
+    """seed of the held-out split"""
+    max_mask_fraction: Annotated[float, Range(gt=0, le=1)] = 0.95
+    """rows whose edit mask covers more are excluded (no background to keep)"""
+    edit_types: list[str] = field(default_factory=list)
+    """keep only these edit types ([] = all)"""
+    limit: Annotated[int, Range(ge=0)] = 0
+    """use only the first N usable rows (0 = all); for smoke runs"""
 
     def __post_init__(self) -> None:
         if 0 < self.limit <= self.heldout:

@@ -28,84 +28,69 @@ import torch
 
 from train.experiment.ablation_data import AblationDataConfig
 from typing import Annotated
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 
 
 @dataclass
 class ArchitectureConfig:
-    num_layers: Annotated[int, Help("dual-stream (MMDiT) blocks"), Range(ge=1)] = 2
-    num_single_layers: Annotated[int, Help("single-stream blocks after the dual-stream ones"), Range(ge=0)] = 2
-    num_attention_heads: Annotated[int, Help("attention heads per transformer block"), Range(ge=1)] = 4
-    attention_head_dim: Annotated[int, Help("width of each attention head"), Range(ge=1)] = 16
-    latent_channels: Annotated[int, Help("channels of the VAE latent"), Range(ge=1)] = 8
-    vae_channels: Annotated[
-        list[int],
-        Help("VAE channels, one per level: the scale factor is 2**(levels-1)"),
-        Range(ge=1),
-    ] = field(default_factory=lambda: [16, 32])
-    text_hidden: Annotated[int, Help("width of the (frozen, random) tiny CLIP and T5 encoders"), Range(ge=1)] = 32
+    num_layers: Annotated[int, Range(ge=1)] = 2
+    """dual-stream (MMDiT) blocks"""
+    num_single_layers: Annotated[int, Range(ge=0)] = 2
+    """single-stream blocks after the dual-stream ones"""
+    num_attention_heads: Annotated[int, Range(ge=1)] = 4
+    """attention heads per transformer block"""
+    attention_head_dim: Annotated[int, Range(ge=1)] = 16
+    """width of each attention head"""
+    latent_channels: Annotated[int, Range(ge=1)] = 8
+    """channels of the VAE latent"""
+    vae_channels: Annotated[list[int], Range(ge=1)] = field(default_factory=lambda: [16, 32])
+    """VAE channels, one per level: the scale factor is 2**(levels-1)"""
+    text_hidden: Annotated[int, Range(ge=1)] = 32
+    """width of the (frozen, random) tiny CLIP and T5 encoders"""
 
 
 @dataclass
 class StageConfig:
-    steps: Annotated[int, Help("optimizer steps of this training stage"), Range(ge=1)] = 500
-    batch_size: Annotated[int, Help("images per optimizer step"), Range(ge=1)] = 32
-    learning_rate: Annotated[float, Help("AdamW learning rate of this stage"), Range(gt=0, le=1)] = 1e-3
+    steps: Annotated[int, Range(ge=1)] = 500
+    """optimizer steps of this training stage"""
+    batch_size: Annotated[int, Range(ge=1)] = 32
+    """images per optimizer step"""
+    learning_rate: Annotated[float, Range(gt=0, le=1)] = 0.001
+    """AdamW learning rate of this stage"""
 
 
 @dataclass
 class PretrainConfig:
-    output_dir: Annotated[
-        str,
-        Help("where the base editor is written: model/ (the pipeline), data/ (splits), pretrain.json"),
-    ] = "runs/ablation/base"
-    data: Annotated[
-        AblationDataConfig,
-        Help("the miniature training data drawn from the curated dataset"),
-    ] = field(default_factory=AblationDataConfig)
-    architecture: Annotated[
-        ArchitectureConfig,
-        Help("sizes of the miniature FLUX.1-Kontext-architecture model"),
-    ] = field(default_factory=ArchitectureConfig)
-    vae: Annotated[
-        StageConfig,
-        Help("the VAE's training stage (steps, batch, learning rate)"),
-    ] = field(default_factory=lambda: StageConfig(steps=400, learning_rate=2e-3))
-    transformer: Annotated[
-        StageConfig,
-        Help("the transformer's flow-matching training stage (steps, batch, learning rate)"),
-    ] = field(default_factory=lambda: StageConfig(steps=1500))
-    vae_kl_weight: Annotated[
-        float,
-        Help("keeps the decoder robust around the posterior mode it is fed"),
-        Range(ge=0),
-    ] = 1e-4
-    edit_loss_weight: Annotated[
-        float,
-        Help("flow-matching loss weight of a latent token fully inside the edit mask (1 + (w − 1)·coverage; "
-             "background 1): the edit region is a few % of the pixels, and a small model otherwise learns to copy "
-             "the source long before it learns to edit"),
-        Range(ge=1),
-    ] = 1.0
-    guidance_scale: Annotated[
-        float,
-        Help("the distilled-guidance value trained with (and used by RL)"),
-        Range(ge=0),
-    ] = 2.5
-    max_sequence_length: Annotated[
-        int,
-        Help("T5 tokens; the tiny T5 is character-level, instructions run to ~60 chars"),
-        Range(gt=0),
-    ] = 80
-    eval_steps: Annotated[int, Help("ODE steps of the held-out evaluation"), Range(ge=1)] = 8
-    eval_seed: Annotated[int, Help("noise seed of the held-out evaluation"), Range(ge=0)] = 1234
-    seed: Annotated[int, Help("seed of the weights' init, batch order and noise"), Range(ge=0)] = 0
-    cpu_threads: Annotated[
-        int,
-        Help("torch CPU threads (0 = torch's default); 1 is fastest on a shared, oversubscribed CPU"),
-        Range(ge=0),
-    ] = 0
-    progress: Annotated[bool, Help("show progress bars of the training stages")] = True
+    output_dir: str = "runs/ablation/base"
+    """where the base editor is written: model/ (the pipeline), data/ (splits), pretrain.json"""
+    data: AblationDataConfig = field(default_factory=AblationDataConfig)
+    """the miniature training data drawn from the curated dataset"""
+    architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+    """sizes of the miniature FLUX.1-Kontext-architecture model"""
+    vae: StageConfig = field(default_factory=lambda: StageConfig(steps=400, learning_rate=0.002))
+    """the VAE's training stage (steps, batch, learning rate)"""
+    transformer: StageConfig = field(default_factory=lambda: StageConfig(steps=1500))
+    """the transformer's flow-matching training stage (steps, batch, learning rate)"""
+    vae_kl_weight: Annotated[float, Range(ge=0)] = 0.0001
+    """keeps the decoder robust around the posterior mode it is fed"""
+    edit_loss_weight: Annotated[float, Range(ge=1)] = 1.0
+    """flow-matching loss weight of a latent token fully inside the edit mask (1 + (w − 1)·coverage; background 1): the
+    edit region is a few % of the pixels, and a small model otherwise learns to copy the source long before it learns
+    to edit"""
+    guidance_scale: Annotated[float, Range(ge=0)] = 2.5
+    """the distilled-guidance value trained with (and used by RL)"""
+    max_sequence_length: Annotated[int, Range(gt=0)] = 80
+    """T5 tokens; the tiny T5 is character-level, instructions run to ~60 chars"""
+    eval_steps: Annotated[int, Range(ge=1)] = 8
+    """ODE steps of the held-out evaluation"""
+    eval_seed: Annotated[int, Range(ge=0)] = 1234
+    """noise seed of the held-out evaluation"""
+    seed: Annotated[int, Range(ge=0)] = 0
+    """seed of the weights' init, batch order and noise"""
+    cpu_threads: Annotated[int, Range(ge=0)] = 0
+    """torch CPU threads (0 = torch's default); 1 is fastest on a shared, oversubscribed CPU"""
+    progress: bool = True
+    """show progress bars of the training stages"""
 
 
 def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:

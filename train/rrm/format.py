@@ -16,9 +16,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any, Optional
 
-from editkit.config_meta import Help
 from editkit.errors import ConfigError
 
 GROUPS = ("keep", "follow", "quality")
@@ -28,9 +27,12 @@ SCORE_FIELD = re.compile(r'"score"\s*:\s*(-?\d+)')
 
 @dataclass(frozen=True)
 class FormatConfig:
-    score_min: Annotated[int, Help("lowest score the judgement may give")] = 0
-    score_max: Annotated[int, Help("highest score the judgement may give (above score_min)")] = 10
-    prompt_version: Annotated[str, Help("judgement prompt file: train/rrm/prompts/rrm_<version>.txt")] = "v1"
+    score_min: int = 0
+    """lowest score the judgement may give"""
+    score_max: int = 10
+    """highest score the judgement may give (above score_min)"""
+    prompt_version: str = "v1"
+    """judgement prompt file: train/rrm/prompts/rrm_<version>.txt"""
 
     def __post_init__(self) -> None:
         if self.score_max <= self.score_min:

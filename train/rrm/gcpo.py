@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from typing import Annotated, Literal
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 from editkit.errors import ConfigError
 
 AGGREGATIONS = ("token_mean", "sequence_mean")
@@ -32,26 +32,24 @@ AGGREGATIONS = ("token_mean", "sequence_mean")
 
 @dataclass
 class GCPOConfig:
-    num_trajectories: Annotated[
-        int,
-        Help("trajectories sampled per image, N (so 2N per preference pair); at least 2"),
-        Range(ge=2),
-    ] = 4
-    temperature: Annotated[float, Help("sampling temperature of the trajectories"), Range(gt=0)] = 1.0
-    max_new_tokens: Annotated[int, Help("most tokens generated per trajectory"), Range(ge=1)] = 512
-    tie_value: Annotated[float, Help("an exact score tie counts 0 (strict) or 0.5"), Range(ge=0, le=0.5)] = 0.0
-    eps: Annotated[float, Help("advantage normalisation: (r - mean) / (std + eps)"), Range(gt=0)] = 1e-6
-    clip_low: Annotated[float, Help("lower clip range of the probability ratio (1 - clip_low)"), Range(ge=0)] = 0.2
-    clip_high: Annotated[float, Help("upper clip range of the probability ratio (1 + clip_high)"), Range(ge=0)] = 0.2
-    aggregation: Annotated[
-        Literal["token_mean", "sequence_mean"],
-        Help("how token losses are averaged: token_mean or sequence_mean"),
-    ] = "token_mean"
-    updates_per_batch: Annotated[
-        int,
-        Help("optimizer updates on one batch of trajectories (> 1: the ratio moves off 1)"),
-        Range(ge=1),
-    ] = 1
+    num_trajectories: Annotated[int, Range(ge=2)] = 4
+    """trajectories sampled per image, N (so 2N per preference pair); at least 2"""
+    temperature: Annotated[float, Range(gt=0)] = 1.0
+    """sampling temperature of the trajectories"""
+    max_new_tokens: Annotated[int, Range(ge=1)] = 512
+    """most tokens generated per trajectory"""
+    tie_value: Annotated[float, Range(ge=0, le=0.5)] = 0.0
+    """an exact score tie counts 0 (strict) or 0.5"""
+    eps: Annotated[float, Range(gt=0)] = 1e-06
+    """advantage normalisation: (r - mean) / (std + eps)"""
+    clip_low: Annotated[float, Range(ge=0)] = 0.2
+    """lower clip range of the probability ratio (1 - clip_low)"""
+    clip_high: Annotated[float, Range(ge=0)] = 0.2
+    """upper clip range of the probability ratio (1 + clip_high)"""
+    aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
+    """how token losses are averaged: token_mean or sequence_mean"""
+    updates_per_batch: Annotated[int, Range(ge=1)] = 1
+    """optimizer updates on one batch of trajectories (> 1: the ratio moves off 1)"""
 
     def __post_init__(self) -> None:
         if self.num_trajectories < 2:

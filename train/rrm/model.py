@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import torch
 
-from editkit.config_meta import Help, Range
+from editkit.config_meta import Range
 from editkit.errors import UserError
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -23,30 +23,30 @@ DEFAULT_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)$"
 
 @dataclass
 class ModelConfig:
-    path: Annotated[
-        str,
-        Help("hub id or local dir (from_pretrained); a trained RRM's model/ dir"),
-    ] = DEFAULT_CHECKPOINT
-    device: Annotated[str, Help("where the model runs: auto, cpu or cuda[:i]")] = "auto"
-    max_pixels: Annotated[
-        int,
-        Help("image processor budget per image (vision tokens grow with it)"),
-        Range(gt=0),
-    ] = 512 * 28 * 28
-    gradient_checkpointing: Annotated[bool, Help("recompute activations in backward to save memory")] = False
+    path: str = DEFAULT_CHECKPOINT
+    """hub id or local dir (from_pretrained); a trained RRM's model/ dir"""
+    device: str = "auto"
+    """where the model runs: auto, cpu or cuda[:i]"""
+    max_pixels: Annotated[int, Range(gt=0)] = 512 * 28 * 28
+    """image processor budget per image (vision tokens grow with it)"""
+    gradient_checkpointing: bool = False
+    """recompute activations in backward to save memory"""
 
 
 @dataclass
 class LoraConfig:
-    enabled: Annotated[bool, Help("false: full fine-tuning of the language model and the vision merger")] = True
-    rank: Annotated[int, Help("rank of each LoRA update matrix"), Range(gt=0)] = 16
-    alpha: Annotated[int, Help("LoRA scaling numerator: the update is scaled by alpha / rank"), Range(gt=0)] = 32
-    dropout: Annotated[float, Help("dropout probability on the LoRA input"), Range(ge=0, lt=1)] = 0.0
-    target_modules: Annotated[str, Help("regex over module names that get a LoRA (peft)")] = DEFAULT_TARGETS
-    train_vision: Annotated[
-        bool,
-        Help("full fine-tuning only: also train the vision tower (else only its merger)"),
-    ] = False
+    enabled: bool = True
+    """false: full fine-tuning of the language model and the vision merger"""
+    rank: Annotated[int, Range(gt=0)] = 16
+    """rank of each LoRA update matrix"""
+    alpha: Annotated[int, Range(gt=0)] = 32
+    """LoRA scaling numerator: the update is scaled by alpha / rank"""
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    """dropout probability on the LoRA input"""
+    target_modules: str = DEFAULT_TARGETS
+    """regex over module names that get a LoRA (peft)"""
+    train_vision: bool = False
+    """full fine-tuning only: also train the vision tower (else only its merger)"""
 
 
 @dataclass

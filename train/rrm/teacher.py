@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 from editkit.mllm.config import ClientConfig
 from train.rrm.data import contained_image, jsonl_rows
 from train.rrm.format import FormatConfig, build_request, canonical, judgement_model
-from editkit.config_meta import Help
 from editkit.errors import ConfigError
 
 JUDGE_PROMPT = (
@@ -29,25 +28,19 @@ JUDGE_PROMPT = (
 
 @dataclass
 class MakeSFTConfig:
-    input: Annotated[
-        str,
-        Help("edits to annotate, jsonl of {\"source\", \"instruction\", \"edited\"} (paths relative to its folder)"),
-    ] = "data/rrm/edits.jsonl"
-    output: Annotated[str, Help("kept trajectories; dropped.jsonl and images/ beside it")] = "data/rrm/sft/sft.jsonl"
-    format: Annotated[
-        FormatConfig,
-        Help("score range and prompt version of the judgement format"),
-    ] = field(default_factory=FormatConfig)
-    teacher: Annotated[
-        ClientConfig,
-        Help("the MLLM client that writes the judgement trajectories"),
-    ] = field(default_factory=lambda: ClientConfig(backend="openai", temperature=0.7,
-                                                                       max_tokens=1024))
-    judge: Annotated[
-        ClientConfig,
-        Help("the MLLM client that checks each trajectory (judge_enabled)"),
-    ] = field(default_factory=lambda: ClientConfig(backend="openai", max_tokens=256))
-    judge_enabled: Annotated[bool, Help("false: keep every valid teacher trajectory (no second opinion)")] = True
+    input: str = "data/rrm/edits.jsonl"
+    """edits to annotate, jsonl of {"source", "instruction", "edited"} (paths relative to its folder)"""
+    output: str = "data/rrm/sft/sft.jsonl"
+    """kept trajectories; dropped.jsonl and images/ beside it"""
+    format: FormatConfig = field(default_factory=FormatConfig)
+    """score range and prompt version of the judgement format"""
+    teacher: ClientConfig = field(
+        default_factory=lambda: ClientConfig(backend="openai", temperature=0.7, max_tokens=1024))
+    """the MLLM client that writes the judgement trajectories"""
+    judge: ClientConfig = field(default_factory=lambda: ClientConfig(backend="openai", max_tokens=256))
+    """the MLLM client that checks each trajectory (judge_enabled)"""
+    judge_enabled: bool = True
+    """false: keep every valid teacher trajectory (no second opinion)"""
 
 
 def _verdict_model():

@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 from editkit.errors import ConfigError, UnknownName
 from editkit.registry import Registry, all_of, callable_with, has_methods
-from editkit.config_meta import Help, Range, check_fields
+from editkit.config_meta import Range, check_fields
 
 T = TypeVar("T")
 
@@ -41,18 +41,18 @@ PRESETS: Registry[type] = Registry("preset", lazy=MODULES, check=all_of(
 class PresetParams:
     """``ingest.preset`` in params.yaml."""
 
-    name: Annotated[
-        str,
-        Help("the preset: magicbrush, ultraedit, omniedit, instructpix2pix, hq_edit, inter_edit, ... (docs/datasets.md)"),
-    ] = ""
-    path: Annotated[
-        str,
-        Help("hub id or local path (a folder, or one parquet/jsonl file); \"\" = the preset's hub id"),
-    ] = ""
-    split: Annotated[Optional[str], Help("the split to read (null: the preset's default split)")] = None
-    streaming: Annotated[bool, Help("iterate without downloading/converting the whole dataset first")] = False
-    limit: Annotated[Optional[int], Help("take the first N pairs only"), Range(ge=0)] = None
-    allow_outside_root: Annotated[bool, Help("let path columns point outside the dataset folder")] = False
+    name: str = ""
+    """the preset: magicbrush, ultraedit, omniedit, instructpix2pix, hq_edit, inter_edit, ... (docs/datasets.md)"""
+    path: str = ""
+    """hub id or local path (a folder, or one parquet/jsonl file); "" = the preset's hub id"""
+    split: Optional[str] = None
+    """the split to read (null: the preset's default split)"""
+    streaming: bool = False
+    """iterate without downloading/converting the whole dataset first"""
+    limit: Annotated[Optional[int], Range(ge=0)] = None
+    """take the first N pairs only"""
+    allow_outside_root: bool = False
+    """let path columns point outside the dataset folder"""
 
     def __post_init__(self) -> None:
         check_fields(self)
