@@ -26,7 +26,7 @@ from editkit import schema_versions
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
 
-MASK_SOURCES = ("gt", "diff", "grounded", "fused", "human", "whole", "none")
+MASK_SOURCES = ("gt", "gt_fused", "diff", "grounded", "fused", "human", "whole", "none")  # gt_fused: shipped ∪ derived
 
 RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
 
