@@ -28,8 +28,10 @@ demo: $(STAMP)
 
 # The suite (20 slowest tests listed), then the float32 parity tests again under two forced CPU kernel sets: the
 # same tests on another CPU sum in another order (docs/development.md, "Float tolerances").
+# TEST_WORKERS pytest-xdist workers; tests sharing one costly session resource run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -q --durations=20
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20
 	@for cap in default avx2; do \
 	  echo "== parity tests with ATEN_CPU_CAPABILITY=$$cap (torch runs: $$(ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')) =="; \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q -m parity || exit 1; \
