@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from annotate import pidfile
 from annotate.settings import AnnotateParams
 
 HOST = "127.0.0.1"
@@ -148,16 +148,7 @@ def _pid_path(params: AnnotateParams) -> Path:
 
 
 def running_pid(params: AnnotateParams) -> int | None:
-    path = _pid_path(params)
-    if not path.exists():
-        return None
-    pid = int(path.read_text().split()[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        path.unlink()
-        return None
-    return pid
+    return pidfile.running_pid(_pid_path(params))
 
 
 def running_port(params: AnnotateParams) -> int | None:
@@ -248,31 +239,7 @@ def wait_healthy(params: AnnotateParams, creds: Credentials, pid: int, show_prog
 
 def stop(params: AnnotateParams, timeout_s: float = 30.0) -> bool:
     """Stop the server we started (its process group, by the recorded PID). False if none was running."""
-    pid = running_pid(params)
-    if pid is None:
-        return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        _reap(pid)
-        time.sleep(0.2)
-    else:
-        os.killpg(pid, signal.SIGKILL)
-        _reap(pid)
-    _pid_path(params).unlink(missing_ok=True)
-    return True
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the server is our child (else it lingers as a zombie and looks alive)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    return pidfile.stop_group(_pid_path(params), timeout_s)
 
 
 _ADD_USER = """

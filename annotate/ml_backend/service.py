@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from annotate import pidfile
 from annotate.settings import AnnotateParams
 from editkit.errors import UserError
 
@@ -23,31 +23,11 @@ def url(params: AnnotateParams) -> str:
 
 
 def running_pid(params: AnnotateParams) -> int | None:
-    path = _pid_path(params)
-    if not path.exists():
-        return None
-    pid = int(path.read_text().split()[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        path.unlink()
-        return None
-    return pid
+    return pidfile.running_pid(_pid_path(params))
 
 
 class BackendFailed(UserError, RuntimeError):
     """The SAM2 backend did not come up; the message is its own reason (e.g. no weights)."""
-
-
-def _reap(pid: int | None) -> bool:
-    """Collect our exited child (a zombie otherwise looks alive); True when it has exited."""
-    if pid is None:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return done == pid
 
 
 def last_error(params: AnnotateParams) -> str:
@@ -88,7 +68,7 @@ def start(params: AnnotateParams) -> str:
     pid = running_pid(params)
     deadline = time.monotonic() + params.ml_backend_start_timeout_s
     while time.monotonic() < deadline:
-        if _reap(pid) or running_pid(params) is None:  # exited: its own one-line reason, at once
+        if pidfile.reap(pid) or running_pid(params) is None:  # exited: its own one-line reason, at once
             _pid_path(params).unlink(missing_ok=True)
             raise BackendFailed(f"the SAM2 ML backend exited: {last_error(params)}")
         try:
@@ -102,21 +82,7 @@ def start(params: AnnotateParams) -> str:
 
 
 def stop(params: AnnotateParams, timeout_s: float = 20.0) -> bool:
-    pid = running_pid(params)
-    if pid is None:
-        return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and running_pid(params) is not None:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    if running_pid(params) is not None:
-        os.killpg(pid, signal.SIGKILL)
-    _pid_path(params).unlink(missing_ok=True)
-    return True
+    return pidfile.stop_group(_pid_path(params), timeout_s)
 
 
 def connect(ls, params: AnnotateParams, project_id: int, backend_url: str) -> None:
