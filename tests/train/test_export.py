@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.numerics import assert_close, assert_exact
+from tests.support.adapters import loaded_lora, one_thread  # noqa: F401 (a fixture)
+from tests.support.numerics import assert_close
 from tests.support.tiny.flux2 import cached_tiny_flux2
 from tests.support.tiny.qwen_image_21 import cached_tiny_qwen_image_21
 from train.config import LoraConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_run(adapter_name: str, path: Path, run_dir: Path):
@@ -34,14 +36,6 @@ def _trained_run(adapter_name: str, path: Path, run_dir: Path):
     return adapter
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("adapter_name, twin", [("flux2", "klein"), ("flux2", "dev"), ("qwen_image_21", "q21"),
                                                 ("qwen_image_edit", "qwen")])
 def test_exported_lora_loads_into_the_pipeline(adapter_name, twin, tiny_qwen_dir, edit_dataset_dir, tmp_path):
@@ -59,16 +53,8 @@ def test_exported_lora_loads_into_the_pipeline(adapter_name, twin, tiny_qwen_dir
     benchmark = tmp_path / "bench.json"
     benchmark.write_text(json.dumps({"gedit": {"bg_psnr": 31.5, "vie_overall": 6.2}}))
     out = export(config, tmp_path / "export", tmp_path / "run", merge=twin == "klein", benchmark=benchmark)
-    saved = load_file(str(out / "pytorch_lora_weights.safetensors"))
     pipe = type(adapter.pipe).from_pretrained(str(path))  # a fresh pipeline, as a user loads it
-    pipe.load_lora_weights(str(out))
-    try:
-        loaded = dict(pipe.transformer.named_parameters())
-        name = next(n for n in saved if "lora_B" in n)
-        module = name.removeprefix("transformer.").replace(".weight", "")
-        assert len([n for n in loaded if "lora_" in n]) == len(saved) > 0
-        assert_exact(next(p for n, p in loaded.items() if n.startswith(module) and "lora_B" in n), saved[name],
-                     why="loading the exported LoRA copies its values")
+    with loaded_lora(pipe, out):
         if twin == "klein":  # the merged transformer computes base + LoRA
             merged = type(pipe.transformer).from_pretrained(str(out / "transformer"))
             x = torch.randn(1, 16, pipe.transformer.config.in_channels, generator=torch.Generator().manual_seed(1))
@@ -81,8 +67,6 @@ def test_exported_lora_loads_into_the_pipeline(adapter_name, twin, tiny_qwen_dir
                 assert_close(merged(**kwargs)[0], pipe.transformer(**kwargs)[0], dtype=torch.float32,
                              accumulations=2 * pipe.transformer.inner_dim,
                              why="W + BA fused vs W x + B(A x): another order of the same float32 products")
-    finally:
-        pipe.unload_lora_weights()
     card = (out / "README.md").read_text()
     assert f"base_model: {path}" in card and "library_name: diffusers" in card
     assert "| objective | nft |" in card and "pixel_consistency × 1.0" in card

@@ -3,25 +3,30 @@ Flux2KleinPipeline / Flux2Pipeline (one and several reference images, a non-squa
 the closed-form Gaussian densities, and GRPO and DiffusionNFT each run an update whose LoRA the pipeline loads."""
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from tests.support.numerics import assert_close, assert_exact
+from tests.support.adapters import (
+    assert_pipeline_loads_lora,
+    assert_sde_log_probs_are_the_closed_form,
+    ode_final,
+    one_thread,  # noqa: F401 (a fixture)
+    pipeline_final_latents,
+    random_image,
+)
+from tests.support.numerics import assert_close
 from tests.support.tiny.flux2 import cached_tiny_flux2
 from train.config import ModelConfig
-from train.rollout.sampler import rollout
 
 REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 64, 96  # the pipelines refuse condition images under 64 px; 16x24 latents, 8x12 tokens
 TEXT = 32  # model.max_sequence_length of the tests ([klein]); [dev]'s system message alone is ~190 tokens here
 DEV_TEXT = 224
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _adapter(variant: str, **overrides):
@@ -31,15 +36,6 @@ def _adapter(variant: str, **overrides):
                          max_sequence_length=DEV_TEXT if variant == "dev" else TEXT,
                          true_cfg_scale=4.0, guidance_scale=3.5, **overrides)
     return build_adapter(config, torch.device("cpu"), torch.float32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices on a shared 2-core machine: one thread avoids oversubscription (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +49,11 @@ def dev():
 
 
 def _image(seed: int, height: int = HEIGHT, width: int = WIDTH):
-    array = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-    return Image.fromarray(array), torch.from_numpy(array / 255.0).float().permute(2, 0, 1)[None]
+    return random_image(seed, height, width)
 
 
 def _ode(adapter, cond, noise, steps, height=HEIGHT, width=WIDTH):
-    return rollout(adapter, adapter.transformer, cond, noise, adapter.sigmas(steps, height, width), sde="flow_sde",
-                   noise_level=0.0, window=(0, 0), generators=[torch.Generator()],
-                   autocast=contextlib.nullcontext).final
+    return ode_final(adapter, cond, noise, steps, height, width)
 
 
 def _chain(adapter, cond, noise) -> int:
@@ -79,14 +72,7 @@ def _unpacked(noise, rows, cols):
 
 def _pipeline_final_tokens(adapter, **call):
     """The pipeline's latents after its last step, as packed tokens (its output_type="latent" is unpacked)."""
-    final = {}
-
-    def keep(pipe, step, timestep, tensors):
-        final["latents"] = tensors["latents"].clone()
-        return {}
-
-    pixels = adapter.pipe(**call, max_sequence_length=adapter.config.max_sequence_length, output_type="pt", callback_on_step_end=keep).images
-    return final["latents"], pixels
+    return pipeline_final_latents(adapter, **call, max_sequence_length=adapter.config.max_sequence_length)
 
 
 @pytest.mark.parity
@@ -153,12 +139,6 @@ def test_dev_ode_rollout_with_guidance_embedding_matches_pipeline(dev):
             - dev.velocity(dev.transformer, noise, torch.tensor([0.8]), cond)).abs().max() > 1e-4
 
 
-def _gaussian_log_density64(x, mean, std):
-    x, mean = x.double(), mean.double()
-    dens = -((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
-    return dens.mean(dim=tuple(range(1, x.ndim)))
-
-
 @pytest.mark.parity
 @pytest.mark.parametrize("sde", ["flow_sde", "cps"])
 def test_sde_log_probs_are_the_closed_form(klein, sde):
@@ -168,28 +148,9 @@ def test_sde_log_probs_are_the_closed_form(klein, sde):
     cond = klein.condition(["make the sky blue"], tensor)
     x = klein.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(8))
     sigmas = klein.sigmas(4, HEIGHT, WIDTH)  # the window avoids the last step (σ_next = 0: CPS has std 0 there)
-    eta = 0.7
-    trajectory = rollout(klein, klein.transformer, cond, x, sigmas, sde=sde, noise_level=eta, window=(1, 3),
-                         generators=[torch.Generator().manual_seed(9)], autocast=contextlib.nullcontext)
-    assert sorted(trajectory.log_probs) == [1, 2]
-    sigma_max = float(sigmas[1])
-    for i in (1, 2):
-        s, sn = float(sigmas[i]), float(sigmas[i + 1])
-        state = trajectory.states[i]
-        v = klein.velocity(klein.transformer, state, torch.tensor([s]), cond).double()
-        xd, dt = state.double(), sn - s
-        if sde == "flow_sde":
-            std_t = eta * math.sqrt((s if s < 1 else sigma_max) / (1 - (s if s < 1 else sigma_max)))
-            mean = xd * (1 + std_t**2 / (2 * s) * dt) + v * (1 + std_t**2 * (1 - s) / (2 * s)) * dt
-            std = std_t * math.sqrt(-dt)
-        else:
-            std = sn * math.sin(eta * math.pi / 2)
-            mean = (xd - s * v) * (1 - sn) + (xd + (1 - s) * v) * math.sqrt(sn**2 - std**2)
-        expected = _gaussian_log_density64(trajectory.next_states[i], mean, std)
-        assert_close(trajectory.log_probs[i], expected, dtype=torch.float32, accumulations=state[0].numel(),
-                     growth="linear", scale=float(expected.abs().max()) + 1.0,
-                     why="a float32 mean of the tokens' log densities against float64; (x − mean)/std amplifies "
-                         "the mean's rounding")
+    assert_sde_log_probs_are_the_closed_form(klein, cond, x, sigmas, sde, 0.7,
+                                             why="a float32 mean of the tokens' log densities against float64; "
+                                                 "(x − mean)/std amplifies the mean's rounding")
 
 
 def test_clear_errors(tmp_path, klein):
@@ -241,20 +202,7 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, klein, edit_da
         assert metrics[0]["ratio_first"] == 1.0  # on-policy through the CFG-guided velocity
     else:
         assert "regularizer" in metrics[0]
-    pipe = klein.pipe
-    pipe.load_lora_weights(str(out / "lora"))
-    try:
-        from safetensors.torch import load_file
-
-        saved = load_file(str(out / "lora" / "pytorch_lora_weights.safetensors"))
-        loaded = {n: p for n, p in pipe.transformer.named_parameters() if "lora" in n}
-        assert len(loaded) == len(saved) > 0
-        name = next(n for n in saved if "lora_B" in n and saved[n].abs().max() > 0)  # trained, not the zero init
-        module_name = name.removeprefix("transformer.").replace(".weight", "")
-        assert_exact(next(p for n, p in loaded.items() if n.startswith(module_name)), saved[name],
-                     why="loading a LoRA copies its values")
-    finally:
-        pipe.unload_lora_weights()
+    assert_pipeline_loads_lora(klein.pipe, out / "lora")
 
 
 @pytest.mark.parity

@@ -2,7 +2,6 @@
 GRPO and NFT, and saves a LoRA the pipeline loads; every config in train/configs/ validates."""
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -10,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from tests.support.numerics import assert_close, assert_exact
+from tests.support.adapters import (
+    assert_batch_equals_single_samples,
+    assert_pipeline_loads_lora,
+    ode_final,
+    random_image,
+)
+from tests.support.numerics import assert_close
 from train.config import ModelConfig, load_config
-from train.rollout.sampler import rollout
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32  # training resolution of the tests: a 16x16 token grid on the tiny VAE (scale factor 1)
@@ -29,14 +32,11 @@ def adapter(tiny_qwen_dir):
 
 
 def _source(seed: int = 0):
-    array = (np.random.default_rng(seed).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
-    return Image.fromarray(array), torch.from_numpy(array / 255.0).float().permute(2, 0, 1)[None]
+    return random_image(seed, SIZE, SIZE)
 
 
 def _ode(adapter, cond, noise, steps):
-    return rollout(adapter, adapter.transformer, cond, noise, adapter.sigmas(steps, SIZE, SIZE), sde="flow_sde",
-                   noise_level=0.0, window=(0, 0), generators=[torch.Generator()],
-                   autocast=contextlib.nullcontext).final
+    return ode_final(adapter, cond, noise, steps, SIZE, SIZE)
 
 
 @pytest.fixture
@@ -121,11 +121,10 @@ def test_padded_batch_equals_single_samples(adapter):
     assert not batch.per_sample["prompt_mask"][0].all()  # the short prompt is padded
     x = adapter.noise(2, SIZE, SIZE, torch.Generator().manual_seed(5))
     sigma = torch.tensor([0.7])
-    together = adapter.velocity(adapter.transformer, x, sigma, batch)
-    for i, (prompt, image) in enumerate(zip(prompts, (first, second))):
-        alone = adapter.velocity(adapter.transformer, x[i : i + 1], sigma, adapter.condition([prompt], image))
-        assert_close(together[i : i + 1], alone, dtype=torch.float32, accumulations=_chain(adapter, x, batch),
-                     why="one velocity call, batch of 2 (padded) vs 1: batch-dependent kernel blocking")
+    assert_batch_equals_single_samples(adapter, batch, prompts, [first, second], x, sigma,
+                                       accumulations=_chain(adapter, x, batch),
+                                       why="one velocity call, batch of 2 (padded) vs 1: batch-dependent kernel "
+                                           "blocking")
     # selecting and repeating (a prompt -> its group) keeps shapes consistent
     group = batch.select(torch.tensor([1, 1, 0]))
     assert adapter.velocity(adapter.transformer, x[[1, 1, 0]], sigma, group).shape == (3, 256, 16)
@@ -205,21 +204,7 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, tiny_
         assert metrics[0]["ratio_first"] == 1.0  # on-policy, through the guided velocity
     else:
         assert "regularizer" in metrics[0]
-    pipe = adapter.pipe
-    pipe.load_lora_weights(str(out / "lora"))
-    try:
-        from safetensors.torch import load_file
-
-        saved = load_file(str(out / "lora" / "pytorch_lora_weights.safetensors"))
-        loaded = {n: p for n, p in pipe.transformer.named_parameters() if "lora" in n}
-        assert len(loaded) == len(saved) > 0
-        name = next(n for n in saved if "lora_B" in n)  # the trained values arrive, not a fresh init
-        module_name = name.removeprefix("transformer.").replace(".weight", "")
-        match = next(p for n, p in loaded.items() if n.startswith(module_name))
-        assert saved[name].abs().max() > 0  # lora_B starts at zero: non-zero means the update was saved
-        assert_exact(match, saved[name], why="loading a LoRA copies its values")
-    finally:
-        pipe.unload_lora_weights()
+    saved = assert_pipeline_loads_lora(adapter.pipe, out / "lora")
     if objective == "nft":  # the adapter's own loader (resume, lora.init_from) restores the exact values
         from peft.utils import get_peft_model_state_dict
 

@@ -3,33 +3,30 @@ images), is independent of its batch neighbours' text lengths, has closed-form S
 GRPO and DiffusionNFT to a LoRA the pipeline loads."""
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.support.adapters import (
+    assert_batch_equals_single_samples,
+    assert_pipeline_loads_lora,
+    assert_sde_log_probs_are_the_closed_form,
+    ode_final,
+    one_thread,  # noqa: F401 (a fixture)
+    pipeline_final_latents,
+    random_image,
+)
 from tests.support.numerics import assert_close
 from tests.support.tiny.qwen_image_21 import cached_tiny_qwen_image_21
 from train.config import ModelConfig
-from train.rollout.sampler import rollout
 
 REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 64, 128  # a 4x8 token grid; output_resolution 90 keeps a 64x128 condition image at its size
 RESOLUTION = 90
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices on a shared 2-core machine: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +38,11 @@ def adapter():
 
 
 def _image(seed: int, height: int = HEIGHT, width: int = WIDTH):
-    array = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-    return Image.fromarray(array), torch.from_numpy(array / 255.0).float().permute(2, 0, 1)[None]
+    return random_image(seed, height, width)
 
 
 def _ode(adapter, cond, noise, steps, height=HEIGHT, width=WIDTH):
-    return rollout(adapter, adapter.transformer, cond, noise, adapter.sigmas(steps, height, width), sde="flow_sde",
-                   noise_level=0.0, window=(0, 0), generators=[torch.Generator()],
-                   autocast=contextlib.nullcontext).final
+    return ode_final(adapter, cond, noise, steps, height, width)
 
 
 def _chain(adapter, cond, noise) -> int:
@@ -58,14 +52,7 @@ def _chain(adapter, cond, noise) -> int:
 
 
 def _pipeline(adapter, resolution=RESOLUTION, **call):
-    final = {}
-
-    def keep(pipe, step, timestep, tensors):
-        final["latents"] = tensors["latents"].clone()
-        return {}
-
-    pixels = adapter.pipe(**call, output_resolution=resolution, output_type="pt", callback_on_step_end=keep).images
-    return final["latents"], pixels
+    return pipeline_final_latents(adapter, **call, output_resolution=resolution)
 
 
 @pytest.mark.parity
@@ -109,12 +96,9 @@ def test_batch_of_different_text_lengths_equals_single_samples(adapter):
     batch = adapter.condition(prompts, torch.cat([first, second]))
     assert batch.per_sample["prompt_length"][0] < batch.per_sample["prompt_length"][1]
     x = adapter.noise(2, HEIGHT, WIDTH, torch.Generator().manual_seed(5))
-    together = adapter.velocity(adapter.transformer, x, torch.tensor([0.7]), batch)
-    for i, (prompt, image) in enumerate(zip(prompts, (first, second))):
-        alone = adapter.velocity(adapter.transformer, x[i : i + 1], torch.tensor([0.7]),
-                                 adapter.condition([prompt], image))
-        assert_close(together[i : i + 1], alone, dtype=torch.float32, accumulations=_chain(adapter, batch, x),
-                     why="one velocity call, batch of 2 vs 1: batch-dependent kernel blocking")
+    assert_batch_equals_single_samples(adapter, batch, prompts, [first, second], x, torch.tensor([0.7]),
+                                       accumulations=_chain(adapter, batch, x),
+                                       why="one velocity call, batch of 2 vs 1: batch-dependent kernel blocking")
 
 
 @pytest.mark.parity
@@ -123,26 +107,8 @@ def test_sde_log_probs_are_the_closed_form(adapter, sde):
     _, tensor = _image(6)
     cond = adapter.condition(["make the sky blue"], tensor)
     x = adapter.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(8))
-    sigmas, eta = adapter.sigmas(4, HEIGHT, WIDTH), 0.7
-    trajectory = rollout(adapter, adapter.transformer, cond, x, sigmas, sde=sde, noise_level=eta, window=(1, 3),
-                         generators=[torch.Generator().manual_seed(9)], autocast=contextlib.nullcontext)
-    for i in (1, 2):
-        s, sn = float(sigmas[i]), float(sigmas[i + 1])
-        state = trajectory.states[i]
-        v = adapter.velocity(adapter.transformer, state, torch.tensor([s]), cond).double()
-        xd, dt = state.double(), sn - s
-        if sde == "flow_sde":
-            std_t = eta * math.sqrt(s / (1 - s))
-            mean = xd * (1 + std_t**2 / (2 * s) * dt) + v * (1 + std_t**2 * (1 - s) / (2 * s)) * dt
-            std = std_t * math.sqrt(-dt)
-        else:
-            std = sn * math.sin(eta * math.pi / 2)
-            mean = (xd - s * v) * (1 - sn) + (xd + (1 - s) * v) * math.sqrt(sn**2 - std**2)
-        nxt = trajectory.next_states[i].double()
-        expected = (-((nxt - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).mean(dim=(1, 2))
-        assert_close(trajectory.log_probs[i], expected, dtype=torch.float32, accumulations=state[0].numel(),
-                     growth="linear", scale=float(expected.abs().max()) + 1.0,
-                     why="a float32 mean of the tokens' log densities against float64")
+    assert_sde_log_probs_are_the_closed_form(adapter, cond, x, adapter.sigmas(4, HEIGHT, WIDTH), sde, 0.7,
+                                             why="a float32 mean of the tokens' log densities against float64")
 
 
 def test_clear_errors(adapter, tmp_path):
@@ -173,12 +139,7 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, edit_
     assert np.isfinite(metrics[0]["loss"]) and metrics[0]["grad_norm"] > 0
     if objective == "grpo":
         assert metrics[0]["ratio_first"] == 1.0
-    pipe = adapter.pipe
-    pipe.load_lora_weights(str(out / "lora"))
-    try:
-        assert any("lora" in name for name, _ in pipe.transformer.named_parameters())
-    finally:
-        pipe.unload_lora_weights()
+    assert_pipeline_loads_lora(adapter.pipe, out / "lora")
 
 
 def test_attention_recording_refuses_with_the_reason(adapter):
