@@ -1,26 +1,16 @@
 """Helpers shared by the diffusion-adapter tests (FLUX.2, Qwen-Image 2.1, Qwen-Image-Edit, export): a random
-image, an ODE rollout, the pipeline's own final latents, the closed-form SDE transition, and the LoRA-loads check."""
+image, an ODE rollout, the pipeline's own final latents, the closed-form SDE transition, and the LoRA-loads check.
+(Their ``one_thread`` fixture is in tests/train/conftest.py.)"""
 from __future__ import annotations
 
 import contextlib
 import math
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from tests.support.numerics import assert_close, assert_exact
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny matrices on a shared 2-core machine: one thread avoids oversubscription (10x faster here). Use it with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")`` after importing it into the test module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_image(seed: int, height: int, width: int):
@@ -113,3 +103,21 @@ def assert_pipeline_loads_lora(pipe, lora_dir):
     """:func:`loaded_lora` for a test that only checks the load; returns the saved state dict."""
     with loaded_lora(pipe, lora_dir) as saved:
         return saved
+
+
+def train_one_step(adapter_name: str, path, objective: str, dataset, out, *overrides: str) -> list[dict]:
+    """One training step (groups of 2 at 64x64, 2 sampler steps, no eval/checkpoint) of the tiny_kontext recipe with
+    another adapter; returns the run's metrics rows."""
+    import json
+    from pathlib import Path
+
+    from train.main import run
+
+    recipe = Path(__file__).resolve().parents[2] / "train" / "configs" / "tiny_kontext.yaml"
+    run(str(recipe),
+        [f"objective.name={objective}", f"model.adapter={adapter_name}", f"model.path={path}",
+         f"data.dataset={dataset}", f"output_dir={out}", "data.resolution=[64, 64]", "train.max_steps=1",
+         "train.groups_per_step=1", "train.group_size=2", "train.micro_batch_size=2", "train.seed=1",
+         "sampler.num_steps=2", "sampler.sde_window=[0, 2]", "sampler.train_steps=1", "eval.every=0",
+         "checkpoint.every=0", "logging.progress=false", "logging.tensorboard=false", *overrides])
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]

@@ -4,6 +4,18 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices on a shared 2-core machine: one thread avoids oversubscription (10x faster here). A module
+    takes it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_kontext_pipe(tiny_kontext_dir):
     from diffusers import FluxKontextPipeline

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.adapters import loaded_lora, one_thread  # noqa: F401 (a fixture)
+from tests.support import adapters
 from tests.support.numerics import assert_close
 from tests.support.tiny.flux2 import cached_tiny_flux2
 from tests.support.tiny.qwen_image_21 import cached_tiny_qwen_image_21
@@ -54,7 +54,7 @@ def test_exported_lora_loads_into_the_pipeline(adapter_name, twin, tiny_qwen_dir
     benchmark.write_text(json.dumps({"gedit": {"bg_psnr": 31.5, "vie_overall": 6.2}}))
     out = export(config, tmp_path / "export", tmp_path / "run", merge=twin == "klein", benchmark=benchmark)
     pipe = type(adapter.pipe).from_pretrained(str(path))  # a fresh pipeline, as a user loads it
-    with loaded_lora(pipe, out):
+    with adapters.loaded_lora(pipe, out):
         if twin == "klein":  # the merged transformer computes base + LoRA
             merged = type(pipe.transformer).from_pretrained(str(out / "transformer"))
             x = torch.randn(1, 16, pipe.transformer.config.in_channels, generator=torch.Generator().manual_seed(1))

@@ -4,25 +4,16 @@ the closed-form Gaussian densities, and GRPO and DiffusionNFT each run an update
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.support.adapters import (
-    assert_pipeline_loads_lora,
-    assert_sde_log_probs_are_the_closed_form,
-    ode_final,
-    one_thread,  # noqa: F401 (a fixture)
-    pipeline_final_latents,
-    random_image,
-)
+from tests.support import adapters
 from tests.support.numerics import assert_close
 from tests.support.tiny.flux2 import cached_tiny_flux2
 from train.config import ModelConfig
 
-REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 64, 96  # the pipelines refuse condition images under 64 px; 16x24 latents, 8x12 tokens
 TEXT = 32  # model.max_sequence_length of the tests ([klein]); [dev]'s system message alone is ~190 tokens here
 DEV_TEXT = 224
@@ -49,11 +40,11 @@ def dev():
 
 
 def _image(seed: int, height: int = HEIGHT, width: int = WIDTH):
-    return random_image(seed, height, width)
+    return adapters.random_image(seed, height, width)
 
 
 def _ode(adapter, cond, noise, steps, height=HEIGHT, width=WIDTH):
-    return ode_final(adapter, cond, noise, steps, height, width)
+    return adapters.ode_final(adapter, cond, noise, steps, height, width)
 
 
 def _chain(adapter, cond, noise) -> int:
@@ -72,7 +63,7 @@ def _unpacked(noise, rows, cols):
 
 def _pipeline_final_tokens(adapter, **call):
     """The pipeline's latents after its last step, as packed tokens (its output_type="latent" is unpacked)."""
-    return pipeline_final_latents(adapter, **call, max_sequence_length=adapter.config.max_sequence_length)
+    return adapters.pipeline_final_latents(adapter, **call, max_sequence_length=adapter.config.max_sequence_length)
 
 
 @pytest.mark.parity
@@ -148,9 +139,9 @@ def test_sde_log_probs_are_the_closed_form(klein, sde):
     cond = klein.condition(["make the sky blue"], tensor)
     x = klein.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(8))
     sigmas = klein.sigmas(4, HEIGHT, WIDTH)  # the window avoids the last step (σ_next = 0: CPS has std 0 there)
-    assert_sde_log_probs_are_the_closed_form(klein, cond, x, sigmas, sde, 0.7,
-                                             why="a float32 mean of the tokens' log densities against float64; "
-                                                 "(x − mean)/std amplifies the mean's rounding")
+    adapters.assert_sde_log_probs_are_the_closed_form(
+        klein, cond, x, sigmas, sde, 0.7,
+        why="a float32 mean of the tokens' log densities against float64; (x − mean)/std amplifies its rounding")
 
 
 def test_clear_errors(tmp_path, klein):
@@ -185,24 +176,17 @@ def test_phrase_token_mask_marks_the_phrase_in_the_templated_prompt(klein, dev):
 
 @pytest.mark.parametrize("objective", ["grpo", "nft"])
 def test_training_step_saves_a_lora_the_pipeline_loads(objective, klein, edit_dataset_dir, tmp_path):
-    from train.main import run
-
     out = tmp_path / objective
     extra = ["objective.regularizer.enabled=false"] if objective == "grpo" else ["objective.regularizer.grid=latent"]
-    run(str(REPO / "train" / "configs" / "tiny_kontext.yaml"),
-        [f"objective.name={objective}", "model.adapter=flux2", f"model.path={cached_tiny_flux2('klein')}",
-         "model.true_cfg_scale=2.0", f"data.dataset={edit_dataset_dir}", f"output_dir={out}", "data.resolution=[64, 64]",
-         "train.max_steps=1", "train.groups_per_step=1", "train.group_size=2", "train.micro_batch_size=2",
-         "train.seed=1", "sampler.num_steps=2", "sampler.sde_window=[0, 2]", "sampler.train_steps=1",
-         "eval.every=0", "checkpoint.every=0", "logging.progress=false", "logging.tensorboard=false", *extra])
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = adapters.train_one_step("flux2", cached_tiny_flux2("klein"), objective, edit_dataset_dir, out,
+                                      "model.true_cfg_scale=2.0", *extra)
     assert [m["step"] for m in metrics] == [1] and np.isfinite(metrics[0]["loss"])
     assert metrics[0]["kept_fraction"] == 1.0 and metrics[0]["grad_norm"] > 0
     if objective == "grpo":
         assert metrics[0]["ratio_first"] == 1.0  # on-policy through the CFG-guided velocity
     else:
         assert "regularizer" in metrics[0]
-    assert_pipeline_loads_lora(klein.pipe, out / "lora")
+    adapters.assert_pipeline_loads_lora(klein.pipe, out / "lora")
 
 
 @pytest.mark.parity

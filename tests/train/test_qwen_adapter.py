@@ -10,12 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.support.adapters import (
-    assert_batch_equals_single_samples,
-    assert_pipeline_loads_lora,
-    ode_final,
-    random_image,
-)
+from tests.support import adapters
 from tests.support.numerics import assert_close
 from train.config import ModelConfig, load_config
 
@@ -32,11 +27,11 @@ def adapter(tiny_qwen_dir):
 
 
 def _source(seed: int = 0):
-    return random_image(seed, SIZE, SIZE)
+    return adapters.random_image(seed, SIZE, SIZE)
 
 
 def _ode(adapter, cond, noise, steps):
-    return ode_final(adapter, cond, noise, steps, SIZE, SIZE)
+    return adapters.ode_final(adapter, cond, noise, steps, SIZE, SIZE)
 
 
 @pytest.fixture
@@ -121,10 +116,9 @@ def test_padded_batch_equals_single_samples(adapter):
     assert not batch.per_sample["prompt_mask"][0].all()  # the short prompt is padded
     x = adapter.noise(2, SIZE, SIZE, torch.Generator().manual_seed(5))
     sigma = torch.tensor([0.7])
-    assert_batch_equals_single_samples(adapter, batch, prompts, [first, second], x, sigma,
-                                       accumulations=_chain(adapter, x, batch),
-                                       why="one velocity call, batch of 2 (padded) vs 1: batch-dependent kernel "
-                                           "blocking")
+    adapters.assert_batch_equals_single_samples(
+        adapter, batch, prompts, [first, second], x, sigma, accumulations=_chain(adapter, x, batch),
+        why="one velocity call, batch of 2 (padded) vs 1: batch-dependent kernel blocking")
     # selecting and repeating (a prompt -> its group) keeps shapes consistent
     group = batch.select(torch.tensor([1, 1, 0]))
     assert adapter.velocity(adapter.transformer, x[[1, 1, 0]], sigma, group).shape == (3, 256, 16)
@@ -204,7 +198,7 @@ def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, tiny_
         assert metrics[0]["ratio_first"] == 1.0  # on-policy, through the guided velocity
     else:
         assert "regularizer" in metrics[0]
-    saved = assert_pipeline_loads_lora(adapter.pipe, out / "lora")
+    saved = adapters.assert_pipeline_loads_lora(adapter.pipe, out / "lora")
     if objective == "nft":  # the adapter's own loader (resume, lora.init_from) restores the exact values
         from peft.utils import get_peft_model_state_dict
 

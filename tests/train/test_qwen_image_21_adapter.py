@@ -3,27 +3,16 @@ images), is independent of its batch neighbours' text lengths, has closed-form S
 GRPO and DiffusionNFT to a LoRA the pipeline loads."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.support.adapters import (
-    assert_batch_equals_single_samples,
-    assert_pipeline_loads_lora,
-    assert_sde_log_probs_are_the_closed_form,
-    ode_final,
-    one_thread,  # noqa: F401 (a fixture)
-    pipeline_final_latents,
-    random_image,
-)
+from tests.support import adapters
 from tests.support.numerics import assert_close
 from tests.support.tiny.qwen_image_21 import cached_tiny_qwen_image_21
 from train.config import ModelConfig
 
-REPO = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 64, 128  # a 4x8 token grid; output_resolution 90 keeps a 64x128 condition image at its size
 RESOLUTION = 90
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,11 +27,11 @@ def adapter():
 
 
 def _image(seed: int, height: int = HEIGHT, width: int = WIDTH):
-    return random_image(seed, height, width)
+    return adapters.random_image(seed, height, width)
 
 
 def _ode(adapter, cond, noise, steps, height=HEIGHT, width=WIDTH):
-    return ode_final(adapter, cond, noise, steps, height, width)
+    return adapters.ode_final(adapter, cond, noise, steps, height, width)
 
 
 def _chain(adapter, cond, noise) -> int:
@@ -52,7 +41,7 @@ def _chain(adapter, cond, noise) -> int:
 
 
 def _pipeline(adapter, resolution=RESOLUTION, **call):
-    return pipeline_final_latents(adapter, **call, output_resolution=resolution)
+    return adapters.pipeline_final_latents(adapter, **call, output_resolution=resolution)
 
 
 @pytest.mark.parity
@@ -96,9 +85,9 @@ def test_batch_of_different_text_lengths_equals_single_samples(adapter):
     batch = adapter.condition(prompts, torch.cat([first, second]))
     assert batch.per_sample["prompt_length"][0] < batch.per_sample["prompt_length"][1]
     x = adapter.noise(2, HEIGHT, WIDTH, torch.Generator().manual_seed(5))
-    assert_batch_equals_single_samples(adapter, batch, prompts, [first, second], x, torch.tensor([0.7]),
-                                       accumulations=_chain(adapter, batch, x),
-                                       why="one velocity call, batch of 2 vs 1: batch-dependent kernel blocking")
+    adapters.assert_batch_equals_single_samples(
+        adapter, batch, prompts, [first, second], x, torch.tensor([0.7]), accumulations=_chain(adapter, batch, x),
+        why="one velocity call, batch of 2 vs 1: batch-dependent kernel blocking")
 
 
 @pytest.mark.parity
@@ -107,8 +96,9 @@ def test_sde_log_probs_are_the_closed_form(adapter, sde):
     _, tensor = _image(6)
     cond = adapter.condition(["make the sky blue"], tensor)
     x = adapter.noise(1, HEIGHT, WIDTH, torch.Generator().manual_seed(8))
-    assert_sde_log_probs_are_the_closed_form(adapter, cond, x, adapter.sigmas(4, HEIGHT, WIDTH), sde, 0.7,
-                                             why="a float32 mean of the tokens' log densities against float64")
+    adapters.assert_sde_log_probs_are_the_closed_form(
+        adapter, cond, x, adapter.sigmas(4, HEIGHT, WIDTH), sde, 0.7,
+        why="a float32 mean of the tokens' log densities against float64")
 
 
 def test_clear_errors(adapter, tmp_path):
@@ -124,22 +114,14 @@ def test_clear_errors(adapter, tmp_path):
 
 @pytest.mark.parametrize("objective", ["grpo", "nft"])
 def test_training_step_saves_a_lora_the_pipeline_loads(objective, adapter, edit_dataset_dir, tmp_path):
-    from train.main import run
-
     out = tmp_path / objective
     extra = ["objective.regularizer.enabled=false"] if objective == "grpo" else ["objective.regularizer.grid=token"]
-    run(str(REPO / "train" / "configs" / "tiny_kontext.yaml"),
-        [f"objective.name={objective}", "model.adapter=qwen_image_21", f"model.path={cached_tiny_qwen_image_21()}",
-         "model.true_cfg_scale=1.0", f"data.dataset={edit_dataset_dir}", f"output_dir={out}",
-         "data.resolution=[64, 64]", "train.max_steps=1", "train.groups_per_step=1", "train.group_size=2",
-         "train.micro_batch_size=2", "train.seed=1", "sampler.num_steps=2", "sampler.sde_window=[0, 2]",
-         "sampler.train_steps=1", "eval.every=0", "checkpoint.every=0", "logging.progress=false",
-         "logging.tensorboard=false", *extra])
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = adapters.train_one_step("qwen_image_21", cached_tiny_qwen_image_21(), objective, edit_dataset_dir, out,
+                                      "model.true_cfg_scale=1.0", *extra)
     assert np.isfinite(metrics[0]["loss"]) and metrics[0]["grad_norm"] > 0
     if objective == "grpo":
         assert metrics[0]["ratio_first"] == 1.0
-    assert_pipeline_loads_lora(adapter.pipe, out / "lora")
+    adapters.assert_pipeline_loads_lora(adapter.pipe, out / "lora")
 
 
 def test_attention_recording_refuses_with_the_reason(adapter):
