@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from annotate import project
-from editkit import rle, schema, store
+from editkit import rle, store
+from tests.support.review import make_sample
 
 
 def test_labeling_config_is_valid_xml_with_the_expected_tags():
@@ -32,25 +33,6 @@ def test_brush_result_round_trips_the_mask():
     assert project.review_from_task({"id": 2, "data": {"sample_id": "t"}, "annotations": []}) is None
 
 
-def _sample(params, n=3, size=(40, 56)):
-    rng = np.random.default_rng(3)
-    records, rows = [], []
-    for i in range(n):
-        mask = np.zeros(size, dtype=bool)
-        mask[5 + i : 20 + i, 10:30] = True
-        source = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        edited = source.copy()
-        edited[mask] = 255
-        rid = f"sample{i}"
-        records.append(schema.new_record(id=rid, image_shard="shard-00000", width=size[1], height=size[0],
-                                         has_edited=True, instruction=f"paint region {i} white", edit_type="recolor",
-                                         mask=rle.encode(mask), mask_source="diff"))
-        rows.append({"id": rid, "source": store.encode_png(source), "edited": store.encode_png(edited)})
-    store.write_records(params.records, "shard-00000", records)
-    store.write_image_shard(params.images, "shard-00000", rows)
-    return records
-
-
 @pytest.mark.integration
 def test_round_trip_on_a_real_server(ls_server):
     from annotate import server
@@ -58,7 +40,7 @@ def test_round_trip_on_a_real_server(ls_server):
     from editkit import pipeline
 
     params = ls_server
-    records = _sample(params)
+    records = make_sample(params.records, params.images)
     ls = server.client(params)
     assert project.push(ls, params, records, store.ImageStore(params.images))["created"] == 3
     project_id = project.get_or_create_project(ls, params)
