@@ -11,29 +11,7 @@ import numpy as np
 import pytest
 
 from editkit import atomic, schema, store
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing catches it, and the commit stops exactly where it was."""
-
-
-class KillAt:
-    """Count the filesystem mutations of a commit; raise :class:`Killed` instead of performing the ``at``-th."""
-
-    def __init__(self, monkeypatch, at: int | None = None):
-        self.at, self.calls, self.armed = at, 0, False
-        for owner, name in ((Path, "rename"), (Path, "unlink"), (os, "replace"), (shutil, "rmtree")):
-            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name)))
-
-    def _wrap(self, real):
-        def mutation(*args, **kwargs):
-            if self.armed:
-                if self.calls == self.at:
-                    raise Killed()
-                self.calls += 1
-            return real(*args, **kwargs)
-
-        return mutation
+from tests.support.kill import KillAt, Killed
 
 
 def fill(directory: Path, text: str) -> None:

@@ -4,8 +4,6 @@ user's file or folder is refused in one line, never moved."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,38 +12,9 @@ from curate.stages import rewrite
 from editkit import atomic, schema, store
 from editkit.errors import OutputRefused, UserError
 from tests.support.files import pair_folder
+from tests.support.kill import KillAt, Killed
 
 DEAD = 999_999_999  # above any pid_max: a process that is certainly gone
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing catches it, and the commit stops exactly where it was."""
-
-
-class KillAt:
-    """Raise :class:`Killed` instead of the ``at``-th filesystem mutation once armed."""
-
-    def __init__(self, monkeypatch, at: int | None = None):
-        self.at, self.calls, self.armed = at, 0, False
-        for owner, name in ((Path, "rename"), (Path, "unlink"), (os, "replace"), (shutil, "rmtree")):
-            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name)))
-        real_commit = atomic._commit
-
-        def commit(moves):  # armed from the commit on: the outputs themselves are complete
-            self.armed = True
-            return real_commit(moves)
-
-        monkeypatch.setattr(atomic, "_commit", commit)
-
-    def _wrap(self, real):
-        def mutation(*args, **kwargs):
-            if self.armed:
-                if self.calls == self.at:
-                    raise Killed()
-                self.calls += 1
-            return real(*args, **kwargs)
-
-        return mutation
 
 
 def write_input(directory: Path, n: int) -> None:
@@ -83,7 +52,8 @@ def test_a_stage_completes_an_input_whose_commit_was_interrupted(tmp_path, monke
     rewrite.run(rewrite.RewriteParams(), records_in, out, None, metrics_file=tmp_path / "rewrite.json")
     write_input(records_in, 5)
     with monkeypatch.context() as patch:
-        KillAt(patch, at=3)  # journals written (steps 0, 1), the output renamed aside (2): killed before the new one
+        # journals written (steps 0, 1), the output renamed aside (2): killed before the new one
+        KillAt(patch, at=3, arm_at_commit=True)
         with pytest.raises(Killed):
             rewrite.run(rewrite.RewriteParams(), records_in, out, None, metrics_file=tmp_path / "rewrite.json")
     assert not out.exists()  # hidden: what made the next stage fail with "no record shards"
@@ -101,7 +71,7 @@ def test_a_kill_at_any_commit_step_never_leaves_metrics_describing_other_records
     rewrite.run(rewrite.RewriteParams(), records_in, out, None, metrics_file=metrics_file)
     write_input(records_in, 5)
     with monkeypatch.context() as patch:
-        killer = KillAt(patch, at=at)
+        killer = KillAt(patch, at=at, arm_at_commit=True)
         try:
             rewrite.run(rewrite.RewriteParams(), records_in, out, None, metrics_file=metrics_file)
         except Killed:
