@@ -9,12 +9,16 @@ from typer.testing import CliRunner
 
 from editkit.config import load_section
 from editkit.errors import ConfigError
+from tests.support.config_errors import config_error
 
 
-def _train_file(tmp_path, body: str):
-    path = tmp_path / "train.yaml"
-    path.write_text(body)
-    return path
+def _section_error(tmp_path, section: str, body: str):
+    """``params.yaml`` holding ``body`` under ``section``, and the message its loading is refused with."""
+    from editkit.config_cli import SECTIONS, resolve
+
+    path = tmp_path / "params.yaml"
+    message = config_error(path, f"{section}:\n  {body}\n", lambda p: load_section(resolve(SECTIONS[section]), section, p))
+    return path, message
 
 
 @pytest.mark.parametrize("body, key, problem", [
@@ -29,10 +33,8 @@ def _train_file(tmp_path, body: str):
 def test_trainer_config_refuses_nonsense_naming_file_and_key(tmp_path, body, key, problem):
     from train.config import load_config
 
-    path = _train_file(tmp_path, body)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert str(info.value) == f"{path}: {key}: {problem}"
+    path = tmp_path / "train.yaml"
+    assert config_error(path, body, load_config) == f"{path}: {key}: {problem}"
 
 
 @pytest.mark.parametrize("override, line", [
@@ -52,7 +54,8 @@ def test_show_config_exits_2_with_one_line(override, line):
 def test_show_config_of_a_file_with_a_nan_learning_rate_exits_2(tmp_path):
     from editkit.cli import app
 
-    path = _train_file(tmp_path, "optim:\n  learning_rate: .nan\n")
+    path = tmp_path / "train.yaml"
+    path.write_text("optim:\n  learning_rate: .nan\n")
     result = CliRunner().invoke(app, ["train", "show-config", "--config", str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip() == f"error: {path}: optim.learning_rate: must be > 0, <= 1, got nan"
@@ -71,13 +74,8 @@ def test_show_config_of_a_file_with_a_nan_learning_rate_exits_2(tmp_path):
     ("rewrite", "client: {timeout_s: 0}", "rewrite.client.timeout_s", "must be > 0, got 0"),
 ])
 def test_params_sections_refuse_nonsense_naming_file_and_key(tmp_path, section, body, key, problem):
-    from editkit.config_cli import SECTIONS, resolve
-
-    path = tmp_path / "params.yaml"
-    path.write_text(f"{section}:\n  {body}\n")
-    with pytest.raises(ConfigError) as info:
-        load_section(resolve(SECTIONS[section]), section, path)
-    assert str(info.value) == f"{path}: {key}: {problem}"
+    path, message = _section_error(tmp_path, section, body)
+    assert message == f"{path}: {key}: {problem}"
 
 
 @pytest.mark.parametrize("body, line", [
@@ -134,13 +132,8 @@ def test_the_shipped_configs_are_all_in_range():
     ("sample", "jpeg_quality: [92, 70]", "sample: sample.jpeg_quality must be [low, high], got [92, 70]"),
 ])
 def test_combinations_that_make_no_sense_are_refused(tmp_path, section, body, line):
-    from editkit.config_cli import SECTIONS, resolve
-
-    path = tmp_path / "params.yaml"
-    path.write_text(f"{section}:\n  {body}\n")
-    with pytest.raises(ConfigError) as info:
-        load_section(resolve(SECTIONS[section]), section, path)
-    assert str(info.value) == f"{path}: {line}"
+    path, message = _section_error(tmp_path, section, body)
+    assert message == f"{path}: {line}"
 
 
 def test_the_ablation_data_must_leave_rows_to_train(tmp_path):

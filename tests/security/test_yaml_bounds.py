@@ -14,6 +14,7 @@ import pytest
 from editkit.config import (MAX_YAML_DEPTH, MAX_YAML_VALUES, _describe_value, apply_overrides, from_dict, load_file,
                             load_section, load_yaml, parse_yaml)
 from editkit.errors import ConfigError
+from tests.support.config_errors import config_error
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("editkit", "curate", "annotate", "benchmarks", "train")
@@ -105,10 +106,7 @@ def test_a_shared_python_structure_is_described_without_expanding_it():
 ])
 def test_every_bad_document_is_one_config_error_naming_the_file(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_yaml(path)
-    message = str(info.value)
+    message = config_error(path, text, load_yaml)
     assert message.startswith(f"{path}: ") and expected in message and "\n" not in message and len(message) < 400
 
 
