@@ -17,6 +17,22 @@ def _records():
             for name in ("a", "b", "c", "d", "e")], mask
 
 
+def _merge_inputs(tmp_path, annotate: dict | None = None, records: str = "masks", reviews: str = "reviews.json",
+                  comment: str = "blurry"):
+    """The 5 records in ``records``, a review rejecting ``a`` in ``reviews``, and a params.yaml whose ``annotate``
+    section is ``annotate`` (default: those inputs, out ``review/``, metrics ``m.json``); returns the params path."""
+    import yaml
+
+    store.write_records(tmp_path / records, "shard-00000", _records()[0])
+    (tmp_path / reviews).write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": comment}]))
+    if annotate is None:
+        annotate = {"records": str(tmp_path / records), "reviews": str(tmp_path / reviews),
+                    "out": str(tmp_path / "review"), "metrics": str(tmp_path / "m.json")}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"annotate": annotate}))
+    return params
+
+
 def test_merge_statuses_masks_and_metrics(tmp_path):
     records, predicted = _records()
     fixed = predicted.copy()
@@ -63,17 +79,11 @@ def test_no_reviews_file_means_pass_through(tmp_path):
 
 
 def test_merge_command_writes_records_and_metrics(tmp_path):
-    import yaml
     from typer.testing import CliRunner
 
     from annotate.cli import app
 
-    records, predicted = _records()
-    store.write_records(tmp_path / "masks", "shard-00000", records)
-    (tmp_path / "reviews.json").write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": "blurry"}]))
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"annotate": {"records": str(tmp_path / "masks"), "reviews": str(tmp_path / "reviews.json"),
-                                                   "out": str(tmp_path / "review"), "metrics": str(tmp_path / "m.json")}}))
+    params = _merge_inputs(tmp_path)
     result = CliRunner().invoke(app, ["merge", "--params", str(params)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -83,16 +93,12 @@ def test_merge_command_writes_records_and_metrics(tmp_path):
 
 def test_merge_command_options_override_params(tmp_path):
     """The benchmarks' review stages point the same command at other records/reviews via options."""
-    import yaml
     from typer.testing import CliRunner
 
     from annotate.cli import app
 
-    records, _ = _records()
-    store.write_records(tmp_path / "bench", "shard-00000", records)
-    (tmp_path / "r.json").write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": "wrong object"}]))
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"annotate": {"records": str(tmp_path / "nowhere")}}))
+    params = _merge_inputs(tmp_path, {"records": str(tmp_path / "nowhere")}, records="bench", reviews="r.json",
+                           comment="wrong object")
     result = CliRunner().invoke(app, ["merge", "--params", str(params), "--records", str(tmp_path / "bench"),
                                       "--reviews", str(tmp_path / "r.json"), "--out", str(tmp_path / "out"),
                                       "--metrics", str(tmp_path / "m.json")])
@@ -104,18 +110,12 @@ def test_merge_command_options_override_params(tmp_path):
 def test_merge_command_commits_its_metrics_with_the_records(tmp_path, monkeypatch):
     """The review stage's metrics are part of the records' atomic commit: a kill can never leave metrics that
     describe other records (the same journal as the curate stages)."""
-    import yaml
     from typer.testing import CliRunner
 
     from annotate.cli import app
     from editkit import atomic
 
-    records, _ = _records()
-    store.write_records(tmp_path / "masks", "shard-00000", records)
-    (tmp_path / "reviews.json").write_text(json.dumps([{"sample_id": "a", "choice": "reject", "comment": "blurry"}]))
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"annotate": {"records": str(tmp_path / "masks"), "reviews": str(tmp_path / "reviews.json"),
-                                                   "out": str(tmp_path / "review"), "metrics": str(tmp_path / "m.json")}}))
+    params = _merge_inputs(tmp_path)
     seen = []
     real = atomic._commit
     monkeypatch.setattr(atomic, "_commit", lambda moves: (seen.append([str(m[1]) for m in moves]), real(moves)))
