@@ -7,6 +7,7 @@ import pytest
 from editkit import rle, schema, store
 from curate.scoring import funnel
 from curate.stages import export as export_stage
+from tests.support.gt_masks import run_gt_masks
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +86,10 @@ def test_sample_through_score_select_export_loses_nothing(sample_ingest_dir, tmp
     """The built-in sample (real photos) with its ground-truth masks standing in for the masks stage."""
     from datasets import load_from_disk
 
-    from editkit.pipeline import run_stage
     from curate.stages import score as score_stage
     from curate.stages import select as select_stage
 
-    def gt_masks(records, _images):
-        for record in records:
-            if schema.is_ok(record):
-                record["mask"], record["mask_source"] = record["gt_mask"], "gt"
-        return records
-
-    run_stage("masks", sample_ingest_dir / "records", tmp_path / "masks", gt_masks, progress=False)
+    run_gt_masks(sample_ingest_dir, tmp_path / "masks")
     images = sample_ingest_dir / "images"
     score_metrics = score_stage.run(score_stage.ScoreParams(), tmp_path / "masks", images, tmp_path / "score")
     assert score_metrics["clip_enabled"] is False and "CLIP scores off" in score_metrics["note"]

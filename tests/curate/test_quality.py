@@ -17,6 +17,7 @@ from editkit.config import from_dict
 from curate.scoring.quality import OVERLAY_ALPHA, QualityJudge, QualityParams, render_overlay
 from curate.stages import score as score_stage
 from curate.stages import select as select_stage
+from tests.support.gt_masks import run_gt_masks
 from tests.support.scripted_server import ScriptedServer
 
 
@@ -119,15 +120,7 @@ def test_quality_is_off_without_an_mllm_and_the_metrics_say_so():
 
 
 def test_score_stage_then_select_thresholds_the_quality_scores(sample_ingest_dir, tmp_path):
-    from editkit.pipeline import run_stage
-
-    def gt_masks(records, _images):
-        for record in records:
-            if schema.is_ok(record):
-                record["mask"], record["mask_source"] = record["gt_mask"], "diff"
-        return records
-
-    run_stage("masks", sample_ingest_dir / "records", tmp_path / "masks", gt_masks, progress=False)
+    run_gt_masks(sample_ingest_dir, tmp_path / "masks", mask_source="diff")
     # clarity from the record's position in the sample: every third instruction is "unclear"
     reply = lambda r: json.dumps({"instruction_clarity": 3 if len(r.text) % 3 == 0 else 8, "mask_accuracy": 9,
                                   "target_prominence": 9})  # noqa: E731
