@@ -66,6 +66,12 @@ def _parquet(path: Path, columns: dict[str, list], images: tuple[str, ...], list
     datasets.Dataset.from_dict(cells, features=datasets.Features(features)).to_parquet(str(path))
 
 
+def _columns(n: int, seed: int, row) -> dict[str, list]:
+    """Columns of ``n`` rows, row ``i`` being ``row(i, photo(seed + i))`` (a dict of cells, in column order)."""
+    rows = [row(i, photo(seed + i)) for i in range(n)]
+    return {name: [r[name] for r in rows] for name in rows[0]} if rows else {}
+
+
 def hub_shard(split: str, index: int, count: int) -> str:
     """A shard name as ``push_to_hub`` wrote them: ``<split>-NNNNN-of-NNNNN-<16 hex digits>.parquet``."""
     import hashlib
@@ -173,15 +179,9 @@ def omniedit(root: Path, n: int = 8) -> Path:
 def instructpix2pix(root: Path, n: int = 3) -> Path:
     """As on the hub: ``data/train-0000k-of-00002-<hash>.parquet`` with ``original_prompt, original_image, edit_prompt,
     edited_prompt, edited_image``."""
-    rows: dict[str, list] = {k: [] for k in ("original_prompt", "original_image", "edit_prompt", "edited_prompt",
-                                             "edited_image")}
-    for i in range(n):
-        image = photo(400 + i)
-        rows["original_prompt"].append("a box")
-        rows["original_image"].append(png(image))
-        rows["edit_prompt"].append(f"make it red {i}")
-        rows["edited_prompt"].append("a red box")
-        rows["edited_image"].append(png(edited(image)))
+    rows = _columns(n, 400, lambda i, image: {
+        "original_prompt": "a box", "original_image": png(image), "edit_prompt": f"make it red {i}",
+        "edited_prompt": "a red box", "edited_image": png(edited(image))})
     cut = n // 2
     for k, (start, stop) in enumerate(((0, cut), (cut, n))):
         part = {name: values[start:stop] for name, values in rows.items()}
@@ -190,15 +190,9 @@ def instructpix2pix(root: Path, n: int = 3) -> Path:
 
 
 def hq_edit(root: Path, n: int = 3) -> Path:
-    rows: dict[str, list] = {k: [] for k in ("input", "input_image", "edit", "inverse_edit", "output", "output_image")}
-    for i in range(n):
-        image = photo(500 + i)
-        rows["input"].append("a box")
-        rows["input_image"].append(png(image))
-        rows["edit"].append(f"paint the box red {i}")
-        rows["inverse_edit"].append("paint the box back")
-        rows["output"].append("a red box")
-        rows["output_image"].append(png(edited(image)))
+    rows = _columns(n, 500, lambda i, image: {
+        "input": "a box", "input_image": png(image), "edit": f"paint the box red {i}",
+        "inverse_edit": "paint the box back", "output": "a red box", "output_image": png(edited(image))})
     _parquet(root / "data" / "train-00000-of-00001.parquet", rows, ("input_image", "output_image"))
     return root
 

@@ -145,6 +145,26 @@ class TablePreset:
         return None
 
 
+class RowPreset(TablePreset):
+    """A table whose rows are plain pairs with no id column (``origin_key`` is the row number): one instruction
+    column (a string or a list of them), a source and an edited image column, and columns kept in ``meta``."""
+
+    instruction_column = ""
+    source_column = ""
+    edited_column = ""
+    meta_columns: tuple[str, ...] = ()
+
+    def pair(self, row: dict[str, Any], index: int) -> RawPair:
+        errors: list[str] = []
+        meta = {"row": index, **{k: row[k] for k in self.meta_columns if k in row}}
+        pair = RawPair(self.origin, f"row {index}", row.get(self.instruction_column),
+                       self.image(row.get(self.source_column), "source", errors),
+                       self.image(row.get(self.edited_column), "edited", errors),
+                       instruction_variants=text_list(row.get(self.instruction_column)), meta=meta)
+        pair.error = errors[0] if errors else None
+        return pair
+
+
 def text_list(value: Any) -> list[str]:
     """A cell holding one instruction or a list of them -> the non-empty strings, in order, without repeats."""
     values = value if isinstance(value, (list, tuple)) else [value]
