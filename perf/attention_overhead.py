@@ -33,11 +33,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="edits per rollout (<= 4)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    harness.add_options(parser, "attention_overhead")
-    args = parser.parse_args()
-    if args.smoke:
-        args.size, args.steps, args.batch, args.repeats = 32, 1, 1, 1
-    provenance = harness.Provenance(args.smoke)
+    args, provenance = harness.parse(parser, "attention_overhead", smoke={"size": 32, "steps": 1, "batch": 1,
+                                                                           "repeats": 1})
 
     import torch
 

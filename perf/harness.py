@@ -34,6 +34,18 @@ def add_options(parser: argparse.ArgumentParser, name: str, out: bool = True) ->
                             help=f"JSON written (default perf/results/{name}.json)")
 
 
+def parse(parser: argparse.ArgumentParser, name: str, smoke: dict[str, Any],
+          out: bool = True) -> tuple[argparse.Namespace, Provenance]:
+    """Adds the shared options, parses the command line, applies the ``smoke`` sizes (option name -> value) when
+    ``--smoke`` is given, and starts the :class:`Provenance` (before the measurement)."""
+    add_options(parser, name, out)
+    args = parser.parse_args()
+    if args.smoke:
+        for option, value in smoke.items():
+            setattr(args, option, value)
+    return args, Provenance(args.smoke)
+
+
 def out_path(args: argparse.Namespace, name: str) -> Path:
     """``--out`` if given; else ``perf/results/<name>.json``, or a temporary file for a smoke run."""
     if getattr(args, "out", None):

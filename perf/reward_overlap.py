@@ -134,11 +134,8 @@ def main() -> None:
     parser.add_argument("--num-steps", type=int, default=8, help="denoising steps per rollout")
     parser.add_argument("--micro-batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    harness.add_options(parser, "reward_overlap")
-    args = parser.parse_args()
-    if args.smoke:
-        args.delay, args.steps, args.num_steps, args.resolution = 0.01, 1, 2, 32
-    provenance = harness.Provenance(args.smoke)
+    args, provenance = harness.parse(parser, "reward_overlap", smoke={"delay": 0.01, "steps": 1, "num_steps": 2,
+                                                                       "resolution": 32})
     result = run(args)
     print(" ".join(f"{k}={v}" for k, v in result.items() if k not in ("rows", "speedup", "saved_s_per_step")))
     header = ["mode", "step_s", "sample_s", "score_s", "step_median_s"]

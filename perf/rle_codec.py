@@ -52,11 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rounds", "--repeats", type=int, default=7, help="interleaved rounds (3 for the random mask)")
-    harness.add_options(parser, "rle_codec")
-    args = parser.parse_args()
-    if args.smoke:
-        args.size, args.rounds = 64, 1
-    provenance = harness.Provenance(args.smoke)
+    args, provenance = harness.parse(parser, "rle_codec", smoke={"size": 64, "rounds": 1})
     from pycocotools import mask as coco
 
     cases = {}
