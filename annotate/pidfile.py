@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path, path: Path, *fields: object) -> int:
+    """Start ``command`` in its own process group (:func:`stop_group` ends it and its children, nothing else), its
+    output appended to ``log``; record it in ``path`` (the PID, then ``fields``). Returns the PID."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    path.write_text(" ".join(str(field) for field in (process.pid, *fields)) + "\n")
+    return process.pid
 
 
 def running_pid(path: Path) -> int | None:

@@ -168,19 +168,14 @@ def start(params: AnnotateParams) -> int:
         return pid
     exe = ensure_installed(params)
     params.state_dir.mkdir(parents=True, exist_ok=True)
-    log = open(params.state_dir / "server.log", "ab")
-    process = subprocess.Popen(
-        [str(exe), "start", "--internal-host", HOST, "--port", str(params.port), "--no-browser"],
-        env=server_env(params, creds), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: `stop` ends the server and its workers, nothing else
-    )
-    _pid_path(params).write_text(f"{process.pid} {params.port}\n")
+    pid = pidfile.spawn([str(exe), "start", "--internal-host", HOST, "--port", str(params.port), "--no-browser"],
+                        server_env(params, creds), params.state_dir / "server.log", _pid_path(params), params.port)
     try:
-        wait_healthy(params, creds, process.pid, show_progress=True)
+        wait_healthy(params, creds, pid, show_progress=True)
     except BaseException:
         stop(params)
         raise
-    return process.pid
+    return pid
 
 
 def _start_phase(params: AnnotateParams) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,12 +58,10 @@ def start(params: AnnotateParams) -> str:
 
         env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                                            os.environ.get("PYTHONPATH", "")])}
-        log = open(params.state_dir / "ml_backend.log", "ab")
-        log.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-        log.flush()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=True)
-        _pid_path(params).write_text(f"{process.pid}\n")
+        log = params.state_dir / "ml_backend.log"
+        with open(log, "ab") as out:  # last_error reads this start's output only
+            out.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        pidfile.spawn(command, env, log, _pid_path(params))
     pid = running_pid(params)
     deadline = time.monotonic() + params.ml_backend_start_timeout_s
     while time.monotonic() < deadline:
