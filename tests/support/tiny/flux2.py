@@ -41,12 +41,6 @@ MISTRAL_CHAT_TEMPLATE = (
 )
 
 
-def _byte_vocab() -> dict[str, int]:
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    return {char: index for index, char in enumerate(sorted(ByteLevel.alphabet()))}
-
-
 def _transformer(guidance: bool, seed: int):
     import torch
     from diffusers import Flux2Transformer2DModel
@@ -85,13 +79,10 @@ def _klein_text(seed: int):
     import torch
     from transformers import Qwen2TokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-    vocab = _byte_vocab()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    for token in specials:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=[], unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
+    from train.rrm.small_model import byte_level_qwen_tokenizer
+
+    tokenizer, _ = byte_level_qwen_tokenizer(Qwen2TokenizerFast,
+                                             special=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=32,
@@ -107,7 +98,9 @@ def _dev_text(seed: int, scratch: Path):
     from transformers import (AutoProcessor, Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessor,
                               PixtralProcessor, PreTrainedTokenizerFast)
 
-    vocab = _byte_vocab()
+    from train.rrm.small_model import byte_vocab
+
+    vocab = byte_vocab()
     specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
                 "[IMG_BREAK]", "[IMG_END]", "<pad>"]
     for token in specials:

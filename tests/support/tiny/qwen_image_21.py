@@ -16,8 +16,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -31,24 +29,14 @@ TEXT_HIDDEN = 16
 Z_DIM = 8
 
 
-def _byte_vocab() -> dict[str, int]:
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    return {char: index for index, char in enumerate(sorted(ByteLevel.alphabet()))}
-
-
 def _text_encoder(seed: int, scratch: Path):
     import torch
     from transformers import (AutoProcessor, Qwen2TokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
                               Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
-    vocab = _byte_vocab()
-    for token in SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=[], unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    from train.rrm.small_model import byte_level_qwen_tokenizer
+
+    tokenizer, ids = byte_level_qwen_tokenizer(Qwen2TokenizerFast)
     size = {"shortest_edge": 32 * 32, "longest_edge": 256 * 256}
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2,
