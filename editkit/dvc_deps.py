@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from editkit.yaml_io import parse_yaml
+
 PACKAGES = ("editkit", "curate", "annotate", "benchmarks", "train")
 ROOT = Path(__file__).resolve().parents[1]
 NEARLY = 0.9  # a package directory is listed whole when the stage imports at least this share of its modules ...
@@ -176,10 +178,8 @@ def _dep_path(item) -> str:
 def check(root: Path = ROOT, graph: Graph | None = None) -> list[str]:
     """One line per problem: a module a stage imports that its deps miss, or code deps that differ from the
     generated ones (stale entries); [] when dvc.yaml is up to date."""
-    import yaml
-
     graph = graph or build_graph(root)
-    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text())["stages"]
+    stages = parse_yaml((Path(root) / "dvc.yaml").read_text(), "dvc.yaml")["stages"]
     problems = []
     for name, stage in stages.items():
         modules = stage_modules(graph, str(stage["cmd"]))
@@ -198,12 +198,10 @@ def check(root: Path = ROOT, graph: Graph | None = None) -> list[str]:
 def write(root: Path = ROOT, graph: Graph | None = None) -> list[str]:
     """Rewrite the ``deps:`` lists of ``dvc.yaml`` (code deps first, then the other deps with their comments);
     returns the names of the stages whose deps changed."""
-    import yaml
-
     graph = graph or build_graph(root)
     path = Path(root) / "dvc.yaml"
     lines = path.read_text().splitlines(keepends=True)
-    stages = yaml.safe_load("".join(lines))["stages"]
+    stages = parse_yaml("".join(lines), str(path))["stages"]
     changed = []
     out: list[str] = []
     stage, i = None, 0
