@@ -30,6 +30,29 @@ def build_adapter(config, device: torch.device, dtype: torch.dtype) -> "EditMode
     return ADAPTERS.get(config.adapter)(config, device=device, dtype=dtype)
 
 
+def not_loadable(family: str, path: str, error: Exception) -> RuntimeError:
+    """The error for a checkpoint that is missing or unreadable (nothing is downloaded)."""
+    return RuntimeError(f"cannot load {family} from {path!r}: {error}. No weights can be downloaded here; point "
+                        "model.path at a local copy.")
+
+
+def load_pipeline_of(path: str, dtype: torch.dtype, pipelines, adapter: str, family: str):
+    """The diffusers pipeline at ``path`` (local dir or hub id), of the class its ``model_index.json`` names, which
+    must be one of ``pipelines``; clear errors for a missing checkpoint or another model family."""
+    import diffusers
+
+    try:
+        name = diffusers.DiffusionPipeline.load_config(path)["_class_name"]
+    except (OSError, ValueError) as error:
+        raise not_loadable(family, path, error) from error
+    if name not in pipelines:
+        raise ValueError(f"{path!r} holds a {name}; the {adapter} adapter supports {', '.join(pipelines)}")
+    try:
+        return getattr(diffusers, name).from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise not_loadable(family, path, error) from error
+
+
 @dataclass
 class Conditioning:
     """Per-sample tensors (first dim = batch) plus tensors shared by the batch (position ids, ...)."""
@@ -89,6 +112,21 @@ class EditModelAdapter(ABC):
     def text_encoders(self) -> list[torch.nn.Module]:
         return [getattr(self.pipe, name) for name in self.text_encoder_names]
 
+    def _use_pipeline(self, config, device: torch.device, dtype: torch.dtype, pipe) -> None:
+        """The set-up every diffusers-based adapter shares: ``pipe`` moves to ``device``, everything in it is frozen
+        (only the LoRA trains), the prompt encoders are parked (``model.offload_text_encoders``), and gradient
+        checkpointing is switched on where configured."""
+        self.config = config
+        self.device, self.dtype = device, dtype
+        self.pipe = pipe.to(device)
+        for module in (self.pipe.vae, *self.text_encoders(), self.pipe.transformer):
+            module.requires_grad_(False)
+        self.park_text_encoders()
+        self.transformer = self.pipe.transformer
+        if config.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.vae_scale = self.pipe.vae_scale_factor
+
     def park_text_encoders(self) -> None:
         """With ``model.offload_text_encoders``: the prompt encoders live in CPU memory between encodings (the
         prompt embeddings of a step are computed once, so they are needed once per step)."""
@@ -108,8 +146,19 @@ class EditModelAdapter(ABC):
         finally:
             self.park_text_encoders()
 
-    @abstractmethod
-    def add_lora(self, lora_config) -> None: ...
+    # ------------------------------------------------------------------ LoRA (diffusers' format, model-agnostic)
+    def add_lora(self, lora_config) -> None:
+        """A peft LoRA on the transformer (Gaussian init of A, zero B); its weights train in float32."""
+        from peft import LoraConfig
+
+        self.transformer.add_adapter(LoraConfig(r=lora_config.rank, lora_alpha=lora_config.alpha,
+                                                lora_dropout=lora_config.dropout, init_lora_weights="gaussian",
+                                                target_modules=list(lora_config.target_modules)))
+        for parameter in self.transformer.parameters():  # LoRA weights train in fp32 even with a bf16 base
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()
+        if lora_config.init_from:
+            self.load_lora(Path(lora_config.init_from))
 
     @abstractmethod
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -119,9 +168,12 @@ class EditModelAdapter(ABC):
     def condition(self, prompts: list[str], source_images: torch.Tensor) -> Conditioning:
         """Prompt embeddings and the condition image's tokens for a batch of edits."""
 
-    @abstractmethod
     def noise(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-        """Initial noise as packed tokens (B, L, C), float32."""
+        """Initial noise as packed tokens (B, L, C), float32: standard Gaussian over the token grid and the
+        transformer's input channels."""
+        rows, cols = self.token_grid(height, width)
+        channels = self.transformer.config.in_channels
+        return torch.randn(batch, rows * cols, channels, generator=generator).to(self.device)
 
     @abstractmethod
     def sigmas(self, num_steps: int, height: int, width: int) -> torch.Tensor:
@@ -145,15 +197,25 @@ class EditModelAdapter(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not implement phrase_token_mask "
                                   "(needed by the attention_concentration reward)")
 
-    @abstractmethod
     def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         """Save the LoRA so the model's own pipeline loads it with ``load_lora_weights``. ``state``: the trainable
         parameters as full tensors by name (:func:`train.parallel.full_lora_state`; required when the transformer
         is sharded), else read from the transformer."""
+        from peft.utils import get_peft_model_state_dict
 
-    @abstractmethod
+        type(self.pipe).save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(
+            self.transformer, state_dict=state))
+
     def load_lora(self, directory: Path) -> None:
         """Load a LoRA saved by :meth:`save_lora` into the trained transformer (exact values)."""
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(directory) / "pytorch_lora_weights.safetensors"))
+        state = {k.removeprefix("transformer."): v for k, v in state.items()}
+        result = set_peft_model_state_dict(self.transformer, state)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"LoRA in {directory} does not fit this model: unexpected {result.unexpected_keys[:5]}")
 
     @contextmanager
     def reference(self) -> Iterator[None]:

@@ -23,12 +23,10 @@ Packed tokens ``(B, L, C)``: ``L = (H/16)·(W/16)`` row-major, ``C = 4·latent c
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
-from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, uses_text_encoders
-from train.adapters.flux_kontext import FluxKontextAdapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, load_pipeline_of, uses_text_encoders
 
 PIPELINES = {"Flux2KleinPipeline": "klein", "Flux2Pipeline": "dev"}
 TEXT_LAYERS = {"klein": (9, 18, 27), "dev": (10, 20, 30)}  # the pipelines' default text_encoder_out_layers
@@ -37,23 +35,8 @@ REFERENCE_T_SCALE = 10  # reference image i gets position T = scale + scale·i (
 
 def load_flux2(path: str, dtype: torch.dtype):
     """The FLUX.2 pipeline at ``path`` and its variant ("klein" or "dev"), with clear errors otherwise."""
-    import diffusers
-
-    try:
-        name = diffusers.DiffusionPipeline.load_config(path)["_class_name"]
-    except (OSError, ValueError) as error:
-        raise _not_loadable(path, error) from error
-    if name not in PIPELINES:
-        raise ValueError(f"{path!r} holds a {name}; the flux2 adapter supports {', '.join(PIPELINES)}")
-    try:
-        return getattr(diffusers, name).from_pretrained(path, dtype=dtype), PIPELINES[name]
-    except OSError as error:
-        raise _not_loadable(path, error) from error
-
-
-def _not_loadable(path: str, error: Exception) -> RuntimeError:
-    return RuntimeError(f"cannot load FLUX.2 from {path!r}: {error}. No weights can be downloaded here; point "
-                        "model.path at a local copy.")
+    pipe = load_pipeline_of(path, dtype, PIPELINES, "flux2", "FLUX.2")
+    return pipe, PIPELINES[type(pipe).__name__]
 
 
 def reference_ids(shapes: list[tuple[int, int]]) -> torch.Tensor:
@@ -71,24 +54,11 @@ def target_ids(rows: int, cols: int) -> torch.Tensor:
 
 @ADAPTERS.register("flux2")
 class Flux2Adapter(EditModelAdapter):
-    # model-agnostic parts shared with FLUX.1-Kontext (same diffusers LoRA format and packed-token noise)
-    add_lora = FluxKontextAdapter.add_lora
-    load_lora = FluxKontextAdapter.load_lora
-    noise = FluxKontextAdapter.noise
     text_encoder_names = ("text_encoder",)
 
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
-        self.config = config
-        self.device, self.dtype = device, dtype
-        self.pipe, self.variant = load_flux2(config.path, dtype)
-        self.pipe.to(device)
-        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.transformer):
-            module.requires_grad_(False)
-        self.park_text_encoders()
-        self.transformer = self.pipe.transformer
-        if config.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
-        self.vae_scale = self.pipe.vae_scale_factor
+        pipe, self.variant = load_flux2(config.path, dtype)
+        self._use_pipeline(config, device, dtype, pipe)
         self.text_layers = TEXT_LAYERS[self.variant]
 
     # ------------------------------------------------------------------ guidance
@@ -98,13 +68,6 @@ class Flux2Adapter(EditModelAdapter):
         if self.variant != "klein" or self.pipe.config.get("is_distilled", False):
             return 1.0
         return float(self.config.true_cfg_scale)
-
-    # ------------------------------------------------------------------ LoRA
-    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-        from peft.utils import get_peft_model_state_dict
-
-        type(self.pipe).save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(
-            self.transformer, state_dict=state))
 
     # ------------------------------------------------------------------ latents
     def token_grid(self, height: int, width: int) -> tuple[int, int]:

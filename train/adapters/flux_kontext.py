@@ -6,11 +6,10 @@ sliced back to the target tokens. Guidance is Kontext's distilled guidance embed
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
-from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, uses_text_encoders
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, not_loadable, uses_text_encoders
 
 
 @ADAPTERS.register("flux_kontext")
@@ -20,51 +19,11 @@ class FluxKontextAdapter(EditModelAdapter):
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
         from diffusers import FluxKontextPipeline
 
-        self.config = config
-        self.device, self.dtype = device, dtype
         try:
-            self.pipe = FluxKontextPipeline.from_pretrained(config.path, dtype=dtype)
+            pipe = FluxKontextPipeline.from_pretrained(config.path, dtype=dtype)
         except OSError as error:
-            raise RuntimeError(f"cannot load FLUX.1-Kontext from {config.path!r}: {error}. No weights can be "
-                               "downloaded here; point model.path at a local copy.") from error
-        self.pipe.to(device)
-        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2, self.pipe.transformer):
-            module.requires_grad_(False)
-        self.park_text_encoders()
-        self.transformer = self.pipe.transformer
-        if config.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
-        self.vae_scale = self.pipe.vae_scale_factor
-
-    # ------------------------------------------------------------------ LoRA
-    def add_lora(self, lora_config) -> None:
-        from peft import LoraConfig
-
-        self.transformer.add_adapter(LoraConfig(r=lora_config.rank, lora_alpha=lora_config.alpha,
-                                                lora_dropout=lora_config.dropout, init_lora_weights="gaussian",
-                                                target_modules=list(lora_config.target_modules)))
-        for parameter in self.transformer.parameters():  # LoRA weights train in fp32 even with a bf16 base
-            if parameter.requires_grad:
-                parameter.data = parameter.data.float()
-        if lora_config.init_from:
-            self.load_lora(Path(lora_config.init_from))
-
-    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-        from diffusers import FluxKontextPipeline
-        from peft.utils import get_peft_model_state_dict
-
-        state = get_peft_model_state_dict(self.transformer, state_dict=state)
-        FluxKontextPipeline.save_lora_weights(str(directory), transformer_lora_layers=state)
-
-    def load_lora(self, directory: Path) -> None:
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        state = load_file(str(Path(directory) / "pytorch_lora_weights.safetensors"))
-        state = {k.removeprefix("transformer."): v for k, v in state.items()}
-        result = set_peft_model_state_dict(self.transformer, state)
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"LoRA in {directory} does not fit this model: unexpected {result.unexpected_keys[:5]}")
+            raise not_loadable("FLUX.1-Kontext", config.path, error) from error
+        self._use_pipeline(config, device, dtype, pipe)
 
     # ------------------------------------------------------------------ latents
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -103,11 +62,6 @@ class FluxKontextAdapter(EditModelAdapter):
         pixels = (images.to(self.device, self.dtype) * 2 - 1).clamp(-1, 1)
         latents = self.pipe._encode_vae_image(pixels, generator=None)  # the posterior mode: deterministic
         return self._pack(latents).float()
-
-    def noise(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-        rows, cols = self.token_grid(height, width)
-        channels = self.transformer.config.in_channels
-        return torch.randn(batch, rows * cols, channels, generator=generator).to(self.device)
 
     def sigmas(self, num_steps: int, height: int, width: int) -> torch.Tensor:
         import numpy as np

@@ -19,62 +19,26 @@ the target image (there is no text→image map to record).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, uses_text_encoders
-from train.adapters.flux_kontext import FluxKontextAdapter
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, load_pipeline_of, uses_text_encoders
+from train.adapters.qwen_image_edit import encode_frames, latent_stats
 
 PIPELINE = "QwenImage21Pipeline"
 SLOT_TOKENS = 4  # one vision slot of the text sequence = 2x2 latent tokens
 
 
 def load_pipeline(path: str, dtype: torch.dtype):
-    import diffusers
-
-    try:
-        name = diffusers.DiffusionPipeline.load_config(path)["_class_name"]
-    except (OSError, ValueError) as error:
-        raise _not_loadable(path, error) from error
-    if name != PIPELINE:
-        raise ValueError(f"{path!r} holds a {name}; the qwen_image_21 adapter supports {PIPELINE}")
-    try:
-        return diffusers.QwenImage21Pipeline.from_pretrained(path, dtype=dtype)
-    except OSError as error:
-        raise _not_loadable(path, error) from error
-
-
-def _not_loadable(path: str, error: Exception) -> RuntimeError:
-    return RuntimeError(f"cannot load Qwen-Image 2.1 from {path!r}: {error}. No weights can be downloaded here; "
-                        "point model.path at a local copy.")
+    return load_pipeline_of(path, dtype, (PIPELINE,), "qwen_image_21", "Qwen-Image 2.1")
 
 
 @ADAPTERS.register("qwen_image_21")
 class QwenImage21Adapter(EditModelAdapter):
-    add_lora = FluxKontextAdapter.add_lora
-    load_lora = FluxKontextAdapter.load_lora
-    noise = FluxKontextAdapter.noise
     text_encoder_names = ("text_encoder",)  # Qwen3-VL
     latent_patch = 1  # tokens are latent pixels (no 2x2 packing)
 
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
-        self.config = config
-        self.device, self.dtype = device, dtype
-        self.pipe = load_pipeline(config.path, dtype).to(device)
-        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.transformer):
-            module.requires_grad_(False)
-        self.park_text_encoders()
-        self.transformer = self.pipe.transformer
-        if config.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
-        self.vae_scale = self.pipe.vae_scale_factor  # 16
-
-    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-        from peft.utils import get_peft_model_state_dict
-
-        type(self.pipe).save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(
-            self.transformer, state_dict=state))
+        self._use_pipeline(config, device, dtype, load_pipeline(config.path, dtype))  # vae_scale: 16
 
     def phrase_token_mask(self, prompts: list[str], phrases: list, cond=None) -> torch.Tensor:
         raise NotImplementedError("Qwen-Image 2.1 has no text→image attention to record: its attention is "
@@ -90,28 +54,18 @@ class QwenImage21Adapter(EditModelAdapter):
                              f"{multiple}")
         return height // self.vae_scale, width // self.vae_scale
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vae = self.pipe.vae
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
-        std = torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
-        return mean, std
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """RGB images in [0, 1] -> tokens: opaque RGBA (the VAE reads four channels), as the pipeline's RGBA
         conversion of an RGB image."""
         self.token_grid(*images.shape[-2:])
         rgba = torch.cat([images, torch.ones_like(images[:, :1])], dim=1)
-        pixels = (rgba.to(self.device, self.dtype) * 2 - 1).clamp(-1, 1).unsqueeze(2)  # (B, 4, frames=1, H, W)
-        latents = self.pipe._encode_vae_image(pixels, generator=None)
-        b, c, _, h, w = latents.shape
-        return self.pipe._pack_latents(latents, b, c, h, w).float()
+        return encode_frames(self.pipe, rgba, self.device, self.dtype)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         latents = self.pipe._unpack_latents(tokens.to(self.dtype), height, width, self.vae_scale)
-        mean, std = self._stats(latents)
+        mean, std = latent_stats(self.pipe.vae, latents)
         images = self.pipe.vae.decode(latents * std + mean, return_dict=False)[0][:, :3, 0]  # RGB of RGBA
         return (images.float() / 2 + 0.5).clamp(0, 1)
 

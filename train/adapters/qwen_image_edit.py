@@ -13,11 +13,10 @@ depend on its batch neighbours; the batch is then zero-padded to one text length
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
-from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, uses_text_encoders
+from train.adapters.base import ADAPTERS, Conditioning, EditModelAdapter, load_pipeline_of, uses_text_encoders
 from train.adapters.flux_kontext import FluxKontextAdapter
 
 PIPELINES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline")
@@ -35,23 +34,24 @@ def true_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Te
 def load_pipeline(path: str, dtype: torch.dtype):
     """The pipeline at ``path`` (local dir or hub id), of the class its ``model_index.json`` names (Edit or
     Edit-Plus); clear errors for a missing checkpoint or another model family."""
-    import diffusers
-
-    try:
-        name = diffusers.DiffusionPipeline.load_config(path)["_class_name"]
-    except (OSError, ValueError) as error:
-        raise _not_loadable(path, error) from error
-    if name not in PIPELINES:
-        raise ValueError(f"{path!r} holds a {name}; the qwen_image_edit adapter supports {', '.join(PIPELINES)}")
-    try:
-        return getattr(diffusers, name).from_pretrained(path, dtype=dtype)
-    except OSError as error:
-        raise _not_loadable(path, error) from error
+    return load_pipeline_of(path, dtype, PIPELINES, "qwen_image_edit", "Qwen-Image-Edit")
 
 
-def _not_loadable(path: str, error: Exception) -> RuntimeError:
-    return RuntimeError(f"cannot load Qwen-Image-Edit from {path!r}: {error}. No weights can be downloaded here; "
-                        "point model.path at a local copy.")
+def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Qwen-Image VAE's per-channel ``latents_mean`` and ``latents_std``, shaped (1, C, 1, 1, 1) like ``like``."""
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
+    std = torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
+    return mean, std
+
+
+def encode_frames(pipe, images: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Images (B, C, H, W) in [0, 1] -> packed float32 tokens through the pipeline's video-shaped VAE (one frame):
+    the posterior mode, normalised ``(x − mean) / std`` by ``_encode_vae_image``."""
+    pixels = (images.to(device, dtype) * 2 - 1).clamp(-1, 1).unsqueeze(2)  # (B, C, frames=1, H, W)
+    latents = pipe._encode_vae_image(pixels, generator=None)
+    b, c, _, h, w = latents.shape
+    return pipe._pack_latents(latents, b, c, h, w).float()
 
 
 def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,28 +63,15 @@ def _pad(pairs: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> tuple[t
 
 @ADAPTERS.register("qwen_image_edit")
 class QwenImageEditAdapter(EditModelAdapter):
-    # The model-agnostic parts are the Kontext adapter's, borrowed by name (not inherited, so nothing
-    # Kontext-specific leaks in): LoRA add/load (same diffusers LoRA format), the token grid (VAE scale × 2×2
-    # patches), packed Gaussian noise, and the dynamic-shift sigma schedule (the same ``calculate_shift``).
-    add_lora = FluxKontextAdapter.add_lora
-    load_lora = FluxKontextAdapter.load_lora
+    # The Kontext adapter's token grid (VAE scale × 2×2 patches) and dynamic-shift sigma schedule (the same
+    # ``calculate_shift``), borrowed by name (not inherited, so nothing Kontext-specific leaks in).
     token_grid = FluxKontextAdapter.token_grid
-    noise = FluxKontextAdapter.noise
     sigmas = FluxKontextAdapter.sigmas
     text_encoder_names = ("text_encoder",)  # Qwen2.5-VL
 
     def __init__(self, config, device: torch.device, dtype: torch.dtype):
-        self.config = config
-        self.device, self.dtype = device, dtype
-        self.pipe = load_pipeline(config.path, dtype).to(device)
+        self._use_pipeline(config, device, dtype, load_pipeline(config.path, dtype))
         self.plus = type(self.pipe).__name__ == "QwenImageEditPlusPipeline"
-        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.transformer):
-            module.requires_grad_(False)  # only the LoRA trains
-        self.park_text_encoders()
-        self.transformer = self.pipe.transformer
-        if config.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
-        self.vae_scale = self.pipe.vae_scale_factor
 
     phrase_fallbacks = 0  # prompts whose target phrase was not found: their whole prompt was used instead
 
@@ -119,31 +106,15 @@ class QwenImageEditAdapter(EditModelAdapter):
             mask[row, end - selected.numel() : end] = selected
         return mask
 
-    def save_lora(self, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-        from peft.utils import get_peft_model_state_dict
-
-        type(self.pipe).save_lora_weights(str(directory), transformer_lora_layers=get_peft_model_state_dict(
-            self.transformer, state_dict=state))
-
     # ------------------------------------------------------------------ latents
-    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vae = self.pipe.vae
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(like.device, like.dtype)
-        std = torch.tensor(vae.config.latents_std).view(shape).to(like.device, like.dtype)
-        return mean, std
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = (images.to(self.device, self.dtype) * 2 - 1).clamp(-1, 1).unsqueeze(2)  # (B, 3, frames=1, H, W)
-        latents = self.pipe._encode_vae_image(pixels, generator=None)  # posterior mode, (x − mean) / std
-        b, c, _, h, w = latents.shape
-        return self.pipe._pack_latents(latents, b, c, h, w).float()
+        return encode_frames(self.pipe, images, self.device, self.dtype)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         latents = self.pipe._unpack_latents(tokens.to(self.dtype), height, width, self.vae_scale)
-        mean, std = self._latent_stats(latents)
+        mean, std = latent_stats(self.pipe.vae, latents)
         latents = latents / (1.0 / std) + mean  # written as the pipeline writes it: identical rounding
         images = self.pipe.vae.decode(latents, return_dict=False)[0][:, :, 0]
         return (images.float() / 2 + 0.5).clamp(0, 1)
