@@ -25,6 +25,33 @@ def pick_device(device: str) -> tuple[str, Any]:
     return device, dtype
 
 
+def chat_conversation(request: Request) -> tuple[list[dict], list[ImagePart]]:
+    """A request -> (its chat-template conversation, its images in order): text parts become text entries, image
+    parts ``{"type": "image"}`` placeholders."""
+    conversation, images = [], []
+    for message in request.messages:
+        content = []
+        for part in message.content:
+            if isinstance(part, str):
+                content.append({"type": "text", "text": part})
+            else:
+                content.append({"type": "image"})
+                images.append(part)
+        conversation.append({"role": message.role, "content": content})
+    return conversation, images
+
+
+def encode_requests(processor, requests: list[Request], device) -> Any:
+    """The requests' prompts (chat template with the generation prompt) and images as one padded batch on ``device``
+    (left-padded where the processor's tokenizer pads left, as generation and the RRM's training need)."""
+    texts, images = [], []
+    for request in requests:
+        conversation, request_images = chat_conversation(request)
+        texts.append(processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False))
+        images += [image.to_pil() for image in request_images]
+    return processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(device)
+
+
 class TransformersBackend(Backend):
     name = "transformers"
 
@@ -46,28 +73,12 @@ class TransformersBackend(Backend):
         size = dict(self.processor.image_processor.size)
         self.processor.image_processor.size = {**size, "longest_edge": config.max_pixels}
 
-    def _conversation(self, request: Request) -> tuple[list[dict], list[ImagePart]]:
-        conversation, images = [], []
-        for message in request.messages:
-            content = []
-            for part in message.content:
-                if isinstance(part, str):
-                    content.append({"type": "text", "text": part})
-                else:
-                    content.append({"type": "image"})
-                    images.append(part)
-            conversation.append({"role": message.role, "content": content})
-        return conversation, images
+    _conversation = staticmethod(chat_conversation)
 
     def _generate_batch(self, requests: list[Request]) -> list[Response]:
         import torch
 
-        texts, images = [], []
-        for request in requests:
-            conversation, request_images = self._conversation(request)
-            texts.append(self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False))
-            images += [image.to_pil() for image in request_images]
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+        inputs = encode_requests(self.processor, requests, self.device)
         first = requests[0]
         temperature = self.config.temperature if first.temperature is None else first.temperature
         sampling = temperature > 0

@@ -96,29 +96,12 @@ def make_trainable(model, lora: LoraConfig):
     return model
 
 
-def conversation(request) -> tuple[list[dict], list[Any]]:
-    """An editkit.mllm Request -> (chat-template conversation, PIL images), as the transformers backend builds it."""
-    messages, images = [], []
-    for message in request.messages:
-        content = []
-        for part in message.content:
-            if isinstance(part, str):
-                content.append({"type": "text", "text": part})
-            else:
-                content.append({"type": "image"})
-                images.append(part.to_pil())
-        messages.append({"role": message.role, "content": content})
-    return messages, images
-
-
 def encode_prompts(processor, requests: list, device: str = "cpu"):
-    """Left-padded prompt batch (input_ids, attention_mask, pixel_values, image_grid_thw, ...)."""
-    texts, images = [], []
-    for request in requests:
-        messages, request_images = conversation(request)
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        images += request_images
-    return processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(device)
+    """Left-padded prompt batch (input_ids, attention_mask, pixel_values, image_grid_thw, ...), encoded exactly as
+    the MLLM client's transformers backend encodes its requests."""
+    from editkit.mllm.hf_backend import encode_requests
+
+    return encode_requests(processor, requests, device)
 
 
 def answers_from_texts(processor, texts: list[str], device: str = "cpu") -> Answers:
