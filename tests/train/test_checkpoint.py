@@ -37,37 +37,13 @@ import pickle
 import shutil
 from pathlib import Path
 
+from tests.support.linear_adapter import linear_training
 from train import checkpoint
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
-class LinearAdapter:
-    """A model with the adapter's save/load contract (a LoRA file in a folder), small enough to checkpoint often."""
-
-    def __init__(self, seed: int = 0):
-        torch.manual_seed(seed)
-        self.model = self.transformer = torch.nn.Linear(4, 3)  # every parameter trainable, as a LoRA's
-
-    def save_lora(self, directory: Path, state: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        directory.mkdir()
-        state = self.model.state_dict() if state is None else state  # the trainer passes the gathered state
-        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "pytorch_lora_weights.safetensors"))
-
-    def load_lora(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(directory / "pytorch_lora_weights.safetensors")))
-
-
 def _training(seed=0):
-    from accelerate import Accelerator
-
-    adapter = LinearAdapter(seed)
-    optimizer = torch.optim.AdamW(adapter.model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 3))
-    return Accelerator(cpu=True), adapter, optimizer, scheduler
+    return linear_training(seed, lambda s: min(1.0, (s + 1) / 3))  # a warm-up: the scheduler's state matters
 
 
 def _steps(adapter, optimizer, scheduler, n):

@@ -15,39 +15,15 @@ import pytest
 import torch
 
 from editkit.errors import CheckpointError, MissingCheckpoint, UserError
+from tests.support.linear_adapter import linear_training
 from train import checkpoint
 from train.checkpoint import load_checkpoint, load_state, resolve_resume, save_checkpoint, save_state
 
 LORA = "lora/pytorch_lora_weights.safetensors"
 
 
-class LinearAdapter:
-    """The adapter's save/load contract (a LoRA file in a folder) on a tiny model."""
-
-    def __init__(self, seed: int = 0):
-        torch.manual_seed(seed)
-        self.model = self.transformer = torch.nn.Linear(4, 3)
-
-    def save_lora(self, directory: Path, state: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        directory.mkdir()
-        state = self.model.state_dict() if state is None else state
-        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "pytorch_lora_weights.safetensors"))
-
-    def load_lora(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(directory / "pytorch_lora_weights.safetensors")))
-
-
 def _training(seed=0):
-    from accelerate import Accelerator
-
-    adapter = LinearAdapter(seed)
-    optimizer = torch.optim.AdamW(adapter.model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    return Accelerator(cpu=True), adapter, optimizer, scheduler
+    return linear_training(seed)
 
 
 def _save(root: Path, step: int) -> Path:

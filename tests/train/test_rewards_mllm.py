@@ -8,17 +8,13 @@ import pytest
 import torch
 
 from tests.support.numerics import assert_close
+from tests.support.reward_inputs import random_reward_inputs
 from tests.support.scripted_server import Reply, ScriptedServer, completion, free_port
-from train.rewards import RewardInputs, WeightedRewards, build_reward
+from train.rewards import WeightedRewards, build_reward
 
 
 def batch(prompts):
-    generator = torch.Generator().manual_seed(0)
-    count = len(prompts)
-    return RewardInputs(images=torch.rand(count, 3, 8, 8, generator=generator),
-                        sources=torch.rand(count, 3, 8, 8, generator=generator),
-                        edit_masks=torch.zeros(count, 8, 8, dtype=torch.bool), prompts=list(prompts),
-                        edit_types=["recolor"] * count)
+    return random_reward_inputs(prompts, 8)
 
 
 def mllm_reward(server, **options):

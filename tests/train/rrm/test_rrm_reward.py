@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tests.support.numerics import assert_close
+from tests.support.reward_inputs import random_reward_inputs
 from tests.support.scripted_server import ScriptedServer, completion
-from train.rewards import RewardInputs, build_reward
+from train.rewards import build_reward
 from train.rrm.format import render_trajectory
 
 TRAJECTORY = render_trajectory({"keep": ["face"], "follow": ["hat red"], "quality": []},
@@ -19,12 +20,7 @@ TRAJECTORY = render_trajectory({"keep": ["face"], "follow": ["hat red"], "qualit
 
 
 def batch(prompts):
-    generator = torch.Generator().manual_seed(0)
-    n = len(prompts)
-    return RewardInputs(images=torch.rand(n, 3, 28, 28, generator=generator),
-                        sources=torch.rand(n, 3, 28, 28, generator=generator),
-                        edit_masks=torch.zeros(n, 28, 28, dtype=torch.bool), prompts=list(prompts),
-                        edit_types=["recolor"] * n)
+    return random_reward_inputs(prompts, 28)
 
 
 def with_logprobs(text):
