@@ -10,7 +10,7 @@ figures are the toolkit's overhead around the model, not a model's speed):
 3. ``evaluate`` of the same N items with the tiny pipeline at 64² (2 steps): seconds in editing vs scoring, items/s,
    and a second (fully cached) run, which only rescores.
 
-    .venv/bin/python perf/bench_eval.py [--items 200] [--workdir /tmp/editkit-bench-perf]
+    .venv/bin/python perf/bench_eval.py [--items 200] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,11 +49,13 @@ def time_pixel_metrics(side: int, repeats: int) -> float:  # median ms
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=200)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/editkit-bench-perf"))
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary folder")
     harness.add_options(parser, "bench_eval")
     args = parser.parse_args()
     if args.smoke:
-        args.items, args.workdir = 2, args.workdir.with_name(args.workdir.name + "-smoke")
+        args.items = 2
+    if args.workdir is None:  # a folder of its own: two runs at once (the suite's workers) never share one
+        args.workdir = Path(tempfile.mkdtemp(prefix="editkit-bench-perf-"))
     provenance = harness.Provenance(args.smoke)
     sizes = ((64, 1), (128, 1)) if args.smoke else ((512, 20), (1024, 8))
     from benchmarks import build, editor, evaluation, synthetic

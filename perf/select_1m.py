@@ -6,7 +6,7 @@ upstream rejects, score distributions that fail each filter now and then, and ~5
 bits flipped in all three pHashes). The selection runs as a separate process (the real CLI) so its peak RSS is
 measured alone (os.wait4).
 
-    .venv/bin/python perf/select_1m.py [--records 1000000] [--workdir /tmp/editkit-select-1m] [--keep] [--smoke]
+    .venv/bin/python perf/select_1m.py [--records 1000000] [--workdir DIR] [--keep] [--smoke]
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,13 +80,14 @@ def generate(directory: Path, records: int, shard_size: int = 1000, seed: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/editkit-select-1m"))
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the generated shards")
     harness.add_options(parser, "select_1m")
     args = parser.parse_args()
     if args.smoke:
         args.records = 3000
-        args.workdir = args.workdir.with_name(args.workdir.name + "-smoke")
+    if args.workdir is None:  # a folder of its own: two runs at once (the suite's workers) never share one
+        args.workdir = Path(tempfile.mkdtemp(prefix="editkit-select-1m-"))
     provenance = harness.Provenance(args.smoke)
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)

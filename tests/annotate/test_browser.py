@@ -161,7 +161,8 @@ def test_paint_erase_reject_submit_pull_merge(ls_server, tmp_path, browser):
 def _login_as(web, params, email: str, password: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
-    web.delete_all_cookies()  # logged out
+    web.get(server.base_url(params) + "/logout")  # the server ends the session (deleting cookies alone may not)
+    web.delete_all_cookies()
     web.get(server.base_url(params) + "/user/login/")
     WebDriverWait(web, 60).until(lambda w: w.find_elements("name", "email"))
     web.find_element("name", "email").send_keys(email)
