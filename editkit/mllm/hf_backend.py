@@ -73,8 +73,6 @@ class TransformersBackend(Backend):
         size = dict(self.processor.image_processor.size)
         self.processor.image_processor.size = {**size, "longest_edge": config.max_pixels}
 
-    _conversation = staticmethod(chat_conversation)
-
     def _generate_batch(self, requests: list[Request]) -> list[Response]:
         import torch
 

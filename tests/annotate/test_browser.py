@@ -28,12 +28,9 @@ def egress():
 
 @pytest.fixture(scope="module")
 def browser(egress):
-    from tests.support.browser import driver, ensure_chromium
+    from tests.support.browser import driver_or_skip
 
-    found = ensure_chromium()
-    if isinstance(found, str):  # only where apt-get cannot run (not root, no apt): CI installs chromium itself
-        pytest.skip(found)
-    web = driver(resolver_rules=egress.resolver_rules())
+    web = driver_or_skip(resolver_rules=egress.resolver_rules())
     yield web
     web.quit()
 

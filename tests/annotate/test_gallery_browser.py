@@ -16,12 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def browser():
-    from tests.support.browser import driver, ensure_chromium
+    from tests.support.browser import driver_or_skip
 
-    found = ensure_chromium()
-    if isinstance(found, str):  # only where apt-get cannot run (not root, no apt): CI installs chromium itself
-        pytest.skip(found)
-    web = driver(size=(1280, 900))
+    web = driver_or_skip(size=(1280, 900))
     yield web
     web.quit()
 

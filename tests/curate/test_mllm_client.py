@@ -15,6 +15,7 @@ from PIL import Image
 from editkit.mllm import messages as m
 from editkit.mllm.backends import MLLMError
 from editkit.mllm.client import Client
+from editkit.mllm.hf_backend import chat_conversation
 from editkit.mllm.config import ClientConfig
 from editkit.mllm.openai_backend import backoff_delay
 from tests.support.numerics import assert_close
@@ -241,7 +242,7 @@ def test_transformers_backend_batches_and_reports_true_logprobs(tiny_qwen, tmp_p
         backend = client.backend
         alone = [r for _, r in backend.generate([requests[1]])][0]
         # Independent reference: one forward pass over the prompt gives the first token's distribution.
-        conversation, images = backend._conversation(requests[0])
+        conversation, images = chat_conversation(requests[0])
         text = backend.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         inputs = backend.processor(text=[text], images=[i.to_pil() for i in images], return_tensors="pt")
         with torch.no_grad():

@@ -34,6 +34,18 @@ def ensure_chromium() -> tuple[str, str] | str:
     return browser, driver
 
 
+def driver_or_skip(**options):
+    """:func:`driver`, or a skip that says why there is no browser. The skip happens only where apt-get cannot
+    install Debian's chromium (no apt-get, or not root): CI runs as root, installs it here, and so always runs the
+    browser tests; a developer's machine without them learns the one command to run."""
+    import pytest
+
+    found = ensure_chromium()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return driver(**options)
+
+
 def driver(size=(1400, 950), resolver_rules: str | None = None):
     """A headless Chrome WebDriver on Debian's chromium. ``resolver_rules`` (Chromium's --host-resolver-rules, e.g.
     :meth:`tests.support.egress.EgressRecorder.resolver_rules`) sends every non-loopback host to a local recorder."""

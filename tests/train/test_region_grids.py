@@ -68,11 +68,11 @@ def test_token_masks_sit_where_the_pipeline_unpacks_the_tokens(adapter):
                           WIDTH).shape == (1, 3, HEIGHT, WIDTH)
 
 
+# FLUX.2 only: Qwen-Image 2.1 packs one token per latent pixel, so its latent grid is its token grid (tested above)
+@pytest.mark.parametrize("adapter", ["flux2"], indirect=True)
 def test_latent_grid_weights_follow_flux2_patchified_channels(adapter):
     """CoCoEdit's per-latent-pixel weights, packed 2×2 as (channel, dy, dx), equal the weight image patchified and
     packed by FLUX.2's own functions."""
-    if not type(adapter.pipe).__name__.startswith("Flux2"):
-        pytest.skip("Qwen-Image 2.1 has no 2x2 packing: one token per latent pixel (grid: token)")
     rows, cols = adapter.token_grid(HEIGHT, WIDTH)
     background, edit = latent_region_weights(_mask(), rows, cols, radius=1, ring_weight=0.2)
     assert background.shape == (1, rows * cols, 4)

@@ -58,11 +58,11 @@ def test_score_range_is_part_of_the_format():
 
 def test_prompt_equals_the_transformers_backends(tiny_vl_dir):
     from editkit.mllm import ClientConfig
-    from editkit.mllm.hf_backend import TransformersBackend
+    from editkit.mllm.hf_backend import TransformersBackend, chat_conversation
 
     request = build_request("make the hat red", image(0), image(1))
     backend = TransformersBackend(ClientConfig(backend="transformers", model=str(tiny_vl_dir), device="cpu"))
-    messages, images = backend._conversation(request)
+    messages, images = chat_conversation(request)
     theirs = backend.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     expected = backend.processor(text=[theirs], images=[i.to_pil() for i in images], return_tensors="pt")
     _, processor = load_rrm(ModelConfig(path=str(tiny_vl_dir), device="cpu"))
