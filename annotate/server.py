@@ -93,7 +93,9 @@ def ensure_installed(params: AnnotateParams) -> Path:
     print(f"installing label-studio=={params.label_studio_version} into {venv} (first use only, ~1-2 min)", flush=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.Popen([str(venv / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off",
+    # --no-compile: Python writes the bytecode on first import; pip's own compile step has been seen to fail its
+    # check that each .pyc exists, failing a whole install over a cache file
+    pip = subprocess.Popen([str(venv / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off", "--no-compile",
                             f"label-studio=={params.label_studio_version}"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     collected, tail = 0, []
