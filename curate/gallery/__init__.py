@@ -14,8 +14,6 @@ shard, one image shard and one chunk of output, whatever the number of records.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -23,13 +21,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from editkit import rle, schema, store
+from editkit import rle, schema, store, thumbs
 from editkit.errors import UserError
 
 INDEX_CHUNK = 5000
 PAGE_CHUNK = 100
-THUMB = 160  # longest side, pixels
-THUMB_VERSION = "1"  # part of every thumbnail's hash: bump when the drawing changes
 PIPELINE_ORDER = ("ingest", "rewrite", "masks", "review", "score", "select", "export")
 TEMPLATE = Path(__file__).with_name("template.html")
 
@@ -60,19 +56,6 @@ def _plain(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _digest(*parts: bytes | str) -> str:
-    h = hashlib.sha1(THUMB_VERSION.encode())
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()[:24]
-
-
-def _rel(key: str) -> str:
-    return f"thumbs/{key[:2]}/{key}.jpg"
-
-
 def _score(value: Any) -> float | None:
     try:
         number = float(value)
@@ -85,85 +68,53 @@ class _Thumbs:
     """Writes the thumbnails of one record if any is missing (decoding its images only then)."""
 
     def __init__(self, out: Path) -> None:
-        self.out, self.written, self.reused = out, 0, 0
+        self.dir = thumbs.ThumbDir(out)
+
+    @property
+    def written(self) -> int:
+        return self.dir.written
+
+    @property
+    def reused(self) -> int:
+        return self.dir.reused
 
     def record(self, record: dict[str, Any], source: bytes | None, edited: bytes | None) -> dict[str, str]:
         if source is None:
             return {}
-        src = _digest("source", source)
+        src = thumbs.digest("source", source)
         keys = {"source": src}
         if edited is not None:
-            edi = _digest("edited", edited)
-            keys["edited"], keys["diff"] = edi, _digest("diff", src, edi)
+            edi = thumbs.digest("edited", edited)
+            keys["edited"], keys["diff"] = edi, thumbs.digest("diff", src, edi)
         for name, field in (("mask", "mask"), ("shipped", "gt_mask")):
             mask = record.get(field)
             if mask and (name == "mask" or record.get("mask_source") != "gt"):
-                keys[name] = _digest(name, src, json.dumps(mask, sort_keys=True))
-        missing = [k for k, v in keys.items() if not (self.out / _rel(v)).exists()]
-        if missing:
-            self._draw(record, source, edited, keys, set(missing))
-        self.reused += len(keys) - len(missing)
-        return {k: _rel(v) for k, v in keys.items()}
+                keys[name] = thumbs.digest(name, src, json.dumps(mask, sort_keys=True))
+        missing = {k for k, v in keys.items() if not self.dir.has(v)}
+        images = self._draw(record, source, edited, missing) if missing else {}
+        for name, key in keys.items():
+            if name in images or name not in missing:
+                self.dir.put(key, images.get(name))
+        return {k: thumbs.rel_path(v) for k, v in keys.items()}
 
-    def _draw(self, record, source, edited, keys, missing) -> None:
-        from PIL import Image
-
-        src = _open(source)
+    def _draw(self, record, source, edited, missing) -> dict[str, Any]:
+        src = thumbs.shrink(source)
         size = src.size
-        images: dict[str, Image.Image] = {"source": src}
-        edi = None
+        images: dict[str, Any] = {"source": src}
         if edited is not None and ({"edited", "diff"} & missing):
-            edi = _open(edited)
-            if edi.size != size:
-                edi = edi.resize(size, Image.BILINEAR)
+            edi = thumbs.shrink(edited)
             images["edited"] = edi
-        if "diff" in missing and edi is not None:
-            diff = np.abs(np.asarray(src, np.int16) - np.asarray(edi, np.int16)).max(axis=2).astype(np.float32) / 255
-            images["diff"] = Image.fromarray(_heat(diff))
+            if "diff" in missing:
+                images["diff"] = thumbs.difference(src, edi)
         for name, field in (("mask", "mask"), ("shipped", "gt_mask")):
             if name in missing:
                 try:
                     mask = rle.decode(record[field])
                 except (ValueError, TypeError, KeyError):
                     mask = np.zeros((size[1], size[0]), bool)
-                small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
-                colour = (255, 40, 200) if name == "mask" else (40, 200, 255)
-                images[name] = Image.fromarray(_overlay(np.asarray(src), small, colour))
-        for name in missing:
-            if name in images:
-                path = self.out / _rel(keys[name])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                buffer = io.BytesIO()
-                images[name].save(buffer, format="JPEG", quality=82)
-                tmp = path.with_suffix(".jpg.tmp")
-                tmp.write_bytes(buffer.getvalue())
-                tmp.replace(path)
-                self.written += 1
-
-
-def _open(data: bytes):
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (THUMB, THUMB))  # JPEG: decode at a reduced scale
-        image = image.convert("RGB")
-    image.thumbnail((THUMB, THUMB), Image.BILINEAR)
-    return image
-
-
-def _heat(x: np.ndarray) -> np.ndarray:
-    """0..1 -> black, red, yellow, white (a heat map that needs no colormap library)."""
-    x = np.clip(x * 2.0, 0, 1)  # small differences stay visible
-    r = np.clip(x * 3, 0, 1)
-    g = np.clip(x * 3 - 1, 0, 1)
-    b = np.clip(x * 3 - 2, 0, 1)
-    return (np.stack([r, g, b], axis=2) * 255).astype(np.uint8)
-
-
-def _overlay(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    out = rgb.astype(np.float32) * np.where(mask, 1.0, 0.45)[..., None]
-    out[mask] = out[mask] * 0.45 + np.asarray(colour, np.float32) * 0.55
-    return out.astype(np.uint8)
+                colour = thumbs.MASK_COLOUR if name == "mask" else thumbs.SECOND_MASK_COLOUR
+                images[name] = thumbs.mask_over(src, mask, colour)
+        return {k: v for k, v in images.items() if k in missing}
 
 
 def _records(records_dir: Path) -> Iterator[list[dict[str, Any]]]:
