@@ -7,6 +7,7 @@ A run folder (``--out``) holds everything, so reruns resume and two runs can be 
     judge/<id>.json   raw judge answers + parsed scores (pinned prompt version and judge model)
     items.jsonl       per item: category, mask source, scores, skipped metrics with reasons, failure reason
     report.md/.json   per-category tables (full set; GEdit also the Intersection_exist subset)
+    report.html       the tables and every item's images and scores, sortable (opens from disk; thumbs/ beside it)
     plots/full.png    bar charts; compare.md/.json and plots/compare.png with --baseline
 
 Work goes one benchmark shard (~1,000 items) at a time, so memory stays flat on the full benchmarks.
@@ -87,6 +88,7 @@ def evaluate(
                                                  "repeats": judge.repeats}
     built["editor"] = config.fingerprint()
     built["metrics_convention"] = convention
+    built["bench_data"] = str(bench_dir)  # the built benchmark scored: report.html shows its sources and masks
     if convention != "standard":
         built["notes"].append(f"psnr_bg / ssim_bg follow the {convention} convention (docs/cocoedit.md), not ours")
     paths = report.write_report(run_dir, built, baseline)

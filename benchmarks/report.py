@@ -199,6 +199,9 @@ def _save(plt: Any, fig: Any, path: Path | str) -> Path:
 
 def write_report(run_dir: Path | str, report: dict[str, Any],
                  baseline: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``report.json`` / ``report.md`` / ``plots/*.png`` and the page ``report.html`` (:mod:`benchmarks.report_html`)
+    in the run folder; with a ``baseline`` (a :func:`load_report` result) also the comparison, and the page shows
+    the baseline's outputs and scores beside the run's."""
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "report.json", "markdown": run_dir / "report.md", "plot": run_dir / "plots" / "full.png"}
     store.write_json(paths["json"], report)
@@ -210,11 +213,21 @@ def write_report(run_dir: Path | str, report: dict[str, Any],
     paths["plot_mask_area"] = plot_mask_areas(report, run_dir / "plots" / "mask_area.png")
     if baseline is not None:
         paths.update(write_comparison(run_dir, report, baseline))
+    else:
+        paths["html"] = write_html(run_dir, report)
     return paths
 
 
+def write_html(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any] | None = None) -> Path:
+    """``report.html``: the tables and every item's images and scores, sortable (a static page: opens from disk)."""
+    from benchmarks import report_html
+
+    return report_html.write(run_dir, report, baseline)
+
+
 def write_comparison(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Path]:
-    """``compare.json`` / ``compare.md`` / ``plots/compare.png`` in the run folder."""
+    """``compare.json`` / ``compare.md`` / ``plots/compare.png`` in the run folder, and ``report.html`` again with
+    the baseline's outputs and scores beside the run's."""
     run_dir = Path(run_dir)
     comparison = compare(report, baseline)
     paths = {"compare_json": run_dir / "compare.json", "compare_markdown": run_dir / "compare.md",
@@ -222,6 +235,7 @@ def write_comparison(run_dir: Path | str, report: dict[str, Any], baseline: dict
     store.write_json(paths["compare_json"], comparison)
     store.atomic_write_text(paths["compare_markdown"], comparison_markdown(comparison, report, baseline))
     plot(report, paths["compare_plot"], baseline)
+    paths["html"] = write_html(run_dir, report, baseline)
     return paths
 
 
@@ -229,4 +243,6 @@ def load_report(run_dir: Path | str) -> dict[str, Any]:
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise FileNotFoundError(f"no report at {path}: run `editkit bench evaluate` for that run first")
-    return json.loads(path.read_text())
+    report = json.loads(path.read_text())
+    report["run_dir"] = str(Path(run_dir))  # where its items and outputs are (the comparison page shows them)
+    return report
