@@ -1,6 +1,7 @@
 """Run logging of every trainer, on the main process: TensorBoard always, wandb when installed and asked for, and two
 plain files: ``metrics.jsonl`` (every logged scalar per step) and the curve CSV that ``dvc plots`` reads (the
-editor's rewards by default; a trainer names its own columns).
+editor's rewards by default; a trainer names its own columns). The run's page, ``report/index.html``
+(:mod:`train.report_html`: curves and each evaluation's samples), is redrawn after each evaluation and at the end.
 
 On resume, lines of steps after the checkpoint (written before a crash) are dropped so the files read as one run.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 CSV_FIELDS = ["step", "reward_mean", "reward_std", "loss", "eval_reward_mean", "eval_bg_psnr"]
@@ -20,10 +22,14 @@ class RunLogger:
         self.csv_fields = list(csv_fields or CSV_FIELDS)
         self.metrics_path = output_dir / "metrics.jsonl"
         self.csv_path = output_dir / config.plots_csv
-        self.tensorboard = self.wandb = None
+        self.tensorboard = self.wandb = self.report = None
+        self._report_due = False
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
+        from train.report_html import TrainReport
+
+        self.report = TrainReport(output_dir, self.metrics_path)
         if config.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -47,6 +53,17 @@ class RunLogger:
             with self.csv_path.open() as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= step]
             self._write_csv(rows, "w")
+        self.report.truncate_after(step)
+
+    @contextmanager
+    def evaluation(self, runtime, step: int):
+        """Around the runtime's evaluation: its samples are recorded for the report, drawn at the next :meth:`log`."""
+        if self.report is None:
+            yield
+            return
+        with self.report.capture(runtime, step):
+            yield
+        self._report_due = True
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -63,6 +80,15 @@ class RunLogger:
             self.tensorboard.flush()
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
+        if self._report_due:
+            self._write_report()
+
+    def _write_report(self) -> None:
+        self._report_due = False
+        try:
+            self.report.write()
+        except OSError as error:  # the page is a view of the run: a full disk must not end the training
+            print(f"could not write the report page {self.report.dir / 'index.html'}: {error}")
 
     def _write_csv(self, rows: list[dict], mode: str) -> None:
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +100,8 @@ class RunLogger:
             writer.writerows(rows)
 
     def close(self) -> None:
+        if self.report is not None:
+            self._write_report()
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb is not None:

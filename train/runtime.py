@@ -120,7 +120,8 @@ class Runtime(ABC):
             scalars = {**self.step(step), "lr": self.lr_scheduler.get_last_lr()[0]}
             scalars["step_seconds"] = time.perf_counter() - began
             if self.evaluation_due(step):
-                scalars.update(self.evaluate(step))
+                with self.logger.evaluation(self, step):  # its samples go into the run's report page
+                    scalars.update(self.evaluate(step))
             self.logger.log(step, scalars)
             bar.set_postfix({k: f"{scalars[k]:.4f}" for k in ("reward_mean", "loss") if k in scalars})
             every = cfg.checkpoint.every
