@@ -53,7 +53,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-dataset builder
 
 from perf import harness  # noqa: E402
 
@@ -317,6 +316,7 @@ def grad_tolerance(resolution: int, heads: int, head_dim: int) -> float:
 
 
 def run(args, peer: SimpleNamespace | None) -> dict:
+    sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-dataset builder
     from conftest import build_edit_dataset
 
     from train.experiment.small_kontext import build_small_kontext
