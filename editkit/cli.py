@@ -19,6 +19,7 @@ GROUPS = {
     "bench": "benchmarks.cli:app",
     "train": "train.cli:app",
     "rrm": "train.rrm.cli:app",
+    "export": "curate.fiftyone_export.cli:app",
 }
 
 app = command_group(
