@@ -106,6 +106,9 @@ class SamplerConfig:
     """NFT rollouts with solver euler: run the sde_window's steps as the Flow-SDE at noise_level instead of the ODE. NFT
     needs no log-probs, so any sampler works; the extra noise gives a group diverse samples when the model maps every
     initial noise to nearly the same image. CoCoEdit: false (deterministic rollouts)."""
+    region_sde: bool = False
+    """with nft_sde: the SDE steps inject noise only on the edit-region tokens, the background tokens take the ODE
+    step, so the rollouts NFT regresses onto (and the regularizer anchors to) keep the deterministic background"""
 
 
 @dataclass

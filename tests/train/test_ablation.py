@@ -92,15 +92,17 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
         assert math.isfinite(arm["bg_psnr"][0]) and 0 <= arm["edit_reward"][0] <= 1
         assert arm["bg_psnr"][1] == 0.0  # one seed: std 0
         assert len(arm["curves"]["0"]["train"]["edit_region"]) == 2  # one training-batch value per RL step
-        heldout = arm["curves"]["0"]["heldout"]
-        assert heldout["step"] == [1, 2]  # eval_every 1 in the smoke section, and after the last step
-        # the run's result is its last held-out evaluation
-        assert heldout["edit_reward"][-1] == arm["per_seed"]["0"]["edit_reward"] == arm["edit_reward"][0]
+        curve = arm["curves"]["0"]["heldout"]
+        assert curve["step"] == [1, 2]  # eval_every 1 in the smoke section, and after the last step
+        # the curves are on the validation rows; the run's result is one evaluation of the test rows after it
+        assert curve["edit_reward"][-1] == arm["validation"]["0"]["edit_reward"]
+        assert arm["per_seed"]["0"]["edit_reward"] == arm["edit_reward"][0]
         assert f"| {arm['family']} | {arm['name']}" in markdown
-    # the paired table: b_pixel against a_edit_only, seed by seed (here one seed)
+    assert table["validation_rows"] == 2 and table["base"]["validation"].keys() == table["base"]["base_model"].keys()
+    # the paired table: b_pixel against a_edit_only, seed by seed (here one seed: no interval)
     b, a = (next(x for x in ran if x["name"] == n) for n in ("b_pixel", "a_edit_only"))
     delta = b["per_seed"]["0"]["edit_reward"] - a["per_seed"]["0"]["edit_reward"]
-    assert f"| NFT | b_pixel | a_edit_only | {delta:+.4f} ± 0.0000 |" in markdown
+    assert f"| NFT | b_pixel | a_edit_only | {delta:+.4f} [n/a, n/a] (n/a) |" in markdown
     for arm in table["arms"]:
         if "unavailable" in arm:
             assert "not available" in markdown and arm["unavailable"]
@@ -211,3 +213,66 @@ def test_edit_types_filter_keeps_only_the_listed_types_and_records_the_rest(tmp_
     assert kept and set(kept) == set(keep)
     excluded = json.loads((tmp_path / "splits/excluded.json").read_text())
     assert sum("not in data.edit_types" in v for v in excluded.values()) == sum(t not in keep for t in types)
+
+
+def test_shipped_base_editor_is_verified_byte_for_byte(tmp_path):
+    """ship copies the model and writes a SHA-256 per file; verify refuses a changed, missing or extra file."""
+    import hashlib
+
+    from train.experiment.base_editor import BaseEditorError, ship, verify
+
+    pretrained = tmp_path / "base"
+    (pretrained / "model" / "transformer").mkdir(parents=True)
+    (pretrained / "model" / "model_index.json").write_text("{}")
+    weights = pretrained / "model" / "transformer" / "weights.safetensors"
+    weights.write_bytes(bytes(range(256)) * 4)
+    (pretrained / "pretrain.json").write_text(json.dumps({"config_hash": "abc", "config": {}, "rows": {},
+                                                          "seconds": {"total_training": 1.0}}))
+    dest = ship(pretrained, tmp_path / "shipped")
+    sums = dict(line.split("  ")[::-1] for line in (dest / "SHA256SUMS").read_text().splitlines())
+    assert sums == {"model/model_index.json": hashlib.sha256(b"{}").hexdigest(),
+                    "model/transformer/weights.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert verify(dest) == dest / "model"
+    assert json.loads((dest / "base_editor.json").read_text())["config_hash"] == "abc"
+    shipped = dest / "model" / "transformer" / "weights.safetensors"
+    original = shipped.read_bytes()
+    shipped.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one flipped bit
+    with pytest.raises(BaseEditorError, match="differs from SHA256SUMS"):
+        verify(dest)
+    shipped.write_bytes(original)
+    (dest / "model" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BaseEditorError, match="extra.bin"):
+        verify(dest)
+    (dest / "model" / "extra.bin").unlink()
+    (dest / "model" / "model_index.json").unlink()
+    with pytest.raises(BaseEditorError, match="model_index.json"):
+        verify(dest)
+    with pytest.raises(BaseEditorError, match="not a shipped base editor"):
+        verify(pretrained)
+
+
+def test_region_sde_rollout_moves_only_the_chosen_tokens_stochastically():
+    """sde_tokens all False gives the ODE rollout, all True the plain SDE rollout, a mix takes each token's step."""
+    from contextlib import nullcontext
+
+    from train.rollout.sampler import rollout
+
+    class Linear:  # velocity = x @ W + t: every token sees only itself, so each token's path can be checked
+        def velocity(self, model, x, t, cond):
+            return x @ model + t[:, None, None]
+
+    weight = torch.eye(3) * 0.3
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
+    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+
+    def run(tokens=None, eta=0.7):
+        generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        return rollout(Linear(), weight, None, x.clone(), sigmas, sde="flow_sde", noise_level=eta, window=(0, 3),
+                       generators=generators, autocast=nullcontext, sde_tokens=tokens).final
+
+    ode, sde = run(eta=0.0), run()
+    assert not torch.equal(ode, sde)
+    assert torch.equal(run(torch.zeros(2, 4, dtype=torch.bool)), ode)
+    assert torch.equal(run(torch.ones(2, 4, dtype=torch.bool)), sde)
+    mixed = torch.tensor([[True, False, True, False], [False, False, True, True]])
+    assert torch.equal(run(mixed), torch.where(mixed[..., None], sde, ode))

@@ -65,7 +65,10 @@ class AblationConfig:
     cpu_threads: Annotated[int, Range(ge=0)] = 1
     """torch CPU threads (0 = torch's default)"""
     eval_every: Annotated[int, Range(ge=1)] = 4
-    """RL steps between held-out evaluations (and always after the last step)"""
+    """RL steps between evaluations on the validation rows (and always after the last step)"""
+    base_editor: str = ""
+    """a shipped base editor (model/ + SHA256SUMS, train/experiment/base_editor.py), checked before use; empty:
+    pretrain one from base_config"""
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -106,6 +109,11 @@ def base_config(config: AblationConfig):
     return from_dict(PretrainConfig, values, f"base config {config.base_config}")
 
 
+def model_dir(config: AblationConfig, base) -> Path:
+    """The base editor every run starts from: the shipped one when ``base_editor`` is set, else the pretrained one."""
+    return Path(config.base_editor) / "model" if config.base_editor else Path(base.output_dir) / "model"
+
+
 def arm_train_config(config: AblationConfig, arm: ArmConfig, seed: int, base) -> Any:
     """The arm's TrainConfig: shared budget + arm overrides + what every run must share (model, data, seed)."""
     from editkit.config import from_dict
@@ -113,9 +121,9 @@ def arm_train_config(config: AblationConfig, arm: ArmConfig, seed: int, base) ->
 
     base_dir = Path(base.output_dir)
     fixed = {"output_dir": str(Path(config.work_dir) / "runs" / f"{arm.name}-seed{seed}"),
-             "model": {"path": str(base_dir / "model"), "guidance_scale": base.guidance_scale,
+             "model": {"path": str(model_dir(config, base)), "guidance_scale": base.guidance_scale,
                        "max_sequence_length": base.max_sequence_length},
-             "data": {"dataset": str(base_dir / "data" / "train"), "eval_size": 0,
+             "data": {"dataset": str(base_dir / "data" / ("rl" if base.data.rl else "train")), "eval_size": 0,
                       "resolution": [base.data.resolution, base.data.resolution]},
              "train": {"seed": seed}, "eval": {"every": config.eval_every}, "checkpoint": {"every": 0}}
     values = deep_merge(deep_merge(config.rl, arm.overrides), fixed)
@@ -153,7 +161,9 @@ def heldout_trainer(trainer_cls, heldout, base):
     return HeldoutTrainer
 
 
-def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) -> dict:
+def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, validation, test) -> dict:
+    """One RL run: curves on the validation rows every ``eval_every`` steps, then the test rows, once."""
+    from train.experiment.edit_metrics import evaluate_model
     from train.trainers import TRAINERS
 
     try:
@@ -164,15 +174,16 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, heldout) ->
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run every time: the table never mixes old and new runs
     began = time.perf_counter()
-    trainer = heldout_trainer(TRAINERS.get(train_config.objective.name), heldout, base)(train_config)
+    trainer = heldout_trainer(TRAINERS.get(train_config.objective.name), validation, base)(train_config)
     trainer.fit()
     seconds = time.perf_counter() - began
+    metrics = evaluate_model(trainer.adapter, test, base.eval_steps, base.eval_seed)
     del trainer
-    gc.collect()  # 30 runs in one process: free each model before the next
+    gc.collect()  # many runs in one process: free each model before the next
     curves = read_curves(run_dir)
-    # the trainer always evaluates after its last step: that evaluation is the run's result
-    metrics = {name: curves["heldout"][name][-1] for name in METRICS}
-    return {"metrics": metrics, "seconds": round(seconds, 1), "curves": curves}
+    # the trainer always evaluates after its last step: the validation values there, the test values above
+    validation_metrics = {name: curves["heldout"][name][-1] for name in METRICS}
+    return {"metrics": metrics, "validation": validation_metrics, "seconds": round(seconds, 1), "curves": curves}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -190,14 +201,26 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
     began = time.perf_counter()
     set_threads(config.cpu_threads)
     base = base_config(config)
-    base_dir = pretrain(base)
-    base_report = json.loads((base_dir / "pretrain.json").read_text())
-    heldout = load_examples(base_dir / "data" / "heldout", base.data.resolution)
+    if config.base_editor:
+        from train.experiment.ablation_data import prepare_splits
+        from train.experiment.base_editor import verify
+
+        verify(Path(config.base_editor))
+        shipped = json.loads((Path(config.base_editor) / "base_editor.json").read_text())
+        splits = prepare_splits(base.data, Path(base.output_dir) / "data")
+        base_seconds = shipped["seconds"]
+    else:
+        base_dir = pretrain(base)
+        splits = {name: base_dir / "data" / name for name in ("train", "heldout", "validation")}
+        base_seconds = json.loads((base_dir / "pretrain.json").read_text())["seconds"]
+    test = load_examples(splits["heldout"], base.data.resolution)
+    validation = load_examples(splits["validation"], base.data.resolution) if base.data.validation else test
+    base_metrics = base_editor_metrics(config, base, validation, test)
     arms = []
     for arm in config.arms:
         runs = {}
         for seed in config.seeds:
-            result = run_arm(config, arm, seed, base, heldout)
+            result = run_arm(config, arm, seed, base, validation, test)
             if "unavailable" in result:
                 print(f"arm {arm.name}: unavailable ({result['unavailable']})")
                 break
@@ -211,14 +234,54 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
         else:
             summary.update({m: mean_std([r["metrics"][m] for r in runs.values()]) for m in METRICS},
                            per_seed={s: r["metrics"] for s, r in runs.items()},
+                           validation={s: r["validation"] for s, r in runs.items()},
                            seconds=[r["seconds"] for r in runs.values()],
                            curves={s: r["curves"] for s, r in runs.items()})
         arms.append(summary)
-    report = {"base": base_report["heldout_metrics"], "base_seconds": base_report["seconds"],
-              "heldout_rows": len(heldout), "seeds": config.seeds, "rl": config.rl, "arms": arms,
-              "total_seconds": round(time.perf_counter() - began, 1)}
+    report = {"base": base_metrics, "base_seconds": base_seconds, "heldout_rows": len(test),
+              "validation_rows": len(validation) if base.data.validation else 0,
+              "base_editor": config.base_editor or "pretrained by this run", "seeds": config.seeds,
+              "rl": config.rl, "arms": arms, "hardware": hardware(), "total_seconds": round(time.perf_counter() - began, 1)}
     write_outputs(report, out_dir)
     return report
+
+
+def base_editor_metrics(config: AblationConfig, base, validation, test) -> dict[str, dict[str, float]]:
+    """The base editor on the test rows (``base_model``, and the references: copy the source, the VAE round trip of
+    the ground truth) and on the validation rows (``validation``), with the evaluation noise every run gets."""
+    import torch
+
+    from train.adapters.flux_kontext import FluxKontextAdapter
+    from train.experiment.edit_metrics import evaluate_model
+    from train.experiment.pretrain import device, model_config, reference_metrics
+
+    adapter = FluxKontextAdapter(model_config(base, model_dir(config, base)), device(), torch.float32)
+    metrics = {"base_model": evaluate_model(adapter, test, base.eval_steps, base.eval_seed),
+               **reference_metrics(adapter, test),
+               "validation": evaluate_model(adapter, validation, base.eval_steps, base.eval_seed)}
+    del adapter
+    gc.collect()
+    return metrics
+
+
+def hardware() -> dict[str, Any]:
+    """What the numbers were computed on: CPU model, cores, torch's CPU capability and threads."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", ""), "threads": torch.get_num_threads()}
 
 
 def write_outputs(report: dict, out_dir: Path) -> None:

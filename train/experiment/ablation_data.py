@@ -7,7 +7,8 @@ outside the small mask, the small source and the small target are averages of ex
 Rows whose mask covers (almost) the whole image (global edits such as style transfer) have no background to
 preserve, so the ablation leaves them out, and so are rows of edit types outside ``edit_types`` when it is set; each
 one is listed with its reason in ``excluded.json`` (never silently dropped). The pretraining stage and every RL run
-train on ``train/``; every evaluation uses ``heldout/``.
+train on ``train/`` (pretraining) and ``rl/`` (RL, when ``rl`` > 0; else RL also trains on ``train/``); settings are
+chosen on ``validation/`` (when ``validation`` > 0) and ``heldout/`` (the test rows) is read for the final table.
 """
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ class AblationDataConfig:
     resolution: Annotated[int, Range(ge=8, le=4096)] = 32
     """square side of the miniature images (pixels)"""
     heldout: Annotated[int, Range(ge=1)] = 24
-    """rows held out for every evaluation (chosen by seed)"""
+    """test rows held out from all training and tuning (chosen by seed), read for the final table"""
+    validation: Annotated[int, Range(ge=0)] = 0
+    """further held-out rows (the next ones of the same seeded order) on which settings are chosen and the curves
+    drawn; never trained on"""
+    rl: Annotated[int, Range(ge=0)] = 0
+    """rows kept out of pretraining for RL (the next ones of the same order; 0 = RL on the pretraining rows): the
+    base editor has not memorised them, as a real editor has not seen its RL prompts"""
     seed: Annotated[int, Range(ge=0)] = 0
     """seed of the held-out split"""
     max_mask_fraction: Annotated[float, Range(gt=0, le=1)] = 0.95
@@ -37,8 +44,9 @@ class AblationDataConfig:
     """use only the first N usable rows (0 = all); for smoke runs"""
 
     def __post_init__(self) -> None:
-        if 0 < self.limit <= self.heldout:
-            raise ValueError(f"limit ({self.limit}) must exceed heldout ({self.heldout}): no row would be left to train")
+        if 0 < self.limit <= self.heldout + self.validation + self.rl:
+            raise ValueError(f"limit ({self.limit}) must exceed heldout + validation + rl "
+                             f"({self.heldout + self.validation + self.rl}): no row would be left to pretrain on")
 
 
 def small_image(image, size: int):
@@ -96,14 +104,23 @@ def prepare_splits(config: AblationDataConfig, out_dir: Path) -> dict[str, Path]
                          "mask": rle.encode(small)})
         except Exception as error:  # noqa: BLE001  (any unreadable row is recorded with its reason, not fatal)
             excluded[f"row {index}"] = f"{type(error).__name__}: {error}"
-    if len(rows) <= config.heldout:
-        raise ValueError(f"only {len(rows)} usable rows in {source}; need more than data.heldout={config.heldout}")
-    order = np.random.default_rng(config.seed).permutation(len(rows))
-    held = {int(i) for i in order[: config.heldout]}
+    reserved = config.heldout + config.validation + config.rl
+    if len(rows) <= reserved:
+        raise ValueError(f"only {len(rows)} usable rows in {source}; need more than data.heldout + data.validation"
+                         f" + data.rl = {reserved}")
+    order = [int(i) for i in np.random.default_rng(config.seed).permutation(len(rows))]
+    held = set(order[: config.heldout])  # the same test rows whatever the other counts
+    validation = set(order[config.heldout : config.heldout + config.validation])
+    rl = set(order[config.heldout + config.validation : reserved])
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, members in (("train", [r for i, r in enumerate(rows) if i not in held]),
-                          ("heldout", [r for i, r in enumerate(rows) if i in held])):
+    splits = [("train", [r for i, r in enumerate(rows) if i not in held | validation | rl]),
+              ("heldout", [r for i, r in enumerate(rows) if i in held])]
+    if validation:
+        splits.append(("validation", [r for i, r in enumerate(rows) if i in validation]))
+    if rl:
+        splits.append(("rl", [r for i, r in enumerate(rows) if i in rl]))
+    for name, members in splits:
         paths[name] = out_dir / name
         datasets.Dataset.from_list(members).save_to_disk(str(paths[name]))
     write_json(out_dir / "excluded.json", excluded)

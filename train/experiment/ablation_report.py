@@ -26,60 +26,92 @@ def _cell(pair, digits: int, sign: bool = False) -> str:
     return f"{_number(mean, digits, sign)} ± {_number(std, digits)}"
 
 
-def gain_in_stds(arm: dict, base: dict, metric: str = "edit_reward") -> float:
-    """(arm mean − base) / arm std over seeds: how many seed standard deviations the arm moved the metric."""
-    mean, std = arm[metric]
-    if not (math.isfinite(mean) and math.isfinite(base[metric])):
+def seed_stats(values: list[float]) -> dict[str, float]:
+    """Mean, std, standard error and the two-sided 95% t interval of per-seed values (paired differences), with
+    ``z`` = mean / standard error (how many standard errors the mean is from 0)."""
+    from scipy import stats
+
+    values = [v for v in values if math.isfinite(v)]
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": float("nan"), "std": float("nan"), "se": float("nan"), "lo": float("nan"),
+                "hi": float("nan"), "z": float("nan")}
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else float("nan")
+    se = std / n ** 0.5
+    half = float(stats.t.ppf(0.975, n - 1)) * se if n > 1 else float("nan")
+    z = mean / se if se > 0 else float("nan")
+    return {"n": n, "mean": mean, "std": std, "se": se, "lo": mean - half, "hi": mean + half, "z": z}
+
+
+def detectable_effect(std: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest true mean difference a two-sided paired t-test over ``n`` seeds (per-seed std ``std``) detects
+    at level ``alpha`` with probability ``power``: (t_{1−α/2} + t_{power}) · std / √n, n − 1 degrees of freedom."""
+    from scipy import stats
+
+    if n < 2 or not math.isfinite(std):
         return float("nan")
-    return (mean - base[metric]) / std if std > 0 else float("inf") if mean != base[metric] else 0.0
+    return (float(stats.t.ppf(1 - alpha / 2, n - 1)) + float(stats.t.ppf(power, n - 1))) * std / n ** 0.5
+
+
+def deltas_vs_base(arm: dict, base: dict, metric: str) -> list[float]:
+    """Per seed: the arm's test value − the base editor's (one fixed base editor: every seed starts from it)."""
+    return [run[metric] - base[metric] for run in arm["per_seed"].values()]
+
+
+def _interval(st: dict, digits: int) -> str:
+    if st["n"] == 0:
+        return "n/a"
+    return (f"{_number(st['mean'], digits, sign=True)} [{_number(st['lo'], digits, sign=True)}, "
+            f"{_number(st['hi'], digits, sign=True)}] ({_number(st['z'], 1, sign=True)})")
+
+
+DELTAS = [("edit_reward", "Δ edit reward", 4), ("bg_psnr", "Δ bg PSNR (dB)", 2), ("bg_ssim", "Δ bg SSIM", 3)]
 
 
 def markdown_table(report: dict) -> str:
     seeds = ", ".join(str(s) for s in report["seeds"])
     base = report["base"]["base_model"]
-    lines = [(f"Held-out rows: {report['heldout_rows']}; seeds: {seeds}; mean ± std over seeds (each seed is its own "
-              "RL run from the same base editor). bg = the NON-edited region vs the source; edit reward = "
-              "clip(masked PSNR of the edit region vs the ground truth / 40, 0, 1); Δ = after RL − base editor; "
-              "Δ/σ = Δ edit reward in standard deviations of the arm's seeds."),
+    hw = report.get("hardware", {})
+    lines = [(f"Test rows: {report['heldout_rows']} (read once, after each run; settings were chosen on "
+              f"{report.get('validation_rows', 0)} validation rows); seeds: {seeds}; every run starts from the same "
+              f"base editor ({report.get('base_editor', '')}). bg = the NON-edited region vs the source; edit reward "
+              "= clip(masked PSNR of the edit region vs the ground truth / 40, 0, 1). Δ = after RL − base editor, "
+              "per seed; shown as mean [95% t interval over seeds] (mean / standard error)."),
              "Arms are compared within their family (same objective and budget).", "",
-             "| family | arm | " + " | ".join(c[1] for c in COLUMNS)
-             + " | Δ edit reward | Δ/σ | Δ bg PSNR (dB) | RL s/run |",
-             "|---|---|" + "---:|" * (len(COLUMNS) + 4)]
+             "| family | arm | " + " | ".join(c[1] for c in COLUMNS) + " | "
+             + " | ".join(d[1] for d in DELTAS) + " | RL s/run |",
+             "|---|---|" + "---:|" * (len(COLUMNS) + len(DELTAS) + 1)]
     for name, label in (("copy_source", "reference: copy the source"),
                         ("vae_round_trip_of_ground_truth", "reference: VAE round trip of the ground truth"),
                         ("base_model", "base editor (before RL)")):
         metrics = report["base"][name]
         cells = " | ".join(_number(metrics[key], digits) for key, _, digits in COLUMNS)
-        lines.append(f"| — | {label} | {cells} | | | | |")
+        lines.append(f"| — | {label} | {cells} |" + " |" * (len(DELTAS) + 1))
     for arm in report["arms"]:
         title = f"{arm['name']}: {arm['description']}" if arm["description"] else arm["name"]
         if "unavailable" in arm:
-            lines.append(f"| {arm['family']} | {title} | " + " | ".join("—" for _ in range(len(COLUMNS) + 3))
+            lines.append(f"| {arm['family']} | {title} | "
+                         + " | ".join("—" for _ in range(len(COLUMNS) + len(DELTAS)))
                          + f" | not available: {arm['unavailable'].splitlines()[0][:120]} |")
             continue
         cells = " | ".join(_cell(arm[key], digits) for key, _, digits in COLUMNS)
-        delta_edit = (arm["edit_reward"][0] - base["edit_reward"], arm["edit_reward"][1])
-        delta_bg = (arm["bg_psnr"][0] - base["bg_psnr"], arm["bg_psnr"][1])
+        deltas = " | ".join(_interval(seed_stats(deltas_vs_base(arm, base, key)), digits) for key, _, digits in DELTAS)
         seconds = sum(arm["seconds"]) / len(arm["seconds"])
-        lines.append(f"| {arm['family']} | {title} | {cells} | {_cell(delta_edit, 4, sign=True)} | "
-                     f"{_number(gain_in_stds(arm, base), 1, sign=True)} | {_cell(delta_bg, 2, sign=True)} | "
-                     f"{seconds:.0f} |")
+        lines.append(f"| {arm['family']} | {title} | {cells} | {deltas} | {seconds:.0f} |")
     lines += paired_table(report)
     total = report["total_seconds"]
-    lines += ["", f"Total wall time (pretraining + every run + evaluation): {total / 60:.1f} min."]
+    lines += ["", f"Total wall time (every run + evaluation; the base editor is shipped): {total / 60:.1f} min"
+              + (f" on {hw.get('cpu')} ({hw.get('cores')} cores), torch {hw.get('torch')}, CPU capability "
+                 f"{hw.get('cpu_capability')} (ATEN_CPU_CAPABILITY={hw.get('ATEN_CPU_CAPABILITY') or 'unset'}), "
+                 f"{hw.get('threads')} thread(s)." if hw else ".")]
     return "\n".join(lines) + "\n"
 
 
-def paired_differences(arm: dict, reference: dict, metric: str) -> tuple[float, float, int]:
-    """Mean and std over the seeds both arms ran of (arm − reference): same seed = same prompts and noise."""
+def paired_differences(arm: dict, reference: dict, metric: str) -> list[float]:
+    """Per seed both arms ran: arm − reference (same seed = same prompts and noise)."""
     seeds = [s for s in arm["per_seed"] if s in reference["per_seed"]]
-    values = [arm["per_seed"][s][metric] - reference["per_seed"][s][metric] for s in seeds]
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return float("nan"), float("nan"), 0
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return mean, std, len(values)
+    return [arm["per_seed"][s][metric] - reference["per_seed"][s][metric] for s in seeds]
 
 
 def paired_table(report: dict) -> list[str]:
@@ -88,17 +120,14 @@ def paired_table(report: dict) -> list[str]:
     rows = [(arm, arms[arm["compare_to"]]) for arm in arms.values() if arm.get("compare_to") in arms]
     if not rows:
         return []
-    lines = ["", "What each technique changes, paired by seed (arm − the arm it adds to, mean ± std of the per-seed "
-             "differences; the same seed means the same prompts and noise):", "",
-             "| family | arm | compared with | Δ edit reward | Δ bg PSNR (dB) | Δ bg SSIM | seeds |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["", "What each technique changes, paired by seed (arm − the arm it adds to; mean [95% t interval] "
+             "(mean / standard error); the same seed means the same prompts and noise):", "",
+             "| family | arm | compared with | " + " | ".join(d[1] for d in DELTAS) + " | seeds |",
+             "|---|---|---|" + "---:|" * (len(DELTAS) + 1)]
     for arm, reference in rows:
-        cells = []
-        for metric, digits in (("edit_reward", 4), ("bg_psnr", 2), ("bg_ssim", 3)):
-            mean, std, count = paired_differences(arm, reference, metric)
-            cells.append(_cell((mean, std), digits, sign=True))
-        lines.append(f"| {arm['family']} | {arm['name']} | {reference['name']} | " + " | ".join(cells)
-                     + f" | {count} |")
+        stats = [seed_stats(paired_differences(arm, reference, key)) for key, _, _ in DELTAS]
+        cells = " | ".join(_interval(st, digits) for st, (_, _, digits) in zip(stats, DELTAS))
+        lines.append(f"| {arm['family']} | {arm['name']} | {reference['name']} | {cells} | {stats[0]['n']} |")
     return lines
 
 
@@ -137,10 +166,11 @@ def heldout_series(arm: dict, metric: str, base_value: float) -> tuple[list[int]
 
 
 def plot_curves(report: dict, path: Path) -> None:
-    """Held-out edit reward and background PSNR against the RL step, mean ± std band over seeds, per arm."""
+    """Validation edit reward and background PSNR against the RL step, mean ± std band over seeds, per arm (step 0:
+    the base editor on the validation rows)."""
     plt = _pyplot()
-    base = report["base"]["base_model"]
-    panels = [("edit_reward", "held-out edit reward ↑"), ("bg_psnr", "held-out background PSNR (dB) ↑")]
+    base = report["base"].get("validation", report["base"]["base_model"])
+    panels = [("edit_reward", "validation edit reward ↑"), ("bg_psnr", "validation background PSNR (dB) ↑")]
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     for axis, (metric, title) in zip(axes, panels):
         for index, arm in enumerate(report["arms"]):
@@ -157,10 +187,16 @@ def plot_curves(report: dict, path: Path) -> None:
         axis.set_xlabel("RL step")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    figure.suptitle("Held-out evaluation during RL (fixed rows and noise; mean ± std over seeds)")
+    figure.suptitle("Validation rows during RL (fixed rows and noise; mean ± std over seeds)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both coordinates (higher is better on each), by the first coordinate."""
+    finite = [p for p in points if all(math.isfinite(v) for v in p)]
+    return sorted(p for p in finite if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in finite))
 
 
 def plot_pareto(report: dict, path: Path) -> None:
@@ -179,6 +215,11 @@ def plot_pareto(report: dict, path: Path) -> None:
         axis.errorbar(arm["edit_reward"][0], arm["bg_psnr"][0], xerr=arm["edit_reward"][1], yerr=arm["bg_psnr"][1],
                       color=style["color"], marker=style["marker"], markersize=8, capsize=3,
                       label=f"{arm['family']} {arm['name']}")
+    means = [(arm["edit_reward"][0], arm["bg_psnr"][0]) for arm in report["arms"] if "unavailable" not in arm]
+    front = pareto_front(means + [(base["edit_reward"], base["bg_psnr"])])
+    if len(front) > 1:
+        axis.plot([p[0] for p in front], [p[1] for p in front], color="grey", linewidth=1, linestyle="-.",
+                  label="Pareto front of the arm means", zorder=1)
     axis.scatter([base["edit_reward"]], [base["bg_psnr"]], s=120, color="black", marker="*", label="base editor",
                  zorder=5)
     axis.set_xlabel("held-out edit reward ↑ (edit region vs ground truth)")

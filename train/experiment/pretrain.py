@@ -293,7 +293,8 @@ def pretrain(config: PretrainConfig) -> Path:
     torch.manual_seed(config.seed)
     splits = prepare_splits(config.data, out / "data")
     train_rows = load_examples(splits["train"], config.data.resolution)
-    heldout_rows = load_examples(splits["heldout"], config.data.resolution)
+    eval_split = "validation" if "validation" in splits else "heldout"  # the test rows stay unread when possible
+    heldout_rows = load_examples(splits[eval_split], config.data.resolution)
     pipe = build_pipeline(config, out / "scratch")
     images = torch.stack([e.source for e in train_rows] + [e.target for e in train_rows])
     pipe.vae, vae_curve = cached_vae(pipe.vae, images, config, out / "vae")
@@ -309,7 +310,7 @@ def pretrain(config: PretrainConfig) -> Path:
     every = max(1, len(transformer_curve) // 200)
     write_json(report_path, {
         "config_hash": digest, "config": dataclasses.asdict(config),
-        "rows": {"train": len(train_rows), "heldout": len(heldout_rows)},
+        "rows": {"train": len(train_rows), eval_split: len(heldout_rows)}, "eval_split": eval_split,
         "seconds": {"vae": round(vae_seconds, 1), "total_training": round(train_seconds, 1),
                     "with_evaluation": round(time.perf_counter() - began, 1)},
         "heldout_metrics": metrics,

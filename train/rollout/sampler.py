@@ -35,9 +35,12 @@ def per_sample_normal(shape: tuple[int, ...], generators: list[torch.Generator])
 
 def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde: str, noise_level: float,
             window: tuple[int, int], generators: list[torch.Generator], autocast, per_token: bool = False,
-            keep_means: bool = False, keep_graph: Callable[[int], bool] | None = None) -> Trajectory:
+            keep_means: bool = False, keep_graph: Callable[[int], bool] | None = None,
+            sde_tokens: torch.Tensor | None = None) -> Trajectory:
     """``per_token`` records (B, L) log-probs (one per packed token, for per-token advantages) instead of (B,).
-    ``keep_graph(i)`` is asked before each SDE step's forward: True runs it with gradients and keeps its graph."""
+    ``keep_graph(i)`` is asked before each SDE step's forward: True runs it with gradients and keeps its graph.
+    ``sde_tokens`` ((B, L) bool, NFT's region noise): the SDE steps move only these tokens stochastically, the others
+    take the ODE step (no log-probs are meaningful then; NFT needs none)."""
     trajectory = Trajectory(final=x)
     sigma_max = float(sigmas[1]) if len(sigmas) > 1 else None
     for i in range(len(sigmas) - 1):
@@ -53,6 +56,9 @@ def rollout(adapter, model, cond, x: torch.Tensor, sigmas: torch.Tensor, *, sde:
                 if keep:
                     trajectory.graphs[i] = out
                 x_next = out.x_next.detach()
+                if sde_tokens is not None:
+                    x_next = torch.where(sde_tokens.to(x.device)[..., None], x_next,
+                                         ode_step(x.float(), v.detach(), sigma, sigma_next).to(x_next.dtype))
                 trajectory.states[i], trajectory.next_states[i] = x, x_next
                 if keep_means:
                     trajectory.means[i] = out.mean.detach()

@@ -73,9 +73,11 @@ class NFTTrainer(Trainer):
                 return Trajectory(final=dpm2_sample(velocity, x, self.sigmas))
             sampler = self.config.sampler
             eta, window = (sampler.noise_level, tuple(sampler.sde_window)) if sampler.nft_sde else (0.0, (0, 0))
+            # region_sde: the SDE steps explore only the edit region; background tokens follow the ODE
+            tokens = self.token_masks(batch)[mb] if sampler.region_sde and sampler.nft_sde else None
             return rollout(self.adapter, self.adapter.transformer, cond, x, self.sigmas, sde="flow_sde",
                            noise_level=eta, window=window, generators=generators[mb],
-                           autocast=self.accelerator.autocast)
+                           autocast=self.accelerator.autocast, sde_tokens=tokens)
 
         with self.old_policy.active():
             batch.samples = NFTSamples.from_rollouts(sample_micro_batches(self, batch, roll_out))
