@@ -59,7 +59,10 @@ def perimeter(mask: np.ndarray) -> float:
 
 
 def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Masked PSNR and SSIM of the pair over the NON-edited region; {} when the mask covers everything."""
+    """Masked PSNR and SSIM of the pair over the NON-edited region; {} when the mask covers everything.
+
+    For uint8 pairs (what the stage scores): PSNR from exact integer sums, SSIM from :func:`ssim_float32` stored to
+    :data:`SSIM_DECIMALS` decimals (see there); other inputs go through :mod:`editkit.metrics` in float64."""
     from editkit.metrics import masked_psnr, masked_ssim
 
     region = ~np.asarray(mask, dtype=bool)
@@ -67,27 +70,104 @@ def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndar
         return {}
     if source.dtype == np.uint8 and edited.dtype == np.uint8 and source.ndim == 3:
         psnr = _masked_psnr_uint8(source, edited, region)  # exact integer sums: the same value, ~10x cheaper
+        ssim = masked_ssim_rounded(source, edited, region)
     else:
         psnr = float(masked_psnr(_unit_float64(source), _unit_float64(edited), region))
-    # SSIM in float64, not the float32 fast path of uint8 input: float32 SSIM differs between OpenCV's SIMD kernels
-    # by up to ~5e-7 relative, which flips the stored 6th digit from one CPU to the next (the score shards and
-    # dvc.lock would differ between machines); float64 differs by ~1e-13, which the stored rounding absorbs.
-    ssim = float(masked_ssim(_unit_float64(source), _unit_float64(edited), region))
+        ssim = float(masked_ssim(_unit_float64(source), _unit_float64(edited), region))
     return {BG_PSNR: min(psnr, PSNR_CAP_DB) if not math.isnan(psnr) else psnr, BG_SSIM: ssim}
 
 
 def _masked_psnr_uint8(source: np.ndarray, edited: np.ndarray, region: np.ndarray) -> float:
-    """editkit.metrics.masked_psnr of two HxWxC uint8 images on [0, 1] over ``region``, from exact integer sums of
-    squared differences (the float64 path's value to ~1e-15 relative)."""
+    """editkit.metrics.masked_psnr of two HxWxC uint8 images on [0, 1] over ``region``, from the exact integer sum
+    of squared differences (OpenCV's L2SQR norm of 8-bit data sums integers: the float64 path's value to ~1e-15)."""
     import cv2
 
-    squared = cv2.absdiff(source, edited).astype(np.int64)
-    squared *= squared
-    total = int(squared.reshape(-1, squared.shape[-1]).sum(-1)[region.ravel()].sum())
+    total = cv2.norm(source, edited, cv2.NORM_L2SQR, mask=region.view(np.uint8))
     count = int(np.count_nonzero(region)) * source.shape[-1]
     if total == 0:
         return math.inf
     return 10.0 * math.log10(count * 255.0 * 255.0 / total)
+
+
+# bg_ssim is stored to this many decimals (4: 1e-4 steps, finer than any threshold select uses)
+SSIM_DECIMALS = 4
+# |float32 SSIM - float64 SSIM| stays below this (measured: <= 1.4e-6 on photos and JPEG pairs, 3.4e-6 on a
+# saturated black/white checkerboard; tests/curate/test_score.py): a float32 value farther than this from a rounding
+# boundary rounds as the float64 value does, on any CPU
+_SSIM32_ERROR = 1e-5
+_SSIM_RADIUS = 5  # editkit.metrics.SSIM_RADIUS: 11 taps
+
+
+def masked_ssim_rounded(source: np.ndarray, edited: np.ndarray, region: np.ndarray) -> float:
+    """editkit.metrics.masked_ssim of two uint8 images (data range 255) rounded to :data:`SSIM_DECIMALS` decimals,
+    the same on every machine, computed in float32 (~3x faster than float64).
+
+    float32 sums differ between OpenCV's SIMD kernels (by ~1e-7 relative), so a float32 SSIM is not the same number
+    on every CPU; rounded to 4 decimals it is, unless it lies within :data:`_SSIM32_ERROR` of a rounding boundary:
+    then (a few % of pairs) the float64 SSIM, which every CPU computes alike to ~1e-13, decides the rounding. Either
+    way the stored value is the float64 SSIM correctly rounded."""
+    from editkit.metrics import masked_ssim
+
+    h, w = region.shape
+    if min(h, w) <= 2 * _SSIM_RADIUS or not 1 <= source.shape[2] <= 4:  # tiny, or more channels than cv2.mean takes
+        return round(float(masked_ssim(_unit_float64(source), _unit_float64(edited), region)), SSIM_DECIMALS)
+    value = masked_ssim_mean(source, edited, region, np.float32)
+    step = 10.0 ** -SSIM_DECIMALS
+    if abs(value / step - math.floor(value / step) - 0.5) * step < _SSIM32_ERROR:  # too close to call in float32
+        value = masked_ssim_mean(source, edited, region, np.float64)
+    return round(value, SSIM_DECIMALS)
+
+
+def masked_ssim_mean(source: np.ndarray, edited: np.ndarray, region: np.ndarray, dtype: type = np.float32) -> float:
+    """Mean of skimage's Gaussian SSIM map (sigma 1.5, data range 255, population covariance) of two HxWxC uint8
+    images (H and W > 10, C <= 4) over ``region`` (H, W), computed in ``dtype`` (float64: editkit.metrics.masked_ssim
+    to ~1e-13).
+
+    Values are centred on the source's mean (the variances' cancellation then loses less), the five moment
+    planes of all channels are blurred by one OpenCV call (each plane padded by 5 mirrored rows, so the planes,
+    stacked, do not see each other), and the formula runs in place; the region mean is summed in float64."""
+    import cv2
+
+    from editkit.metrics import _gaussian_kernel
+
+    h, w, c = source.shape
+    r = _SSIM_RADIUS
+    centre = dtype(round(cv2.mean(source)[0]))  # any constant: SSIM is shift-invariant but for the means
+    planes = np.empty((5, h + 2 * r, w, c), dtype)
+    x, y = planes[0, r:r + h], planes[1, r:r + h]
+    np.subtract(source, centre, out=x, dtype=dtype)
+    np.subtract(edited, centre, out=y, dtype=dtype)
+    np.multiply(x, x, out=planes[2, r:r + h])  # products of integers < 2^24: exact
+    np.multiply(y, y, out=planes[3, r:r + h])
+    np.multiply(x, y, out=planes[4, r:r + h])
+    planes[:, :r] = planes[:, 2 * r - 1:r - 1:-1]  # scipy's 'reflect' (OpenCV's BORDER_REFLECT): edge repeated
+    planes[:, r + h:] = planes[:, r + h - 1:h - 1:-1]
+    kernel = _gaussian_kernel().astype(dtype)
+    blurred = cv2.sepFilter2D(planes.reshape(5 * (h + 2 * r), w, c), -1, kernel, kernel,
+                              borderType=cv2.BORDER_REFLECT).reshape(planes.shape)[:, r:r + h]
+    ux, uy, uxx, uyy, uxy = blurred
+    c1, c2 = dtype((0.01 * 255) ** 2), dtype((0.03 * 255) ** 2)
+    uxy -= ux * uy  # covariance
+    uxx -= ux * ux  # variances
+    uyy -= uy * uy
+    ux += centre  # the means themselves
+    uy += centre
+    numerator = ux * uy
+    numerator *= 2
+    numerator += c1
+    uxy *= 2
+    uxy += c2
+    numerator *= uxy
+    ux *= ux
+    uy *= uy
+    ux += uy
+    ux += c1
+    uxx += uyy
+    uxx += c2
+    ux *= uxx
+    numerator /= ux
+    means = cv2.mean(numerator, mask=region.view(np.uint8))  # per channel, summed in double
+    return float(sum(means[:c]) / c)
 
 
 def _unit_float64(image: np.ndarray) -> np.ndarray:
@@ -145,8 +225,10 @@ def _score_record(record: dict[str, Any], images: Any) -> None:
     if record["id"] not in images:
         schema.reject(record, STAGE, "images missing from the image shard")
         return
+    from curate.images import decode_pair
+
     try:
-        source, edited = images.source(record["id"]), images.edited(record["id"])
+        source, edited = decode_pair(images, record["id"])  # each image decoded once
     except Exception as error:  # ingest validated them; a failure here means the shard was damaged since
         schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
         return
@@ -154,3 +236,4 @@ def _score_record(record: dict[str, Any], images: Any) -> None:
         schema.reject(record, STAGE, "edited image missing")
         return
     score_pair(record, source, edited)
+

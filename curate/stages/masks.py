@@ -98,8 +98,10 @@ def _diff_record(record: dict[str, Any], images: Any, params: MasksParams) -> No
         if record.get("mask") is None:
             record["mask_source"] = "none"
         return
+    from curate.images import decode_pair
+
     try:
-        source, edited = images.source(record["id"]), images.edited(record["id"])
+        source, edited = decode_pair(images, record["id"])  # each image decoded once
     except Exception as error:  # ingest validated them; a failure means the shard was damaged since
         schema.reject(record, STAGE, f"cannot decode image: {type(error).__name__}: {error}")
         return

@@ -7,7 +7,7 @@ import pytest
 
 from editkit import rle, schema, store
 from curate.scoring import phash
-from curate.scoring.pair import PSNR_CAP_DB, mask_geometry, score_pairs
+from curate.scoring.pair import PSNR_CAP_DB, SSIM_DECIMALS, mask_geometry, score_pairs
 from tests.support.numerics import assert_close
 
 
@@ -125,9 +125,7 @@ def test_score_pairs_background_scores_and_rejects(tmp_path):
     for rid in ("clean", "noisy"):  # reference: scikit-image's full SSIM map averaged over the NON-edited region
         _, ssim_map = structural_similarity(source, pairs[rid][1], full=True, gaussian_weights=True, sigma=1.5,
                                             use_sample_covariance=False, data_range=255, channel_axis=-1)
-        assert_close(out[rid]["scores"]["bg_ssim"], ssim_map[~mask].mean(), dtype=np.float64,
-                     accumulations=11 * 11 * ssim_map[~mask].size, growth="linear",
-                     why="float64 11x11 Gaussian windows (OpenCV vs scipy), then a mean over the background")
+        assert out[rid]["scores"]["bg_ssim"] == round(float(ssim_map[~mask].mean()), SSIM_DECIMALS)
     assert out["noisy"]["scores"]["bg_ssim"] < out["clean"]["scores"]["bg_ssim"]
     assert "bg_psnr" not in out["global"]["scores"] and out["global"]["scores"]["mask_area"] == 1.0
     assert out["sizes"]["status"] == "rejected" and "sizes differ" in out["sizes"]["reject_reason"]
@@ -135,6 +133,35 @@ def test_score_pairs_background_scores_and_rejects(tmp_path):
     assert set(out["clean"]["phash"]) == {"source", "edited", "change"}
     assert len(out) == len(records)  # nothing dropped
 
+
+
+def _ssim_cases():
+    """Pairs where float32 SSIM loses the most: photos with JPEG noise, noise, saturated flat regions, a ramp."""
+    rng = np.random.default_rng(11)
+    photo = _photo(12, 96)
+    checker = (np.indices((64, 64)).sum(0) // 16 % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    ramp = np.tile(np.arange(0, 256, 2, dtype=np.uint8)[None, :, None], (40, 1, 3))
+    jitter = lambda image: np.clip(image.astype(int) + rng.integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
+    return {"jpeg": (photo, _jpeg(photo, 70)), "checker": (checker, jitter(checker)), "ramp": (ramp, jitter(ramp)),
+            "noise": (rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), rng.integers(0, 256, (48, 80, 3), np.uint8)),
+            "flat": (np.full((32, 32, 3), 255, np.uint8), np.full((32, 32, 3), 250, np.uint8))}
+
+
+@pytest.mark.parametrize("case", ["jpeg", "checker", "ramp", "noise", "flat"])
+def test_float32_ssim_stays_within_its_rounding_guard(case):
+    """The float64 moments path equals editkit.metrics.masked_ssim; float32 stays well inside the guard band the
+    stored 4-decimal rounding relies on (masked_ssim_rounded)."""
+    from curate.scoring.pair import _SSIM32_ERROR, masked_ssim_mean, masked_ssim_rounded
+    from editkit.metrics import masked_ssim
+
+    a, b = _ssim_cases()[case]
+    region = np.ones(a.shape[:2], bool)
+    region[3:9, 4:20] = False
+    reference = masked_ssim(a / 255.0, b / 255.0, region)
+    assert_close(masked_ssim_mean(a, b, region, np.float64), reference, dtype=np.float64,
+                 accumulations=11 * 11 * a.size, growth="linear", why="float64 moments, centred, blurred by OpenCV")
+    assert abs(masked_ssim_mean(a, b, region, np.float32) - reference) < _SSIM32_ERROR / 2
+    assert masked_ssim_rounded(a, b, region) == round(reference, SSIM_DECIMALS)
 
 # ---------------------------------------------------------------- CLIP
 @pytest.fixture(scope="module")
