@@ -222,7 +222,7 @@ def write_html(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, 
     """``report.html``: the tables and every item's images and scores, sortable (a static page: opens from disk)."""
     from benchmarks import report_html
 
-    return report_html.write(run_dir, report, baseline)
+    return report_html.write(run_dir, report, baseline, METRICS, _columns(report))
 
 
 def write_comparison(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Path]:

@@ -71,23 +71,26 @@ def _bench_thumbs(out: thumbs.ThumbDir, bench_dir: Path | None, wanted: set[str]
     return found
 
 
-def _columns(rows: list[dict[str, Any]], baseline_rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    from benchmarks.report import METRICS
+Metric = tuple[str, str, "bool | None"]  # (key, header, higher is better?), as benchmarks.report.METRICS
 
+
+def _columns(rows: list[dict[str, Any]], baseline_rows: dict[str, dict[str, Any]],
+             metrics: list[Metric]) -> list[dict[str, Any]]:
+    """The per-item columns: the known metrics any item has, in ``metrics`` order, then any other score."""
     present = {k for row in rows for k in row.get("scores", {})} | {
         k for row in baseline_rows.values() for k in row.get("scores", {})}
-    known = [m for m in METRICS if m[0] in present]
-    extra = sorted(present - {m[0] for m in METRICS})
+    known = [m for m in metrics if m[0] in present]
+    extra = sorted(present - {m[0] for m in metrics})
     return [{"key": k, "header": h, "higher": hi} for k, h, hi in known] + [
         {"key": k, "header": k, "higher": None} for k in extra]
 
 
 def page_data(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any] | None = None,
-              progress: bool = False) -> dict[str, Any]:
-    """Everything the page shows, with its thumbnails written under ``<run_dir>/thumbs``."""
+              metrics: list[Metric] = (), aggregate: list[Metric] = (), progress: bool = False) -> dict[str, Any]:
+    """Everything the page shows, with its thumbnails written under ``<run_dir>/thumbs``. ``metrics``: the known
+    metrics in table order; ``aggregate``: the columns of the aggregate tables (both from
+    :mod:`benchmarks.report`, which calls this)."""
     from tqdm.auto import tqdm
-
-    from benchmarks.report import _columns as aggregate_columns
 
     run_dir = Path(run_dir)
     out = thumbs.ThumbDir(run_dir)
@@ -121,8 +124,8 @@ def page_data(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, A
     return {"bench": report["bench"], "run": report["run"], "baseline": baseline["run"] if baseline else None,
             "subsets": report["subsets"], "baseline_subsets": baseline["subsets"] if baseline else None,
             "notes": report.get("notes", []), "judge": report.get("judge"),
-            "columns": _columns(rows, baseline_rows), "items": items,
-            "aggregate_columns": [{"key": k, "header": h} for k, h, _ in aggregate_columns(report)],
+            "columns": _columns(rows, baseline_rows, list(metrics)), "items": items,
+            "aggregate_columns": [{"key": k, "header": h} for k, h, _ in aggregate],
             "sources": bool(sources)}
 
 
@@ -143,8 +146,8 @@ def render(data: dict[str, Any]) -> str:
 
 
 def write(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, Any] | None = None,
-          progress: bool = False) -> Path:
+          metrics: list[Metric] = (), aggregate: list[Metric] = (), progress: bool = False) -> Path:
     """Write ``<run_dir>/report.html`` (and its thumbnails); returns its path."""
     path = Path(run_dir) / "report.html"
-    store.atomic_write_text(path, render(page_data(run_dir, report, baseline, progress)))
+    store.atomic_write_text(path, render(page_data(run_dir, report, baseline, metrics, aggregate, progress)))
     return path

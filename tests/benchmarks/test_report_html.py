@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks import evaluation, items, report_html
+from benchmarks import evaluation, items, report, report_html
 from benchmarks.editor import EditorConfig
 
 
@@ -68,8 +68,6 @@ def test_page_holds_every_item_with_both_runs_images_and_scores(runs, built):
     shown = {run / rel for item in data["items"] for rel in item["images"].values()}
     assert set((run / "thumbs").glob("*/*.jpg")) == shown
     stamps = {p: p.stat().st_mtime_ns for p in shown}
-    from benchmarks import report
-
     report.write_comparison(run, report.load_report(run), report.load_report(base))  # `bench compare` again
     assert {p: p.stat().st_mtime_ns for p in (run / "thumbs").glob("*/*.jpg")} == stamps  # all reused
     assert str(runs) not in (run / "report.html").read_text()  # only relative paths: the folder can move
@@ -79,7 +77,7 @@ def test_page_without_the_built_benchmark_and_text_that_would_end_the_script(run
     """A run whose benchmark folder is gone still gets its page (outputs and scores); no text can close the inline
     data's script element."""
     data = report_html.page_data(runs / "base", {**json.loads((runs / "base" / "report.json").read_text()),
-                                                 "bench_data": str(runs / "gone")})
+                                                 "bench_data": str(runs / "gone")}, metrics=report.METRICS)
     assert not data["sources"] and all(set(i["images"]) == {"output"} for i in data["items"])
     data["items"][0]["instruction"] = "</script><script>alert(1)</script>"
     page = report_html.render(data)
