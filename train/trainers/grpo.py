@@ -123,7 +123,8 @@ class GRPOTrainer(Trainer):
 
         def roll_out(mb: slice):
             model = self.model if guard is not None else self.adapter.transformer
-            with guard.counting() if guard is not None else nullcontext():
+            counting = guard is not None and guard.budget is not None  # no budget: nothing to measure
+            with guard.counting() if counting else nullcontext():
                 trajectory = rollout(self.adapter, model, batch.cond.select(mb),
                                      noise[mb].to(self.accelerator.device), self.sigmas, sde=cfg.sde,
                                      noise_level=cfg.noise_level, window=tuple(cfg.sde_window),
