@@ -31,6 +31,7 @@ SECTIONS: dict[str, str] = {
     "export": "curate.stages.export:ExportParams",
     "bench": "benchmarks.build:BenchParams",
     "annotate": "annotate.settings:AnnotateParams",
+    "fiftyone": "curate.fiftyone_export.settings:FiftyOneParams",
     "executor": "editkit.executors:ExecutorConfig",
 }
 
