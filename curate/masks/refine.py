@@ -94,6 +94,8 @@ def fill_holes(mask: np.ndarray, max_hole_pixels: int | None = None) -> np.ndarr
     is_hole[border] = False
     if max_hole_pixels is not None:
         is_hole &= stats[:, cv2.CC_STAT_AREA] <= max_hole_pixels
+    if not is_hole.any():
+        return mask.copy()  # nothing to fill: skip the per-pixel lookup
     return mask | is_hole[labels]
 
 
@@ -107,6 +109,8 @@ def remove_small_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
     keep[0] = False  # background
+    if keep[1:].all():
+        return mask.copy()  # nothing to drop: skip the per-pixel lookup
     return keep[labels]
 
 
