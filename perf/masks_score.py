@@ -15,7 +15,8 @@ with a brightness/contrast jitter the alignment must undo) straight into record 
   does not write Parquet.
 
 Rounds interleave the two (naive, ours, naive, ours, ...); the table reports medians. The outputs are compared record
-by record (mask IoU between the two, largest score difference). ``--rss`` runs both stages over N records at 128 px in
+by record (mask IoU between the two, largest score difference), and with those of the stages before their
+optimisation (``--previous``, a git revision, run once, untimed). ``--rss`` runs both stages over N records at 128 px in
 a fresh subprocess per N and reports peak RSS. Prints a table and writes ``perf/results/masks_score.json``.
 """
 from __future__ import annotations
@@ -40,6 +41,9 @@ sys.path.insert(0, str(ROOT))
 from perf import harness  # noqa: E402
 
 GOALS = {128: 2.0, 512: 5.0}  # speed-up of ours over the naive loop
+# the stages as they were before their optimisation (OpenCV decoding, float32 SSIM, table-applied curve): our
+# outputs are compared with theirs (--previous; git must be able to read this repository)
+PREVIOUS = "574e2a2"
 
 
 def generate(directory: Path, n: int, size: int, shard_size: int = 1000) -> None:
@@ -237,6 +241,38 @@ def run_stages(directory: Path, tag: str = "ours") -> dict:
             "masks_records_per_s": m["records_per_s"], "score_records_per_s": s["records_per_s"]}
 
 
+_PREVIOUS_RUN = '''
+import sys
+from pathlib import Path
+from curate.stages import masks, score
+d = Path(sys.argv[1])
+masks.run(masks.MasksParams(workers=1), d / "records", d / "images", d / "masks-previous")
+score.run(score.ScoreParams(workers=1), d / "masks-previous", d / "images", d / "score-previous")
+'''
+
+
+def previous(directory: Path, revision: str) -> dict[str, dict]:
+    """The stages at ``revision`` (curate/ and editkit/ from git, in a fresh process) over ``directory``:
+    {id: outputs} as :func:`naive` gives them, for :func:`compare`."""
+    import os
+
+    from editkit import rle, store
+
+    with tempfile.TemporaryDirectory() as code:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "curate", "editkit"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", code], input=archive, check=True)
+        env = {**os.environ, "PYTHONPATH": code}
+        subprocess.run([sys.executable, "-c", _PREVIOUS_RUN, str(directory)], check=True, capture_output=True,
+                       cwd=code, env=env)
+    out = {}
+    for shard in store.list_shards(directory / "score-previous"):
+        for record in store.read_records(directory / "score-previous", shard):
+            out[record["id"]] = {"mask": rle.decode(record["mask"]), "scores": record.get("scores") or {},
+                                 "phash": {k: int(v) for k, v in (record.get("phash") or {}).items()}}
+    return out
+
+
 def compare(directory: Path, tag: str, reference: dict[str, dict]) -> dict:
     """Our stage outputs vs the naive loop's, record by record."""
     from editkit import rle, store
@@ -281,13 +317,15 @@ def main() -> None:
     parser.add_argument("--records", default="300,60", help="records per size, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (naive, ours) per size")
     parser.add_argument("--rss", default="", help="e.g. 1000,10000: peak RSS of both stages at these record counts")
+    parser.add_argument("--previous", default=PREVIOUS,
+                        help="git revision whose stages our outputs are compared with ('' skips; not timed)")
     harness.add_options(parser, "masks_score")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child)
     if args.smoke:
-        args.sizes, args.records, args.rounds, args.rss = "64", "6", 1, ""
+        args.sizes, args.records, args.rounds, args.rss, args.previous = "64", "6", 1, "", ""
     provenance = harness.Provenance(args.smoke)
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(n) for n in args.records.split(",")]
@@ -300,7 +338,9 @@ def main() -> None:
             warm = Path(tmp) / f"warm{size}"  # imports, caches and worker start-up stay out of the timed rounds
             generate(warm, 2, size)
             naive(warm)
-            run_stages(warm, "warm")
+            warm_pool = Path(tmp) / f"warm-pool{size}"  # enough records for the stages' worker processes to start
+            generate(warm_pool, min(n, 32), size)
+            run_stages(warm_pool, "warm")
             for index in range(args.rounds):
                 began = time.perf_counter()
                 reference = naive(directory)
@@ -313,6 +353,15 @@ def main() -> None:
                    "masks_mean_iou_vs_gt": stage["masks_mean_iou"], **same,
                    "score_max_abs_diff": max(same["score_max_abs_diff_by_name"].values(), default=0.0)}
             row["speedup"] = row["naive_median_s"] / row["ours_median_s"]
+            if args.previous:  # the same records through the stages before their optimisation
+                before = compare(directory, f"r{args.rounds - 1}", previous(directory, args.previous))
+                row.update({"previous_revision": args.previous,
+                            "mask_iou_vs_previous_min": before["mask_iou_vs_naive_min"],
+                            "mask_iou_vs_previous_mean": before["mask_iou_vs_naive_mean"],
+                            "score_max_abs_diff_vs_previous_by_name": before["score_max_abs_diff_by_name"],
+                            "phash_max_bits_differing_vs_previous": before["phash_max_bits_differing"]})
+                print(f"  vs the stages at {args.previous}: mask IoU min {row['mask_iou_vs_previous_min']:.4f}, "
+                      f"score diffs {before['score_max_abs_diff_by_name']}")
             result["by_size"][str(size)] = row
             print(f"{size} px, {n} records: naive {row['naive_median_s']:.2f} s, ours {row['ours_median_s']:.2f} s "
                   f"(medians of {args.rounds}) -> {row['speedup']:.2f}x (goal >= {row['goal']:g}x); mask IoU vs "
