@@ -138,8 +138,9 @@ def _prune(run_dir: Path, items: list[dict[str, Any]]) -> None:
 
 
 def render(data: dict[str, Any]) -> str:
-    """The page: the template with ``data`` inline (``</`` escaped so no string can end the script element)."""
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """The page: the template with ``data`` inline. Every ``<`` (only ever inside a JSON string) is written as
+    ``\\u003c``, so no text (``</script>``, ``<!--``) can end or confuse the script element that holds the data."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     title = f"{data['bench']} — {data['run']}" + (f" vs {data['baseline']}" if data["baseline"] else "")
     return (TEMPLATE.read_text().replace("{{TITLE}}", html.escape(title))
             .replace("{{DATA}}", text))
