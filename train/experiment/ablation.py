@@ -66,6 +66,8 @@ class AblationConfig:
     """torch CPU threads (0 = torch's default)"""
     eval_every: Annotated[int, Range(ge=1)] = 4
     """RL steps between evaluations on the validation rows (and always after the last step)"""
+    read_test: bool = True
+    """false (pilot runs, choosing settings): the table reports the validation rows and the test rows stay unread"""
     base_editor: str = ""
     """a shipped base editor (model/ + SHA256SUMS, train/experiment/base_editor.py), checked before use; empty:
     pretrain one from base_config"""
@@ -177,12 +179,13 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, validation,
     trainer = heldout_trainer(TRAINERS.get(train_config.objective.name), validation, base)(train_config)
     trainer.fit()
     seconds = time.perf_counter() - began
-    metrics = evaluate_model(trainer.adapter, test, base.eval_steps, base.eval_seed)
+    curves = read_curves(run_dir)
+    # the trainer always evaluates after its last step: the validation values there, the test values once here
+    validation_metrics = {name: curves["heldout"][name][-1] for name in METRICS}
+    metrics = evaluate_model(trainer.adapter, test, base.eval_steps, base.eval_seed) if config.read_test \
+        else validation_metrics
     del trainer
     gc.collect()  # many runs in one process: free each model before the next
-    curves = read_curves(run_dir)
-    # the trainer always evaluates after its last step: the validation values there, the test values above
-    validation_metrics = {name: curves["heldout"][name][-1] for name in METRICS}
     return {"metrics": metrics, "validation": validation_metrics, "seconds": round(seconds, 1), "curves": curves}
 
 
@@ -213,8 +216,8 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
         base_dir = pretrain(base)
         splits = {name: base_dir / "data" / name for name in ("train", "heldout", "validation")}
         base_seconds = json.loads((base_dir / "pretrain.json").read_text())["seconds"]
-    test = load_examples(splits["heldout"], base.data.resolution)
-    validation = load_examples(splits["validation"], base.data.resolution) if base.data.validation else test
+    validation = load_examples(splits["validation" if base.data.validation else "heldout"], base.data.resolution)
+    test = load_examples(splits["heldout"], base.data.resolution) if config.read_test else validation
     base_metrics = base_editor_metrics(config, base, validation, test)
     arms = []
     for arm in config.arms:
@@ -239,6 +242,7 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
                            curves={s: r["curves"] for s, r in runs.items()})
         arms.append(summary)
     report = {"base": base_metrics, "base_seconds": base_seconds, "heldout_rows": len(test),
+              "table_rows": "test" if config.read_test else "validation (pilot: the test rows unread)",
               "validation_rows": len(validation) if base.data.validation else 0,
               "base_editor": config.base_editor or "pretrained by this run", "seeds": config.seeds,
               "rl": config.rl, "arms": arms, "hardware": hardware(), "total_seconds": round(time.perf_counter() - began, 1)}

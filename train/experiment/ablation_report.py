@@ -73,7 +73,8 @@ def markdown_table(report: dict) -> str:
     seeds = ", ".join(str(s) for s in report["seeds"])
     base = report["base"]["base_model"]
     hw = report.get("hardware", {})
-    lines = [(f"Test rows: {report['heldout_rows']} (read once, after each run; settings were chosen on "
+    split = report.get("table_rows", "test").capitalize()
+    lines = [(f"{split} rows: {report['heldout_rows']} (read once, after each run; settings were chosen on "
               f"{report.get('validation_rows', 0)} validation rows); seeds: {seeds}; every run starts from the same "
               f"base editor ({report.get('base_editor', '')}). bg = the NON-edited region vs the source; edit reward "
               "= clip(masked PSNR of the edit region vs the ground truth / 40, 0, 1). Δ = after RL − base editor, "

@@ -79,6 +79,31 @@ def rollout_stats(trainer, steps: int, pixel_weight: float = 0.2) -> dict[str, f
             "pixel_share": share, "edit_pixel_corr": corr}
 
 
+def plot_pilots(runs: dict[str, Path], base: dict[str, float], path: Path) -> None:
+    """Validation edit reward and background PSNR against the RL step of pilot runs (``name -> metrics.jsonl``),
+    the base editor's validation values at step 0."""
+    from train.experiment.ablation_report import _pyplot
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for axis, (metric, title) in zip(axes, (("edit_reward", "validation edit reward ↑"),
+                                            ("bg_psnr", "validation background PSNR (dB) ↑"))):
+        for name, metrics in runs.items():
+            rows = [json.loads(line) for line in Path(metrics).read_text().splitlines()]
+            rows = [r for r in rows if f"heldout_{metric}" in r]
+            axis.plot([0] + [r["step"] for r in rows], [base[metric]] + [r[f"heldout_{metric}"] for r in rows],
+                      marker="o", markersize=3, label=name)
+        axis.axhline(base[metric], color="black", linewidth=0.8, linestyle=":", label="base editor")
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("RL step")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle("Pilot runs (seed 0, validation rows)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> dict:
     from train.experiment.ablation import ArmConfig, arm_train_config, base_config, load_ablation_config
     from train.experiment.pretrain import set_threads
