@@ -118,15 +118,19 @@ def masked_ssim_rounded(source: np.ndarray, edited: np.ndarray, region: np.ndarr
     return round(value, SSIM_DECIMALS)
 
 
+_SSIM_BAND = 64  # rows per band: a band's planes stay in cache through the formula (~25% faster at 512 px)
+
+
 def masked_ssim_mean(source: np.ndarray, edited: np.ndarray, region: np.ndarray, dtype: type = np.float32) -> float:
     """Mean of skimage's Gaussian SSIM map (sigma 1.5, data range 255, population covariance) of two HxWxC uint8
     images (H and W > 10, C <= 4) over ``region`` (H, W), computed in ``dtype`` (float64: editkit.metrics.masked_ssim
     to ~1e-13).
 
     Values are centred on the source's mean (the variances' cancellation then loses less); the moments x, y,
-    x^2 + y^2 (only the variances' sum enters the formula) and xy of all channels are blurred by one OpenCV call
-    (each plane padded by 5 mirrored rows, so the planes, stacked, do not see each other), and the formula runs in
-    place; the region mean is summed in double."""
+    x^2 + y^2 (only the variances' sum enters the formula) and xy of all channels are blurred by one OpenCV call per
+    band of :data:`_SSIM_BAND` rows (with 5 rows either side from the image, mirrored at its edges as scipy's
+    'reflect'; the planes are stacked, and their outer rows, which see each other, are dropped), the formula runs in
+    place, and each band's region sum is taken in double. Bands without region pixels are skipped."""
     import cv2
 
     from editkit.metrics import _gaussian_kernel
@@ -134,40 +138,49 @@ def masked_ssim_mean(source: np.ndarray, edited: np.ndarray, region: np.ndarray,
     h, w, c = source.shape
     r = _SSIM_RADIUS
     centre = dtype(round(cv2.mean(source)[0]))  # any constant: SSIM is shift-invariant but for the means
-    planes = np.empty((4, h + 2 * r, w, c), dtype)
-    x, y, squares = planes[0, r:r + h], planes[1, r:r + h], planes[2, r:r + h]
-    np.subtract(source, centre, out=x, dtype=dtype)
-    np.subtract(edited, centre, out=y, dtype=dtype)
-    np.multiply(x, x, out=squares)  # products and sums of integers < 2^24: exact
-    squares += y * y
-    np.multiply(x, y, out=planes[3, r:r + h])
-    planes[:, :r] = planes[:, 2 * r - 1:r - 1:-1]  # scipy's 'reflect' (OpenCV's BORDER_REFLECT): edge repeated
-    planes[:, r + h:] = planes[:, r + h - 1:h - 1:-1]
     kernel = _gaussian_kernel().astype(dtype)
-    blurred = cv2.sepFilter2D(planes.reshape(4 * (h + 2 * r), w, c), -1, kernel, kernel,
-                              borderType=cv2.BORDER_REFLECT).reshape(planes.shape)[:, r:r + h]
-    ux, uy, usq, uxy = blurred
     c1, c2 = dtype((0.01 * 255) ** 2), dtype((0.03 * 255) ** 2)
-    uxy -= ux * uy  # covariance
-    usq -= ux * ux  # the variances' sum
-    usq -= uy * uy
-    usq += c2  # B2 = vx + vy + C2
-    uxy *= 2
-    uxy += c2  # A2 = 2 vxy + C2
-    ux += centre  # the means themselves
-    uy += centre
-    numerator = ux * uy
-    numerator *= 2
-    numerator += c1  # A1 = 2 ux uy + C1
-    numerator *= uxy
-    ux *= ux
-    uy *= uy
-    ux += uy
-    ux += c1  # B1 = ux^2 + uy^2 + C1
-    ux *= usq
-    numerator /= ux
-    means = cv2.mean(numerator, mask=region.view(np.uint8))  # per channel, summed in double
-    return float(sum(means[:c]) / c)
+    padded = np.arange(-r, h + r)  # the source row of each row of the mirrored image ("fedcba|abcdef")
+    padded = np.where(padded < 0, -padded - 1, np.where(padded >= h, 2 * h - padded - 1, padded))
+    counts = np.count_nonzero(region, axis=1)
+    total = 0.0
+    for top in range(0, h, _SSIM_BAND):
+        bottom = min(h, top + _SSIM_BAND)
+        count = int(counts[top:bottom].sum())
+        if not count:
+            continue
+        rows = padded[top:bottom + 2 * r]
+        n = len(rows)
+        planes = np.empty((4, n, w, c), dtype)
+        x, y, squares = planes[0], planes[1], planes[2]
+        np.subtract(source[rows], centre, out=x, dtype=dtype)
+        np.subtract(edited[rows], centre, out=y, dtype=dtype)
+        np.multiply(x, x, out=squares)  # products and sums of integers < 2^24: exact
+        squares += y * y
+        np.multiply(x, y, out=planes[3])
+        blurred = cv2.sepFilter2D(planes.reshape(4 * n, w, c), -1, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+        ux, uy, usq, uxy = blurred.reshape(planes.shape)[:, r:n - r]
+        uxy -= ux * uy  # covariance
+        usq -= ux * ux  # the variances' sum
+        usq -= uy * uy
+        usq += c2  # B2 = vx + vy + C2
+        uxy *= 2
+        uxy += c2  # A2 = 2 vxy + C2
+        ux += centre  # the means themselves
+        uy += centre
+        numerator = ux * uy
+        numerator *= 2
+        numerator += c1  # A1 = 2 ux uy + C1
+        numerator *= uxy
+        ux *= ux
+        uy *= uy
+        ux += uy
+        ux += c1  # B1 = ux^2 + uy^2 + C1
+        ux *= usq
+        numerator /= ux
+        means = cv2.mean(numerator, mask=region[top:bottom].view(np.uint8))  # per channel, summed in double
+        total += sum(means[:c]) * count
+    return total / (int(counts.sum()) * c)
 
 
 def _unit_float64(image: np.ndarray) -> np.ndarray:
