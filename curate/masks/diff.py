@@ -252,8 +252,15 @@ def _sample(source: np.ndarray, edited: np.ndarray, size: int) -> tuple[np.ndarr
     float64 (C, K): channels first, so per-channel work and reductions run over long contiguous rows."""
     h, w, channels = source.shape
     pick = _sample_index(h * w, min(size, h * w))
-    return (np.take(source.reshape(-1, channels).T, pick, axis=1).astype(np.float64),  # ~3x faster than [pick].T
-            np.take(edited.reshape(-1, channels).T, pick, axis=1).astype(np.float64))
+    if h * w <= _TAKE_PIXELS:  # small images: ~2x faster than gathering rows
+        return (np.take(source.reshape(-1, channels).T, pick, axis=1).astype(np.float64),
+                np.take(edited.reshape(-1, channels).T, pick, axis=1).astype(np.float64))
+    # large ones: np.take of the transposed view copies the whole image first (~7x slower at 512 px)
+    return (np.ascontiguousarray(source.reshape(-1, channels)[pick].T, dtype=np.float64),
+            np.ascontiguousarray(edited.reshape(-1, channels)[pick].T, dtype=np.float64))
+
+
+_TAKE_PIXELS = 192 * 192  # up to here np.take of the (C, H*W) view is the faster gather
 
 
 @functools.lru_cache(maxsize=16)
