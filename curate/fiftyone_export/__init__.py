@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -156,14 +157,28 @@ def command(stage: str, data_dir: str = "data", name: Optional[str] = None, imag
     print(f"open it: editkit export fiftyone-app {result['name']}")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def app(name: str, port: int = 5151, params_file: str = "params.yaml") -> None:
-    """Serve the FiftyOne App on 127.0.0.1:<port> for dataset ``name`` until Ctrl-C (then its database stops)."""
+    """Serve the FiftyOne App on 127.0.0.1:<port> for dataset ``name`` until Ctrl-C or SIGTERM; then the App's
+    server and our database server stop."""
     params = load_params(params_file)
     mongod = venv.check(params)
     python = venv.python_of(params)
     with venv.database(params, mongod) as uri:
+        child = subprocess.Popen([str(python), str(Path(__file__).with_name("app.py")), name, str(port)],
+                                 env=venv.env(params, uri))
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            subprocess.run([str(python), str(Path(__file__).with_name("app.py")), name, str(port)],
-                           env=venv.env(params, uri))
-        except KeyboardInterrupt:
-            pass
+            child.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the App too (one process group); SIGTERM is passed on
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
