@@ -110,6 +110,8 @@ def build(stage: str, data_dir: Path | str = "data", params: Optional[FiftyOnePa
     if not _NAME.fullmatch(name):
         raise UserError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     items, total, origin = _source(stage, Path(data_dir), Path(images) if images is not None else None)
+    venv.ensure_installed(params)
+    mongod = venv.check(params)  # before the embeddings are computed: a broken install fails in seconds
     note = None
     embed = model = None
     if params.embeddings:
@@ -124,12 +126,12 @@ def build(stage: str, data_dir: Path | str = "data", params: Optional[FiftyOnePa
             embed, model = embedder(clip, device)
         else:
             note = "no CLIP embeddings (score.clip.enabled is false): similarity views need them"
-    venv.ensure_installed(params)
-    mongod = venv.check(params)  # before the interchange is written: a broken install fails in seconds
     started = time.perf_counter()
     folder = Path(params.dir) / name
     manifest = interchange.write(items, folder, name=name, stage=stage, origin=origin, total=total, embed=embed,
                                  embedding_model=model, batch_size=params.batch_size, progress=progress)
+    if progress:
+        print(f"fiftyone {stage}: starting FiftyOne and its database", file=sys.stderr, flush=True)
     result = _run(params, BUILDER, str(folder.resolve()), progress=progress, desc=f"fiftyone {stage}: dataset",
                   mongod=mongod)
     result.update(interchange=str(folder), note=note, seconds=round(time.perf_counter() - started, 1),
