@@ -1,6 +1,7 @@
 """``report.html`` of a benchmark run (benchmarks/report_html.py): every item's images and scores, the baseline's
 beside them, thumbnails cached by content; and in a real browser (Debian chromium via Selenium), opened from disk
-after the run folder was moved: sorting by a metric orders the items, and every image loads."""
+after the run folder was moved: sorting by a metric orders the items, and every image loads. Also writes the
+screenshot docs/reports.md shows (docs/report.png)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ import pytest
 
 from benchmarks import evaluation, items, report, report_html
 from benchmarks.editor import EditorConfig
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ShiftPipe:
@@ -143,3 +146,9 @@ def test_browser_sorts_by_a_metric_with_images_loaded(browser, runs, tmp_path):
     assert len(per_row) == len(rows) and all(n >= 3 for n in per_row)  # source, output, baseline (+ mask)
     assert browser.find_elements("css selector", "#aggregate table.aggregate")  # the tables on top
     assert all(url.startswith("file://") for url in page_requests(browser))
+
+    header = browser.find_element("css selector", '#items th[data-col="psnr_bg"]')
+    header.click()  # highest first again, for the screenshot the docs show
+    browser.set_window_size(1400, 1150)
+    WebDriverWait(browser, 20).until(_images_loaded)
+    browser.save_screenshot(str(REPO / "docs" / "report.png"))
