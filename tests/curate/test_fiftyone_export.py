@@ -63,6 +63,7 @@ def built(tmp_path_factory):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_dataset_reads_back_equal_to_the_records(built):
     from editkit.clip import ClipScorer
 
