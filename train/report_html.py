@@ -26,6 +26,7 @@ from editkit import store, thumbs
 
 FIRST = ("reward_mean", "eval_reward_mean", "eval_bg_psnr", "loss")  # curves shown first, in this order
 CHART_W, CHART_H, PAD = 300, 150, 52
+MAX_POINTS = 600  # a longer curve is thinned to its per-bucket extremes
 
 
 def _finite(value: Any) -> float | None:
@@ -190,8 +191,24 @@ def _labels(low: float, high: float) -> tuple[str, str]:
     return a, b
 
 
+def thin(points: list[tuple[int, float]], limit: int = MAX_POINTS) -> list[tuple[int, float]]:
+    """At most about ``limit`` points of a long curve: per bucket of consecutive steps its lowest and highest point
+    (in step order), so spikes stay visible while the page stays small."""
+    if len(points) <= limit:
+        return points
+    size = math.ceil(len(points) / (limit // 2))
+    out: list[tuple[int, float]] = []
+    for start in range(0, len(points), size):
+        bucket = points[start : start + size]
+        low, high = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
+        out += sorted({low, high})
+    return out
+
+
 def chart(key: str, points: list[tuple[int, float]]) -> str:
-    """One curve as an inline SVG: the line (and its points), the step and value ranges on the axes."""
+    """One curve as an inline SVG: the line (and its points), the step and value ranges on the axes. ``data-points``
+    is the number of values logged; a long curve is drawn from :func:`thin`'s points."""
+    logged, points = len(points), thin(points)
     steps = [s for s, _ in points]
     values = [v for _, v in points]
     x0, x1 = min(steps), max(steps)
@@ -212,7 +229,7 @@ def chart(key: str, points: list[tuple[int, float]]) -> str:
     last = points[-1]
     name = html.escape(key)
     low, high = _labels(y0, y1)
-    return (f'<figure class="curve" data-key="{name}" data-points="{len(points)}">'
+    return (f'<figure class="curve" data-key="{name}" data-points="{logged}">'
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{CHART_H}" role="img" '
             f'aria-label="{name} over steps">'
             f'<rect x="{PAD}" y="16" width="{w}" height="{h}" class="frame"/>'

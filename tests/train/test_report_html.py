@@ -146,3 +146,17 @@ def test_browser_shows_curves_and_each_evaluations_samples(browser, tiny_run):
     assert_close(sum(rewards) / len(rewards), metrics[-1]["eval_reward_mean"], rtol=1e-3,
                  why="the page's per-sample rewards, printed with 4 significant digits, average to the logged mean")
     assert all(url.startswith("file://") for url in page_requests(browser))
+
+
+def test_long_curves_are_thinned_to_their_extremes():
+    from train.report_html import MAX_POINTS, chart, thin
+
+    points = [(step, float(step % 7)) for step in range(1, 10_001)]
+    points[4321] = (4322, 99.0)  # one spike
+    kept = thin(points)
+    assert len(kept) <= MAX_POINTS + 2 and (4322, 99.0) in kept
+    assert [s for s, _ in kept] == sorted(s for s, _ in kept)
+    assert sorted({v for _, v in kept})[0] == 0.0 and sorted({v for _, v in kept})[-2:] == [6.0, 99.0]
+    svg = chart("loss", points)
+    assert 'data-points="10000"' in svg and svg.count(",") >= len(kept)
+    assert thin(points[:50]) == points[:50]
