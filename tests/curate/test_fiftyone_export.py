@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -172,9 +173,9 @@ def test_export_interchange_keeps_masks_scores_flags_and_provenance(exported, tm
     assert again["files"] == {"written": 0, "removed": 0} and again["embeddings"] is None
 
 
-def _fake_python(path: Path, body: str) -> Path:
+def _fake_python(path: Path, body: str, shell: str = "/bin/sh") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.write_text(f"#!{shell}\n{body}\n")
     path.chmod(0o755)
     return path
 
@@ -201,7 +202,7 @@ def test_failed_install_and_broken_venv_are_one_clear_line(exported, tmp_path, m
         assert done.exit_code == 2, done.output
         lines = [line for line in done.output.splitlines() if line.startswith("error:")]
         assert len(lines) == 1, done.output
-        assert __import__("re").search(expected, lines[0]), lines[0]
+        assert re.search(expected, lines[0]), lines[0]
     assert os.path.exists(tmp_path / "fo" / "install.log")
 
 
@@ -213,3 +214,64 @@ def test_missing_stage_is_one_clear_error(exported, tmp_path):
                                         "export"):
         build("nothing", exported, params, progress=False)
     assert not (tmp_path / "never-created").exists()
+
+
+_FAKE_MONGOD = """
+import os, signal, socket, sys
+args = sys.argv[1:]
+db, port = args[args.index("--dbpath") + 1], int(args[args.index("--port") + 1])
+server = socket.socket()
+server.bind(("127.0.0.1", port))
+server.listen()
+with open(os.path.join(db, "mongod.lock"), "w") as lock:
+    lock.write(str(os.getpid()))
+def stop(*_):
+    open(os.path.join(db, "mongod.lock"), "w").close()  # as mongod does on a clean shutdown
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    server.accept()[0].close()
+"""
+
+
+def test_database_server_is_ours_stopped_by_pid_and_a_leftover_is_stopped(tmp_path):
+    """`venv.database` starts mongod on 127.0.0.1, stops it by its PID, and stops one that a killed command left."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "fake.py").write_text(_FAKE_MONGOD)
+    mongod = _fake_python(tmp_path / "bin" / "mongod", f'exec -a "$0" {sys.executable} {tmp_path / "fake.py"} "$@"',
+                          shell="/bin/bash")  # argv[0] stays .../mongod, as mongod_pid expects
+    params = FiftyOneParams(venv=str(tmp_path / "unused"), dir=str(tmp_path / "fo"))
+    db = Path(params.dir) / "db"
+    with venv.database(params, mongod) as uri:
+        pid = venv.mongod_pid(params)
+        assert pid is not None and _mongods(db) == [pid]
+        assert uri == f"mongodb://127.0.0.1:{json.loads((Path(params.dir) / 'mongod.json').read_text())['port']}"
+        with venv.database(params, mongod) as shared:  # a second command while this one runs shares it
+            assert shared == uri and venv.mongod_pid(params) == pid
+        assert venv.mongod_pid(params) == pid
+    assert venv.mongod_pid(params) is None and _mongods(db) == []
+    assert not (Path(params.dir) / "mongod.json").exists()
+
+    # a command killed while its mongod ran: the next one stops that server by its PID and starts its own
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    db.mkdir(parents=True, exist_ok=True)
+    leftover = subprocess.Popen([str(mongod), "--dbpath", str(db), "--port", str(venv._free_port())],
+                                start_new_session=True)
+    try:
+        for _ in range(100):
+            if venv.mongod_pid(params) == leftover.pid:
+                break
+            time.sleep(0.05)
+        (Path(params.dir) / "mongod.json").write_text(json.dumps({"pid": leftover.pid, "port": 1, "owner": dead.pid}))
+        with venv.database(params, mongod):
+            assert leftover.wait(10) == 0  # stopped with SIGTERM, cleanly
+            assert venv.mongod_pid(params) not in (None, leftover.pid)
+        assert _mongods(db) == []
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
