@@ -87,7 +87,7 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     names = [arm.name for arm in config.arms]
     assert [arm["name"] for arm in table["arms"]] == names
     ran = [arm for arm in table["arms"] if "unavailable" not in arm]
-    assert {"a_edit_only", "b_pixel", "c_regularizer", "b2_pixel", "d_region_advantages"} <= {a["name"] for a in ran}
+    assert {"a_edit_only", "c9_kontext_mix", "c_cocoedit", "g_grpo", "g_guard"} <= {a["name"] for a in ran}
     for arm in ran:
         assert math.isfinite(arm["bg_psnr"][0]) and 0 <= arm["edit_reward"][0] <= 1
         assert arm["bg_psnr"][1] == 0.0  # one seed: std 0
@@ -99,10 +99,10 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
         assert arm["per_seed"]["0"]["edit_reward"] == arm["edit_reward"][0]
         assert f"| {arm['family']} | {arm['name']}" in markdown
     assert table["validation_rows"] == 2 and table["base"]["validation"].keys() == table["base"]["base_model"].keys()
-    # the paired table: b_pixel against a_edit_only, seed by seed (here one seed: no interval)
-    b, a = (next(x for x in ran if x["name"] == n) for n in ("b_pixel", "a_edit_only"))
-    delta = b["per_seed"]["0"]["edit_reward"] - a["per_seed"]["0"]["edit_reward"]
-    assert f"| NFT | b_pixel | a_edit_only | {delta:+.4f} [n/a, n/a] (n/a) |" in markdown
+    # the paired table: c_cocoedit against a_edit_only, seed by seed (here one seed: no interval)
+    c, a = (next(x for x in ran if x["name"] == n) for n in ("c_cocoedit", "a_edit_only"))
+    delta = c["per_seed"]["0"]["edit_reward"] - a["per_seed"]["0"]["edit_reward"]
+    assert f"| NFT | c_cocoedit | a_edit_only | {delta:+.4f} [n/a, n/a] (n/a) |" in markdown
     for arm in table["arms"]:
         if "unavailable" in arm:
             assert "not available" in markdown and arm["unavailable"]
