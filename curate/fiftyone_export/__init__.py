@@ -156,7 +156,8 @@ def command(stage: str, data_dir: str = "data", name: Optional[str] = None, imag
     print(f"FiftyOne dataset {result['name']!r}: {result['groups']} records, slices "
           f"{', '.join(result['slices'])}, similarity index: {', '.join(result['brain_keys']) or 'none'} "
           f"(database {Path(params.dir).resolve() / 'db'}, media {Path(result['interchange']).resolve()})")
-    print(f"open it: editkit export fiftyone-app {result['name']}")
+    extra = "" if params_file == "params.yaml" else f" --params {params_file}"
+    print(f"open it: editkit export fiftyone-app {result['name']}{extra}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
