@@ -58,8 +58,9 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", str(EGRESS_GUARD))
         patch.setenv("EDITKIT_EGRESS_LOG", str(log))
-        result = build("select", data, params, clip=clip, device="cpu", progress=False)
-        back = read_back(params, result["name"])
+        with venv.database(params, venv.check(params)):  # one mongod for both commands: they share it
+            result = build("select", data, params, clip=clip, device="cpu", progress=False)
+            back = read_back(params, result["name"])
     return data, clip, params, result, back, log
 
 
