@@ -241,13 +241,20 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
                            seconds=[r["seconds"] for r in runs.values()],
                            curves={s: r["curves"] for s, r in runs.items()})
         arms.append(summary)
-    report = {"base": base_metrics, "base_seconds": base_seconds, "heldout_rows": len(test),
-              "table_rows": "test" if config.read_test else "validation (pilot: the test rows unread)",
-              "validation_rows": len(validation) if base.data.validation else 0,
-              "base_editor": config.base_editor or "pretrained by this run", "seeds": config.seeds,
-              "rl": config.rl, "arms": arms, "hardware": hardware(), "total_seconds": round(time.perf_counter() - began, 1)}
-    write_outputs(report, out_dir)
-    return report
+        write_outputs(partial_report(config, base_metrics, base_seconds, test, validation, arms, began), out_dir,
+                      quiet=True)  # after every arm: an interrupted run still leaves its finished arms
+    write_outputs(partial_report(config, base_metrics, base_seconds, test, validation, arms, began), out_dir)
+    return json.loads((out_dir / "table.json").read_text())
+
+
+def partial_report(config: AblationConfig, base_metrics: dict, base_seconds, test, validation, arms: list,
+                   began: float) -> dict:
+    base = base_config(config)
+    return {"base": base_metrics, "base_seconds": base_seconds, "heldout_rows": len(test),
+            "table_rows": "test" if config.read_test else "validation (pilot: the test rows unread)",
+            "validation_rows": len(validation) if base.data.validation else 0,
+            "base_editor": config.base_editor or "pretrained by this run", "seeds": config.seeds,
+            "rl": config.rl, "arms": arms, "hardware": hardware(), "total_seconds": round(time.perf_counter() - began, 1)}
 
 
 def base_editor_metrics(config: AblationConfig, base, validation, test) -> dict[str, dict[str, float]]:
@@ -288,7 +295,7 @@ def hardware() -> dict[str, Any]:
             "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", ""), "threads": torch.get_num_threads()}
 
 
-def write_outputs(report: dict, out_dir: Path) -> None:
+def write_outputs(report: dict, out_dir: Path, quiet: bool = False) -> None:
     from editkit.store import write_json
     from train.experiment.ablation_report import markdown_table, plot_curves, plot_pareto
 
@@ -297,4 +304,5 @@ def write_outputs(report: dict, out_dir: Path) -> None:
     (out_dir / "table.md").write_text(markdown_table(report))
     plot_curves(report, out_dir / "curves.png")
     plot_pareto(report, out_dir / "pareto.png")
-    print((out_dir / "table.md").read_text())
+    if not quiet:
+        print((out_dir / "table.md").read_text())
