@@ -177,6 +177,23 @@ def train_overhead() -> str:
         ["objective", "trainer step (s)", "raw fwd/bwd (s)", "overhead", "medians trainer / raw (s)"], "lrrrr", rows)
 
 
+def peer_step() -> str:
+    runs = [load(name) for name in ("peer_step", "peer_step_heads4") if (RESULTS / f"{name}.json").exists()]
+    rows = []
+    for r in runs:
+        p = r.get("peer") or {}
+        size = r["model"].split("(")[1].split(")")[0].split(", ")[1]
+        peer = [f"{p['median_s']:.2f}", f"**{p['speedup_vs_peer']:.2f}×** / {p['paired_speedup_median']:.2f}×",
+                f"{p['cpu_speedup_vs_peer']:.2f}×", f"{p['lora_grad_max_rel_diff']:.1e} (≤ {p['grad_tolerance']:.0e})"] \
+            if p else ["—"] * 4
+        rows.append([size, r["rounds"], f"{r['reuse_median_s']:.2f}", f"{r['recompute_median_s']:.2f}", *peer,
+                     f"{r['speedup']:.2f}×"])
+    return provenance_line(*runs) + "\n\n" + table(
+        ["transformer", "rounds", "ours, reuse (s)", "ours, recompute (s)", "flow_grpo (s)",
+         "flow_grpo / ours: medians / per-round", "same, CPU seconds", "LoRA grads max rel diff",
+         "recompute / reuse"], "lrrrrrrrr", rows)
+
+
 def reward_overlap() -> str:
     r = load("reward_overlap")
     names = {"sequential": "sequential (`rewards.overlap=false`)", "overlapped": "overlapped (default)"}
@@ -230,7 +247,7 @@ def metric_conventions() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {f.__name__.replace("_", "-"): f for f in (
     select_1m, masks_score, ingest_stream, grounded_masks, mllm_client, rle_codec, bench_eval, train_overhead,
-    reward_overlap, attention_overhead, ray_executor, rrm_sampling, metric_conventions)}
+    peer_step, reward_overlap, attention_overhead, ray_executor, rrm_sampling, metric_conventions)}
 
 
 # ---------------------------------------------------------------------------------------------------- blocks
