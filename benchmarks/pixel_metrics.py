@@ -58,7 +58,7 @@ def pixel_metrics(source: np.ndarray, output: np.ndarray, mask: np.ndarray | Non
     elif not keep.any():
         skipped.update(psnr_bg="no_unedited_region", ssim_bg="no_unedited_region")
     elif convention == "standard":
-        background = background_consistency(source, output, mask)
+        background = background_consistency(source, output, mask, rounded=False)  # full precision
         scores["psnr_bg"], scores["ssim_bg"] = background[BG_PSNR], background[BG_SSIM]
     else:
         from editkit.metrics import metric_pair

@@ -58,11 +58,14 @@ def perimeter(mask: np.ndarray) -> float:
     return float(np.bincount(codes.ravel(), minlength=50) @ _PERIMETER_WEIGHTS)
 
 
-def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndarray,
+                           rounded: bool = True) -> dict[str, float]:
     """Masked PSNR and SSIM of the pair over the NON-edited region; {} when the mask covers everything.
 
-    For uint8 pairs (what the stage scores): PSNR from exact integer sums, SSIM from :func:`ssim_float32` stored to
-    :data:`SSIM_DECIMALS` decimals (see there); other inputs go through :mod:`editkit.metrics` in float64."""
+    For uint8 pairs (what the stage scores): PSNR from exact integer sums, SSIM from :func:`masked_ssim_rounded`
+    stored to :data:`SSIM_DECIMALS` decimals (see there), or in full float64 precision with ``rounded=False`` (the
+    benchmarks' metric, where models are compared by small differences); other inputs go through
+    :mod:`editkit.metrics` in float64."""
     from editkit.metrics import masked_psnr, masked_ssim
 
     region = ~np.asarray(mask, dtype=bool)
@@ -70,7 +73,7 @@ def background_consistency(source: np.ndarray, edited: np.ndarray, mask: np.ndar
         return {}
     if source.dtype == np.uint8 and edited.dtype == np.uint8 and source.ndim == 3:
         psnr = _masked_psnr_uint8(source, edited, region)  # exact integer sums: the same value, ~10x cheaper
-        ssim = masked_ssim_rounded(source, edited, region)
+        ssim = masked_ssim_rounded(source, edited, region) if rounded else _masked_ssim_float64(source, edited, region)
     else:
         psnr = float(masked_psnr(_unit_float64(source), _unit_float64(edited), region))
         ssim = float(masked_ssim(_unit_float64(source), _unit_float64(edited), region))
@@ -116,6 +119,16 @@ def masked_ssim_rounded(source: np.ndarray, edited: np.ndarray, region: np.ndarr
     if abs(value / step - math.floor(value / step) - 0.5) * step < _SSIM32_ERROR:  # too close to call in float32
         value = masked_ssim_mean(source, edited, region, np.float64)
     return round(value, SSIM_DECIMALS)
+
+
+def _masked_ssim_float64(source: np.ndarray, edited: np.ndarray, region: np.ndarray) -> float:
+    """editkit.metrics.masked_ssim of two uint8 images in float64, unrounded."""
+    from editkit.metrics import masked_ssim
+
+    h, w = region.shape
+    if min(h, w) <= 2 * _SSIM_RADIUS or not 1 <= source.shape[2] <= 4:
+        return float(masked_ssim(_unit_float64(source), _unit_float64(edited), region))
+    return masked_ssim_mean(source, edited, region, np.float64)
 
 
 _SSIM_BAND = 64  # rows per band: a band's planes stay in cache through the formula (~25% faster at 512 px)
