@@ -276,3 +276,23 @@ def test_region_sde_rollout_moves_only_the_chosen_tokens_stochastically():
     assert torch.equal(run(torch.ones(2, 4, dtype=torch.bool)), sde)
     mixed = torch.tensor([[True, False, True, False], [False, False, True, True]])
     assert torch.equal(run(mixed), torch.where(mixed[..., None], sde, ode))
+
+
+def test_paired_statistics_power_and_pareto_front():
+    """The table's t interval, the power formula (t quantiles from tables), the within-group centring of the
+    diagnosis and the Pareto front of the plot."""
+    from train.experiment.ablation_report import detectable_effect, pareto_front, seed_stats
+    from train.experiment.diagnose import _within_group
+
+    st = seed_stats([1.0, 2.0, 3.0, 4.0])  # mean 2.5, std sqrt(5/3), se std/2, t(0.975, 3) = 3.18245
+    se = (5 / 3) ** 0.5 / 2
+    assert_close(torch.tensor([st["mean"], st["se"], st["hi"] - st["mean"], st["z"]], dtype=torch.float64),
+                 torch.tensor([2.5, se, 3.182446 * se, 2.5 / se], dtype=torch.float64), dtype=torch.float32,
+                 accumulations=4, why="a 4-value mean and std; the t quantile to the 7 digits of the table")
+    # (t(0.975, 3) + t(0.8, 3)) / sqrt(4) = (3.182446 + 0.978472) / 2
+    assert_close(torch.tensor(detectable_effect(1.0, 4)), torch.tensor(2.080459), dtype=torch.float32,
+                 accumulations=2, why="two tabulated t quantiles to 6 digits")
+    assert seed_stats([]).get("n") == 0 and math.isnan(seed_stats([0.3])["lo"])
+    centred = _within_group(torch.tensor([1.0, 3.0, 10.0, 20.0]), torch.tensor([0, 0, 1, 1]))
+    assert torch.equal(centred, torch.tensor([-1.0, 1.0, -5.0, 5.0]))
+    assert pareto_front([(0.1, 3.0), (0.2, 2.0), (0.15, 1.0), (0.05, 3.0)]) == [(0.1, 3.0), (0.2, 2.0)]
