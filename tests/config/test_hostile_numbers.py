@@ -139,5 +139,5 @@ def test_combinations_that_make_no_sense_are_refused(tmp_path, section, body, li
 def test_the_ablation_data_must_leave_rows_to_train(tmp_path):
     from train.experiment.pretrain import load_pretrain_config
 
-    with pytest.raises(ConfigError, match=r"data: limit \(3\) must exceed heldout \(16\)"):
+    with pytest.raises(ConfigError, match=r"data: limit \(3\) must exceed heldout \+ validation \+ rl \(48\)"):
         load_pretrain_config("train/configs/ablation_base.yaml", ["data.limit=3"])
