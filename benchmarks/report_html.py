@@ -59,11 +59,18 @@ def _bench_thumbs(out: thumbs.ThumbDir, bench_dir: Path | None, wanted: set[str]
             if record["id"] not in images:
                 continue
             source = images.source_bytes(record["id"])
+            if not source:  # kept by the build without its image: the page shows the item with no thumbnail
+                entry["image_error"] = "the built benchmark has no source image for this item"
+                continue
             src = thumbs.digest("source", source)
             mask_key = thumbs.digest("mask", src, json.dumps(record.get("mask"), sort_keys=True))
             small = None
             if not out.has(src) or (record.get("mask") and not out.has(mask_key)):
-                small = thumbs.shrink(source)
+                try:
+                    small = thumbs.shrink(source)
+                except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+                    entry["image_error"] = f"source image unreadable: {type(error).__name__}"
+                    continue
             entry["source"] = out.put(src, small)
             if record.get("mask"):
                 entry["mask"] = out.put(mask_key, None if out.has(mask_key) else
@@ -108,7 +115,8 @@ def page_data(run_dir: Path | str, report: dict[str, Any], baseline: dict[str, A
             images["output"] = output
         item = {"id": row["id"], "key": row.get("key"), "category": row.get("category"),
                 "edit_type": row.get("edit_type"), "instruction": found.get("instruction"),
-                "mask_source": row.get("mask_source"), "error": row.get("error"),
+                "mask_source": row.get("mask_source"),
+                "error": "; ".join(e for e in (row.get("error"), found.get("image_error")) if e) or None,
                 "scores": {k: _finite(v) for k, v in row.get("scores", {}).items()},
                 "skipped": row.get("skipped") or {}, "images": images,
                 "output": f"outputs/{row['id']}.png" if output else None}

@@ -51,8 +51,8 @@ SMOKE = {
         "--work-dir runs/ablation_smoke_work",
     "editkit train pretrain --config train/configs/ablation_base.yaml":
         "editkit train pretrain --config train/configs/ablation_base.yaml output_dir=runs/pretrain_smoke "
-        "data.limit=24 data.heldout=3 data.edit_types=[] vae.steps=2 vae.batch_size=8 transformer.steps=2 "
-        "transformer.batch_size=4 eval_steps=2",
+        "data.limit=24 data.heldout=3 data.validation=2 data.rl=3 data.edit_types=[] vae.steps=2 vae.batch_size=8 "
+        "transformer.steps=2 transformer.batch_size=4 eval_steps=2",
     "editkit train run --config train/configs/tiny_kontext.yaml":
         "editkit train run --config train/configs/tiny_kontext.yaml train.max_steps=1 output_dir=runs/tiny_smoke",
     ".venv/bin/editkit train run --config train/configs/tiny_kontext.yaml":
