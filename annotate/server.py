@@ -85,11 +85,32 @@ def _progress(message: str) -> None:
 
 
 def ensure_installed(params: AnnotateParams) -> Path:
-    """Path of the `label-studio` executable, creating the virtualenv on first use."""
+    """Path of the `label-studio` executable, creating the virtualenv on first use.
+
+    One process installs at a time (a lock file beside the venv): two pips writing one venv leave packages without
+    their RECORD, which fails every later install. A venv left without the executable (an install that failed or
+    was killed) is removed and built again."""
+    import fcntl
+    import shutil
+
     venv = Path(params.venv).resolve()
     exe = venv / "bin" / "label-studio"
     if exe.exists():
         return exe
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if exe.exists():  # another process installed it while this one waited
+            return exe
+        if venv.exists():
+            print(f"removing the incomplete {venv} (no label-studio executable: an earlier install did not finish)",
+                  flush=True)
+            shutil.rmtree(venv)
+        _install(params, venv)
+    return exe
+
+
+def _install(params: AnnotateParams, venv: Path) -> None:
     print(f"installing label-studio=={params.label_studio_version} into {venv} (first use only, ~1-2 min)", flush=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -109,7 +130,6 @@ def ensure_installed(params: AnnotateParams) -> Path:
     if pip.wait() != 0:
         raise RuntimeError("installing Label Studio failed:\n" + "".join(tail))
     print(f"\ninstalled in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    return exe
 
 
 def server_env(params: AnnotateParams, creds: Credentials) -> dict[str, str]:
