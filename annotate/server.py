@@ -106,7 +106,12 @@ def ensure_installed(params: AnnotateParams) -> Path:
             print(f"removing the incomplete {venv} (no label-studio executable: an earlier install did not finish)",
                   flush=True)
             shutil.rmtree(venv)
-        _install(params, venv)
+        try:
+            _install(params, venv)
+        except RuntimeError as error:  # once more from an empty directory: a pip failure leaves a half-built venv
+            print(f"{str(error).splitlines()[-1]}\nretrying once in a new virtualenv", file=sys.stderr, flush=True)
+            shutil.rmtree(venv, ignore_errors=True)
+            _install(params, venv)
     return exe
 
 
