@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from editkit import rle, store, thumbs
+from editkit.scores import finite_or_none
 
 TEMPLATE = Path(__file__).with_name("report_template.html")
 
@@ -26,12 +26,7 @@ def _items(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+_finite = finite_or_none
 
 
 def _output_thumb(out: thumbs.ThumbDir, run_dir: Path, record_id: str, name: str) -> str | None:

@@ -23,3 +23,14 @@ def stored(value: float | None) -> float | None:
     if value is None or value != value or value in (float("inf"), float("-inf")):
         return value
     return float(f"{float(value):.{STORED_DIGITS}g}")
+
+
+def finite_or_none(value) -> float | None:
+    """``value`` as a float when it is a finite number, else None (JSON has no NaN or infinity)."""
+    import math
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

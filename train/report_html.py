@@ -23,18 +23,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from editkit import store, thumbs
+from editkit.scores import finite_or_none
 
 FIRST = ("reward_mean", "eval_reward_mean", "eval_bg_psnr", "loss")  # curves shown first, in this order
 CHART_W, CHART_H, PAD = 300, 150, 52
 MAX_POINTS = 600  # a longer curve is thinned to its per-bucket extremes
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+_finite = finite_or_none
 
 
 class _Recording:
