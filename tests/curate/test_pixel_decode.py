@@ -1,4 +1,5 @@
-"""curate.images.decode_pixels (OpenCV for PNG/JPEG) gives the pixels editkit.store.decode_rgb (PIL) gives."""
+"""curate.images.decode_pixels (libspng / OpenCV for PNG, OpenCV for JPEG) gives the pixels editkit.store.decode_rgb
+(PIL) gives."""
 import io
 
 import numpy as np
@@ -53,3 +54,41 @@ def test_cut_off_bytes_raise_as_in_pil(options):
     for cut in (data[:40], data[:len(data) // 2]):
         with pytest.raises(OSError):
             decode_pixels(cut)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGB-opencv", "RGB-tRNS", "RGBA", "L", "LA", "P", "I;16"])
+def test_every_png_kind_decodes_as_pil(mode):
+    """8-bit RGB PNGs take libspng; every other PNG kind (alpha, grey, palette, 16-bit) takes another decoder, and
+    all give PIL's pixels."""
+    import cv2
+    from PIL import Image
+
+    from curate import images
+
+    rgb = _image(7, (29, 41, 3))
+    if mode == "RGB-opencv":  # another encoder's filters and compression
+        data = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    else:
+        image, options = Image.fromarray(rgb), {}
+        if mode == "RGB-tRNS":
+            options["transparency"] = tuple(int(v) for v in rgb[0, 0])
+        elif mode == "I;16":
+            image = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
+        elif mode == "P":
+            image = image.quantize(16)
+        elif mode != "RGB":
+            image = image.convert(mode)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", **options)
+        data = buffer.getvalue()
+    assert images._is_rgb8_png(data) == (mode.startswith("RGB") and mode != "RGBA")
+    assert np.array_equal(decode_pixels(data), store.decode_rgb(data))
+
+
+def test_damaged_rgb_png_raises_as_in_pil():
+    data = bytearray(store.encode_png(_image(4, (64, 64, 3))))
+    data[60:80] = bytes(20)  # inside the image data: a CRC error, the end marker intact
+    with pytest.raises(OSError):
+        store.decode_rgb(bytes(data))
+    with pytest.raises(OSError):
+        decode_pixels(bytes(data))
