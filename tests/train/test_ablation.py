@@ -110,6 +110,18 @@ def test_ablation_smoke_writes_a_well_formed_table(tmp_path):
     excluded = json.loads((tmp_path / "work/base/data/excluded.json").read_text())
     assert len(excluded) == 2 and any("global edit" in v for v in excluded.values())
     assert report["total_seconds"] > 0
+    # the runs above ran two at a time in spawned processes (workers 2); in this process one after another, two of
+    # the arms (one per family) give the same numbers: nothing a run computes depends on where or beside what it ran
+    assert config.workers == 2 and table["workers"] == 2
+    config.workers, config.arms = 1, [arm for arm in config.arms if arm.name in ("c_cocoedit", "g_guard")]
+    again = run_ablation(config, tmp_path / "in_process")
+    assert table["base"] == again["base"]
+    for arm in again["arms"]:
+        first = next(a for a in table["arms"] if a["name"] == arm["name"])
+        for key in ("per_seed", "validation", "curves", "optimizer"):
+            assert arm[key] == first[key], (arm["name"], key)
+    guard = next(a for a in table["arms"] if a["name"] == "g_guard")
+    assert guard["optimizer"]["0"]["ratio"] and "| GRPO | g_guard | " in markdown
     # same base config -> the saved base editor is reused, not retrained; a changed config retrains
     from train.experiment.ablation import base_config
     from train.experiment.pretrain import config_hash, pretrain

@@ -3,10 +3,11 @@
 ``editkit train ablation --config train/configs/ablation.yaml [--smoke] [--out DIR]``
 
 1. Pretrain the base editor (:mod:`train.experiment.pretrain`), or reuse it when its config hash matches.
-2. For every arm and seed, run the RL trainer in this process from the base model with the arm's overrides on top
-   of the shared ``rl`` settings (same steps, groups, group size, learning rate: the same budget). An arm whose
-   config the trainers reject (e.g. a technique not implemented for that objective) is reported as unavailable with
-   the reason, not run.
+2. For every arm and seed, run the RL trainer from the base model with the arm's overrides on top of the shared
+   ``rl`` settings (same steps, groups, group size, learning rate: the same budget); ``workers`` runs execute at once,
+   each in a spawned process with ``cpu_threads`` torch threads (every run is seeded by its own config, so the
+   numbers do not depend on ``workers``). An arm whose config the trainers reject (e.g. a technique not implemented
+   for that objective) is reported as unavailable with the reason, not run.
 3. Every ``eval_every`` RL steps (and after the last) evaluate the run on the held-out rows with the same noise as
    the base editor's evaluation (:mod:`train.experiment.edit_metrics`): the curves show the model, not the prompts
    of that step's batch, and the last evaluation is the run's result. Write ``table.md``, ``table.json``,
@@ -22,6 +23,7 @@ import copy
 import gc
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -63,7 +65,10 @@ class AblationConfig:
     arms: list[ArmConfig] = field(default_factory=list)
     """the compared runs: each a name, family and TrainConfig overrides"""
     cpu_threads: Annotated[int, Range(ge=0)] = 1
-    """torch CPU threads (0 = torch's default)"""
+    """torch CPU threads per run process (0 = torch's default)"""
+    workers: Annotated[int, Range(ge=1)] = 2
+    """how many (arm, seed) RL runs execute at once, each in its own spawned process (1: in this process, one after
+    another); the results do not depend on it"""
     eval_every: Annotated[int, Range(ge=1)] = 4
     """RL steps between evaluations on the validation rows (and always after the last step)"""
     read_test: bool = True
@@ -186,7 +191,63 @@ def run_arm(config: AblationConfig, arm: ArmConfig, seed: int, base, validation,
         else validation_metrics
     del trainer
     gc.collect()  # many runs in one process: free each model before the next
-    return {"metrics": metrics, "validation": validation_metrics, "seconds": round(seconds, 1), "curves": curves}
+    return {"metrics": metrics, "validation": validation_metrics, "seconds": round(seconds, 1), "curves": curves,
+            "optimizer": optimizer_stats(run_dir)}
+
+
+def optimizer_stats(run_dir: Path) -> dict[str, list[float]]:
+    """Per RL step, what the objective logged about its updates (GRPO: the policy ratio's mean and clip fraction;
+    every objective: the gradient norm), for the table's reading of each arm."""
+    logged: dict[str, list[float]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for key in ("ratio", "ratio_first", "clip_fraction", "grad_norm"):
+            if key in row:
+                logged.setdefault(key, []).append(row[key])
+    return logged
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(config: AblationConfig, split_paths: dict[str, str], resolution: int) -> None:
+    """A spawned run process: its torch threads, and the validation and test rows loaded once for all its runs."""
+    from train.experiment.pretrain import load_examples, set_threads
+
+    set_threads(config.cpu_threads)
+    import diffusers
+
+    diffusers.utils.logging.disable_progress_bar()  # one line per finished run, printed by the parent
+    config.rl = deep_merge(config.rl, {"logging": {"progress": False}})
+    _WORKER["config"] = config
+    _WORKER["base"] = base_config(config)
+    rows = {name: load_examples(Path(path), resolution) for name, path in split_paths.items()}
+    _WORKER["validation"], _WORKER["test"] = rows["validation"], rows.get("test", rows["validation"])
+
+
+def _worker_run(arm: ArmConfig, seed: int) -> dict:
+    return run_arm(_WORKER["config"], arm, seed, _WORKER["base"], _WORKER["validation"], _WORKER["test"])
+
+
+def run_all(config: AblationConfig, arms: list[ArmConfig], base, validation, test, split_paths: dict[str, str],
+            on_result) -> None:
+    """Every (arm, seed) run of ``arms``, ``config.workers`` at a time; ``on_result(arm, seed, result)`` as each
+    finishes (in the order they finish)."""
+    jobs = [(arm, seed) for arm in arms for seed in config.seeds]
+    if config.workers == 1:
+        for arm, seed in jobs:
+            on_result(arm, seed, run_arm(config, arm, seed, base, validation, test))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context, initializer=_start_worker,
+                             initargs=(config, split_paths, base.data.resolution)) as pool:
+        futures = {pool.submit(_worker_run, arm, seed): (arm, seed) for arm, seed in jobs}
+        for future in as_completed(futures):
+            arm, seed = futures[future]
+            on_result(arm, seed, future.result())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -216,45 +277,71 @@ def run_ablation(config: AblationConfig, out_dir: Path) -> dict:
         base_dir = pretrain(base)
         splits = {name: base_dir / "data" / name for name in ("train", "heldout", "validation")}
         base_seconds = json.loads((base_dir / "pretrain.json").read_text())["seconds"]
-    validation = load_examples(splits["validation" if base.data.validation else "heldout"], base.data.resolution)
+    validation_path = splits["validation" if base.data.validation else "heldout"]
+    validation = load_examples(validation_path, base.data.resolution)
     test = load_examples(splits["heldout"], base.data.resolution) if config.read_test else validation
+    split_paths = {"validation": str(validation_path), **({"test": str(splits["heldout"])} if config.read_test else {})}
     base_metrics = base_editor_metrics(config, base, validation, test)
-    arms = []
+    load_before = os.getloadavg()
+    # an arm whose config the trainers reject is reported with the reason and not run
+    available, unavailable = [], {}
     for arm in config.arms:
-        runs = {}
-        for seed in config.seeds:
-            result = run_arm(config, arm, seed, base, validation, test)
-            if "unavailable" in result:
-                print(f"arm {arm.name}: unavailable ({result['unavailable']})")
-                break
-            runs[seed] = result
-            print(f"arm {arm.name} seed {seed} ({result['seconds']} s): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()), flush=True)
-        summary = {"name": arm.name, "family": arm.family, "description": arm.description, "seeds": list(runs),
-                   "overrides": arm.overrides, "compare_to": arm.compare_to}
-        if not runs:
-            summary["unavailable"] = result["unavailable"]
-        else:
+        try:
+            arm_train_config(config, arm, config.seeds[0], base)
+            available.append(arm)
+        except ValueError as error:
+            unavailable[arm.name] = str(error)
+            print(f"arm {arm.name}: unavailable ({error})", flush=True)
+    results: dict[str, dict[int, dict]] = {arm.name: {} for arm in available}
+    written: set[str] = set()
+
+    def summaries() -> list[dict]:
+        arms = []
+        for arm in config.arms:
+            summary = {"name": arm.name, "family": arm.family, "description": arm.description,
+                       "overrides": arm.overrides, "compare_to": arm.compare_to}
+            if arm.name in unavailable:
+                arms.append({**summary, "seeds": [], "unavailable": unavailable[arm.name]})
+                continue
+            runs = results[arm.name]
+            if len(runs) < len(config.seeds):
+                continue  # unfinished: an interrupted run still leaves its finished arms
+            runs = {seed: runs[seed] for seed in config.seeds}
             summary.update({m: mean_std([r["metrics"][m] for r in runs.values()]) for m in METRICS},
-                           per_seed={s: r["metrics"] for s, r in runs.items()},
+                           seeds=list(runs), per_seed={s: r["metrics"] for s, r in runs.items()},
                            validation={s: r["validation"] for s, r in runs.items()},
                            seconds=[r["seconds"] for r in runs.values()],
+                           optimizer={s: r["optimizer"] for s, r in runs.items()},
                            curves={s: r["curves"] for s, r in runs.items()})
-        arms.append(summary)
-        write_outputs(partial_report(config, base_metrics, base_seconds, test, validation, arms, began), out_dir,
-                      quiet=True)  # after every arm: an interrupted run still leaves its finished arms
-    write_outputs(partial_report(config, base_metrics, base_seconds, test, validation, arms, began), out_dir)
+            arms.append(summary)
+        return arms
+
+    def finished(arm: ArmConfig, seed: int, result: dict) -> None:
+        results[arm.name][seed] = result
+        done = sum(len(r) for r in results.values())
+        print(f"[{done}/{len(available) * len(config.seeds)}] arm {arm.name} seed {seed} ({result['seconds']} s): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()), flush=True)
+        if len(results[arm.name]) == len(config.seeds) and arm.name not in written:
+            written.add(arm.name)
+            write_outputs(partial_report(config, base_metrics, base_seconds, test, validation, summaries(), began,
+                                         load_before), out_dir, quiet=True)
+
+    run_all(config, available, base, validation, test, split_paths, finished)
+    write_outputs(partial_report(config, base_metrics, base_seconds, test, validation, summaries(), began,
+                                 load_before), out_dir)
     return json.loads((out_dir / "table.json").read_text())
 
 
 def partial_report(config: AblationConfig, base_metrics: dict, base_seconds, test, validation, arms: list,
-                   began: float) -> dict:
+                   began: float, load_before: tuple[float, ...] = ()) -> dict:
     base = base_config(config)
+    load = {"before_runs": [round(v, 2) for v in load_before], "at_write": [round(v, 2) for v in os.getloadavg()]}
     return {"base": base_metrics, "base_seconds": base_seconds, "heldout_rows": len(test),
             "table_rows": "test" if config.read_test else "validation (pilot: the test rows unread)",
             "validation_rows": len(validation) if base.data.validation else 0,
             "base_editor": config.base_editor or "pretrained by this run", "seeds": config.seeds,
-            "rl": config.rl, "arms": arms, "hardware": hardware(), "total_seconds": round(time.perf_counter() - began, 1)}
+            "rl": config.rl, "arms": arms, "hardware": hardware(), "workers": config.workers,
+            "load_average_1_5_15_min": load, "total_seconds": round(time.perf_counter() - began, 1)}
 
 
 def base_editor_metrics(config: AblationConfig, base, validation, test) -> dict[str, dict[str, float]]:

@@ -101,12 +101,42 @@ def markdown_table(report: dict) -> str:
         seconds = sum(arm["seconds"]) / len(arm["seconds"])
         lines.append(f"| {arm['family']} | {title} | {cells} | {deltas} | {seconds:.0f} |")
     lines += paired_table(report)
+    lines += ratio_table(report)
     total = report["total_seconds"]
+    load = report.get("load_average_1_5_15_min", {})
     lines += ["", f"Total wall time (every run + evaluation; the base editor is shipped): {total / 60:.1f} min"
               + (f" on {hw.get('cpu')} ({hw.get('cores')} cores), torch {hw.get('torch')}, CPU capability "
                  f"{hw.get('cpu_capability')} (ATEN_CPU_CAPABILITY={hw.get('ATEN_CPU_CAPABILITY') or 'unset'}), "
-                 f"{hw.get('threads')} thread(s)." if hw else ".")]
+                 f"{hw.get('threads')} thread(s) per run" if hw else "")
+              + (f", {report['workers']} run(s) at once" if "workers" in report else "")
+              + (f"; load average (1/5/15 min) {_load(load.get('before_runs'))} before the runs, "
+                 f"{_load(load.get('at_write'))} at the end" if load else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else "n/a"
+
+
+def ratio_table(report: dict) -> list[str]:
+    """For the arms whose objective logs a policy ratio (GRPO): its mean, its largest departure from 1 and the clip
+    fraction over every update of every step and seed, and the gradient norm."""
+    rows = []
+    for arm in report["arms"]:
+        logged = [s for s in arm.get("optimizer", {}).values() if s.get("ratio")]
+        if not logged:
+            continue
+        ratios = [v for s in logged for v in s["ratio"]]
+        clips = [v for s in logged for v in s["clip_fraction"]]
+        norms = [v for s in logged for v in s.get("grad_norm", [])]
+        rows.append(f"| {arm['family']} | {arm['name']} | {sum(ratios) / len(ratios):.6f} | "
+                    f"{max(abs(v - 1) for v in ratios):.2e} | {sum(clips) / len(clips):.4f} | {max(clips):.4f} | "
+                    + (f"{sum(norms) / len(norms):.2e} |" if norms else "n/a |"))
+    if not rows:
+        return []
+    return ["", "The policy ratio, per RL step (mean over that step's updates), over every step and seed:", "",
+            "| family | arm | mean ratio | largest abs(ratio − 1) | mean clip fraction | largest clip fraction "
+            "| mean gradient norm |", "|---|---|---:|---:|---:|---:|---:|", *rows]
 
 
 def paired_differences(arm: dict, reference: dict, metric: str) -> list[float]:
