@@ -16,6 +16,7 @@ to load bursts) are reported, with whether each step's rewards are equal and how
     .venv/bin/python perf/peer_step.py                 # ours: reuse vs recompute
     .venv/bin/python perf/peer_step.py --heads 4 --head-dim 32
     .venv/bin/python perf/peer_step.py --peer ../flow_grpo   # also flow_grpo's step, imported from that clone
+    .venv/bin/python perf/peer_step.py --peer ../flow_grpo --compile   # ours with train.compile
     .venv/bin/python perf/peer_step.py --smoke         # seconds: checks the script runs (ours only)
 
 ``--peer PATH`` is a local clone of flow_grpo with its Kontext trainer (``scripts/train_flux_kontext.py``,
@@ -310,7 +311,8 @@ def build_trainer(workdir: Path, model: Path, dataset: Path, reuse: str, args):
         f"objective.grpo.clip_range={CLIP_RANGE}", f"advantages.clip={ADV_CLIP}",
         f"sampler.num_steps={STEPS}", f"sampler.sde_window=[0, {STEPS}]", "sampler.train_steps=0",
         "train.groups_per_step=1", f"train.group_size={GROUP}", f"train.micro_batch_size={GROUP}", "train.seed=0",
-        f"train.reuse_rollout_graph={reuse}", "optim.gradient_accumulation=0", "logging.progress=false",
+        f"train.reuse_rollout_graph={reuse}", f"train.compile={str(args.compile).lower()}",
+        "optim.gradient_accumulation=0", "logging.progress=false",
         "logging.tensorboard=false", "eval.every=0", "checkpoint.every=0", "rewards.overlap=false"])
     return TRAINERS.get("grpo")(config)
 
@@ -379,7 +381,7 @@ def run(args, peer: SimpleNamespace | None) -> dict:
                        f"LoRA r{args.rank} on flow_grpo's 13 targets",
               "smoke": bool(args.smoke), "resolution": args.resolution, "group_size": GROUP,
               "sampling_steps": STEPS, "trained_steps": STEPS, "text_tokens": PEER_TEXT_LENGTH,
-              "rounds": args.rounds, "threads": args.threads,
+              "rounds": args.rounds, "threads": args.threads, "compile": bool(args.compile),
               "reuse_median_s": on, "recompute_median_s": off, "reuse_over_recompute": on / off,
               "speedup": off / on,
               "paired_ratio_median": harness.median([a / b for a, b in zip(times["on"], times["off"])]),
@@ -420,6 +422,8 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true",
+                        help="our trainer with train.compile (regional torch.compile; the warm-up round compiles)")
     harness.add_options(parser, "peer_step")
     args = parser.parse_args()
     peer = load_peer(args.peer) if args.peer is not None else None

@@ -178,7 +178,8 @@ def train_overhead() -> str:
 
 
 def peer_step() -> str:
-    runs = [load(name) for name in ("peer_step", "peer_step_heads4") if (RESULTS / f"{name}.json").exists()]
+    names = ("peer_step", "peer_step_compile", "peer_step_heads4", "peer_step_heads4_compile")
+    runs = [load(name) for name in names if (RESULTS / f"{name}.json").exists()]
     rows = []
     for r in runs:
         p = r.get("peer") or {}
@@ -186,12 +187,12 @@ def peer_step() -> str:
         peer = [f"{p['median_s']:.2f}", f"**{p['speedup_vs_peer']:.2f}×** / {p['paired_speedup_median']:.2f}×",
                 f"{p['cpu_speedup_vs_peer']:.2f}×", f"{p['lora_grad_max_rel_diff']:.1e} (≤ {p['grad_tolerance']:.0e})"] \
             if p else ["—"] * 4
-        rows.append([size, r["rounds"], f"{r['reuse_median_s']:.2f}", f"{r['recompute_median_s']:.2f}", *peer,
-                     f"{r['speedup']:.2f}×"])
+        rows.append([size, "compiled" if r.get("compile") else "eager", r["rounds"], f"{r['reuse_median_s']:.2f}",
+                     f"{r['recompute_median_s']:.2f}", *peer, f"{r['speedup']:.2f}×"])
     return provenance_line(*runs) + "\n\n" + table(
-        ["transformer", "rounds", "ours, reuse (s)", "ours, recompute (s)", "flow_grpo (s)",
+        ["transformer", "ours (`train.compile`)", "rounds", "ours, reuse (s)", "ours, recompute (s)", "flow_grpo (s)",
          "flow_grpo / ours: medians / per-round", "same, CPU seconds", "LoRA grads max rel diff",
-         "recompute / reuse"], "lrrrrrrrr", rows)
+         "recompute / reuse"], "llrrrrrrrr", rows)
 
 
 def reward_overlap() -> str:

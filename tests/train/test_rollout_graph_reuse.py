@@ -74,3 +74,34 @@ def test_forcing_reuse_off_policy_is_refused(tiny_kontext_dir, edit_dataset_dir,
     with pytest.raises(ConfigError, match="gradient_accumulation"):
         one_step(tiny_kontext_dir, edit_dataset_dir, tmp_path / "acc", ["train.reuse_rollout_graph=on",
                                                                          "optim.gradient_accumulation=1"], monkeypatch)
+
+
+def test_compiled_blocks_give_the_eager_update(tiny_kontext_dir, edit_dataset_dir, tmp_path, monkeypatch):
+    """train.compile: the transformer's repeated blocks run torch.compile'd code (inductor's fused kernels, a float
+    summation order of their own) and the rollout-graph reuse still applies; gradients match eager mode's."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled_calls = []
+
+    original = torch.nn.Module.compile
+
+    def recording(self, *args, **kwargs):
+        compiled_calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", recording)
+    g_eager, w_eager, m_eager = one_step(tiny_kontext_dir, edit_dataset_dir, tmp_path / "eager", [], monkeypatch)
+    assert not compiled_calls
+    g_comp, w_comp, m_comp = one_step(tiny_kontext_dir, edit_dataset_dir, tmp_path / "compiled",
+                                      ["train.compile=true"], monkeypatch)
+    torch._dynamo.reset()
+    assert sorted(set(compiled_calls)) == ["FluxSingleTransformerBlock", "FluxTransformerBlock"]
+    assert m_comp["reused"] == 1.0 and m_comp["ratio_first"] == 1.0
+    why = "inductor fuses the blocks' element-wise work and sums in its own order (float32); 4 backward units"
+    for name, grad in g_eager.items():
+        assert_close(g_comp[name], grad, dtype=torch.float32, accumulations=4096,
+                     scale=float(grad.abs().max()) + 1e-12, why=why)
+    # (the updated weights are not compared: AdamW's first step is lr * g / (|g| + eps), which turns a float-rounding
+    # difference of a gradient near eps into a visible one)
+    assert g_comp.keys() == g_eager.keys() and w_comp.keys() == w_eager.keys()

@@ -49,6 +49,8 @@ class Trainer(Runtime):
         self.adapter = build_adapter(config.model, self.accelerator.device, dtype)
         self.adapter.add_lora(config.lora)  # before sharding: the same LoRA initialisation under DDP and FSDP2
         self.prepare_training(self.adapter.transformer, parallel)
+        if config.train.compile:
+            compile_blocks(self.adapter.transformer)
         self.sampler = GroupSampler(self.data.train_rows, seed=config.train.seed)
         self.rewards = WeightedRewards(config.rewards.weights, config.rewards.options)
         self.reward_scheduler = RewardScheduler(self.rewards, config.rewards.overlap)  # scores during rollout
@@ -212,3 +214,15 @@ class Trainer(Runtime):
         self.advantage_stats = state.get("advantage_stats", {})
         self.skipped_rows = {int(k): v for k, v in state.get("skipped_rows", {}).items()}
         self.banned_rows = {int(r) for r in state.get("banned_rows", [])}
+
+
+def compile_blocks(transformer: torch.nn.Module) -> None:
+    """Regional compilation: torch.compile each of the transformer's repeated blocks in place (diffusers'
+    ``compile_repeated_blocks``; blocks of one class share their compiled code). Static shapes: a last micro-batch
+    of another size compiles once more."""
+    model = getattr(transformer, "module", transformer)  # DDP's wrapper holds the diffusers model
+    if not getattr(model, "_repeated_blocks", None):
+        from editkit.errors import ConfigError
+
+        raise ConfigError(f"train.compile: {type(model).__name__} names no repeated blocks to compile")
+    model.compile_repeated_blocks(dynamic=False)
