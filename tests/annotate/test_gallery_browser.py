@@ -11,7 +11,6 @@ from curate import gallery
 from tests.curate.test_gallery import make_stage
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def _images_loaded(web) -> bool:
 def test_filter_by_reject_reason_from_disk(browser, tmp_path):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from tests.support.browser import page_requests
+    from tests.support.browser import docs_screenshot, page_requests
 
     data = make_stage(tmp_path, n=24)
     out = tmp_path / "copied"
@@ -69,7 +68,7 @@ def test_filter_by_reject_reason_from_disk(browser, tmp_path):
     Select(browser.find_element("id", "f-reason")).select_by_index(0)  # back to everything, for the screenshot
     _wait_ready(browser, token)
     WebDriverWait(browser, 20).until(_images_loaded)
-    browser.save_screenshot(str(REPO / "docs" / "gallery.png"))
+    docs_screenshot(browser, "gallery.png", tmp_path)
 
 
 def gallery_records(out: Path) -> list[dict]:

@@ -16,7 +16,6 @@ import pytest
 from benchmarks import evaluation, items, report, report_html
 from benchmarks.editor import EditorConfig
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 class ShiftPipe:
@@ -117,7 +116,7 @@ def _images_loaded(web) -> bool:
 def test_browser_sorts_by_a_metric_with_images_loaded(browser, runs, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.support.browser import page_requests
+    from tests.support.browser import docs_screenshot, page_requests
 
     moved = tmp_path / "copied-run"
     shutil.copytree(runs / "run", moved)  # the run folder stands alone wherever it is copied
@@ -151,4 +150,4 @@ def test_browser_sorts_by_a_metric_with_images_loaded(browser, runs, tmp_path):
     header.click()  # highest first again, for the screenshot the docs show
     browser.set_window_size(1400, 1150)
     WebDriverWait(browser, 20).until(_images_loaded)
-    browser.save_screenshot(str(REPO / "docs" / "report.png"))
+    docs_screenshot(browser, "report.png", tmp_path)

@@ -97,3 +97,14 @@ def page_requests(web) -> list[str]:
         if message.get("method") == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
     return urls
+
+
+def docs_screenshot(web, name: str, scratch) -> None:
+    """Save the page as the manual's screenshot ``docs/<name>`` when ``EDITKIT_UPDATE_SCREENSHOTS=1``, otherwise
+    into ``scratch`` (the screenshot is still taken, so the step is tested): pixels differ from run to run (font
+    hinting, timing), and a test run must not leave the tree changed."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    target = docs / name if os.environ.get("EDITKIT_UPDATE_SCREENSHOTS") == "1" else Path(scratch) / name
+    assert web.save_screenshot(str(target)), f"the browser saved no screenshot to {target}"

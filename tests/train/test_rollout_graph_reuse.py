@@ -76,6 +76,7 @@ def test_forcing_reuse_off_policy_is_refused(tiny_kontext_dir, edit_dataset_dir,
                                                                          "optim.gradient_accumulation=1"], monkeypatch)
 
 
+@pytest.mark.slow  # inductor compiles the two block types: about a minute on 2 cores
 def test_compiled_blocks_give_the_eager_update(tiny_kontext_dir, edit_dataset_dir, tmp_path, monkeypatch):
     """train.compile: the transformer's repeated blocks run torch.compile'd code (inductor's fused kernels, a float
     summation order of their own) and the rollout-graph reuse still applies; gradients match eager mode's."""
