@@ -195,6 +195,17 @@ def peer_step() -> str:
          "recompute / reuse"], "llrrrrrrrr", rows)
 
 
+def nft_step() -> str:
+    runs = [load(name) for name in ("nft_step", "nft_step_heads4") if (RESULTS / f"{name}.json").exists()]
+    rows = [[r["model"].split("(")[1].split(")")[0].split(", ")[1], r["rounds"], f"{r['unfused_median_s']:.2f}",
+             f"{r['fused_median_s']:.2f}", f"**{r['speedup']:.2f}×** / {r['paired_speedup_median']:.2f}×",
+             f"{r['cpu_speedup']:.2f}×", "yes" if r["losses_equal"] and r["first_update_grads_equal"] else "**no**"]
+            for r in runs]
+    return provenance_line(*runs) + "\n\n" + table(
+        ["transformer", "rounds", "unfused (s)", "fused (s)", "unfused / fused: medians / per-round",
+         "same, CPU seconds", "losses and gradients bit-identical"], "lrrrrrl", rows)
+
+
 def reward_overlap() -> str:
     r = load("reward_overlap")
     names = {"sequential": "sequential (`rewards.overlap=false`)", "overlapped": "overlapped (default)"}
@@ -248,7 +259,7 @@ def metric_conventions() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {f.__name__.replace("_", "-"): f for f in (
     select_1m, masks_score, ingest_stream, grounded_masks, mllm_client, rle_codec, bench_eval, train_overhead,
-    peer_step, reward_overlap, attention_overhead, ray_executor, rrm_sampling, metric_conventions)}
+    peer_step, nft_step, reward_overlap, attention_overhead, ray_executor, rrm_sampling, metric_conventions)}
 
 
 # ---------------------------------------------------------------------------------------------------- blocks

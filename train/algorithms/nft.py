@@ -40,6 +40,12 @@ class NFTConfig:
     min(old_decay_rate·s, old_decay_max) (CoCoEdit: 0.001); 0 = sample with the current weights"""
     old_decay_max: Annotated[float, Range(ge=0, lt=1)] = 0.0
     """upper bound of the lag factor d of the sampling policy (CoCoEdit: 0.5; 0 = no lag)"""
+    fuse_old_forward: Literal["auto", "on", "off"] = "auto"
+    """take v_old at each trained step from the update's own forward (detached) instead of a separate forward before
+    the update: they are the same numbers when the sampling policy is the current one (no lag: old_decay_rate or
+    old_decay_max 0), the iteration makes one optimizer update and lora.dropout is 0. One transformer forward less
+    per trained step and micro-batch, the same loss and gradients. "auto" = fused where that holds; "on" = an error
+    where it does not; "off" = always the separate forward"""
 
 
 def policy_scale(config: NFTConfig) -> float:

@@ -23,7 +23,8 @@ class NFTSamples(Samples):
 
     steps: list[int] = field(default_factory=list)  # the trained step indices
     x_t: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> noised rollout result (N, L, C)
-    v_old: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> sampling policy's velocity there
+    v_old: dict[int, torch.Tensor | None] = field(default_factory=dict)  # step -> sampling policy's velocity there
+    # (None: fused, the update's own forward gives it; objective.nft.fuse_old_forward)
     v_ref: dict[int, torch.Tensor | None] = field(default_factory=dict)  # step -> reference velocity (None: off)
     region_weights: tuple[torch.Tensor, torch.Tensor] | None = None  # regularizer (background, edit) weights
     x_source: torch.Tensor | None = None  # the source images' latents (regularizer)
@@ -83,15 +84,36 @@ class NFTTrainer(Trainer):
             batch.samples = NFTSamples.from_rollouts(sample_micro_batches(self, batch, roll_out))
             self._prepare_targets(batch, step)
 
+    def fuse_old_forward(self, units: int) -> bool:
+        """Whether v_old comes from the update's own forward this iteration (``objective.nft.fuse_old_forward``):
+        only when that forward computes exactly the sampling policy's velocity."""
+        cfg = self.config
+        mode = cfg.objective.nft.fuse_old_forward
+        if mode == "off":
+            return False
+        reasons = []
+        if self.old_policy.enabled:
+            reasons.append("the sampling policy lags the trained one (objective.nft.old_decay_rate/old_decay_max)")
+        if sum(ends for ends, _ in self.update_schedule(units)) > 1:
+            reasons.append("optim.gradient_accumulation splits the iteration into several updates")
+        if cfg.lora.dropout > 0:
+            reasons.append("lora.dropout > 0 makes the update's forward differ from the sampling policy's")
+        if reasons and mode == "on":
+            from editkit.errors import ConfigError
+
+            raise ConfigError(f"objective.nft.fuse_old_forward=on cannot apply: {'; '.join(reasons)}")
+        return not reasons
+
     @torch.no_grad()
     def _prepare_targets(self, batch: Batch, step: int) -> None:
         """Fresh noise per trained step, and the sampling policy's (and reference's) velocity there, before any
-        update of this iteration changes the weights."""
+        update of this iteration changes the weights (v_old left to the update's forward when fused)."""
         cfg, samples = self.config, batch.samples
         start, end = cfg.sampler.sde_window
         steps = self.trained_steps(list(range(start, end)), step)
         x0 = samples.final.float()
         samples.steps = steps
+        fused = self.fuse_old_forward(len(self.micro_batches(x0.shape[0])) * len(steps))
         for j in steps:
             t = float(self.sigmas[j])
             generators = [torch.Generator().manual_seed(sample_seed(seed, step, j, stream=1)) for seed in batch.seeds]
@@ -102,12 +124,14 @@ class NFTTrainer(Trainer):
             for mb in self.micro_batches(x0.shape[0]):
                 sigma = torch.full((x_t[mb].shape[0],), t)
                 with self.accelerator.autocast():
-                    v_old.append(self.adapter.velocity(self.adapter.transformer, x_t[mb], sigma, batch.cond.select(mb)))
+                    if not fused:
+                        v_old.append(self.adapter.velocity(self.adapter.transformer, x_t[mb], sigma,
+                                                           batch.cond.select(mb)))
                     if cfg.objective.nft.ref_weight > 0:
                         with self.adapter.reference():
                             v_ref.append(self.adapter.velocity(self.adapter.transformer, x_t[mb], sigma,
                                                                batch.cond.select(mb)))
-            samples.v_old[j] = torch.cat(v_old).float()
+            samples.v_old[j] = torch.cat(v_old).float() if v_old else None
             samples.v_ref[j] = torch.cat(v_ref).float() if v_ref else None
         if cfg.objective.regularizer.enabled:
             from train.adapters.base import region_grid_weights
@@ -122,7 +146,7 @@ class NFTTrainer(Trainer):
         units = [(mb, j) for mb in self.micro_batches(len(batch.seeds)) for j in samples.steps]
         plan = self.update_schedule(len(units))
         keep = advantages.keep.float()
-        stats: dict[str, list] = {"loss": [], "regularizer": []}
+        stats: dict[str, list] = {"loss": [], "regularizer": [], "fused_old_forward": []}
         self.model.train()
         for (mb, j), (ends_update, group_size) in zip(units, plan):
             t = torch.full((keep[mb].shape[0],), float(self.sigmas[j]))
@@ -134,7 +158,10 @@ class NFTTrainer(Trainer):
             if cfg.objective.regularizer.enabled:
                 background, edit = samples.region_weights
                 region = (samples.x_source[mb], background[mb], edit[mb])
-            loss, reg = unit_loss(cfg.objective, x_t, t.to(x_t.device), samples.final[mb], v, samples.v_old[j][mb],
+            fused = samples.v_old[j] is None  # the sampling policy is the current one: its velocity is v's value
+            v_old = v.detach().float() if fused else samples.v_old[j][mb]
+            stats["fused_old_forward"].append(float(fused))
+            loss, reg = unit_loss(cfg.objective, x_t, t.to(x_t.device), samples.final[mb], v, v_old,
                                   v_ref, advantages.values[mb], keep[mb], region)
             if reg is not None:
                 stats["regularizer"].append(reg)
