@@ -10,7 +10,7 @@ help:
 	@echo "make demo   - install into .venv and rebuild the sample data with dvc repro"
 	@echo "make test   - install into .venv (if needed) and run the test suite"
 	@echo "make gpu-check - one LoRA step of the full-size transformers on CUDA vs perf/memory_plan.py (GPU_CHECK_ARGS=--smoke: CPU)"
-	@echo "make ablation - the miniature region-regularization ablation on CPU (~16 min on 2 cores, results/ablation/)"
+	@echo "make ablation - the miniature region-regularization ablation on CPU (~31 min on 2 cores, results/ablation/)"
 	@echo "make docs   - build the manual (docs/) with mkdocs --strict into site/"
 
 $(STAMP): pyproject.toml

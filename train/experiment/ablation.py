@@ -216,8 +216,10 @@ def _start_worker(config: AblationConfig, split_paths: dict[str, str], resolutio
 
     set_threads(config.cpu_threads)
     import diffusers
+    import transformers
 
     diffusers.utils.logging.disable_progress_bar()  # one line per finished run, printed by the parent
+    transformers.utils.logging.disable_progress_bar()
     config.rl = deep_merge(config.rl, {"logging": {"progress": False}})
     _WORKER["config"] = config
     _WORKER["base"] = base_config(config)
