@@ -47,35 +47,15 @@ def build_trainer(workdir: Path, model: Path, dataset: Path, fuse: str, args):
     return TRAINERS.get("nft")(config)
 
 
-def first_grads(trainer) -> dict:
-    """The LoRA gradients of ``trainer``'s first update (after clipping), kept when it steps."""
-    kept: dict = {}
-    optimizer, original = trainer.optimizer, trainer.optimizer.step
-
-    def step(*a, **k):
-        if not kept:
-            kept.update({n: p.grad.detach().clone() for n, p in trainer.adapter.transformer.named_parameters()
-                         if p.requires_grad and p.grad is not None})
-        return original(*a, **k)
-
-    optimizer.step = step
-    return kept
-
-
 def run(args) -> dict:
-    sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-dataset builder
-    from conftest import build_edit_dataset
-
-    from train.experiment.small_kontext import build_small_kontext
+    from perf.peer_step import record_first_grads, tiny_model_and_rows
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model = build_small_kontext(workdir / "model", num_layers=2, num_single_layers=2,
-                                    num_attention_heads=args.heads, attention_head_dim=args.head_dim)
-        dataset = build_edit_dataset(workdir / "dataset", count=9, size=args.resolution, corrupt=False)
+        model, dataset = tiny_model_and_rows(workdir, args)
         trainers = {mode: build_trainer(workdir, model, dataset, mode, args) for mode in ("on", "off")}
-        grads = {mode: first_grads(trainer) for mode, trainer in trainers.items()}
+        grads = {mode: record_first_grads(trainer) for mode, trainer in trainers.items()}
         logs: dict[str, list[dict]] = {mode: [] for mode in trainers}
         cpu: dict[str, list[float]] = {mode: [] for mode in trainers}
 

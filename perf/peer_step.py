@@ -328,19 +328,26 @@ def grad_tolerance(resolution: int, heads: int, head_dim: int) -> float:
     return 8 * torch.finfo(torch.float32).eps * math.sqrt(tokens * heads * head_dim) * STEPS
 
 
-def run(args, peer: SimpleNamespace | None) -> dict:
+def tiny_model_and_rows(workdir: Path, args) -> tuple[Path, Path]:
+    """The tiny Kontext (2+2 blocks, ``args.heads`` x ``args.head_dim``) and 8 exported rows at
+    ``args.resolution``, built into ``workdir`` (also perf/nft_step.py's)."""
     sys.path.insert(0, str(REPO / "tests" / "train"))  # the test-suite's exported-dataset builder
     from conftest import build_edit_dataset
 
     from train.experiment.small_kontext import build_small_kontext
 
+    model = build_small_kontext(workdir / "model", num_layers=2, num_single_layers=2,
+                                num_attention_heads=args.heads, attention_head_dim=args.head_dim)
+    dataset = finite_reward_rows(build_edit_dataset(workdir / "built", count=9, size=args.resolution,
+                                                    corrupt=False), workdir / "dataset")
+    return model, dataset
+
+
+def run(args, peer: SimpleNamespace | None) -> dict:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model = build_small_kontext(workdir / "model", num_layers=2, num_single_layers=2,
-                                    num_attention_heads=args.heads, attention_head_dim=args.head_dim)
-        dataset = finite_reward_rows(build_edit_dataset(workdir / "built", count=9, size=args.resolution,
-                                                        corrupt=False), workdir / "dataset")
+        model, dataset = tiny_model_and_rows(workdir, args)
         trainers = {mode: build_trainer(workdir, model, dataset, mode, args) for mode in ("on", "off")}
         logs: dict[str, list[dict]] = {mode: [] for mode in trainers}
         grads = {mode: record_first_grads(trainer) for mode, trainer in trainers.items()}
