@@ -235,22 +235,17 @@ def decode_pixels(data: bytes) -> np.ndarray:
     from editkit import store
 
     # complete files only (their end marker last): OpenCV fills a cut-off file in where PIL raises
-    if data[:8] == _PNG_SIGNATURE and data[-8:] == _PNG_END and _is_rgb8_png(data):
+    # 8-bit PNGs only: OpenCV scales 16-bit samples to 8 bits where PIL's conversion clips them
+    png8 = data[:8] == _PNG_SIGNATURE and data[-8:] == _PNG_END and len(data) > 26 and data[24] == 8
+    if png8 and data[12:16] == b"IHDR" and data[25] == 2:  # colour type 2: RGB, no alpha, no palette
         pixels = _spng_rgb(data)
         if pixels is not None:
             return pixels
-    # 8-bit PNGs only: OpenCV scales 16-bit samples to 8 bits where PIL's conversion clips them
-    png8 = data[:8] == _PNG_SIGNATURE and data[-8:] == _PNG_END and len(data) > 24 and data[24] == 8
     if png8 or (data[:3] == _JPEG_SIGNATURE and data[-2:] == b"\xff\xd9"):
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
         if pixels is not None and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
             return pixels
     return store.decode_rgb(data)
-
-
-def _is_rgb8_png(data: bytes) -> bool:
-    """The first chunk is IHDR with bit depth 8 and colour type 2 (truecolour, no alpha, no palette)."""
-    return len(data) > 26 and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 2
 
 
 def _spng_rgb(data: bytes) -> Optional[np.ndarray]:

@@ -178,13 +178,18 @@ def train_overhead() -> str:
         ["objective", "trainer step (s)", "raw fwd/bwd (s)", "overhead", "medians trainer / raw (s)"], "lrrrr", rows)
 
 
+def _transformer(result: dict[str, Any]) -> str:
+    """"2 heads x 16" from a trainer result's model description."""
+    return result["model"].split("(")[1].split(")")[0].split(", ")[1]
+
+
 def peer_step() -> str:
     names = ("peer_step", "peer_step_compile", "peer_step_heads4", "peer_step_heads4_compile")
     runs = [load(name) for name in names if (RESULTS / f"{name}.json").exists()]
     rows = []
     for r in runs:
         p = r.get("peer") or {}
-        size = r["model"].split("(")[1].split(")")[0].split(", ")[1]
+        size = _transformer(r)
         peer = [f"{p['median_s']:.2f}", f"**{p['speedup_vs_peer']:.2f}×** / {p['paired_speedup_median']:.2f}×",
                 f"{p['cpu_speedup_vs_peer']:.2f}×", f"{p['lora_grad_max_rel_diff']:.1e} (≤ {p['grad_tolerance']:.0e})"] \
             if p else ["—"] * 4
@@ -198,7 +203,7 @@ def peer_step() -> str:
 
 def nft_step() -> str:
     runs = [load(name) for name in ("nft_step", "nft_step_heads4") if (RESULTS / f"{name}.json").exists()]
-    rows = [[r["model"].split("(")[1].split(")")[0].split(", ")[1], r["rounds"], f"{r['unfused_median_s']:.2f}",
+    rows = [[_transformer(r), r["rounds"], f"{r['unfused_median_s']:.2f}",
              f"{r['fused_median_s']:.2f}", f"**{r['speedup']:.2f}×** / {r['paired_speedup_median']:.2f}×",
              f"{r['cpu_speedup']:.2f}×", "yes" if r["losses_equal"] and r["first_update_grads_equal"] else "**no**"]
             for r in runs]

@@ -81,8 +81,15 @@ def test_every_png_kind_decodes_as_pil(mode):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", **options)
         data = buffer.getvalue()
-    assert images._is_rgb8_png(data) == (mode.startswith("RGB") and mode != "RGBA")
-    assert np.array_equal(decode_pixels(data), store.decode_rgb(data))
+    spng_calls = []
+    original = images._spng_rgb
+    images._spng_rgb = lambda raw: spng_calls.append(1) or original(raw)
+    try:
+        pixels = decode_pixels(data)
+    finally:
+        images._spng_rgb = original
+    assert bool(spng_calls) == (mode.startswith("RGB") and mode != "RGBA")  # libspng takes 8-bit RGB only
+    assert np.array_equal(pixels, store.decode_rgb(data))
 
 
 def test_damaged_rgb_png_raises_as_in_pil():
